@@ -1,0 +1,117 @@
+"""Ingest throughput: signed GitHub pushes through the HTTP handler into the local queue.
+
+Floor, measured in the same run on the same bodies: HMAC-SHA256 + ``json.loads``, the least
+any receiver must do. Prints webhooks/s, p99 latency and the ratio of the handler's mean cost
+to the floor's. Goal: ratio <= 3. Never a pass/fail.
+
+    .venv/bin/python -m bench.ingest [--count 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import azure.functions as func
+
+from shared.config import SlipwayConfig
+from shared.queue.local import LocalQueue
+from shared.runtime import Runtime, set_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "fixtures" / "github" / "push-branch-signed-aspnet.json"
+SECRET = b"bench-secret"
+
+
+def _bodies(count: int) -> list[bytes]:
+    """Distinct pushes (distinct commits) of the real sample's size and shape."""
+    payload = json.loads(SAMPLE.read_bytes())
+    bodies = []
+    for i in range(count):
+        payload["after"] = hashlib.sha1(str(i).encode()).hexdigest()  # noqa: S324 - a fake commit id
+        payload["head_commit"]["id"] = payload["after"]
+        bodies.append(json.dumps(payload).encode())
+    return bodies
+
+
+def _floor(bodies: list[bytes]) -> list[float]:
+    timings = []
+    for body in bodies:
+        started = time.perf_counter()
+        digest = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        hmac.compare_digest(digest, digest)
+        json.loads(body)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def _handler(bodies: list[bytes], state: Path) -> list[float]:
+    from handlers import webhooks
+
+    config = SlipwayConfig.model_validate(
+        {
+            "registry": "bench.azurecr.io",
+            "targets": [
+                {
+                    "name": "azure-test",
+                    "repo": "https://github.com/dougbu/AzureTest",
+                    "image": "d/azure-test",
+                    "branches": ["master"],
+                }
+            ],
+        }
+    )
+    queue = LocalQueue(state / "queue.sqlite3")
+    runtime = Runtime({"GITHUB_WEBHOOK_SECRET": SECRET.decode()}, queue=queue)
+    runtime.config = lambda: config  # type: ignore[method-assign]
+    set_runtime(runtime)
+    function = webhooks.github_webhook.build().get_user_function()
+    timings = []
+    for body in bodies:
+        signature = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        started = time.perf_counter()
+        req = func.HttpRequest(
+            "POST",
+            "http://localhost/api/hooks/github",
+            headers={
+                "Content-Type": "application/json",
+                "X-GitHub-Event": "push",
+                "X-Hub-Signature-256": signature,
+            },
+            body=body,
+        )
+        response = function(req)
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 202, response.get_body()
+    assert queue.count() == len(bodies)
+    set_runtime(None)
+    return timings
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    args = parser.parse_args()
+    bodies = _bodies(args.count)
+    floor = _floor(bodies)
+    with tempfile.TemporaryDirectory() as state:
+        handler = _handler(bodies, Path(state))
+    floor_mean, handler_mean = statistics.mean(floor), statistics.mean(handler)
+    print(f"body size                : {len(bodies[0])} bytes, {args.count} deliveries")
+    print(f"floor (HMAC + json.loads): {1 / floor_mean:10.0f} /s   p99 {_p99(floor) * 1e6:8.1f} us")
+    print(f"handler -> local queue   : {1 / handler_mean:10.0f} /s   p99 {_p99(handler) * 1e6:8.1f} us")
+    print(f"ratio handler / floor    : {handler_mean / floor_mean:.1f}  (goal <= 3)")
+
+
+if __name__ == "__main__":
+    main()

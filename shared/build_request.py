@@ -1,0 +1,195 @@
+"""BuildRequest v1: the queue message, one JSON document per build.
+
+Everything needed to build is in the body, so that an operator can read, repair and re-send a
+message from the portal's Service Bus Explorer. Application properties only mirror a few fields
+for filtering. Secrets are never part of the message: the dispatcher takes them from its own
+settings for the target named here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_V1 = "slipway.build-request/v1"
+
+TriggerKind = Literal["push", "tag", "base-image", "schedule", "manual", "replay"]
+
+# Grammars shared with the task renderer: anything outside them is refused before it can reach
+# a task file or a shell.
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+TARGET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+REQUEST_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,100}$")
+OCI_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+# distribution's repository grammar: lowercase path components separated by "/".
+OCI_REPOSITORY_RE = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+PLATFORM_RE = re.compile(r"^(linux|windows)/(amd64|arm64|arm|386|ppc64le|s390x|riscv64)(/v[5-8])?$")
+REGISTRY_RE = re.compile(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+(:[0-9]{1,5})?$"
+)
+BUILD_ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+CACHE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Trigger(_Strict):
+    """Why this build exists, and where the event came from."""
+
+    kind: TriggerKind
+    provider: str = Field(description="Event sender: github, gitlab, acr, timer, operator, ...")
+    delivery_id: str | None = Field(default=None, description="The sender's delivery id, if any.")
+    received_at: datetime
+    correlation_id: str = Field(description="Follows the request from the webhook to the ACR run.")
+
+
+class Source(_Strict):
+    """The exact commit to build."""
+
+    repo_url: str = Field(description="https clone URL of the repository, without credentials.")
+    ref: str = Field(description="Full ref name, e.g. refs/heads/main or refs/tags/v1.2.3.")
+    commit: str = Field(description="Full commit id (40 or 64 hex characters).")
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not COMMIT_RE.match(value):
+            raise ValueError("commit must be a full lowercase hex commit id")
+        return value
+
+
+class Image(_Strict):
+    registry: str = Field(description="Registry login server, e.g. myregistry.azurecr.io.")
+    repository: str
+    tags: list[str] = Field(min_length=1)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not OCI_REPOSITORY_RE.match(value):
+            raise ValueError("repository does not match the OCI repository grammar")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not OCI_TAG_RE.match(tag):
+                raise ValueError(f"tag {tag!r} does not match the OCI tag grammar")
+        return value
+
+
+class Cache(_Strict):
+    """BuildKit azblob cache names: exported to ``name``, imported from ``name`` and ``from_names``."""
+
+    name: str
+    from_names: list[str] = Field(default_factory=list)
+    mode: Literal["min", "max"] = "max"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CACHE_NAME_RE.match(value):
+            raise ValueError("cache name must match [A-Za-z0-9][A-Za-z0-9._-]*")
+        return value
+
+    @field_validator("from_names")
+    @classmethod
+    def _from_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            cls._name(name)
+        return value
+
+
+class BuildRequest(_Strict):
+    """One build. ``id`` is deterministic so Service Bus duplicate detection absorbs retries."""
+
+    schema_: Literal["slipway.build-request/v1"] = Field(default="slipway.build-request/v1", alias="schema")
+    id: str
+    target: str
+    trigger: Trigger
+    source: Source
+    image: Image
+    platforms: list[str] = Field(min_length=1)
+    build_args: dict[str, str] = Field(default_factory=dict)
+    cache: Cache
+    coalesce_key: str = Field(description="Requests sharing it supersede each other (target + ref).")
+    attempt: int = Field(default=0, ge=0)
+    replay_of: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not REQUEST_ID_RE.match(value):
+            raise ValueError("id must match [a-z0-9][a-z0-9.-]*")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not TARGET_NAME_RE.match(value):
+            raise ValueError("target must match [a-z0-9][a-z0-9-]*")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, value: list[str]) -> list[str]:
+        for platform in value:
+            if not PLATFORM_RE.match(platform):
+                raise ValueError(f"platform {platform!r} is not os/arch[/variant]")
+        return value
+
+    @field_validator("build_args")
+    @classmethod
+    def _build_args(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not BUILD_ARG_NAME_RE.match(name):
+                raise ValueError(f"build arg name {name!r} is not a valid identifier")
+        return value
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=False)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> BuildRequest:
+        return cls.model_validate_json(data)
+
+    def application_properties(self) -> dict[str, str | int]:
+        """Small copies of body fields for filtering in the portal; never read back."""
+        return {
+            "schema": SCHEMA_V1,
+            "target": self.target,
+            "trigger": self.trigger.kind,
+            "ref": self.source.ref,
+            "commit": self.source.commit,
+            "attempt": self.attempt,
+        }
+
+
+def request_id(target: str, *parts: str) -> str:
+    """Deterministic id: the target (readable in the portal) and a hash of what makes the build unique.
+
+    For a push the parts are ref, commit and platforms: the same commit pushed to two branches
+    builds twice (their tags differ), the same delivery retried builds once.
+    """
+    digest = hashlib.sha256(json.dumps([target, *parts], separators=(",", ":")).encode()).hexdigest()
+    return f"{target}.{digest[:32]}"
+
+
+def build_request_json_schema() -> dict[str, object]:
+    schema = BuildRequest.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://slipway.dev/schemas/build-request.v1.json"
+    schema["title"] = "Slipway BuildRequest v1"
+    return schema

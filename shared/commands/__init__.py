@@ -1,0 +1,1 @@
+"""Subcommands of the ``slipway`` CLI beyond ``config``: each module has ``register(subparsers)``."""

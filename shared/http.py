@@ -1,0 +1,95 @@
+"""Plain HTTP request/response types and the guards every webhook endpoint applies.
+
+Handlers translate ``azure.functions.HttpRequest`` into ``HttpRequest`` and ``HttpResponse``
+back; the local host does the same from its own server, so both run the very same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """Case-insensitive header lookup (the Functions host and http.server differ in case)."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return None
+
+    @property
+    def media_type(self) -> str:
+        raw = self.header("Content-Type") or ""
+        return raw.split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":"), sort_keys=False).encode()
+
+
+class RequestRejected(Exception):
+    """The sender's request cannot be accepted; becomes a JSON error with ``status``."""
+
+    def __init__(self, status: int, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+    def response(self, **extra: Any) -> HttpResponse:
+        return HttpResponse(self.status, {"error": self.error, "reason": self.reason, **extra})
+
+
+def check_method(req: HttpRequest, allowed: tuple[str, ...] = ("POST",)) -> None:
+    if req.method.upper() not in allowed:
+        raise RequestRejected(405, "method_not_allowed", f"use {' or '.join(allowed)}")
+
+
+def check_size(req: HttpRequest, max_bytes: int) -> None:
+    """Refuse oversized bodies, by the declared length first so a liar is refused too."""
+    declared = req.header("Content-Length")
+    if declared is not None:
+        try:
+            if int(declared) > max_bytes:
+                raise RequestRejected(413, "payload_too_large", f"body is larger than {max_bytes} bytes")
+        except ValueError:
+            raise RequestRejected(400, "bad_request", "Content-Length is not a number") from None
+    if len(req.body) > max_bytes:
+        raise RequestRejected(413, "payload_too_large", f"body is larger than {max_bytes} bytes")
+
+
+def check_media_type(req: HttpRequest, allowed: tuple[str, ...]) -> str:
+    media_type = req.media_type
+    if media_type not in allowed:
+        shown = media_type or "none"
+        raise RequestRejected(
+            415, "unsupported_media_type", f"Content-Type {shown} is not one of {', '.join(allowed)}"
+        )
+    return media_type
+
+
+def max_body_bytes(settings: Mapping[str, str]) -> int:
+    raw = settings.get("SLIPWAY_MAX_BODY_BYTES", "")
+    try:
+        return int(raw) if raw else DEFAULT_MAX_BODY_BYTES
+    except ValueError:
+        return DEFAULT_MAX_BODY_BYTES

@@ -1,0 +1,577 @@
+"""The dispatch ledger: one record per build request id, claimed before any ACR run starts.
+
+Service Bus delivers at least once and senders retry, so the dispatcher claims a request id
+with a conditional create (Blob ``If-None-Match: *``, or an exclusive file create locally)
+before it calls ACR. A redelivered message finds the record and starts nothing. Later writes
+go through ``replace`` with the ETag the writer read (``If-Match``), so two deliveries racing
+on the same record cannot both win. The record then holds what an operator needs
+(``slipway runs list/show``): status, run id, timestamps, the task YAML and the redacted run
+request. This is the shape of Powertools' idempotency persistence layer, over Blob ETags.
+
+Two stores implement the ``Ledger`` protocol: ``BlobLedger`` (Azure Storage or Azurite) and
+``FolderLedger`` (a local folder, the default of ``slipway serve``). The Azure SDKs are
+imported inside functions only: the Functions worker imports this module on every cold start.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.logs import log_event
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+
+logger = logging.getLogger("slipway.ledger")
+
+DEFAULT_CONTAINER = "slipway-ledger"
+RECORD_PREFIX = "runs/"
+STORAGE_SETTING = "AzureWebJobsStorage"
+# The endpoint and key that ``UseDevelopmentStorage=true`` stands for (Azurite's public defaults).
+DEVELOPMENT_STORAGE_BLOB_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
+DEVELOPMENT_STORAGE_ACCOUNT = "devstoreaccount1"
+DEVELOPMENT_STORAGE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+# A request id becomes a blob name and a file name: no separators, no leading dot, bounded length
+# (``<id>.json`` must fit in 255 bytes). BuildRequest ids (``[a-z0-9][a-z0-9.-]*``) all qualify.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+# Blob metadata naming this client's write, to recognise our own write after a lost response.
+_WRITE_MARK = "slipwaywrite"
+
+
+class RunStatus(StrEnum):
+    """Where a request is in its life. ACR's own run states go to ``LedgerRecord.run_status``."""
+
+    DISPATCHING = "dispatching"  # claimed; the run is being started
+    DISPATCHED = "dispatched"  # ACR accepted the run (``run_id`` is set)
+    RETRYING = "retrying"  # starting failed transiently; the next delivery reclaims the record once
+    FAILED = "failed"  # ACR refused the run for good (``error`` says why)
+    SUPERSEDED = "superseded"  # a newer request for the same coalesce key made this one moot
+
+
+def validate_request_id(request_id: str) -> str:
+    """Refuse ids that could escape ``runs/`` or are not valid as a file name."""
+    if not _REQUEST_ID_RE.match(request_id):
+        raise ValueError(
+            f"invalid ledger request id {request_id!r}: expected [A-Za-z0-9][A-Za-z0-9._-]{{0,199}}"
+        )
+    return request_id
+
+
+def record_name(request_id: str) -> str:
+    """Blob name (and path under a FolderLedger's root) of a record: ``runs/<request_id>.json``."""
+    return f"{RECORD_PREFIX}{validate_request_id(request_id)}.json"
+
+
+class LedgerRecord(BaseModel):
+    """One build request's claim and outcome. Never holds secrets: ``run_request`` is redacted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    target: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    correlation_id: str
+    payload_hash: str = Field(
+        description="Fingerprint of the request, to catch a different build under a reused id."
+    )
+    request: dict[str, Any] = Field(description="The BuildRequest as JSON.")
+    backend: str | None = None
+    run_id: str | None = None
+    run_status: str | None = Field(
+        default=None, description="ACR's run status (Queued, Running, Succeeded, ...)."
+    )
+    task_yaml: str | None = None
+    run_request: dict[str, Any] | None = Field(
+        default=None, description="The run request sent, secrets redacted."
+    )
+    error: str | None = None
+    attempts: int = 0
+    history: list[dict[str, Any]] = Field(
+        default_factory=list, description='Small audit trail of {"at", "event", "detail"} entries.'
+    )
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, value: str) -> str:
+        return validate_request_id(value)
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _timezone_aware(cls, value: datetime) -> datetime:
+        # Records from several machines are sorted together; a naive time would be ambiguous and
+        # cannot even be compared with an aware one. Naive means UTC here.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    def to_json(self) -> bytes:
+        """The stored form: indented, so a record is readable in Storage Explorer or an editor."""
+        return self.model_dump_json(indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> LedgerRecord:
+        return cls.model_validate_json(data)
+
+
+class ConflictError(Exception):
+    """The record exists already, changed since it was read (ETag mismatch), or is gone."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        super().__init__(f"ledger record {request_id}: {reason}")
+        self.request_id = request_id
+        self.reason = reason
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Persistence of ledger records with optimistic concurrency."""
+
+    def create(self, record: LedgerRecord) -> bool:
+        """Store a new record. False when one with that id exists; never overwrites."""
+        ...
+
+    def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
+        """The record and its ETag, or None when there is none."""
+        ...
+
+    def replace(self, record: LedgerRecord, etag: str) -> str:
+        """Overwrite only if the stored record still has ``etag``; returns the new ETag.
+
+        Raises ConflictError when it changed or no longer exists.
+        """
+        ...
+
+    def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
+        """Records, newest first (see each store for how "newest" is decided)."""
+        ...
+
+
+def payload_hash(body: str | bytes) -> str:
+    """sha256 (hex) of a request body, for telling a retry from a different payload under one key.
+
+    A JSON body is hashed in canonical form (sorted keys, no insignificant whitespace), so that a
+    message re-serialised by another tool (Service Bus Explorer, another SDK) is not mistaken for
+    a different payload. A body that is not JSON is hashed as it is; it cannot collide with a
+    canonical form, which is always valid JSON.
+    """
+    raw = body.encode() if isinstance(body, str) else body
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
+        canonical = raw
+    return hashlib.sha256(canonical).hexdigest()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _setting(settings: Mapping[str, str], name: str) -> str | None:
+    value = settings.get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def storage_configured(settings: Mapping[str, str], prefix: str = STORAGE_SETTING) -> bool:
+    """True when the Functions host storage is set, as a connection string or identity-based."""
+    return any(
+        _setting(settings, name)
+        for name in (prefix, f"{prefix}__blobServiceUri", f"{prefix}__serviceUri", f"{prefix}__accountName")
+    )
+
+
+def _parse_connection_string(value: str) -> dict[str, str]:
+    """``Key=Value;...`` with case-insensitive keys (values may contain ``=``, as keys do)."""
+    parts: dict[str, str] = {}
+    for item in value.split(";"):
+        if item.strip():
+            key, sep, val = item.partition("=")
+            if not sep:
+                raise ValueError("the storage connection string is malformed (expected Key=Value;...)")
+            parts[key.strip().lower()] = val.strip()
+    return parts
+
+
+def storage_credential(settings: Mapping[str, str], prefix: str = STORAGE_SETTING) -> TokenCredential:
+    """The identity the Functions host itself would use for ``<prefix>__*`` settings.
+
+    ``<prefix>__credential=managedidentity`` means a managed identity only; otherwise
+    DefaultAzureCredential, so that a developer's ``az login`` works too. ``<prefix>__clientId``
+    selects a user-assigned identity in both cases.
+    """
+    client_id = _setting(settings, f"{prefix}__clientId")
+    if (_setting(settings, f"{prefix}__credential") or "").lower() == "managedidentity":
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+def blob_service_from_settings(
+    settings: Mapping[str, str], prefix: str = STORAGE_SETTING
+) -> BlobServiceClient:
+    """A BlobServiceClient for the storage the Functions host uses (``AzureWebJobsStorage``).
+
+    Accepts what the host accepts: a connection string (``UseDevelopmentStorage=true`` means
+    Azurite on its default port), or identity-based ``__blobServiceUri`` (``__serviceUri``) or
+    ``__accountName`` with a token credential.
+    """
+    from azure.storage.blob import BlobServiceClient
+
+    connection = _setting(settings, prefix)
+    if connection:
+        parts = _parse_connection_string(connection)
+        if parts.get("usedevelopmentstorage", "").lower() == "true":
+            # Parsed here rather than by the SDK, which only accepts the exact lowercase "true".
+            return BlobServiceClient(
+                DEVELOPMENT_STORAGE_BLOB_ENDPOINT,
+                credential={
+                    "account_name": DEVELOPMENT_STORAGE_ACCOUNT,
+                    "account_key": DEVELOPMENT_STORAGE_KEY,
+                },
+            )
+        return BlobServiceClient.from_connection_string(connection)
+    service_uri = _setting(settings, f"{prefix}__blobServiceUri") or _setting(
+        settings, f"{prefix}__serviceUri"
+    )
+    account = _setting(settings, f"{prefix}__accountName")
+    if not service_uri and account:
+        service_uri = f"https://{account}.blob.core.windows.net"
+    if not service_uri:
+        raise ValueError(
+            f"no blob storage configured: set {prefix} (connection string) or "
+            f"{prefix}__blobServiceUri / {prefix}__accountName (managed identity)"
+        )
+    return BlobServiceClient(service_uri.rstrip("/"), credential=storage_credential(settings, prefix))
+
+
+def ledger_from_settings(settings: Mapping[str, str], *, state_dir: Path) -> Ledger:
+    """Blob when the host storage is configured (Azure, or Azurite locally), else a local folder."""
+    if storage_configured(settings):
+        return BlobLedger.from_settings(settings)
+    return FolderLedger(Path(state_dir) / "ledger")
+
+
+# --------------------------------------------------------------------------- Blob Storage
+
+
+class BlobLedger:
+    """Records as blobs ``runs/<request_id>.json`` in one container; ETags guard every write.
+
+    Writes are single-shot uploads (a record is far below the single-put limit), so a reader
+    sees a whole record or none. Every write carries a random marker in the blob's metadata: when
+    a response is lost and the SDK retries a write that did succeed, the retry fails its
+    condition, and the marker shows the write was ours (otherwise a claim would look taken by
+    someone else and the build would never run).
+    """
+
+    def __init__(self, container_client: ContainerClient) -> None:
+        self._container = container_client
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str]) -> BlobLedger:
+        """Container ``SLIPWAY_LEDGER_CONTAINER`` (default ``slipway-ledger``) in the host storage."""
+        container = _setting(settings, "SLIPWAY_LEDGER_CONTAINER") or DEFAULT_CONTAINER
+        return cls(blob_service_from_settings(settings).get_container_client(container))
+
+    @property
+    def container_client(self) -> ContainerClient:
+        return self._container
+
+    def ensure_container(self) -> None:
+        """Create the container if it does not exist (idempotent)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with suppress(ResourceExistsError):
+            self._container.create_container()
+
+    def create(self, record: LedgerRecord) -> bool:
+        """Conditional create (``If-None-Match: *``). Creates the container on first use."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        blob = self._container.get_blob_client(record_name(record.request_id))
+        data = record.to_json()
+        mark = uuid.uuid4().hex
+        try:
+            try:
+                self._upload_new(blob, data, mark)
+            except ResourceNotFoundError as exc:
+                if getattr(exc, "error_code", None) != "ContainerNotFound":
+                    raise
+                self.ensure_container()
+                self._upload_new(blob, data, mark)
+        except HttpResponseError as exc:
+            # 409 BlobAlreadyExists (412 from some services): a record exists. It may be ours,
+            # when the SDK retried an upload whose response was lost.
+            if exc.status_code in (409, 412):
+                return self._written_by(blob, mark) is not None
+            raise
+        return True
+
+    def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._container.get_blob_client(record_name(request_id))
+        try:
+            downloader = blob.download_blob()
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        etag = downloader.properties.etag
+        return LedgerRecord.from_json(data), etag
+
+    def replace(self, record: LedgerRecord, etag: str) -> str:
+        """Overwrite with ``If-Match: <etag>``; ConflictError on 412 (changed) or 404 (gone)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.storage.blob import ContentSettings
+
+        blob = self._container.get_blob_client(record_name(record.request_id))
+        mark = uuid.uuid4().hex
+        try:
+            result = blob.upload_blob(
+                record.to_json(),
+                blob_type="BlockBlob",
+                overwrite=True,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+                content_settings=ContentSettings(content_type="application/json"),
+                metadata={_WRITE_MARK: mark},
+            )
+        except HttpResponseError as exc:
+            if exc.status_code not in (404, 409, 412):
+                raise
+            own_etag = self._written_by(blob, mark)
+            if own_etag is not None:
+                return own_etag
+            reason = "it no longer exists" if exc.status_code == 404 else "it changed since it was read"
+            raise ConflictError(record.request_id, reason) from exc
+        new_etag: str = result["etag"]
+        return new_etag
+
+    def _upload_new(self, blob: BlobClient, data: bytes, mark: str) -> None:
+        from azure.core import MatchConditions
+        from azure.storage.blob import ContentSettings
+
+        # IfMissing sends If-None-Match: * (no etag argument with it: the SDK would reject it).
+        blob.upload_blob(
+            data,
+            blob_type="BlockBlob",
+            match_condition=MatchConditions.IfMissing,
+            content_settings=ContentSettings(content_type="application/json"),
+            metadata={_WRITE_MARK: mark},
+        )
+
+    @staticmethod
+    def _written_by(blob: BlobClient, mark: str) -> str | None:
+        """The blob's ETag if its current content is the write carrying ``mark``, else None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            properties = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        if (properties.metadata or {}).get(_WRITE_MARK) != mark:
+            return None
+        etag: str = properties.etag
+        return etag
+
+    def _read_listed(self, name: str) -> LedgerRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            data = self._container.download_blob(name).readall()
+        except ResourceNotFoundError:  # deleted since it was listed
+            return None
+        try:
+            return LedgerRecord.from_json(data)
+        except ValidationError as exc:
+            log_event(logger, "ledger_record_unreadable", level=logging.WARNING, blob=name, error=str(exc))
+            return None
+
+    def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
+        """Newest first: by blob creation time, then by ``created_at`` within the same second.
+
+        The listing (names and creation times only) is one cheap request per 5,000 records;
+        records are downloaded lazily, so ``limit`` bounds the downloads. Blob times have
+        one-second granularity, hence the tie-break on the record's own timestamp. A record that
+        cannot be parsed is logged and skipped, so one bad blob does not hide the others.
+        """
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if limit is not None and limit <= 0:
+            return
+        try:
+            listed = [
+                (props.creation_time or props.last_modified, props.name)
+                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX)
+                if props.name.endswith(".json")
+            ]
+        except ResourceNotFoundError:  # no container yet: no records
+            return
+        listed.sort(reverse=True)
+        remaining = limit
+        for _created, group in itertools.groupby(listed, key=lambda item: item[0]):
+            records = [r for _, name in group if (r := self._read_listed(name)) is not None]
+            records.sort(key=lambda r: (r.created_at, r.request_id), reverse=True)
+            for record in records:
+                yield record
+                if remaining is not None:
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+
+
+# --------------------------------------------------------------------------- local folder
+
+
+def _content_etag(data: bytes) -> str:
+    """A local record's ETag: the hash of its bytes (a write based on a stale read cannot match)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class FolderLedger:
+    """Records as files ``<root>/runs/<request_id>.json``, for local mode and tests (POSIX).
+
+    A record file only ever appears complete: it is written to a temporary file, synced, then
+    published with ``link(2)`` (create: fails if the name exists, so it is an exclusive create
+    like O_CREAT|O_EXCL, without a window where a half-written claim is visible) or
+    ``os.replace`` (replace). Writers also hold an exclusive ``flock`` on ``<root>/.lock``, so
+    the ETag check and the rename of ``replace`` are atomic across threads and processes.
+    Readers need no lock.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, request_id: str) -> Path:
+        return self.root / record_name(request_id)
+
+    @contextmanager
+    def _locked(self) -> Iterator[Path]:
+        """Hold the ledger's write lock; yields the records folder."""
+        import fcntl  # POSIX only; imported here so that the module still imports elsewhere
+
+        runs = self.root / RECORD_PREFIX.rstrip("/")
+        runs.mkdir(parents=True, exist_ok=True)
+        # flock locks belong to the open file description: each writer opens its own, so threads
+        # of one process exclude each other as processes do. Closing releases the lock.
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield runs
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _write_temp(folder: Path, data: bytes) -> Path:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name)
+
+    @staticmethod
+    def _sync_folder(folder: Path) -> None:
+        """Make the new directory entry durable (a claim that vanishes after a crash is a double run)."""
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def create(self, record: LedgerRecord) -> bool:
+        path = self._path(record.request_id)
+        data = record.to_json()
+        with self._locked() as runs:
+            temp = self._write_temp(runs, data)
+            try:
+                try:
+                    os.link(temp, path)
+                except FileExistsError:
+                    return False
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                        raise
+                    # A filesystem without hard links: the lock held makes check-then-rename
+                    # exclusive among FolderLedgers, which are the only writers.
+                    if path.exists():
+                        return False
+                    os.replace(temp, path)
+            finally:
+                temp.unlink(missing_ok=True)
+            self._sync_folder(runs)
+        return True
+
+    def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
+        try:
+            data = self._path(request_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        return LedgerRecord.from_json(data), _content_etag(data)
+
+    def replace(self, record: LedgerRecord, etag: str) -> str:
+        path = self._path(record.request_id)
+        data = record.to_json()
+        with self._locked() as runs:
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                raise ConflictError(record.request_id, "it no longer exists") from None
+            if _content_etag(current) != etag:
+                raise ConflictError(record.request_id, "it changed since it was read")
+            temp = self._write_temp(runs, data)
+            try:
+                os.replace(temp, path)
+            finally:
+                temp.unlink(missing_ok=True)
+            self._sync_folder(runs)
+        return _content_etag(data)
+
+    def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
+        """Newest first by ``created_at`` (then request id). Reads every record: local folders are small.
+
+        A record that cannot be parsed is logged and skipped.
+        """
+        if limit is not None and limit <= 0:
+            return
+        runs = self.root / RECORD_PREFIX.rstrip("/")
+        records: list[LedgerRecord] = []
+        for path in runs.glob("*.json") if runs.is_dir() else ():
+            if path.name.startswith("."):
+                continue
+            try:
+                records.append(LedgerRecord.from_json(path.read_bytes()))
+            except FileNotFoundError:
+                continue
+            except ValidationError as exc:
+                log_event(
+                    logger, "ledger_record_unreadable", level=logging.WARNING, path=str(path), error=str(exc)
+                )
+        records.sort(key=lambda r: (r.created_at, r.request_id), reverse=True)
+        yield from records if limit is None else records[:limit]

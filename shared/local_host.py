@@ -1,0 +1,373 @@
+"""The local host: runs the very function objects ``function_app.py`` registers, on one machine.
+
+HTTP triggers are served under ``/api/`` by a threaded HTTP server, the Service Bus trigger is
+fed from the local queue (SQLite, Service Bus semantics), timer triggers fire on their
+schedules. Settings come from the environment and ``local.settings.json`` (``Values``), as the
+Functions host does; the environment wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from shared.cron import Cron
+from shared.logs import log_event
+
+logger = logging.getLogger("slipway.host")
+_SETTING_RE = re.compile(r"%([A-Za-z0-9_]+)%")
+
+
+class HostError(Exception):
+    """The app uses something the local host cannot run."""
+
+
+def load_local_settings(path: Path) -> dict[str, str]:
+    """``Values`` of a local.settings.json file (missing file: nothing)."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    values = data.get("Values", {})
+    if not isinstance(values, dict):
+        raise HostError(f"{path}: Values must be an object")
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def apply_settings(values: Mapping[str, str], environ: dict[str, str] | None = None) -> None:
+    """Expose settings as environment variables; variables already set win."""
+    env = os.environ if environ is None else environ
+    for key, value in values.items():
+        env.setdefault(key, value)
+
+
+def resolve(text: str, settings: Mapping[str, str]) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in settings:
+            raise HostError(f"binding refers to %{name}% but the setting is not set")
+        return settings[name]
+
+    return _SETTING_RE.sub(sub, text)
+
+
+@dataclass
+class HttpRoute:
+    name: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    arg_name: str
+    function: Callable[..., Any]
+
+
+@dataclass
+class QueueTrigger:
+    name: str
+    queue_name: str
+    arg_name: str
+    function: Callable[..., Any]
+
+
+@dataclass
+class TimerTrigger:
+    name: str
+    cron: Cron
+    arg_name: str
+    function: Callable[..., Any]
+    run_on_startup: bool = False
+    next_due: datetime | None = None
+
+
+@dataclass
+class AppFunctions:
+    http: list[HttpRoute] = field(default_factory=list)
+    queues: list[QueueTrigger] = field(default_factory=list)
+    timers: list[TimerTrigger] = field(default_factory=list)
+
+
+def _route_pattern(route: str) -> re.Pattern[str]:
+    parts = []
+    for segment in route.strip("/").split("/"):
+        match = re.fullmatch(r"\{(\w+)(?::[^}]*)?\??\}", segment)
+        parts.append(f"(?P<{match.group(1)}>[^/]+)" if match else re.escape(segment))
+    return re.compile("^/api/" + "/".join(parts) + "/?$")
+
+
+def discover(app_module: str, settings: Mapping[str, str]) -> AppFunctions:
+    """Import the app like the worker does and sort its functions by trigger."""
+    import azure.functions as func
+
+    module = importlib.import_module(app_module)
+    apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+    if len(apps) != 1:
+        raise HostError(f"{app_module} must define exactly one FunctionApp (found {len(apps)})")
+    found = AppFunctions()
+    for fn in apps[0].get_functions():
+        bindings = json.loads(fn.get_function_json())["bindings"]
+        triggers = [b for b in bindings if b["type"].endswith("Trigger")]
+        others = [b for b in bindings if not b["type"].endswith("Trigger") and b["type"] != "http"]
+        name = fn.get_function_name() or "function"
+        if settings.get(f"AzureWebJobs.{name}.Disabled", "").lower() in ("true", "1"):
+            continue  # the Functions host's own switch for disabling one function
+        if len(triggers) != 1 or others:
+            raise HostError(f"{name}: the local host supports one trigger and no other bindings")
+        trigger = triggers[0]
+        user_function = fn.get_user_function()
+        if trigger["type"] == "httpTrigger":
+            route = trigger.get("route") or name
+            methods = frozenset(
+                m.upper() for m in trigger.get("methods") or ["GET", "POST", "PUT", "DELETE", "PATCH"]
+            )
+            found.http.append(HttpRoute(name, _route_pattern(route), methods, trigger["name"], user_function))
+        elif trigger["type"] == "serviceBusTrigger":
+            queue = resolve(trigger["queueName"], settings)
+            found.queues.append(QueueTrigger(name, queue, trigger["name"], user_function))
+        elif trigger["type"] == "timerTrigger":
+            cron = Cron.parse(resolve(trigger["schedule"], settings))
+            found.timers.append(
+                TimerTrigger(name, cron, trigger["name"], user_function, bool(trigger.get("runOnStartup")))
+            )
+        else:
+            raise HostError(f"{name}: trigger {trigger['type']} is not supported by the local host")
+    return found
+
+
+class LocalHost:
+    """Serves HTTP triggers, feeds queue triggers, fires timers, until ``stop``."""
+
+    def __init__(
+        self,
+        functions: AppFunctions,
+        *,
+        queue_factory: Callable[[str], Any],
+        host: str = "127.0.0.1",
+        port: int = 7071,
+        poll_interval: float = 0.1,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.functions = functions
+        self._queue_factory = queue_factory
+        self._poll = poll_interval
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._spawn("http", self._server.serve_forever)
+        for trigger in self.functions.queues:
+            self._spawn(f"queue:{trigger.name}", lambda t=trigger: self._queue_loop(t))  # type: ignore[misc]
+        if self.functions.timers:
+            self._spawn("timers", self._timer_loop)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"slipway-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking work; let in-flight work finish. Queued messages stay in the queue file."""
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "slipway-local"
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # one structured line per request instead
+
+            def _handle(self) -> None:
+                host._serve_http(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+        return Handler
+
+    def _serve_http(self, handler: BaseHTTPRequestHandler) -> None:
+        import azure.functions as func
+
+        started = time.perf_counter()
+        parts = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length > 0 else b""
+        status, payload, headers = (
+            404,
+            b'{"error":"not_found","reason":"no function serves this path"}',
+            {"Content-Type": "application/json"},
+        )
+        name = None
+        for route in self.functions.http:
+            match = route.pattern.match(parts.path)
+            if not match:
+                continue
+            name = route.name
+            if handler.command.upper() not in route.methods:
+                status, payload = 405, b'{"error":"method_not_allowed","reason":"method not allowed"}'
+                break
+            req = func.HttpRequest(
+                method=handler.command,
+                url=f"http://{handler.headers.get('Host', 'localhost')}{handler.path}",
+                headers=dict(handler.headers.items()),
+                params=dict(parse_qsl(parts.query)),
+                route_params=match.groupdict(),
+                body=body,
+            )
+            try:
+                response = route.function(**{route.arg_name: req})
+                status = response.status_code
+                payload = response.get_body()
+                headers = {k: v for k, v in response.headers.items()}
+                headers.setdefault("Content-Type", response.mimetype or "application/json")
+            except Exception as exc:  # the Functions host answers 500 too; say so in the log
+                logger.exception("function %s failed", route.name)
+                status, payload = 500, json.dumps({"error": "internal_error", "reason": str(exc)}).encode()
+            break
+        handler.send_response(status)
+        for key, value in headers.items():
+            if key.lower() not in ("content-length", "connection"):
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(payload)
+        correlation_id = None
+        with contextlib.suppress(ValueError, AttributeError):
+            correlation_id = json.loads(payload).get("correlation_id")
+        log_event(
+            logger,
+            "http_request",
+            method=handler.command,
+            path=parts.path,
+            function=name,
+            status=status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            correlation_id=correlation_id,
+        )
+
+    # --- queue --------------------------------------------------------------------------------
+
+    def _queue_loop(self, trigger: QueueTrigger) -> None:
+        queue = self._queue_factory(trigger.queue_name)
+        while not self._stopping.is_set():
+            messages = queue.receive(max_count=1)
+            if not messages:
+                self._stopping.wait(self._poll)
+                continue
+            for message in messages:
+                self._deliver(queue, trigger, message)
+
+    def _deliver(self, queue: Any, trigger: QueueTrigger, message: Any) -> None:
+        from azure.functions.servicebus import ServiceBusMessage
+
+        sb = ServiceBusMessage(
+            body=message.body,
+            message_id=message.message_id,
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+            subject=message.subject,
+            delivery_count=message.delivery_count,
+            enqueued_time_utc=message.enqueued_time,
+            locked_until=message.locked_until,
+            lock_token=message.lock_token,
+            sequence_number=message.sequence_number,
+            application_properties=dict(message.application_properties),
+            user_properties=dict(message.application_properties),
+        )
+        try:
+            trigger.function(**{trigger.arg_name: sb})
+        except Exception as exc:
+            reason = getattr(exc, "reason", None)
+            if reason:
+                # A message that can never succeed: the local queue can dead-letter with a reason.
+                queue.dead_letter(
+                    message, reason=str(reason), description=str(getattr(exc, "description", exc))
+                )
+                log_event(
+                    logger,
+                    "message_dead_lettered",
+                    message_id=message.message_id,
+                    reason=reason,
+                    correlation_id=message.correlation_id,
+                    level=logging.WARNING,
+                )
+            else:
+                queue.abandon(message)
+                log_event(
+                    logger,
+                    "message_abandoned",
+                    message_id=message.message_id,
+                    error=str(exc),
+                    delivery_count=message.delivery_count,
+                    correlation_id=message.correlation_id,
+                    level=logging.WARNING,
+                )
+        else:
+            queue.complete(message)
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def _timer_loop(self) -> None:
+        from azure.functions.timer import TimerRequest
+
+        now = self._clock()
+        for timer in self.functions.timers:
+            timer.next_due = now if timer.run_on_startup else timer.cron.next_after(now)
+        while not self._stopping.is_set():
+            now = self._clock()
+            for timer in self.functions.timers:
+                if timer.next_due is not None and timer.next_due <= now:
+                    past_due = (now - timer.next_due).total_seconds() > 60
+                    try:
+                        timer.function(**{timer.arg_name: TimerRequest(past_due=past_due)})
+                    except Exception:
+                        logger.exception("timer %s failed", timer.name)
+                    timer.next_due = timer.cron.next_after(max(now, timer.next_due))
+            self._stopping.wait(min(1.0, self._poll * 5))
+
+
+def main_loop(host: LocalHost) -> None:
+    """Run until Ctrl-C or SIGTERM, then stop cleanly."""
+    import signal
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        print("stopping: finishing in-flight work…", file=sys.stderr)
+        host.stop()

@@ -1,0 +1,1 @@
+"""One module per event sender: verify, parse, normalise, route, enqueue."""

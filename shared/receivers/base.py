@@ -1,0 +1,105 @@
+"""What every receiver shares: its context, correlation ids, and enqueueing the routed requests."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.config import SlipwayConfig
+from shared.http import HttpResponse, RequestRejected
+from shared.logs import log_event
+from shared.queue.port import OutgoingMessage, QueueError, QueueSender
+from shared.routing import RouteResult
+
+_SAFE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+logger = logging.getLogger("slipway.webhooks")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ReceiverContext:
+    """Everything a receiver needs, built once by the composition root (or a test)."""
+
+    settings: Mapping[str, str]
+    config: Callable[[], SlipwayConfig]
+    queue: Callable[[], QueueSender]
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+
+def safe_delivery_id(value: str | None) -> str | None:
+    """A sender's delivery id, only if it is harmless to log and to use as an id."""
+    return value if value and _SAFE_ID_RE.match(value) else None
+
+
+def new_correlation_id(delivery_id: str | None) -> str:
+    return delivery_id or uuid.uuid4().hex
+
+
+def load_config(ctx: ReceiverContext) -> SlipwayConfig:
+    """The configuration; a broken file is the operator's problem, answered 503, never 500."""
+    try:
+        return ctx.config()
+    except Exception as exc:
+        logger.error("configuration cannot be loaded: %s", exc)
+        raise RequestRejected(
+            503, "configuration_invalid", "Slipway's configuration cannot be loaded"
+        ) from exc
+
+
+def enqueue(result: RouteResult, ctx: ReceiverContext, *, correlation_id: str, subject: str) -> HttpResponse:
+    """Send every accepted request, then answer with the spine's response shape.
+
+    202 when something was queued, 200 otherwise. A queue failure answers 503 so the sender
+    retries; the deterministic message ids make that retry harmless.
+    """
+    messages = [
+        OutgoingMessage(
+            message_id=request.id,
+            body=request.to_json().encode(),
+            subject=subject,
+            correlation_id=correlation_id,
+            application_properties=request.application_properties(),
+        )
+        for request in result.accepted
+    ]
+    if messages:
+        try:
+            ctx.queue().send(messages)
+        except QueueError as exc:
+            log_event(
+                logger, "enqueue_failed", correlation_id=correlation_id, error=str(exc), level=logging.ERROR
+            )
+            return HttpResponse(
+                503,
+                {"error": "queue_unavailable", "reason": "the build queue cannot be reached; retry later"},
+                {"Retry-After": "30"},
+            )
+    for request in result.accepted:
+        log_event(
+            logger,
+            "build_queued",
+            correlation_id=correlation_id,
+            request_id=request.id,
+            target=request.target,
+            ref=request.source.ref,
+            commit=request.source.commit,
+        )
+    for item in result.ignored:
+        log_event(
+            logger, "build_ignored", correlation_id=correlation_id, target=item.target, reason=item.reason
+        )
+    body: dict[str, object] = {
+        "correlation_id": correlation_id,
+        "accepted": [{"id": r.id, "target": r.target, "tags": r.image.tags} for r in result.accepted],
+        "ignored": [{"target": i.target, "reason": i.reason} for i in result.ignored],
+    }
+    if result.notes:
+        body["notes"] = result.notes
+    return HttpResponse(202 if result.accepted else 200, body)

@@ -1,0 +1,200 @@
+"""Routing: which targets a push builds, and the BuildRequest for each.
+
+Every Git host's receiver normalises into a ``PushEvent`` and calls ``route_push``, so repo
+matching, branch and tag globs, path filters and skip directives behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from shared.build_request import (
+    CACHE_NAME_RE,
+    BuildRequest,
+    Cache,
+    Image,
+    Source,
+    Trigger,
+    TriggerKind,
+    request_id,
+)
+from shared.config import SlipwayConfig, Target
+from shared.events import ZERO_COMMIT, PushEvent
+from shared.globs import any_match
+from shared.tags import compute_tags
+
+SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
+_SSH_SCP_RE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/).+)$")
+
+
+def normalize_repo(url: str) -> str:
+    """``host/owner/repo`` for any URL form of the same repository.
+
+    https, http, git, ssh:// and scp-like ``git@host:owner/repo`` forms, with or without
+    ``.git`` or a trailing slash, all map to one key (lowercased: hosts and most forges are
+    case-insensitive).
+    """
+    text = url.strip()
+    scp = _SSH_SCP_RE.match(text) if "://" not in text else None
+    if scp:
+        host, path = scp.group("host"), scp.group("path")
+    else:
+        parts = urlsplit(text)
+        host, path = parts.hostname or "", parts.path
+        if not host:
+            host, _, path = text.partition("/")
+    path = path.strip("/")
+    path = path.removesuffix(".git")
+    return f"{host.lower()}/{path.lower()}"
+
+
+class NoImageTags(ValueError):
+    """No tag rule of the target produces a tag for this ref."""
+
+
+@dataclass(frozen=True)
+class Ignored:
+    target: str | None
+    reason: str
+
+
+@dataclass
+class RouteResult:
+    accepted: list[BuildRequest] = field(default_factory=list)
+    ignored: list[Ignored] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _skip_directive(message: str | None) -> str | None:
+    lowered = (message or "").lower()
+    return next((d for d in SKIP_DIRECTIVES if d in lowered), None)
+
+
+def _sanitize_cache_name(value: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip(".-_")[:128]
+    return cleaned if CACHE_NAME_RE.match(cleaned) else "cache"
+
+
+def cache_names(target: Target, *, ref: str, default_branch: str) -> Cache:
+    """Export to the ref's own cache name; import from it and the default branch's."""
+    ref_name = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+    name = _sanitize_cache_name(target.cache.name.format(target=target.name, branch=ref_name))
+    default = _sanitize_cache_name(target.cache.name.format(target=target.name, branch=default_branch))
+    return Cache(name=name, from_names=[default] if default != name else [], mode=target.cache.mode)
+
+
+def request_for_commit(
+    config: SlipwayConfig,
+    target: Target,
+    *,
+    ref: str,
+    commit: str,
+    repo_url: str,
+    trigger: Trigger,
+    default_branch: str | None = None,
+) -> BuildRequest:
+    """The BuildRequest building ``commit`` of ``ref`` for ``target``.
+
+    Raises ``NoImageTags`` when no tag rule applies to the ref (nothing could be pushed).
+    """
+    branch_default = target.default_branch or default_branch or "main"
+    tags = compute_tags(target.image_tags, ref=ref, commit=commit, default_branch=branch_default)
+    if not tags:
+        raise NoImageTags(f"no image tag rule of {target.name!r} applies to {ref}")
+    return BuildRequest(
+        id=request_id(target.name, ref, commit, ",".join(target.platforms)),
+        target=target.name,
+        trigger=trigger,
+        source=Source(
+            repo_url=repo_url, ref=ref, commit=commit, context=target.context, dockerfile=target.dockerfile
+        ),
+        image=Image(registry=config.registry, repository=target.image, tags=tags),
+        platforms=list(target.platforms),
+        build_args=dict(target.build_args),
+        cache=cache_names(target, ref=ref, default_branch=branch_default),
+        coalesce_key=f"{target.name}:{ref}",
+    )
+
+
+def _ref_matches(target: Target, event: PushEvent) -> str | None:
+    """None when the ref is wanted, else the reason it is not."""
+    if event.branch is not None:
+        if any_match(target.branches, event.branch):
+            return None
+        return f"branch {event.branch!r} does not match {target.branches}"
+    if event.tag is not None:
+        if target.tags and any_match(target.tags, event.tag):
+            return None
+        return f"tag {event.tag!r} does not match {target.tags}" if target.tags else "target builds no tags"
+    return f"ref {event.ref!r} is neither a branch nor a tag"
+
+
+def _paths_reason(target: Target, event: PushEvent, notes: list[str]) -> str | None:
+    if not target.paths and not target.ignore_paths:
+        return None
+    if event.changed_files is None:
+        why = event.incomplete_reason or "the sender did not list the changed files"
+        notes.append(f"{target.name}: paths filter not applied ({why}); building")
+        return None
+    relevant = [f for f in event.changed_files if not any_match(target.ignore_paths, f)]
+    if target.paths:
+        relevant = [f for f in relevant if any_match(target.paths, f)]
+    if relevant:
+        return None
+    return "no changed file matches the paths filters"
+
+
+def route_push(
+    event: PushEvent,
+    config: SlipwayConfig,
+    *,
+    correlation_id: str,
+    received_at: datetime | None = None,
+) -> RouteResult:
+    result = RouteResult()
+    keys = {normalize_repo(u) for u in event.repo_urls if u}
+    targets = [t for t in config.targets if normalize_repo(t.repo) in keys]
+    if not targets:
+        shown = sorted(keys)[0] if keys else "this repository"
+        result.ignored.append(Ignored(None, f"no target builds {shown}"))
+        return result
+
+    whole_event_reason: str | None = None
+    if event.deleted or event.after == ZERO_COMMIT:
+        whole_event_reason = f"{'tag' if event.tag is not None else 'branch'} deleted"
+    elif (directive := _skip_directive(event.head_message)) is not None:
+        whole_event_reason = f"head commit message contains {directive}"
+
+    kind: TriggerKind = "tag" if event.tag is not None else "push"
+    trigger = Trigger(
+        kind=kind,
+        provider=event.provider,
+        delivery_id=event.delivery_id,
+        received_at=received_at or event.received_at,
+        correlation_id=correlation_id,
+    )
+    for target in targets:
+        reason = (
+            whole_event_reason or _ref_matches(target, event) or _paths_reason(target, event, result.notes)
+        )
+        if reason:
+            result.ignored.append(Ignored(target.name, reason))
+            continue
+        try:
+            request = request_for_commit(
+                config,
+                target,
+                ref=event.ref,
+                commit=event.after,
+                repo_url=event.clone_url,
+                trigger=trigger,
+                default_branch=event.default_branch,
+            )
+        except NoImageTags:
+            result.ignored.append(Ignored(target.name, "no image tag rule applies to this ref"))
+            continue
+        result.accepted.append(request)
+    return result

@@ -1,0 +1,147 @@
+"""Adapters chosen from settings, built lazily and once per process.
+
+This is the one place that decides Service Bus or the local queue, Blob or a folder for the
+ledger, ACR or dry-run for runs. ``function_app.py`` and the local host both use it, so the
+very same function objects run in Azure and on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.config import SlipwayConfig
+    from shared.dispatcher import Dispatcher
+    from shared.ledger import Ledger
+    from shared.queue.port import QueueSender
+    from shared.receivers.base import ReceiverContext
+    from shared.run_backend import RunBackend
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_QUEUE = "build-requests"
+
+
+def service_bus_configured(settings: Mapping[str, str]) -> bool:
+    return bool(
+        settings.get("ServiceBusConnection") or settings.get("ServiceBusConnection__fullyQualifiedNamespace")
+    )
+
+
+def acr_configured(settings: Mapping[str, str]) -> bool:
+    return all(settings.get(k) for k in ("ACR_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME"))
+
+
+class Runtime:
+    """Lazily built adapters; ``settings`` defaults to the live process environment."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, str] | None = None,
+        *,
+        app_root: Path = APP_ROOT,
+        queue: QueueSender | None = None,
+        ledger: Ledger | None = None,
+        backend: RunBackend | None = None,
+    ) -> None:
+        """Adapters passed here win over the ones the settings would choose (local host, tests)."""
+        self.settings: Mapping[str, str] = settings if settings is not None else os.environ
+        self.app_root = app_root
+        self._lock = threading.Lock()
+        self._config_cache: tuple[Path, float, SlipwayConfig] | None = None
+        self._queue = queue
+        self._ledger = ledger
+        self._backend = backend
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.settings.get("SLIPWAY_STATE_DIR") or ".slipway").resolve()
+
+    @property
+    def queue_name(self) -> str:
+        return self.settings.get("BUILD_QUEUE") or DEFAULT_QUEUE
+
+    def config(self) -> SlipwayConfig:
+        """The configuration, re-read when the file changes (cheap stat per call)."""
+        from shared.config import config_path, load_config
+
+        path = config_path(self.settings, self.app_root)
+        mtime = path.stat().st_mtime
+        cached = self._config_cache
+        if cached and cached[0] == path and cached[1] == mtime:
+            return cached[2]
+        config = load_config(path)
+        self._config_cache = (path, mtime, config)
+        return config
+
+    def queue(self) -> QueueSender:
+        with self._lock:
+            if self._queue is None:
+                if service_bus_configured(self.settings):
+                    from shared.queue.servicebus import ServiceBusQueue
+
+                    self._queue = ServiceBusQueue.from_settings(self.settings, queue_name=self.queue_name)
+                else:
+                    self._queue = self.local_queue()
+            return self._queue
+
+    def local_queue(self) -> LocalQueue:
+        from shared.queue.local import LocalQueue
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return LocalQueue(self.state_dir / "queue.sqlite3", name=self.queue_name)
+
+    def ledger(self) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                from shared.ledger import ledger_from_settings
+
+                self._ledger = ledger_from_settings(self.settings, state_dir=self.state_dir)
+            return self._ledger
+
+    def backend(self) -> RunBackend:
+        with self._lock:
+            if self._backend is None:
+                from shared.run_backend import AcrBackend, DryRunBackend
+
+                self._backend = (
+                    AcrBackend.from_settings(self.settings)
+                    if acr_configured(self.settings)
+                    else DryRunBackend()
+                )
+            return self._backend
+
+    def dispatcher(self) -> Dispatcher:
+        from shared.dispatcher import Dispatcher
+
+        return Dispatcher(
+            config=self.config, ledger=self.ledger(), backend=self.backend(), settings=self.settings
+        )
+
+    def receiver_context(self) -> ReceiverContext:
+        from shared.receivers.base import ReceiverContext
+
+        return ReceiverContext(settings=self.settings, config=self.config, queue=self.queue)
+
+
+if TYPE_CHECKING:
+    from shared.queue.local import LocalQueue
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The process-wide runtime (the Functions worker reuses the process across invocations)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+def set_runtime(value: Runtime | None) -> None:
+    """Install a runtime (tests, the local host)."""
+    global _runtime
+    _runtime = value

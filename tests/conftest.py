@@ -1,0 +1,6 @@
+"""Shared fixtures. Real components live in tests/support/ and are registered here."""
+
+pytest_plugins = [
+    "tests.support.azurite",
+    "tests.support.acr_server",
+]

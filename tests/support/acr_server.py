@@ -1,0 +1,307 @@
+"""A loopback ARM/ACR server over HTTPS, so tests drive the real management SDK end to end.
+
+It serves the two operations Slipway uses, shaped like the REST API (2025-03-01-preview):
+
+* ``POST .../registries/{reg}/scheduleRun`` checks the api-version, the bearer token and the
+  ``EncodedTaskRunRequest`` body, and answers with a ``Run`` resource (run ids ``ca1``, ``ca2``...).
+* ``GET .../registries/{reg}/runs/{runId}`` returns a run it created.
+
+Anything it rejects gets the ARM error shape ``{"error": {"code", "message"}}``. Tests can script
+the next responses with ``fail_next`` (throttling, outages) and read every request back from
+``requests``. The TLS certificate comes from a ``trustme`` test CA whose PEM is ``ca_path``; the
+SDK is pointed at it with ``connection_verify``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import trustme
+from azure.core.credentials import AccessToken
+
+API_VERSION = "2025-03-01-preview"
+TEST_TOKEN = "test-token"
+_REGISTRY_PATH = (
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.ContainerRegistry/registries/(?P<reg>[^/]+)"
+)
+_SCHEDULE_RUN_RE = re.compile(_REGISTRY_PATH + r"/scheduleRun$", re.IGNORECASE)
+_GET_RUN_RE = re.compile(_REGISTRY_PATH + r"/runs/(?P<run>[^/]+)$", re.IGNORECASE)
+_OS_VALUES = {"linux", "windows"}
+_ARCH_VALUES = {"amd64", "x86", "386", "arm", "arm64"}
+
+
+class StaticTokenCredential:
+    """A ``TokenCredential`` that always returns the same token (what the server expects)."""
+
+    def __init__(self, token: str = TEST_TOKEN) -> None:
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(self.token, 4102444800)  # 2100-01-01
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: str  # the raw query string, e.g. "api-version=2025-03-01-preview"
+    headers: dict[str, str]
+    body: Any  # parsed JSON, or None when the body was empty or not JSON
+    raw_body: bytes = b""
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(self.query).items()}
+
+
+@dataclass
+class ScriptedResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class AcrServer:
+    """State and controls of one server; the handler thread calls ``handle``."""
+
+    def __init__(self, base_url: str, ca_path: str, *, token: str = TEST_TOKEN) -> None:
+        self.base_url = base_url
+        self.ca_path = ca_path
+        self.token = token
+        self.requests: list[RecordedRequest] = []
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._scripted: list[ScriptedResponse] = []
+        self._next_run = 1
+        self._lock = threading.Lock()
+
+    # -- controls for tests ------------------------------------------------------------------
+
+    def fail_next(
+        self, status: int, *, headers: Mapping[str, str] | None = None, body: Any = None, times: int = 1
+    ) -> None:
+        """Answer the next ``times`` requests with ``status`` (default body: an ARM error)."""
+        if body is None:
+            body = {"error": {"code": f"Http{status}", "message": f"scripted failure {status}"}}
+        with self._lock:
+            for _ in range(times):
+                self._scripted.append(ScriptedResponse(status, dict(headers or {}), body))
+
+    def set_status(self, run_id: str, status: str) -> None:
+        with self._lock:
+            self.runs[run_id]["properties"]["status"] = status
+            self.runs[run_id]["properties"]["lastUpdatedTime"] = _now()
+
+    def schedule_runs(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path.lower().endswith("/schedulerun")]
+
+    # -- request handling --------------------------------------------------------------------
+
+    def handle(self, request: RecordedRequest) -> tuple[int, dict[str, str], Any]:
+        with self._lock:
+            self.requests.append(request)
+            if self._scripted:
+                scripted = self._scripted.pop(0)
+                return scripted.status, scripted.headers, scripted.body
+        if request.params.get("api-version") != API_VERSION:
+            return _error(400, "InvalidApiVersionParameter", f"api-version must be {API_VERSION}")
+        auth = request.headers.get("authorization", "")
+        if auth != f"Bearer {self.token}":
+            return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
+        if request.method == "POST" and (m := _SCHEDULE_RUN_RE.match(request.path)):
+            problem = _check_run_request(request.body)
+            if problem:
+                return _error(400, "InvalidRequestBody", problem)
+            return 200, {}, self._create_run(m.group("sub"), m.group("rg"), m.group("reg"), request.body)
+        if request.method == "GET" and (m := _GET_RUN_RE.match(request.path)):
+            with self._lock:
+                run = self.runs.get(m.group("run"))
+            if run is None:
+                return _error(404, "ResourceNotFound", f"run {m.group('run')} was not found")
+            return 200, {}, run
+        return _error(404, "NotFound", f"no route for {request.method} {request.path}")
+
+    def _create_run(self, sub: str, rg: str, reg: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            run_id = f"ca{self._next_run}"
+            self._next_run += 1
+            now = _now()
+            platform = body["platform"]
+            run = {
+                "id": (
+                    f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry"
+                    f"/registries/{reg}/runs/{run_id}"
+                ),
+                "name": run_id,
+                "type": "Microsoft.ContainerRegistry/registries/runs",
+                "properties": {
+                    "runId": run_id,
+                    "status": "Queued",
+                    "lastUpdatedTime": now,
+                    "runType": "QuickRun",
+                    "createTime": now,
+                    "provisioningState": "Succeeded",
+                    "isArchiveEnabled": bool(body.get("isArchiveEnabled", False)),
+                    "platform": {"os": platform["os"], "architecture": platform.get("architecture", "amd64")},
+                    "agentConfiguration": body.get("agentConfiguration", {"cpu": 2}),
+                    **({"agentPoolName": body["agentPoolName"]} if body.get("agentPoolName") else {}),
+                },
+            }
+            self.runs[run_id] = run
+            return run
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], Any]:
+    return status, {}, {"error": {"code": code, "message": message}}
+
+
+def _check_run_request(body: Any) -> str | None:
+    """What ACR would refuse about an EncodedTaskRunRequest body, or None."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    if body.get("type") != "EncodedTaskRunRequest":
+        return "type must be EncodedTaskRunRequest"
+    content = body.get("encodedTaskContent")
+    if not isinstance(content, str):
+        return "encodedTaskContent is required"
+    try:
+        task = base64.b64decode(content, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return "encodedTaskContent must be base64 of UTF-8 text"
+    if task.splitlines()[:1] != ["version: v1.1.0"]:
+        return "the task must start with 'version: v1.1.0'"
+    platform = body.get("platform")
+    if not isinstance(platform, dict) or str(platform.get("os", "")).lower() not in _OS_VALUES:
+        return "platform.os must be Linux or Windows"
+    if "architecture" in platform and str(platform["architecture"]).lower() not in _ARCH_VALUES:
+        return "platform.architecture is not supported"
+    timeout = body.get("timeout", 3600)
+    if not isinstance(timeout, int) or not 300 <= timeout <= 28800:
+        return "timeout must be 300..28800"
+    values = body.get("values", [])
+    if not isinstance(values, list):
+        return "values must be a list"
+    for value in values:
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return "each value needs a name"
+        if not isinstance(value.get("value"), str):
+            return f"value {value.get('name')} needs a string value"
+        if not isinstance(value.get("isSecret", False), bool):
+            return f"value {value.get('name')}: isSecret must be a boolean"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.settimeout(30)
+        self.request.do_handshake()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        parts = urlsplit(self.path)
+        request = RecordedRequest(
+            method=self.command,
+            path=parts.path,
+            query=parts.query,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            raw_body=raw,
+        )
+        status, headers, payload = self.server.state.handle(request)
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-ms-request-id", f"req-{len(self.server.state.requests)}")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_PUT = _serve
+    do_PATCH = _serve
+    do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest shows failures
+        return
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: AcrServer
+
+
+@pytest.fixture(scope="session")
+def acr_test_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, str]:
+    """One test CA per session (key generation is the slow part); its PEM path for clients."""
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("acr-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return ca, str(path)
+
+
+@pytest.fixture
+def acr_server(acr_test_ca: tuple[trustme.CA, str]) -> Iterator[AcrServer]:
+    """A fresh server per test: run ids start again at ``ca1``."""
+    ca, ca_path = acr_test_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    # The handshake happens in the handler thread, so a stuck client cannot block accept().
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    port = httpd.server_address[1]
+    httpd.state = AcrServer(f"https://127.0.0.1:{port}", ca_path)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="acr-server", daemon=True)
+    thread.start()
+    try:
+        yield httpd.state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def decoded_task(request: RecordedRequest) -> str:
+    """The task YAML a recorded scheduleRun carried."""
+    return base64.b64decode(request.body["encodedTaskContent"]).decode("utf-8")
+
+
+__all__ = [
+    "API_VERSION",
+    "TEST_TOKEN",
+    "AcrServer",
+    "RecordedRequest",
+    "StaticTokenCredential",
+    "acr_server",
+    "acr_test_ca",
+    "decoded_task",
+]

@@ -1,0 +1,101 @@
+"""function_app.py as the Functions worker sees it, and the settings it needs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def indexed() -> dict[str, dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.support.index_app", str(ROOT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    functions: list[dict[str, Any]] = json.loads(out.stdout)
+    return {f["name"]: f for f in functions}
+
+
+def _trigger(function: dict[str, Any]) -> dict[str, Any]:
+    triggers: list[dict[str, Any]] = [b for b in function["raw_bindings"] if b["type"].endswith("Trigger")]
+    assert len(triggers) == 1
+    return triggers[0]
+
+
+def test_expected_functions_and_bindings(indexed: dict[str, dict[str, Any]]) -> None:
+    assert {"github_webhook", "dispatch"} <= set(indexed)
+    github = _trigger(indexed["github_webhook"])
+    assert github["type"] == "httpTrigger"
+    assert github["route"] == "hooks/github"
+    assert github["methods"] == ["POST"]
+    assert github["authLevel"] == "ANONYMOUS"
+    dispatch = _trigger(indexed["dispatch"])
+    assert dispatch["type"] == "serviceBusTrigger"
+    assert dispatch["queueName"] == "%BUILD_QUEUE%"
+    assert dispatch["connection"] == "ServiceBusConnection"
+    for function in indexed.values():
+        assert function["script_file"] == "function_app.py"
+
+
+def test_every_binding_setting_is_in_the_sample(indexed: dict[str, dict[str, Any]]) -> None:
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    referenced: set[str] = set()
+    for function in indexed.values():
+        for binding in function["raw_bindings"]:
+            referenced.update(re.findall(r"%([A-Za-z0-9_]+)%", json.dumps(binding)))
+            if "connection" in binding:
+                conn = binding["connection"]
+                assert conn in sample or f"{conn}__fullyQualifiedNamespace" in sample
+    assert referenced, "expected %SETTING% references in the bindings"
+    assert referenced <= set(sample), referenced - set(sample)
+
+
+def test_every_setting_the_code_reads_is_in_the_sample() -> None:
+    sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
+    pattern = re.compile(
+        r"""(?:settings|environ)(?:\.get\(\s*|\[\s*|\.setdefault\(\s*)["']([A-Za-z][A-Za-z0-9_]*)["']"""
+    )
+    constants = re.compile(r"""^[A-Z_]+_SETTING\s*=\s*["']([A-Za-z0-9_]+)["']""", re.M)
+    # Slipway's own setting names, wherever they are spelt (helpers take them as arguments too).
+    own = re.compile(
+        r"""["']((?:SLIPWAY|ACR|GITHUB|GITLAB|BITBUCKET|GITEA|AZURE_DEVOPS|EVENTGRID|DOCKERHUB)_[A-Z0-9_]+)["']"""
+    )
+    read: set[str] = set()
+    for path in [*ROOT.glob("shared/**/*.py"), *ROOT.glob("handlers/*.py"), ROOT / "function_app.py"]:
+        text = path.read_text()
+        for match in pattern.finditer(text):
+            read.add(match.group(1))
+        read.update(constants.findall(text))
+        read.update(own.findall(text))
+    not_settings = {"SLIPWAY_SCRIPT"}  # a heredoc delimiter in the task renderer
+    missing = sorted(read - sample - not_settings)
+    assert not missing, f"settings read by the code but missing from local.settings.sample.json: {missing}"
+
+
+def test_host_json() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+    assert host["extensions"]["serviceBus"]["autoCompleteMessages"] is True
+
+
+def test_importing_the_app_loads_no_heavy_sdk() -> None:
+    code = (
+        "import sys, function_app; "
+        "heavy = [m for m in ('azure.mgmt.containerregistry', 'azure.servicebus', 'azure.storage.blob', "
+        "'azure.identity', 'yaml', 'rich') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,348 @@
+"""The GitHub receiver against the real published payloads, signed by the test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.build_request import BuildRequest
+from shared.config import SlipwayConfig
+from shared.http import HttpRequest
+from shared.queue.local import LocalQueue
+from shared.queue.port import OutgoingMessage, QueueError
+from shared.receivers.base import ReceiverContext
+from shared.receivers.github import receive_github, sign, verify_github_signature
+from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+CONFIG = SlipwayConfig.model_validate(
+    {
+        "registry": "slipway.azurecr.io",
+        "targets": [
+            {
+                "name": "azure-test",
+                "repo": "https://github.com/dougbu/AzureTest",
+                "image": "dougbu/azure-test",
+                "branches": ["master"],
+            },
+            {
+                "name": "hello",
+                "repo": "git@github.com:Codertocat/Hello-World.git",
+                "image": "codertocat/hello",
+                "branches": ["master"],
+                "tags": ["*"],
+            },
+            {
+                "name": "hello-ghes",
+                "repo": "https://octocoders.github.io/Codertocat/Hello-World",
+                "image": "codertocat/hello-ghes",
+                "branches": ["master"],
+                "tags": ["*"],
+            },
+            {
+                "name": "probot-src",
+                "repo": "https://github.com/bkeepers-inc/test",
+                "image": "bkeepers/test",
+                "branches": ["**"],
+                "paths": ["src/**"],
+            },
+            {
+                "name": "probot-docs",
+                "repo": "https://github.com/bkeepers-inc/test",
+                "image": "bkeepers/docs",
+                "branches": ["**"],
+                "ignore_paths": ["*.md"],
+            },
+            {
+                "name": "public-repo",
+                "repo": "https://github.com/baxterthehacker/public-repo.git",
+                "image": "baxter/public",
+                "branches": ["changes"],
+                "paths": ["README.md"],
+            },
+        ],
+    }
+)
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> LocalQueue:
+    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
+
+
+def _ctx(queue: object, **settings: str) -> ReceiverContext:
+    values = {"GITHUB_WEBHOOK_SECRET": SECRET, **settings}
+    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
+
+
+def _queued(queue: LocalQueue) -> list[BuildRequest]:
+    return [BuildRequest.from_json(m.body) for m in queue.peek()]
+
+
+def test_signed_push_is_queued_as_one_build_request(queue: LocalQueue) -> None:
+    body = fixture_bytes("push-branch-signed-aspnet.json")
+    resp = receive_github(signed_request(body, delivery="abc-1"), _ctx(queue))
+    assert resp.status == 202, resp.body
+    [accepted] = resp.body["accepted"]
+    assert accepted["target"] == "azure-test"
+    assert {"master", "sha-c72d62b", "latest"} <= set(accepted["tags"])
+    [message] = queue.peek()
+    assert message.message_id == accepted["id"]
+    assert message.content_type == "application/json"
+    assert message.correlation_id == "abc-1" == resp.body["correlation_id"]
+    assert message.application_properties["target"] == "azure-test"
+    request = BuildRequest.from_json(message.body)
+    payload = fixture_json("push-branch-signed-aspnet.json")
+    assert request.source.commit == payload["after"]
+    assert request.source.repo_url == payload["repository"]["clone_url"]
+    assert request.trigger.delivery_id == "abc-1"
+    assert request.trigger.provider == "github"
+
+
+def test_redelivery_queues_nothing_new(queue: LocalQueue) -> None:
+    body = fixture_bytes("push-branch-signed-aspnet.json")
+    first = receive_github(signed_request(body, delivery="abc-1"), _ctx(queue))
+    again = receive_github(signed_request(body, delivery="abc-2"), _ctx(queue))
+    assert first.body["accepted"][0]["id"] == again.body["accepted"][0]["id"]
+    assert queue.count() == 1
+
+
+def test_form_encoded_delivery(queue: LocalQueue) -> None:
+    body = urlencode({"payload": fixture_bytes("push-branch-signed-aspnet.json").decode()}).encode()
+    resp = receive_github(signed_request(body, content_type="application/x-www-form-urlencoded"), _ctx(queue))
+    assert resp.status == 202
+    assert queue.count() == 1
+
+
+def test_legacy_sha1_only_delivery_is_refused(queue: LocalQueue) -> None:
+    body = fixture_bytes("push-branch-signed-aspnet.json")
+    headers = json.loads(fixture_bytes("push-branch-signed-aspnet.headers.json"))
+    headers["Content-Type"] = "application/json"
+    resp = receive_github(HttpRequest("POST", "http://x/api/hooks/github", headers, body), _ctx(queue))
+    assert resp.status == 401
+    assert "X-Hub-Signature-256" in resp.body["reason"]
+    assert queue.count() == 0
+
+
+@pytest.mark.parametrize("mutation", ["wrong-secret", "altered-body", "missing"])
+def test_bad_signatures_get_401_and_queue_nothing(queue: LocalQueue, mutation: str) -> None:
+    body = fixture_bytes("push-branch-signed-aspnet.json")
+    if mutation == "wrong-secret":
+        req = signed_request(body, secret="not the secret")
+    elif mutation == "altered-body":
+        signed = signed_request(body)
+        req = HttpRequest("POST", signed.url, signed.headers, body.replace(b"master", b"mastex"))
+    else:
+        signed = signed_request(body)
+        req = HttpRequest(
+            "POST", signed.url, {k: v for k, v in signed.headers.items() if "Signature" not in k}, body
+        )
+    resp = receive_github(req, _ctx(queue))
+    assert resp.status == 401
+    assert resp.body["error"] == "unauthorized"
+    assert queue.count() == 0
+
+
+def test_unconfigured_secret_is_503_not_500(queue: LocalQueue) -> None:
+    body = fixture_bytes("push-branch-signed-aspnet.json")
+    resp = receive_github(signed_request(body), _ctx(queue, GITHUB_WEBHOOK_SECRET=""))
+    assert resp.status == 503
+    assert "GITHUB_WEBHOOK_SECRET" in resp.body["reason"]
+
+
+@pytest.mark.parametrize("name", ["ping-default.json", "ping-signed-aspnet.json"])
+def test_ping(queue: LocalQueue, name: str) -> None:
+    resp = receive_github(signed_request(fixture_bytes(name), event="ping"), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["status"] == "pong"
+
+
+@pytest.mark.parametrize(
+    ("name", "event"), [("create-default.json", "create"), ("release-created.json", "release")]
+)
+def test_other_events_are_ignored_with_a_reason(queue: LocalQueue, name: str, event: str) -> None:
+    resp = receive_github(signed_request(fixture_bytes(name), event=event), _ctx(queue))
+    assert resp.status == 200
+    assert event in resp.body["ignored"][0]["reason"]
+    assert queue.count() == 0
+
+
+def test_tag_deletion_is_ignored(queue: LocalQueue) -> None:
+    resp = receive_github(signed_request(fixture_bytes("push-tag-deleted.json")), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"] == [{"target": "hello", "reason": "tag deleted"}]
+
+
+def test_tag_push_from_ghes(queue: LocalQueue) -> None:
+    resp = receive_github(signed_request(fixture_bytes("push-tag-created-ghes35.json")), _ctx(queue))
+    assert resp.status == 202
+    [accepted] = resp.body["accepted"]
+    assert accepted["target"] == "hello-ghes"
+    assert "simple-tag" in accepted["tags"]
+    [request] = _queued(queue)
+    assert request.trigger.kind == "tag"
+    assert request.source.ref == "refs/tags/simple-tag"
+
+
+def test_new_branch_builds_with_a_note_when_paths_cannot_be_checked(queue: LocalQueue) -> None:
+    config = SlipwayConfig.model_validate(
+        {
+            "registry": "r.azurecr.io",
+            "targets": [
+                {
+                    "name": "hello",
+                    "repo": "https://github.com/Codertocat/Hello-World",
+                    "image": "c/hello",
+                    "branches": ["master"],
+                    "paths": ["src/**"],
+                }
+            ],
+        }
+    )
+    ctx = ReceiverContext(
+        settings={"GITHUB_WEBHOOK_SECRET": SECRET}, config=lambda: config, queue=lambda: queue
+    )
+    resp = receive_github(signed_request(fixture_bytes("push-branch-created.json")), ctx)
+    assert resp.status == 202
+    assert "paths filter not applied" in resp.body["notes"][0]
+
+
+def test_path_filters_on_a_real_push(queue: LocalQueue) -> None:
+    # probot's push modifies README.md only.
+    resp = receive_github(signed_request(fixture_bytes("push-branch-commits-probot.json")), _ctx(queue))
+    assert resp.status == 200
+    reasons = {i["target"]: i["reason"] for i in resp.body["ignored"]}
+    assert reasons == {
+        "probot-src": "no changed file matches the paths filters",
+        "probot-docs": "no changed file matches the paths filters",
+    }
+    resp = receive_github(
+        signed_request(fixture_bytes("push-branch-legacy-developer-site.json")), _ctx(queue)
+    )
+    assert resp.status == 202
+    assert resp.body["accepted"][0]["target"] == "public-repo"
+
+
+def test_skip_ci_in_head_commit(queue: LocalQueue) -> None:
+    payload = fixture_json("push-branch-signed-aspnet.json")
+    payload["head_commit"]["message"] = "Tidy up [skip ci]"
+    resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert "[skip ci]" in resp.body["ignored"][0]["reason"]
+
+
+def test_unknown_repository(queue: LocalQueue) -> None:
+    payload = fixture_json("push-branch-signed-aspnet.json")
+    for key in ("clone_url", "html_url", "ssh_url", "git_url", "url", "svn_url"):
+        payload["repository"][key] = f"https://github.com/someone/else/{key}"
+    payload["repository"]["clone_url"] = "https://github.com/someone/else.git"
+    resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"][0]["reason"].startswith("no target builds github.com/someone/else")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"Content-Type": ""}, 415, "unsupported_media_type"),
+        ({"X-GitHub-Event": ""}, 400, "bad_request"),
+    ],
+)
+def test_header_problems(queue: LocalQueue, change: dict[str, str], status: int, error: str) -> None:
+    req = signed_request(fixture_bytes("push-branch-signed-aspnet.json"))
+    req = HttpRequest("POST", req.url, {**req.headers, **change}, req.body)
+    resp = receive_github(req, _ctx(queue))
+    assert (resp.status, resp.body["error"]) == (status, error)
+    assert resp.body["reason"]
+    assert queue.count() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"ref": "refs/heads/master"}',
+        b'{"ref": 1, "after": "x", "repository": {}}',
+        "\u00ff".encode("latin-1"),
+    ],
+)
+def test_malformed_signed_bodies_get_400(queue: LocalQueue, body: bytes) -> None:
+    resp = receive_github(signed_request(body), _ctx(queue))
+    assert resp.status == 400
+    assert resp.body["error"] == "bad_request"
+
+
+def test_body_limit(queue: LocalQueue) -> None:
+    body = fixture_bytes("push-branch-signed-aspnet.json")
+    resp = receive_github(signed_request(body), _ctx(queue, SLIPWAY_MAX_BODY_BYTES="100"))
+    assert resp.status == 413
+    lying = signed_request(b"{}", extra_headers={"Content-Length": str(10**9)})
+    assert receive_github(lying, _ctx(queue)).status == 413
+
+
+def test_method(queue: LocalQueue) -> None:
+    req = signed_request(b"{}")
+    assert receive_github(HttpRequest("GET", req.url, req.headers, b""), _ctx(queue)).status == 405
+
+
+class _BrokenQueue:
+    def send(self, messages: Sequence[OutgoingMessage]) -> None:
+        raise QueueError("namespace unreachable")
+
+
+def test_queue_outage_is_503_so_the_sender_retries() -> None:
+    resp = receive_github(
+        signed_request(fixture_bytes("push-branch-signed-aspnet.json")), _ctx(_BrokenQueue())
+    )
+    assert resp.status == 503
+    assert resp.headers["Retry-After"]
+
+
+def test_signature_helpers() -> None:
+    body = b'{"a":1}'
+    assert verify_github_signature(b"k", body, sign(b"k", body))
+    assert not verify_github_signature(b"k", body, sign(b"k", body).upper())
+    assert not verify_github_signature(b"k", body, None)
+    assert not verify_github_signature(b"k", body, "sha1=" + "0" * 40)
+
+
+header_names = st.sampled_from(
+    [
+        "Content-Type",
+        "X-GitHub-Event",
+        "X-Hub-Signature-256",
+        "X-GitHub-Delivery",
+        "Content-Length",
+        "X-Other",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=300), st.just(fixture_bytes("push-branch-signed-aspnet.json"))),
+    headers=st.dictionaries(header_names, st.text(max_size=60), max_size=6),
+    method=st.sampled_from(["POST", "GET", "PUT"]),
+    sign_it=st.booleans(),
+)
+def test_fuzz_never_5xx_and_never_queues_without_a_valid_signature(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes, headers: dict[str, str], method: str, sign_it: bool
+) -> None:
+    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    if sign_it:
+        headers = {**headers, "X-Hub-Signature-256": sign(SECRET.encode(), body)}
+    resp = receive_github(HttpRequest(method, "http://x/api/hooks/github", headers, body), _ctx(queue))
+    assert resp.status < 500, resp.body
+    json.dumps(resp.body)
+    if queue.count():
+        assert sign_it and resp.status == 202

@@ -1,0 +1,111 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.config import SlipwayConfig
+from shared.events import PushEvent
+from shared.routing import normalize_repo, route_push
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+SHA = "c72d62bc41d8c5a3fc4b8ab4e6b8ae3d2ea1d6d6"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/Octo/Repo",
+        "https://github.com/octo/repo.git",
+        "https://github.com/octo/repo/",
+        "git@github.com:octo/repo.git",
+        "ssh://git@github.com/octo/repo.git",
+        "git://github.com/octo/repo.git",
+        "http://github.com/octo/repo",
+        "github.com/octo/repo",
+    ],
+)
+def test_every_url_form_of_a_repository_matches(url: str) -> None:
+    assert normalize_repo(url) == "github.com/octo/repo"
+
+
+def test_different_repositories_do_not_match() -> None:
+    assert normalize_repo("https://github.com/octo/repo") != normalize_repo("https://github.com/octo/repo2")
+    assert normalize_repo("https://github.com/octo/repo") != normalize_repo("https://gitlab.com/octo/repo")
+
+
+def _config(**target: object) -> SlipwayConfig:
+    base: dict[str, object] = {"name": "app", "repo": "git@github.com:octo/repo.git", "image": "team/app"}
+    base.update(target)
+    return SlipwayConfig.model_validate({"registry": "r.azurecr.io", "targets": [base]})
+
+
+def _event(ref: str = "refs/heads/main", **kw: object) -> PushEvent:
+    fields: dict[str, object] = {
+        "provider": "github",
+        "delivery_id": "d1",
+        "received_at": NOW,
+        "repo_urls": ("https://github.com/octo/repo.git",),
+        "clone_url": "https://github.com/octo/repo.git",
+        "ref": ref,
+        "after": SHA,
+        "default_branch": "main",
+        "changed_files": frozenset({"src/app.py"}),
+    }
+    fields.update(kw)
+    return PushEvent(**fields)  # type: ignore[arg-type]
+
+
+def test_branch_globs() -> None:
+    config = _config(branches=["main", "release/*"])
+    assert route_push(_event("refs/heads/release/1.2"), config, correlation_id="c").accepted
+    out = route_push(_event("refs/heads/release/1/2"), config, correlation_id="c")
+    assert not out.accepted and "does not match" in out.ignored[0].reason
+
+
+def test_tags_are_not_built_unless_asked() -> None:
+    assert not route_push(_event("refs/tags/v1.0.0"), _config(), correlation_id="c").accepted
+    out = route_push(_event("refs/tags/v1.2.3"), _config(tags=["v*"]), correlation_id="c")
+    [request] = out.accepted
+    assert request.trigger.kind == "tag"
+    assert {"v1.2.3", "1.2.3", "1.2"} <= set(request.image.tags)
+
+
+def test_paths_and_ignore_paths() -> None:
+    assert route_push(_event(), _config(paths=["src/**"]), correlation_id="c").accepted
+    assert not route_push(_event(), _config(paths=["docs/**"]), correlation_id="c").accepted
+    assert not route_push(_event(), _config(ignore_paths=["src/**"]), correlation_id="c").accepted
+
+
+def test_unknown_changed_files_build_and_say_so() -> None:
+    out = route_push(
+        _event(changed_files=None, incomplete_reason="new ref"),
+        _config(paths=["docs/**"]),
+        correlation_id="c",
+    )
+    assert out.accepted
+    assert "paths filter not applied" in out.notes[0]
+
+
+@pytest.mark.parametrize("message", ["fix [skip ci]", "[CI SKIP] docs", "x [no ci]", "[skip actions] y"])
+def test_skip_directives(message: str) -> None:
+    out = route_push(_event(head_message=message), _config(), correlation_id="c")
+    assert not out.accepted and "contains" in out.ignored[0].reason
+
+
+def test_request_fields() -> None:
+    [request] = route_push(_event(), _config(build_args={"A": "1"}), correlation_id="corr").accepted
+    assert request.source.commit == SHA
+    assert request.source.ref == "refs/heads/main"
+    assert request.trigger.correlation_id == "corr"
+    assert request.image.registry == "r.azurecr.io"
+    assert "latest" in request.image.tags and "main" in request.image.tags
+    assert request.cache.name == "app-main"
+    assert request.coalesce_key == "app:refs/heads/main"
+    assert request.platforms == ["linux/amd64", "linux/arm64"]
+
+
+def test_feature_branch_imports_default_branch_cache() -> None:
+    [request] = route_push(_event("refs/heads/feat/x"), _config(branches=["**"]), correlation_id="c").accepted
+    assert request.cache.name == "app-feat-x"
+    assert request.cache.from_names == ["app-main"]
+    assert "latest" not in request.image.tags
+    assert "feat-x" in request.image.tags

@@ -1,0 +1,181 @@
+"""`slipway serve` as a user runs it: a subprocess on a free port, observed through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
+
+ROOT = Path(__file__).resolve().parents[1]
+SLIPWAY = Path(sys.executable).with_name("slipway")
+CONFIG = """
+registry: slipway.azurecr.io
+targets:
+  - name: azure-test
+    repo: https://github.com/dougbu/AzureTest
+    image: dougbu/azure-test
+    branches: ["**"]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir, self.env = workdir, env
+        self.port = _free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, **extra_env: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(SLIPWAY), "serve", "--port", str(self.port), "--config", str(self.workdir / "slipway.yaml")],
+            cwd=self.workdir,
+            env={**self.env, **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("serve did not start listening")
+
+    def stop(self) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, out
+        return out
+
+    def post(self, body: bytes, **kw: Any) -> tuple[int, dict[str, Any]]:
+        plain = signed_request(body, **kw)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/hooks/github",
+            data=plain.body,
+            headers=dict(plain.headers),
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def cli(self, *args: str) -> Any:
+        out = subprocess.run(
+            [str(SLIPWAY), *args, "--json"],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    (tmp_path / "slipway.yaml").write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ServiceBus", "AzureWebJobs", "ACR_"))}
+    env.update(
+        {
+            "GITHUB_WEBHOOK_SECRET": SECRET,
+            "SLIPWAY_STATE_DIR": str(tmp_path / "state"),
+            "SLIPWAY_CONFIG": str(tmp_path / "slipway.yaml"),
+        }
+    )
+    srv = Server(tmp_path, env)
+    yield srv
+    if srv.proc and srv.proc.poll() is None:
+        srv.proc.kill()
+        srv.proc.wait()
+
+
+def _wait_for(predicate: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def _pushes(count: int) -> list[bytes]:
+    payload = fixture_json("push-branch-signed-aspnet.json")
+    bodies = []
+    for i in range(count):
+        payload["after"] = f"{i + 1:040x}"
+        bodies.append(json.dumps(payload).encode())
+    return bodies
+
+
+def test_push_is_dispatched_as_a_dry_run(server: Server) -> None:
+    server.start()
+    status, body = server.post(fixture_bytes("push-branch-signed-aspnet.json"), delivery="serve-1")
+    assert status == 202, body
+    [accepted] = body["accepted"]
+    runs = _wait_for(lambda: [r for r in server.cli("runs", "list")["runs"] if r["status"] == "dispatched"])
+    assert [r["request_id"] for r in runs] == [accepted["id"]]
+    assert runs[0]["backend"] == "dry-run"
+    assert runs[0]["correlation_id"] == "serve-1"
+    shown = server.cli("runs", "show", accepted["id"])
+    assert shown["task_yaml"].startswith("version: v1.1.0")
+    assert shown["run_request"]
+
+    # A duplicate delivery creates nothing new; a bad signature gets 401 and leaves the queue alone.
+    status, again = server.post(fixture_bytes("push-branch-signed-aspnet.json"), delivery="serve-2")
+    assert status == 202 and again["accepted"][0]["id"] == accepted["id"]
+    status, refused = server.post(fixture_bytes("push-branch-signed-aspnet.json"), secret="wrong")
+    assert status == 401 and refused["error"] == "unauthorized"
+    time.sleep(1.0)
+    assert len(server.cli("runs", "list")["runs"]) == 1
+    assert server.cli("queue", "list")["messages"] == []
+    out = server.stop()
+    assert '"event":"http_request"' in out and "serve-1" in out
+
+
+def test_stopping_loses_no_accepted_request(server: Server) -> None:
+    # First run: the dispatcher is switched off (the Functions host's own setting), so every
+    # accepted request is still queued when the server stops.
+    server.start(**{"AzureWebJobs.dispatch.Disabled": "true"})
+    accepted = []
+    for body in _pushes(5):
+        status, answer = server.post(body)
+        assert status == 202
+        accepted.append(answer["accepted"][0]["id"])
+    server.stop()
+    queued = server.cli("queue", "list")["messages"]
+    assert sorted(m["message_id"] for m in queued) == sorted(accepted)
+
+    # Second run, dispatcher on: everything queued before is dispatched.
+    server.start()
+    _wait_for(
+        lambda: len([r for r in server.cli("runs", "list")["runs"] if r["status"] == "dispatched"]) == 5
+    )
+    assert sorted(r["request_id"] for r in server.cli("runs", "list")["runs"]) == sorted(accepted)
+    server.stop()
