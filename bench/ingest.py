@@ -51,7 +51,17 @@ def _floor(bodies: list[bytes]) -> list[float]:
     return timings
 
 
-def _handler(bodies: list[bytes], state: Path) -> list[float]:
+class _MemorySender:
+    """Accepts and forgets: isolates the receiver's own cost from the queue's durable commit."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def send(self, messages: list[object]) -> None:
+        self.count += len(messages)
+
+
+def _handler(bodies: list[bytes], state: Path, *, durable: bool = True) -> list[float]:
     from handlers import webhooks
 
     config = SlipwayConfig.model_validate(
@@ -67,11 +77,26 @@ def _handler(bodies: list[bytes], state: Path) -> list[float]:
             ],
         }
     )
-    queue = LocalQueue(state / "queue.sqlite3")
-    runtime = Runtime({"GITHUB_WEBHOOK_SECRET": SECRET.decode()}, queue=queue)
+    queue: LocalQueue | _MemorySender = LocalQueue(state / "queue.sqlite3") if durable else _MemorySender()
+    runtime = Runtime({"GITHUB_WEBHOOK_SECRET": SECRET.decode()}, queue=queue)  # type: ignore[arg-type]
     runtime.config = lambda: config  # type: ignore[method-assign]
     set_runtime(runtime)
     function = webhooks.github_webhook.build().get_user_function()
+    # One warm-up delivery, outside the timings:
+    # first-call imports are cold start, not ingest.
+    warm = _bodies(1)[0]
+    function(
+        func.HttpRequest(
+            "POST",
+            "http://localhost/api/hooks/github",
+            headers={
+                "Content-Type": "application/json",
+                "X-GitHub-Event": "push",
+                "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET, warm, hashlib.sha256).hexdigest(),
+            },
+            body=warm,
+        )
+    )
     timings = []
     for body in bodies:
         signature = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
@@ -89,7 +114,8 @@ def _handler(bodies: list[bytes], state: Path) -> list[float]:
         response = function(req)
         timings.append(time.perf_counter() - started)
         assert response.status_code == 202, response.get_body()
-    assert queue.count() == len(bodies)
+    sent = queue.count() if isinstance(queue, LocalQueue) else queue.count
+    assert sent >= len(bodies), (sent, len(bodies))
     set_runtime(None)
     return timings
 
@@ -105,12 +131,19 @@ def main() -> None:
     bodies = _bodies(args.count)
     floor = _floor(bodies)
     with tempfile.TemporaryDirectory() as state:
+        memory = _handler(bodies, Path(state), durable=False)
         handler = _handler(bodies, Path(state))
     floor_mean, handler_mean = statistics.mean(floor), statistics.mean(handler)
+    memory_mean = statistics.mean(memory)
     print(f"body size                : {len(bodies[0])} bytes, {args.count} deliveries")
     print(f"floor (HMAC + json.loads): {1 / floor_mean:10.0f} /s   p99 {_p99(floor) * 1e6:8.1f} us")
+    print(f"handler -> memory (no I/O): {1 / memory_mean:9.0f} /s   p99 {_p99(memory) * 1e6:8.1f} us")
     print(f"handler -> local queue   : {1 / handler_mean:10.0f} /s   p99 {_p99(handler) * 1e6:8.1f} us")
     print(f"ratio handler / floor    : {handler_mean / floor_mean:.1f}  (goal <= 3)")
+    print(
+        f"  of which receiver logic: {memory_mean / floor_mean:.1f}, durable queue commit: "
+        f"{(handler_mean - memory_mean) / floor_mean:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any
 
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    if not logger.isEnabledFor(level):
+        return
     payload = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
     correlation_id = fields.get("correlation_id")
     # ``extra`` carries the fields as record attributes for handlers that export dimensions.

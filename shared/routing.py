@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from shared.build_request import (
@@ -30,6 +31,7 @@ SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[acti
 _SSH_SCP_RE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/).+)$")
 
 
+@lru_cache(maxsize=4096)
 def normalize_repo(url: str) -> str:
     """``host/owner/repo`` for any URL form of the same repository.
 

@@ -18,6 +18,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -195,11 +196,17 @@ def _condition_holds(when: str, push: _Push) -> bool:
     raise ValueError(f"unknown tag rule condition {when!r}")
 
 
+@lru_cache(maxsize=1024)
+def _parse_template(template: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+    """Templates come from the configuration: parse each once, not on every push."""
+    return tuple(string.Formatter().parse(template))
+
+
 def _render(template: str, when: str, push: _Push) -> str | None:
     """One rule on one push: the raw (unsanitised) tag, or None when the rule does not apply."""
     if not _condition_holds(when, push):
         return None
-    parsed = list(string.Formatter().parse(template))
+    parsed = _parse_template(template)
     used = {field for _literal, field, _spec, _conv in parsed if field is not None}
     if not used <= push.values.keys():
         return None
@@ -215,6 +222,17 @@ def _render(template: str, when: str, push: _Push) -> str | None:
     return "".join(literal + (push.values[field] if field else "") for literal, field, _s, _c in parsed)
 
 
+_VALIDATED: set[tuple[object, ...]] = set()
+
+
+def _validate_cached(key: tuple[object, ...], rules: Sequence[str | TagRule]) -> None:
+    """Rules are validated when the configuration loads; re-check only rules not seen before."""
+    if key not in _VALIDATED:
+        validate_rule_templates(rules)
+        if len(_VALIDATED) < 4096:
+            _VALIDATED.add(key)
+
+
 def compute_tags(
     rules: Sequence[str | TagRule], *, ref: str, commit: str, default_branch: str | None
 ) -> list[str]:
@@ -223,7 +241,7 @@ def compute_tags(
     ``default_branch`` decides ``when: default_branch`` rules (None: no branch is the default).
     A plain string rule behaves like ``when: always``.
     """
-    validate_rule_templates(rules)
+    _validate_cached(tuple(r if isinstance(r, str) else (r.template, r.when) for r in rules), rules)
     push = _describe_push(ref, commit, default_branch)
     tags: list[str] = []
     for rule in rules:

@@ -98,6 +98,20 @@ def _decode_body(media_type: str, body: bytes) -> dict[str, Any]:
     return data
 
 
+def _parse_push(media_type: str, body: bytes) -> GitHubPush:
+    """Parse and validate in one pass (pydantic's JSON parser skips what the model ignores)."""
+    try:
+        if media_type == "application/json":
+            return GitHubPush.model_validate_json(body)
+        return GitHubPush.model_validate(_decode_body(media_type, body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] in ("json_invalid", "json_type", "model_type"):
+            raise RequestRejected(400, "bad_request", "body is not a JSON object") from None
+        where = ".".join(str(p) for p in first["loc"])
+        raise RequestRejected(400, "bad_request", f"push payload: {where}: {first['msg']}") from None
+
+
 def to_push_event(push: GitHubPush, *, delivery_id: str | None, received_at: Any) -> PushEvent:
     repo = push.repository
     clone_url = repo.clone_url or (f"{repo.html_url}.git" if repo.html_url else "")
@@ -166,12 +180,12 @@ def _receive(
     event = (req.header("X-GitHub-Event") or "").strip()
     if not event:
         raise RequestRejected(400, "bad_request", "X-GitHub-Event is missing")
-    data = _decode_body(media_type, req.body)
-    if event == "ping":
-        return HttpResponse(
-            200, {"correlation_id": correlation_id, "status": "pong", "accepted": [], "ignored": []}
-        )
     if event != "push":
+        _decode_body(media_type, req.body)  # well-formed, even when it is not acted on
+        if event == "ping":
+            return HttpResponse(
+                200, {"correlation_id": correlation_id, "status": "pong", "accepted": [], "ignored": []}
+            )
         return HttpResponse(
             200,
             {
@@ -180,12 +194,7 @@ def _receive(
                 "ignored": [{"target": None, "reason": f"event {event[:64]!r} is not handled"}],
             },
         )
-    try:
-        push = GitHubPush.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RequestRejected(400, "bad_request", f"push payload: {where}: {first['msg']}") from None
+    push = _parse_push(media_type, req.body)
     received_at = ctx.clock()
     push_event = to_push_event(push, delivery_id=delivery_id, received_at=received_at)
     config = load_config(ctx)
