@@ -128,9 +128,9 @@ class CacheStorage(_Strict):
 class ToolImages(_Strict):
     """Images the ACR task runs. Pinned; point them at copies in your registry to avoid Docker Hub limits."""
 
-    docker_cli: str = "docker.io/library/docker:29.0.4-cli"
-    buildkit: str = "docker.io/moby/buildkit:v0.26.3"
-    binfmt: str = "docker.io/tonistiigi/binfmt:qemu-v10.0.4"
+    docker_cli: str = "docker.io/library/docker:29.7.2-cli"
+    buildkit: str = "docker.io/moby/buildkit:v0.32.2"
+    binfmt: str = "docker.io/tonistiigi/binfmt:qemu-v10.0.4-59"
 
 
 class RunSettings(_Strict):

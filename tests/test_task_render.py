@@ -34,7 +34,7 @@ from shared.task_render import RenderError, RunSecrets, RunSpec, render_run
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
 ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
 GIT_TOKEN = "ghp_TestTokenNotReal0123456789"
-DOCKER_CLI = "docker.io/library/docker:29.0.4-cli"
+DOCKER_CLI = "docker.io/library/docker:29.7.2-cli"
 CACHE_COMMON = (
     "type=azblob,account_url=https://slipwaycache.blob.core.windows.net,container=buildkit-cache,prefix=ci"
 )
@@ -382,11 +382,11 @@ def test_hostile_values_stay_inert_when_the_task_runs(agent: Agent) -> None:
 
     calls = agent.docker_calls()
     assert [c["argv"] for c in calls] == [
-        ["run", "--privileged", "--rm", "docker.io/tonistiigi/binfmt:qemu-v10.0.4", "--install", "arm64"],
+        ["run", "--privileged", "--rm", "docker.io/tonistiigi/binfmt:qemu-v10.0.4-59", "--install", "arm64"],
         ["rm", "--force", "buildx_buildkit_slipway0"],
         [
             "buildx", "create", "--name", "slipway", "--driver", "docker-container",
-            "--driver-opt", "image=docker.io/moby/buildkit:v0.26.3", "--bootstrap", "--use",
+            "--driver-opt", "image=docker.io/moby/buildkit:v0.32.2", "--bootstrap", "--use",
         ],
         [
             "buildx", "build", "--builder", "slipway", "--progress", "plain",
@@ -420,7 +420,7 @@ def test_service_principal_reaches_the_builder_environment(agent: Agent) -> None
     create = next(c["argv"] for c in agent.docker_calls() if c["argv"][:2] == ["buildx", "create"])
     assert create == [
         "buildx", "create", "--name", "slipway", "--driver", "docker-container",
-        "--driver-opt", "image=docker.io/moby/buildkit:v0.26.3",
+        "--driver-opt", "image=docker.io/moby/buildkit:v0.32.2",
         "--driver-opt", "env.AZURE_TENANT_ID=72f988bf-86f1-41af-91ab-2d7cd011db47",
         "--driver-opt", "env.AZURE_CLIENT_ID=0b3a8e57-2f4c-4a8e-9d61-5f0c2b7e9a14",
         "--driver-opt", "env.AZURE_CLIENT_SECRET=Q~x8Q~abc.DEF_ghi-JKL~mno",
