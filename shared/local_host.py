@@ -115,7 +115,11 @@ def discover(app_module: str, settings: Mapping[str, str]) -> AppFunctions:
     if len(apps) != 1:
         raise HostError(f"{app_module} must define exactly one FunctionApp (found {len(apps)})")
     found = AppFunctions()
-    for fn in apps[0].get_functions():
+    app = apps[0]
+    # get_functions() records names and refuses a second call on the same app object; the host
+    # may discover the same app twice in one process (tests, a restart in place).
+    app.functions_bindings = None
+    for fn in app.get_functions():
         bindings = json.loads(fn.get_function_json())["bindings"]
         triggers = [b for b in bindings if b["type"].endswith("Trigger")]
         others = [b for b in bindings if not b["type"].endswith("Trigger") and b["type"] != "http"]

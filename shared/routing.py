@@ -57,6 +57,19 @@ class NoImageTags(ValueError):
     """No tag rule of the target produces a tag for this ref."""
 
 
+def https_clone_url(url: str) -> str:
+    """An https clone URL for any URL form, keeping the path's case (some hosts care)."""
+    text = url.strip()
+    scp = _SSH_SCP_RE.match(text) if "://" not in text else None
+    if scp:
+        host, path = scp.group("host"), scp.group("path")
+    else:
+        parts = urlsplit(text if "://" in text else f"https://{text}")
+        host, path = parts.hostname or "", parts.path
+    path = path.strip("/").removesuffix(".git")
+    return f"https://{host.lower()}/{path}.git"
+
+
 @dataclass(frozen=True)
 class Ignored:
     target: str | None

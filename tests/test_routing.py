@@ -109,3 +109,18 @@ def test_feature_branch_imports_default_branch_cache() -> None:
     assert request.cache.from_names == ["app-main"]
     assert "latest" not in request.image.tags
     assert "feat-x" in request.image.tags
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("git@github.com:Octo/Repo.git", "https://github.com/Octo/Repo.git"),
+        ("https://GitHub.com/Octo/Repo", "https://github.com/Octo/Repo.git"),
+        ("ssh://git@github.com/Octo/Repo.git", "https://github.com/Octo/Repo.git"),
+        ("github.com/Octo/Repo/", "https://github.com/Octo/Repo.git"),
+    ],
+)
+def test_https_clone_url_keeps_the_path_case(url: str, expected: str) -> None:
+    from shared.routing import https_clone_url
+
+    assert https_clone_url(url) == expected

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.build_request import Trigger
     from shared.config import ConfigError, config_path, load_config
     from shared.dispatcher import resolve_secrets
-    from shared.routing import NoImageTags, normalize_repo, request_for_commit
+    from shared.routing import NoImageTags, https_clone_url, request_for_commit
     from shared.runtime import APP_ROOT
     from shared.task_render import RenderError, render_run
 
@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(t.name for t in config.targets) or "none"
         print(f"error: no target {args.target!r} in {path} (targets: {names})", file=sys.stderr)
         return 1
-    host_path = normalize_repo(target.repo)
     trigger = Trigger(
         kind="tag" if args.ref.startswith("refs/tags/") else "manual",
         provider="cli",
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             target,
             ref=args.ref,
             commit=args.commit,
-            repo_url=f"https://{host_path}.git",
+            repo_url=https_clone_url(target.repo),
             trigger=trigger,
         )
         spec = render_run(request, config, resolve_secrets(config, target, {}, required=False))

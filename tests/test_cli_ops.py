@@ -1,0 +1,117 @@
+"""The operator CLI on the local queue and ledger: `queue`, `runs`, `render`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+from shared.dispatcher import Dispatcher
+from shared.ledger import FolderLedger
+from shared.queue.local import LocalQueue
+from shared.run_backend import DryRunBackend
+from shared.runtime import Runtime, set_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_REQUEST = ROOT / "examples" / "build-request.json"
+EXAMPLE_CONFIG = ROOT / "examples" / "slipway.yaml"
+
+
+@pytest.fixture
+def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    for key in (
+        "ServiceBusConnection",
+        "ServiceBusConnection__fullyQualifiedNamespace",
+        "AzureWebJobsStorage",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLIPWAY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SLIPWAY_CONFIG", str(EXAMPLE_CONFIG))
+    runtime = Runtime()
+    set_runtime(runtime)
+    yield runtime
+    set_runtime(None)
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_queue_send_validates_and_enqueues(local: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _json(capsys, "queue", "send", str(EXAMPLE_REQUEST)) == {
+        "sent": json.loads(EXAMPLE_REQUEST.read_text())["id"]
+    }
+    listed = _json(capsys, "queue", "list")
+    [message] = listed["messages"]  # type: ignore[index]
+    assert message["message_id"] == json.loads(EXAMPLE_REQUEST.read_text())["id"]
+    assert message["target"] == json.loads(EXAMPLE_REQUEST.read_text())["target"]
+    assert _json(capsys, "queue", "list", "--dead-letter") == {"dead_letter": True, "messages": []}
+
+
+def test_queue_send_refuses_an_invalid_request(
+    local: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = json.loads(EXAMPLE_REQUEST.read_text())
+    bad["platforms"] = ["linux/amd64; rm -rf /"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert main(["queue", "send", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "not a valid BuildRequest v1" in err and "platforms" in err
+    assert local.local_queue().count() == 0
+
+
+def test_dead_letters_are_listed_with_their_reason(
+    local: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["queue", "send", str(EXAMPLE_REQUEST)]) == 0
+    queue: LocalQueue = local.local_queue()
+    [message] = queue.receive()
+    queue.dead_letter(message, reason="UnknownTarget", description="target 'x' is not in the configuration")
+    capsys.readouterr()
+    listed = _json(capsys, "queue", "list", "--dead-letter")
+    [row] = listed["messages"]  # type: ignore[index]
+    assert row["dead_letter_reason"] == "UnknownTarget"
+    assert "not in the configuration" in row["dead_letter_description"]
+
+
+def test_runs_list_and_show(local: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = FolderLedger(local.state_dir / "ledger")
+    dispatcher = Dispatcher(config=local.config, ledger=ledger, backend=DryRunBackend(), settings={})
+    result = dispatcher.dispatch(EXAMPLE_REQUEST.read_bytes(), message_id="m-1")
+    assert result.run_id
+    runs = _json(capsys, "runs", "list")["runs"]  # type: ignore[index]
+    assert [(r["request_id"], r["status"], r["backend"]) for r in runs] == [
+        (result.request_id, "dispatched", "dry-run")
+    ]
+    by_request = _json(capsys, "runs", "show", str(result.request_id))
+    by_run = _json(capsys, "runs", "show", result.run_id)
+    assert by_request == by_run
+    assert by_request["task_yaml"].startswith("version: v1.1.0")  # type: ignore[index]
+    assert main(["runs", "show", "no-such-run"]) == 1
+    # Human output renders too.
+    assert main(["runs", "list"]) == 0
+    assert main(["runs", "show", str(result.request_id)]) == 0
+    assert "task YAML" in capsys.readouterr().out
+
+
+def test_render_prints_the_task(capsys: pytest.CaptureFixture[str]) -> None:
+    commit = "c72d62bc4e992806a012ccaca139a8a6ef41a07c"
+    argv = ["render", "--config", str(EXAMPLE_CONFIG), "--target", "azure-test", "--commit", commit]
+    assert main([*argv, "--ref", "refs/heads/master", "--scripts"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("version: v1.1.0\n")
+    assert f"https://github.com/dougbu/AzureTest.git#{commit}" in out
+    assert main([*argv, "--ref", "refs/heads/master", "--request"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"]["commit"] == commit
+    assert main([*argv[:-2], "--commit", "abc", "--ref", "refs/heads/master"]) == 1
+    assert (
+        main(
+            ["render", "--config", str(EXAMPLE_CONFIG), "--target", "nope", "--commit", commit, "--ref", "x"]
+        )
+        == 1
+    )
