@@ -236,6 +236,12 @@ class Dispatcher:
             except ConflictError:
                 return self._duplicate(request, "another delivery claimed it first")
             return claimed, new_etag
+        if existing.status is RunStatus.FAILED:
+            # Refused for good earlier: refuse every redelivery the same way, so the message ends in
+            # the dead-letter queue (not completed as a duplicate) and the reason stays readable.
+            return self._dead_letter(
+                request, existing, "RunRejected", existing.error or "the run was refused earlier"
+            )
         return self._duplicate(request, f"already {existing.status.value} (run {existing.run_id or '-'})")
 
     def _update(

@@ -229,3 +229,37 @@ def test_hostile_ref_never_reaches_a_shell_unquoted(app_env: dict[str, Any], tmp
         assert result.returncode == 0, (name, result.stderr)
     assert not marker.exists()
     assert not Path("/tmp/pwned").exists()
+
+
+def test_acr_throttling_is_retried_and_still_starts_one_run(app_env: dict[str, Any]) -> None:
+    queue: LocalQueue = app_env["queue"]
+    app_env["acr"].fail_next(429, headers={"Retry-After": "7"})
+    resp = _post(json.dumps(fixture_json("push-branch-signed-aspnet.json")).encode())
+    [accepted] = json.loads(resp.get_body())["accepted"]
+    [(message_id, error)] = _deliver(queue)
+    assert message_id == accepted["id"] and error is not None  # abandoned: Service Bus redelivers
+    record, _ = app_env["ledger"].get(accepted["id"])
+    assert record.status is RunStatus.RETRYING
+    assert _deliver(queue) == [(accepted["id"], None)]
+    record, _ = app_env["ledger"].get(accepted["id"])
+    assert (record.status, record.run_id, record.attempts) == (RunStatus.DISPATCHED, "ca1", 2)
+    assert len(_schedule_runs(app_env["acr"])) == 2  # one refused with 429, one accepted
+
+
+def test_a_run_acr_refuses_is_refused_on_every_delivery(app_env: dict[str, Any]) -> None:
+    queue: LocalQueue = app_env["queue"]
+    app_env["acr"].fail_next(
+        400,
+        body={
+            "error": {"code": "TasksOperationsNotAllowed", "message": "ACR Tasks requests are not permitted"}
+        },
+    )
+    resp = _post(json.dumps(fixture_json("push-branch-signed-aspnet.json")).encode())
+    [accepted] = json.loads(resp.get_body())["accepted"]
+    for _ in range(3):  # each redelivery is refused again, before any call to ACR
+        [(_, error)] = _deliver(queue)
+        assert error is not None and "RunRejected" in str(error)
+        assert "TasksOperationsNotAllowed" in str(error) or "not permitted" in str(error)
+    assert len(_schedule_runs(app_env["acr"])) == 1
+    record, _ = app_env["ledger"].get(accepted["id"])
+    assert record.status is RunStatus.FAILED
