@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import ValidationError
@@ -25,6 +25,10 @@ from shared.run_backend import PermanentBackendError, RunBackend, TransientBacke
 from shared.task_render import RenderError, RunSecrets, render_run
 
 logger = logging.getLogger("slipway.dispatch")
+
+# Longer than any invocation can run (host.json functionTimeout is 5 minutes): a claim older than
+# this belongs to an attempt that died.
+CLAIM_LEASE = timedelta(minutes=10)
 
 
 class Outcome(StrEnum):
@@ -236,6 +240,21 @@ class Dispatcher:
             except ConflictError:
                 return self._duplicate(request, "another delivery claimed it first")
             return claimed, new_etag
+        if existing.status is RunStatus.DISPATCHING:
+            # Another delivery holds the claim. While it may still be working, retry later; once
+            # the claim is older than any invocation can live, the holder died somewhere between
+            # claiming and recording: it may or may not have started a run, so never guess — stop,
+            # and tell the operator what to check. Never complete it silently as a duplicate.
+            age = self._clock() - existing.updated_at
+            if age < CLAIM_LEASE:
+                return self._retry(request, "another delivery is dispatching this request")
+            return self._dead_letter(
+                request,
+                existing,
+                "DispatchInterrupted",
+                f"a previous attempt claimed {request.id} at {existing.updated_at.isoformat()} and stopped "
+                "before recording a run; check the registry's runs for this request id, then replay if none",
+            )
         if existing.status is RunStatus.FAILED:
             # Refused for good earlier: refuse every redelivery the same way, so the message ends in
             # the dead-letter queue (not completed as a duplicate) and the reason stays readable.
