@@ -1,8 +1,13 @@
 """Slipway's composition root: the FunctionApp and every entry point, nothing else.
 
 Entry points (see handlers/):
-- POST /api/hooks/github   webhooks.github_webhook   signed GitHub pushes -> build requests
-- queue %BUILD_QUEUE%      dispatch.dispatch         build request -> one ACR run
+- POST /api/hooks/github        webhooks.github_webhook        X-Hub-Signature-256 (HMAC)
+- POST /api/hooks/gitlab        webhooks.gitlab_webhook        X-Gitlab-Token
+- POST /api/hooks/azure-devops  webhooks.azure_devops_webhook  Basic auth
+- POST /api/hooks/bitbucket     webhooks.bitbucket_webhook     X-Hub-Signature (sha256 HMAC)
+- POST /api/hooks/gitea         webhooks.gitea_webhook         X-Gitea-/X-Forgejo-Signature (HMAC)
+                                each: pushes -> build requests on the queue
+- queue %BUILD_QUEUE%           dispatch.dispatch              build request -> one ACR run
 """
 
 import azure.functions as func

@@ -1,11 +1,15 @@
 """HTTP triggers for webhooks: translate azure.functions types, call the receiver, translate back.
 
-Domain modules are imported inside the functions: the worker imports this file at start-up,
-and pydantic models cost more than a cold start should.
+Every route is anonymous at the Functions level: Git hosts and registries cannot all send a
+function key, and each receiver authenticates its sender the way that sender signs (HMAC,
+token, Basic auth) before the body is parsed. Domain modules are imported inside the functions:
+the worker imports this file at start-up, and pydantic models cost more than a cold start should.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 import azure.functions as func
@@ -14,6 +18,7 @@ from shared.runtime import runtime
 
 if TYPE_CHECKING:
     from shared.http import HttpRequest, HttpResponse
+    from shared.receivers.base import ReceiverContext
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -39,11 +44,38 @@ def to_func(resp: HttpResponse) -> func.HttpResponse:
     )
 
 
-# Anonymous at the Functions level: GitHub cannot send a function key in a header, and the
-# HMAC signature authenticates every delivery before its body is parsed.
+def _receive(module: str, function: str, req: func.HttpRequest) -> func.HttpResponse:
+    receiver: Callable[[HttpRequest, ReceiverContext], HttpResponse] = getattr(
+        import_module(f"shared.receivers.{module}"), function
+    )
+    return to_func(receiver(to_plain(req), runtime().receiver_context()))
+
+
 @bp.function_name("github_webhook")
 @bp.route(route="hooks/github", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.receivers.github import receive_github
+    return _receive("github", "receive_github", req)
 
-    return to_func(receive_github(to_plain(req), runtime().receiver_context()))
+
+@bp.function_name("gitlab_webhook")
+@bp.route(route="hooks/gitlab", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def gitlab_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("gitlab", "receive_gitlab", req)
+
+
+@bp.function_name("azure_devops_webhook")
+@bp.route(route="hooks/azure-devops", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def azure_devops_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("azure_devops", "receive_azure_devops", req)
+
+
+@bp.function_name("bitbucket_webhook")
+@bp.route(route="hooks/bitbucket", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def bitbucket_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("bitbucket", "receive_bitbucket", req)
+
+
+@bp.function_name("gitea_webhook")
+@bp.route(route="hooks/gitea", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def gitea_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("gitea", "receive_gitea", req)

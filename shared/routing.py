@@ -44,8 +44,11 @@ def normalize_repo(url: str) -> str:
     if scp:
         host, path = scp.group("host"), scp.group("path")
     else:
-        parts = urlsplit(text)
-        host, path = parts.hostname or "", parts.path
+        try:
+            parts = urlsplit(text)
+            host, path = parts.hostname or "", parts.path
+        except ValueError:  # e.g. "http://[abc": not a URL at all, so it matches nothing else
+            return text.lower()
         if not host:
             host, _, path = text.partition("/")
     path = path.strip("/")
@@ -53,21 +56,43 @@ def normalize_repo(url: str) -> str:
     return f"{host.lower()}/{path.lower()}"
 
 
+_REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def is_valid_ref(ref: str) -> bool:
+    """Git's ``check-ref-format`` rules: what a Git host can really have sent.
+
+    Legal names may still contain ``$``, quotes or parentheses (``feat/$(reboot)`` is a valid
+    branch); those are made harmless downstream by validation and quoting, not refused here.
+    """
+    if not ref.startswith(("refs/heads/", "refs/tags/")) or len(ref) > 1024:
+        return False
+    if _REF_FORBIDDEN_RE.search(ref) or ref.endswith(("/", ".")) or ref == "@":
+        return False
+    return all(part and not part.startswith(".") and not part.endswith(".lock") for part in ref.split("/"))
+
+
 class NoImageTags(ValueError):
     """No tag rule of the target produces a tag for this ref."""
 
 
 def https_clone_url(url: str) -> str:
-    """An https clone URL for any URL form, keeping the path's case (some hosts care)."""
+    """An https clone URL for a configured repository in any form (https, ssh, scp-like).
+
+    Keeps the path's case (some hosts care) and an explicit port; drops user information.
+    """
     text = url.strip()
     scp = _SSH_SCP_RE.match(text) if "://" not in text else None
     if scp:
-        host, path = scp.group("host"), scp.group("path")
+        host, path = scp.group("host").lower(), scp.group("path")
     else:
         parts = urlsplit(text if "://" in text else f"https://{text}")
-        host, path = parts.hostname or "", parts.path
+        host = (parts.hostname or "").lower()
+        if parts.port and parts.scheme in ("https", "http"):
+            host = f"{host}:{parts.port}"
+        path = parts.path
     path = path.strip("/").removesuffix(".git")
-    return f"https://{host.lower()}/{path}.git"
+    return f"https://{host}/{path}.git"
 
 
 @dataclass(frozen=True)
@@ -106,13 +131,17 @@ def request_for_commit(
     target: Target,
     *,
     ref: str,
-    commit: str,
+    commit: str | None,
     repo_url: str,
     trigger: Trigger,
     default_branch: str | None = None,
+    id_parts: tuple[str, ...] = (),
 ) -> BuildRequest:
     """The BuildRequest building ``commit`` of ``ref`` for ``target``.
 
+    ``commit`` None builds the ref's head (base-image and schedule triggers only). ``id_parts``
+    are what else makes the build unique, such as the base image digest of a rebuild: a rebuild
+    must not share its id, and so its duplicate detection, with the push build of the same commit.
     Raises ``NoImageTags`` when no tag rule applies to the ref (nothing could be pushed).
     """
     branch_default = target.default_branch or default_branch or "main"
@@ -120,11 +149,16 @@ def request_for_commit(
     if not tags:
         raise NoImageTags(f"no image tag rule of {target.name!r} applies to {ref}")
     return BuildRequest(
-        id=request_id(target.name, ref, commit, ",".join(target.platforms)),
+        id=request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts),
         target=target.name,
         trigger=trigger,
         source=Source(
-            repo_url=repo_url, ref=ref, commit=commit, context=target.context, dockerfile=target.dockerfile
+            repo_url=repo_url,
+            ref=ref,
+            commit=commit,
+            context=target.context,
+            dockerfile=target.dockerfile,
+            default_branch=branch_default,
         ),
         image=Image(registry=config.registry, repository=target.image, tags=tags),
         platforms=list(target.platforms),
@@ -178,7 +212,9 @@ def route_push(
         return result
 
     whole_event_reason: str | None = None
-    if event.deleted or event.after == ZERO_COMMIT:
+    if not is_valid_ref(event.ref):
+        whole_event_reason = "ref is not a valid Git branch or tag name"
+    elif event.deleted or event.after == ZERO_COMMIT:
         whole_event_reason = f"{'tag' if event.tag is not None else 'branch'} deleted"
     elif (directive := _skip_directive(event.head_message)) is not None:
         whole_event_reason = f"head commit message contains {directive}"

@@ -35,12 +35,20 @@ def _trigger(function: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_expected_functions_and_bindings(indexed: dict[str, dict[str, Any]]) -> None:
-    assert {"github_webhook", "dispatch"} <= set(indexed)
-    github = _trigger(indexed["github_webhook"])
-    assert github["type"] == "httpTrigger"
-    assert github["route"] == "hooks/github"
-    assert github["methods"] == ["POST"]
-    assert github["authLevel"] == "ANONYMOUS"
+    routes = {
+        "github_webhook": "hooks/github",
+        "gitlab_webhook": "hooks/gitlab",
+        "azure_devops_webhook": "hooks/azure-devops",
+        "bitbucket_webhook": "hooks/bitbucket",
+        "gitea_webhook": "hooks/gitea",
+    }
+    assert {*routes, "dispatch"} <= set(indexed)
+    for name, route in routes.items():
+        trigger = _trigger(indexed[name])
+        assert trigger["type"] == "httpTrigger"
+        assert trigger["route"] == route
+        assert trigger["methods"] == ["POST"]
+        assert trigger["authLevel"] == "ANONYMOUS"
     dispatch = _trigger(indexed["dispatch"])
     assert dispatch["type"] == "serviceBusTrigger"
     assert dispatch["queueName"] == "%BUILD_QUEUE%"

@@ -124,3 +124,57 @@ def test_https_clone_url_keeps_the_path_case(url: str, expected: str) -> None:
     from shared.routing import https_clone_url
 
     assert https_clone_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/main",
+        "refs/heads/feat/$(reboot)",
+        "refs/tags/v1.2.3",
+        "refs/heads/a-b_c.d",
+        "refs/heads/ü",
+    ],
+)
+def test_valid_refs(ref: str) -> None:
+    from shared.routing import is_valid_ref
+
+    assert is_valid_ref(ref)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/main\n",
+        "refs/heads/a b",
+        "refs/heads/a..b",
+        "refs/heads/.hidden",
+        "refs/heads/x.lock",
+        "refs/heads/x/",
+        "refs/heads/a~1",
+        "refs/heads/a^",
+        "refs/heads/a:b",
+        "refs/heads/a*",
+        "refs/heads/a[b",
+        "refs/heads/a\\b",
+        "refs/heads/a@{1}",
+        "refs/heads//a",
+        "refs/pull/1/head",
+        "main",
+    ],
+)
+def test_invalid_refs_are_ignored_with_a_reason(ref: str) -> None:
+    from shared.routing import is_valid_ref
+
+    assert not is_valid_ref(ref)
+    out = route_push(_event(ref), _config(branches=["**"], tags=["**"]), correlation_id="c")
+    assert not out.accepted
+    assert out.ignored[0].reason == "ref is not a valid Git branch or tag name"
+
+
+def test_a_malformed_url_in_a_payload_matches_nothing_and_does_not_crash() -> None:
+    assert normalize_repo("http://[abc") == "http://[abc"
+    out = route_push(
+        _event(repo_urls=("http://[abc", "https://github.com/octo/repo.git")), _config(), correlation_id="c"
+    )
+    assert out.accepted

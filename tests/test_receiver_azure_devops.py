@@ -1,0 +1,349 @@
+"""The Azure DevOps receiver against a recorded ``git.push`` service hook, with HTTP Basic auth."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from shared.build_request import BuildRequest
+from shared.config import SlipwayConfig
+from shared.http import HttpRequest
+from shared.queue.local import LocalQueue
+from shared.receivers.azure_devops import receive_azure_devops
+from shared.receivers.base import ReceiverContext
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "azure-devops"
+SAMPLE = "git.push-aspnet-webhooks.json"
+URL = "http://localhost/api/hooks/azure-devops"
+USER = "slipway"
+PASSWORD = "correct horse battery staple"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+ZERO = "0" * 40
+COMMIT = "c8e823a60a85381732726d6a9b6a276e71e6ce12"
+TAG_COMMIT = "1d3f6c1b2b0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d"
+
+CONFIG = SlipwayConfig.model_validate(
+    {
+        "registry": "slipway.azurecr.io",
+        "targets": [
+            {
+                "name": "project",
+                "repo": "https://good-company.some.ssl.host/tfs/GoodCompany/_git/Project",
+                "image": "goodcompany/project",
+                "branches": ["master"],
+                "tags": ["v*"],
+                "paths": ["src/**"],
+            },
+            {
+                "name": "fabrikam",
+                "repo": "https://dev.azure.com/fabrikam/Fiber/_git/Fiber",
+                "image": "fabrikam/fiber",
+                "branches": ["main"],
+            },
+        ],
+    }
+)
+
+
+def fixture_bytes(name: str = SAMPLE) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str = SAMPLE) -> Any:
+    return json.loads(fixture_bytes(name))
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def ado_request(body: bytes, *, authorization: str | None = None) -> HttpRequest:
+    """A delivery as Azure DevOps sends it (its Content-Type carries a charset)."""
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "Authorization": authorization if authorization is not None else basic(USER, PASSWORD),
+    }
+    if authorization == "":
+        del headers["Authorization"]
+    return HttpRequest("POST", URL, headers, body)
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[LocalQueue]:
+    with LocalQueue(tmp_path / "q.sqlite3", clock=lambda: NOW) as q:
+        yield q
+
+
+def _ctx(queue: object, **overrides: str) -> ReceiverContext:
+    values = {"AZURE_DEVOPS_WEBHOOK_USER": USER, "AZURE_DEVOPS_WEBHOOK_PASSWORD": PASSWORD, **overrides}
+    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
+
+
+def _queued(queue: LocalQueue) -> list[BuildRequest]:
+    return sorted((BuildRequest.from_json(m.body) for m in queue.peek()), key=lambda r: r.source.ref)
+
+
+def test_the_sample_push_is_queued_with_a_paths_note(queue: LocalQueue) -> None:
+    resp = receive_azure_devops(ado_request(fixture_bytes()), _ctx(queue))
+    assert resp.status == 202, resp.body
+    [accepted] = resp.body["accepted"]
+    assert accepted["target"] == "project"
+    assert {"master", "sha-c8e823a", "latest"} <= set(accepted["tags"])
+    assert resp.body["notes"] == [
+        "project: paths filter not applied (Azure DevOps push events do not list changed files); building"
+    ]
+    # The event id is the delivery id: it survives Azure DevOps' retries of the notification.
+    assert resp.body["correlation_id"] == "cd159468-0509-48d9-960d-6f3ba627fd06"
+    [request] = _queued(queue)
+    assert (request.source.ref, request.source.commit) == ("refs/heads/master", COMMIT)
+    assert request.source.repo_url == "https://good-company.some.ssl.host/tfs/GoodCompany/_git/Project"
+    assert request.trigger.provider == "azure-devops"
+    assert request.trigger.delivery_id == "cd159468-0509-48d9-960d-6f3ba627fd06"
+
+
+def test_every_ref_update_is_routed_and_answered_once(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["resource"]["refUpdates"] += [
+        {"name": "refs/tags/v2.0.0", "oldObjectId": ZERO, "newObjectId": TAG_COMMIT},
+        {"name": "refs/heads/old-feature", "oldObjectId": COMMIT, "newObjectId": ZERO},
+        {"name": "refs/heads/develop", "oldObjectId": ZERO, "newObjectId": COMMIT},
+    ]
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 202
+    assert sorted(a["target"] for a in resp.body["accepted"]) == ["project", "project"]
+    assert {"target": "project", "reason": "refs/heads/old-feature: branch deleted"} in resp.body["ignored"]
+    assert any(i["reason"].startswith("refs/heads/develop: branch 'develop'") for i in resp.body["ignored"])
+    assert len(resp.body["notes"]) == 1
+    master, tag = _queued(queue)
+    assert (master.source.ref, master.source.commit) == ("refs/heads/master", COMMIT)
+    assert (tag.source.ref, tag.source.commit, tag.trigger.kind) == ("refs/tags/v2.0.0", TAG_COMMIT, "tag")
+    assert {"v2.0.0", "2.0.0", "2.0"} <= set(tag.image.tags)
+
+
+def test_remote_url_with_an_organisation_user_is_matched_and_cloned_without_it(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["resource"]["repository"].update(
+        remoteUrl="https://fabrikam@dev.azure.com/fabrikam/Fiber/_git/Fiber",
+        sshUrl="git@ssh.dev.azure.com:v3/fabrikam/Fiber/Fiber",
+        defaultBranch="refs/heads/main",
+    )
+    payload["resource"]["refUpdates"][0]["name"] = "refs/heads/main"
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 202
+    [request] = _queued(queue)
+    assert request.target == "fabrikam"
+    assert request.source.repo_url == "https://dev.azure.com/fabrikam/Fiber/_git/Fiber"
+    assert "latest" in request.image.tags
+
+
+def test_skip_directive_in_the_pushed_commit(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["resource"]["commits"][0]["comment"] = "Docs only ***NO_CI*** [skip ci]"
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert "[skip ci]" in resp.body["ignored"][0]["reason"]
+
+
+def test_subscription_and_notification_ids_when_the_event_has_no_id(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    del payload["id"]
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.body["correlation_id"] == "00000000-0000-0000-0000-000000000000:9"
+
+
+def test_other_event_types_are_ignored(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["eventType"] = "git.pullrequest.created"
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"] == [
+        {"target": None, "reason": "event 'git.pullrequest.created' is not handled"}
+    ]
+    assert resp.body["correlation_id"] == payload["id"]
+    assert queue.count() == 0
+
+
+def test_a_push_without_ref_updates_is_ignored(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["resource"]["refUpdates"] = []
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"][0]["reason"] == "the push updates no ref"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "",
+        basic(USER, "wrong"),
+        basic("someone", PASSWORD),
+        basic(USER, PASSWORD + " "),
+        basic("", ""),
+        f"Bearer {PASSWORD}",
+        "Basic",
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(PASSWORD.encode()).decode(),  # no colon
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),  # not UTF-8
+    ],
+)
+def test_missing_or_wrong_credentials_are_401(queue: LocalQueue, authorization: str) -> None:
+    resp = receive_azure_devops(ado_request(fixture_bytes(), authorization=authorization), _ctx(queue))
+    assert resp.status == 401
+    assert resp.body["error"] == "unauthorized"
+    assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+    assert queue.count() == 0
+
+
+@pytest.mark.parametrize("setting", ["AZURE_DEVOPS_WEBHOOK_USER", "AZURE_DEVOPS_WEBHOOK_PASSWORD"])
+def test_unconfigured_credentials_are_503(queue: LocalQueue, setting: str) -> None:
+    resp = receive_azure_devops(ado_request(fixture_bytes()), _ctx(queue, **{setting: ""}))
+    assert resp.status == 503
+    assert setting in resp.body["reason"]
+    assert queue.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"Content-Type": ""}, 415, "unsupported_media_type"),
+        ({"Content-Length": str(10**9)}, 413, "payload_too_large"),
+    ],
+)
+def test_header_problems(queue: LocalQueue, change: dict[str, str], status: int, error: str) -> None:
+    req = ado_request(fixture_bytes())
+    resp = receive_azure_devops(HttpRequest("POST", URL, {**req.headers, **change}, req.body), _ctx(queue))
+    assert (resp.status, resp.body["error"]) == (status, error)
+    assert queue.count() == 0
+
+
+def test_body_limit_and_method(queue: LocalQueue) -> None:
+    ctx = _ctx(queue, SLIPWAY_MAX_BODY_BYTES="1000")
+    assert receive_azure_devops(ado_request(fixture_bytes()), ctx).status == 413
+    req = ado_request(b"")
+    assert receive_azure_devops(HttpRequest("PUT", URL, req.headers, b""), _ctx(queue)).status == 405
+
+
+def _with(path: str, value: Any) -> bytes:
+    payload = fixture_json()
+    node = payload
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[last] = value
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b'"git.push"',
+        b"",
+        b'{"eventType": "git.push"}',
+        b'{"eventType": 7}',
+        b'{"id": "x"}',
+        _with("resource.refUpdates", [{"name": "refs/heads/master", "newObjectId": "c8e823a6"}]),
+        _with("resource.refUpdates", [{"name": "", "newObjectId": COMMIT}]),
+        _with("resource.repository", None),
+        _with("resource.commits", "none"),
+    ],
+)
+def test_malformed_bodies_are_400(queue: LocalQueue, body: bytes) -> None:
+    resp = receive_azure_devops(ado_request(body), _ctx(queue))
+    assert resp.status == 400, resp.body
+    assert resp.body["error"] == "bad_request"
+    assert queue.count() == 0
+
+
+def test_a_short_commit_id_names_the_field() -> None:
+    body = _with("resource.refUpdates", [{"name": "refs/heads/master", "newObjectId": "c8e823a6"}])
+    resp = receive_azure_devops(ado_request(body), _ctx(object()))
+    assert "resource.refUpdates.0.newObjectId" in resp.body["reason"]
+
+
+# -- property-based: whatever arrives, never a 5xx, never a build without the credentials ---------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=24),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if prefix:
+        yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+def _mutations(sample: bytes) -> st.SearchStrategy[bytes]:
+    """The sample with one field, at any depth, replaced by any JSON value."""
+
+    def build(path: tuple[Any, ...], value: Any) -> bytes:
+        document = json.loads(sample)
+        node = document
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return json.dumps(document).encode()
+
+    return st.builds(build, st.sampled_from(list(_paths(json.loads(sample)))), JSON_VALUES)
+
+
+VALID = basic(USER, PASSWORD)
+HEADER_NAMES = st.sampled_from(["Content-Type", "Authorization", "Content-Length", "X-Other"])
+HEADER_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["application/json", "Basic ", basic(USER, "x"), basic("x", PASSWORD), VALID, "1"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=200), st.just(fixture_bytes()), _mutations(fixture_bytes())),
+    overrides=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=3),
+    method=st.sampled_from(["POST", "POST", "POST", "GET"]),
+    authenticate=st.booleans(),
+)
+def test_fuzz_headers_never_5xx_and_never_queue_without_credentials(
+    tmp_path_factory: pytest.TempPathFactory,
+    body: bytes,
+    overrides: dict[str, str],
+    method: str,
+    authenticate: bool,
+) -> None:
+    base = ado_request(body, authorization=None if authenticate else "").headers
+    headers = {**base, **overrides}
+    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+        resp = receive_azure_devops(HttpRequest(method, URL, headers, body), _ctx(queue))
+        event(f"status {resp.status}")
+        assert resp.status < 500, resp.body
+        json.dumps(resp.body)
+        if queue.count():
+            assert headers.get("Authorization") == VALID
+            assert resp.status == 202
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_mutations(fixture_bytes()))
+def test_fuzz_authenticated_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
+    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+        resp = receive_azure_devops(ado_request(body), _ctx(queue))
+        event(f"status {resp.status}")
+        assert resp.status in (200, 202, 400), resp.body
+        assert (queue.count() > 0) == (resp.status == 202)

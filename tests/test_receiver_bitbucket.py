@@ -1,0 +1,339 @@
+"""The Bitbucket Cloud receiver against recorded ``repo:push`` bodies, signed by the test."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from shared.build_request import BuildRequest
+from shared.config import SlipwayConfig
+from shared.http import HttpRequest
+from shared.queue.local import LocalQueue
+from shared.receivers.base import ReceiverContext
+from shared.receivers.bitbucket import receive_bitbucket
+from shared.receivers.signatures import hmac_sha256_hex
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitbucket"
+SAMPLES = ["repo-push-aspnet-functionaltest.json", "repo-push-aspnet-webhooks-PushMessage.json"]
+URL = "http://localhost/api/hooks/bitbucket"
+SECRET = "bitbucket secret for the tests"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+COMMIT = "8339b7affbd7c70bbacd0276f581d1ca44df0853"
+TAG_COMMIT = "b05057cd04921697c0f119ca40fe4a5afa481074"
+REQUEST_UUID = "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
+
+CONFIG = SlipwayConfig.model_validate(
+    {
+        "registry": "slipway.azurecr.io",
+        "targets": [
+            {
+                # The payload gives links.html.href and full_name; the target uses the ssh form.
+                "name": "henrik",
+                "repo": "git@bitbucket.org:henrikfrystyknielsen/henrikntest01.git",
+                "image": "henrik/test01",
+                "branches": ["master"],
+                "tags": ["v*"],
+                "paths": ["src/**"],
+            }
+        ],
+    }
+)
+
+
+def fixture_bytes(name: str = SAMPLES[0]) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str = SAMPLES[0]) -> Any:
+    return json.loads(fixture_bytes(name))
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac_sha256_hex(secret.encode(), body)
+
+
+def bitbucket_request(
+    body: bytes,
+    *,
+    event_key: str = "repo:push",
+    signature: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> HttpRequest:
+    headers = {
+        "Content-Type": "application/json",
+        "X-Event-Key": event_key,
+        "X-Request-UUID": REQUEST_UUID,
+        "X-Hub-Signature": signature if signature is not None else sign(body),
+        **(extra or {}),
+    }
+    if signature == "":
+        del headers["X-Hub-Signature"]
+    return HttpRequest("POST", URL, headers, body)
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[LocalQueue]:
+    with LocalQueue(tmp_path / "q.sqlite3", clock=lambda: NOW) as q:
+        yield q
+
+
+def _ctx(queue: object, **overrides: str) -> ReceiverContext:
+    values = {"BITBUCKET_WEBHOOK_SECRET": SECRET, **overrides}
+    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
+
+
+def _queued(queue: LocalQueue) -> list[BuildRequest]:
+    return sorted((BuildRequest.from_json(m.body) for m in queue.peek()), key=lambda r: r.source.ref)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_every_sample_is_queued_with_a_paths_note(queue: LocalQueue, name: str) -> None:
+    body = fixture_bytes(name)
+    headers_file = FIXTURES / name.replace(".json", ".headers.json")
+    recorded = json.loads(headers_file.read_text()) if headers_file.exists() else {"X-Event-Key": "repo:push"}
+    headers = {**recorded, "Content-Type": "application/json", "X-Hub-Signature": sign(body)}
+    resp = receive_bitbucket(HttpRequest("POST", URL, headers, body), _ctx(queue))
+    assert resp.status == 202, resp.body
+    [accepted] = resp.body["accepted"]
+    assert accepted["target"] == "henrik"
+    assert {"master", "sha-8339b7a"} <= set(accepted["tags"])
+    assert resp.body["notes"] == [
+        "henrik: paths filter not applied (Bitbucket push events do not list changed files); building"
+    ]
+    [request] = _queued(queue)
+    assert (request.source.ref, request.source.commit) == ("refs/heads/master", COMMIT)
+    assert request.source.repo_url == "https://bitbucket.org/henrikfrystyknielsen/henrikntest01"
+    assert request.trigger.provider == "bitbucket"
+    if "X-Hook-UUID" in recorded:
+        # Without X-Request-UUID, the webhook's own UUID correlates the logs.
+        assert resp.body["correlation_id"] == recorded["X-Hook-UUID"] == request.trigger.delivery_id
+
+
+def test_request_uuid_is_preferred_to_the_hook_uuid(queue: LocalQueue) -> None:
+    resp = receive_bitbucket(bitbucket_request(fixture_bytes(), extra={"X-Hook-UUID": "01234"}), _ctx(queue))
+    assert resp.body["correlation_id"] == REQUEST_UUID
+
+
+def test_the_published_body_with_its_byte_order_mark(queue: LocalQueue) -> None:
+    body = b"\xef\xbb\xbf" + fixture_bytes()
+    resp = receive_bitbucket(bitbucket_request(body), _ctx(queue))
+    assert resp.status == 202
+
+
+def test_every_change_of_a_push_is_routed_and_answered_once(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    branch = payload["push"]["changes"][0]
+    tag = copy.deepcopy(branch)
+    tag["old"] = None
+    tag["created"] = True
+    tag["new"].update(type="tag", name="v1.2.3")
+    tag["new"]["target"].update(hash=TAG_COMMIT, message="Release 1.2.3\n")
+    closed = copy.deepcopy(branch)
+    closed["old"]["name"] = "feature/gone"
+    closed.update(new=None, closed=True)
+    mercurial = copy.deepcopy(branch)
+    mercurial["new"]["type"] = mercurial["old"]["type"] = "named_branch"
+    payload["push"]["changes"] += [tag, closed, mercurial]
+    resp = receive_bitbucket(bitbucket_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 202, resp.body
+    assert sorted(a["target"] for a in resp.body["accepted"]) == ["henrik", "henrik"]
+    assert resp.body["ignored"] == [
+        {"target": None, "reason": "a 'named_branch' change is neither a branch nor a tag"},
+        {"target": "henrik", "reason": "refs/heads/feature/gone: branch deleted"},
+    ]
+    master, release = _queued(queue)
+    assert (master.source.ref, master.source.commit) == ("refs/heads/master", COMMIT)
+    assert (release.source.ref, release.source.commit) == ("refs/tags/v1.2.3", TAG_COMMIT)
+    assert {"v1.2.3", "1.2.3", "1.2"} <= set(release.image.tags)
+
+
+def test_skip_directive_in_the_new_head(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["push"]["changes"][0]["new"]["target"]["message"] = "update [skip ci]\n"
+    resp = receive_bitbucket(bitbucket_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert "[skip ci]" in resp.body["ignored"][0]["reason"]
+
+
+def test_an_empty_push_is_ignored(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["push"]["changes"] = []
+    resp = receive_bitbucket(bitbucket_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"][0]["reason"] == "the push lists no changes"
+
+
+@pytest.mark.parametrize("event_key", ["repo:fork", "pullrequest:created", "repo:commit_status_updated"])
+def test_other_events_are_ignored_with_a_reason(queue: LocalQueue, event_key: str) -> None:
+    resp = receive_bitbucket(bitbucket_request(fixture_bytes(), event_key=event_key), _ctx(queue))
+    assert resp.status == 200
+    assert event_key in resp.body["ignored"][0]["reason"]
+    assert queue.count() == 0
+
+
+def test_ping(queue: LocalQueue) -> None:
+    resp = receive_bitbucket(bitbucket_request(b"{}", event_key="diagnostics:ping"), _ctx(queue))
+    assert (resp.status, resp.body["status"]) == (200, "pong")
+
+
+@pytest.mark.parametrize(
+    "mutation", ["missing", "wrong-secret", "altered-body", "no-prefix", "sha1-prefix", "truncated"]
+)
+def test_bad_signatures_are_401_and_queue_nothing(queue: LocalQueue, mutation: str) -> None:
+    body = fixture_bytes()
+    signature = {
+        "missing": "",
+        "wrong-secret": sign(body, "not the secret"),
+        "altered-body": sign(body),
+        "no-prefix": hmac_sha256_hex(SECRET.encode(), body),
+        "sha1-prefix": "sha1=" + hmac_sha256_hex(SECRET.encode(), body),
+        "truncated": sign(body)[:-2],
+    }[mutation]
+    sent = body.replace(b"8339b7affbd7", b"8339b7affbd8") if mutation == "altered-body" else body
+    resp = receive_bitbucket(bitbucket_request(sent, signature=signature), _ctx(queue))
+    assert resp.status == 401
+    assert resp.body["error"] == "unauthorized"
+    assert "X-Hub-Signature" in resp.body["reason"]
+    assert queue.count() == 0
+
+
+def test_unconfigured_secret_is_503(queue: LocalQueue) -> None:
+    resp = receive_bitbucket(bitbucket_request(fixture_bytes()), _ctx(queue, BITBUCKET_WEBHOOK_SECRET=""))
+    assert resp.status == 503
+    assert "BITBUCKET_WEBHOOK_SECRET" in resp.body["reason"]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+        ({"Content-Type": ""}, 415, "unsupported_media_type"),
+        ({"X-Event-Key": ""}, 400, "bad_request"),
+        ({"Content-Length": str(10**9)}, 413, "payload_too_large"),
+    ],
+)
+def test_header_problems(queue: LocalQueue, change: dict[str, str], status: int, error: str) -> None:
+    req = bitbucket_request(fixture_bytes())
+    resp = receive_bitbucket(HttpRequest("POST", URL, {**req.headers, **change}, req.body), _ctx(queue))
+    assert (resp.status, resp.body["error"]) == (status, error)
+    assert queue.count() == 0
+
+
+def test_body_limit_and_method(queue: LocalQueue) -> None:
+    ctx = _ctx(queue, SLIPWAY_MAX_BODY_BYTES="1024")
+    assert receive_bitbucket(bitbucket_request(fixture_bytes()), ctx).status == 413
+    req = bitbucket_request(b"")
+    assert receive_bitbucket(HttpRequest("GET", URL, req.headers, b""), _ctx(queue)).status == 405
+
+
+def _change(**new: Any) -> bytes:
+    payload = fixture_json()
+    payload["push"]["changes"][0]["new"].update(new)
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "event_key"),
+    [
+        (b"{not json", "repo:push"),
+        (b"[]", "repo:push"),
+        (b"", "repo:push"),
+        (b'{"push": {"changes": []}}', "repo:push"),
+        (b'{"push": {"changes": "all"}, "repository": {}}', "repo:push"),
+        (_change(target={"hash": "8339b7a"}), "repo:push"),
+        (_change(target=None), "repo:push"),
+        (b"not json", "repo:fork"),
+    ],
+)
+def test_malformed_bodies_are_400(queue: LocalQueue, body: bytes, event_key: str) -> None:
+    resp = receive_bitbucket(bitbucket_request(body, event_key=event_key), _ctx(queue))
+    assert resp.status == 400, resp.body
+    assert resp.body["error"] == "bad_request"
+    assert queue.count() == 0
+
+
+# -- property-based: whatever arrives, never a 5xx, never a build without a valid signature -------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=24),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if prefix:
+        yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+def _mutations(sample: bytes) -> st.SearchStrategy[bytes]:
+    """The sample with one field, at any depth, replaced by any JSON value."""
+
+    def build(path: tuple[Any, ...], value: Any) -> bytes:
+        document = json.loads(sample)
+        node = document
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return json.dumps(document).encode()
+
+    return st.builds(build, st.sampled_from(list(_paths(json.loads(sample)))), JSON_VALUES)
+
+
+HEADER_NAMES = st.sampled_from(
+    ["Content-Type", "X-Event-Key", "X-Hub-Signature", "X-Request-UUID", "X-Hook-UUID", "Content-Length"]
+)
+HEADER_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["application/json", "repo:push", "diagnostics:ping", "sha256=", "sha256=00", "0"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=200), st.just(fixture_bytes()), _mutations(fixture_bytes())),
+    overrides=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=3),
+    method=st.sampled_from(["POST", "POST", "POST", "GET"]),
+    sign_it=st.booleans(),
+)
+def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
+    tmp_path_factory: pytest.TempPathFactory,
+    body: bytes,
+    overrides: dict[str, str],
+    method: str,
+    sign_it: bool,
+) -> None:
+    base = bitbucket_request(body, signature=None if sign_it else "").headers
+    headers = {**base, **overrides}
+    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+        resp = receive_bitbucket(HttpRequest(method, URL, headers, body), _ctx(queue))
+        event(f"status {resp.status}")
+        assert resp.status < 500, resp.body
+        json.dumps(resp.body)
+        if queue.count():
+            assert headers.get("X-Hub-Signature") == sign(body)
+            assert resp.status == 202
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_mutations(fixture_bytes()))
+def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
+    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+        resp = receive_bitbucket(bitbucket_request(body), _ctx(queue))
+        event(f"status {resp.status}")
+        assert resp.status in (200, 202, 400), resp.body
+        assert (queue.count() > 0) == (resp.status == 202)
