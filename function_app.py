@@ -7,6 +7,10 @@ Entry points (see handlers/):
 - POST /api/hooks/bitbucket     webhooks.bitbucket_webhook     X-Hub-Signature (sha256 HMAC)
 - POST /api/hooks/gitea         webhooks.gitea_webhook         X-Gitea-/X-Forgejo-Signature (HMAC)
                                 each: pushes -> build requests on the queue
+- POST /api/hooks/acr           webhooks.acr_webhook           Authorization: Bearer <token>
+- POST /api/hooks/eventgrid     webhooks.eventgrid_webhook     ?token= (+ validation handshakes)
+- POST /api/hooks/dockerhub     webhooks.dockerhub_webhook     ?token= (an unsigned hint)
+                                each: base-image updates -> rebuilds of dependent targets
 - queue %BUILD_QUEUE%           dispatch.dispatch              build request -> one ACR run
 """
 

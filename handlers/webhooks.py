@@ -79,3 +79,22 @@ def bitbucket_webhook(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="hooks/gitea", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def gitea_webhook(req: func.HttpRequest) -> func.HttpResponse:
     return _receive("gitea", "receive_gitea", req)
+
+
+@bp.function_name("acr_webhook")
+@bp.route(route="hooks/acr", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def acr_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("acr", "receive_acr", req)
+
+
+# OPTIONS too: the CloudEvents abuse-protection handshake.
+@bp.function_name("eventgrid_webhook")
+@bp.route(route="hooks/eventgrid", methods=["POST", "OPTIONS"], auth_level=func.AuthLevel.ANONYMOUS)
+def eventgrid_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("eventgrid", "receive_eventgrid", req)
+
+
+@bp.function_name("dockerhub_webhook")
+@bp.route(route="hooks/dockerhub", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def dockerhub_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return _receive("dockerhub", "receive_dockerhub", req)

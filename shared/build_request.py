@@ -14,11 +14,14 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_V1 = "slipway.build-request/v1"
 
 TriggerKind = Literal["push", "tag", "base-image", "schedule", "manual", "replay"]
+# Triggers that may build the head of a ref rather than a known commit: a base-image update or a
+# schedule can fire before any push of the target was seen.
+HEAD_BUILD_TRIGGERS: frozenset[str] = frozenset({"base-image", "schedule"})
 
 # Grammars shared with the task renderer: anything outside them is refused before it can reach
 # a task file or a shell.
@@ -53,18 +56,26 @@ class Trigger(_Strict):
 
 
 class Source(_Strict):
-    """The exact commit to build."""
+    """The exact commit to build (or, for base-image and schedule triggers only, a ref's head)."""
 
     repo_url: str = Field(description="https clone URL of the repository, without credentials.")
     ref: str = Field(description="Full ref name, e.g. refs/heads/main or refs/tags/v1.2.3.")
-    commit: str = Field(description="Full commit id (40 or 64 hex characters).")
+    commit: str | None = Field(
+        description="Full commit id (40 or 64 hex characters). null builds the head of `ref`, "
+        "which only base-image and schedule triggers may ask for."
+    )
     context: str = "."
     dockerfile: str = "Dockerfile"
+    default_branch: str | None = Field(
+        default=None,
+        description="The repository's default branch the request was routed with. A push to it is "
+        "recorded as the target's last build, which base-image updates rebuild.",
+    )
 
     @field_validator("commit")
     @classmethod
-    def _commit(cls, value: str) -> str:
-        if not COMMIT_RE.match(value):
+    def _commit(cls, value: str | None) -> str | None:
+        if value is not None and not COMMIT_RE.match(value):
             raise ValueError("commit must be a full lowercase hex commit id")
         return value
 
@@ -158,6 +169,17 @@ class BuildRequest(_Strict):
                 raise ValueError(f"build arg name {name!r} is not a valid identifier")
         return value
 
+    @model_validator(mode="after")
+    def _head_builds(self) -> BuildRequest:
+        # A push or tag build names the commit the sender reported; building whatever the ref
+        # points at later would build something nobody pushed.
+        if self.source.commit is None and self.trigger.kind not in HEAD_BUILD_TRIGGERS:
+            raise ValueError(
+                f"source.commit is required for a {self.trigger.kind} build; only "
+                f"{' and '.join(sorted(HEAD_BUILD_TRIGGERS))} builds may build a ref's head"
+            )
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=False)
 
@@ -167,14 +189,16 @@ class BuildRequest(_Strict):
 
     def application_properties(self) -> dict[str, str | int]:
         """Small copies of body fields for filtering in the portal; never read back."""
-        return {
+        properties: dict[str, str | int] = {
             "schema": SCHEMA_V1,
             "target": self.target,
             "trigger": self.trigger.kind,
             "ref": self.source.ref,
-            "commit": self.source.commit,
             "attempt": self.attempt,
         }
+        if self.source.commit is not None:  # a property cannot be null
+            properties["commit"] = self.source.commit
+        return properties
 
 
 def request_id(target: str, *parts: str) -> str:

@@ -28,6 +28,7 @@ from shared.build_request import (
     REGISTRY_RE,
     TARGET_NAME_RE,
 )
+from shared.image_refs import parse_image_reference
 from shared.tags import RuleTemplateError, validate_rule_templates
 
 if TYPE_CHECKING:
@@ -141,6 +142,20 @@ class RunSettings(_Strict):
     agent_pool: str | None = Field(default=None, description="Dedicated agent pool name, if any.")
 
 
+class RebuildSettings(_Strict):
+    """How base-image rebuilds fan out: a large fan-out is spread over time, never dropped.
+
+    One base image update may rebuild many targets at once, which would exhaust the registry's
+    concurrent run quota. The first ``max_burst`` rebuilds of one delivery are queued at once;
+    each further group of ``max_burst`` is scheduled ``spread_seconds`` after the previous one.
+    """
+
+    max_burst: int = Field(default=10, ge=1, le=1000, description="Rebuilds queued at once per delivery.")
+    spread_seconds: int = Field(
+        default=60, ge=1, le=86400, description="Delay between successive groups of max_burst rebuilds."
+    )
+
+
 class Target(_Strict):
     """One image built from one repository."""
 
@@ -183,6 +198,13 @@ class Target(_Strict):
         default=None,
         description="App setting holding a read-only token for a private repository. It reaches "
         "BuildKit as the GIT_AUTH_TOKEN build secret, never in a URL.",
+    )
+    base_images: list[str] = Field(
+        default_factory=list,
+        description="Images this target builds on (python:3.12-slim, mcr.microsoft.com/dotnet/aspnet:8.0, "
+        "or pinned by @sha256:...). A push of one of them, reported by ACR, Event Grid or Docker Hub, "
+        "rebuilds the commit this target last built on its default branch. Normalised as Docker does "
+        "(docker.io/library/python:3.12-slim).",
     )
 
     @field_validator("name")
@@ -239,6 +261,24 @@ class Target(_Strict):
             raise ValueError("git_token_setting must be an app setting name")
         return value
 
+    @field_validator("base_images")
+    @classmethod
+    def _base_images(cls, value: list[str]) -> list[str]:
+        # Stored normalised, so that matching a registry event is a plain comparison.
+        normalised: dict[str, int] = {}
+        for index, text in enumerate(value):
+            try:
+                reference = str(parse_image_reference(text))
+            except ValueError as exc:
+                raise LocatedValueError(str(exc), at=(index,)) from exc
+            if reference in normalised:
+                raise LocatedValueError(
+                    f"{text!r} is {reference}, already listed as base_images[{normalised[reference]}]",
+                    at=(index,),
+                )
+            normalised[reference] = index
+        return list(normalised)
+
 
 class SlipwayConfig(_Strict):
     """The whole ``slipway.yaml``."""
@@ -251,6 +291,7 @@ class SlipwayConfig(_Strict):
     cache: CacheStorage | None = None
     images: ToolImages = Field(default_factory=ToolImages)
     run: RunSettings = Field(default_factory=RunSettings)
+    rebuilds: RebuildSettings = Field(default_factory=RebuildSettings)
     targets: list[Target] = Field(default_factory=list)
 
     @field_validator("registry")

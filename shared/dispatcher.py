@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -23,6 +24,9 @@ from shared.ledger import Ledger, LedgerRecord, RunStatus
 from shared.logs import log_event
 from shared.run_backend import PermanentBackendError, RunBackend, TransientBackendError
 from shared.task_render import RenderError, RunSecrets, render_run
+
+if TYPE_CHECKING:
+    from shared.state import StateStore
 
 logger = logging.getLogger("slipway.dispatch")
 
@@ -102,12 +106,15 @@ class Dispatcher:
         backend: RunBackend,
         settings: Mapping[str, str],
         clock: Callable[[], datetime] = _utcnow,
+        state: StateStore | None = None,
     ) -> None:
+        """``state`` receives the last build of each target's default branch (none: not recorded)."""
         self._config = config
         self._ledger = ledger
         self._backend = backend
         self._settings = settings
         self._clock = clock
+        self._state = state
 
     def dispatch(
         self, body: bytes | str, *, message_id: str | None = None, delivery_count: int = 1
@@ -203,7 +210,43 @@ class Dispatcher:
             run_id=handle.run_id,
             delivery_count=delivery_count,
         )
+        self._record_last_build(request, target)
         return DispatchResult(Outcome.DISPATCHED, request.id, handle.run_id)
+
+    def _record_last_build(self, request: BuildRequest, target: Target) -> None:
+        """Remember a default-branch push as the commit that base-image updates rebuild.
+
+        The run has started: a failure here is logged and never turns into a retry, which could
+        start a second run. The next default-branch push records again.
+        """
+        if self._state is None:
+            return
+        from shared.last_build import is_default_branch_push, record_last_build
+
+        if not is_default_branch_push(request, target.default_branch):
+            return
+        try:
+            recorded = record_last_build(self._state, request, now=self._clock())
+        except Exception as exc:
+            log_event(
+                logger,
+                "last_build_not_recorded",
+                level=logging.ERROR,
+                correlation_id=request.trigger.correlation_id,
+                request_id=request.id,
+                target=request.target,
+                error=str(exc),
+            )
+            return
+        log_event(
+            logger,
+            "last_build_recorded",
+            correlation_id=request.trigger.correlation_id,
+            request_id=request.id,
+            target=request.target,
+            commit=recorded.commit if recorded else None,
+            kept_newer=recorded is not None and recorded.request_id != request.id,
+        )
 
     def _claim_existing(
         self, request: BuildRequest, fingerprint: str, message_id: str | None

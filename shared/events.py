@@ -39,3 +39,40 @@ class PushEvent:
     @property
     def tag(self) -> str | None:
         return self.ref.removeprefix("refs/tags/") if self.ref.startswith("refs/tags/") else None
+
+
+@dataclass(frozen=True)
+class ImagePushedEvent:
+    """An image pushed to a registry, whichever sender reported it (ACR, Event Grid, Docker Hub).
+
+    ``registry`` and ``repository`` are normalised as Docker normalises references
+    (``docker.io/library/python``). ``digest`` is set only when the sender is trusted to report
+    it and it is well-formed; Docker Hub's unsigned payload never sets it. ``pushed_at`` is the
+    sender's own time of the push: when no digest is known, it tells one update of a tag from the
+    next, so that a retried delivery of the same update is recognised.
+    """
+
+    provider: str
+    delivery_id: str | None
+    received_at: datetime
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None = None
+    pushed_at: datetime | None = None
+
+    @property
+    def image(self) -> str:
+        """``registry/repository[:tag]``, for messages and request ids."""
+        return f"{self.registry}/{self.repository}" + (f":{self.tag}" if self.tag else "")
+
+    @property
+    def update_key(self) -> str | None:
+        """What identifies this update of the image across redeliveries; None when nothing does."""
+        if self.digest:
+            return self.digest
+        if self.pushed_at is not None:
+            return f"pushed-at:{self.pushed_at.isoformat()}"
+        if self.delivery_id:
+            return f"event:{self.delivery_id}"
+        return None

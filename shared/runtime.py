@@ -1,8 +1,8 @@
 """Adapters chosen from settings, built lazily and once per process.
 
 This is the one place that decides Service Bus or the local queue, Blob or a folder for the
-ledger, ACR or dry-run for runs. ``function_app.py`` and the local host both use it, so the
-very same function objects run in Azure and on a laptop.
+ledger and the state store, ACR or dry-run for runs. ``function_app.py`` and the local host both
+use it, so the very same function objects run in Azure and on a laptop.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from shared.queue.port import QueueSender
     from shared.receivers.base import ReceiverContext
     from shared.run_backend import RunBackend
+    from shared.state import StateStore
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_QUEUE = "build-requests"
@@ -46,6 +47,7 @@ class Runtime:
         queue: QueueSender | None = None,
         ledger: Ledger | None = None,
         backend: RunBackend | None = None,
+        state: StateStore | None = None,
     ) -> None:
         """Adapters passed here win over the ones the settings would choose (local host, tests)."""
         self.settings: Mapping[str, str] = settings if settings is not None else os.environ
@@ -55,6 +57,7 @@ class Runtime:
         self._queue = queue
         self._ledger = ledger
         self._backend = backend
+        self._state = state
 
     @property
     def state_dir(self) -> Path:
@@ -102,6 +105,15 @@ class Runtime:
                 self._ledger = ledger_from_settings(self.settings, state_dir=self.state_dir)
             return self._ledger
 
+    def state(self) -> StateStore:
+        """Small documents kept between invocations (last builds); Blob or a local folder."""
+        with self._lock:
+            if self._state is None:
+                from shared.state import state_from_settings
+
+                self._state = state_from_settings(self.settings, state_dir=self.state_dir)
+            return self._state
+
     def backend(self) -> RunBackend:
         with self._lock:
             if self._backend is None:
@@ -118,13 +130,17 @@ class Runtime:
         from shared.dispatcher import Dispatcher
 
         return Dispatcher(
-            config=self.config, ledger=self.ledger(), backend=self.backend(), settings=self.settings
+            config=self.config,
+            ledger=self.ledger(),
+            backend=self.backend(),
+            settings=self.settings,
+            state=self.state(),
         )
 
     def receiver_context(self) -> ReceiverContext:
         from shared.receivers.base import ReceiverContext
 
-        return ReceiverContext(settings=self.settings, config=self.config, queue=self.queue)
+        return ReceiverContext(settings=self.settings, config=self.config, queue=self.queue, state=self.state)
 
 
 if TYPE_CHECKING:

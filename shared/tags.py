@@ -158,8 +158,10 @@ class _Push:
     is_default_branch: bool
 
 
-def _describe_push(ref: str, commit: str, default_branch: str | None) -> _Push:
-    values = {"sha": commit, "short_sha": commit[:SHORT_SHA_LENGTH]}
+def _describe_push(ref: str, commit: str | None, default_branch: str | None) -> _Push:
+    # Without a commit (a build of a branch's head), {sha} rules produce nothing, like any rule
+    # whose placeholder the push cannot fill.
+    values = {"sha": commit, "short_sha": commit[:SHORT_SHA_LENGTH]} if commit else {}
     branch = tag = None
     semver = None
     if ref.startswith("refs/heads/"):
@@ -234,11 +236,12 @@ def _validate_cached(key: tuple[object, ...], rules: Sequence[str | TagRule]) ->
 
 
 def compute_tags(
-    rules: Sequence[str | TagRule], *, ref: str, commit: str, default_branch: str | None
+    rules: Sequence[str | TagRule], *, ref: str, commit: str | None, default_branch: str | None
 ) -> list[str]:
     """The image tags for a push of ``commit`` to the full ``ref``, sanitised, deduplicated, in rule order.
 
     ``default_branch`` decides ``when: default_branch`` rules (None: no branch is the default).
+    ``commit`` None means the head of ``ref``, whose commit is not known: ``{sha}`` rules are silent.
     A plain string rule behaves like ``when: always``.
     """
     _validate_cached(tuple(r if isinstance(r, str) else (r.template, r.when) for r in rules), rules)

@@ -9,7 +9,8 @@ configured ``docker:<version>-cli`` image, which ships the buildx plugin:
 2. ``setup-builder`` creates the ``slipway`` buildx builder (``docker-container`` driver, pinned
    BuildKit image). Its state lands in the ``HOME=/acb/home`` volume that ACR shares between steps.
 3. ``build`` runs ``docker buildx build --push`` on BuildKit's Git context of the exact commit,
-   with the azblob cache.
+   with the azblob cache. A base-image or schedule build that knows no commit uses the ref
+   instead (``<repo>.git#refs/heads/main``) and carries no revision label.
 
 Why the task is shaped this way (reference: acr-tasks-buildkit-cache.md §1.5, acr-builder source):
 
@@ -77,6 +78,7 @@ from shared.build_request import (
     BUILD_ARG_NAME_RE,
     CACHE_NAME_RE,
     COMMIT_RE,
+    HEAD_BUILD_TRIGGERS,
     OCI_REPOSITORY_RE,
     OCI_TAG_RE,
     PLATFORM_RE,
@@ -141,6 +143,9 @@ _IMAGE_RE = re.compile(
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
 _GIT_REF_FORBIDDEN = frozenset(" ~^:?*[\\")
+# A ref that is itself the Git context's fragment (a head build): BuildKit splits the fragment at
+# ":" (subdirectory) and Go's URL parser unescapes "%XX" in it, so only plain names are accepted.
+_FRAGMENT_REF_RE = re.compile(r"^refs/(?:heads|tags)/[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*$")
 
 # binfmt's --install names for the architectures of PLATFORM_RE.
 _BINFMT_NAMES = {
@@ -517,7 +522,7 @@ class _Build:
     request_id: str
     correlation_id: str
     ref: str
-    commit: str
+    commit: str | None  # None: the head of ``ref`` (base-image and schedule builds)
     source_label: str
     context: str
     dockerfile: str
@@ -535,13 +540,18 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
         *_header(STEP_BUILD, request),
         *_prelude(reads_secrets=b.cache_key or b.git_token),
         f"printf 'slipway: request %s, correlation %s\\n' {_q(b.request_id)} {_q(b.correlation_id)}",
-        f"printf 'slipway: building %s at %s\\n' {_q(b.ref)} {_q(b.commit)}",
+        (
+            f"printf 'slipway: building %s at %s\\n' {_q(b.ref)} {_q(b.commit)}"
+            if b.commit
+            else f"printf 'slipway: building the head of %s\\n' {_q(b.ref)}"
+        ),
         _arg("--builder", BUILDER_NAME),
         _arg("--progress", "plain"),
         _arg("--platform", ",".join(b.platforms)),
         _arg("--file", b.dockerfile),
         _arg("--label", f"org.opencontainers.image.source={b.source_label}"),
-        _arg("--label", f"org.opencontainers.image.revision={b.commit}"),
+        # The revision label names the commit; a head build does not know it, so it has none.
+        *([_arg("--label", f"org.opencontainers.image.revision={b.commit}")] if b.commit else []),
         *(_arg("--tag", image) for image in b.images),
         *(_arg("--build-arg", f"{name}={value}") for name, value in b.build_args),
     ]
@@ -633,17 +643,34 @@ def _foreign_arches(platforms: Iterable[str]) -> list[str]:
     return arches
 
 
+def _commit(request: BuildRequest) -> str | None:
+    """The commit to build, or None for the ref's head, which only some triggers may ask for."""
+    if request.source.commit is None:
+        if request.trigger.kind not in HEAD_BUILD_TRIGGERS:
+            raise RenderError(
+                "source.commit",
+                f"is required for a {request.trigger.kind} build (only base-image and "
+                "schedule builds may build a ref's head)",
+            )
+        return None
+    return _match("source.commit", request.source.commit, COMMIT_RE, "must be a full lowercase hex commit id")
+
+
 def _validate_build(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets) -> _Build:
     _match("id", request.id, REQUEST_ID_RE, "must match [a-z0-9][a-z0-9.-]*")
     correlation_id = _printable("trigger.correlation_id", request.trigger.correlation_id, limit=256)
     ref = _git_ref("source.ref", request.source.ref)
-    commit = _match(
-        "source.commit", request.source.commit, COMMIT_RE, "must be a full lowercase hex commit id"
-    )
+    commit = _commit(request)
     source_label, git_url = _repo_url("source.repo_url", request.source.repo_url)
     context_dir = _relative_path("source.context", request.source.context, allow_root=True)
     dockerfile = _relative_path("source.dockerfile", request.source.dockerfile, allow_root=False)
-    context = f"{git_url}#{commit}" + ("" if context_dir == "." else f":{context_dir}")
+    if commit is None and not _FRAGMENT_REF_RE.match(ref):
+        raise RenderError(
+            "source.ref",
+            "a head build needs a branch or tag name of letters, digits and . _ @ + - / "
+            "(it is the Git context's fragment); build a commit instead",
+        )
+    context = f"{git_url}#{commit or ref}" + ("" if context_dir == "." else f":{context_dir}")
 
     registry = _match(
         "image.registry", request.image.registry, REGISTRY_RE, "must be a registry login server"

@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.support.azurite",
     "tests.support.acr_server",
+    "tests.support.registry",
+    "tests.support.git_hosts",
 ]

@@ -21,10 +21,12 @@ import yaml
 from azure.core.credentials import AccessToken
 from azure.functions.servicebus import ServiceBusMessage
 
+from shared.last_build import read_last_build
 from shared.ledger import BlobLedger, RunStatus
 from shared.queue.local import LocalQueue
 from shared.run_backend import AcrBackend
 from shared.runtime import Runtime, set_runtime
+from shared.state import BlobStateStore
 from tests.support.github import SECRET, fixture_json, signed_request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +68,12 @@ def app_env(tmp_path: Path, azurite: Any, acr_server: Any) -> Iterator[dict[str,
         base_url=acr_server.base_url,
         connection_verify=acr_server.ca_path,
     )
-    set_runtime(Runtime(settings, app_root=tmp_path, queue=queue, ledger=ledger, backend=backend))
+    state = BlobStateStore(azurite.new_container("state"))
+    set_runtime(
+        Runtime(settings, app_root=tmp_path, queue=queue, ledger=ledger, backend=backend, state=state)
+    )
     try:
-        yield {"queue": queue, "ledger": ledger, "acr": acr_server, "settings": settings}
+        yield {"queue": queue, "ledger": ledger, "acr": acr_server, "settings": settings, "state": state}
     finally:
         set_runtime(None)
 
@@ -145,6 +150,9 @@ def test_signed_push_becomes_exactly_one_acr_run(app_env: dict[str, Any]) -> Non
     assert record.correlation_id == "e2e-delivery-1"
     assert record.request["source"]["commit"] == payload["after"]
     assert "c2VjcmV0LWtleS1kby1ub3QtbGVhaw==" not in json.dumps(record.run_request)
+    # A push to the default branch is what base-image updates rebuild: recorded in Blob state.
+    last = read_last_build(app_env["state"], "azure-test")
+    assert last is not None and (last.commit, last.request_id) == (payload["after"], accepted["id"])
 
     # The sender retries: duplicate detection drops the copy.
     again = _post(json.dumps(payload).encode(), delivery="e2e-delivery-2")

@@ -658,3 +658,66 @@ def test_environment_is_not_needed(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("AZURE_", "ACR_", "SLIPWAY_")):
             monkeypatch.delenv(name)
     assert render_run(_request(), _config(), RunSecrets()).task_yaml.startswith("version: v1.1.0\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Head builds: a base-image or schedule build that knows no commit builds the ref's head
+
+
+def _head(ref: str = "refs/heads/main", kind: str = "base-image", **source: Any) -> BuildRequest:
+    request = _request(ref=ref, **source)
+    return request.model_copy(
+        update={
+            "trigger": request.trigger.model_copy(update={"kind": kind}),
+            "source": request.source.model_copy(update={"commit": None}),
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", ["base-image", "schedule"])
+def test_head_build_uses_the_ref_as_the_git_context(kind: str) -> None:
+    build = render_run(_head(kind=kind), _config(cache=None), RunSecrets()).scripts["build.sh"]
+    assert "'https://github.com/o/r.git#refs/heads/main' </dev/null" in build
+    assert "org.opencontainers.image.revision" not in build
+    assert "org.opencontainers.image.source=https://github.com/o/r.git" in build
+    assert "building the head of" in build
+    sub = render_run(_head(context="services/api"), _config(cache=None), RunSecrets()).scripts["build.sh"]
+    assert "'https://github.com/o/r.git#refs/heads/main:services/api'" in sub
+    tag = render_run(_head(ref="refs/tags/v1.2"), _config(cache=None), RunSecrets()).scripts["build.sh"]
+    assert "'https://github.com/o/r.git#refs/tags/v1.2'" in tag
+
+
+def test_head_build_validates_as_a_build_request() -> None:
+    body = json.loads(_head().to_json())
+    assert body["source"]["commit"] is None
+    assert BuildRequest.from_json(json.dumps(body)).source.commit is None
+    body["trigger"]["kind"] = "push"
+    with pytest.raises(ValueError, match=r"source\.commit is required for a push build"):
+        BuildRequest.from_json(json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (_head(kind="push"), "source.commit"),  # built without validation: refused all the same
+        (_head(kind="tag"), "source.commit"),
+        (_head(ref="refs/heads/feat/$(reboot)"), "source.ref"),  # a legal ref, but not a fragment
+        (_head(ref="refs/heads/a%41"), "source.ref"),  # Go's URL parser would unescape it
+        (_head(ref="refs/heads/a#b"), "source.ref"),
+        (_head(ref="refs/pull/1/head"), "source.ref"),
+        (_head(ref="refs/heads/x..y"), "source.ref"),
+    ],
+)
+def test_head_build_refusals_name_the_field(request_: BuildRequest, field: str) -> None:
+    with pytest.raises(RenderError) as caught:
+        render_run(request_, _config(), RunSecrets())
+    assert caught.value.field == field
+
+
+def test_head_build_runs_on_the_agent(agent: Agent) -> None:
+    spec = render_run(_head(context="services/api"), _config(cache=None), RunSecrets())
+    results = agent.run(spec)
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items()}
+    argv = agent.docker_calls()[-1]["argv"]
+    assert argv[-2:] == ["--push", "https://github.com/o/r.git#refs/heads/main:services/api"]
+    assert not any(a.startswith("org.opencontainers.image.revision") for a in argv)

@@ -8,12 +8,17 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from shared.config import SlipwayConfig
 from shared.http import HttpResponse, RequestRejected
 from shared.logs import log_event
 from shared.queue.port import OutgoingMessage, QueueError, QueueSender
 from shared.routing import RouteResult
+
+if TYPE_CHECKING:
+    from shared.build_request import BuildRequest
+    from shared.state import StateStore
 
 _SAFE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 logger = logging.getLogger("slipway.webhooks")
@@ -31,6 +36,9 @@ class ReceiverContext:
     config: Callable[[], SlipwayConfig]
     queue: Callable[[], QueueSender]
     clock: Callable[[], datetime] = field(default=_utcnow)
+    # Where the dispatcher records each target's last build (base-image rebuilds read it).
+    # None: nothing is known, so rebuilds build branch heads.
+    state: Callable[[], StateStore] | None = None
 
 
 def safe_delivery_id(value: str | None) -> str | None:
@@ -53,12 +61,22 @@ def load_config(ctx: ReceiverContext) -> SlipwayConfig:
         ) from exc
 
 
-def enqueue(result: RouteResult, ctx: ReceiverContext, *, correlation_id: str, subject: str) -> HttpResponse:
+def enqueue(
+    result: RouteResult,
+    ctx: ReceiverContext,
+    *,
+    correlation_id: str,
+    subject: str,
+    scheduled: Mapping[str, datetime] | None = None,
+) -> HttpResponse:
     """Send every accepted request, then answer with the spine's response shape.
 
     202 when something was queued, 200 otherwise. A queue failure answers 503 so the sender
-    retries; the deterministic message ids make that retry harmless.
+    retries; the deterministic message ids make that retry harmless. ``scheduled`` maps request
+    ids to the time they become receivable (a spread-out fan-out); their accepted entries then
+    carry ``scheduled_at``.
     """
+    when = scheduled or {}
     messages = [
         OutgoingMessage(
             message_id=request.id,
@@ -66,6 +84,7 @@ def enqueue(result: RouteResult, ctx: ReceiverContext, *, correlation_id: str, s
             subject=subject,
             correlation_id=correlation_id,
             application_properties=request.application_properties(),
+            scheduled_enqueue_time=when.get(request.id),
         )
         for request in result.accepted
     ]
@@ -90,6 +109,7 @@ def enqueue(result: RouteResult, ctx: ReceiverContext, *, correlation_id: str, s
             target=request.target,
             ref=request.source.ref,
             commit=request.source.commit,
+            scheduled_at=when[request.id].isoformat() if request.id in when else None,
         )
     for item in result.ignored:
         log_event(
@@ -97,9 +117,16 @@ def enqueue(result: RouteResult, ctx: ReceiverContext, *, correlation_id: str, s
         )
     body: dict[str, object] = {
         "correlation_id": correlation_id,
-        "accepted": [{"id": r.id, "target": r.target, "tags": r.image.tags} for r in result.accepted],
+        "accepted": [_accepted_entry(r, when.get(r.id)) for r in result.accepted],
         "ignored": [{"target": i.target, "reason": i.reason} for i in result.ignored],
     }
     if result.notes:
         body["notes"] = result.notes
     return HttpResponse(202 if result.accepted else 200, body)
+
+
+def _accepted_entry(request: BuildRequest, scheduled_at: datetime | None) -> dict[str, object]:
+    entry: dict[str, object] = {"id": request.id, "target": request.target, "tags": request.image.tags}
+    if scheduled_at is not None:
+        entry["scheduled_at"] = scheduled_at.isoformat()
+    return entry

@@ -1,0 +1,156 @@
+"""The Docker Hub receiver on Docker's published payload: an unsigned hint behind a URL token."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.http import HttpRequest
+from shared.queue.local import LocalQueue
+from shared.receivers.dockerhub import receive_dockerhub
+from tests.support.registry_hooks import (
+    DOCKER_HUB,
+    DOCKERHUB_TOKEN,
+    NOW,
+    context,
+    dockerhub_request,
+    fixture_bytes,
+    fixture_json,
+    queued,
+)
+
+SAMPLE = "push-docs.json"
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> LocalQueue:
+    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
+
+
+def test_published_push_rebuilds_its_dependent(queue: LocalQueue) -> None:
+    resp = receive_dockerhub(dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE)), context(queue))
+    assert resp.status == 202, resp.body
+    [accepted] = resp.body["accepted"]
+    assert accepted["target"] == "web"  # its base is written "svendowideit/testhook"
+    assert any("unsigned hints" in note for note in resp.body["notes"])
+    [request] = queued(queue)
+    assert request.trigger.kind == "base-image"
+    assert request.trigger.provider == "dockerhub"
+    assert request.trigger.delivery_id is None
+
+
+def test_a_retried_delivery_builds_once_and_a_new_push_again(queue: LocalQueue) -> None:
+    body = fixture_bytes(DOCKER_HUB, SAMPLE)
+    first = receive_dockerhub(dockerhub_request(body), context(queue))
+    again = receive_dockerhub(dockerhub_request(body), context(queue))
+    assert first.body["accepted"][0]["id"] == again.body["accepted"][0]["id"]
+    assert queue.count() == 1
+    payload = fixture_json(DOCKER_HUB, SAMPLE)
+    payload["push_data"]["pushed_at"] += 3600  # the tag pushed again an hour later
+    later = receive_dockerhub(dockerhub_request(json.dumps(payload).encode()), context(queue))
+    assert later.body["accepted"][0]["id"] != first.body["accepted"][0]["id"]
+    assert queue.count() == 2
+
+
+def test_no_digest_is_taken_from_the_payload(queue: LocalQueue) -> None:
+    payload = fixture_json(DOCKER_HUB, SAMPLE)
+    payload["push_data"]["images"] = ["sha256:" + "a" * 64]
+    payload["push_data"]["digest"] = "sha256:" + "b" * 64
+    first = receive_dockerhub(dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE)), context(queue))
+    claimed = receive_dockerhub(dockerhub_request(json.dumps(payload).encode()), context(queue))
+    assert first.body["accepted"][0]["id"] == claimed.body["accepted"][0]["id"]
+
+
+def test_other_tags_and_repositories_are_ignored(queue: LocalQueue) -> None:
+    payload = fixture_json(DOCKER_HUB, SAMPLE)
+    payload["push_data"]["tag"] = "1.0"
+    resp = receive_dockerhub(dockerhub_request(json.dumps(payload).encode()), context(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"][0]["reason"] == "no target builds on docker.io/svendowideit/testhook:1.0"
+    payload["push_data"]["tag"] = None
+    resp = receive_dockerhub(dockerhub_request(json.dumps(payload).encode()), context(queue))
+    assert "only the tagged push triggers" in resp.body["ignored"][0]["reason"]
+    assert queue.count() == 0
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", DOCKERHUB_TOKEN[:-1]])
+def test_missing_or_wrong_token_is_401_and_queues_nothing(queue: LocalQueue, token: str | None) -> None:
+    resp = receive_dockerhub(
+        dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE), token=token), context(queue)
+    )
+    assert (resp.status, resp.body["error"]) == (401, "unauthorized")
+    assert queue.count() == 0
+
+
+def test_unconfigured_token_is_503(queue: LocalQueue) -> None:
+    req = dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE))
+    resp = receive_dockerhub(req, context(queue, DOCKERHUB_WEBHOOK_TOKEN=""))
+    assert resp.status == 503 and "DOCKERHUB_WEBHOOK_TOKEN" in resp.body["reason"]
+
+
+def test_content_type_size_and_method(queue: LocalQueue) -> None:
+    body = fixture_bytes(DOCKER_HUB, SAMPLE)
+    assert receive_dockerhub(dockerhub_request(body, content_type="text/plain"), context(queue)).status == 415
+    assert (
+        receive_dockerhub(dockerhub_request(body), context(queue, SLIPWAY_MAX_BODY_BYTES="100")).status == 413
+    )
+    assert receive_dockerhub(dockerhub_request(body, method="GET"), context(queue)).status == 405
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b'{"push_data": {"tag": "latest"}, "repository": {"repo_name": "a/b"}}',  # no pushed_at
+        b'{"push_data": {"pushed_at": 1, "tag": "latest"}, "repository": {}}',
+        b'{"push_data": {"pushed_at": 1, "tag": "latest"}, "repository": {"repo_name": "A/B"}}',
+        b'{"push_data": {"pushed_at": 1, "tag": "a b"}, "repository": {"repo_name": "a/b"}}',
+    ],
+)
+def test_malformed_bodies_are_400(queue: LocalQueue, body: bytes) -> None:
+    resp = receive_dockerhub(dockerhub_request(body), context(queue))
+    assert (resp.status, resp.body["error"]) == (400, "bad_request"), resp.body
+
+
+def test_query_token_never_reaches_the_logs(queue: LocalQueue, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    receive_dockerhub(dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE)), context(queue))
+    receive_dockerhub(dockerhub_request(b"{", token=DOCKERHUB_TOKEN + "x"), context(queue))
+    assert caplog.records
+    assert DOCKERHUB_TOKEN not in caplog.text and "token=" not in caplog.text
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=300), st.just(fixture_bytes(DOCKER_HUB, SAMPLE))),
+    headers=st.dictionaries(
+        st.sampled_from(["Content-Type", "Content-Length", "X-Other"]), st.text(max_size=40)
+    ),
+    query=st.dictionaries(st.sampled_from(["token", "x"]), st.text(max_size=40), max_size=2),
+    method=st.sampled_from(["POST", "GET"]),
+    authenticate=st.booleans(),
+)
+def test_fuzz_never_5xx_and_never_queues_without_the_token(
+    tmp_path_factory: pytest.TempPathFactory,
+    body: bytes,
+    headers: dict[str, str],
+    query: dict[str, str],
+    method: str,
+    authenticate: bool,
+) -> None:
+    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    if authenticate:
+        query = {**query, "token": DOCKERHUB_TOKEN}
+        headers = {**headers, "Content-Type": "application/json"}
+    req = HttpRequest(method, "http://x/api/hooks/dockerhub", headers, body, query=query)
+    resp = receive_dockerhub(req, context(queue))
+    assert resp.status < 500, resp.body
+    json.dumps(resp.body)
+    if queue.count():
+        assert query.get("token") == DOCKERHUB_TOKEN and resp.status == 202
