@@ -346,3 +346,35 @@ def test_fuzz_never_5xx_and_never_queues_without_a_valid_signature(
     json.dumps(resp.body)
     if queue.count():
         assert sign_it and resp.status == 202
+
+
+_EVENTS = {
+    "push": "push",
+    "ping": "ping",
+    "create": "create",
+    "delete": "delete",
+    "release": "release",
+    "package": "package",
+    "registry_package": "registry_package",
+    "workflow_run": "workflow_run",
+    "example": "issues",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.name
+        for p in (Path(__file__).parent / "fixtures" / "github").glob("*.json")
+        if not p.name.endswith(".headers.json")
+    ),
+)
+def test_every_published_github_sample(queue: LocalQueue, name: str) -> None:
+    event = _EVENTS[name.split("-")[0]]
+    resp = receive_github(signed_request(fixture_bytes(name), event=event), _ctx(queue))
+    assert resp.status in (200, 202), resp.body
+    if resp.status == 202:
+        assert event == "push" and resp.body["accepted"] and queue.count() >= 1
+    else:
+        assert resp.body.get("status") == "pong" or resp.body["ignored"], resp.body
+        assert all(i["reason"] for i in resp.body["ignored"])
