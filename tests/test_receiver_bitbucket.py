@@ -20,6 +20,7 @@ from shared.queue.local import LocalQueue
 from shared.receivers.base import ReceiverContext
 from shared.receivers.bitbucket import receive_bitbucket
 from shared.receivers.signatures import hmac_sha256_hex
+from tests.support.fuzz import json_mutations
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitbucket"
 SAMPLES = ["repo-push-aspnet-functionaltest.json", "repo-push-aspnet-webhooks-PushMessage.json"]
@@ -262,38 +263,6 @@ def test_malformed_bodies_are_400(queue: LocalQueue, body: bytes, event_key: str
 
 # -- property-based: whatever arrives, never a 5xx, never a build without a valid signature -------
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=24),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=6,
-)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if prefix:
-        yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-def _mutations(sample: bytes) -> st.SearchStrategy[bytes]:
-    """The sample with one field, at any depth, replaced by any JSON value."""
-
-    def build(path: tuple[Any, ...], value: Any) -> bytes:
-        document = json.loads(sample)
-        node = document
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        return json.dumps(document).encode()
-
-    return st.builds(build, st.sampled_from(list(_paths(json.loads(sample)))), JSON_VALUES)
-
-
 HEADER_NAMES = st.sampled_from(
     ["Content-Type", "X-Event-Key", "X-Hub-Signature", "X-Request-UUID", "X-Hook-UUID", "Content-Length"]
 )
@@ -305,7 +274,7 @@ HEADER_VALUES = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    body=st.one_of(st.binary(max_size=200), st.just(fixture_bytes()), _mutations(fixture_bytes())),
+    body=st.one_of(st.binary(max_size=200), st.just(fixture_bytes()), json_mutations(fixture_bytes())),
     overrides=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=3),
     method=st.sampled_from(["POST", "POST", "POST", "GET"]),
     sign_it=st.booleans(),
@@ -330,7 +299,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=_mutations(fixture_bytes()))
+@given(body=json_mutations(fixture_bytes()))
 def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
     with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
         resp = receive_bitbucket(bitbucket_request(body), _ctx(queue))

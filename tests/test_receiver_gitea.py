@@ -19,6 +19,7 @@ from shared.queue.local import LocalQueue
 from shared.receivers.base import ReceiverContext
 from shared.receivers.gitea import receive_gitea
 from shared.receivers.signatures import hmac_sha256_hex
+from tests.support.fuzz import json_mutations
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitea"
 SAMPLE = "push-docs.json"
@@ -292,38 +293,6 @@ def test_malformed_bodies_are_400(queue: LocalQueue, body: bytes, event_name: st
 
 # -- property-based: whatever arrives, never a 5xx, never a build without a valid signature -------
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=24),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=6,
-)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if prefix:
-        yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-def _mutations(sample: bytes) -> st.SearchStrategy[bytes]:
-    """The sample with one field, at any depth, replaced by any JSON value."""
-
-    def build(path: tuple[Any, ...], value: Any) -> bytes:
-        document = json.loads(sample)
-        node = document
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        return json.dumps(document).encode()
-
-    return st.builds(build, st.sampled_from(list(_paths(json.loads(sample)))), JSON_VALUES)
-
-
 SIGNATURE_HEADERS = ("X-Gitea-Signature", "X-Forgejo-Signature", "X-Gogs-Signature", "X-Hub-Signature-256")
 HEADER_NAMES = st.sampled_from(
     [
@@ -338,7 +307,7 @@ HEADER_NAMES = st.sampled_from(
 HEADER_VALUES = st.one_of(
     st.text(max_size=40), st.sampled_from(["application/json", "push", "ping", "sha256=", "0" * 64, "7"])
 )
-BODIES = st.one_of(st.binary(max_size=200), st.just(fixture_bytes()), _mutations(_modern()))
+BODIES = st.one_of(st.binary(max_size=200), st.just(fixture_bytes()), json_mutations(_modern()))
 
 
 def _authentic(headers: dict[str, str], body: bytes) -> bool:
@@ -373,7 +342,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(_mutations(fixture_bytes()), _mutations(_modern())))
+@given(body=st.one_of(json_mutations(fixture_bytes()), json_mutations(_modern())))
 def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
     with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
         resp = receive_gitea(gitea_request(body), _ctx(queue))

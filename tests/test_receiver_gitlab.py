@@ -19,6 +19,7 @@ from shared.queue.local import LocalQueue
 from shared.queue.port import OutgoingMessage, QueueError
 from shared.receivers.base import ReceiverContext
 from shared.receivers.gitlab import receive_gitlab
+from tests.support.fuzz import json_mutations
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab"
 URL = "http://localhost/api/hooks/gitlab"
@@ -410,38 +411,6 @@ def test_queue_outage_is_503() -> None:
 
 # -- property-based: whatever arrives, never a 5xx, never a build without the token ---------------
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=24),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=6,
-)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if prefix:
-        yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-def _mutations(sample: bytes) -> st.SearchStrategy[bytes]:
-    """The sample with one field, at any depth, replaced by any JSON value."""
-
-    def build(path: tuple[Any, ...], value: Any) -> bytes:
-        document = json.loads(sample)
-        node = document
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        return json.dumps(document).encode()
-
-    return st.builds(build, st.sampled_from(list(_paths(json.loads(sample)))), JSON_VALUES)
-
-
 SAMPLES = [fixture_bytes(n) for n in ("push-hook-go-gitlab.json", "tag_push-systemhook-go-gitlab.json")]
 HEADER_NAMES = st.sampled_from(
     [
@@ -461,7 +430,7 @@ HEADER_VALUES = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    body=st.one_of(st.binary(max_size=200), st.sampled_from(SAMPLES), *(_mutations(s) for s in SAMPLES)),
+    body=st.one_of(st.binary(max_size=200), st.sampled_from(SAMPLES), *(json_mutations(s) for s in SAMPLES)),
     overrides=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4),
     method=st.sampled_from(["POST", "POST", "POST", "GET"]),
     authenticate=st.booleans(),
@@ -486,7 +455,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_the_token(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    body=st.one_of(*(_mutations(s) for s in SAMPLES)),
+    body=st.one_of(*(json_mutations(s) for s in SAMPLES)),
     hook=st.sampled_from(["Push Hook", "Tag Push Hook", "System Hook"]),
 )
 def test_fuzz_authenticated_bodies_never_5xx(
