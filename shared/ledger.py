@@ -15,17 +15,14 @@ imported inside functions only: the Functions worker imports this module on ever
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import itertools
 import json
 import logging
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +30,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.atomic_files import (
+    FileChanged,
+    content_etag,
+    create_exclusive,
+    folder_lock,
+    replace_if_unchanged,
+)
 from shared.logs import log_event
 
 if TYPE_CHECKING:
@@ -445,11 +449,6 @@ class BlobLedger:
 # --------------------------------------------------------------------------- local folder
 
 
-def _content_etag(data: bytes) -> str:
-    """A local record's ETag: the hash of its bytes (a write based on a stale read cannot match)."""
-    return hashlib.sha256(data).hexdigest()
-
-
 class FolderLedger:
     """Records as files ``<root>/runs/<request_id>.json``, for local mode and tests (POSIX).
 
@@ -467,91 +466,23 @@ class FolderLedger:
     def _path(self, request_id: str) -> Path:
         return self.root / record_name(request_id)
 
-    @contextmanager
-    def _locked(self) -> Iterator[Path]:
-        """Hold the ledger's write lock; yields the records folder."""
-        import fcntl  # POSIX only; imported here so that the module still imports elsewhere
-
-        runs = self.root / RECORD_PREFIX.rstrip("/")
-        runs.mkdir(parents=True, exist_ok=True)
-        # flock locks belong to the open file description: each writer opens its own, so threads
-        # of one process exclude each other as processes do. Closing releases the lock.
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield runs
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _write_temp(folder: Path, data: bytes) -> Path:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return Path(name)
-
-    @staticmethod
-    def _sync_folder(folder: Path) -> None:
-        """Make the new directory entry durable (a claim that vanishes after a crash is a double run)."""
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def create(self, record: LedgerRecord) -> bool:
-        path = self._path(record.request_id)
-        data = record.to_json()
-        with self._locked() as runs:
-            temp = self._write_temp(runs, data)
-            try:
-                try:
-                    os.link(temp, path)
-                except FileExistsError:
-                    return False
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-                        raise
-                    # A filesystem without hard links: the lock held makes check-then-rename
-                    # exclusive among FolderLedgers, which are the only writers.
-                    if path.exists():
-                        return False
-                    os.replace(temp, path)
-            finally:
-                temp.unlink(missing_ok=True)
-            self._sync_folder(runs)
-        return True
+        with folder_lock(self.root):
+            return create_exclusive(self._path(record.request_id), record.to_json())
 
     def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         try:
             data = self._path(request_id).read_bytes()
         except FileNotFoundError:
             return None
-        return LedgerRecord.from_json(data), _content_etag(data)
+        return LedgerRecord.from_json(data), content_etag(data)
 
     def replace(self, record: LedgerRecord, etag: str) -> str:
-        path = self._path(record.request_id)
-        data = record.to_json()
-        with self._locked() as runs:
+        with folder_lock(self.root):
             try:
-                current = path.read_bytes()
-            except FileNotFoundError:
-                raise ConflictError(record.request_id, "it no longer exists") from None
-            if _content_etag(current) != etag:
-                raise ConflictError(record.request_id, "it changed since it was read")
-            temp = self._write_temp(runs, data)
-            try:
-                os.replace(temp, path)
-            finally:
-                temp.unlink(missing_ok=True)
-            self._sync_folder(runs)
-        return _content_etag(data)
+                return replace_if_unchanged(self._path(record.request_id), record.to_json(), etag)
+            except FileChanged as exc:
+                raise ConflictError(record.request_id, exc.reason) from None
 
     def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
         """Newest first by ``created_at`` (then request id). Reads every record: local folders are small.

@@ -14,18 +14,23 @@ the Functions host storage, or Azurite) and ``FolderStateStore`` (a local folder
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from shared.atomic_files import (
+    FileChanged,
+    content_etag,
+    create_exclusive,
+    delete_if_unchanged,
+    folder_lock,
+    replace_if_unchanged,
+)
 from shared.ledger import blob_service_from_settings, storage_configured
 
 if TYPE_CHECKING:
@@ -290,11 +295,6 @@ class BlobStateStore:
 # --------------------------------------------------------------------------- local folder
 
 
-def _content_etag(data: bytes) -> str:
-    """A local document's ETag: the hash of its bytes (a write based on a stale read cannot match)."""
-    return hashlib.sha256(data).hexdigest()
-
-
 class FolderStateStore:
     """Documents as files ``<root>/<key>``, for local mode and tests (POSIX).
 
@@ -310,90 +310,31 @@ class FolderStateStore:
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        import fcntl  # POSIX only; imported here so that the module still imports elsewhere
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _write_temp(folder: Path, data: bytes) -> Path:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return Path(name)
-
-    @staticmethod
-    def _sync_folder(folder: Path) -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def get(self, key: str) -> Versioned | None:
         try:
             data = self._path(key).read_bytes()
         except FileNotFoundError:
             return None
-        return Versioned(_decode(key, data), _content_etag(data))
+        return Versioned(_decode(key, data), content_etag(data))
 
     def create(self, key: str, value: Mapping[str, Any]) -> str | None:
-        path, data = self._path(key), _encode(value)
-        with self._locked():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self._write_temp(path.parent, data)
-            try:
-                os.link(temp, path)
-            except FileExistsError:
-                return None
-            finally:
-                temp.unlink(missing_ok=True)
-            self._sync_folder(path.parent)
-        return _content_etag(data)
+        data = _encode(value)
+        with folder_lock(self.root):
+            return content_etag(data) if create_exclusive(self._path(key), data) else None
 
     def replace(self, key: str, value: Mapping[str, Any], etag: str) -> str:
-        path, data = self._path(key), _encode(value)
-        with self._locked():
+        with folder_lock(self.root):
             try:
-                current = path.read_bytes()
-            except FileNotFoundError:
-                raise StateConflict(key, "it no longer exists") from None
-            if _content_etag(current) != etag:
-                raise StateConflict(key, "it changed since it was read")
-            temp = self._write_temp(path.parent, data)
-            try:
-                os.replace(temp, path)
-            finally:
-                temp.unlink(missing_ok=True)
-            self._sync_folder(path.parent)
-        return _content_etag(data)
+                return replace_if_unchanged(self._path(key), _encode(value), etag)
+            except FileChanged as exc:
+                raise StateConflict(key, exc.reason) from None
 
     def delete(self, key: str, *, etag: str | None = None) -> bool:
-        path = self._path(key)
-        with self._locked():
+        with folder_lock(self.root):
             try:
-                current = path.read_bytes()
-            except FileNotFoundError:
-                if etag is not None:
-                    raise StateConflict(key, "it no longer exists") from None
-                return False
-            if etag is not None and _content_etag(current) != etag:
-                raise StateConflict(key, "it changed since it was read")
-            path.unlink()
-        return True
+                return delete_if_unchanged(self._path(key), etag)
+            except FileChanged as exc:
+                raise StateConflict(key, exc.reason) from None
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         if not self.root.is_dir():
