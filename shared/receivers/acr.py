@@ -20,16 +20,14 @@ from datetime import datetime
 from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.receivers.base import ReceiverContext
+from shared.receivers.common import Delivery, required_setting, run_receiver
 from shared.receivers.image_push import (
-    Delivery,
     ImageNameError,
     PayloadModel,
-    configured_token,
     ignored_response,
     image_pushed,
     parse_json,
     route_and_enqueue,
-    run_receiver,
     shown,
     tokens_match,
 )
@@ -78,7 +76,7 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def check_bearer(req: HttpRequest, ctx: ReceiverContext) -> None:
-    expected = configured_token(ctx, TOKEN_SETTING)
+    expected = required_setting(ctx, TOKEN_SETTING)
     header = req.header("Authorization")
     if header is None:
         raise RequestRejected(401, "unauthorized", "Authorization is missing")
@@ -88,7 +86,7 @@ def check_bearer(req: HttpRequest, ctx: ReceiverContext) -> None:
 
 def receive_acr(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
     """``POST /api/hooks/acr``: never raises; every outcome is a JSON response."""
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, logger=logger)
+    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger)
 
 
 def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:

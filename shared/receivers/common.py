@@ -21,7 +21,7 @@ from shared.events import PushEvent
 from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.logs import log_event
-from shared.receivers.base import ReceiverContext, enqueue, load_config, new_correlation_id
+from shared.receivers.base import ReceiverContext, enqueue, load_config, new_correlation_id, safe_delivery_id
 from shared.routing import Ignored, RouteResult, route_push
 
 JSON_MEDIA_TYPES = ("application/json",)
@@ -47,9 +47,10 @@ class Delivery:
 
     def identify(self, delivery_id: str | None) -> None:
         """Adopt an id found in the (authenticated) body, for hosts that send no delivery header."""
-        if delivery_id and self.delivery_id is None:
-            self.delivery_id = delivery_id
-            self.correlation_id = delivery_id
+        safe = safe_delivery_id(delivery_id)
+        if safe and self.delivery_id is None:
+            self.delivery_id = safe
+            self.correlation_id = safe
 
 
 Handler = Callable[[HttpRequest, ReceiverContext, Delivery], HttpResponse]

@@ -24,15 +24,14 @@ from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.image_refs import DOCKER_HUB
 from shared.receivers.base import ReceiverContext
+from shared.receivers.common import Delivery, run_receiver
 from shared.receivers.image_push import (
-    Delivery,
     ImageNameError,
     PayloadModel,
     check_query_token,
     image_pushed,
     parse_json,
     route_and_enqueue,
-    run_receiver,
 )
 
 TOKEN_SETTING = "DOCKERHUB_WEBHOOK_TOKEN"
@@ -60,7 +59,7 @@ class DockerHubPush(PayloadModel):
 
 def receive_dockerhub(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
     """``POST /api/hooks/dockerhub``: never raises; every outcome is a JSON response."""
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, logger=logger)
+    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger)
 
 
 def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:

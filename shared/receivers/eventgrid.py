@@ -37,8 +37,8 @@ from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.receivers.acr import AcrEvent
 from shared.receivers.base import ReceiverContext, safe_delivery_id
+from shared.receivers.common import Delivery, run_receiver
 from shared.receivers.image_push import (
-    Delivery,
     ImageNameError,
     PayloadModel,
     check_query_token,
@@ -46,7 +46,6 @@ from shared.receivers.image_push import (
     ignored_response,
     image_pushed,
     route_and_enqueue,
-    run_receiver,
     shown,
 )
 from shared.routing import Ignored
@@ -104,7 +103,7 @@ _CLOUD_EVENT_BATCH = TypeAdapter(list[CloudEvent])
 
 def receive_eventgrid(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
     """``POST`` and ``OPTIONS /api/hooks/eventgrid``: never raises; every outcome is a JSON response."""
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, logger=logger)
+    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger)
 
 
 def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:

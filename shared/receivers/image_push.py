@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -32,7 +31,8 @@ from shared.image_refs import (
 )
 from shared.last_build import LastBuild, read_last_build
 from shared.logs import log_event
-from shared.receivers.base import ReceiverContext, enqueue, load_config, new_correlation_id, safe_delivery_id
+from shared.receivers.base import ReceiverContext, enqueue, load_config
+from shared.receivers.common import Delivery, required_setting
 from shared.routing import Ignored
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -48,56 +48,6 @@ class PayloadModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-@dataclass
-class Delivery:
-    """One HTTP delivery; its correlation id is refined once the (authenticated) body names an id."""
-
-    provider: str
-    correlation_id: str
-    delivery_id: str | None = None
-
-    def identify(self, event_id: str | None) -> None:
-        safe = safe_delivery_id(event_id)
-        if safe and self.delivery_id is None:
-            self.delivery_id = safe
-            self.correlation_id = safe
-
-
-Handler = Callable[[HttpRequest, ReceiverContext, Delivery], HttpResponse]
-
-
-def run_receiver(
-    handler: Handler, req: HttpRequest, ctx: ReceiverContext, *, provider: str, logger: logging.Logger
-) -> HttpResponse:
-    """Call ``handler``; a ``RequestRejected`` becomes the JSON error answer, logged once.
-
-    Nothing logged here or by the handlers contains the request URL or its query string: the
-    Event Grid and Docker Hub tokens travel there.
-    """
-    delivery = Delivery(provider, new_correlation_id(None))
-    try:
-        return handler(req, ctx, delivery)
-    except RequestRejected as rejected:
-        log_event(
-            logger,
-            "webhook_rejected",
-            level=logging.WARNING,
-            provider=provider,
-            correlation_id=delivery.correlation_id,
-            status=rejected.status,
-            reason=rejected.reason,
-        )
-        return rejected.response(correlation_id=delivery.correlation_id)
-
-
-def configured_token(ctx: ReceiverContext, setting: str) -> str:
-    """The receiver's token; unset means the operator has not configured it: 503, not 401."""
-    value = ctx.settings.get(setting, "")
-    if not value:
-        raise RequestRejected(503, "receiver_not_configured", f"{setting} is not set")
-    return value
-
-
 def tokens_match(expected: str, presented: str | None) -> bool:
     """Constant-time comparison of the whole token (any text a header or query can carry)."""
     if presented is None:
@@ -109,7 +59,7 @@ def tokens_match(expected: str, presented: str | None) -> bool:
 
 def check_query_token(req: HttpRequest, ctx: ReceiverContext, setting: str) -> None:
     """``?token=`` must equal the setting (Event Grid and Docker Hub cannot send a secret header)."""
-    expected = configured_token(ctx, setting)
+    expected = required_setting(ctx, setting)
     presented = req.query.get("token")
     if presented is None:
         raise RequestRejected(401, "unauthorized", "the token query parameter is missing")
