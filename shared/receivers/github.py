@@ -15,8 +15,8 @@ from shared.build_request import COMMIT_RE
 from shared.events import PushEvent
 from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
 from shared.http import max_body_bytes as _max_body_bytes
-from shared.logs import log_event
-from shared.receivers.base import ReceiverContext, enqueue, load_config, new_correlation_id, safe_delivery_id
+from shared.receivers.base import ReceiverContext, enqueue, load_config, safe_delivery_id
+from shared.receivers.common import Delivery, run_receiver
 from shared.routing import route_push
 
 SECRET_SETTING = "GITHUB_WEBHOOK_SECRET"
@@ -147,25 +147,11 @@ def to_push_event(push: GitHubPush, *, delivery_id: str | None, received_at: Any
 def receive_github(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
     """``POST /api/hooks/github``: never raises; every outcome is a JSON response."""
     delivery_id = safe_delivery_id(req.header("X-GitHub-Delivery"))
-    correlation_id = new_correlation_id(delivery_id)
-    try:
-        return _receive(req, ctx, delivery_id, correlation_id)
-    except RequestRejected as rejected:
-        log_event(
-            logger,
-            "webhook_rejected",
-            level=logging.WARNING,
-            provider="github",
-            correlation_id=correlation_id,
-            status=rejected.status,
-            reason=rejected.reason,
-        )
-        return rejected.response(correlation_id=correlation_id)
+    return run_receiver(_receive, req, ctx, provider="github", delivery_id=delivery_id, logger=logger)
 
 
-def _receive(
-    req: HttpRequest, ctx: ReceiverContext, delivery_id: str | None, correlation_id: str
-) -> HttpResponse:
+def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
+    delivery_id, correlation_id = delivery.delivery_id, delivery.correlation_id
     check_method(req)
     check_size(req, _max_body_bytes(ctx.settings))
     media_type = check_media_type(req, MEDIA_TYPES)
