@@ -9,6 +9,7 @@ the worker imports this file at start-up, and pydantic models cost more than a c
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -44,11 +45,17 @@ def to_func(resp: HttpResponse) -> func.HttpResponse:
     )
 
 
-def _receive(module: str, function: str, req: func.HttpRequest) -> func.HttpResponse:
+@cache
+def _receiver(module: str, function: str) -> Callable[[HttpRequest, ReceiverContext], HttpResponse]:
+    """The receiver function, imported on first use (pydantic models cost more than a cold start should)."""
     receiver: Callable[[HttpRequest, ReceiverContext], HttpResponse] = getattr(
         import_module(f"shared.receivers.{module}"), function
     )
-    return to_func(receiver(to_plain(req), runtime().receiver_context()))
+    return receiver
+
+
+def _receive(module: str, function: str, req: func.HttpRequest) -> func.HttpResponse:
+    return to_func(_receiver(module, function)(to_plain(req), runtime().receiver_context()))
 
 
 @bp.function_name("github_webhook")

@@ -21,14 +21,18 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
+    _by_lower_name: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Folded once: receivers look several headers up on every delivery.
+        folded: dict[str, str] = {}
+        for key, value in self.headers.items():
+            folded.setdefault(key.lower(), value)
+        object.__setattr__(self, "_by_lower_name", folded)
 
     def header(self, name: str) -> str | None:
         """Case-insensitive header lookup (the Functions host and http.server differ in case)."""
-        wanted = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == wanted:
-                return value
-        return None
+        return self._by_lower_name.get(name.lower())
 
     @property
     def media_type(self) -> str:

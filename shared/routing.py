@@ -10,14 +10,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
 from shared.build_request import (
     CACHE_NAME_RE,
     BuildRequest,
     Cache,
-    Image,
-    Source,
     Trigger,
     TriggerKind,
     request_id,
@@ -120,10 +119,18 @@ def _sanitize_cache_name(value: str) -> str:
 
 def cache_names(target: Target, *, ref: str, default_branch: str) -> Cache:
     """Export to the ref's own cache name; import from it and the default branch's."""
+    return _cache_names(target.cache.name, target.name, target.cache.mode, ref, default_branch).model_copy()
+
+
+@lru_cache(maxsize=1024)
+def _cache_names(
+    template: str, target: str, mode: Literal["min", "max"], ref: str, default_branch: str
+) -> Cache:
+    # The same few branches push again and again: name them once.
     ref_name = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
-    name = _sanitize_cache_name(target.cache.name.format(target=target.name, branch=ref_name))
-    default = _sanitize_cache_name(target.cache.name.format(target=target.name, branch=default_branch))
-    return Cache(name=name, from_names=[default] if default != name else [], mode=target.cache.mode)
+    name = _sanitize_cache_name(template.format(target=target, branch=ref_name))
+    default = _sanitize_cache_name(template.format(target=target, branch=default_branch))
+    return Cache(name=name, from_names=[default] if default != name else [], mode=mode)
 
 
 def request_for_commit(
@@ -148,23 +155,29 @@ def request_for_commit(
     tags = compute_tags(target.image_tags, ref=ref, commit=commit, default_branch=branch_default)
     if not tags:
         raise NoImageTags(f"no image tag rule of {target.name!r} applies to {ref}")
-    return BuildRequest(
-        id=request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts),
-        target=target.name,
-        trigger=trigger,
-        source=Source(
-            repo_url=repo_url,
-            ref=ref,
-            commit=commit,
-            context=target.context,
-            dockerfile=target.dockerfile,
-            default_branch=branch_default,
-        ),
-        image=Image(registry=config.registry, repository=target.image, tags=tags),
-        platforms=list(target.platforms),
-        build_args=dict(target.build_args),
-        cache=cache_names(target, ref=ref, default_branch=branch_default),
-        coalesce_key=f"{target.name}:{ref}",
+    # One validation pass over plain data instead of four model constructions: this runs on
+    # every webhook.
+    return BuildRequest.model_validate(
+        {
+            "id": request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts),
+            "target": target.name,
+            "trigger": trigger,
+            "source": {
+                "repo_url": repo_url,
+                "ref": ref,
+                "commit": commit,
+                "context": target.context,
+                "dockerfile": target.dockerfile,
+                "default_branch": branch_default,
+            },
+            "image": {"registry": config.registry, "repository": target.image, "tags": tags},
+            "platforms": list(target.platforms),
+            "build_args": dict(target.build_args),
+            "cache": _cache_names(
+                target.cache.name, target.name, target.cache.mode, ref, branch_default
+            ).model_dump(),
+            "coalesce_key": f"{target.name}:{ref}",
+        }
     )
 
 

@@ -199,17 +199,22 @@ def _condition_holds(when: str, push: _Push) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def _parse_template(template: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
-    """Templates come from the configuration: parse each once, not on every push."""
-    return tuple(string.Formatter().parse(template))
+def _parse_template(
+    template: str,
+) -> tuple[tuple[tuple[str, str | None, str | None, str | None], ...], frozenset[str]]:
+    """Templates come from the configuration: parse each once, not on every push.
+
+    Returns the parsed pieces and the placeholder names used.
+    """
+    parsed = tuple(string.Formatter().parse(template))
+    return parsed, frozenset(field for _literal, field, _spec, _conv in parsed if field is not None)
 
 
 def _render(template: str, when: str, push: _Push) -> str | None:
     """One rule on one push: the raw (unsanitised) tag, or None when the rule does not apply."""
     if not _condition_holds(when, push):
         return None
-    parsed = _parse_template(template)
-    used = {field for _literal, field, _spec, _conv in parsed if field is not None}
+    parsed, used = _parse_template(template)
     if not used <= push.values.keys():
         return None
     semver = push.semver

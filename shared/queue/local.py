@@ -12,6 +12,13 @@ Storage (one file may hold several queues, told apart by the ``queue`` column)::
              subject, correlation_id, properties (JSON), scheduled_at, enqueued_at,
              delivery_count, lock_token, locked_until, dl_reason, dl_description)
     duplicates(queue, message_id, expires_at, PRIMARY KEY (queue, message_id))
+    intake(id = 1, generation, offset)    -- how far the intake journal is folded in
+
+Sending appends to the intake journal beside the file (``shared/queue/intake.py``): one locked
+``write`` instead of a SQLite transaction, which is most of a webhook's cost otherwise. Every
+other operation runs in a write transaction that first folds new journal records into
+``messages``, applying duplicate detection with each record's own send time, so what receivers
+and browsers see is exactly what a SQLite ``send`` would have produced.
 
 Times are integer microseconds since the Unix epoch (UTC): exact, and they compare as numbers.
 ``enqueued_at`` is when the message becomes receivable (the scheduled time for a scheduled
@@ -39,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.queue.intake import HEADER_LEN, ROTATE_BYTES, IntakeJournal, IntakeMessage, encode_record
 from shared.queue.port import (
     MAX_DELIVERY_COUNT_EXCEEDED,
     NOT_LOCKED,
@@ -81,6 +89,11 @@ CREATE TABLE IF NOT EXISTS duplicates (
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (queue, message_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS intake (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    generation  TEXT    NOT NULL,
+    offset      INTEGER NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -157,6 +170,11 @@ class LocalQueue:
             # WAL is a property of the file: set once, every later connection inherits it.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+        try:
+            self._intake = IntakeJournal(self.path.with_name(self.path.name + "-intake"))
+        except OSError as exc:
+            raise QueueError(f"local queue {self.path}: intake journal: {exc}") from exc
+        self._folded_key: tuple[int, int, int] | None = None
 
     # --- connections and transactions ---------------------------------------------------------
 
@@ -191,25 +209,107 @@ class LocalQueue:
             raise QueueError(f"local queue {self.path}: {exc}") from exc
 
     @contextmanager
-    def _write(self, *, expire_locks: bool = True) -> Iterator[tuple[sqlite3.Connection, int]]:
+    def _write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
         """A ``BEGIN IMMEDIATE`` transaction (the write lock up front, so read-then-update never races).
 
-        Yields the connection and ``now``; expired locks are released first, so every operation
-        sees the queue as Service Bus would at that instant.
+        Yields the connection and ``now``; sent messages are folded in and expired locks are
+        released first, so every operation sees the queue as Service Bus would at that instant.
         """
         conn = self._connection()
         with self._translate_errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
+                folded = self._fold_intake(conn)
                 now = _to_us(self._clock())
-                if expire_locks:
-                    self._expire_locks(conn, now)
+                self._expire_locks(conn, now)
                 yield conn, now
             except BaseException:
                 if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if folded is not None:
+                self._folded_key = folded
+                self._rotate_intake(conn)
+
+    # --- the intake journal -------------------------------------------------------------------
+
+    def _fold_intake(self, conn: sqlite3.Connection) -> tuple[int, int, int] | None:
+        """Insert journal records sent since the last fold; returns the journal's stat key after it."""
+        key = self._intake.stat_key()
+        if key is None or key == self._folded_key:
+            return None
+        row = conn.execute("SELECT generation, offset FROM intake WHERE id = 1").fetchone()
+        generation, offset = (row[0], row[1]) if row else (None, HEADER_LEN)
+        try:
+            batch = self._intake.read(generation, offset)
+        except OSError as exc:
+            raise QueueError(f"local queue {self.path}: intake journal: {exc}") from exc
+        if batch is None:
+            return None
+        for entry in batch.messages:
+            self._insert(conn, entry)
+        conn.execute(
+            "INSERT INTO intake (id, generation, offset) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, offset = excluded.offset",
+            (batch.generation, batch.end_offset),
+        )
+        # Only "all folded" is worth remembering: a partial tail must be looked at again.
+        return key if batch.end_offset == batch.file_size else None
+
+    def _rotate_intake(self, conn: sqlite3.Connection) -> None:
+        """Start a fresh journal once the old one is folded and big (its own transaction, see intake.py)."""
+        row = conn.execute("SELECT generation, offset FROM intake WHERE id = 1").fetchone()
+        if row is None or row[1] < ROTATE_BYTES:
+            return
+        with self._translate_errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                generation = self._intake.rotate_if_folded(row[0], row[1])
+                if generation is not None:
+                    conn.execute(
+                        "UPDATE intake SET generation = ?, offset = ? WHERE id = 1", (generation, HEADER_LEN)
+                    )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        self._folded_key = None
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, entry: IntakeMessage) -> None:
+        """One sent message into ``messages``, unless a live duplicate-detection entry holds its id."""
+        message, now, window = entry.message, entry.sent_at_us, entry.duplicate_window_us
+        if window > 0:
+            # One statement: claims the id unless a live entry holds it (an expired entry is
+            # taken over).
+            claimed = conn.execute(
+                "INSERT INTO duplicates (queue, message_id, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (queue, message_id) DO UPDATE SET expires_at = excluded.expires_at"
+                " WHERE duplicates.expires_at <= ?",
+                (entry.queue, message.message_id, now + window, now),
+            ).rowcount
+            if not claimed:
+                return
+        scheduled = None if message.scheduled_enqueue_time is None else _to_us(message.scheduled_enqueue_time)
+        conn.execute(
+            "INSERT INTO messages (queue, sub_queue, message_id, body, content_type, subject,"
+            " correlation_id, properties, scheduled_at, enqueued_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.queue,
+                _ACTIVE,
+                message.message_id,
+                bytes(message.body),
+                message.content_type,
+                message.subject,
+                message.correlation_id,
+                json.dumps(dict(message.application_properties), sort_keys=True),
+                scheduled,
+                max(now, scheduled) if scheduled is not None else now,
+            ),
+        )
 
     def close(self) -> None:
         """Close every connection this object opened; call it when no other thread is using the queue."""
@@ -218,6 +318,7 @@ class LocalQueue:
             holders, self._holders = list(self._holders), weakref.WeakSet()
         for holder in holders:
             holder.close()
+        self._intake.close()
 
     def __enter__(self) -> LocalQueue:
         return self
@@ -228,44 +329,19 @@ class LocalQueue:
     # --- sending ------------------------------------------------------------------------------
 
     def send(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Enqueue a batch atomically; a duplicate id inside the detection window is silently dropped."""
+        """Enqueue a batch atomically; a duplicate id inside the detection window is silently dropped.
+
+        Durable when it returns (one record appended to the intake journal); duplicate detection
+        applies when the record is folded in, with the time it was sent.
+        """
         if not messages:
             return
-        # Sending touches no lock: skip the lock sweep, the webhook path is latency-sensitive.
-        with self._write(expire_locks=False) as (conn, now):
-            window = self.duplicate_detection_window // _ONE_US
-            for message in messages:
-                if window > 0:
-                    # One statement: claims the id unless a live entry holds it (an expired entry is
-                    # taken over), so the duplicate check costs no extra round trip on the hot path.
-                    claimed = conn.execute(
-                        "INSERT INTO duplicates (queue, message_id, expires_at) VALUES (?, ?, ?)"
-                        " ON CONFLICT (queue, message_id) DO UPDATE SET expires_at = excluded.expires_at"
-                        " WHERE duplicates.expires_at <= ?",
-                        (self.name, message.message_id, now + window, now),
-                    ).rowcount
-                    if not claimed:
-                        continue
-                scheduled = (
-                    None if message.scheduled_enqueue_time is None else _to_us(message.scheduled_enqueue_time)
-                )
-                conn.execute(
-                    "INSERT INTO messages (queue, sub_queue, message_id, body, content_type, subject,"
-                    " correlation_id, properties, scheduled_at, enqueued_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.name,
-                        _ACTIVE,
-                        message.message_id,
-                        bytes(message.body),
-                        message.content_type,
-                        message.subject,
-                        message.correlation_id,
-                        json.dumps(dict(message.application_properties), sort_keys=True),
-                        scheduled,
-                        max(now, scheduled) if scheduled is not None else now,
-                    ),
-                )
+        if self._closed:
+            raise QueueError(f"local queue {self.path} is closed")
+        record = encode_record(
+            self.name, _to_us(self._clock()), self.duplicate_detection_window // _ONE_US, messages
+        )
+        self._intake.append(record)
 
     def cancel_scheduled(self, sequence_number: int) -> None:
         """Remove a still-scheduled message; as in Service Bus, its id stays in the duplicate history."""
@@ -442,6 +518,9 @@ class LocalQueue:
         deadline = time.monotonic() + timeout
         conn = self._connection()
         while True:
+            if self._intake.stat_key() != self._folded_key:
+                with self._write():
+                    pass  # fold what was sent, so the query below sees it
             now = _to_us(self._clock())
             with self._translate_errors():
                 ready = conn.execute(
