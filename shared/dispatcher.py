@@ -26,6 +26,7 @@ from shared.run_backend import PermanentBackendError, RunBackend, TransientBacke
 from shared.task_render import RenderError, RunSecrets, render_run
 
 if TYPE_CHECKING:
+    from shared.build_status import BuildStatusNotifier
     from shared.state import StateStore
 
 logger = logging.getLogger("slipway.dispatch")
@@ -107,14 +108,17 @@ class Dispatcher:
         settings: Mapping[str, str],
         clock: Callable[[], datetime] = _utcnow,
         state: StateStore | None = None,
+        notifier: BuildStatusNotifier | None = None,
     ) -> None:
-        """``state`` receives the last build of each target's default branch (none: not recorded)."""
+        """``state`` receives the last build of each target's default branch (none: not recorded);
+        ``notifier`` posts the ``pending`` commit status of a started run (none: no statuses)."""
         self._config = config
         self._ledger = ledger
         self._backend = backend
         self._settings = settings
         self._clock = clock
         self._state = state
+        self._notifier = notifier
 
     def dispatch(
         self, body: bytes | str, *, message_id: str | None = None, delivery_count: int = 1
@@ -191,7 +195,7 @@ class Dispatcher:
                 request, record, "RunRejected", f"{self._backend.name} refused the run: {exc}"
             )
 
-        self._update(
+        dispatched = self._update(
             record,
             etag,
             status=RunStatus.DISPATCHED,
@@ -211,7 +215,29 @@ class Dispatcher:
             delivery_count=delivery_count,
         )
         self._record_last_build(request, target)
+        if dispatched is not None:
+            self._post_pending(*dispatched)
         return DispatchResult(Outcome.DISPATCHED, request.id, handle.run_id)
+
+    def _post_pending(self, record: LedgerRecord, etag: str) -> None:
+        """Tell the Git host the build is under way; best effort, after the run is safely recorded.
+
+        When the host cannot be reached, reconciliation posts ``pending`` (or the outcome) later.
+        """
+        from shared.commit_status import CommitState
+
+        if self._notifier is None or not self._notifier.notify(record, CommitState.PENDING):
+            return
+        try:
+            self._ledger.replace(record.model_copy(update={"commit_status": CommitState.PENDING.value}), etag)
+        except Exception as exc:  # reconciliation posts it again, which is harmless
+            log_event(
+                logger,
+                "ledger_update_failed",
+                level=logging.WARNING,
+                request_id=record.request_id,
+                error=str(exc),
+            )
 
     def _record_last_build(self, request: BuildRequest, target: Target) -> None:
         """Remember a default-branch push as the commit that base-image updates rebuild.
@@ -315,7 +341,8 @@ class Dispatcher:
         event: str,
         detail: str | None = None,
         **fields: object,
-    ) -> None:
+    ) -> tuple[LedgerRecord, str] | None:
+        """Write the record's new state; the written record and its ETag, or None if that failed."""
         now = self._clock()
         updated = record.model_copy(
             update={
@@ -329,7 +356,7 @@ class Dispatcher:
             }
         )
         try:
-            self._ledger.replace(updated, etag)
+            return updated, self._ledger.replace(updated, etag)
         except Exception as exc:  # the run has started; a ledger hiccup must not start another
             log_event(
                 logger,
@@ -338,6 +365,7 @@ class Dispatcher:
                 request_id=record.request_id,
                 error=str(exc),
             )
+            return None
 
     def _duplicate(self, request: BuildRequest, why: str) -> DispatchResult:
         log_event(

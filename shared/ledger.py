@@ -111,6 +111,16 @@ class LedgerRecord(BaseModel):
         default=None, description="The run request sent, secrets redacted."
     )
     error: str | None = None
+    run_started_at: datetime | None = Field(default=None, description="When ACR started the run.")
+    run_finished_at: datetime | None = Field(default=None, description="When the run ended.")
+    run_error: str | None = Field(default=None, description="ACR's error message for a run that failed.")
+    following: bool = Field(
+        default=True,
+        description="Reconciliation still follows the run; false once it ended or was given up on.",
+    )
+    commit_status: str | None = Field(
+        default=None, description="The last commit status posted to the Git host (pending, success...)."
+    )
     attempts: int = 0
     history: list[dict[str, Any]] = Field(
         default_factory=list, description='Small audit trail of {"at", "event", "detail"} entries.'

@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.task_render import RunSpec
@@ -46,19 +47,38 @@ CONNECTION_TIMEOUT = 10
 READ_TIMEOUT = 60
 
 
+# ACR run statuses after which nothing changes any more.
+TERMINAL_RUN_STATUSES = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
+
+
 @dataclass(frozen=True)
 class RunHandle:
-    """A started (or pretended) run."""
+    """A started (or pretended) run, as far as the backend knows it now."""
 
     run_id: str
     status: str
     backend: str  # "acr" | "dry-run"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_message: str | None = None
+    # registry/repository@digest (or :tag) of each image the run pushed, as ACR reports them.
+    output_images: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
 
 
-class RunBackend(Protocol):
-    """What the dispatcher needs from a backend."""
+class RunReader(Protocol):
+    """What reconciliation needs: a run's current state."""
 
     name: str
+
+    def get(self, run_id: str) -> RunHandle: ...
+
+
+class RunBackend(RunReader, Protocol):
+    """What the dispatcher needs from a backend (and reconciliation, through ``RunReader``)."""
 
     def start(self, spec: RunSpec, *, request_id: str, correlation_id: str) -> RunHandle: ...
 
@@ -279,4 +299,18 @@ class AcrBackend:
             run = self._registry_client().runs.get(self.resource_group, self.registry_name, run_id)
         except AzureError as exc:
             raise _translate(exc, "runs.get") from exc
-        return RunHandle(run_id=str(run.run_id or run_id), status=_status_text(run.status), backend=self.name)
+        return RunHandle(
+            run_id=str(run.run_id or run_id),
+            status=_status_text(run.status),
+            backend=self.name,
+            started_at=run.start_time,
+            finished_at=run.finish_time,
+            error_message=run.run_error_message or None,
+            output_images=tuple(_image_text(i) for i in run.output_images or () if i.repository),
+        )
+
+
+def _image_text(image: Any) -> str:
+    """``registry/repository@digest`` (or ``:tag`` when ACR reports no digest)."""
+    name = f"{image.registry}/{image.repository}" if image.registry else str(image.repository)
+    return f"{name}@{image.digest}" if image.digest else f"{name}:{image.tag}"

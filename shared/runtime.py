@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.build_status import BuildStatusNotifier
     from shared.config import SlipwayConfig
     from shared.dispatcher import Dispatcher
     from shared.ledger import Ledger
     from shared.queue.port import QueueSender
     from shared.receivers.base import ReceiverContext
+    from shared.reconcile import Reconciler
     from shared.run_backend import RunBackend
     from shared.state import StateStore
 
@@ -135,7 +137,22 @@ class Runtime:
             backend=self.backend(),
             settings=self.settings,
             state=self.state(),
+            # Inside the queue trigger: a short retry budget, reconciliation retries later.
+            notifier=self.status_notifier(max_attempts=2, max_delay=5.0),
         )
+
+    def status_notifier(self, *, max_attempts: int = 4, max_delay: float = 30.0) -> BuildStatusNotifier:
+        """Commit statuses to the Git hosts whose tokens are set (none set: statuses are off)."""
+        from shared.build_status import BuildStatusNotifier
+        from shared.commit_status import StatusReporter
+
+        reporter = StatusReporter(self.settings, max_attempts=max_attempts, max_delay=max_delay)
+        return BuildStatusNotifier(reporter, self.settings)
+
+    def reconciler(self) -> Reconciler:
+        from shared.reconcile import Reconciler
+
+        return Reconciler(ledger=self.ledger(), backend=self.backend(), notifier=self.status_notifier())
 
     def receiver_context(self) -> ReceiverContext:
         from shared.receivers.base import ReceiverContext

@@ -130,12 +130,32 @@ def test_get_returns_the_run_status(acr_server: AcrServer) -> None:
     backend.start(_spec(), request_id="r", correlation_id="c")
     acr_server.set_status("ca1", "Running")
 
-    assert backend.get("ca1") == RunHandle(run_id="ca1", status="Running", backend="acr")
+    running = backend.get("ca1")
+    assert (running.run_id, running.status, running.backend, running.finished) == (
+        "ca1",
+        "Running",
+        "acr",
+        False,
+    )
+    assert running.started_at is not None and running.finished_at is None
     get = acr_server.requests[-1]
     assert (get.method, get.path, get.params) == ("GET", f"{RUN_PATH}/runs/ca1", {"api-version": API_VERSION})
     with pytest.raises(PermanentBackendError) as info:
         backend.get("ca404")
     assert info.value.status_code == 404
+
+    digest = "sha256:" + "b" * 64
+    acr_server.set_status(
+        "ca1",
+        "Failed",
+        error="build step failed",
+        output_images=[{"registry": "r.azurecr.io", "repository": "app", "tag": "v1", "digest": digest}],
+    )
+    failed = backend.get("ca1")
+    assert (failed.status, failed.finished, failed.error_message) == ("Failed", True, "build step failed")
+    assert failed.output_images == (f"r.azurecr.io/app@{digest}",)
+    assert failed.started_at is not None and failed.finished_at is not None
+    assert failed.started_at <= failed.finished_at
 
 
 def test_agent_pool_is_sent(acr_server: AcrServer) -> None:

@@ -101,10 +101,27 @@ class AcrServer:
             for _ in range(times):
                 self._scripted.append(ScriptedResponse(status, dict(headers or {}), body))
 
-    def set_status(self, run_id: str, status: str) -> None:
+    def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        output_images: list[dict[str, str]] | None = None,
+    ) -> None:
+        """Move a run on, stamping the times ACR stamps (start once running, finish at the end)."""
         with self._lock:
-            self.runs[run_id]["properties"]["status"] = status
-            self.runs[run_id]["properties"]["lastUpdatedTime"] = _now()
+            properties = self.runs[run_id]["properties"]
+            properties["status"] = status
+            properties["lastUpdatedTime"] = _now()
+            if status != "Queued":
+                properties.setdefault("startTime", _now())
+            if status in ("Succeeded", "Failed", "Canceled", "Error", "Timeout"):
+                properties["finishTime"] = _now()
+            if error is not None:
+                properties["runErrorMessage"] = error
+            if output_images is not None:
+                properties["outputImages"] = output_images
 
     def schedule_runs(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path.lower().endswith("/schedulerun")]
