@@ -263,3 +263,27 @@ def test_dry_runs_and_head_rebuilds_get_no_commit_status(env: Env) -> None:
     env.reconcile()
     assert env.record(request_id).following is False
     assert env.statuses() == []
+
+
+def test_runs_show_reports_what_reconciliation_learned(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from shared.cli import main
+    from shared.runtime import Runtime, set_runtime
+
+    request_id = env.dispatch()
+    run_id = env.record(request_id).run_id
+    assert run_id is not None
+    env.acr.set_status(run_id, "Failed", error="exec format error")
+    env.reconcile()
+    set_runtime(Runtime(env.settings, ledger=env.ledger))
+    try:
+        assert main(["runs", "show", request_id, "--json"]) == 0
+    finally:
+        set_runtime(None)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_status"] == "Failed"
+    assert shown["run_error"] == "exec format error"
+    assert shown["commit_status"] == "failure"
+    assert shown["following"] is False
+    assert shown["run_started_at"] and shown["run_finished_at"]

@@ -36,6 +36,11 @@ def _summary(record: Any) -> dict[str, Any]:
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
         "error": record.error,
+        "run_started_at": record.run_started_at.isoformat() if record.run_started_at else None,
+        "run_finished_at": record.run_finished_at.isoformat() if record.run_finished_at else None,
+        "run_error": record.run_error,
+        "following": record.following,
+        "commit_status": record.commit_status,
     }
 
 
@@ -94,8 +99,12 @@ def show_run(args: argparse.Namespace) -> int:
         "correlation_id",
         "created_at",
         "updated_at",
+        "run_started_at",
+        "run_finished_at",
         "attempts",
         "error",
+        "run_error",
+        "commit_status",
     ):
         if detail.get(key) is not None:
             console.print(f"[bold]{key.replace('_', ' ')}[/bold]: {detail[key]}")
