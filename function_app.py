@@ -12,12 +12,21 @@ Entry points (see handlers/):
 - POST /api/hooks/dockerhub     webhooks.dockerhub_webhook     ?token= (an unsigned hint)
                                 each: base-image updates -> rebuilds of dependent targets
 - queue %BUILD_QUEUE%           dispatch.dispatch              build request -> one ACR run
+- timer %SLIPWAY_RECONCILE_SCHEDULE%       runs.reconcile_runs           run status -> ledger, commit status
+- timer %SLIPWAY_SCHEDULE_TIMER%           schedules.scheduled_rebuilds  target schedules -> rebuilds
+- timer %SLIPWAY_BASE_IMAGE_POLL_SCHEDULE% schedules.base_image_poll     moved base-image tags -> rebuilds
+- timer %SLIPWAY_CACHE_PRUNE_SCHEDULE%     prune_cache.prune_cache       unreferenced cache blobs -> deleted
+- timer %SLIPWAY_IMAGE_PRUNE_SCHEDULE%     prune_images.prune_images     images: rules -> manifests deleted
 """
 
 import azure.functions as func
 
-from handlers import dispatch, webhooks
+from handlers import dispatch, prune_cache, prune_images, runs, schedules, webhooks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(webhooks.bp)
 app.register_functions(dispatch.bp)
+app.register_functions(runs.bp)
+app.register_functions(schedules.bp)
+app.register_functions(prune_cache.bp)
+app.register_functions(prune_images.bp)

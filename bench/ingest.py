@@ -98,8 +98,9 @@ def _handler(bodies: list[bytes], state: Path, *, durable: bool = True) -> list[
         )
     )
     timings = []
-    for body in bodies:
+    for number, body in enumerate(bodies):
         signature = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        delivery = f"{number:08x}-cc78-11e3-81ab-4c9367dc0958"  # GitHub sends a GUID per delivery
         started = time.perf_counter()
         req = func.HttpRequest(
             "POST",
@@ -107,6 +108,7 @@ def _handler(bodies: list[bytes], state: Path, *, durable: bool = True) -> list[
             headers={
                 "Content-Type": "application/json",
                 "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": delivery,
                 "X-Hub-Signature-256": signature,
             },
             body=body,

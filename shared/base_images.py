@@ -134,39 +134,65 @@ def _route_one(
         correlation_id=correlation_id,
     )
     for target in dependents:
-        last = _usable(last_builds(target.name), target)
-        if last is not None:
-            ref, commit, repo_url, default = last.ref, last.commit, last.repo_url, last.branch
-        else:
-            branch = default_branch_of(target)
-            if branch is None:
-                result.ignored.append(
-                    Ignored(
-                        target.name,
-                        "no build of its default branch is recorded, and its branch filters are all "
-                        "globs: set default_branch on the target",
-                    )
-                )
-                continue
-            ref, commit, default = f"refs/heads/{branch}", None, branch
-            repo_url = https_clone_url(target.repo)
-            result.notes.append(f"{target.name}: no build of {branch} is recorded yet; rebuilding its head")
-        try:
-            request = request_for_commit(
-                config,
-                target,
-                ref=ref,
-                commit=commit,
-                repo_url=repo_url,
-                trigger=trigger,
-                default_branch=default,
-                id_parts=("base-image", event.image, update_key),
-            )
-        except NoImageTags:
-            result.ignored.append(Ignored(target.name, "no image tag rule applies to this ref"))
-            continue
-        result.accepted.append(request)
+        request = rebuild_request(
+            config,
+            target,
+            last=last_builds(target.name),
+            trigger=trigger,
+            id_parts=("base-image", event.image, update_key),
+            result=result,
+        )
+        if request is not None:
+            result.accepted.append(request)
     return result
+
+
+def rebuild_request(
+    config: SlipwayConfig,
+    target: Target,
+    *,
+    last: LastBuild | None,
+    trigger: Trigger,
+    id_parts: tuple[str, ...],
+    result: RouteResult,
+) -> BuildRequest | None:
+    """The request rebuilding what ``target`` deploys: its last default-branch build, else that
+    branch's head. Base-image and scheduled rebuilds share this rule.
+
+    None when there is nothing to build; the reason is then in ``result.ignored`` (a head build
+    adds a note).
+    """
+    usable = _usable(last, target)
+    if usable is not None:
+        ref, commit, repo_url, default = usable.ref, usable.commit, usable.repo_url, usable.branch
+    else:
+        branch = default_branch_of(target)
+        if branch is None:
+            result.ignored.append(
+                Ignored(
+                    target.name,
+                    "no build of its default branch is recorded, and its branch filters are all "
+                    "globs: set default_branch on the target",
+                )
+            )
+            return None
+        ref, commit, default = f"refs/heads/{branch}", None, branch
+        repo_url = https_clone_url(target.repo)
+        result.notes.append(f"{target.name}: no build of {branch} is recorded yet; rebuilding its head")
+    try:
+        return request_for_commit(
+            config,
+            target,
+            ref=ref,
+            commit=commit,
+            repo_url=repo_url,
+            trigger=trigger,
+            default_branch=default,
+            id_parts=id_parts,
+        )
+    except NoImageTags:
+        result.ignored.append(Ignored(target.name, "no image tag rule applies to this ref"))
+        return None
 
 
 def spread(requests: Sequence[BuildRequest], settings: RebuildSettings, now: datetime) -> dict[str, datetime]:

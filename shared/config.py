@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +29,10 @@ from shared.build_request import (
     REGISTRY_RE,
     TARGET_NAME_RE,
 )
+from shared.cache_gc.durations import Duration
+from shared.cron import Cron, CronError
 from shared.image_refs import parse_image_reference
+from shared.retention.rules import ImageRule
 from shared.tags import RuleTemplateError, validate_rule_templates
 
 if TYPE_CHECKING:
@@ -39,6 +43,9 @@ CONFIG_SETTING = "SLIPWAY_CONFIG"
 DEFAULT_CONFIG_FILE = "slipway.yaml"
 CONFIG_SCHEMA_ID = "https://slipway.dev/schemas/slipway.schema.json"
 CACHE_NAME_PLACEHOLDERS = ("target", "branch")
+SCHEDULE_FIELDS = 5
+# Any fixed instant: an expression that fires at all fires within the five years ``next_after`` scans.
+_SCHEDULE_PROBE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class LocatedValueError(ValueError):
@@ -117,6 +124,26 @@ class CacheStorage(_Strict):
         description="account-key: setting SLIPWAY_CACHE_ACCOUNT_KEY. service-principal: settings "
         "SLIPWAY_CACHE_TENANT_ID, SLIPWAY_CACHE_CLIENT_ID, SLIPWAY_CACHE_CLIENT_SECRET.",
     )
+    # Garbage collection (`slipway prune cache` and the cache-prune timer).
+    grace: Duration = Field(
+        default=timedelta(hours=24),
+        json_schema_extra={"default": "24h"},
+        description="Never delete a blob younger than this: an export uploads its blobs before its "
+        "manifest. At least 1h; keep it above the longest build.",
+    )
+    keep_names: list[str] = Field(
+        default_factory=list, description="Globs on cache names whose manifests never expire."
+    )
+    max_age: Duration | None = Field(
+        default=timedelta(days=14),
+        json_schema_extra={"default": "14d"},
+        description="Other cache names expire when not exported for this long (null: never by age).",
+    )
+    max_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Optional budget for the cache's blobs: the least recently exported names expire first.",
+    )
 
     @field_validator("account_url")
     @classmethod
@@ -124,6 +151,13 @@ class CacheStorage(_Strict):
         if not value.startswith(("https://", "http://")):
             raise ValueError("account_url must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError("grace must be at least 1h: a shorter one can delete an export's new blobs")
+        return value
 
 
 class ToolImages(_Strict):
@@ -206,6 +240,12 @@ class Target(_Strict):
         "rebuilds the commit this target last built on its default branch. Normalised as Docker does "
         "(docker.io/library/python:3.12-slim).",
     )
+    schedule: str | None = Field(
+        default=None,
+        description="Rebuild on a schedule: a classic 5-field cron expression (minute hour day month "
+        "weekday), in UTC, e.g. '0 3 * * 1' for Mondays at 03:00. Each slot rebuilds the commit last "
+        "built on the default branch (else its head); after downtime only the latest missed slot runs.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -261,6 +301,25 @@ class Target(_Strict):
             raise ValueError("git_token_setting must be an app setting name")
         return value
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        # Five fields only: the timer evaluates schedules once a minute, so a seconds field
+        # (NCRONTAB, as the Functions timer itself uses) would promise what it cannot keep.
+        if value is None:
+            return None
+        text = " ".join(value.split())
+        if len(text.split()) != SCHEDULE_FIELDS:
+            raise ValueError(
+                f"{value!r} is not a 5-field cron expression (minute hour day month weekday, UTC), "
+                "e.g. '0 3 * * *' for 03:00 every day"
+            )
+        try:
+            Cron.parse(text).next_after(_SCHEDULE_PROBE)
+        except CronError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        return text
+
     @field_validator("base_images")
     @classmethod
     def _base_images(cls, value: list[str]) -> list[str]:
@@ -289,7 +348,12 @@ class SlipwayConfig(_Strict):
         json_schema_extra={"pattern": REGISTRY_RE.pattern},
     )
     cache: CacheStorage | None = None
-    images: ToolImages = Field(default_factory=ToolImages)
+    tool_images: ToolImages = Field(default_factory=ToolImages)
+    images: list[ImageRule] = Field(
+        default_factory=list,
+        description="Image retention rules for `slipway prune images` and the prune timer; the first rule "
+        "whose repositories match a repository applies to it. None: nothing is ever pruned.",
+    )
     run: RunSettings = Field(default_factory=RunSettings)
     rebuilds: RebuildSettings = Field(default_factory=RebuildSettings)
     targets: list[Target] = Field(default_factory=list)

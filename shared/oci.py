@@ -952,25 +952,8 @@ class RegistryClient:
         url = f"{self.base_url}/v2/{repository}/tags/list"
         if page_size is not None:
             url += "?" + urlencode({"n": page_size})
-        tags: list[str] = []
-        seen: set[str] = set()
-        for _ in range(_MAX_TAG_PAGES):
-            seen.add(url)
-            response = self._call("GET", url, scope=_pull(repository), expected=(200,))
-            data = _json_object(response, f"GET {_display(url)}")
-            page = data.get("tags") or []  # a repository emptied by deletes answers "tags": null
-            if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
-                raise RegistryError(f"GET {_display(url)}: tags must be a list of strings")
-            tags.extend(page)
-            next_url = _next_link(response)
-            if next_url is None:
-                return tags
-            if _origin(next_url) != _origin(self.base_url):
-                raise RegistryError(f"GET {_display(url)}: pagination link leaves the registry: {next_url}")
-            if next_url in seen:
-                raise RegistryError(f"GET {_display(url)}: pagination loops back to {_display(next_url)}")
-            url = next_url
-        raise RegistryError(f"{repository}: more than {_MAX_TAG_PAGES} pages of tags")
+        # A repository emptied by deletes answers "tags": null.
+        return self._paged_names(url, _pull(repository), "tags", repository)
 
     def get_blob(self, repository: str, digest: str, *, max_bytes: int | None = None) -> bytes:
         """A blob (typically an image config), size-bounded and checked against its digest."""
@@ -991,6 +974,25 @@ class RegistryClient:
             )
         url = self._url(repository, "manifests", digest)
         self._call("DELETE", url, scope=_delete(repository), expected=(200, 202, 204))
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """Delete one tag, leaving its manifest (OCI 1.1 ``DELETE /manifests/<tag>``).
+
+        Registries that cannot (distribution 2.8 answers 400 ``UNSUPPORTED``, others 405) raise
+        ``RegistryError`` with that status: deleting the manifest instead would take every other
+        tag with it, so the caller decides.
+        """
+        check_repository(repository)
+        _check_tag(tag)
+        url = self._url(repository, "manifests", tag)
+        self._call("DELETE", url, scope=_delete(repository), expected=(200, 202, 204))
+
+    def list_repositories(self, *, page_size: int | None = None) -> list[str]:
+        """Every repository in the registry (``/v2/_catalog``), following ``Link`` pagination."""
+        url = f"{self.base_url}/v2/_catalog"
+        if page_size is not None:
+            url += "?" + urlencode({"n": page_size})
+        return self._paged_names(url, "registry:catalog:*", "repositories", self.registry)
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Upload a manifest under a tag or its own digest; returns its digest."""
@@ -1041,6 +1043,28 @@ class RegistryClient:
         return digest
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _paged_names(self, url: str, scope: str, key: str, owner: str) -> list[str]:
+        """The string list ``key`` of every page, following same-origin ``Link: rel=next``."""
+        names: list[str] = []
+        seen: set[str] = set()
+        for _ in range(_MAX_TAG_PAGES):
+            seen.add(url)
+            response = self._call("GET", url, scope=scope, expected=(200,))
+            data = _json_object(response, f"GET {_display(url)}")
+            page = data.get(key) or []
+            if not isinstance(page, list) or not all(isinstance(n, str) for n in page):
+                raise RegistryError(f"GET {_display(url)}: {key} must be a list of strings")
+            names.extend(page)
+            next_url = _next_link(response)
+            if next_url is None:
+                return names
+            if _origin(next_url) != _origin(self.base_url):
+                raise RegistryError(f"GET {_display(url)}: pagination link leaves the registry: {next_url}")
+            if next_url in seen:
+                raise RegistryError(f"GET {_display(url)}: pagination loops back to {_display(next_url)}")
+            url = next_url
+        raise RegistryError(f"{owner}: more than {_MAX_TAG_PAGES} pages of {key}")
 
     def _own_reference(self, ref: str | ImageReference) -> ImageReference:
         image = parse_reference(ref) if isinstance(ref, str) else ref

@@ -743,9 +743,11 @@ def render_run(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets
     The BuildRequest was validated when parsed, but a message can be edited and re-sent from the
     portal and a model can be built without validation; this is the last gate before a shell.
     """
-    docker_cli = _tool_image("images.docker_cli", config.images.docker_cli)
-    buildkit = _csv_value("images.buildkit", _tool_image("images.buildkit", config.images.buildkit))
-    binfmt = _tool_image("images.binfmt", config.images.binfmt)
+    docker_cli = _tool_image("tool_images.docker_cli", config.tool_images.docker_cli)
+    buildkit = _csv_value(
+        "tool_images.buildkit", _tool_image("tool_images.buildkit", config.tool_images.buildkit)
+    )
+    binfmt = _tool_image("tool_images.binfmt", config.tool_images.binfmt)
     run_timeout = config.run.timeout
     if not isinstance(run_timeout, int) or not MIN_RUN_TIMEOUT <= run_timeout <= MAX_RUN_TIMEOUT:
         raise RenderError("run.timeout", f"must be {MIN_RUN_TIMEOUT}..{MAX_RUN_TIMEOUT} seconds")

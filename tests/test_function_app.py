@@ -110,3 +110,10 @@ def test_importing_the_app_loads_no_heavy_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_reconcile_timer(indexed: dict[str, dict[str, Any]]) -> None:
+    trigger = _trigger(indexed["reconcile_runs"])
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%SLIPWAY_RECONCILE_SCHEDULE%"
+    assert trigger.get("useMonitor") is False  # a missed pass is simply the next one

@@ -604,17 +604,17 @@ def test_cache_storage_errors_name_the_field(cache: dict[str, Any], field: str) 
 @pytest.mark.parametrize(
     ("images", "field"),
     [
-        ({"docker_cli": "docker.io/library/docker:latest"}, "images.docker_cli"),
-        ({"docker_cli": "docker.io/library/docker"}, "images.docker_cli"),
-        ({"docker_cli": "docker:29-cli && reboot"}, "images.docker_cli"),
-        ({"buildkit": "moby/buildkit:v0.26.3,network=host"}, "images.buildkit"),
-        ({"binfmt": "tonistiigi/binfmt:$(id)"}, "images.binfmt"),
+        ({"docker_cli": "docker.io/library/docker:latest"}, "tool_images.docker_cli"),
+        ({"docker_cli": "docker.io/library/docker"}, "tool_images.docker_cli"),
+        ({"docker_cli": "docker:29-cli && reboot"}, "tool_images.docker_cli"),
+        ({"buildkit": "moby/buildkit:v0.26.3,network=host"}, "tool_images.buildkit"),
+        ({"binfmt": "tonistiigi/binfmt:$(id)"}, "tool_images.binfmt"),
     ],
 )
 def test_tool_image_errors_name_the_field(images: dict[str, str], field: str) -> None:
     config = _config()
     config = config.model_copy(
-        update={"images": ToolImages.model_construct(**{**ToolImages().model_dump(), **images})}
+        update={"tool_images": ToolImages.model_construct(**{**ToolImages().model_dump(), **images})}
     )
     with pytest.raises(RenderError) as info:
         render_run(_request(), config, RunSecrets(cache_account_key=ACCOUNT_KEY))

@@ -47,6 +47,7 @@ RECORD_MAGIC = b"\x1eSLW"
 HEADER_LEN = len(MAGIC) + 32 + 1
 _RECORD_HEAD = struct.Struct("<4sII")
 _U32 = struct.Struct("<I")
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _PAIR = struct.Struct("<II")
 # Rotate once everything is folded and the file is at least this big.
 ROTATE_BYTES = 1 << 20
@@ -85,7 +86,7 @@ def encode_record(
 ) -> bytes:
     parts = [_U32.pack(len(messages))]
     for message in messages:
-        meta = json.dumps(
+        meta = _encode_json(
             [
                 queue,
                 sent_at_us,
@@ -95,11 +96,8 @@ def encode_record(
                 message.subject,
                 message.correlation_id,
                 dict(message.application_properties),
-                None
-                if message.scheduled_enqueue_time is None
-                else message.scheduled_enqueue_time.isoformat(),
-            ],
-            separators=(",", ":"),
+                None if (when := message.scheduled_enqueue_time) is None else when.isoformat(),
+            ]
         ).encode()
         body = bytes(message.body)
         parts += [_PAIR.pack(len(meta), len(body)), meta, body]

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from shared.config import SlipwayConfig
 from shared.http import HttpResponse, RequestRejected
 from shared.logs import log_event
-from shared.queue.port import OutgoingMessage, QueueError, QueueSender
+from shared.queue.port import QueueError, QueueSender
+from shared.rebuild_queue import send_requests
 from shared.routing import RouteResult
 
 if TYPE_CHECKING:
@@ -77,20 +78,16 @@ def enqueue(
     carry ``scheduled_at``.
     """
     when = scheduled or {}
-    messages = [
-        OutgoingMessage(
-            message_id=request.id,
-            body=request.to_json().encode(),
-            subject=subject,
-            correlation_id=correlation_id,
-            application_properties=request.application_properties(),
-            scheduled_enqueue_time=when.get(request.id),
-        )
-        for request in result.accepted
-    ]
-    if messages:
+    if result.accepted:
         try:
-            ctx.queue().send(messages)
+            send_requests(
+                ctx.queue(),
+                result.accepted,
+                correlation_id=correlation_id,
+                subject=subject,
+                scheduled=when,
+                logger=logger,
+            )
         except QueueError as exc:
             log_event(
                 logger, "enqueue_failed", correlation_id=correlation_id, error=str(exc), level=logging.ERROR
@@ -100,17 +97,6 @@ def enqueue(
                 {"error": "queue_unavailable", "reason": "the build queue cannot be reached; retry later"},
                 {"Retry-After": "30"},
             )
-    for request in result.accepted:
-        log_event(
-            logger,
-            "build_queued",
-            correlation_id=correlation_id,
-            request_id=request.id,
-            target=request.target,
-            ref=request.source.ref,
-            commit=request.source.commit,
-            scheduled_at=when[request.id].isoformat() if request.id in when else None,
-        )
     for item in result.ignored:
         log_event(
             logger, "build_ignored", correlation_id=correlation_id, target=item.target, reason=item.reason

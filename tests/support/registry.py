@@ -354,6 +354,23 @@ class OciRegistry:
         """Point ``tag`` at a newly pushed single-platform image (what an upstream rebuild does)."""
         return self.push_image(repo, tag, **image_options)
 
+    def add_tag(self, repo: str, tag: str, digest: str) -> None:
+        """Point another tag at an existing manifest (what ``docker buildx imagetools create`` does)."""
+        manifest = self._pusher.get_manifest(repo, digest)
+        self.push_manifest(repo, tag, manifest.raw, manifest.media_type)
+
+    def garbage_collect(self, *, delete_untagged: bool = False) -> str:
+        """Run ``docker-registry garbage-collect`` on this registry's storage; its output.
+
+        Only for a registry nobody pushes to meanwhile (``fresh_oci_registry``): distribution's GC
+        assumes a quiet registry.
+        """
+        command = [registry_executable(), "garbage-collect", str(self.config_path)]
+        if delete_untagged:
+            command.append("--delete-untagged")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout + done.stderr
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -774,6 +791,8 @@ class FakeAcr:
     """
 
     tenant_id = "72f988bf-0000-4000-8000-2d7cd011db47"
+    #: ``azure-containerregistry`` sends no tenant; ``shared.oci.AcrTokenProvider`` does.
+    require_tenant = True
 
     def __init__(self, ca_path: str) -> None:
         self.ca_path = ca_path
@@ -836,11 +855,14 @@ class FakeAcr:
         return None
 
     def _exchange(self, request: RecordedRequest) -> Answer:
-        problem = self._form_problem(request, ("grant_type", "service", "tenant", "access_token"))
+        required: tuple[str, ...] = ("grant_type", "service", "tenant", "access_token")
+        if not self.require_tenant:
+            required = tuple(name for name in required if name != "tenant")
+        problem = self._form_problem(request, required)
         form = request.form
         if problem is None and form["grant_type"] != ["access_token"]:
             problem = "grant_type must be access_token"
-        if problem is None and form["tenant"] != [self.tenant_id]:
+        if problem is None and self.require_tenant and form["tenant"] != [self.tenant_id]:
             problem = "wrong tenant"
         if problem:
             return _registry_error(400, "BAD_REQUEST", problem)
@@ -896,12 +918,18 @@ def oci_test_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, s
     return ca, str(path)
 
 
+def loopback_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A server TLS context with a certificate for 127.0.0.1 and localhost from the test CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
 @pytest.fixture
 def fake_acr(oci_test_ca: tuple[trustme.CA, str]) -> Iterator[FakeAcr]:
     """A fresh fake ACR over HTTPS (certificate for 127.0.0.1 from ``oci_test_ca``)."""
     ca, ca_path = oci_test_ca
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    context = loopback_tls(ca)
     acr = FakeAcr(ca_path)
     with serve_loopback(acr.handle, tls=context) as port:
         acr.port = port
@@ -919,6 +947,7 @@ __all__ = [
     "fake_acr",
     "fake_jwt",
     "fresh_oci_registry",
+    "loopback_tls",
     "oci_registry",
     "oci_test_ca",
     "required_scope",

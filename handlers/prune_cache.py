@@ -1,0 +1,17 @@
+"""The timer that garbage-collects the BuildKit azblob cache (schedule: %SLIPWAY_CACHE_PRUNE_SCHEDULE%)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.runtime import runtime
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+@bp.function_name("prune_cache")
+@bp.timer_trigger(arg_name="timer", schedule="%SLIPWAY_CACHE_PRUNE_SCHEDULE%", run_on_startup=False)
+def prune_cache(timer: func.TimerRequest) -> None:
+    from shared.cache_gc.prune import prune_on_schedule
+
+    prune_on_schedule(runtime())

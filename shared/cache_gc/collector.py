@@ -1,0 +1,222 @@
+"""``CacheCollector``: expire manifests, mark, sweep, with the re-checks that keep a live cache whole.
+
+The order of one run, and why:
+
+1. List and read every manifest (concurrently). One that cannot be read or parsed stops the run
+   before anything is deleted: read as empty, it would free every blob it needs.
+2. The planner expires manifests by the policy and marks the live set.
+3. Expired manifests are deleted only if their ETag is unchanged; a 412 means an exporter wrote
+   the name again, so it is re-read and kept.
+4. Before the sweep and again before every delete batch, the manifests are listed again: any name
+   whose ETag differs from the one read (a new or rewritten manifest) is read and its blobs join
+   the live set, and the pending batch is filtered against it. A blob referenced by a manifest that
+   exists when its batch is sent is therefore never deleted.
+5. Blobs are streamed page by page; each is live, in its grace period (an exporter uploads blobs
+   before its manifest), or deleted in batches of 256, each only if its ETag is unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Protocol
+
+from shared.cache_gc.durations import format_duration
+from shared.cache_gc.layout import BlobEntry, CacheLayout, CorruptManifestError, Manifest, parse_manifest
+from shared.cache_gc.planner import MarkSweepPlanner, Policy, Reason
+from shared.cache_gc.report import CacheReport, NameReport
+from shared.cache_gc.store import MAX_BATCH, CacheStore, DeleteOutcome
+
+DEFAULT_WORKERS = 16
+
+
+class Progress(Protocol):
+    """Observer of a run (the CLI's progress bar); every method is optional to act on."""
+
+    def manifests(self, read: int, total: int) -> None: ...
+
+    def blobs(self, listed: int, deleted: int) -> None: ...
+
+
+class _Silent:
+    def manifests(self, read: int, total: int) -> None:
+        pass
+
+    def blobs(self, listed: int, deleted: int) -> None:
+        pass
+
+
+class CacheCollector:
+    """One collection of one cache (container + prefix) by one policy."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        layout: CacheLayout,
+        policy: Policy,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Progress | None = None,
+        workers: int = DEFAULT_WORKERS,
+        batch_size: int = MAX_BATCH,
+    ) -> None:
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
+        self.store = store
+        self.layout = layout
+        self.policy = policy
+        self.dry_run = dry_run
+        self.clock = clock
+        self.progress: Progress = progress or _Silent()
+        self.workers = workers
+        self.batch_size = batch_size
+        self._intern: dict[str, str] = {}
+        self._known: dict[str, str] = {}  # manifest name -> the ETag accounted for
+        self._report: CacheReport | None = None
+
+    def collect(self) -> CacheReport:
+        started = time.monotonic()
+        now = self.clock()
+        report = self._report = CacheReport(
+            container=self.store.container,
+            prefix=self.layout.prefix,
+            dry_run=self.dry_run,
+            started_at=now,
+            grace=format_duration(self.policy.grace),
+            max_age=None if self.policy.max_age is None else format_duration(self.policy.max_age),
+            max_bytes=self.policy.max_bytes,
+        )
+        planner: MarkSweepPlanner | None = None
+        try:
+            manifests = self._read_manifests(self.store.list_manifests())
+            self._known = {m.name: m.etag for m in manifests}
+            planner = MarkSweepPlanner(self.layout, self.policy, now, manifests)
+            self._expire(planner)
+            self._recheck(planner)
+            self._sweep(planner, report)
+            report.complete = True
+        except CorruptManifestError as exc:
+            report.error = f"{exc}; nothing more was deleted"
+        finally:
+            report.duration_seconds = round(time.monotonic() - started, 3)
+            if planner is not None:
+                _fill_names(report, planner)
+        return report
+
+    # --- manifests ----------------------------------------------------------------------------
+
+    def _read_manifests(self, listed: Sequence[BlobEntry], *, show: bool = True) -> list[Manifest]:
+        total = len(listed)
+        progress = self.progress if show else _Silent()
+        progress.manifests(0, total)
+        manifests: list[Manifest] = []
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, total))) as pool:
+            for index, manifest in enumerate(pool.map(self._read_one, [e.name for e in listed]), 1):
+                if manifest is not None:  # deleted since the listing: nothing to keep alive
+                    manifests.append(manifest)
+                progress.manifests(index, total)
+        return manifests
+
+    def _read_one(self, key: str) -> Manifest | None:
+        name = self.layout.manifest_name(key)
+        try:
+            found = self.store.read_manifest(key)
+        except CorruptManifestError:
+            raise
+        except Exception as exc:
+            raise CorruptManifestError(name, f"cannot be read ({exc})") from exc
+        if found is None:
+            return None
+        data, etag, last_modified = found
+        return parse_manifest(name, data, etag=etag, last_modified=last_modified, intern=self._intern)
+
+    def _expire(self, planner: MarkSweepPlanner) -> None:
+        expired = planner.expired
+        if self.dry_run or not expired:
+            return
+        entries = [
+            BlobEntry(self.layout.manifest_key(m.name), m.size, m.last_modified, m.etag) for m in expired
+        ]
+        by_key = {self.layout.manifest_key(m.name): m for m in expired}
+        for batch in _chunks(entries, self.batch_size):
+            for entry, outcome in zip(batch, self.store.delete(batch), strict=True):
+                manifest = by_key[entry.name]
+                if outcome is DeleteOutcome.FAILED:
+                    # Still there, unchanged: its blobs stay live.
+                    planner.keep(manifest, Reason.DELETE_FAILED)
+                    self._require_report().delete_failures += 1
+                elif outcome is DeleteOutcome.CHANGED:
+                    self._known.pop(manifest.name, None)  # the re-check reads the new version
+        # A deleted name that an exporter writes again is new to _known's ETag: re-read then.
+
+    def _recheck(self, planner: MarkSweepPlanner) -> None:
+        """Read every manifest that is new or changed since it was read; its blobs become live."""
+        known = self._known
+        name_of = self.layout.manifest_name
+        changed = [e for e in self.store.list_manifests() if known.get(name_of(e.name)) != e.etag]
+        for manifest in self._read_manifests(changed, show=False) if changed else ():
+            self._known[manifest.name] = manifest.etag
+            planner.keep_rewritten(manifest)
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    def _sweep(self, planner: MarkSweepPlanner, report: CacheReport) -> None:
+        pending: list[BlobEntry] = []
+        for page in self.store.blob_pages():
+            decided = planner.classify_page(page)
+            report.blobs_listed += len(page)
+            report.blobs_live += decided.live
+            report.blobs_kept_grace += decided.grace
+            pending.extend(decided.doomed)
+            while len(pending) >= self.batch_size:
+                self._flush(planner, report, pending[: self.batch_size])
+                del pending[: self.batch_size]
+            self.progress.blobs(report.blobs_listed, report.blobs_deleted)
+        if pending:
+            self._flush(planner, report, pending)
+            self.progress.blobs(report.blobs_listed, report.blobs_deleted)
+
+    def _flush(self, planner: MarkSweepPlanner, report: CacheReport, pending: list[BlobEntry]) -> None:
+        self._recheck(planner)
+        doomed = [b for b in pending if planner.still_unreferenced(b)]
+        report.blobs_live += len(pending) - len(doomed)
+        if self.dry_run:
+            report.blobs_deleted += len(doomed)
+            report.bytes_freed += sum(b.size for b in doomed)
+            return
+        for blob, outcome in zip(doomed, self.store.delete(doomed), strict=True):
+            if outcome is DeleteOutcome.DELETED:
+                report.blobs_deleted += 1
+                report.bytes_freed += blob.size
+            elif outcome is DeleteOutcome.FAILED:
+                report.delete_failures += 1
+            # GONE: someone else deleted it; CHANGED: uploaded again since listed, so young.
+
+    def _require_report(self) -> CacheReport:
+        assert self._report is not None
+        return self._report
+
+
+def _chunks(items: Sequence[BlobEntry], size: int) -> Iterable[Sequence[BlobEntry]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _fill_names(report: CacheReport, planner: MarkSweepPlanner) -> None:
+    names = [
+        NameReport(
+            name=name,
+            size_bytes=d.manifest.size,
+            blobs=len(d.manifest.blobs),
+            last_export=d.manifest.last_modified,
+            expired=d.expired,
+            reason=str(d.reason),
+        )
+        for name, d in sorted(planner.names.items())
+    ]
+    report.names = names
+    report.manifests_expired = sum(1 for n in names if n.expired)
+    report.manifests_kept = len(names) - report.manifests_expired

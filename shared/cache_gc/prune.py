@@ -1,0 +1,67 @@
+"""Wiring: a ``CacheCollector`` for the configured cache, and the timer's run of it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from shared.cache_gc.layout import CacheLayout
+from shared.cache_gc.planner import Policy
+from shared.logs import log_event
+
+if TYPE_CHECKING:
+    from shared.cache_gc.collector import CacheCollector, Progress
+    from shared.cache_gc.report import CacheReport
+    from shared.config import CacheStorage
+    from shared.runtime import Runtime
+
+logger = logging.getLogger("slipway.cache_gc")
+SCHEDULE_SETTING = "SLIPWAY_CACHE_PRUNE_SCHEDULE"
+DEFAULT_SCHEDULE = "0 30 3 * * *"  # daily at 03:30 UTC (NCRONTAB, with seconds)
+_UNCHANGED = timedelta(-1)  # "use the configured max_age" (None is a valid value: no expiry by age)
+
+
+def policy_for(
+    cache: CacheStorage, *, grace: timedelta | None = None, max_age: timedelta | None = _UNCHANGED
+) -> Policy:
+    """The configured policy, with the CLI's overrides."""
+    return Policy(
+        grace=cache.grace if grace is None else grace,
+        max_age=cache.max_age if max_age is _UNCHANGED else max_age,
+        keep_names=tuple(cache.keep_names),
+        max_bytes=cache.max_bytes,
+    )
+
+
+def collector_for(
+    cache: CacheStorage,
+    settings: Mapping[str, str],
+    *,
+    policy: Policy | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> CacheCollector:
+    from shared.cache_gc.collector import CacheCollector
+    from shared.cache_gc.store import cache_store
+
+    return CacheCollector(
+        cache_store(cache, settings),
+        CacheLayout(cache.prefix),
+        policy or policy_for(cache),
+        dry_run=dry_run,
+        progress=progress,
+    )
+
+
+def prune_on_schedule(rt: Runtime) -> CacheReport | None:
+    """The timer's work: nothing without a ``cache:`` section; else one run, logged as one line."""
+    cache = rt.config().cache
+    if cache is None:
+        log_event(logger, "cache_prune_skipped", reason="no cache section in the configuration")
+        return None
+    report = collector_for(cache, rt.settings).collect()
+    level = logging.INFO if report.complete and not report.delete_failures else logging.ERROR
+    log_event(logger, "cache_prune", level=level, **report.summary())
+    return report

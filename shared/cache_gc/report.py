@@ -1,0 +1,57 @@
+"""What a collection did: the ``--json`` output of ``slipway prune cache`` and the timer's log line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class NameReport(BaseModel):
+    """One cache name (one manifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    size_bytes: int = Field(description="Sum of the annotated sizes of the blobs its manifest references.")
+    blobs: int = Field(description="Blobs its manifest references.")
+    last_export: datetime = Field(
+        description="Last-modified time of the manifest: BuildKit rewrites it on every export."
+    )
+    expired: bool
+    reason: str = Field(description="keep_names, recent, max_age, max_bytes, rewritten or delete_failed.")
+
+
+class CacheReport(BaseModel):
+    """Counts of one run. With ``dry_run`` the deletions are the ones that would have happened."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    container: str
+    prefix: str
+    dry_run: bool
+    started_at: datetime
+    duration_seconds: float = 0.0
+    grace: str
+    max_age: str | None
+    max_bytes: int | None
+    manifests_kept: int = 0
+    manifests_expired: int = 0
+    blobs_listed: int = 0
+    blobs_live: int = 0
+    blobs_deleted: int = 0
+    blobs_kept_grace: int = 0
+    bytes_freed: int = 0
+    delete_failures: int = Field(default=0, description="Deletes refused for another reason than 404/412.")
+    complete: bool = Field(default=False, description="False when the sweep was stopped (see error).")
+    error: str | None = None
+    names: list[NameReport] = Field(default_factory=list)
+
+    def summary(self, *, max_names: int = 50) -> dict[str, Any]:
+        """The report without the per-name table (a log line), plus the first expired names."""
+        data = self.model_dump(mode="json", exclude={"names"})
+        expired = [n.name for n in self.names if n.expired]
+        data["expired_names"] = expired[:max_names]
+        data["expired_names_truncated"] = len(expired) > max_names
+        return data

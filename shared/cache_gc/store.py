@@ -1,0 +1,184 @@
+"""The Blob Storage side of the collector: list, read and conditionally delete cache blobs.
+
+``CacheStore`` is the port the collector needs; ``AzureCacheStore`` implements it over
+azure-storage-blob (Azure or Azurite); tests add an in-memory one. Every delete is conditional on
+the ETag the collector saw (``If-Match``), so a blob or manifest rewritten since it was listed is
+never deleted: the service answers 412 and the collector re-reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from shared.cache_gc.layout import BlobEntry, CacheLayout
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+    from shared.config import CacheStorage
+
+CONNECTION_SETTING = "SLIPWAY_CACHE_CONNECTION_STRING"
+MAX_BATCH = 256  # the Blob batch API's limit per request
+LIST_PAGE_SIZE = 5000  # the service's maximum page
+# Batch refused as a whole (not per item): an endpoint without the batch API.
+_BATCH_UNSUPPORTED = frozenset({400, 405, 501})
+
+
+class CacheStoreError(Exception):
+    """Storage cannot be used (missing container, no access); one line for the operator."""
+
+
+class DeleteOutcome(Enum):
+    DELETED = "deleted"
+    GONE = "gone"  # 404: already deleted by someone else
+    CHANGED = "changed"  # 412: rewritten since it was listed
+    FAILED = "failed"  # anything else (reported, not retried)
+
+
+class CacheStore(Protocol):
+    """What the collector needs from storage."""
+
+    @property
+    def container(self) -> str: ...
+
+    def list_manifests(self) -> list[BlobEntry]:
+        """Every blob under the manifests prefix (one listing; names, ETags, times)."""
+        ...
+
+    def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
+        """Content, ETag and last-modified time of one manifest; None if it no longer exists."""
+        ...
+
+    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
+        """The blobs under the blobs prefix, one listing page at a time."""
+        ...
+
+    def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
+        """Delete at most MAX_BATCH blobs, each only if its ETag is unchanged; one outcome each."""
+        ...
+
+
+class AzureCacheStore:
+    """``CacheStore`` over one container; the SDK is imported lazily (the timer's cold start)."""
+
+    def __init__(self, container_client: ContainerClient, layout: CacheLayout) -> None:
+        self._client = container_client
+        self._layout = layout
+        self._batch = True
+
+    @property
+    def container(self) -> str:
+        name: str = self._client.container_name
+        return name
+
+    @property
+    def batch_supported(self) -> bool:
+        """False once the endpoint refused the batch API (deletes then go one by one)."""
+        return self._batch
+
+    def list_manifests(self) -> list[BlobEntry]:
+        return [entry for page in self._pages(self._layout.manifests_prefix) for entry in page]
+
+    def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self._client.download_blob(key)
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        return data, _quoted(downloader.properties.etag), downloader.properties.last_modified
+
+    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
+        return self._pages(self._layout.blobs_prefix)
+
+    def _pages(self, prefix: str) -> Iterator[list[BlobEntry]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        pages = self._client.list_blobs(name_starts_with=prefix, results_per_page=LIST_PAGE_SIZE).by_page()
+        try:
+            for page in pages:
+                yield [BlobEntry(p.name, p.size, p.last_modified, _quoted(p.etag)) for p in page]
+        except ResourceNotFoundError as exc:
+            raise CacheStoreError(f"container {self.container!r} does not exist") from exc
+
+    def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        if len(blobs) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} blobs per batch, got {len(blobs)}")
+        if not blobs:
+            return []
+        if self._batch:
+            items = [
+                {
+                    "name": b.name,
+                    "etag": b.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                    "delete_snapshots": "include",
+                }
+                for b in blobs
+            ]
+            try:
+                responses = self._client.delete_blobs(*items, raise_on_any_failure=False)
+                return [_outcome(r.status_code) for r in responses]
+            except HttpResponseError as exc:
+                if exc.status_code not in _BATCH_UNSUPPORTED:
+                    raise
+                self._batch = False
+        return [self._delete_one(b) for b in blobs]
+
+    def _delete_one(self, blob: BlobEntry) -> DeleteOutcome:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self._client.delete_blob(
+                blob.name,
+                etag=blob.etag,
+                match_condition=MatchConditions.IfNotModified,
+                delete_snapshots="include",
+            )
+        except HttpResponseError as exc:
+            return _outcome(exc.status_code or 0)
+        return DeleteOutcome.DELETED
+
+
+def _quoted(etag: str) -> str:
+    """One form for comparisons: listings give ETags bare (``0x8D...``), downloads quoted."""
+    return etag if etag.startswith(('"', "W/")) else f'"{etag}"'
+
+
+def _outcome(status: int) -> DeleteOutcome:
+    if 200 <= status < 300:
+        return DeleteOutcome.DELETED
+    if status == 404:
+        return DeleteOutcome.GONE
+    if status == 412:
+        return DeleteOutcome.CHANGED
+    return DeleteOutcome.FAILED
+
+
+def cache_service(cache: CacheStorage, settings: Mapping[str, str]) -> BlobServiceClient:
+    """The cache's storage: ``SLIPWAY_CACHE_CONNECTION_STRING`` if set, else ``account_url`` with
+    DefaultAzureCredential (a managed identity in Azure, ``az login`` on a laptop).
+
+    As for the host's own connections, ``SLIPWAY_CACHE_CONNECTION_STRING__clientId`` selects a
+    user-assigned identity and ``__credential=managedidentity`` restricts to managed identity.
+    """
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.ledger import blob_service_from_settings, storage_credential
+
+    if (settings.get(CONNECTION_SETTING) or "").strip():
+        return blob_service_from_settings(settings, CONNECTION_SETTING)
+    return BlobServiceClient(cache.account_url, credential=storage_credential(settings, CONNECTION_SETTING))
+
+
+def cache_store(cache: CacheStorage, settings: Mapping[str, str]) -> AzureCacheStore:
+    layout = CacheLayout(cache.prefix)
+    return AzureCacheStore(cache_service(cache, settings).get_container_client(cache.container), layout)

@@ -1,0 +1,63 @@
+"""Sending build requests to the queue: one message per request, its id the request id.
+
+Webhook receivers (``shared.receivers.base.enqueue``, which turns a failure into a 503 for the
+sender) and timers (schedules, base-image polling, which retry on their next tick) both send
+through here. Message ids are the request ids, so a second send of the same request (a
+redelivery, a double fire, a second instance) is absorbed by duplicate detection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from shared.build_request import BuildRequest
+from shared.logs import log_event
+from shared.queue.port import OutgoingMessage, QueueSender
+
+_timers = logging.getLogger("slipway.timers")
+
+
+def send_requests(
+    queue: QueueSender,
+    requests: Sequence[BuildRequest],
+    *,
+    correlation_id: str,
+    subject: str,
+    scheduled: Mapping[str, datetime] | None = None,
+    logger: logging.Logger = _timers,
+) -> None:
+    """Send every request in one batch (all or nothing); raises ``QueueError`` when it fails.
+
+    ``scheduled`` maps request ids to the time they become receivable (a spread-out fan-out);
+    each sent request is logged as ``build_queued`` on ``logger``.
+    """
+    if not requests:
+        return
+    when = scheduled or {}
+    queue.send(
+        [
+            OutgoingMessage(
+                message_id=request.id,
+                body=request.to_json().encode(),
+                subject=subject,
+                correlation_id=correlation_id,
+                application_properties=request.application_properties(),
+                scheduled_enqueue_time=when.get(request.id),
+            )
+            for request in requests
+        ]
+    )
+    for request in requests:
+        log_event(
+            logger,
+            "build_queued",
+            correlation_id=correlation_id,
+            request_id=request.id,
+            target=request.target,
+            trigger=request.trigger.kind,
+            ref=request.source.ref,
+            commit=request.source.commit,
+            scheduled_at=when[request.id].isoformat() if request.id in when else None,
+        )

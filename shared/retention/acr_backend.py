@@ -1,0 +1,98 @@
+"""Retention on Azure Container Registry through ``azure-containerregistry`` (Entra ID auth).
+
+ACR lists every manifest of a repository with its timestamps, tags and locks, so untagged
+leftovers are visible here (unlike on a plain distribution registry). The SDK does not expose
+what a manifest references, so each manifest's JSON is read to build the graph. Age is the
+manifest's ``createdTime``; a tag's time is its ``lastUpdateTime``. ``deleteEnabled: false`` on a
+manifest or a tag is a lock: never deleted. The SDK is imported when a backend is built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from shared.oci import Manifest, RegistryError
+from shared.retention.graph import (
+    ManifestNode,
+    RepositoryGraph,
+    TagNode,
+    mark_attestations,
+    node_from_manifest,
+)
+
+if TYPE_CHECKING:
+    from azure.containerregistry import ContainerRegistryClient
+    from azure.core.credentials import TokenCredential
+
+DEFAULT_AUDIENCE = "https://containerregistry.azure.net"
+
+
+class AcrRetentionBackend:
+    api = "acr"
+
+    def __init__(self, client: ContainerRegistryClient, registry: str) -> None:
+        self.client = client
+        self.registry = registry
+
+    @classmethod
+    def connect(
+        cls,
+        endpoint: str,
+        credential: TokenCredential,
+        *,
+        audience: str = DEFAULT_AUDIENCE,
+        **client_options: Any,
+    ) -> AcrRetentionBackend:
+        """A backend for ``endpoint`` (``https://myacr.azurecr.io``); options go to the SDK client."""
+        from azure.containerregistry import ContainerRegistryClient
+
+        if "://" not in endpoint:
+            endpoint = f"https://{endpoint}"
+        client = ContainerRegistryClient(endpoint, credential, audience=audience, **client_options)
+        return cls(client, endpoint.split("://", 1)[1].rstrip("/"))
+
+    def list_repositories(self) -> list[str]:
+        return sorted(set(self.client.list_repository_names()))
+
+    def read_tags(self, repository: str) -> list[TagNode]:
+        return [
+            TagNode(
+                str(tag.name),
+                str(tag.digest),
+                tag.last_updated_on or tag.created_on,
+                locked=tag.can_delete is False,
+            )
+            for tag in self.client.list_tag_properties(repository)
+        ]
+
+    def read_graph(self, repository: str) -> RepositoryGraph:
+        manifests: dict[str, ManifestNode] = {}
+        indexes: list[Manifest] = []
+        for properties in self.client.list_manifest_properties(repository):
+            digest = str(properties.digest)
+            result = self.client.get_manifest(repository, digest)
+            manifest = _parse(result.manifest, digest, result.media_type)
+            manifests[digest] = node_from_manifest(
+                manifest, created=properties.created_on, locked=properties.can_delete is False
+            )
+            if manifest.is_index:
+                indexes.append(manifest)
+        for index in indexes:
+            mark_attestations(manifests, index)
+        tags = {tag.name: tag for tag in self.read_tags(repository)}
+        return RepositoryGraph(repository, manifests, tags)
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        self.client.delete_manifest(repository, digest)  # the SDK treats 404 as done
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        self.client.delete_tag(repository, tag)
+
+
+def _parse(content: Mapping[str, Any] | None, digest: str, media_type: str | None) -> Manifest:
+    # The SDK hands back parsed JSON (it has checked the digest); only the structure matters here.
+    if not isinstance(content, Mapping):
+        raise RegistryError(f"manifest {digest}: the registry sent no JSON object")
+    return Manifest.parse(json.dumps(content).encode(), digest=digest, content_type=media_type)

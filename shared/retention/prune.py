@@ -1,0 +1,270 @@
+"""One prune pass: for each repository a rule matches, read, plan, re-check, delete.
+
+Just before deleting, the tags are read again; if any moved, appeared or vanished, the
+repository is read again and planned again, and only what both plans delete is deleted (a push
+during the pass can only save manifests, never doom them). Deletions follow the plan's order
+(a manifest before what it references); when one fails, nothing it references is deleted, so a
+failure never leaves an index pointing at a deleted child.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.globs import glob_match
+from shared.retention.backend import RetentionBackend, TagDeleteUnsupported
+from shared.retention.graph import RepositoryGraph
+from shared.retention.planner import RepositoryPlan, plan_repository
+from shared.retention.rules import ImageRule, rule_for
+
+logger = logging.getLogger(__name__)
+
+# Errors a registry call may raise: ours (shared.oci) and the Azure SDK's, without importing it here.
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RepositoryOutcome:
+    repository: str
+    plan: RepositoryPlan | None = None
+    deleted: list[str] = field(default_factory=list)
+    untagged: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # digest or tag -> why it was not done
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruneReport:
+    registry: str
+    api: str
+    dry_run: bool
+    repositories: list[RepositoryOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.errors for r in self.repositories)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable ``--json`` shape (and what the timer logs)."""
+        return {
+            "registry": self.registry,
+            "api": self.api,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "summary": self.summary(),
+            "repositories": [_outcome_json(r, self.dry_run) for r in self.repositories],
+        }
+
+    def summary(self) -> dict[str, int]:
+        counts = {"repositories": len(self.repositories), "delete": 0, "keep": 0, "keep-referenced": 0}
+        for outcome in self.repositories:
+            for decision in outcome.plan.manifests if outcome.plan else ():
+                counts[decision.action] += 1
+        counts["deleted"] = sum(len(r.deleted) for r in self.repositories)
+        counts["untagged"] = sum(len(r.untagged) for r in self.repositories)
+        counts["errors"] = sum(len(r.errors) for r in self.repositories)
+        return counts
+
+
+def prune_images(
+    backend: RetentionBackend,
+    rules: Sequence[ImageRule],
+    *,
+    dry_run: bool,
+    repository: str | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> PruneReport:
+    """Apply ``rules`` to every repository they match (and ``repository``, a glob, if given)."""
+    report = PruneReport(backend.registry, backend.api, dry_run)
+    if not rules:
+        return report
+    when = now or datetime.now(UTC)
+    for name in backend.list_repositories():
+        if repository is not None and not glob_match(repository, name):
+            continue
+        matched = rule_for(rules, name)
+        if matched is None:
+            continue
+        index, rule = matched
+        if progress is not None:
+            progress(name)
+        outcome = RepositoryOutcome(name)
+        report.repositories.append(outcome)
+        try:
+            graph = backend.read_graph(name)
+            outcome.plan = plan_repository(graph, rule, now=when, rule_name=f"images[{index}]")
+            if not dry_run and (outcome.plan.deletions or outcome.plan.untags):
+                _execute(backend, graph, rule, outcome, outcome.plan, when)
+        except Exception as exc:  # one repository's failure must not stop the others
+            if not _is_registry_error(exc):
+                raise
+            outcome.errors.append(f"{name}: {exc}")
+            logger.warning("prune %s: %s", name, exc)
+    return report
+
+
+def _execute(
+    backend: RetentionBackend,
+    graph: RepositoryGraph,
+    rule: ImageRule,
+    outcome: RepositoryOutcome,
+    plan: RepositoryPlan,
+    now: datetime,
+) -> None:
+    deletions, untags = list(plan.deletions), list(plan.untags)
+    fresh = {t.name: t.digest for t in backend.read_tags(graph.repository)}
+    if fresh != {t.name: t.digest for t in graph.tags.values()}:
+        again = plan_repository(backend.read_graph(graph.repository), rule, now=now, rule_name=plan.rule)
+        still = set(again.deletions)
+        for digest in deletions:
+            if digest not in still:
+                outcome.skipped[digest] = "the repository changed during the pass; kept"
+        deletions = [d for d in again.deletions if d in set(plan.deletions)]
+        untags = [t for t in untags if t in set(again.untags)]
+    for tag in untags:
+        try:
+            backend.delete_tag(graph.repository, tag)
+            outcome.untagged.append(tag)
+        except TagDeleteUnsupported as exc:
+            outcome.skipped[tag] = f"tag kept: {exc}"
+        except Exception as exc:
+            if not _is_registry_error(exc):
+                raise
+            outcome.errors.append(f"untag {tag}: {exc}")
+    blocked: set[str] = set()
+    for digest in deletions:
+        if digest in blocked:
+            outcome.skipped[digest] = "kept: a manifest referencing it could not be deleted"
+            blocked.update(graph.references(digest))
+            continue
+        try:
+            backend.delete_manifest(graph.repository, digest)
+            outcome.deleted.append(digest)
+        except Exception as exc:
+            if not _is_registry_error(exc):
+                raise
+            outcome.errors.append(f"delete {digest}: {exc}")
+            blocked.update(graph.references(digest))
+
+
+def _is_registry_error(exc: Exception) -> bool:
+    from shared.oci import RegistryError
+
+    if isinstance(exc, RegistryError | OSError):
+        return True
+    try:
+        from azure.core.exceptions import AzureError
+    except ImportError:  # pragma: no cover - azure-core is a dependency
+        return False
+    return isinstance(exc, AzureError)
+
+
+def _outcome_json(outcome: RepositoryOutcome, dry_run: bool) -> dict[str, Any]:
+    plan = outcome.plan
+    manifests = []
+    for decision in plan.manifests if plan else ():
+        if decision.action == "delete":
+            status = (
+                "planned"
+                if dry_run
+                else "deleted"
+                if decision.digest in outcome.deleted
+                else "skipped"
+                if decision.digest in outcome.skipped
+                else "failed"
+            )
+        else:
+            status = "kept"
+        manifests.append(
+            {
+                "digest": decision.digest,
+                "action": decision.action,
+                "reason": decision.reason,
+                "kind": decision.kind,
+                "tags": list(decision.tags),
+                "created": decision.created.isoformat() if decision.created else None,
+                "referenced_by": list(decision.referenced_by),
+                "status": status,
+                "note": outcome.skipped.get(decision.digest),
+            }
+        )
+    tags = [
+        {
+            "tag": t.tag,
+            "digest": t.digest,
+            "action": t.action,
+            "reason": t.reason,
+            "note": outcome.skipped.get(t.tag),
+        }
+        for t in (plan.tags if plan else ())
+    ]
+    return {
+        "repository": outcome.repository,
+        "rule": plan.rule if plan else None,
+        "manifests": manifests,
+        "tags": tags,
+        "deleted": list(outcome.deleted),
+        "untagged": list(outcome.untagged),
+        "errors": list(outcome.errors),
+    }
+
+
+def backend_from_settings(
+    settings: Mapping[str, str], registry: str, api: str | None = None, **options: Any
+) -> RetentionBackend:
+    """The backend for ``registry``: ACR (Entra ID) for ``*.azurecr.*`` unless ``api`` says otherwise.
+
+    ACR uses ``DefaultAzureCredential`` (managed identity ``AZURE_CLIENT_ID`` when set). Other
+    registries are anonymous, or Basic/token auth with ``SLIPWAY_REGISTRY_USERNAME`` and
+    ``SLIPWAY_REGISTRY_PASSWORD``.
+    """
+    chosen = api or guess_api(registry)
+    if chosen == "acr":
+        from azure.identity import DefaultAzureCredential
+
+        from shared.retention.acr_backend import AcrRetentionBackend
+
+        credential = DefaultAzureCredential(
+            managed_identity_client_id=settings.get("AZURE_CLIENT_ID") or None
+        )
+        return AcrRetentionBackend.connect(registry, credential, **options)
+    if chosen != "oci":
+        raise ValueError(f"unknown registry API {chosen!r}: use acr or oci")
+    from shared.oci import RegistryClient
+    from shared.retention.oci_backend import OciRetentionBackend
+
+    user, password = settings.get("SLIPWAY_REGISTRY_USERNAME"), settings.get("SLIPWAY_REGISTRY_PASSWORD")
+    credentials = (user, password) if user and password else None
+    return OciRetentionBackend(RegistryClient(registry, credentials=credentials, **options))
+
+
+def guess_api(registry: str) -> str:
+    host = registry.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    return "acr" if ".azurecr." in f"{host}." else "oci"
+
+
+def run_scheduled_prune(runtime: Any) -> PruneReport | None:
+    """The timer's work: prune the configured registry by ``images:``; None when there are no rules."""
+    config = runtime.config()
+    if not config.images:
+        logger.info("image prune: no images: rules in the configuration; nothing to do")
+        return None
+    settings = runtime.settings
+    dry_run = (settings.get("SLIPWAY_IMAGE_PRUNE_DRY_RUN") or "").strip().lower() in {"1", "true", "yes"}
+    backend = backend_from_settings(settings, config.registry)
+    report = prune_images(backend, config.images, dry_run=dry_run)
+    summary = report.summary()
+    logger.info("image prune of %s (dry run: %s): %s", report.registry, dry_run, summary)
+    for outcome in report.repositories:
+        for digest in outcome.deleted:
+            logger.info("deleted %s@%s", outcome.repository, digest)
+        for error in outcome.errors:
+            logger.error("image prune: %s", error)
+    if not report.ok:
+        raise RuntimeError(f"image prune of {report.registry}: {summary['errors']} error(s); see the log")
+    return report

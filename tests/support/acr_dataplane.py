@@ -1,0 +1,326 @@
+"""A loopback HTTPS ACR data plane for the ``azure-containerregistry`` SDK (pytest plugin).
+
+It answers the calls the SDK makes, with the shapes of ACR's REST API (api-version 2021-07-01):
+
+* ``POST /oauth2/exchange`` (Entra ID token → ACR refresh token) and ``POST /oauth2/token``
+  (refresh token + scope → access token); every other call without a token covering its scope
+  gets ACR's ``401`` challenge, as the SDK's challenge policy expects.
+* ``GET /acr/v1/_catalog``, ``GET /acr/v1/{repo}/_tags``, ``GET /acr/v1/{repo}/_manifests``
+  (paginated with ``n``/``last`` and ``Link: <...>; rel="next"``), with timestamps and
+  ``changeableAttributes`` (``deleteEnabled: false`` is a lock).
+* ``GET``/``DELETE /v2/{repo}/manifests/{ref}`` (a delete removes the manifest's tags; a locked
+  manifest or tag answers 405) and ``DELETE /acr/v1/{repo}/_tags/{tag}``.
+
+Tests seed it with ``add_manifest``/``add_index``/``tag`` and read back ``requests`` and the state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlencode
+
+import pytest
+import trustme
+
+from shared.oci import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, compute_digest
+from tests.support.registry import Answer, FakeAcr, RecordedRequest, _covers, loopback_tls, serve_loopback
+
+API_VERSION = "2021-07-01"
+_DELETE_DENIED = "The operation is disallowed on this registry, repository or image."
+
+
+def acr_time(value: datetime) -> str:
+    """ACR's timestamp format: seven fractional digits and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+@dataclass
+class StoredManifest:
+    body: bytes
+    media_type: str
+    created: datetime
+    delete_enabled: bool = True
+
+    def attributes(self, digest: str, tags: list[str]) -> dict[str, Any]:
+        content = json.loads(self.body)
+        entry: dict[str, Any] = {
+            "digest": digest,
+            "imageSize": len(self.body),
+            "createdTime": acr_time(self.created),
+            "lastUpdateTime": acr_time(self.created),
+            "mediaType": self.media_type,
+            "tags": tags,
+            "changeableAttributes": _changeable(self.delete_enabled),
+        }
+        if "config" in content:
+            entry["configMediaType"] = content["config"]["mediaType"]
+        if "manifests" in content:
+            entry["references"] = [
+                {
+                    "digest": child["digest"],
+                    "architecture": child.get("platform", {}).get("architecture"),
+                    "os": child.get("platform", {}).get("os"),
+                }
+                for child in content["manifests"]
+            ]
+        return entry
+
+
+@dataclass
+class StoredTag:
+    digest: str
+    updated: datetime
+    delete_enabled: bool = True
+
+
+@dataclass
+class StoredRepository:
+    manifests: dict[str, StoredManifest] = field(default_factory=dict)
+    tags: dict[str, StoredTag] = field(default_factory=dict)
+
+
+def _changeable(delete_enabled: bool) -> dict[str, bool]:
+    return {"deleteEnabled": delete_enabled, "writeEnabled": True, "readEnabled": True, "listEnabled": True}
+
+
+def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Answer:
+    body = json.dumps(data).encode()
+    return Answer(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+    return _json(status, {"errors": [{"code": code, "message": message}]}, headers)
+
+
+class AcrDataPlane(FakeAcr):
+    """State and request handling of one fake registry; the token endpoints are ``FakeAcr``'s."""
+
+    require_tenant = False  # the SDK's exchange sends none
+
+    def __init__(self, ca_path: str) -> None:
+        super().__init__(ca_path)
+        self.repositories: dict[str, StoredRepository] = {}
+        self.page_size = 2  # small pages, so the SDK's Link pagination is exercised
+
+    # -- seeding ---------------------------------------------------------------------------------
+
+    def add_manifest(
+        self,
+        repo: str,
+        content: dict[str, Any],
+        *,
+        created: datetime,
+        locked: bool = False,
+        media_type: str = MEDIA_TYPE_OCI_MANIFEST,
+    ) -> str:
+        body = json.dumps({"schemaVersion": 2, "mediaType": media_type, **content}).encode()
+        digest = compute_digest(body)
+        repository = self.repositories.setdefault(repo, StoredRepository())
+        repository.manifests[digest] = StoredManifest(body, media_type, created, not locked)
+        return digest
+
+    def add_platform_image(self, repo: str, *, created: datetime, locked: bool = False, **extra: Any) -> str:
+        """A content-free image manifest (the SDK never reads blobs for retention)."""
+        nonce = uuid.uuid4().hex
+        config = {"mediaType": MEDIA_TYPE_OCI_CONFIG, "digest": compute_digest(nonce.encode()), "size": 32}
+        return self.add_manifest(
+            repo, {"config": config, "layers": [], **extra}, created=created, locked=locked
+        )
+
+    def add_index(self, repo: str, *, created: datetime) -> tuple[str, list[str]]:
+        """A buildx-style index: two platform images and an attestation for each; (index, children)."""
+        descriptors = []
+        images = []
+        for arch in ("amd64", "arm64"):
+            digest = self.add_platform_image(repo, created=created)
+            images.append(digest)
+            descriptors.append(
+                self._descriptor(repo, digest, {"platform": {"os": "linux", "architecture": arch}})
+            )
+        for image in images:
+            att = self.add_platform_image(repo, created=created)
+            annotations = {
+                "vnd.docker.reference.digest": image,
+                "vnd.docker.reference.type": "attestation-manifest",
+            }
+            descriptors.append(
+                self._descriptor(
+                    repo,
+                    att,
+                    {"platform": {"os": "unknown", "architecture": "unknown"}, "annotations": annotations},
+                )
+            )
+        index = self.add_manifest(
+            repo, {"manifests": descriptors}, created=created, media_type=MEDIA_TYPE_OCI_INDEX
+        )
+        return index, [d["digest"] for d in descriptors]
+
+    def _descriptor(self, repo: str, digest: str, extra: dict[str, Any]) -> dict[str, Any]:
+        stored = self.repositories[repo].manifests[digest]
+        return {"mediaType": stored.media_type, "digest": digest, "size": len(stored.body), **extra}
+
+    def tag(self, repo: str, name: str, digest: str, *, updated: datetime, locked: bool = False) -> None:
+        self.repositories[repo].tags[name] = StoredTag(digest, updated, not locked)
+
+    def deletes(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "DELETE"]
+
+    # -- request handling ------------------------------------------------------------------------
+
+    def handle(self, request: RecordedRequest) -> Answer:
+        with self._lock:
+            self.requests.append(request)
+        path = unquote(request.path)
+        if path == "/oauth2/exchange":
+            return self._exchange(request)
+        if path == "/oauth2/token":
+            return self._token(request)
+        if path.startswith("/acr/") and request.params.get("api-version", [API_VERSION]) != [API_VERSION]:
+            return _error(400, "UNSUPPORTED", f"api-version must be {API_VERSION}")
+        route = self._route(request.method, path)
+        if route is None:
+            return _error(404, "NAME_UNKNOWN", f"no route for {request.method} {path}")
+        scope, action = route
+        auth = request.headers.get("authorization", "")
+        with self._lock:
+            granted = (
+                self._access_tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+            )
+        if granted is None or not _covers(granted, scope):
+            challenge = (
+                f'Bearer realm="{self.url}/oauth2/token",service="{self.login_server}",scope="{scope}"'
+            )
+            return _error(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": challenge})
+        with self._lock:
+            return action(request)
+
+    def _route(self, method: str, path: str) -> tuple[str, Callable[[RecordedRequest], Answer]] | None:
+        if method == "GET" and path == "/acr/v1/_catalog":
+            return "registry:catalog:*", self._catalog
+        if match := re.fullmatch(r"/acr/v1/(?P<repo>.+)/_tags/(?P<tag>[^/]+)", path):
+            if method == "DELETE":
+                return f"repository:{match['repo']}:delete", lambda r: self._delete_tag(
+                    match["repo"], match["tag"]
+                )
+            return None
+        if method == "GET" and (
+            match := re.fullmatch(r"/acr/v1/(?P<repo>.+)/_(?P<kind>tags|manifests)", path)
+        ):
+            listing = self._tags if match["kind"] == "tags" else self._manifests
+            return f"repository:{match['repo']}:metadata_read", lambda r: listing(r, match["repo"])
+        if match := re.fullmatch(r"/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)", path):
+            if method in {"GET", "HEAD"}:
+                return f"repository:{match['repo']}:pull", lambda r: self._get(match["repo"], match["ref"])
+            if method == "DELETE":
+                return f"repository:{match['repo']}:delete", lambda r: self._delete(
+                    match["repo"], match["ref"]
+                )
+        return None
+
+    def _page(
+        self, request: RecordedRequest, path: str, items: list[Any], key: Any
+    ) -> tuple[list[Any], dict[str, str]]:
+        """ACR's ``n``/``last`` paging, with the next page in a ``Link`` header."""
+        size = int(request.params.get("n", [str(self.page_size)])[0])
+        last = request.params.get("last", [None])[0]
+        ordered = sorted(items, key=key)
+        if last is not None:
+            ordered = [item for item in ordered if key(item) > last]
+        page = ordered[:size]
+        headers = {}
+        if len(ordered) > size:
+            query = urlencode({"last": key(page[-1]), "n": size})
+            headers["Link"] = f'<{path}?{query}>; rel="next"'
+        return page, headers
+
+    def _catalog(self, request: RecordedRequest) -> Answer:
+        page, headers = self._page(request, "/acr/v1/_catalog", list(self.repositories), lambda name: name)
+        return _json(200, {"repositories": page}, headers)
+
+    def _repository(self, repo: str) -> StoredRepository | None:
+        return self.repositories.get(repo)
+
+    def _tags(self, request: RecordedRequest, repo: str) -> Answer:
+        repository = self._repository(repo)
+        if repository is None:
+            return _error(404, "NAME_UNKNOWN", "repository name not known to registry")
+        entries = [
+            {
+                "name": name,
+                "digest": tag.digest,
+                "createdTime": acr_time(tag.updated),
+                "lastUpdateTime": acr_time(tag.updated),
+                "signed": False,
+                "changeableAttributes": _changeable(tag.delete_enabled),
+            }
+            for name, tag in repository.tags.items()
+        ]
+        page, headers = self._page(request, f"/acr/v1/{repo}/_tags", entries, lambda e: e["name"])
+        return _json(200, {"registry": self.login_server, "imageName": repo, "tags": page}, headers)
+
+    def _manifests(self, request: RecordedRequest, repo: str) -> Answer:
+        repository = self._repository(repo)
+        if repository is None:
+            return _error(404, "NAME_UNKNOWN", "repository name not known to registry")
+        entries = [
+            stored.attributes(digest, sorted(n for n, t in repository.tags.items() if t.digest == digest))
+            for digest, stored in repository.manifests.items()
+        ]
+        page, headers = self._page(request, f"/acr/v1/{repo}/_manifests", entries, lambda e: e["digest"])
+        return _json(200, {"registry": self.login_server, "imageName": repo, "manifests": page}, headers)
+
+    def _resolve(self, repo: str, ref: str) -> tuple[str, StoredManifest] | None:
+        repository = self._repository(repo)
+        if repository is None:
+            return None
+        digest = repository.tags[ref].digest if ref in repository.tags else ref
+        stored = repository.manifests.get(digest)
+        return None if stored is None else (digest, stored)
+
+    def _get(self, repo: str, ref: str) -> Answer:
+        found = self._resolve(repo, ref)
+        if found is None:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        digest, stored = found
+        return Answer(200, {"Content-Type": stored.media_type, "Docker-Content-Digest": digest}, stored.body)
+
+    def _delete(self, repo: str, digest: str) -> Answer:
+        repository = self._repository(repo)
+        found = self._resolve(repo, digest) if ":" in digest else None
+        if repository is None or found is None:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        tags = [n for n, t in repository.tags.items() if t.digest == digest]
+        if not found[1].delete_enabled or any(not repository.tags[n].delete_enabled for n in tags):
+            return _error(405, "UNSUPPORTED", _DELETE_DENIED)
+        del repository.manifests[digest]
+        for name in tags:
+            del repository.tags[name]
+        return Answer(202, {"Docker-Content-Digest": digest})
+
+    def _delete_tag(self, repo: str, tag: str) -> Answer:
+        repository = self._repository(repo)
+        if repository is None or tag not in repository.tags:
+            return _error(404, "TAG_UNKNOWN", "tag unknown")
+        if not repository.tags[tag].delete_enabled:
+            return _error(405, "UNSUPPORTED", _DELETE_DENIED)
+        del repository.tags[tag]
+        return Answer(202, {})
+
+
+@pytest.fixture
+def acr_dataplane(oci_test_ca: tuple[trustme.CA, str]) -> Iterator[AcrDataPlane]:
+    """A fresh fake ACR data plane over HTTPS (certificate for 127.0.0.1 from ``oci_test_ca``)."""
+    ca, ca_path = oci_test_ca
+    plane = AcrDataPlane(ca_path)
+    with serve_loopback(plane.handle, tls=loopback_tls(ca)) as port:
+        plane.port = port
+        yield plane
+
+
+__all__ = ["API_VERSION", "AcrDataPlane", "acr_dataplane", "acr_time"]

@@ -1,0 +1,93 @@
+"""Image retention on ACR through the real azure-containerregistry SDK, against a loopback data plane."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shared.retention.acr_backend import AcrRetentionBackend
+from shared.retention.prune import guess_api, prune_images
+from shared.retention.rules import ImageRule
+from tests.support.acr_dataplane import AcrDataPlane, acr_dataplane  # noqa: F401 (fixture)
+
+NOW = datetime.now(UTC)
+OLD = NOW - timedelta(days=40)
+RULES = [ImageRule(repositories=["app", "team/*"], keep_tags=["latest", "v*"], keep_newest=1, min_age="7d")]
+
+
+def backend(plane: AcrDataPlane) -> AcrRetentionBackend:
+    return AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+
+
+def resolves_fully(plane: AcrDataPlane, repo: str, digest: str) -> None:
+    import json
+
+    stored = plane.repositories[repo].manifests[digest]
+    for child in json.loads(stored.body).get("manifests", []):
+        resolves_fully(plane, repo, child["digest"])
+
+
+def test_prune_on_acr_respects_locks_indexes_and_untags(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    plane = acr_dataplane
+    latest, latest_children = plane.add_index("app", created=OLD)
+    plane.tag("app", "latest", latest, updated=OLD)
+    plane.tag("app", "build-9", latest, updated=OLD)  # dropped, but its manifest stays: untag
+    old, old_children = plane.add_index("app", created=OLD)
+    plane.tag("app", "build-1", old, updated=OLD - timedelta(days=2))
+    newest_build = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "build-2", newest_build, updated=OLD)  # keep_newest 1
+    locked_image = plane.add_platform_image("app", created=OLD, locked=True)
+    locked_tag_image = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "frozen", locked_tag_image, updated=OLD - timedelta(days=9), locked=True)
+    leftover = plane.add_platform_image("app", created=OLD)
+    young = plane.add_platform_image("app", created=NOW)
+    signature = plane.add_platform_image(
+        "app",
+        created=OLD,
+        subject={"mediaType": "application/vnd.oci.image.index.v1+json", "digest": latest, "size": 1},
+    )
+    team_old = plane.add_platform_image("team/api", created=OLD)
+    plane.tag("team/api", "sha-abc", team_old, updated=OLD - timedelta(days=1))
+    team_new = plane.add_platform_image("team/api", created=OLD)
+    plane.tag("team/api", "sha-def", team_new, updated=OLD)
+    other = plane.add_platform_image("other", created=OLD)  # no rule matches: never touched
+
+    dry = prune_images(backend(plane), RULES, dry_run=True)
+    assert dry.ok and plane.deletes() == []
+    assert {o.repository for o in dry.repositories} == {"app", "team/api"}
+
+    report = prune_images(backend(plane), RULES, dry_run=False)
+    assert report.ok, report.to_json()
+    outcomes = {o.repository: o for o in report.repositories}
+    app = plane.repositories["app"]
+    assert sorted(outcomes["app"].deleted) == sorted([old, *old_children, leftover])
+    assert outcomes["app"].untagged == ["build-9"]
+    assert sorted(app.tags) == ["build-2", "frozen", "latest"]
+    for digest in (latest, *latest_children, newest_build, locked_image, locked_tag_image, young, signature):
+        assert digest in app.manifests
+    resolves_fully(plane, "app", latest)
+    assert outcomes["team/api"].deleted == [team_old]
+    assert other in plane.repositories["other"].manifests
+    # Never a delete request for a locked manifest, and the index before its children.
+    deleted_paths = [r.path for r in plane.deletes()]
+    assert not any(locked_image in p or locked_tag_image in p for p in deleted_paths)
+    order = outcomes["app"].deleted
+    assert order.index(old) < min(order.index(c) for c in old_children)
+
+    data = report.to_json()
+    manifests = {m["digest"]: m for r in data["repositories"] for m in r["manifests"]}
+    assert manifests[locked_image]["reason"] == "locked"
+    assert manifests[locked_tag_image]["reason"] == "tag frozen (locked)"
+    assert manifests[newest_build]["reason"] == "tag build-2 (keep_newest 1)"
+    assert manifests[signature]["action"] == "keep-referenced"
+    assert manifests[latest_children[3]]["kind"] == "attestation"
+    assert manifests[leftover]["status"] == "deleted"
+    # The SDK authenticated through the token exchange, never with the Entra token itself.
+    assert any(r.path == "/oauth2/exchange" for r in plane.requests)
+    assert all(r.headers.get("authorization") != f"Bearer {plane.aad_token}" for r in plane.requests)
+
+
+def test_acr_is_chosen_for_azurecr_hosts() -> None:
+    assert guess_api("myacr.azurecr.io") == "acr"
+    assert guess_api("https://myacr.azurecr.cn") == "acr"
+    assert guess_api("ghcr.io") == "oci"
+    assert guess_api("http://127.0.0.1:5000") == "oci"

@@ -1,0 +1,168 @@
+"""Image retention against the real registry (Debian's docker-registry, distribution 2.8)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+from shared.oci import NotFound, RegistryClient
+from shared.retention.oci_backend import OciRetentionBackend
+from shared.retention.prune import prune_images, run_scheduled_prune
+from shared.retention.rules import ImageRule
+from shared.runtime import Runtime
+from tests.support.registry import OciRegistry
+
+NOW = datetime.now(UTC)
+OLD = NOW - timedelta(days=40)
+RULES = [ImageRule(repositories=["app/*"], keep_tags=["latest", "stable"], min_age="7d", untagged="delete")]
+
+
+def resolves_fully(client: RegistryClient, repo: str, reference: str) -> None:
+    """The manifest, every manifest it references, and every blob of those, all fetchable."""
+    manifest = client.get_manifest(repo, reference)
+    for child in manifest.manifests:
+        resolves_fully(client, repo, child.digest)
+    for blob in (manifest.config, *manifest.layers):
+        if blob is not None:
+            client.get_blob(repo, blob.digest, max_bytes=64 * 1024 * 1024)
+
+
+def gone(client: RegistryClient, repo: str, digest: str) -> bool:
+    try:
+        client.get_manifest(repo, digest)
+    except NotFound:
+        return True
+    return False
+
+
+class Scene:
+    """One repository with everything the rules must tell apart."""
+
+    def __init__(self, registry: OciRegistry) -> None:
+        self.repo = registry.new_repo("app")
+        r, repo = registry, self.repo
+        self.latest, self.latest_children = r.push_index(repo, "latest", created=OLD)
+        self.old, self.old_children = r.push_index(repo, "v1", created=OLD)
+        self.stable, self.stable_children = r.push_index(repo, "v2", created=OLD)
+        r.add_tag(repo, "stable", self.stable)  # v2 must go, but its manifest stays for stable
+        self.feature = r.push_image(repo, "feature-x", created=OLD)
+        self.young = r.push_image(repo, "pr-7", created=NOW)
+        self.leftover = r.push_image(repo, None, created=OLD)  # untagged, pushed by digest
+        self.moved_from = r.push_image(repo, "nightly", created=OLD)
+        self.moved_to = r.move_tag(repo, "nightly", created=NOW)
+        self.sig_live = r.push_referrer(repo, self.latest)
+        self.sig_dead = r.push_referrer(repo, self.old)
+        # Distribution cannot list untagged manifests: tell the backend the ones we know of.
+        self.known = [self.leftover, self.moved_from, self.sig_live, self.sig_dead]
+
+
+def test_prune_keeps_every_kept_tag_whole_and_deletes_the_rest(fresh_oci_registry: OciRegistry) -> None:
+    registry = fresh_oci_registry
+    scene = Scene(registry)
+    client = registry.client()
+    backend = OciRetentionBackend(client, extra_digests=scene.known)
+    tags_before = sorted(client.list_tags(scene.repo))
+
+    dry = prune_images(backend, RULES, dry_run=True)
+    assert dry.ok and sorted(client.list_tags(scene.repo)) == tags_before
+    for digest in [scene.old, *scene.old_children, scene.feature, scene.leftover]:
+        assert not gone(client, scene.repo, digest), "--dry-run deleted something"
+
+    report = prune_images(backend, RULES, dry_run=False)
+    assert report.ok, report.to_json()
+    (outcome,) = report.repositories
+    doomed = [scene.old, *scene.old_children, scene.feature, scene.leftover, scene.moved_from, scene.sig_dead]
+    assert sorted(outcome.deleted) == sorted(doomed)
+    for digest in doomed:
+        assert gone(client, scene.repo, digest)
+    # The index went before its children.
+    assert outcome.deleted.index(scene.old) < min(outcome.deleted.index(c) for c in scene.old_children)
+    # v2 could not be untagged alone on distribution 2.8: it stays, and so does its manifest.
+    assert "v2" in outcome.skipped and "cannot delete tag" in outcome.skipped["v2"]
+    assert sorted(client.list_tags(scene.repo)) == ["latest", "nightly", "pr-7", "stable", "v2"]
+
+    # Blobs too: collect garbage as an operator would afterwards, then read every kept tag whole.
+    registry.garbage_collect()
+    for tag in ("latest", "stable", "pr-7", "nightly"):
+        resolves_fully(client, scene.repo, tag)
+    resolves_fully(client, scene.repo, scene.sig_live)
+
+    data = report.to_json()
+    manifests = {m["digest"]: m for m in data["repositories"][0]["manifests"]}
+    assert manifests[scene.old]["reason"].startswith("images[0]: tags v1 not kept")
+    assert manifests[scene.old_children[0]]["reason"].startswith("with sha256:")
+    assert manifests[scene.leftover]["reason"] == "images[0]: untagged, older than min_age 7d"
+    assert manifests[scene.latest_children[2]]["action"] == "keep-referenced"
+    assert manifests[scene.latest_children[2]]["kind"] == "attestation"
+    assert manifests[scene.latest_children[2]]["referenced_by"] == [scene.latest]
+    assert manifests[scene.sig_live]["referenced_by"] == [scene.latest]
+    assert manifests[scene.young]["reason"] == "tag pr-7 (younger than min_age 7d)"
+    assert {m["status"] for m in manifests.values() if m["action"] == "delete"} == {"deleted"}
+
+
+def test_naive_delete_untagged_breaks_multi_arch_images(fresh_oci_registry: OciRegistry) -> None:
+    """Why Slipway exists: distribution's own --delete-untagged deletes a live index's children."""
+    registry = fresh_oci_registry
+    repo = registry.new_repo("app")
+    registry.push_index(repo, "latest")
+    registry.garbage_collect(delete_untagged=True)
+    with pytest.raises(NotFound):
+        resolves_fully(registry.client(), repo, "latest")
+
+
+def test_cli_dry_run_json_and_table(
+    oci_registry: OciRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = oci_registry.new_repo("cli")
+    old, children = oci_registry.push_index(repo, "v1", created=OLD)
+    keep = oci_registry.push_image(repo, "latest", created=OLD)
+    config = tmp_path / "slipway.yaml"
+    config.write_text(
+        "registry: myregistry.azurecr.io\n"
+        "images:\n"
+        f"  - repositories: [{repo}]\n"
+        "    keep_tags: [latest]\n"
+        "    min_age: 1d\n"
+    )
+    args = ["prune", "images", "--config", str(config), "--registry", oci_registry.url, "--api", "oci"]
+    assert main([*args, "--dry-run", "--json", "--repository", "cli/*"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dry_run"] is True and data["ok"] is True
+    (repository,) = data["repositories"]
+    actions = {m["digest"]: (m["action"], m["status"]) for m in repository["manifests"]}
+    assert actions[old] == ("delete", "planned") and actions[keep] == ("keep", "kept")
+    assert all(actions[c] == ("delete", "planned") for c in children)
+    oci_registry.client().get_manifest(repo, old)  # still there
+
+    assert main([*args, "--repository", "cli/*"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 5 manifests" in out and repo in out  # the index, 2 images, 2 attestations
+    assert gone(oci_registry.client(), repo, old)
+    resolves_fully(oci_registry.client(), repo, "latest")
+
+
+def test_cli_errors_and_no_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "slipway.yaml"
+    config.write_text("registry: myregistry.azurecr.io\n")
+    assert main(["prune", "images", "--config", str(config)]) == 0
+    assert "no images: rules" in capsys.readouterr().out
+    config.write_text("registry: myregistry.azurecr.io\nimages:\n  - repositories: [a]\n    min_age: soon\n")
+    assert main(["prune", "images", "--config", str(config)]) == 1
+    assert "images[0].min_age" in capsys.readouterr().err
+    config.write_text("registry: myregistry.azurecr.io\nimages:\n  - repositories: [a]\n")
+    assert (
+        main(["prune", "images", "--config", str(config), "--registry", "http://127.0.0.1:9", "--api", "oci"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("slipway: error: http://127.0.0.1:9:") and len(err.strip().splitlines()) == 1
+
+
+def test_timer_without_rules_returns_at_once(tmp_path: Path) -> None:
+    (tmp_path / "slipway.yaml").write_text("registry: myregistry.azurecr.io\n")
+    runtime = Runtime({"SLIPWAY_CONFIG": "slipway.yaml"}, app_root=tmp_path)
+    assert run_scheduled_prune(runtime) is None
