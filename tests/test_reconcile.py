@@ -287,3 +287,43 @@ def test_runs_show_reports_what_reconciliation_learned(env: Env, capsys: pytest.
     assert shown["commit_status"] == "failure"
     assert shown["following"] is False
     assert shown["run_started_at"] and shown["run_finished_at"]
+
+
+@pytest.mark.parametrize(
+    ("repo_url", "provider", "token_setting", "route"),
+    [
+        (
+            "https://gitlab.com/group/app.git",
+            "gitlab",
+            "GITLAB_STATUS_TOKEN",
+            "/gitlab/projects/group%2Fapp/statuses/",
+        ),
+        (
+            "https://dev.azure.com/org/proj/_git/app",
+            "azure-devops",
+            "AZURE_DEVOPS_STATUS_TOKEN",
+            "/ado/org/proj/_apis/git/repositories/app/commits/",
+        ),
+        (
+            "https://bitbucket.org/team/app.git",
+            "bitbucket",
+            "BITBUCKET_STATUS_TOKEN",
+            "/bitbucket/2.0/repositories/team/app/commit/",
+        ),
+    ],
+)
+def test_every_git_host_hears_about_the_run(
+    env: Env, repo_url: str, provider: str, token_setting: str, route: str
+) -> None:
+    env.settings = {**ACR, **env.git.settings(**{token_setting: "status-token"})}
+    # (Gitea needs an https repository on GITEA_BASE_URL's host: its client is tested in test_commit_status.)
+    body = _request().decode().replace("https://github.com/dougbu/AzureTest.git", repo_url)
+    body = body.replace('"provider": "github"', f'"provider": "{provider}"')
+    request_id = env.dispatch(body.encode())
+    run_id = env.record(request_id).run_id
+    assert run_id is not None
+    env.acr.set_status(run_id, "Succeeded")
+    env.reconcile()
+    posts = [r for r in env.git.requests if r.host == provider]
+    assert [p.path.startswith(route) for p in posts] == [True, True]
+    assert env.record(request_id).commit_status == "success"
