@@ -67,8 +67,10 @@ def test_prune_keeps_every_kept_tag_whole_and_deletes_the_rest(fresh_oci_registr
     backend = OciRetentionBackend(client, extra_digests=scene.known)
     tags_before = sorted(client.list_tags(scene.repo))
 
-    dry = prune_images(backend, RULES, dry_run=True)
+    seen: list[tuple[str, int, int]] = []
+    dry = prune_images(backend, RULES, dry_run=True, progress=lambda *step: seen.append(step))
     assert dry.ok and sorted(client.list_tags(scene.repo)) == tags_before
+    assert seen == [(scene.repo, 1, 1)]  # the progress bar's steps: one per repository a rule matches
     for digest in [scene.old, *scene.old_children, scene.feature, scene.leftover]:
         assert not gone(client, scene.repo, digest), "--dry-run deleted something"
 

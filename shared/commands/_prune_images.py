@@ -89,10 +89,18 @@ def _run_with_progress(work: Any, *, quiet: bool) -> PruneReport:
         report: PruneReport = work(None)
         return report
     from rich.console import Console
-    from rich.status import Status
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Status("listing repositories", console=Console(stderr=True)) as status:
-        report = work(lambda name: status.update(f"reading {name}"))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    console = Console(stderr=True)
+    # Only on a terminal: a log file or a pipe gets the report and nothing else.
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("listing repositories", total=None)
+
+        def advance(name: str, position: int, total: int) -> None:
+            bar.update(task, description=name, completed=position - 1, total=total)
+
+        report = work(advance)
     return report
 
 

@@ -24,7 +24,8 @@ from shared.retention.rules import ImageRule, rule_for
 logger = logging.getLogger(__name__)
 
 # Errors a registry call may raise: ours (shared.oci) and the Azure SDK's, without importing it here.
-Progress = Callable[[str], None]
+# Called with (repository about to be read, its position from 1, how many will be read).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -84,15 +85,15 @@ def prune_images(
     if not rules:
         return report
     when = now or datetime.now(UTC)
-    for name in backend.list_repositories():
-        if repository is not None and not glob_match(repository, name):
-            continue
-        matched = rule_for(rules, name)
-        if matched is None:
-            continue
-        index, rule = matched
+    selected = [
+        (name, matched)
+        for name in backend.list_repositories()
+        if (repository is None or glob_match(repository, name))
+        and (matched := rule_for(rules, name)) is not None
+    ]
+    for position, (name, (index, rule)) in enumerate(selected, start=1):
         if progress is not None:
-            progress(name)
+            progress(name, position, len(selected))
         outcome = RepositoryOutcome(name)
         report.repositories.append(outcome)
         try:
