@@ -24,14 +24,12 @@ it with the digest it saw last, kept in the state store as ``digest-poll/images/
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -42,7 +40,7 @@ from shared.events import ImagePushedEvent
 from shared.image_refs import ImageReference, parse_image_reference
 from shared.last_build import read_last_build
 from shared.logs import log_event
-from shared.oci import AcrTokenProvider, RateLimited, RegistryClient, TransientRegistryError
+from shared.oci import AcrTokenProvider, RateLimited, RegistryClient, TransientRegistryError, registry_base
 from shared.queue.port import QueueSender
 from shared.rebuild_queue import send_requests
 from shared.routing import Ignored
@@ -143,16 +141,6 @@ def polled_images(config: SlipwayConfig) -> dict[str, list[ImageReference]]:
     return grouped
 
 
-def _is_loopback(registry: str) -> bool:
-    host = urlsplit(f"//{registry}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def registry_clients(
     settings: Mapping[str, str],
     *,
@@ -180,9 +168,7 @@ def registry_clients(
         if registry.endswith(ACR_SUFFIX):
             provider = AcrTokenProvider(entra_credential(), registry, timeout=timeout)
             return RegistryClient(registry, token_provider=provider, timeout=timeout)
-        if _is_loopback(registry):
-            return RegistryClient(f"http://{registry}", timeout=timeout)
-        return RegistryClient(registry, timeout=timeout)
+        return RegistryClient(registry_base(registry), timeout=timeout)
 
     return client_for
 

@@ -472,6 +472,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def registry_base(registry: str) -> str:
+    """What to hand ``RegistryClient`` for a configured registry name: loopback speaks plain http.
+
+    A registry on this machine is a local or test registry (Debian's docker-registry, a
+    pull-through mirror), which serves no TLS; every other host is https only.
+    """
+    host = urlsplit(f"//{registry}").hostname or ""
+    return f"http://{registry}" if "://" not in registry and _is_loopback(host) else registry
+
+
 def _tls_context(verify: bool | str) -> ssl.SSLContext:
     if verify is False:
         context = ssl.create_default_context()

@@ -632,3 +632,20 @@ def test_tls_is_verified_by_default(fake_acr: FakeAcr) -> None:
         client.resolve_digest(f"{fake_acr.login_server}/app:1")
     assert not isinstance(caught.value, TransientRegistryError)
     assert fake_acr.requests == []
+
+
+@pytest.mark.parametrize(
+    ("configured", "base"),
+    [
+        ("127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("localhost:5000", "http://localhost:5000"),
+        ("[::1]:5000", "http://[::1]:5000"),
+        ("myregistry.azurecr.io", "myregistry.azurecr.io"),
+        ("ghcr.io", "ghcr.io"),
+        ("https://127.0.0.1:5000", "https://127.0.0.1:5000"),
+    ],
+)
+def test_registry_base_speaks_http_only_to_loopback(configured: str, base: str) -> None:
+    from shared.oci import registry_base
+
+    assert registry_base(configured) == base

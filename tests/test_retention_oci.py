@@ -168,3 +168,26 @@ def test_timer_without_rules_returns_at_once(tmp_path: Path) -> None:
     (tmp_path / "slipway.yaml").write_text("registry: myregistry.azurecr.io\n")
     runtime = Runtime({"SLIPWAY_CONFIG": "slipway.yaml"}, app_root=tmp_path)
     assert run_scheduled_prune(runtime) is None
+
+
+def test_timer_prunes_the_configured_registry(tmp_path: Path, fresh_oci_registry: OciRegistry) -> None:
+    registry = fresh_oci_registry
+    repo = registry.new_repo("app")
+    kept, kept_children = registry.push_index(repo, "latest", created=OLD)
+    doomed, doomed_children = registry.push_index(repo, "v1", created=OLD)
+    (tmp_path / "slipway.yaml").write_text(
+        f"registry: {registry.host}\n"  # a loopback registry is spoken to over plain http
+        "images:\n  - repositories: ['app/*']\n    keep_tags: [latest]\n    min_age: 7d\n"
+    )
+    settings = {"SLIPWAY_CONFIG": "slipway.yaml", "SLIPWAY_IMAGE_PRUNE_DRY_RUN": "true"}
+    dry = run_scheduled_prune(Runtime(settings, app_root=tmp_path))
+    assert dry is not None and dry.dry_run
+    client = registry.client()
+    assert not gone(client, repo, doomed)
+    report = run_scheduled_prune(
+        Runtime({**settings, "SLIPWAY_IMAGE_PRUNE_DRY_RUN": "false"}, app_root=tmp_path)
+    )
+    assert report is not None and report.ok
+    assert all(gone(client, repo, d) for d in [doomed, *doomed_children])
+    assert not any(gone(client, repo, d) for d in [kept, *kept_children])
+    resolves_fully(client, repo, "latest")

@@ -236,12 +236,12 @@ def backend_from_settings(
         return AcrRetentionBackend.connect(registry, credential, **options)
     if chosen != "oci":
         raise ValueError(f"unknown registry API {chosen!r}: use acr or oci")
-    from shared.oci import RegistryClient
+    from shared.oci import RegistryClient, registry_base
     from shared.retention.oci_backend import OciRetentionBackend
 
     user, password = settings.get("SLIPWAY_REGISTRY_USERNAME"), settings.get("SLIPWAY_REGISTRY_PASSWORD")
     credentials = (user, password) if user and password else None
-    return OciRetentionBackend(RegistryClient(registry, credentials=credentials, **options))
+    return OciRetentionBackend(RegistryClient(registry_base(registry), credentials=credentials, **options))
 
 
 def guess_api(registry: str) -> str:
