@@ -36,6 +36,10 @@ def test_prune_on_acr_respects_locks_indexes_and_untags(acr_dataplane: AcrDataPl
     newest_build = plane.add_platform_image("app", created=OLD)
     plane.tag("app", "build-2", newest_build, updated=OLD)  # keep_newest 1
     locked_image = plane.add_platform_image("app", created=OLD, locked=True)
+    write_locked = plane.add_platform_image("app", created=OLD)
+    plane.repositories["app"].manifests[
+        write_locked
+    ].write_enabled = False  # az acr update --write-enabled false
     locked_tag_image = plane.add_platform_image("app", created=OLD)
     plane.tag("app", "frozen", locked_tag_image, updated=OLD - timedelta(days=9), locked=True)
     leftover = plane.add_platform_image("app", created=OLD)
@@ -62,7 +66,16 @@ def test_prune_on_acr_respects_locks_indexes_and_untags(acr_dataplane: AcrDataPl
     assert sorted(outcomes["app"].deleted) == sorted([old, *old_children, leftover])
     assert outcomes["app"].untagged == ["build-9"]
     assert sorted(app.tags) == ["build-2", "frozen", "latest"]
-    for digest in (latest, *latest_children, newest_build, locked_image, locked_tag_image, young, signature):
+    for digest in (
+        latest,
+        *latest_children,
+        newest_build,
+        locked_image,
+        write_locked,
+        locked_tag_image,
+        young,
+        signature,
+    ):
         assert digest in app.manifests
     resolves_fully(plane, "app", latest)
     assert outcomes["team/api"].deleted == [team_old]
@@ -76,6 +89,7 @@ def test_prune_on_acr_respects_locks_indexes_and_untags(acr_dataplane: AcrDataPl
     data = report.to_json()
     manifests = {m["digest"]: m for r in data["repositories"] for m in r["manifests"]}
     assert manifests[locked_image]["reason"] == "locked"
+    assert manifests[write_locked]["reason"] == "locked"
     assert manifests[locked_tag_image]["reason"] == "tag frozen (locked)"
     assert manifests[newest_build]["reason"] == "tag build-2 (keep_newest 1)"
     assert manifests[signature]["action"] == "keep-referenced"

@@ -62,7 +62,7 @@ class AcrRetentionBackend:
                 str(tag.name),
                 str(tag.digest),
                 tag.last_updated_on or tag.created_on,
-                locked=tag.can_delete is False,
+                locked=_locked(tag),
             )
             for tag in self.client.list_tag_properties(repository)
         ]
@@ -75,7 +75,7 @@ class AcrRetentionBackend:
             result = self.client.get_manifest(repository, digest)
             manifest = _parse(result.manifest, digest, result.media_type)
             manifests[digest] = node_from_manifest(
-                manifest, created=properties.created_on, locked=properties.can_delete is False
+                manifest, created=properties.created_on, locked=_locked(properties)
             )
             if manifest.is_index:
                 indexes.append(manifest)
@@ -96,3 +96,8 @@ def _parse(content: Mapping[str, Any] | None, digest: str, media_type: str | Non
     if not isinstance(content, Mapping):
         raise RegistryError(f"manifest {digest}: the registry sent no JSON object")
     return Manifest.parse(json.dumps(content).encode(), digest=digest, content_type=media_type)
+
+
+def _locked(properties: Any) -> bool:
+    """ACR refuses to delete what has ``deleteEnabled`` or ``writeEnabled`` false (a lock)."""
+    return properties.can_delete is False or properties.can_write is False

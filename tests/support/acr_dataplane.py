@@ -46,6 +46,7 @@ class StoredManifest:
     media_type: str
     created: datetime
     delete_enabled: bool = True
+    write_enabled: bool = True
 
     def attributes(self, digest: str, tags: list[str]) -> dict[str, Any]:
         content = json.loads(self.body)
@@ -56,7 +57,7 @@ class StoredManifest:
             "lastUpdateTime": acr_time(self.created),
             "mediaType": self.media_type,
             "tags": tags,
-            "changeableAttributes": _changeable(self.delete_enabled),
+            "changeableAttributes": _changeable(self.delete_enabled, self.write_enabled),
         }
         if "config" in content:
             entry["configMediaType"] = content["config"]["mediaType"]
@@ -85,8 +86,13 @@ class StoredRepository:
     tags: dict[str, StoredTag] = field(default_factory=dict)
 
 
-def _changeable(delete_enabled: bool) -> dict[str, bool]:
-    return {"deleteEnabled": delete_enabled, "writeEnabled": True, "readEnabled": True, "listEnabled": True}
+def _changeable(delete_enabled: bool, write_enabled: bool = True) -> dict[str, bool]:
+    return {
+        "deleteEnabled": delete_enabled,
+        "writeEnabled": write_enabled,
+        "readEnabled": True,
+        "listEnabled": True,
+    }
 
 
 def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Answer:
@@ -296,7 +302,10 @@ class AcrDataPlane(FakeAcr):
         if repository is None or found is None:
             return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
         tags = [n for n, t in repository.tags.items() if t.digest == digest]
-        if not found[1].delete_enabled or any(not repository.tags[n].delete_enabled for n in tags):
+        stored = found[1]
+        if not (stored.delete_enabled and stored.write_enabled) or any(
+            not repository.tags[n].delete_enabled for n in tags
+        ):  # ACR: writeEnabled=false blocks deletion as deleteEnabled=false does
             return _error(405, "UNSUPPORTED", _DELETE_DENIED)
         del repository.manifests[digest]
         for name in tags:
