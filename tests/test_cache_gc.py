@@ -473,3 +473,19 @@ def test_collection_never_breaks_a_remaining_manifest(scenario: Scenario) -> Non
         assert report.manifests_expired == len(
             [n for n in store.deleted if n.startswith(layout.manifests_prefix)]
         )
+
+
+def test_the_cli_progress_bar_follows_a_run() -> None:
+    from shared.commands._prune_cache import _ProgressBar
+
+    layout = CacheLayout()
+    store = MemoryStore(layout, HOUR)
+    store.put(layout.manifest_key("main"), manifest_json([digest(1)]), NOW)
+    for n in range(1, 4):
+        store.put(layout.blob_key(digest(n)), b"x", NOW - 48 * HOUR)
+    with _ProgressBar(enabled=True) as bar:
+        report = CacheCollector(store, layout, Policy(grace=HOUR), clock=lambda: NOW, progress=bar).collect()
+        assert bar._bar is not None
+        tasks = {task.description: task for task in bar._bar.tasks}
+    assert (tasks["manifests read"].completed, tasks["manifests read"].total) == (1, 1)
+    assert tasks["blobs listed"].completed == 3 and report.blobs_deleted == 2

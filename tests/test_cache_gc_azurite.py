@@ -310,3 +310,18 @@ def test_timer_logs_one_line_and_returns_quickly_without_cache(
     assert line["event"] == "cache_prune"
     assert (line["blobs_kept_grace"], line["blobs_deleted"], line["grace"]) == (1, 0, "1d")
     assert "names" not in line and line["expired_names"] == []
+
+
+def test_a_missing_container_is_one_clear_error(
+    azurite: AzuriteServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SLIPWAY_CACHE_CONNECTION_STRING", azurite.connection_string)
+    path = tmp_path / "slipway.yaml"
+    path.write_text(
+        "registry: r.azurecr.io\ncache:\n  account_url: https://a.blob.core.windows.net\n  container: gone\n"
+    )
+    assert main(["prune", "cache", "--config", str(path), "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip() == "slipway: error: container 'gone' does not exist"

@@ -57,6 +57,8 @@ def _duration(text: str) -> timedelta:
 
 
 def run(args: argparse.Namespace) -> int:
+    from azure.core.exceptions import AzureError
+
     from shared.cache_gc.durations import format_duration
     from shared.cache_gc.prune import collector_for, policy_for
     from shared.cache_gc.store import CacheStoreError
@@ -84,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
             report = collector_for(
                 config.cache, os.environ, policy=policy, dry_run=args.dry_run, progress=bar
             ).collect()
-        except (CacheStoreError, ValueError) as exc:
-            raise CliError(str(exc)) from None
+        except (CacheStoreError, AzureError, ValueError) as exc:
+            raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     if args.json:
         from shared.commands.output import print_json
 
@@ -116,16 +118,16 @@ def _print_report(report: CacheReport) -> None:
         ["name", "size", "blobs", "last_export", "status", "reason"],
         rows,
     )
-    summary = [
+    summary: list[dict[str, Any]] = [
+        {"what": "grace", "count": report.grace},
+        {"what": "max_age", "count": report.max_age or "none"},
+        {"what": "seconds", "count": f"{report.duration_seconds:.1f}"},
+    ]
+    summary += [
         {"what": f, "count": _bytes(getattr(report, f)) if f.startswith("bytes") else getattr(report, f)}
         for f in SUMMARY_FIELDS
     ]
-    print_table(
-        f"{'dry run (nothing deleted): ' if report.dry_run else ''}{report.duration_seconds:.1f}s "
-        f"(grace {report.grace}, max_age {report.max_age or 'none'})",
-        ["what", "count"],
-        summary,
-    )
+    print_table("dry run: nothing deleted" if report.dry_run else "summary", ["what", "count"], summary)
 
 
 def _bytes(value: int) -> str:
