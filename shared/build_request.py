@@ -201,13 +201,17 @@ class BuildRequest(_Strict):
         return properties
 
 
+# json.dumps with separators builds a new encoder on every call; this is the same encoding.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def request_id(target: str, *parts: str) -> str:
     """Deterministic id: the target (readable in the portal) and a hash of what makes the build unique.
 
     For a push the parts are ref, commit and platforms: the same commit pushed to two branches
     builds twice (their tags differ), the same delivery retried builds once.
     """
-    digest = hashlib.sha256(json.dumps([target, *parts], separators=(",", ":")).encode()).hexdigest()
+    digest = hashlib.sha256(_compact_json([target, *parts]).encode()).hexdigest()
     return f"{target}.{digest[:32]}"
 
 

@@ -210,15 +210,15 @@ def _parse_template(
     return parsed, frozenset(field for _literal, field, _spec, _conv in parsed if field is not None)
 
 
-def _render(template: str, when: str, push: _Push) -> str | None:
+def _render(rule: _CompiledRule, push: _Push) -> str | None:
     """One rule on one push: the raw (unsanitised) tag, or None when the rule does not apply."""
-    if not _condition_holds(when, push):
+    if not _condition_holds(rule.when, push):
         return None
-    parsed, used = _parse_template(template)
+    used = rule.used
     if not used <= push.values.keys():
         return None
     semver = push.semver
-    if semver is not None and (when == "semver" or used & _SEMVER_PARTS):
+    if semver is not None and (rule.when == "semver" or used & _SEMVER_PARTS):
         # metadata-action: a pre-release only extends {version}; "2.0" must keep meaning the
         # latest stable 2.0.x, never a release candidate.
         if semver.is_prerelease and "version" not in used:
@@ -226,18 +226,45 @@ def _render(template: str, when: str, push: _Push) -> str | None:
         # metadata-action: no bare "{major}" tag for 0.y.z, whose API is not stable.
         if semver.major == 0 and "major" in used and not used & {"minor", "patch", "version"}:
             return None
-    return "".join(literal + (push.values[field] if field else "") for literal, field, _s, _c in parsed)
+    return "".join(literal + (push.values[field] if field else "") for literal, field, _s, _c in rule.parsed)
 
 
-_VALIDATED: set[tuple[object, ...]] = set()
+@dataclass(frozen=True)
+class _CompiledRule:
+    when: str
+    parsed: tuple[tuple[str, str | None, str | None, str | None], ...]
+    used: frozenset[str]
 
 
-def _validate_cached(key: tuple[object, ...], rules: Sequence[str | TagRule]) -> None:
-    """Rules are validated when the configuration loads; re-check only rules not seen before."""
-    if key not in _VALIDATED:
-        validate_rule_templates(rules)
-        if len(_VALIDATED) < 4096:
-            _VALIDATED.add(key)
+# Rule lists come from the loaded configuration and are reused for every push: compile each list
+# once. Keyed by the list's identity, holding the list itself so that the id cannot be reused.
+# The snapshot of its items catches a list changed in place since it was compiled.
+_COMPILED: dict[
+    int, tuple[Sequence[str | TagRule], tuple[str | TagRule, ...], tuple[_CompiledRule, ...]]
+] = {}
+_MAX_COMPILED = 4096
+
+
+def _compiled(rules: Sequence[str | TagRule]) -> tuple[_CompiledRule, ...]:
+    cached = _COMPILED.get(id(rules))
+    if (
+        cached is not None
+        and cached[0] is rules
+        and len(cached[1]) == len(rules)
+        and all(a is b for a, b in zip(cached[1], rules, strict=True))
+    ):
+        return cached[2]
+    validate_rule_templates(rules)
+    compiled = []
+    for rule in rules:
+        template, when = (rule, "always") if isinstance(rule, str) else (rule.template, rule.when)
+        parsed, used = _parse_template(template)
+        compiled.append(_CompiledRule(when, parsed, used))
+    result = tuple(compiled)
+    if len(_COMPILED) >= _MAX_COMPILED:
+        _COMPILED.clear()
+    _COMPILED[id(rules)] = (rules, tuple(rules), result)
+    return result
 
 
 def compute_tags(
@@ -249,12 +276,10 @@ def compute_tags(
     ``commit`` None means the head of ``ref``, whose commit is not known: ``{sha}`` rules are silent.
     A plain string rule behaves like ``when: always``.
     """
-    _validate_cached(tuple(r if isinstance(r, str) else (r.template, r.when) for r in rules), rules)
     push = _describe_push(ref, commit, default_branch)
     tags: list[str] = []
-    for rule in rules:
-        template, when = (rule, "always") if isinstance(rule, str) else (rule.template, rule.when)
-        raw = _render(template, when, push)
+    for rule in _compiled(rules):
+        raw = _render(rule, push)
         tag = sanitize_tag(raw) if raw is not None else None
         if tag is not None and tag not in tags:
             tags.append(tag)

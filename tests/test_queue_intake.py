@@ -128,3 +128,31 @@ def test_the_duplicate_window_runs_from_each_send_even_when_folded_later(tmp_pat
     now[0] += timedelta(minutes=6)
     queue.send([msg("same")])  # 11 minutes after the accepted send: a new message
     assert drain(queue) == ["same", "same"]
+
+
+def _send_past_the_file_size_limit(path: str) -> None:
+    import resource
+    import signal
+
+    queue = LocalQueue(path)
+    journal = Path(path + "-intake")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    limit = journal.stat().st_size + 100
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        queue.send([msg("too-big", b"z" * 1000)])
+    except Exception as exc:
+        os._exit(0 if "short write" in str(exc) and journal.stat().st_size < limit - 99 else 3)
+    os._exit(4)
+
+
+def test_a_write_cut_short_by_a_full_disk_is_refused_and_leaves_no_partial_record(tmp_path: Path) -> None:
+    path = str(tmp_path / "queue.sqlite3")
+    queue = LocalQueue(path)
+    queue.send([msg("before")])
+    child = multiprocessing.get_context("fork").Process(target=_send_past_the_file_size_limit, args=(path,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0  # the sender saw an error (so the webhook answers 503), the file is as before
+    queue.send([msg("after")])
+    assert drain(queue) == ["before", "after"]

@@ -187,14 +187,12 @@ class IntakeJournal:
         except OSError as exc:
             raise QueueError(f"local queue intake {self.path}: {exc}") from exc
         try:
-            size = os.fstat(fd).st_size
             try:
                 written = os.write(fd, record)
-            except OSError as exc:
-                os.ftruncate(fd, size)
+            except OSError as exc:  # nothing was written
                 raise QueueError(f"local queue intake {self.path}: {exc}") from exc
-            if written != len(record):
-                os.ftruncate(fd, size)
+            if written != len(record):  # disk full part-way: cut the partial record off again
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
                 raise QueueError(f"local queue intake {self.path}: short write ({written} of {len(record)})")
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
