@@ -11,6 +11,7 @@ Entry points (see handlers/):
 - POST /api/hooks/eventgrid     webhooks.eventgrid_webhook     ?token= (+ validation handshakes)
 - POST /api/hooks/dockerhub     webhooks.dockerhub_webhook     ?token= (an unsigned hint)
                                 each: base-image updates -> rebuilds of dependent targets
+- POST /api/admin/replay        admin.admin_replay             master key: dead letters -> queue (new ids)
 - queue %BUILD_QUEUE%           dispatch.dispatch              build request -> one ACR run
 - timer %SLIPWAY_RECONCILE_SCHEDULE%       runs.reconcile_runs           run status -> ledger, commit status
 - timer %SLIPWAY_SCHEDULE_TIMER%           schedules.scheduled_rebuilds  target schedules -> rebuilds
@@ -21,11 +22,12 @@ Entry points (see handlers/):
 
 import azure.functions as func
 
-from handlers import dispatch, prune_cache, prune_images, runs, schedules, webhooks
+from handlers import admin, dispatch, prune_cache, prune_images, runs, schedules, webhooks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(webhooks.bp)
 app.register_functions(dispatch.bp)
+app.register_functions(admin.bp)
 app.register_functions(runs.bp)
 app.register_functions(schedules.bp)
 app.register_functions(prune_cache.bp)

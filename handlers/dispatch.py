@@ -14,13 +14,13 @@ class DispatchRetry(Exception):
 
 
 class DispatchRefused(Exception):
-    """A message that can never succeed.
+    """A message that can never succeed (or gave up retrying).
 
-    The Python binding cannot dead-letter with a reason, so the reason is logged and kept in the
-    ledger, and raising lets Service Bus move the message to the dead-letter queue after
-    MaxDeliveryCount (each redelivery is refused again before any side effect). The local host
-    reads ``reason`` and ``description`` and dead-letters at once, as Service Bus would with an
-    explicit dead-letter.
+    The stable Python binding cannot dead-letter with a reason, so the reason is logged and kept
+    in the ledger (``failure_reason``, ``error``), and raising lets Service Bus move the message
+    to the dead-letter queue after MaxDeliveryCount (each redelivery is refused again from the
+    ledger, before any side effect). The local host reads ``reason`` and ``description`` and
+    dead-letters at once, as Service Bus would with an explicit dead-letter.
     """
 
     def __init__(self, reason: str, description: str) -> None:
@@ -32,6 +32,7 @@ class DispatchRefused(Exception):
 @bp.function_name("dispatch")
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%BUILD_QUEUE%")
 def dispatch(msg: func.ServiceBusMessage) -> None:
+    """Returning completes the message: started, duplicate, superseded, or rescheduled as a copy."""
     from shared.dispatcher import Outcome
 
     result = (

@@ -37,6 +37,22 @@ def _duration(started: datetime | None, finished: datetime | None) -> str | None
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
+# A run stopped by one of its gates: the sentence leads with the gate (GitHub keeps 140 characters).
+_GATE_SENTENCES = {
+    "scan": "Scan gate failed: {detail}; release tags were not moved",
+    "platform-check": "Platform check failed: {detail}; release tags were not moved",
+}
+
+
+def gate_failure(gate: str, detail: str) -> str:
+    """The run error for a failed gate (``scan``, ``platform-check``), a sentence that names it."""
+    return _GATE_SENTENCES[gate].format(detail=detail)
+
+
+def _is_gate_failure(error: str | None) -> bool:
+    return error is not None and error.startswith(tuple(s.split(":")[0] for s in _GATE_SENTENCES.values()))
+
+
 def describe(record: LedgerRecord) -> str:
     """One sentence a developer understands, for the commit status and the ledger."""
     image = record.request.get("image", {})
@@ -50,6 +66,8 @@ def describe(record: LedgerRecord) -> str:
         return f"{run} timed out" + (f" after {took}" if took else "")
     if status == "Canceled":
         return f"{run} was canceled"
+    if status in ("Failed", "Error") and _is_gate_failure(record.run_error):
+        return f"{record.run_error} ({run})"
     if status in ("Failed", "Error"):
         return f"{run} failed: {record.run_error}" if record.run_error else f"{run} failed; see its log"
     if not record.following:

@@ -31,8 +31,10 @@ from shared.build_request import (
 )
 from shared.cache_gc.durations import Duration
 from shared.cron import Cron, CronError
+from shared.dispatch_settings import DispatchSettings
 from shared.image_refs import parse_image_reference
 from shared.retention.rules import ImageRule
+from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg
 from shared.tags import RuleTemplateError, validate_rule_templates
 
 if TYPE_CHECKING:
@@ -166,6 +168,10 @@ class ToolImages(_Strict):
     docker_cli: str = "docker.io/library/docker:29.7.2-cli"
     buildkit: str = "docker.io/moby/buildkit:v0.32.2"
     binfmt: str = "docker.io/tonistiigi/binfmt:qemu-v10.0.4-59"
+    oras: str = Field(
+        default="ghcr.io/oras-project/oras:v1.2.2",
+        description="Stores a scan gate's reports as OCI artifacts referring to the image.",
+    )
 
 
 class RunSettings(_Strict):
@@ -246,6 +252,26 @@ class Target(_Strict):
         "weekday), in UTC, e.g. '0 3 * * 1' for Mondays at 03:00. Each slot rebuilds the commit last "
         "built on the default branch (else its head); after downtime only the latest missed slot runs.",
     )
+    cancel_superseded: bool = Field(
+        default=False,
+        description="Cancel a still-running run of this target when a newer commit on the same ref starts.",
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Runs of this target in flight at once (default: dispatch's per-target limit).",
+    )
+
+    attestations: Attestations = Field(default_factory=Attestations)
+    scan: ScanGate | None = Field(
+        default=None,
+        description="Scan gate: push by digest, scan every platform, tag only when the scan passes.",
+    )
+    platform_check: bool = Field(
+        default=True,
+        description="Fail the run unless the pushed index holds every requested platform; release tags "
+        "are written only after it passes.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -320,6 +346,18 @@ class Target(_Strict):
             raise ValueError(f"{value!r}: {exc}") from None
         return text
 
+    @model_validator(mode="after")
+    def _no_max_provenance_with_secrets(self) -> Target:
+        # max provenance writes every build argument's value into the pushed attestation.
+        secret = [name for name in self.build_args if is_secret_build_arg(name)]
+        if self.attestations.provenance == "max" and secret:
+            raise LocatedValueError(
+                f"provenance max records build argument values in the image, and build_args "
+                f"{', '.join(secret)} look secret: use min, or pass the secret as a build secret",
+                at=("attestations", "provenance"),
+            )
+        return self
+
     @field_validator("base_images")
     @classmethod
     def _base_images(cls, value: list[str]) -> list[str]:
@@ -356,6 +394,13 @@ class SlipwayConfig(_Strict):
     )
     run: RunSettings = Field(default_factory=RunSettings)
     rebuilds: RebuildSettings = Field(default_factory=RebuildSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    scanner: Scanner = Field(default_factory=Scanner)
+    quarantine: bool = Field(
+        default=False,
+        description="The registry's quarantine policy is on: mark each digest a successful run pushed as "
+        "Passed (the app's identity needs AcrQuarantineWriter).",
+    )
     targets: list[Target] = Field(default_factory=list)
 
     @field_validator("registry")
@@ -377,6 +422,13 @@ class SlipwayConfig(_Strict):
                     at=("targets", index, "name"),
                 )
             seen[target.name] = index
+        gated = [index for index, target in enumerate(self.targets) if target.scan is not None]
+        if gated and self.scanner.image is None:
+            raise LocatedValueError(
+                f"targets[{gated[0]}] has a scan gate: set scanner.image to a Trivy image pinned by "
+                f"digest ({SCANNER_EXAMPLE})",
+                at=("scanner", "image"),
+            )
         return self
 
     def target(self, name: str) -> Target | None:

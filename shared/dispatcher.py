@@ -1,15 +1,23 @@
 """The dispatcher: one queue message in, at most one ACR run out.
 
 Order matters: validate (a message that can never succeed is refused before any side
-effect), claim the request id in the ledger with a conditional create (a redelivered or
-duplicated message finds the claim and starts nothing), render, start the run, record it.
+effect); look at the ledger (a request already started or refused is settled at once); wait
+out the quiet period; skip a request superseded by a newer one on its coalesce key; respect
+the run budgets; claim the request id in the ledger with a conditional create (a redelivered or
+duplicated message finds the claim and starts nothing); start the run; record it.
+
+Waiting and retrying never hold a message: with a ``queue`` the dispatcher schedules a copy of
+the request for later under a new message id and the original is completed (see
+``shared.failures``). Without one (the bare tests) it answers ``RETRY`` and the caller abandons.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,11 +26,16 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from shared import failures
 from shared.build_request import BuildRequest
+from shared.coalesce import Coalescer, PendingRequests
 from shared.config import SlipwayConfig, Target
-from shared.ledger import Ledger, LedgerRecord, RunStatus
+from shared.dispatch_settings import DispatchSettings
+from shared.failures import RetryPolicy
+from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.logs import log_event
-from shared.run_backend import PermanentBackendError, RunBackend, TransientBackendError
+from shared.queue.port import QueueError, QueueSender
+from shared.run_backend import PermanentBackendError, RunBackend, RunHandle, TransientBackendError
 from shared.task_render import RenderError, RunSecrets, render_run
 
 if TYPE_CHECKING:
@@ -39,7 +52,9 @@ CLAIM_LEASE = timedelta(minutes=10)
 class Outcome(StrEnum):
     DISPATCHED = "dispatched"
     DUPLICATE = "duplicate"
-    RETRY = "retry"
+    SUPERSEDED = "superseded"  # a newer request on the coalesce key builds instead: complete
+    RESCHEDULED = "rescheduled"  # a copy comes back later (wait or retry): complete the original
+    RETRY = "retry"  # abandon: redelivered at once (no queue to schedule a copy on)
     DEAD_LETTER = "dead-letter"
 
 
@@ -50,6 +65,9 @@ class DispatchResult:
     run_id: str | None = None
     reason: str | None = None
     description: str | None = None
+    # RESCHEDULED: the copy's message id and when it becomes receivable.
+    next_message_id: str | None = None
+    next_at: datetime | None = None
 
 
 def build_fingerprint(request: BuildRequest) -> str:
@@ -59,6 +77,23 @@ def build_fingerprint(request: BuildRequest) -> str:
         mode="json", include={"target", "source", "image", "platforms", "build_args", "cache"}
     )
     return hashlib.sha256(json.dumps(essential, sort_keys=True).encode()).hexdigest()
+
+
+def unclaimed_record(
+    request: BuildRequest, status: RunStatus, now: datetime, event: Mapping[str, object]
+) -> LedgerRecord:
+    """A ledger record for a request that has no run and holds no claim (superseded, replayed)."""
+    return LedgerRecord(
+        request_id=request.id,
+        target=request.target,
+        status=status,
+        created_at=now,
+        updated_at=now,
+        correlation_id=request.trigger.correlation_id,
+        payload_hash=build_fingerprint(request),
+        request=json.loads(request.to_json()),
+        history=[dict(event)],
+    )
 
 
 class MissingSecret(Exception):
@@ -109,9 +144,15 @@ class Dispatcher:
         clock: Callable[[], datetime] = _utcnow,
         state: StateStore | None = None,
         notifier: BuildStatusNotifier | None = None,
+        queue: QueueSender | None = None,
+        pending: PendingRequests | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        """``state`` receives the last build of each target's default branch (none: not recorded);
-        ``notifier`` posts the ``pending`` commit status of a started run (none: no statuses)."""
+        """``state`` receives the last build of each target's default branch and the newest
+        started request per coalesce key (none: not recorded); ``notifier`` posts the ``pending``
+        commit status of a started run (none: no statuses); ``queue`` takes the delayed copies
+        (none: waits and retries answer RETRY); ``pending`` answers the coalescing look-ahead
+        (normally the same queue); ``rand`` is the jitter source."""
         self._config = config
         self._ledger = ledger
         self._backend = backend
@@ -119,6 +160,9 @@ class Dispatcher:
         self._clock = clock
         self._state = state
         self._notifier = notifier
+        self._queue = queue
+        self._coalescer = Coalescer(pending=pending, state=state)
+        self._rand = rand
 
     def dispatch(
         self, body: bytes | str, *, message_id: str | None = None, delivery_count: int = 1
@@ -136,8 +180,8 @@ class Dispatcher:
         try:
             config = self._config()
         except Exception as exc:
-            # The operator can fix the file; the message stays and is retried.
-            return self._retry(request, f"configuration cannot be loaded: {exc}")
+            # The operator can fix the file; the request comes back later, a bounded number of times.
+            return self._retry_unclaimed(request, f"configuration cannot be loaded: {exc}")
         target = config.target(request.target)
         if target is None:
             return self._dead_letter(
@@ -157,6 +201,19 @@ class Dispatcher:
 
         now = self._clock()
         fingerprint = build_fingerprint(request)
+        settings = config.dispatch
+        found = self._ledger.get(request.id)
+        if found is not None and self._is_outside_replay(request, found[0], message_id):
+            found = self._accept_outside_replay(found[0], found[1], message_id, now)
+        if found is not None and found[0].status is not RunStatus.DISPATCHING:
+            settled = self._settled(request, fingerprint, found[0], message_id)
+            if settled is not None:
+                return settled
+        if found is None or found[0].status is RunStatus.RETRYING:
+            # Nothing started yet for this request: it may still wait, be superseded or be deferred.
+            deferred = self._defer(request, fingerprint, target, config, settings, now, message_id)
+            if deferred is not None:
+                return deferred
         record = LedgerRecord(
             request_id=request.id,
             target=request.target,
@@ -173,7 +230,7 @@ class Dispatcher:
             history=[{"at": now.isoformat(), "event": "claimed", "detail": f"message {message_id}"}],
         )
         if not self._ledger.create(record):
-            claimed = self._claim_existing(request, fingerprint, message_id)
+            claimed = self._claim_existing(request, fingerprint, message_id, target, delivery_count)
             if isinstance(claimed, DispatchResult):
                 return claimed
             record, etag = claimed
@@ -185,15 +242,35 @@ class Dispatcher:
         try:
             handle = self._backend.start(spec, request_id=request.id, correlation_id=correlation_id)
         except TransientBackendError as exc:
-            self._update(
-                record, etag, status=RunStatus.RETRYING, error=str(exc), event="start_failed_transient"
+            return self._retry_claimed(
+                request, record, etag, exc, RetryPolicy.from_settings(settings), message_id
             )
-            return self._retry(request, f"{self._backend.name} is unavailable: {exc}")
         except PermanentBackendError as exc:
-            self._update(record, etag, status=RunStatus.FAILED, error=str(exc), event="start_refused")
-            return self._dead_letter(
-                request, record, "RunRejected", f"{self._backend.name} refused the run: {exc}"
+            self._update(
+                record,
+                etag,
+                status=RunStatus.FAILED,
+                error=str(exc),
+                failure_reason=failures.RUN_REJECTED,
+                dead_letter_message_id=message_id,
+                event="start_refused",
             )
+            return self._dead_letter(
+                request, record, failures.RUN_REJECTED, f"{self._backend.name} refused the run: {exc}"
+            )
+        return self._started(request, target, record, etag, handle, delivery_count)
+
+    def _started(
+        self,
+        request: BuildRequest,
+        target: Target,
+        record: LedgerRecord,
+        etag: str,
+        handle: RunHandle,
+        delivery_count: int,
+        event: str = "run_started",
+    ) -> DispatchResult:
+        correlation_id = request.trigger.correlation_id
 
         dispatched = self._update(
             record,
@@ -201,12 +278,12 @@ class Dispatcher:
             status=RunStatus.DISPATCHED,
             run_id=handle.run_id,
             run_status=handle.status,
-            event="run_started",
+            event=event,
             detail=handle.run_id,
         )
         log_event(
             logger,
-            "run_started",
+            event,
             correlation_id=correlation_id,
             request_id=request.id,
             target=request.target,
@@ -215,6 +292,7 @@ class Dispatcher:
             delivery_count=delivery_count,
         )
         self._record_last_build(request, target)
+        self._supersede_older_run(request, target, handle.run_id)
         if dispatched is not None:
             self._post_pending(*dispatched)
         return DispatchResult(Outcome.DISPATCHED, request.id, handle.run_id)
@@ -275,62 +353,375 @@ class Dispatcher:
         )
 
     def _claim_existing(
-        self, request: BuildRequest, fingerprint: str, message_id: str | None
+        self,
+        request: BuildRequest,
+        fingerprint: str,
+        message_id: str | None,
+        target: Target,
+        delivery_count: int,
     ) -> DispatchResult | tuple[LedgerRecord, str]:
         found = self._ledger.get(request.id)
         if found is None:  # deleted between create and get: let the redelivery try again
             return self._retry(request, "ledger record vanished while claiming")
         existing, etag = found
+        settled = self._settled(request, fingerprint, existing, message_id)
+        if settled is not None:
+            return settled
+        if existing.status is RunStatus.RETRYING:
+            if existing.start_uncertain_at is not None:
+                # The last start call got no answer: ACR may have created the run. Look first.
+                return self._recover(
+                    request, target, existing, etag, message_id, delivery_count, existing.start_uncertain_at
+                )
+            # A previous attempt failed before any run started: claim it again, exactly once.
+            return self._reclaim(request, existing, etag, "reclaimed", message_id)
+        # DISPATCHING: another delivery holds the claim. While it may still be working, come back
+        # when its lease ends; once the claim is older than any invocation can live, the holder
+        # died between claiming and recording: find out whether it started a run.
+        age = self._clock() - existing.updated_at
+        if age < CLAIM_LEASE:
+            return self._wait(
+                request,
+                existing.updated_at + CLAIM_LEASE + timedelta(seconds=5),
+                "another delivery is dispatching this request",
+            )
+        return self._recover(request, target, existing, etag, message_id, delivery_count)
+
+    def _settled(
+        self, request: BuildRequest, fingerprint: str, existing: LedgerRecord, message_id: str | None
+    ) -> DispatchResult | None:
+        """The answer for a request the ledger already settled (or whose id was reused), else None."""
         if existing.payload_hash != fingerprint:
             return self._dead_letter(
                 request,
                 None,
-                "IdConflict",
+                failures.ID_CONFLICT,
                 f"request id {request.id} was already used for a different build; send it with a new id",
             )
-        if existing.status is RunStatus.RETRYING:
-            # A previous attempt failed before any run started: claim it again, exactly once.
-            from shared.ledger import ConflictError
-
-            now = self._clock()
-            claimed = existing.model_copy(
-                update={
-                    "status": RunStatus.DISPATCHING,
-                    "updated_at": now,
-                    "attempts": existing.attempts + 1,
-                    "history": [
-                        *existing.history,
-                        {"at": now.isoformat(), "event": "reclaimed", "detail": message_id},
-                    ],
-                }
-            )
-            try:
-                new_etag = self._ledger.replace(claimed, etag)
-            except ConflictError:
-                return self._duplicate(request, "another delivery claimed it first")
-            return claimed, new_etag
-        if existing.status is RunStatus.DISPATCHING:
-            # Another delivery holds the claim. While it may still be working, retry later; once
-            # the claim is older than any invocation can live, the holder died somewhere between
-            # claiming and recording: it may or may not have started a run, so never guess — stop,
-            # and tell the operator what to check. Never complete it silently as a duplicate.
-            age = self._clock() - existing.updated_at
-            if age < CLAIM_LEASE:
-                return self._retry(request, "another delivery is dispatching this request")
+        if existing.status is RunStatus.FAILED:
+            # Refused for good earlier: refuse every redelivery of that message the same way, so it
+            # ends in the dead-letter queue (not completed as a duplicate) and the reason stays
+            # readable. Another copy of the request (a retry copy racing a redelivered original)
+            # is a duplicate: the request sits in the dead-letter queue once.
+            dead = existing.dead_letter_message_id
+            if dead is not None and message_id is not None and message_id != dead:
+                return self._duplicate(request, f"already failed; its dead letter is message {dead}")
             return self._dead_letter(
                 request,
                 existing,
-                "DispatchInterrupted",
-                f"a previous attempt claimed {request.id} at {existing.updated_at.isoformat()} and stopped "
-                "before recording a run; check the registry's runs for this request id, then replay if none",
+                existing.failure_reason or failures.RUN_REJECTED,
+                existing.error or "the run was refused earlier",
             )
-        if existing.status is RunStatus.FAILED:
-            # Refused for good earlier: refuse every redelivery the same way, so the message ends in
-            # the dead-letter queue (not completed as a duplicate) and the reason stays readable.
+        if existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED):
+            return self._duplicate(request, f"already {existing.status.value} (run {existing.run_id or '-'})")
+        return None
+
+    @staticmethod
+    def _is_outside_replay(request: BuildRequest, existing: LedgerRecord, message_id: str | None) -> bool:
+        """A failed request re-sent as ``<id>-r<N>`` by another tool (the portal's Service Bus Explorer)."""
+        if existing.status is not RunStatus.FAILED or message_id is None:
+            return False
+        suffix = message_id.removeprefix(request.id + failures.REPLAY_SUFFIX)
+        return suffix != message_id and suffix.isdigit() and message_id != existing.dead_letter_message_id
+
+    def _accept_outside_replay(
+        self, existing: LedgerRecord, etag: str, message_id: str | None, now: datetime
+    ) -> tuple[LedgerRecord, str] | None:
+        """Make the failed record claimable again, noting the replay (``slipway replay`` does this itself)."""
+        event = {
+            "at": now.isoformat(),
+            "event": "replayed",
+            "detail": f"message {message_id} (sent by another tool)",
+        }
+        updated = existing.model_copy(
+            update={
+                "status": RunStatus.RETRYING,
+                "attempts": 0,
+                "failure_reason": None,
+                "dead_letter_message_id": None,
+                "updated_at": now,
+                "history": [*existing.history, event],
+            }
+        )
+        try:
+            return updated, self._ledger.replace(updated, etag)
+        except ConflictError:
+            return self._ledger.get(existing.request_id)
+
+    def _reclaim(
+        self, request: BuildRequest, existing: LedgerRecord, etag: str, event: str, detail: str | None
+    ) -> DispatchResult | tuple[LedgerRecord, str]:
+        now = self._clock()
+        claimed = existing.model_copy(
+            update={
+                "status": RunStatus.DISPATCHING,
+                "updated_at": now,
+                "attempts": existing.attempts + 1,
+                "history": [*existing.history, {"at": now.isoformat(), "event": event, "detail": detail}],
+            }
+        )
+        try:
+            new_etag = self._ledger.replace(claimed, etag)
+        except ConflictError:
+            return self._duplicate(request, "another delivery claimed it first")
+        return claimed, new_etag
+
+    def _recover(
+        self,
+        request: BuildRequest,
+        target: Target,
+        existing: LedgerRecord,
+        etag: str,
+        message_id: str | None,
+        delivery_count: int,
+        claimed_at: datetime | None = None,
+    ) -> DispatchResult | tuple[LedgerRecord, str]:
+        """A dead holder's claim (or an unanswered start at ``claimed_at``): adopt its run, start
+        afresh if it started none, or ask an operator."""
+        interrupted = (
+            f"a previous attempt claimed {request.id} at {existing.updated_at.isoformat()} and stopped "
+            "before recording a run"
+        )
+        list_runs = getattr(self._backend, "list_runs", None)
+        if list_runs is None:
             return self._dead_letter(
-                request, existing, "RunRejected", existing.error or "the run was refused earlier"
+                request,
+                existing,
+                failures.DISPATCH_INTERRUPTED,
+                f"{interrupted}; check the registry's runs for this request id, then replay if none",
             )
-        return self._duplicate(request, f"already {existing.status.value} (run {existing.run_id or '-'})")
+        from shared.run_backend import RunFinder
+        from shared.run_recovery import find_orphan_run
+
+        finder: RunFinder = self._backend  # type: ignore[assignment]
+        try:
+            recovery = find_orphan_run(finder, self._ledger, existing, claimed_at=claimed_at)
+        except (TransientBackendError, PermanentBackendError) as exc:
+            return self._wait(
+                request,
+                self._clock() + RetryPolicy().delay(1, rand=self._rand),
+                f"cannot list runs to recover the claim: {exc}",
+            )
+        if recovery.run is not None:
+            return self._started(
+                request, target, existing, etag, recovery.run, delivery_count, event="run_recovered"
+            )
+        if recovery.nothing_started:
+            existing = existing.model_copy(update={"start_uncertain_at": None})
+            return self._reclaim(request, existing, etag, "reclaimed_no_run_found", message_id)
+        return self._dead_letter(
+            request,
+            existing,
+            failures.DISPATCH_INTERRUPTED,
+            f"{interrupted}; runs {', '.join(recovery.candidates)} started around then and none is "
+            "recorded: check which one (its log shows slipwayRequestId) belongs to this request, "
+            "then replay only if none does",
+        )
+
+    # --- waiting, coalescing, budgets --------------------------------------------------------
+
+    def _defer(
+        self,
+        request: BuildRequest,
+        fingerprint: str,
+        target: Target,
+        config: SlipwayConfig,
+        settings: DispatchSettings,
+        now: datetime,
+        message_id: str | None,
+    ) -> DispatchResult | None:
+        """Wait out the quiet period, skip a superseded request, or wait for budget; None: go on."""
+        quiet_until = request.trigger.received_at + settings.quiet_period
+        newer = self._coalescer.superseded_by(request)
+        if newer is not None:
+            return self._supersede(request, fingerprint, newer, now, message_id)
+        if self._queue is None:
+            return None  # waiting needs a delayed copy: abandoning would burn deliveries instead
+        if now < quiet_until:
+            return self._wait(request, quiet_until, "quiet period: a newer commit may follow")
+        from shared.budgets import check_budget
+
+        budget = check_budget(self._ledger, config, target, now=now)
+        if budget.over:
+            jitter = settings.budget_delay * (0.5 * self._rand())
+            return self._wait(request, now + settings.budget_delay + jitter, f"over budget: {budget.detail}")
+        return None
+
+    def _supersede(
+        self, request: BuildRequest, fingerprint: str, newer: str, now: datetime, message_id: str | None
+    ) -> DispatchResult:
+        """Record that ``request`` starts no run because ``newer`` replaces it."""
+        event = {"at": now.isoformat(), "event": "superseded", "detail": f"by {newer} (message {message_id})"}
+        record = unclaimed_record(request, RunStatus.SUPERSEDED, now, event).model_copy(
+            update={"backend": self._backend.name, "following": False}
+        )
+        if not self._ledger.create(record):
+            found = self._ledger.get(request.id)
+            if found is None or found[0].status is not RunStatus.RETRYING:
+                return self._retry(request, "the ledger record changed while superseding")
+            existing, etag = found
+            try:
+                self._ledger.replace(
+                    existing.model_copy(
+                        update={
+                            "status": RunStatus.SUPERSEDED,
+                            "updated_at": now,
+                            "following": False,
+                            "history": [*existing.history, event],
+                        }
+                    ),
+                    etag,
+                )
+            except ConflictError:
+                return self._retry(request, "the ledger record changed while superseding")
+        log_event(
+            logger,
+            "request_superseded",
+            correlation_id=request.trigger.correlation_id,
+            request_id=request.id,
+            target=request.target,
+            superseded_by=newer,
+        )
+        return DispatchResult(Outcome.SUPERSEDED, request.id, reason="Superseded", description=f"by {newer}")
+
+    def _supersede_older_run(self, request: BuildRequest, target: Target, run_id: str) -> None:
+        """Remember this run as the newest on its key; cancel the older one if the target asks."""
+        previous = self._coalescer.record_started(request, run_id)
+        if previous is None or previous.run_id is None or not target.cancel_superseded:
+            return
+        cancel = getattr(self._backend, "cancel", None)
+        if cancel is None:
+            return
+        try:
+            if self._backend.get(previous.run_id).finished:
+                return
+            cancel(previous.run_id)
+        except (TransientBackendError, PermanentBackendError) as exc:
+            log_event(
+                logger,
+                "cancel_failed",
+                level=logging.WARNING,
+                request_id=previous.request_id,
+                run_id=previous.run_id,
+                error=str(exc),
+            )
+            return
+        log_event(
+            logger,
+            "run_cancelled",
+            request_id=previous.request_id,
+            run_id=previous.run_id,
+            superseded_by=request.id,
+        )
+        found = self._ledger.get(previous.request_id)
+        if found is not None:
+            record, etag = found
+            now = self._clock()
+            event = {"at": now.isoformat(), "event": "cancelled", "detail": f"superseded by {request.id}"}
+            with contextlib.suppress(ConflictError):  # reconciliation records the Canceled status anyway
+                self._ledger.replace(
+                    record.model_copy(update={"updated_at": now, "history": [*record.history, event]}), etag
+                )
+
+    # --- rescheduling -------------------------------------------------------------------------
+
+    def _send_copy(self, request: BuildRequest, message_id: str, at: datetime) -> bool:
+        """Schedule ``request`` (as given) under ``message_id`` for ``at``; False if that failed."""
+        if self._queue is None:
+            return False
+        from shared.rebuild_queue import request_message
+
+        try:
+            self._queue.send([request_message(request, message_id=message_id, subject="retry", scheduled=at)])
+        except QueueError as exc:
+            log_event(
+                logger, "reschedule_failed", level=logging.WARNING, request_id=request.id, error=str(exc)
+            )
+            return False
+        return True
+
+    def _wait(self, request: BuildRequest, until: datetime, why: str) -> DispatchResult:
+        """Come back at ``until`` (not an attempt: nothing failed)."""
+        message_id = failures.wait_message_id(request.id, int(until.timestamp()))
+        return self._reschedule(request, message_id, until, why, "Waiting")
+
+    def _retry_later(
+        self, request: BuildRequest, attempt: int, retry_after: float | None, policy: RetryPolicy, why: str
+    ) -> DispatchResult:
+        at = self._clock() + policy.delay(attempt, retry_after=retry_after, rand=self._rand)
+        copy = request.model_copy(update={"attempt": attempt})
+        return self._reschedule(copy, failures.retry_message_id(request.id, attempt), at, why, "Transient")
+
+    def _reschedule(
+        self, request: BuildRequest, message_id: str, at: datetime, why: str, reason: str
+    ) -> DispatchResult:
+        """A copy of ``request`` comes back at ``at``; without a queue to send it on, RETRY."""
+        if not self._send_copy(request, message_id, at):
+            return self._retry(request, why)
+        log_event(
+            logger,
+            "dispatch_rescheduled",
+            level=logging.WARNING if reason == "Transient" else logging.INFO,
+            correlation_id=request.trigger.correlation_id,
+            request_id=request.id,
+            message_id=message_id,
+            attempt=request.attempt,
+            at=at.isoformat(),
+            reason=why,
+        )
+        return DispatchResult(
+            Outcome.RESCHEDULED,
+            request.id,
+            reason=reason,
+            description=why,
+            next_message_id=message_id,
+            next_at=at,
+        )
+
+    def _retry_claimed(
+        self,
+        request: BuildRequest,
+        record: LedgerRecord,
+        etag: str,
+        exc: TransientBackendError,
+        policy: RetryPolicy,
+        message_id: str | None,
+    ) -> DispatchResult:
+        """A transient failure after the claim: back off, or give up after ``max_attempts`` claims."""
+        why = f"{self._backend.name} is unavailable: {exc}"
+        if policy.exhausted(record.attempts):
+            description = f"gave up after {record.attempts} attempts; last error: {why}"
+            self._update(
+                record,
+                etag,
+                status=RunStatus.FAILED,
+                error=description,
+                failure_reason=failures.RETRIES_EXHAUSTED,
+                dead_letter_message_id=message_id,
+                event="retries_exhausted",
+            )
+            return self._dead_letter(request, record, failures.RETRIES_EXHAUSTED, description)
+        # No HTTP answer at all (timeout, reset): the run may exist; the next attempt looks first.
+        uncertain = record.updated_at if exc.status_code is None else None
+        self._update(
+            record,
+            etag,
+            status=RunStatus.RETRYING,
+            error=str(exc),
+            start_uncertain_at=uncertain,
+            event="start_failed_transient" if uncertain is None else "start_unanswered",
+        )
+        return self._retry_later(request, record.attempts, exc.retry_after, policy, why)
+
+    def _retry_unclaimed(self, request: BuildRequest, why: str) -> DispatchResult:
+        """A transient failure before any claim (no configuration): the attempt lives in the body."""
+        policy = RetryPolicy.from_settings(DispatchSettings())
+        attempt = request.attempt + 1
+        if policy.exhausted(attempt):
+            return self._dead_letter(
+                request, None, failures.RETRIES_EXHAUSTED, f"gave up after {attempt} attempts: {why}"
+            )
+        return self._retry_later(request, attempt, None, policy, why)
 
     def _update(
         self,

@@ -111,6 +111,19 @@ class LedgerRecord(BaseModel):
         default=None, description="The run request sent, secrets redacted."
     )
     error: str | None = None
+    failure_reason: str | None = Field(
+        default=None, description="Why a failed request was dead-lettered (RunRejected, RetriesExhausted...)."
+    )
+    dead_letter_message_id: str | None = Field(
+        default=None,
+        description="The message dead-lettered for this failure; other copies of the request are "
+        "completed as duplicates, so the request sits in the dead-letter queue once.",
+    )
+    start_uncertain_at: datetime | None = Field(
+        default=None,
+        description="A start call got no answer (timeout, reset) at this claim: ACR may have created "
+        "the run, so the next attempt looks for it first.",
+    )
     run_started_at: datetime | None = Field(default=None, description="When ACR started the run.")
     run_finished_at: datetime | None = Field(default=None, description="When the run ended.")
     run_error: str | None = Field(default=None, description="ACR's error message for a run that failed.")

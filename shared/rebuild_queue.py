@@ -38,13 +38,8 @@ def send_requests(
     when = scheduled or {}
     queue.send(
         [
-            OutgoingMessage(
-                message_id=request.id,
-                body=request.to_json().encode(),
-                subject=subject,
-                correlation_id=correlation_id,
-                application_properties=request.application_properties(),
-                scheduled_enqueue_time=when.get(request.id),
+            request_message(
+                request, subject=subject, correlation_id=correlation_id, scheduled=when.get(request.id)
             )
             for request in requests
         ]
@@ -61,3 +56,24 @@ def send_requests(
             commit=request.source.commit,
             scheduled_at=when[request.id].isoformat() if request.id in when else None,
         )
+
+
+def request_message(
+    request: BuildRequest,
+    *,
+    subject: str,
+    message_id: str | None = None,
+    correlation_id: str | None = None,
+    scheduled: datetime | None = None,
+    properties: Mapping[str, str | int] | None = None,
+) -> OutgoingMessage:
+    """The message carrying ``request``: its id is the request id unless this is a copy
+    (a delayed retry ``<id>-a<N>``, a wait ``<id>-w<T>``, a replay ``<id>-r<N>``)."""
+    return OutgoingMessage(
+        message_id=message_id or request.id,
+        body=request.to_json().encode(),
+        subject=subject,
+        correlation_id=correlation_id or request.trigger.correlation_id,
+        application_properties={**request.application_properties(), **(properties or {})},
+        scheduled_enqueue_time=scheduled,
+    )

@@ -71,13 +71,16 @@ class Reconciler:
         clock: Callable[[], datetime] = _utcnow,
         horizon: timedelta = DEFAULT_HORIZON,
         grace: timedelta = DEFAULT_GRACE,
+        on_finished: Callable[[LedgerRecord, RunHandle], LedgerRecord] | None = None,
     ) -> None:
+        """``on_finished`` sees each run once it ended (gates, quarantine) and may amend its record."""
         self._ledger = ledger
         self._backend = backend
         self._notifier = notifier
         self._clock = clock
         self._horizon = horizon
         self._grace = grace
+        self._on_finished = on_finished
 
     def run(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -176,9 +179,11 @@ class Reconciler:
         if handle.finished:
             changes["following"] = False
         updated = record.model_copy(update=changes)
+        if handle.finished and self._on_finished is not None:
+            updated = self._on_finished(updated, handle)
         if "run_status" in changes:
             updated = updated.model_copy(
-                update={"history": [*record.history, _event(now, "run_status", handle.status)]}
+                update={"history": [*updated.history, _event(now, "run_status", handle.status)]}
             )
         if handle.finished:
             updated = updated.model_copy(

@@ -34,6 +34,8 @@ __all__ = [
     "DryRunBackend",
     "PermanentBackendError",
     "RunBackend",
+    "RunCanceller",
+    "RunFinder",
     "RunHandle",
     "TransientBackendError",
 ]
@@ -63,6 +65,7 @@ class RunHandle:
     error_message: str | None = None
     # registry/repository@digest (or :tag) of each image the run pushed, as ACR reports them.
     output_images: tuple[str, ...] = ()
+    created_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -81,6 +84,18 @@ class RunBackend(RunReader, Protocol):
     """What the dispatcher needs from a backend (and reconciliation, through ``RunReader``)."""
 
     def start(self, spec: RunSpec, *, request_id: str, correlation_id: str) -> RunHandle: ...
+
+
+class RunFinder(Protocol):
+    """Backends that can list runs by creation time (crash recovery finds an orphaned run)."""
+
+    def list_runs(self, *, created_from: datetime, created_to: datetime) -> list[RunHandle]: ...
+
+
+class RunCanceller(Protocol):
+    """Backends that can cancel a run (a superseded build still running)."""
+
+    def cancel(self, run_id: str) -> None: ...
 
 
 class TransientBackendError(Exception):
@@ -308,6 +323,54 @@ class AcrBackend:
             error_message=run.run_error_message or None,
             output_images=tuple(_image_text(i) for i in run.output_images or () if i.repository),
         )
+
+    def list_runs(self, *, created_from: datetime, created_to: datetime) -> list[RunHandle]:
+        """Quick runs created in ``[created_from, created_to]`` (``runs.list`` with ``$filter``).
+
+        RunFilter can filter on ``createTime`` and ``runType`` but on nothing a request could
+        carry (no values, no tags), so the caller matches the runs to requests itself.
+        """
+        from azure.core.exceptions import AzureError
+
+        query = (
+            f"CreateTime ge {_odata_time(created_from)} and CreateTime le {_odata_time(created_to)}"
+            " and RunType eq 'QuickRun'"
+        )
+        try:
+            runs = list(
+                self._registry_client().runs.list(
+                    self.resource_group, self.registry_name, filter=query, top=100
+                )
+            )
+        except AzureError as exc:
+            raise _translate(exc, "runs.list") from exc
+        return [
+            RunHandle(
+                run_id=str(run.run_id),
+                status=_status_text(run.status),
+                backend=self.name,
+                created_at=run.create_time,
+                finished_at=run.finish_time,
+            )
+            for run in runs
+            if run.run_id
+        ]
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a run (``runs.cancel``); a run that already ended is not an error."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            self._registry_client().runs.cancel(self.resource_group, self.registry_name, run_id)
+        except AzureError as exc:
+            raise _translate(exc, "runs.cancel") from exc
+
+
+def _odata_time(value: datetime) -> str:
+    """An OData DateTimeOffset literal in UTC, e.g. ``2026-11-23T12:00:00Z``."""
+    from datetime import UTC
+
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _image_text(image: Any) -> str:

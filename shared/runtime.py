@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,8 +51,10 @@ class Runtime:
         ledger: Ledger | None = None,
         backend: RunBackend | None = None,
         state: StateStore | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        """Adapters passed here win over the ones the settings would choose (local host, tests)."""
+        """Adapters passed here win over the ones the settings would choose (local host, tests);
+        ``clock`` drives the dispatcher's waits and retries (tests)."""
         self.settings: Mapping[str, str] = settings if settings is not None else os.environ
         self.app_root = app_root
         self._lock = threading.Lock()
@@ -60,6 +63,7 @@ class Runtime:
         self._ledger = ledger
         self._backend = backend
         self._state = state
+        self._clock = clock
 
     @property
     def state_dir(self) -> Path:
@@ -129,8 +133,10 @@ class Runtime:
             return self._backend
 
     def dispatcher(self) -> Dispatcher:
+        from shared.coalesce import PendingRequests
         from shared.dispatcher import Dispatcher
 
+        queue = self.queue()
         return Dispatcher(
             config=self.config,
             ledger=self.ledger(),
@@ -139,6 +145,10 @@ class Runtime:
             state=self.state(),
             # Inside the queue trigger: a short retry budget, reconciliation retries later.
             notifier=self.status_notifier(max_attempts=2, max_delay=5.0),
+            # Delayed retries and waits are scheduled copies on the build queue itself.
+            queue=queue,
+            pending=queue if isinstance(queue, PendingRequests) else None,
+            clock=self._clock or _utcnow,
         )
 
     def status_notifier(self, *, max_attempts: int = 4, max_delay: float = 30.0) -> BuildStatusNotifier:
@@ -151,8 +161,22 @@ class Runtime:
 
     def reconciler(self) -> Reconciler:
         from shared.reconcile import Reconciler
+        from shared.run_backend import AcrBackend
 
-        return Reconciler(ledger=self.ledger(), backend=self.backend(), notifier=self.status_notifier())
+        backend = self.backend()
+        on_finished = None
+        if isinstance(backend, AcrBackend):  # gates and quarantine need the run's log
+            from shared.quarantine import quarantine_client_from_settings
+            from shared.run_outcome import AcrRunLog, SupplyChainOutcome
+
+            on_finished = SupplyChainOutcome(
+                config=self.config,
+                log_lines=AcrRunLog(backend),
+                quarantine=lambda registry: quarantine_client_from_settings(self.settings, registry),
+            )
+        return Reconciler(
+            ledger=self.ledger(), backend=backend, notifier=self.status_notifier(), on_finished=on_finished
+        )
 
     def receiver_context(self) -> ReceiverContext:
         from shared.receivers.base import ReceiverContext
@@ -164,6 +188,12 @@ if TYPE_CHECKING:
     from shared.queue.local import LocalQueue
 
 _runtime: Runtime | None = None
+
+
+def _utcnow() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
 
 
 def runtime() -> Runtime:

@@ -8,9 +8,26 @@ configured ``docker:<version>-cli`` image, which ships the buildx plugin:
    BuildKit probes the host's emulators once, when the daemon starts.
 2. ``setup-builder`` creates the ``slipway`` buildx builder (``docker-container`` driver, pinned
    BuildKit image). Its state lands in the ``HOME=/acb/home`` volume that ACR shares between steps.
-3. ``build`` runs ``docker buildx build --push`` on BuildKit's Git context of the exact commit,
-   with the azblob cache. A base-image or schedule build that knows no commit uses the ref
-   instead (``<repo>.git#refs/heads/main``) and carries no revision label.
+3. ``build`` runs ``docker buildx build`` on BuildKit's Git context of the exact commit, with the
+   azblob cache and the target's SBOM/provenance attestations. A base-image or schedule build
+   that knows no commit uses the ref instead (``<repo>.git#refs/heads/main``) and carries no
+   revision label. It records the pushed digest in ``/workspace/slipway-run/digest`` (the
+   workspace every step mounts) and prints ``slipway-result: pushed <repo>@<digest>``.
+
+With a gate (the platform check, on by default, or a scan gate) the build pushes **by digest
+only** and the release tags come last, each step waiting (``when``) on the one before:
+
+4. ``platform-check`` inspects the pushed index and fails unless every requested platform is in it.
+5. ``scan`` (scan gate) runs the scanner image itself (Trivy, pinned by digest) on the digest,
+   once per platform, writing one JSON report per platform and the verdict to the workspace.
+6. ``scan-gate`` (ORAS image) attaches the reports to the image as OCI referrers, then fails the
+   run when the verdict is a failure: the reports are kept either way.
+7. ``release-tags`` points the release tags at the same digest (``buildx imagetools create``), so
+   no tag moves unless every gate step before it succeeded; nothing is rebuilt.
+
+Lines starting with ``slipway-result:`` are the run's report to reconciliation (``shared.run_report``),
+which reads them from the run log to name a failed gate and to find the digests to lift from
+quarantine. Every value in them was validated here.
 
 Why the task is shaped this way (reference: acr-tasks-buildkit-cache.md §1.5, acr-builder source):
 
@@ -86,7 +103,8 @@ from shared.build_request import (
     REQUEST_ID_RE,
     BuildRequest,
 )
-from shared.config import CacheStorage, SlipwayConfig
+from shared.config import CacheStorage, SlipwayConfig, Target
+from shared.supply_chain import ScanGate, is_secret_build_arg
 
 __all__ = [
     "RenderError",
@@ -107,11 +125,28 @@ SECRETS_DIR = "/run/slipway-secrets"
 STEP_BINFMT = "binfmt"
 STEP_SETUP = "setup-builder"
 STEP_BUILD = "build"
+STEP_PLATFORM_CHECK = "platform-check"
+STEP_SCAN = "scan"
+STEP_SCAN_GATE = "scan-gate"
+STEP_RELEASE_TAGS = "release-tags"
+# Shared by all steps: ACR mounts the run's workspace at /workspace in every step container.
+OUT_DIR = "/workspace/slipway-run"
+RESULT_MARKER = "slipway-result:"
+SCAN_REPORT_ARTIFACT_TYPE = "application/vnd.slipway.scan-report.trivy.v1+json"
+# Trivy's exit code for findings at the gate's severities; any other failure is an error.
+_SCAN_FINDINGS_EXIT = 3
+# Prints each platform of an index as "os/arch[/variant] " (attestations show as unknown/unknown).
+_INDEX_PLATFORMS_FORMAT = (
+    "{{range .Manifest.Manifests}}{{with .Platform}}{{.OS}}/{{.Architecture}}"
+    "{{with .Variant}}/{{.}}{{end}} {{end}}{{end}}"
+)
+_IMAGE_PLATFORM_FORMAT = "{{.Image.OS}}/{{.Image.Architecture}}{{with .Image.Variant}}/{{.}}{{end}}"
 MIN_RUN_TIMEOUT = 300
 MAX_RUN_TIMEOUT = 28800
 # Builder setup and emulator registration pull one image each; the build gets the rest.
 MIN_AUX_STEP_TIMEOUT = 60
 MAX_AUX_STEP_TIMEOUT = 600
+MIN_GATE_STEP_TIMEOUT = 30
 REDACTED = "***"
 
 # The delimiter acr-builder uses for the here-document that writes volume files.
@@ -533,12 +568,43 @@ class _Build:
     cache_to: str | None
     cache_key: bool
     git_token: bool
+    repository: str  # registry/repository, the name every digest is pushed under
+    tags: tuple[str, ...]
+    sbom: bool
+    provenance: str  # off | min | max
+    platform_check: bool
+    scan: ScanGate | None
+
+    @property
+    def gated(self) -> bool:
+        """Push by digest and write the release tags only after the gate steps."""
+        return self.platform_check or self.scan is not None
+
+
+def _digest_functions() -> list[str]:
+    """Shell helpers of the steps that pass the pushed digest on through the workspace."""
+    return [
+        f"out=${{SLIPWAY_OUT:-{OUT_DIR}}}",
+        "valid_digest() {",
+        "  case $1 in sha256:*) ;; *) return 1 ;; esac",
+        "  hex=${1#sha256:}",
+        '  [ "${#hex}" -eq 64 ] || return 1',
+        "  case $hex in *[!0-9a-f]*) return 1 ;; esac",
+        "}",
+        "read_digest() {",
+        '  digest=$(cat "$out/digest" 2>/dev/null) || fail "no digest from the build step ($out/digest)"',
+        '  valid_digest "$digest" || fail "the recorded digest is not sha256:<64 hex digits>"',
+        "}",
+    ]
 
 
 def _build_script(request: BuildRequest, b: _Build) -> str:
     lines = [
         *_header(STEP_BUILD, request),
         *_prelude(reads_secrets=b.cache_key or b.git_token),
+        *_digest_functions(),
+        'mkdir -p "$out"',
+        'rm -f "$out/digest" "$out/build-metadata.json"',
         f"printf 'slipway: request %s, correlation %s\\n' {_q(b.request_id)} {_q(b.correlation_id)}",
         (
             f"printf 'slipway: building %s at %s\\n' {_q(b.ref)} {_q(b.commit)}"
@@ -552,8 +618,10 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
         _arg("--label", f"org.opencontainers.image.source={b.source_label}"),
         # The revision label names the commit; a head build does not know it, so it has none.
         *([_arg("--label", f"org.opencontainers.image.revision={b.commit}")] if b.commit else []),
-        *(_arg("--tag", image) for image in b.images),
+        *(() if b.gated else (_arg("--tag", image) for image in b.images)),
         *(_arg("--build-arg", f"{name}={value}") for name, value in b.build_args),
+        _arg(f"--sbom={'true' if b.sbom else 'false'}"),
+        _arg("--provenance=false" if b.provenance == "off" else f"--provenance=mode={b.provenance}"),
     ]
     if b.cache_from is not None and b.cache_to is not None:
         lines.append("cache_auth=")
@@ -577,9 +645,148 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
             "export GIT_AUTH_TOKEN",
             _arg("--secret", "id=GIT_AUTH_TOKEN,env=GIT_AUTH_TOKEN"),
         ]
+    if b.gated:
+        # No tag yet: the gate steps decide whether the release tags may point at this digest.
+        output = f"type=image,name={b.repository},push-by-digest=true,name-canonical=true,push=true"
+        lines.append(_arg("--output", output))
+    else:
+        lines.append(_arg("--push"))
     lines += [
-        _arg("--push"),
+        'set -- "$@" --metadata-file "$out/build-metadata.json"',
         'docker buildx build "$@" ' + _q(b.context) + " </dev/null",
+        'digest=$(grep -o \'"containerimage.digest": *"sha256:[0-9a-f]*"\' "$out/build-metadata.json" '
+        "| head -n 1 | sed 's/.*\"\\(sha256:[0-9a-f]*\\)\"/\\1/') || true",
+        'valid_digest "$digest" || fail "buildx reported no image digest in its metadata file"',
+        'printf \'%s\\n\' "$digest" > "$out/digest"',
+        f"printf '{RESULT_MARKER} pushed %s@%s\\n' {_q(b.repository)} \"$digest\"",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _platform_patterns(platform: str) -> str:
+    """``case`` patterns matching ``platform`` in the space-separated list the inspection prints."""
+    patterns = [f'*" "{_q(platform)}" "*']
+    if platform == "linux/arm64":  # indexes may spell it with the default variant
+        patterns.append('*" linux/arm64/v8 "*')
+    return "|".join(patterns)
+
+
+def _platform_check_script(request: BuildRequest, b: _Build) -> str:
+    ref = f'{_q(b.repository)}@"$digest"'
+    lines = [
+        *_header(STEP_PLATFORM_CHECK, request),
+        *_prelude(reads_secrets=False),
+        *_digest_functions(),
+        "read_digest",
+        f"kind=$(docker buildx imagetools inspect --format '{{{{.Manifest.MediaType}}}}' {ref} </dev/null) "
+        "|| fail 'platform check: cannot inspect the pushed image'",
+        "case $kind in",
+        f"  *index*|*manifest.list*) format={_q(_INDEX_PLATFORMS_FORMAT)} ;;",
+        f"  *) format={_q(_IMAGE_PLATFORM_FORMAT)} ;;",
+        "esac",
+        f'found=$(docker buildx imagetools inspect --format "$format" {ref} </dev/null) '
+        "|| fail 'platform check: cannot read the platforms of the pushed image'",
+        "found=\" $(printf '%s' \"$found\" | tr -s ' \\n' '  ') \"",
+        "missing=",
+    ]
+    for platform in b.platforms:
+        lines.append(
+            f'case $found in {_platform_patterns(platform)}) ;; *) missing="$missing "{_q(platform)} ;; esac'
+        )
+    lines += [
+        'if [ -n "$missing" ]; then',
+        f"  printf '{RESULT_MARKER} platform-check failed missing%s\\n' \"$missing\"",
+        '  fail "platform check: the pushed image lacks$missing (it has:$found)"',
+        "fi",
+        f"printf '{RESULT_MARKER} platform-check passed\\n'",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _report_name(platform: str) -> str:
+    return "scan-" + platform.replace("/", "-") + ".json"
+
+
+def _scan_script(request: BuildRequest, b: _Build, scan: ScanGate) -> str:
+    """Runs in the scanner image (its registry login is the run's, from ``HOME=/acb/home``)."""
+    lines = [
+        *_header(STEP_SCAN, request),
+        *_prelude(reads_secrets=False),
+        *_digest_functions(),
+        "read_digest",
+        'rm -f "$out/scan-verdict" "$out"/scan-*.json',
+        "verdict=passed",
+    ]
+    severity = ",".join(scan.severity)
+    for platform in b.platforms:
+        report = _report_name(platform)
+        argv = [
+            "trivy", "image", "--quiet", "--no-progress", "--image-src", "remote", "--scanners", "vuln",
+            "--platform", platform, "--severity", severity, "--exit-code", str(_SCAN_FINDINGS_EXIT),
+            *(["--ignore-unfixed"] if scan.ignore_unfixed else []), "--format", "json",
+        ]  # fmt: skip
+        counts = " ".join(
+            f'{name}=$(grep -o \'"Severity": *"{name}"\' "$out/{report}" | wc -l | tr -d \' \')'
+            for name in scan.severity
+        )
+        lines += [
+            "code=0",
+            " ".join(_q(word) for word in argv)
+            + f' --output "$out/{report}" {_q(b.repository)}@"$digest" </dev/null || code=$?',
+            f'[ -s "$out/{report}" ] || fail {_q(f"the scanner wrote no report for {platform}")}',
+            "case $code in",
+            f"  0) printf '{RESULT_MARKER} scan %s passed\\n' {_q(platform)} ;;",
+            f"  {_SCAN_FINDINGS_EXIT}) verdict=failed; printf '{RESULT_MARKER} scan %s failed %s\\n' "
+            f'{_q(platform)} "{counts}" ;;',
+            f'  *) fail "the scanner could not scan {platform} (exit $code)" ;;',
+            "esac",
+        ]
+    lines.append('printf \'%s\\n\' "$verdict" > "$out/scan-verdict"')
+    return "\n".join(lines) + "\n"
+
+
+def _scan_gate_script(request: BuildRequest, b: _Build, scan: ScanGate) -> str:
+    """Runs in the ORAS image: keeps the reports with the image, then enforces the verdict."""
+    lines = [
+        *_header(STEP_SCAN_GATE, request),
+        *_prelude(reads_secrets=False),
+        *_digest_functions(),
+        "read_digest",
+        'cd "$out"',
+    ]
+    for platform in b.platforms:
+        report = _report_name(platform)
+        argv = [
+            "oras", "attach", "--artifact-type", SCAN_REPORT_ARTIFACT_TYPE,
+            "--annotation", f"dev.slipway.platform={platform}",
+            "--annotation", f"dev.slipway.request={request.id}",
+        ]  # fmt: skip
+        lines.append(
+            " ".join(_q(word) for word in argv)
+            + f' {_q(b.repository)}@"$digest" {_q(report + ":application/json")} </dev/null'
+        )
+    lines += [
+        f"printf '{RESULT_MARKER} scan-report stored %s\\n' {_q(SCAN_REPORT_ARTIFACT_TYPE)}",
+        'verdict=$(cat "$out/scan-verdict" 2>/dev/null) || fail "the scan step left no verdict"',
+        "case $verdict in",
+        f"  passed) printf '{RESULT_MARKER} scan-gate passed\\n' ;;",
+        f"  failed) printf '{RESULT_MARKER} scan-gate failed\\n'; "
+        f"fail {_q('the scan gate failed: findings of ' + ', '.join(scan.severity) + ' severity')} ;;",
+        '  *) fail "the scan verdict is unreadable" ;;',
+        "esac",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _release_tags_script(request: BuildRequest, b: _Build) -> str:
+    lines = [
+        *_header(STEP_RELEASE_TAGS, request),
+        *_prelude(reads_secrets=False),
+        *_digest_functions(),
+        "read_digest",
+        *(_arg("--tag", image) for image in b.images),
+        f'docker buildx imagetools create "$@" {_q(b.repository)}@"$digest" </dev/null',
+        f"printf '{RESULT_MARKER} tagged %s@%s\\n' {_q(b.repository)} \"$digest\"",
     ]
     return "\n".join(lines) + "\n"
 
@@ -616,6 +823,8 @@ def _b64(text: str) -> str:
 def _step_timeouts(run_timeout: int, aux_steps: int) -> tuple[int, int]:
     """(each auxiliary step, the build step); their sum is the run timeout."""
     aux = min(MAX_AUX_STEP_TIMEOUT, max(MIN_AUX_STEP_TIMEOUT, run_timeout // 12))
+    if aux * aux_steps > run_timeout // 2:  # many gate steps in a short run: the build keeps half
+        aux = max(MIN_GATE_STEP_TIMEOUT, run_timeout // (2 * aux_steps))
     return aux, run_timeout - aux * aux_steps
 
 
@@ -656,7 +865,9 @@ def _commit(request: BuildRequest) -> str | None:
     return _match("source.commit", request.source.commit, COMMIT_RE, "must be a full lowercase hex commit id")
 
 
-def _validate_build(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets) -> _Build:
+def _validate_build(
+    request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets, target: Target
+) -> _Build:
     _match("id", request.id, REQUEST_ID_RE, "must match [a-z0-9][a-z0-9.-]*")
     correlation_id = _printable("trigger.correlation_id", request.trigger.correlation_id, limit=256)
     ref = _git_ref("source.ref", request.source.ref)
@@ -734,6 +945,36 @@ def _validate_build(request: BuildRequest, config: SlipwayConfig, secrets: RunSe
         cache_to=cache_to,
         cache_key=use_key,
         git_token=secrets.git_token is not None and secrets.git_token != "",
+        repository=f"{registry}/{repository}",
+        tags=tuple(request.image.tags),
+        sbom=target.attestations.sbom,
+        provenance=_provenance(target, build_args),
+        platform_check=target.platform_check,
+        scan=target.scan,
+    )
+
+
+def _provenance(target: Target, build_args: list[tuple[str, str]]) -> str:
+    """The config refuses max next to a secret-looking build arg; a request's own args are checked too."""
+    mode = target.attestations.provenance
+    if mode not in ("off", "min", "max"):
+        raise RenderError("attestations.provenance", "must be off, min or max")
+    secret = [name for name, _value in build_args if is_secret_build_arg(name)]
+    if mode == "max" and secret:
+        raise RenderError(
+            "attestations.provenance",
+            f"max would record the values of build_args {', '.join(secret)} in the image; use min",
+        )
+    return mode
+
+
+def _target(request: BuildRequest, config: SlipwayConfig) -> Target:
+    """The request's target; one no longer configured builds with the defaults (gates on)."""
+    found = config.target(request.target)
+    if found is not None:
+        return found
+    return Target.model_construct(
+        name=request.target, repo=request.source.repo_url, image=request.image.repository
     )
 
 
@@ -756,7 +997,14 @@ def render_run(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets
     if config.run.agent_pool is not None:
         _match("run.agent_pool", config.run.agent_pool, _AGENT_POOL_RE, "must be an agent pool name")
 
-    build = _validate_build(request, config, secrets)
+    target = _target(request, config)
+    build = _validate_build(request, config, secrets, target)
+    scanner = oras = None
+    if build.scan is not None:
+        if not config.scanner.image or "@sha256:" not in config.scanner.image:
+            raise RenderError("scanner.image", "a scan gate needs a scanner image pinned by digest")
+        scanner = _tool_image("scanner.image", config.scanner.image)
+        oras = _tool_image("tool_images.oras", config.tool_images.oras)
 
     # Secrets the run needs, in the order of _SECRET_SLOTS.
     wanted: set[str] = set()
@@ -781,25 +1029,56 @@ def render_run(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets
         scripts[f"{STEP_BINFMT}.sh"] = _binfmt_script(request, binfmt, arches)
     scripts[f"{STEP_SETUP}.sh"] = _setup_script(request, buildkit, use_sp)
     scripts[f"{STEP_BUILD}.sh"] = _build_script(request, build)
+    # (step id, image, entry point, waits for): the gate steps, each after the one before it.
+    gates: list[tuple[str, str, str | None, list[str]]] = []
+    if build.platform_check:
+        scripts[f"{STEP_PLATFORM_CHECK}.sh"] = _platform_check_script(request, build)
+        gates.append((STEP_PLATFORM_CHECK, docker_cli, None, [STEP_BUILD]))
+    if build.scan is not None and scanner is not None and oras is not None:
+        scripts[f"{STEP_SCAN}.sh"] = _scan_script(request, build, build.scan)
+        scripts[f"{STEP_SCAN_GATE}.sh"] = _scan_gate_script(request, build, build.scan)
+        gates.append((STEP_SCAN, scanner, "sh", [gates[-1][0] if gates else STEP_BUILD]))
+        gates.append((STEP_SCAN_GATE, oras, "sh", [STEP_SCAN]))
+    if build.gated:
+        scripts[f"{STEP_RELEASE_TAGS}.sh"] = _release_tags_script(request, build)
+        # Every gate step is named, not only the last: no tag without all of them succeeding.
+        gates.append((STEP_RELEASE_TAGS, docker_cli, None, [step_id for step_id, *_ in gates]))
 
     aux_timeout, build_timeout = _step_timeouts(run_timeout, len(scripts) - 1)
     scripts_mount = {"name": SCRIPTS_VOLUME, "mountPath": SCRIPTS_DIR}
     secrets_mount = {"name": SECRETS_VOLUME, "mountPath": SECRETS_DIR}
 
-    def step(step_id: str, timeout: int, needs_secrets: bool) -> dict[str, object]:
+    def step(
+        step_id: str,
+        timeout: int,
+        needs_secrets: bool,
+        *,
+        image: str = docker_cli,
+        entry_point: str | None = None,
+        when: list[str] | None = None,
+    ) -> dict[str, object]:
         mounts = [scripts_mount, *([secrets_mount] if needs_secrets and present else [])]
-        return {
-            "id": step_id,
-            "cmd": f"{docker_cli} sh -eu {SCRIPTS_DIR}/{step_id}.sh",
+        # An image whose entry point is its tool (trivy, oras) runs the script with entryPoint sh.
+        shell = "" if entry_point else "sh "
+        rendered: dict[str, object] = {"id": step_id}
+        if when is not None:
+            rendered["when"] = list(when)
+        if entry_point is not None:
+            rendered["entryPoint"] = entry_point
+        rendered |= {
+            "cmd": f"{image} {shell}-eu {SCRIPTS_DIR}/{step_id}.sh",
             "timeout": timeout,
             "volumeMounts": [dict(m) for m in mounts],
         }
+        return rendered
 
     steps: list[dict[str, object]] = []
     if arches:
         steps.append(step(STEP_BINFMT, aux_timeout, needs_secrets=False))
     steps.append(step(STEP_SETUP, aux_timeout, needs_secrets=use_sp))
     steps.append(step(STEP_BUILD, build_timeout, needs_secrets=True))
+    for step_id, image, entry_point, when in gates:
+        steps.append(step(step_id, aux_timeout, False, image=image, entry_point=entry_point, when=when))
 
     volumes: list[dict[str, object]] = [
         {

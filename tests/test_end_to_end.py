@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +24,14 @@ from shared.queue.local import LocalQueue
 from shared.run_backend import AcrBackend
 from shared.runtime import Runtime, set_runtime
 from shared.state import BlobStateStore
+from tests.support.agent import Agent
 from tests.support.github import SECRET, fixture_json, signed_request
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
 registry: slipway.azurecr.io
+dispatch:
+  quiet_period: 0s
 cache:
   account_url: https://slipwaycache.blob.core.windows.net
   container: buildkit-cache
@@ -197,58 +197,43 @@ def test_hostile_ref_never_reaches_a_shell_unquoted(app_env: dict[str, Any], tmp
     for step in task["steps"]:
         assert "$(" not in step["cmd"] and "`" not in step["cmd"] and "reboot" not in step["cmd"]
 
-    # Run every script with fake tools on PATH: nothing from the ref may execute.
-    scripts = {
-        name: base64.b64decode(value).decode()
-        for volume in task.get("volumes", [])
-        if volume["name"] == "slipway"
-        for name, value in volume["secret"].items()
-    }
-    assert scripts
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    marker = tmp_path / "executed"
-    for tool in ("docker", "touch", "id", "reboot"):
-        path = bin_dir / tool
-        path.write_text(
-            f'#!/bin/sh\necho "{tool} $*" >> "{tmp_path / "calls"}"\n'
-            + (f'echo x > "{marker}"\n' if tool != "docker" else "")
-        )
-        path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    secrets_dir = tmp_path / "run-slipway-secrets"
-    secrets_dir.mkdir()
-    for name in (
-        "cache-account-key",
-        "git-token",
-        "cache-tenant-id",
-        "cache-client-id",
-        "cache-client-secret",
-    ):
-        (secrets_dir / name).write_text("dummy")
-    for name, script in scripts.items():
-        script = script.replace("/run/slipway-secrets", str(secrets_dir))
-        result = subprocess.run(
-            ["sh", "-eu", "-c", script],
-            env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+    # Run the task as the agent would, with fake tools: nothing from the ref may execute.
+    (tmp_path / "agent").mkdir()
+    agent = Agent(tmp_path / "agent")
+    task_yaml = base64.b64decode(call.body["encodedTaskContent"]).decode()
+    values = [(v["name"], v["value"]) for v in call.body.get("values", [])]
+    results = agent.run_task(task_yaml, values)
+    assert [step["id"] for step in task["steps"]] == list(results)  # every step ran
+    for name, result in results.items():
         assert result.returncode == 0, (name, result.stderr)
-    assert not marker.exists()
+    assert not agent.executed.exists()
     assert not Path("/tmp/pwned").exists()
+    builds = [c for c in agent.docker_calls() if c["argv"][:2] == ["buildx", "build"]]
+    # The ref reaches the build only as sanitised names; the context is pinned by the commit.
+    [build] = builds
+    assert build["argv"][-1].endswith("#c72d62bc4e992806a012ccaca139a8a6ef41a07c")
+    assert not any("$(" in arg or "`" in arg for call in agent.docker_calls() for arg in call["argv"])
 
 
 def test_acr_throttling_is_retried_and_still_starts_one_run(app_env: dict[str, Any]) -> None:
+    from shared.queue.port import OutgoingMessage
+
     queue: LocalQueue = app_env["queue"]
     app_env["acr"].fail_next(429, headers={"Retry-After": "7"})
     resp = _post(json.dumps(fixture_json("push-branch-signed-aspnet.json")).encode())
     [accepted] = json.loads(resp.get_body())["accepted"]
-    [(message_id, error)] = _deliver(queue)
-    assert message_id == accepted["id"] and error is not None  # abandoned: Service Bus redelivers
+    # Completed, with a copy scheduled no sooner than Retry-After (the delayed-retry pattern).
+    assert _deliver(queue) == [(accepted["id"], None)]
     record, _ = app_env["ledger"].get(accepted["id"])
     assert record.status is RunStatus.RETRYING
-    assert _deliver(queue) == [(accepted["id"], None)]
+    [copy] = queue.peek()
+    assert copy.message_id == f"{accepted['id']}-a1" and copy.is_scheduled
+    assert copy.scheduled_enqueue_time is not None
+    assert (copy.scheduled_enqueue_time - record.updated_at).total_seconds() >= 7  # Retry-After honoured
+    assert json.loads(copy.body)["attempt"] == 1
+    queue.cancel_scheduled(copy.sequence_number)  # deliver it now instead of waiting 7 s
+    queue.send([OutgoingMessage(message_id=copy.message_id + "-now", body=copy.body)])
+    assert _deliver(queue) == [(copy.message_id + "-now", None)]
     record, _ = app_env["ledger"].get(accepted["id"])
     assert (record.status, record.run_id, record.attempts) == (RunStatus.DISPATCHED, "ca1", 2)
     assert len(_schedule_runs(app_env["acr"])) == 2  # one refused with 429, one accepted

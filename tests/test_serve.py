@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SLIPWAY = Path(sys.executable).with_name("slipway")
 CONFIG = """
 registry: slipway.azurecr.io
+dispatch:
+  quiet_period: 1s
 targets:
   - name: azure-test
     repo: https://github.com/dougbu/AzureTest
@@ -172,10 +174,14 @@ def test_stopping_loses_no_accepted_request(server: Server) -> None:
     queued = server.cli("queue", "list")["messages"]
     assert sorted(m["message_id"] for m in queued) == sorted(accepted)
 
-    # Second run, dispatcher on: everything queued before is dispatched.
+    # Second run, dispatcher on: everything queued before is accounted for. The five pushes are
+    # to one branch, so coalescing builds the newest and records the four older ones as superseded.
     server.start()
     _wait_for(
-        lambda: len([r for r in server.cli("runs", "list")["runs"] if r["status"] == "dispatched"]) == 5
+        lambda: len(server.cli("runs", "list")["runs"]) == 5 and not server.cli("queue", "list")["messages"]
     )
-    assert sorted(r["request_id"] for r in server.cli("runs", "list")["runs"]) == sorted(accepted)
+    runs = {r["request_id"]: r["status"] for r in server.cli("runs", "list")["runs"]}
+    assert sorted(runs) == sorted(accepted)
+    assert runs[accepted[-1]] == "dispatched"
+    assert sorted(runs[r] for r in accepted[:-1]) == ["superseded"] * 4
     server.stop()

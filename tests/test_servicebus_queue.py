@@ -6,6 +6,7 @@ No network: the client is a fake, except where a real ``ServiceBusClient`` is on
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -60,11 +61,29 @@ class FakeReceiver:
         self.page = page
         self.calls: list[tuple[int, int]] = []
         self.closed = False
+        self.locked: set[int] = set()
+        self.completed: list[Any] = []
+        self.abandoned: list[Any] = []
 
     def peek_messages(self, max_message_count: int = 1, *, sequence_number: int = 0) -> list[Any]:
         self.calls.append((max_message_count, sequence_number))
         later = [m for m in self.messages if m.sequence_number >= sequence_number]
         return later[: min(max_message_count, self.page)]
+
+    def receive_messages(
+        self, max_message_count: int | None = 1, max_wait_time: float | None = None
+    ) -> list[Any]:
+        """Peek-lock: hand out messages not yet handed out, as the service would within one lock."""
+        ready = [m for m in self.messages if id(m) not in self.locked and m not in self.completed]
+        batch = ready[: max_message_count or 1]
+        self.locked.update(id(m) for m in batch)
+        return batch
+
+    def complete_message(self, message: Any, /) -> None:
+        self.completed.append(message)
+
+    def abandon_message(self, message: Any, /) -> None:
+        self.abandoned.append(message)
 
     def close(self) -> None:
         self.closed = True
@@ -265,6 +284,60 @@ def test_peek_dead_letter_uses_the_sub_queue_and_keeps_the_reason() -> None:
     assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
     assert dead.dead_letter_description == "Message could not be consumed after 10 delivery attempts."
     assert dead.delivery_count == 10
+
+
+def test_pending_with_coalesce_key_finds_queued_and_scheduled_requests_by_key() -> None:
+    def request(sequence: int, key: str, **overrides: Any) -> SimpleNamespace:
+        return sdk_message(
+            sequence, body=[f'{{"coalesce_key": "{key}", "n": {sequence}}}'.encode()], **overrides
+        )
+
+    due = T0 + timedelta(seconds=30)
+    client = FakeClient(
+        peekable=[
+            request(1, "web:refs/heads/main"),
+            request(2, "web:refs/heads/dev"),
+            request(
+                3,
+                "web:refs/heads/main",
+                state=ServiceBusMessageState.SCHEDULED,
+                scheduled_enqueue_time_utc=due,
+            ),
+            sdk_message(4, body=[b"not json"]),
+        ]
+    )
+    queue, _ = make_queue(client)
+    found = queue.pending_with_coalesce_key("web:refs/heads/main")
+    assert [json.loads(body)["n"] for body in found] == [1, 3]
+
+
+def test_resend_dead_letters_sends_the_chosen_copies_then_completes_and_abandons_the_rest() -> None:
+    client = FakeClient(
+        peekable=[
+            sdk_message(7, message_id="web.abc", dead_letter_reason="RetriesExhausted"),
+            sdk_message(8, message_id="api.def", dead_letter_reason="UnknownTarget"),
+        ]
+    )
+    queue, _ = make_queue(client)
+
+    def choose(message: Any) -> OutgoingMessage | None:
+        if not message.message_id.startswith("web."):
+            return None
+        return OutgoingMessage(message_id=f"{message.message_id}-r1", body=message.body)
+
+    resent = queue.resend_dead_letters(choose)
+    [(original, copy)] = resent
+    assert (original.message_id, original.dead_letter_reason, copy.message_id) == (
+        "web.abc",
+        "RetriesExhausted",
+        "web.abc-r1",
+    )
+    [(_name, sub_queue, receiver)] = client.receivers
+    assert sub_queue is ServiceBusSubQueue.DEAD_LETTER and receiver.closed
+    [[sent]] = client.senders[0].batches
+    assert sent.message_id == "web.abc-r1"
+    assert [m.message_id for m in receiver.completed] == ["web.abc"]  # sent first, then completed
+    assert [m.message_id for m in receiver.abandoned] == ["api.def"]  # stays in the dead-letter queue
 
 
 # --- settings → connection -------------------------------------------------------------------

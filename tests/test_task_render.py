@@ -14,10 +14,8 @@ import json
 import os
 import re
 import shutil
-import stat
 import string
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from hypothesis import strategies as st
 from shared.build_request import BuildRequest, Cache, Source
 from shared.config import SlipwayConfig, ToolImages
 from shared.task_render import RenderError, RunSecrets, RunSpec, render_run
+from tests.support.agent import FAKE_DIGEST, Agent
 
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
 ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
@@ -71,8 +70,18 @@ def _request(**source: Any) -> BuildRequest:
     return BuildRequest.model_validate(body)
 
 
-def _config(*, cache: dict[str, Any] | bool | None = True, **run: Any) -> SlipwayConfig:
-    body: dict[str, Any] = {"registry": "slipway.azurecr.io"}
+def _config(
+    *,
+    cache: dict[str, Any] | bool | None = True,
+    target: dict[str, Any] | None = None,
+    top: dict[str, Any] | None = None,
+    **run: Any,
+) -> SlipwayConfig:
+    """By default the target ``app`` has no gate (the plain build-and-push shape these tests check);
+    ``target`` changes its settings (``{}``: the defaults, platform check on), ``top`` adds top-level keys."""
+    app: dict[str, Any] = {"name": "app", "repo": "https://github.com/o/r", "image": "team/app"}
+    app |= {"platform_check": False} if target is None else target
+    body: dict[str, Any] = {"registry": "slipway.azurecr.io", "targets": [app], **(top or {})}
     if cache is True:
         body["cache"] = {"account_url": "https://slipwaycache.blob.core.windows.net", "prefix": "ci"}
     elif isinstance(cache, dict):
@@ -263,14 +272,6 @@ def test_service_principal_values() -> None:
 # Execution, emulating the agent
 
 
-FAKE_DOCKER = """#!{python}
-import json, os, sys
-record = {{"argv": sys.argv[1:], "git_auth_token": os.environ.get("GIT_AUTH_TOKEN")}}
-with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
-    log.write(json.dumps(record) + "\\n")
-"""
-
-
 # The step image runs busybox ash; check the scripts under every POSIX shell at hand.
 SHELLS = [shell for shell in ("dash", "bash", "busybox") if shutil.which(shell)]
 
@@ -278,78 +279,6 @@ SHELLS = [shell for shell in ("dash", "bash", "busybox") if shutil.which(shell)]
 @pytest.fixture(params=SHELLS)
 def agent(tmp_path: Path, request: pytest.FixtureRequest) -> Agent:
     return Agent(tmp_path, shell=request.param)
-
-
-class Agent:
-    """Just enough of acr-builder to run a rendered task locally with fake tools."""
-
-    def __init__(self, root: Path, *, shell: str = "sh") -> None:
-        self.root = root
-        # "sh" inside the step image: the launcher pipes into "sh", so point that name at the shell.
-        self.shell = ["busybox", "sh"] if shell == "busybox" else [shell]
-        self.bin = root / "bin"
-        self.bin.mkdir()
-        self.workspace = root / "workspace"
-        self.workspace.mkdir()
-        self.docker_log = root / "docker.jsonl"
-        self.executed = root / "executed"  # written by fake tools a hostile value could call
-        (self.bin / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
-        for tool in ("reboot", "id", "curl", "whoami"):
-            (self.bin / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{self.executed}"\n')
-        shell_path = shutil.which(self.shell[0])
-        assert shell_path is not None
-        (self.bin / "sh").write_text(f'#!/bin/sh\nexec {" ".join([shell_path, *self.shell[1:]])} "$@"\n')
-        for path in self.bin.iterdir():
-            path.chmod(path.stat().st_mode | stat.S_IEXEC)
-        self.env = {
-            "PATH": f"{self.bin}:/usr/bin:/bin",
-            "HOME": str(root),
-            "FAKE_DOCKER_LOG": str(self.docker_log),
-            "LC_ALL": "C",
-        }
-
-    def write_volume_file(self, volume: str, name: str, b64value: str) -> None:
-        """acr-builder createSecretFiles: decode, then an unquoted here-document in /bin/sh."""
-        (self.workspace / volume).mkdir(exist_ok=True)
-        decoded = base64.b64decode(b64value).decode()
-        command = f"cat >> {volume}/{name} <<EOL\n{decoded}\nEOL"
-        subprocess.run(["/bin/sh", "-c", command], cwd=self.workspace, env=self.env, check=True, timeout=30)
-
-    def run(self, spec: RunSpec) -> dict[str, subprocess.CompletedProcess[str]]:
-        # 1. Go template: the only actions are the secret placeholders.
-        text = spec.task_yaml
-        for value in spec.values:
-            text = text.replace(f"{{{{.Values.{value.name}}}}}", value.value)
-        task = yaml.safe_load(text)
-        # 2. Volumes, written the way the agent writes them.
-        for volume in task.get("volumes", []):
-            for name, b64value in volume["secret"].items():
-                self.write_volume_file(volume["name"], name, b64value)
-        # 3. Steps: "<image> sh -eu <mountPath>/<file>" with mountPaths mapped to the volume dirs.
-        results: dict[str, subprocess.CompletedProcess[str]] = {}
-        for step in task["steps"]:
-            image, shell, flags, script = step["cmd"].split(" ")
-            assert (shell, flags) == ("sh", "-eu") and image == DOCKER_CLI
-            mounts = {m["mountPath"]: self.workspace / m["name"] for m in step["volumeMounts"]}
-            script_path = mounts["/run/slipway"] / Path(script).name
-            launcher = script_path.read_text()
-            if "/run/slipway-secrets" in mounts:
-                launcher = launcher.replace("/run/slipway-secrets", str(mounts["/run/slipway-secrets"]))
-            else:
-                launcher = launcher.replace("/run/slipway-secrets", str(self.root / "not-mounted"))
-            local = self.root / f"{step['id']}.sh"
-            local.write_text(launcher)
-            results[step["id"]] = subprocess.run(
-                [*self.shell, "-eu", str(local)], env=self.env, capture_output=True, text=True, timeout=60
-            )
-            if results[step["id"]].returncode != 0:
-                break
-        return results
-
-    def docker_calls(self) -> list[dict[str, Any]]:
-        if not self.docker_log.exists():
-            return []
-        return [json.loads(line) for line in self.docker_log.read_text().splitlines()]
 
 
 def test_agent_emulation_expands_unprotected_volume_content(agent: Agent) -> None:
@@ -396,13 +325,16 @@ def test_hostile_values_stay_inert_when_the_task_runs(agent: Agent) -> None:
             "--tag", "slipway.azurecr.io/team/app:main",
             "--tag", "slipway.azurecr.io/team/app:sha-3f5a0c9",
             "--build-arg", f"HOSTILE={arg}",
+            "--sbom=true", "--provenance=mode=min",
             "--cache-from", f"{CACHE_COMMON},name=app-main;app-default,secret_access_key={ACCOUNT_KEY}",
             "--cache-to",
             f"{CACHE_COMMON},name=app-main,mode=max,ignore-error=true,secret_access_key={ACCOUNT_KEY}",
             "--secret", "id=GIT_AUTH_TOKEN,env=GIT_AUTH_TOKEN",
-            "--push", f"https://github.com/o/r.git#{COMMIT}:services/api",
+            "--push", "--metadata-file", f"{agent.workspace}/slipway-run/build-metadata.json",
+            f"https://github.com/o/r.git#{COMMIT}:services/api",
         ],
     ]  # fmt: skip
+    assert f"slipway-result: pushed slipway.azurecr.io/team/app@{FAKE_DIGEST}" in results["build"].stdout
     # The token reaches buildx without the newline the agent appends to volume files.
     assert calls[-1]["git_auth_token"] == GIT_TOKEN
 
@@ -719,5 +651,6 @@ def test_head_build_runs_on_the_agent(agent: Agent) -> None:
     results = agent.run(spec)
     assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items()}
     argv = agent.docker_calls()[-1]["argv"]
-    assert argv[-2:] == ["--push", "https://github.com/o/r.git#refs/heads/main:services/api"]
+    assert argv[-4:-3] == ["--push"]
+    assert argv[-1] == "https://github.com/o/r.git#refs/heads/main:services/api"
     assert not any(a.startswith("org.opencontainers.image.revision") for a in argv)

@@ -394,6 +394,33 @@ class LocalQueue:
                 )
             return received
 
+    def resend_dead_letters(
+        self, choose: Callable[[ReceivedMessage], OutgoingMessage | None], *, max_count: int = 1000
+    ) -> list[tuple[ReceivedMessage, OutgoingMessage]]:
+        """Replay: for each dead letter ``choose`` maps to a copy, send the copy, then complete it.
+
+        Up to ``max_count`` dead letters are looked at (locked, so two replays never take the same
+        one); the ones not chosen are released untouched. Send-then-complete is not atomic: a
+        crash in between leaves the dead letter in place, and the dispatcher's ledger absorbs a
+        second replay of it.
+        """
+        taken = self.receive_dead_letter(max_count) if max_count > 0 else []
+        resent: list[tuple[ReceivedMessage, OutgoingMessage]] = []
+        try:
+            for message in taken:
+                copy = choose(message)
+                if copy is None:
+                    continue
+                self.send([copy])
+                self.complete(message)
+                resent.append((message, copy))
+        finally:
+            done = {m.sequence_number for m, _ in resent}
+            for message in taken:
+                if message.sequence_number not in done:
+                    self.abandon(message)
+        return resent
+
     def _locked_row(self, conn: sqlite3.Connection, message: ReceivedMessage) -> sqlite3.Row:
         """The row ``message`` still holds a live lock on (expired locks were released by ``_write``)."""
         row: sqlite3.Row | None = conn.execute(
@@ -493,6 +520,20 @@ class LocalQueue:
                 self._message(row, now, lock_token="", locked_until=row["locked_until"], delivery_count=None)
                 for row in rows
             ]
+
+    def pending_with_coalesce_key(self, coalesce_key: str) -> list[bytes]:
+        """Bodies of active and scheduled messages whose BuildRequest has ``coalesce_key``.
+
+        One query at dispatch time (the coalescing look-ahead); senders write nothing extra.
+        """
+        with self._write() as (conn, _now):
+            rows = conn.execute(
+                "SELECT body FROM messages WHERE queue = ? AND sub_queue = ?"
+                " AND CASE WHEN json_valid(CAST(body AS TEXT))"
+                " THEN json_extract(CAST(body AS TEXT), '$.coalesce_key') END = ? ORDER BY seq",
+                (self.name, _ACTIVE, coalesce_key),
+            ).fetchall()
+        return [bytes(row[0]) for row in rows]
 
     def count(self, *, dead_letter: bool = False) -> int:
         """Like Service Bus's active message count: locked messages count, scheduled ones do not."""

@@ -11,6 +11,7 @@ far too small for that to matter.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# How far the coalescing look-ahead peeks; a build queue longer than this is already in trouble.
+PENDING_PEEK_LIMIT = 1000
 
 
 class SenderLike(Protocol):
@@ -51,6 +54,14 @@ class ReceiverLike(Protocol):
     ) -> list[ServiceBusReceivedMessage]: ...
 
     def close(self) -> None: ...
+
+    def receive_messages(
+        self, max_message_count: int | None = 1, max_wait_time: float | None = None
+    ) -> list[ServiceBusReceivedMessage]: ...
+
+    def complete_message(self, message: ServiceBusReceivedMessage, /) -> None: ...
+
+    def abandon_message(self, message: ServiceBusReceivedMessage, /) -> None: ...
 
 
 class ClientLike(Protocol):
@@ -191,6 +202,64 @@ class ServiceBusQueue:
             finally:
                 receiver.close()
         return found
+
+    def pending_with_coalesce_key(self, coalesce_key: str) -> list[bytes]:
+        """Bodies of queued messages (scheduled ones included) whose BuildRequest has ``coalesce_key``.
+
+        Peeks the queue (up to ``PENDING_PEEK_LIMIT`` messages): build queues are short, and this
+        keeps the webhook path free of any extra write.
+        """
+        found = []
+        for message in self.peek(max_count=PENDING_PEEK_LIMIT):
+            try:
+                body = json.loads(message.body)
+            except ValueError:
+                continue
+            if isinstance(body, dict) and body.get("coalesce_key") == coalesce_key:
+                found.append(message.body)
+        return found
+
+    def resend_dead_letters(
+        self, choose: Callable[[ReceivedMessage], OutgoingMessage | None], *, max_count: int = 1000
+    ) -> list[tuple[ReceivedMessage, OutgoingMessage]]:
+        """Replay from the dead-letter sub-queue: receive (peek-lock), send the chosen copy, complete.
+
+        Messages not chosen are abandoned at the end (not at once: the receiver would hand them
+        out again in the same pass). Send and complete are not atomic (no transactions in the
+        Python SDK); a crash between them leaves a dead letter the dispatcher's ledger absorbs.
+        """
+        from azure.servicebus import ServiceBusSubQueue
+
+        resent: list[tuple[ReceivedMessage, OutgoingMessage]] = []
+        with self._lock, _translated("replay dead letters of", self.queue_name):
+            receiver = self._client_locked().get_queue_receiver(
+                self.queue_name, sub_queue=ServiceBusSubQueue.DEAD_LETTER
+            )
+            skipped = []
+            try:
+                seen = 0
+                while seen < max_count:
+                    batch = receiver.receive_messages(
+                        max_message_count=min(100, max_count - seen), max_wait_time=5
+                    )
+                    if not batch:
+                        break
+                    seen += len(batch)
+                    for sdk_message in batch:
+                        message = from_sdk_message(sdk_message)
+                        copy = choose(message)
+                        if copy is None:
+                            skipped.append(sdk_message)
+                            continue
+                        self._sender_locked().send_messages([to_sdk_message(copy)])
+                        receiver.complete_message(sdk_message)
+                        resent.append((message, copy))
+            finally:
+                for sdk_message in skipped:
+                    with suppress(Exception):  # the lock expires anyway; the message stays
+                        receiver.abandon_message(sdk_message)
+                receiver.close()
+        return resent
 
     def close(self) -> None:
         """Close the link and the connection (the Functions worker normally never does)."""

@@ -5,6 +5,12 @@ It serves the two operations Slipway uses, shaped like the REST API (2025-03-01-
 * ``POST .../registries/{reg}/scheduleRun`` checks the api-version, the bearer token and the
   ``EncodedTaskRunRequest`` body, and answers with a ``Run`` resource (run ids ``ca1``, ``ca2``...).
 * ``GET .../registries/{reg}/runs/{runId}`` returns a run it created.
+* ``GET .../registries/{reg}/runs?$filter=...&$top=N`` lists runs (``and`` of ``Field op value``
+  clauses on runId, runType, status, createTime, finishTime, taskName, agentPoolName).
+* ``POST .../registries/{reg}/runs/{runId}/cancel`` moves a run to ``Canceled``.
+
+Faults: ``fail_next`` (any status, e.g. 429 with ``Retry-After``), ``reset_next`` (the connection
+is dropped without an answer) and ``slow_next`` (the answer comes late).
 
 Anything it rejects gets the ARM error shape ``{"error": {"code", "message"}}``. Tests can script
 the next responses with ``fail_next`` (throttling, outages) and read every request back from
@@ -16,11 +22,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
+import socket
 import ssl
+import struct
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +49,23 @@ _REGISTRY_PATH = (
 )
 _SCHEDULE_RUN_RE = re.compile(_REGISTRY_PATH + r"/scheduleRun$", re.IGNORECASE)
 _GET_RUN_RE = re.compile(_REGISTRY_PATH + r"/runs/(?P<run>[^/]+)$", re.IGNORECASE)
+_LIST_RUNS_RE = re.compile(_REGISTRY_PATH + r"/runs$", re.IGNORECASE)
+_CANCEL_RUN_RE = re.compile(_REGISTRY_PATH + r"/runs/(?P<run>[^/]+)/cancel$", re.IGNORECASE)
+# One clause of a runs.list $filter: ``Field op value`` (value quoted or a bare date-time).
+_FILTER_CLAUSE_RE = re.compile(
+    r"^\s*(?P<field>\w+)\s+(?P<op>eq|ne|ge|gt|le|lt)\s+'?(?P<value>[^']*)'?\s*$", re.I
+)
+_FILTER_FIELDS = {
+    "runid": "runId",
+    "runtype": "runType",
+    "status": "status",
+    "createtime": "createTime",
+    "finishtime": "finishTime",
+    "taskname": "task",
+    "agentpoolname": "agentPoolName",
+}
+# Scripted "status" values that are not HTTP: drop the connection, or answer late.
+RESET = -1
 _OS_VALUES = {"linux", "windows"}
 _ARCH_VALUES = {"amd64", "x86", "386", "arm", "arm64"}
 
@@ -71,9 +98,11 @@ class RecordedRequest:
 
 @dataclass
 class ScriptedResponse:
-    status: int
+    status: int  # RESET: close the connection without answering
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    delay: float = 0.0  # seconds to wait before answering (a slow server)
+    passthrough: bool = False  # after the delay, answer as usual
 
 
 class AcrServer:
@@ -85,9 +114,14 @@ class AcrServer:
         self.token = token
         self.requests: list[RecordedRequest] = []
         self.runs: dict[str, dict[str, Any]] = {}
+        self.run_request_ids: dict[str, str | None] = {}
         self._scripted: list[ScriptedResponse] = []
         self._next_run = 1
         self._lock = threading.Lock()
+        # Stamps createTime & co.; tests with a controlled clock put theirs here.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        # Called for every request before the script: a response to give instead, or None.
+        self.fault_hook: Callable[[RecordedRequest], ScriptedResponse | None] | None = None
 
     # -- controls for tests ------------------------------------------------------------------
 
@@ -101,6 +135,18 @@ class AcrServer:
             for _ in range(times):
                 self._scripted.append(ScriptedResponse(status, dict(headers or {}), body))
 
+    def reset_next(self, *, times: int = 1) -> None:
+        """Drop the connection of the next ``times`` requests without an answer (a reset)."""
+        with self._lock:
+            self._scripted.extend(ScriptedResponse(RESET) for _ in range(times))
+
+    def slow_next(self, seconds: float, *, times: int = 1) -> None:
+        """Handle the next ``times`` requests normally (a run is created), but answer ``seconds`` late."""
+        with self._lock:
+            self._scripted.extend(
+                ScriptedResponse(200, delay=seconds, passthrough=True) for _ in range(times)
+            )
+
     def set_status(
         self,
         run_id: str,
@@ -113,11 +159,11 @@ class AcrServer:
         with self._lock:
             properties = self.runs[run_id]["properties"]
             properties["status"] = status
-            properties["lastUpdatedTime"] = _now()
+            properties["lastUpdatedTime"] = self._now()
             if status != "Queued":
-                properties.setdefault("startTime", _now())
+                properties.setdefault("startTime", self._now())
             if status in ("Succeeded", "Failed", "Canceled", "Error", "Timeout"):
-                properties["finishTime"] = _now()
+                properties["finishTime"] = self._now()
             if error is not None:
                 properties["runErrorMessage"] = error
             if output_images is not None:
@@ -128,12 +174,40 @@ class AcrServer:
 
     # -- request handling --------------------------------------------------------------------
 
+    def _now(self) -> str:
+        return self.clock().astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def request_id_of(self, run_id: str) -> str | None:
+        """The slipwayRequestId value the run was started with."""
+        with self._lock:
+            return self.run_request_ids.get(run_id)
+
+    def cancelled(self) -> list[str]:
+        """Run ids cancelled through runs.cancel, in order."""
+        return [
+            m.group("run")
+            for r in self.requests
+            if r.method == "POST" and (m := _CANCEL_RUN_RE.match(r.path))
+        ]
+
     def handle(self, request: RecordedRequest) -> tuple[int, dict[str, str], Any]:
         with self._lock:
             self.requests.append(request)
-            if self._scripted:
-                scripted = self._scripted.pop(0)
-                return scripted.status, scripted.headers, scripted.body
+            scripted = self._scripted.pop(0) if self._scripted else None
+        if scripted is None and self.fault_hook is not None:
+            scripted = self.fault_hook(request)
+        if scripted is not None:
+            if scripted.passthrough:
+                # Do the work now, answer late: the client may give up on a run that exists.
+                answer = self._answer(request)
+                time.sleep(scripted.delay)
+                return answer
+            if scripted.delay:
+                time.sleep(scripted.delay)
+            return scripted.status, scripted.headers, scripted.body
+        return self._answer(request)
+
+    def _answer(self, request: RecordedRequest) -> tuple[int, dict[str, str], Any]:
         if request.params.get("api-version") != API_VERSION:
             return _error(400, "InvalidApiVersionParameter", f"api-version must be {API_VERSION}")
         auth = request.headers.get("authorization", "")
@@ -144,6 +218,22 @@ class AcrServer:
             if problem:
                 return _error(400, "InvalidRequestBody", problem)
             return 200, {}, self._create_run(m.group("sub"), m.group("rg"), m.group("reg"), request.body)
+        if request.method == "GET" and (m := _LIST_RUNS_RE.match(request.path)):
+            with self._lock:
+                runs = list(self.runs.values())
+            try:
+                matching = [run for run in runs if _matches(run["properties"], request.params.get("$filter"))]
+            except ValueError as exc:
+                return _error(400, "InvalidFilter", str(exc))
+            top = int(request.params.get("$top") or len(matching) or 1)
+            return 200, {}, {"value": matching[:top]}
+        if request.method == "POST" and (m := _CANCEL_RUN_RE.match(request.path)):
+            with self._lock:
+                known = m.group("run") in self.runs
+            if not known:
+                return _error(404, "ResourceNotFound", f"run {m.group('run')} was not found")
+            self.set_status(m.group("run"), "Canceled")
+            return 200, {}, None
         if request.method == "GET" and (m := _GET_RUN_RE.match(request.path)):
             with self._lock:
                 run = self.runs.get(m.group("run"))
@@ -156,7 +246,7 @@ class AcrServer:
         with self._lock:
             run_id = f"ca{self._next_run}"
             self._next_run += 1
-            now = _now()
+            now = self._now()
             platform = body["platform"]
             run = {
                 "id": (
@@ -178,12 +268,43 @@ class AcrServer:
                     **({"agentPoolName": body["agentPoolName"]} if body.get("agentPoolName") else {}),
                 },
             }
+            values = {v.get("name"): v.get("value") for v in body.get("values", []) if isinstance(v, dict)}
             self.runs[run_id] = run
+            self.run_request_ids[run_id] = values.get("slipwayRequestId")
             return run
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+def _matches(properties: dict[str, Any], query: str | None) -> bool:
+    """``$filter`` as ACR reads it, for the clauses Slipway sends: ``and`` of ``Field op value``."""
+    if not query:
+        return True
+    for clause in re.split(r"\s+and\s+", query.strip(), flags=re.I):
+        match = _FILTER_CLAUSE_RE.match(clause)
+        if match is None or match.group("field").lower() not in _FILTER_FIELDS:
+            raise ValueError(f"unsupported filter clause {clause!r}")
+        have = str(properties.get(_FILTER_FIELDS[match.group("field").lower()]) or "")
+        want = match.group("value")
+        if match.group("field").lower().endswith("time"):
+            have_t, want_t = _parse_time(have) if have else None, _parse_time(want)
+            if have_t is None:
+                return False
+            ok = {
+                "eq": have_t == want_t,
+                "ne": have_t != want_t,
+                "ge": have_t >= want_t,
+                "gt": have_t > want_t,
+                "le": have_t <= want_t,
+                "lt": have_t < want_t,
+            }[match.group("op").lower()]
+        else:
+            ok = (have.lower() == want.lower()) == (match.group("op").lower() == "eq")
+        if not ok:
+            return False
+    return True
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], Any]:
@@ -232,6 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK add ~40 ms.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.request.settimeout(30)
         self.request.do_handshake()
 
@@ -252,6 +375,13 @@ class _Handler(BaseHTTPRequestHandler):
             raw_body=raw,
         )
         status, headers, payload = self.server.state.handle(request)
+        if status == RESET:
+            # An abrupt close: the client sees a connection reset / no response.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.request.close()
+            return
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

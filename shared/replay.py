@@ -1,0 +1,274 @@
+"""Replay: move dead-lettered build requests back to the queue, and say who did it and why.
+
+Each chosen dead letter is re-sent as a copy with a new message id ``<request id>-r<N>`` (N is
+one more than the replays it already went through): a re-send under the same id inside the
+duplicate-detection window would be dropped silently. The copy's body is the request with
+``attempt`` reset and ``replay_of`` naming the dead letter. Before the copy is sent, the ledger
+record of the request is marked ``retrying`` with a ``replayed`` history entry (who, when, why),
+so the dispatcher claims it again; a request with no record yet (refused before any claim, e.g.
+an unknown target) gets one. Then the dead letter is completed. A crash between send and
+complete leaves the dead letter in place; replaying it again is absorbed by the ledger.
+
+Works on any queue adapter with ``peek`` and ``resend_dead_letters`` (local, Service Bus).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.build_request import BuildRequest
+from shared.cache_gc.durations import Duration
+from shared.failures import replay_message_id
+from shared.ledger import ConflictError, Ledger, RunStatus
+from shared.logs import log_event
+from shared.queue.port import OutgoingMessage, ReceivedMessage
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+logger = logging.getLogger("slipway.replay")
+
+REPLAY_COUNT_PROPERTY = "replay_count"
+# How many dead letters one replay looks at (the limit counts the ones replayed).
+SCAN_LIMIT = 1000
+
+
+class DeadLetterQueue(Protocol):
+    def peek(self, *, dead_letter: bool = False, max_count: int = 100) -> list[ReceivedMessage]: ...
+
+    def resend_dead_letters(
+        self, choose: Callable[[ReceivedMessage], OutgoingMessage | None], *, max_count: int = 1000
+    ) -> list[tuple[ReceivedMessage, OutgoingMessage]]: ...
+
+
+@dataclass(frozen=True)
+class ReplaySelection:
+    """Which dead letters: every given filter must match. ``ids`` match message or request ids."""
+
+    ids: tuple[str, ...] = ()
+    reason: str | None = None  # substring of the dead-letter reason, case-insensitive
+    target: str | None = None
+    since: timedelta | None = None  # enqueued no longer ago than this
+    limit: int = 100
+
+    def matches(self, message: ReceivedMessage, request: BuildRequest | None, now: datetime) -> bool:
+        if (
+            self.ids
+            and message.message_id not in self.ids
+            and (request is None or request.id not in self.ids)
+        ):
+            return False
+        if self.reason and self.reason.lower() not in (message.dead_letter_reason or "").lower():
+            return False
+        if (
+            self.target
+            and (request.target if request else message.application_properties.get("target")) != self.target
+        ):
+            return False
+        return not (self.since is not None and message.enqueued_time < now - self.since)
+
+
+@dataclass
+class ReplayItem:
+    message_id: str
+    new_message_id: str
+    request_id: str | None
+    target: str | None
+    dead_letter_reason: str | None
+    ledger: str  # what happened to the ledger record
+
+
+@dataclass
+class ReplayReport:
+    dry_run: bool
+    actor: str
+    note: str
+    items: list[ReplayItem] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "dry_run": self.dry_run,
+            "actor": self.actor,
+            "note": self.note,
+            "replayed": [asdict(i) for i in self.items],
+        }
+
+
+def _request(message: ReceivedMessage) -> BuildRequest | None:
+    try:
+        return BuildRequest.from_json(message.body)
+    except (ValidationError, ValueError):
+        return None
+
+
+def _replay_number(message: ReceivedMessage) -> int:
+    try:
+        return int(message.application_properties.get(REPLAY_COUNT_PROPERTY, 0)) + 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def _copy(message: ReceivedMessage, request: BuildRequest | None, actor: str) -> OutgoingMessage:
+    number = _replay_number(message)
+    properties = {**message.application_properties, REPLAY_COUNT_PROPERTY: number, "replayed_by": actor[:100]}
+    if request is None:  # not a BuildRequest: re-send the body as it is (the dispatcher will say why)
+        return OutgoingMessage(
+            message_id=replay_message_id(message.message_id[:100], number),
+            body=message.body,
+            content_type=message.content_type or "application/json",
+            subject="replay",
+            correlation_id=message.correlation_id,
+            application_properties=properties,
+        )
+    replayed = request.model_copy(update={"attempt": 0, "replay_of": message.message_id})
+    return OutgoingMessage(
+        message_id=replay_message_id(request.id, number),
+        body=replayed.to_json().encode(),
+        subject="replay",
+        correlation_id=request.trigger.correlation_id,
+        application_properties={**request.application_properties(), **properties},
+    )
+
+
+class Replayer:
+    def __init__(self, queue: DeadLetterQueue, ledger: Ledger, *, clock: Callable[[], datetime]) -> None:
+        self._queue = queue
+        self._ledger = ledger
+        self._clock = clock
+
+    def replay(self, selection: ReplaySelection, *, actor: str, note: str, dry_run: bool) -> ReplayReport:
+        report = ReplayReport(dry_run=dry_run, actor=actor, note=note)
+        now = self._clock()
+
+        def choose(message: ReceivedMessage) -> OutgoingMessage | None:
+            if len(report.items) >= selection.limit:
+                return None
+            request = _request(message)
+            if not selection.matches(message, request, now):
+                return None
+            copy = _copy(message, request, actor)
+            ledger = "not a BuildRequest: no ledger record" if request is None else "would be marked retrying"
+            if not dry_run and request is not None:
+                ledger = self._record(request, message, copy.message_id, actor, note, now)
+            report.items.append(
+                ReplayItem(
+                    message_id=message.message_id,
+                    new_message_id=copy.message_id,
+                    request_id=request.id if request else None,
+                    target=request.target if request else None,
+                    dead_letter_reason=message.dead_letter_reason,
+                    ledger=ledger,
+                )
+            )
+            return copy
+
+        if dry_run:
+            for message in self._queue.peek(dead_letter=True, max_count=SCAN_LIMIT):
+                choose(message)
+        else:
+            self._queue.resend_dead_letters(choose, max_count=SCAN_LIMIT)
+        for item in report.items:
+            log_event(
+                logger,
+                "request_replayed" if not dry_run else "request_replay_planned",
+                request_id=item.request_id,
+                message_id=item.message_id,
+                new_message_id=item.new_message_id,
+                actor=actor,
+                note=note,
+            )
+        return report
+
+    def _record(
+        self,
+        request: BuildRequest,
+        message: ReceivedMessage,
+        new_id: str,
+        actor: str,
+        note: str,
+        now: datetime,
+    ) -> str:
+        """Mark the request claimable again and note who replayed it, when and why."""
+        event = {
+            "at": now.isoformat(),
+            "event": "replayed",
+            "detail": f"by {actor}: {note} (dead letter {message.message_id}, "
+            f"{message.dead_letter_reason or 'no reason'}; sent as {new_id})",
+        }
+        for _ in range(5):
+            found = self._ledger.get(request.id)
+            if found is None:
+                from shared.dispatcher import unclaimed_record
+
+                if self._ledger.create(unclaimed_record(request, RunStatus.RETRYING, now, event)):
+                    return "created, retrying"
+                continue
+            existing, etag = found
+            settled = existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED)
+            changes: dict[str, object] = {"updated_at": now, "history": [*existing.history, event]}
+            if not settled:
+                changes.update(
+                    status=RunStatus.RETRYING,
+                    attempts=0,
+                    failure_reason=None,
+                    dead_letter_message_id=None,
+                    start_uncertain_at=None,
+                )
+            try:
+                self._ledger.replace(existing.model_copy(update=changes), etag)
+            except ConflictError:
+                continue
+            return (
+                f"already {existing.status.value}: the replay completes as a duplicate"
+                if settled
+                else (f"{existing.status.value} -> retrying")
+            )
+        return "ledger busy: not recorded"
+
+
+class ReplayRequest(BaseModel):
+    """The admin endpoint's JSON body (the CLI's options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    target: str | None = None
+    since: Duration | None = None
+    limit: int = Field(default=100, ge=1, le=SCAN_LIMIT)
+    note: str = "replayed through the admin endpoint"
+    dry_run: bool = False
+
+
+def replay_from_request(rt: Runtime, body: bytes, *, actor: str) -> tuple[int, dict[str, object]]:
+    """The admin endpoint: (HTTP status, JSON payload). Errors are 400 (body) or 503 (queue)."""
+    from datetime import UTC
+
+    from shared.queue.port import QueueError
+
+    try:
+        options = ReplayRequest.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()
+        )
+        return 400, {"error": "invalid_request", "reason": problems}
+    selection = ReplaySelection(
+        ids=tuple(options.ids),
+        reason=options.reason,
+        target=options.target,
+        since=options.since,
+        limit=options.limit,
+    )
+    replayer = Replayer(rt.queue(), rt.ledger(), clock=lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    try:
+        report = replayer.replay(selection, actor=actor, note=options.note, dry_run=options.dry_run)
+    except QueueError as exc:
+        return 503, {"error": "queue_unavailable", "reason": str(exc)}
+    return 200, report.as_json()

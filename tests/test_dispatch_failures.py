@@ -1,0 +1,231 @@
+"""Failure handling through the loopback ACR server: delayed retries, dead letters, crash recovery."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import run_backend
+from shared.dispatcher import CLAIM_LEASE
+from shared.ledger import RunStatus
+from shared.run_backend import AcrBackend, RunHandle
+from shared.task_render import RunSpec
+from tests.support.acr_server import AcrServer
+from tests.support.dispatch_harness import Clock, Rig, acr_backend, acr_backend_arguments, make_request
+
+
+@pytest.fixture
+def rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), dispatch="  quiet_period: 0s\n  max_attempts: 4")
+    yield rig
+    rig.close()
+
+
+def _runs(acr: AcrServer) -> int:
+    return len(acr.runs)
+
+
+def test_429_waits_at_least_retry_after_then_starts_one_run(rig: Rig, acr_server: AcrServer) -> None:
+    request = make_request(1, received_at=rig.clock())
+    acr_server.fail_next(429, headers={"Retry-After": "120"})
+    rig.send(request)
+    assert rig.drain() == [request.id]  # completed: a copy comes back later
+    [copy] = rig.queue.peek()
+    assert copy.message_id == f"{request.id}-a1" and copy.is_scheduled
+    assert json.loads(copy.body)["attempt"] == 1
+    rig.clock.advance(119)
+    assert rig.drain() == []  # Retry-After honoured
+    rig.clock.advance(2)
+    assert rig.drain() == [f"{request.id}-a1"]
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and (record.status, record.run_id, record.attempts) == (
+        RunStatus.DISPATCHED,
+        "ca1",
+        2,
+    )
+    assert _runs(acr_server) == 1 and rig.queue.peek() == []
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_back_off_exponentially_then_dead_letter(
+    rig: Rig, acr_server: AcrServer, status: int
+) -> None:
+    request = make_request(2, received_at=rig.clock())
+    acr_server.fail_next(status, times=4)
+    rig.send(request)
+    delays = []
+    for attempt in range(1, 4):
+        rig.drain()
+        [copy] = rig.queue.peek()
+        assert copy.message_id == f"{request.id}-a{attempt}"
+        assert copy.scheduled_enqueue_time is not None
+        delays.append((copy.scheduled_enqueue_time - rig.clock()).total_seconds())
+        rig.clock.now = copy.scheduled_enqueue_time
+    assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20 and 20 <= delays[2] <= 40  # base 10 s, jittered
+    rig.drain()  # the 4th attempt fails too: max_attempts reached
+    assert rig.queue.peek() == []
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert dead.dead_letter_reason == "RetriesExhausted"
+    assert "gave up after 4 attempts" in (dead.dead_letter_description or "")
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert (
+        record is not None
+        and record.status is RunStatus.FAILED
+        and record.failure_reason == "RetriesExhausted"
+    )
+    assert _runs(acr_server) == 0
+
+
+def test_a_permanent_refusal_is_dead_lettered_at_once(rig: Rig, acr_server: AcrServer) -> None:
+    request = make_request(3, received_at=rig.clock())
+    acr_server.fail_next(
+        400, body={"error": {"code": "TasksOperationsNotAllowed", "message": "not permitted"}}
+    )
+    rig.send(request)
+    rig.drain()
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert dead.dead_letter_reason == "RunRejected" and "not permitted" in (
+        dead.dead_letter_description or ""
+    )
+    assert rig.queue.peek() == []
+
+
+def test_unknown_target_is_dead_lettered_with_an_actionable_reason(rig: Rig) -> None:
+    request = make_request(4, received_at=rig.clock()).model_copy(update={"target": "nope"})
+    rig.send(request)
+    rig.drain()
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert dead.dead_letter_reason == "UnknownTarget" and "'nope'" in (dead.dead_letter_description or "")
+
+
+def test_a_reset_connection_is_retried_and_finds_no_run_to_adopt(rig: Rig, acr_server: AcrServer) -> None:
+    request = make_request(5, received_at=rig.clock())
+    acr_server.reset_next()
+    rig.send(request)
+    rig.drain()
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert (
+        record is not None and record.status is RunStatus.RETRYING and record.start_uncertain_at is not None
+    )
+    rig.run_until_idle()
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and record.status is RunStatus.DISPATCHED and record.run_id == "ca1"
+    assert any(r.path.endswith("/runs") for r in acr_server.requests)  # it looked before starting again
+    assert _runs(acr_server) == 1
+
+
+def test_a_slow_answer_that_created_the_run_is_adopted_not_repeated(
+    rig: Rig, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_backend, "READ_TIMEOUT", 0.5)
+    rig.backend = acr_backend(acr_server)  # a client built with the short read timeout
+    from shared.runtime import runtime
+
+    runtime()._backend = rig.backend
+    request = make_request(6, received_at=rig.clock())
+    acr_server.slow_next(1.5)  # ACR creates the run, the answer never reaches us
+    rig.send(request)
+    rig.drain()
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and record.status is RunStatus.RETRYING
+    rig.run_until_idle()
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and record.status is RunStatus.DISPATCHED and record.run_id == "ca1"
+    assert any(e["event"] == "run_recovered" for e in record.history)
+    assert _runs(acr_server) == 1
+
+
+class CrashAfterStart(AcrBackend):
+    """Starts the run for real, then the worker dies before the ledger hears of it."""
+
+    crashes = 1
+
+    def start(self, spec: RunSpec, *, request_id: str, correlation_id: str) -> RunHandle:
+        handle = super().start(spec, request_id=request_id, correlation_id=correlation_id)
+        if self.crashes:
+            self.crashes -= 1
+            raise SystemExit("worker killed after scheduleRun")
+        return handle
+
+
+def _crash_rig(tmp_path: Path, acr_server: AcrServer) -> Rig:
+    backend = CrashAfterStart(**acr_backend_arguments(acr_server))
+    backend.acr_server = acr_server  # type: ignore[attr-defined]
+    return Rig(tmp_path, Clock(), backend)
+
+
+def _crash_then_redeliver(rig: Rig) -> None:
+    [message] = rig.queue.receive()
+    with pytest.raises(SystemExit):
+        rig.trigger.function(msg=_sb(message))
+    # The host died: the lock expires, Service Bus redelivers; the claim is still "dispatching".
+    rig.clock.advance(CLAIM_LEASE.total_seconds() + 1)
+
+
+def _sb(message: Any) -> Any:
+    from azure.functions.servicebus import ServiceBusMessage
+
+    return ServiceBusMessage(
+        body=message.body,
+        message_id=message.message_id,
+        delivery_count=message.delivery_count,
+        application_properties={},
+        user_properties={},
+    )
+
+
+def test_a_crash_after_schedule_run_is_recovered_without_a_second_run(
+    tmp_path: Path, acr_server: AcrServer
+) -> None:
+    rig = _crash_rig(tmp_path, acr_server)
+    try:
+        request = make_request(7, received_at=rig.clock())
+        rig.send(request)
+        _crash_then_redeliver(rig)
+        rig.run_until_idle()
+        record, _ = rig.ledger.get(request.id) or (None, None)
+        assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+        assert [e["event"] for e in record.history][-1] == "run_recovered"
+        assert _runs(acr_server) == 1
+    finally:
+        rig.close()
+
+
+def test_a_crash_with_two_unknown_runs_in_the_window_asks_the_operator(
+    tmp_path: Path, acr_server: AcrServer
+) -> None:
+    rig = _crash_rig(tmp_path, acr_server)
+    try:
+        request = make_request(8, received_at=rig.clock())
+        rig.send(request)
+        crashed_at = rig.clock()
+        _crash_then_redeliver(rig)
+        acr_server.clock = lambda: crashed_at + timedelta(seconds=5)
+        acr_backend(acr_server).start(  # somebody else's run, in the same minute, unknown to the ledger
+            _spec_of(rig, request.id), request_id="manual", correlation_id="manual"
+        )
+        acr_server.clock = rig.clock
+        rig.run_until_idle()
+        [dead] = rig.queue.peek(dead_letter=True)
+        assert dead.dead_letter_reason == "DispatchInterrupted"
+        assert "ca1" in (dead.dead_letter_description or "") and "ca2" in (dead.dead_letter_description or "")
+        assert _runs(acr_server) == 2  # nothing started a third
+    finally:
+        rig.close()
+
+
+def _spec_of(rig: Rig, request_id: str) -> RunSpec:
+    from shared.config import load_config
+    from shared.dispatcher import resolve_secrets
+    from shared.task_render import render_run
+
+    config = load_config(Path(rig.settings["SLIPWAY_CONFIG"]))
+    request = make_request(99, received_at=rig.clock())
+    target = config.target("azure-test")
+    assert target is not None
+    return render_run(request, config, resolve_secrets(config, target, rig.settings, required=True))

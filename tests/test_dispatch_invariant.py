@@ -1,0 +1,205 @@
+"""The invariant under pressure: 1,000 requests, random faults, duplicates and redeliveries.
+
+Afterwards every request has started exactly one ACR run, or sits in the dead-letter queue
+exactly once (and started none); nothing is missing. Real components: the local queue, a folder
+ledger, the real ``AcrBackend`` over HTTPS to the loopback ACR server (faults injected there),
+the real queue trigger, one controlled clock. Seeded, so a failure reproduces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import random
+import tempfile
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared import run_backend
+from shared.ledger import RunStatus
+from shared.local_host import LocalHost
+from shared.run_backend import AcrBackend, RunHandle
+from shared.task_render import RunSpec
+from tests.support.acr_server import RESET, AcrServer, RecordedRequest, ScriptedResponse
+from tests.support.dispatch_harness import Clock, Rig, acr_backend_arguments, make_request
+
+REQUESTS = 1000
+SEED = 20261123
+
+
+class FaultyAcr(AcrBackend):
+    """The real backend; sometimes the worker dies right after scheduleRun succeeded."""
+
+    def __init__(self, rng: random.Random, clock: Clock, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rng, self.clock = rng, clock
+        self.last_orphan = clock() - run_backend_gap()
+        self.crashes = 0
+
+    def may_orphan(self) -> bool:
+        """Orphaned runs (crash, lost answer) are spaced out: recovery tells them apart by time."""
+        return self.clock() - self.last_orphan > run_backend_gap()
+
+    def start(self, spec: RunSpec, *, request_id: str, correlation_id: str) -> RunHandle:
+        handle = super().start(spec, request_id=request_id, correlation_id=correlation_id)
+        if self.may_orphan() and self.rng.random() < 0.05:
+            self.last_orphan = self.clock()
+            self.crashes += 1
+            raise SystemExit("worker killed after scheduleRun")
+        return handle
+
+
+def run_backend_gap() -> timedelta:
+    return timedelta(minutes=5)
+
+
+@pytest.fixture
+def fast_dir(tmp_path: Path) -> Any:
+    """tmpfs when there is one: the folder ledger fsyncs every write, which is the slow part here."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir=shm) as path:
+        yield Path(path)
+
+
+def test_every_request_runs_once_or_is_dead_lettered_once(
+    fast_dir: Path, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uncertain starts (a crash after scheduleRun, no answer) are spaced 5 minutes apart: within
+    that window recovery would rightly hand them to an operator (see shared/run_recovery.py)."""
+    monkeypatch.setattr(run_backend, "READ_TIMEOUT", 0.2)
+    if yaml.__with_libyaml__:  # the pure-Python emitter would be most of this test's time
+        monkeypatch.setattr(yaml, "safe_dump", functools.partial(yaml.dump, Dumper=yaml.CSafeDumper))
+    rng = random.Random(SEED)
+    clock = Clock()
+    backend = FaultyAcr(rng, clock, **acr_backend_arguments(acr_server))
+    backend.acr_server = acr_server  # type: ignore[attr-defined]
+    rig = Rig(fast_dir, clock, backend, dispatch="  quiet_period: 0s\n  max_attempts: 8")
+    faults: Counter[str] = Counter()
+
+    def fault(request: RecordedRequest) -> ScriptedResponse | None:
+        if not request.path.lower().endswith("/schedulerun"):
+            return None
+        roll = rng.random()
+        if roll < 0.10:
+            faults["429"] += 1
+            return ScriptedResponse(429, {"Retry-After": str(rng.randint(1, 90))}, _arm_error(429))
+        if roll < 0.15:
+            faults["500"] += 1
+            return ScriptedResponse(500, {}, _arm_error(500))
+        if roll < 0.20:
+            faults["503"] += 1
+            return ScriptedResponse(503, {}, _arm_error(503))
+        if roll < 0.23 and backend.may_orphan():
+            # No answer at all: the dispatcher cannot know whether the run exists, like a crash.
+            faults["reset"] += 1
+            backend.last_orphan = clock()
+            return ScriptedResponse(RESET)
+        if roll < 0.24:
+            faults["refused"] += 1
+            return ScriptedResponse(
+                400, {}, {"error": {"code": "TasksOperationsNotAllowed", "message": "no"}}
+            )
+        if roll < 0.26 and backend.may_orphan():
+            faults["slow"] += 1
+            backend.last_orphan = clock()
+            return ScriptedResponse(200, delay=0.3, passthrough=True)
+        return None
+
+    acr_server.fault_hook = fault
+    try:
+        requests = [make_request(n, received_at=clock(), ref=f"refs/heads/b{n}") for n in range(REQUESTS)]
+        pending = list(requests)
+        redeliveries = 0
+        while pending or rig.queue.peek(max_count=1):
+            batch, pending = pending[:40], pending[40:]
+            for request in batch:
+                request = request.model_copy(
+                    update={"trigger": request.trigger.model_copy(update={"received_at": clock()})}
+                )
+                rig.send(request)
+                if rng.random() < 0.1:  # the sender retried: duplicate detection absorbs it
+                    rig.send(request)
+            while messages := rig.queue.receive(max_count=1):
+                message = messages[0]
+                roll = rng.random()
+                if roll < 0.05:  # the host dies after the function returned, before completing
+                    redeliveries += 1
+                    _call(rig, message)
+                    continue
+                # SystemExit: the worker died mid-invocation; the lock expires, the message comes back.
+                with contextlib.suppress(SystemExit):
+                    LocalHost._deliver(Any, rig.queue, rig.trigger, message)  # type: ignore[arg-type]
+            if rng.random() < 0.2:  # a late duplicate, outside the detection window: the ledger absorbs it
+                done = [r for r in requests[:200] if _status(rig, r.id) is RunStatus.DISPATCHED]
+                if done:
+                    late = rng.choice(done)
+                    rig.queue.send([_copy_of(late, f"{late.id}-late{rng.randint(0, 10**9)}")])
+            clock.advance(30)
+        acr_server.fault_hook = None
+
+        runs = Counter(acr_server.request_id_of(run_id) for run_id in acr_server.runs)
+        dead = Counter(json.loads(m.body)["id"] for m in rig.queue.peek(dead_letter=True, max_count=5000))
+        assert rig.queue.peek() == []
+        for request in requests:
+            started, dead_lettered = runs[request.id], dead[request.id]
+            record, _ = rig.ledger.get(request.id) or (None, None)
+            assert (started, dead_lettered) in ((1, 0), (0, 1)), (
+                request.id,
+                started,
+                dead_lettered,
+                record and [(e["at"], e["event"], str(e["detail"])[:80]) for e in record.history],
+            )
+            assert record is not None
+            if started:
+                assert record.status is RunStatus.DISPATCHED and record.run_id is not None
+                assert acr_server.request_id_of(record.run_id) == request.id
+            else:
+                assert record.status is RunStatus.FAILED and record.failure_reason in (
+                    "RunRejected",
+                    "RetriesExhausted",
+                )
+        assert sum(runs.values()) == len(acr_server.runs)  # no run belongs to nobody
+        # The faults really happened, and so did the recoveries.
+        assert all(faults[kind] > 0 for kind in ("429", "500", "503", "refused")), faults
+        assert faults["reset"] + faults["slow"] + backend.crashes >= 3 and redeliveries > 0 and dead
+    finally:
+        acr_server.fault_hook = None
+        rig.close()
+
+
+def _call(rig: Rig, message: Any) -> None:
+    from azure.functions.servicebus import ServiceBusMessage
+
+    sb = ServiceBusMessage(
+        body=message.body,
+        message_id=message.message_id,
+        delivery_count=message.delivery_count,
+        application_properties={},
+        user_properties={},
+    )
+    with contextlib.suppress(Exception, SystemExit):  # settled or not, the lock is lost
+        rig.trigger.function(msg=sb)
+
+
+def _status(rig: Rig, request_id: str) -> RunStatus | None:
+    found = rig.ledger.get(request_id)
+    return None if found is None else found[0].status
+
+
+def _copy_of(request: Any, message_id: str) -> Any:
+    from shared.rebuild_queue import request_message
+
+    return request_message(request, subject="push", message_id=message_id)
+
+
+def _arm_error(status: int) -> dict[str, Any]:
+    return {"error": {"code": f"Http{status}", "message": f"injected {status}"}}

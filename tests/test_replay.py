@@ -1,0 +1,129 @@
+"""Replay on the local queue, end to end through the CLI and the admin function."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.cli import main
+from shared.ledger import RunStatus
+from tests.support.acr_server import AcrServer
+from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
+
+
+@pytest.fixture
+def rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server))
+    yield rig
+    rig.close()
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _refused(rig: Rig, acr: AcrServer, n: int) -> str:
+    """A request ACR refused once (a permanent error): it sits in the dead-letter queue."""
+    request = make_request(n, received_at=rig.clock())
+    acr.fail_next(400, body={"error": {"code": "QuotaExceeded", "message": "fix the quota, then replay"}})
+    rig.send(request)
+    rig.drain()
+    return request.id
+
+
+def test_a_dead_letter_is_listed_replayed_with_a_new_id_and_dispatched_once(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = _refused(rig, acr_server, 1)
+    [listed] = _json(capsys, "queue", "list", "--dead-letter")["messages"]
+    assert (listed["message_id"], listed["dead_letter_reason"]) == (request_id, "RunRejected")
+    assert "fix the quota" in listed["dead_letter_description"]
+
+    planned = _json(capsys, "replay", "--reason", "runrejected", "--dry-run")
+    assert planned["dry_run"] is True
+    assert [i["new_message_id"] for i in planned["replayed"]] == [f"{request_id}-r1"]
+    assert len(rig.queue.peek(dead_letter=True)) == 1 and rig.queue.peek() == []  # nothing changed
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and record.status is RunStatus.FAILED
+
+    done = _json(capsys, "replay", "--id", request_id, "--note", "quota raised (INC-42)")
+    assert [i["new_message_id"] for i in done["replayed"]] == [f"{request_id}-r1"]
+    assert rig.queue.peek(dead_letter=True) == []
+    [copy] = rig.queue.peek()
+    assert copy.message_id == f"{request_id}-r1" and json.loads(copy.body)["replay_of"] == request_id
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and record.status is RunStatus.RETRYING
+    replayed = [e for e in record.history if e["event"] == "replayed"]
+    assert (
+        len(replayed) == 1
+        and "quota raised (INC-42)" in replayed[0]["detail"]
+        and "@" in replayed[0]["detail"]
+    )
+
+    assert rig.drain() == [f"{request_id}-r1"]
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert len(acr_server.runs) == 1
+    assert _json(capsys, "replay")["replayed"] == []  # nothing left to replay
+
+
+def test_filters_limit_and_a_second_replay_numbers_on(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = _refused(rig, acr_server, 2), _refused(rig, acr_server, 3)
+    assert _json(capsys, "replay", "--target", "other", "--dry-run")["replayed"] == []
+    assert _json(capsys, "replay", "--since", "1h", "--reason", "Unknown", "--dry-run")["replayed"] == []
+    [only] = _json(capsys, "replay", "--limit", "1")["replayed"]
+    assert only["message_id"] == first
+    acr_server.fail_next(400, body={"error": {"code": "QuotaExceeded", "message": "still no quota"}})
+    rig.drain()  # refused again: back in the dead-letter queue as <id>-r1
+    ids = sorted(m.message_id for m in rig.queue.peek(dead_letter=True))
+    assert ids == sorted([second, f"{first}-r1"])
+    again = _json(capsys, "replay", "--id", first)["replayed"]
+    assert [i["new_message_id"] for i in again] == [f"{first}-r2"]
+    assert main(["replay", "--since", "forever"]) == 1
+
+
+def test_admin_function_replays_with_the_caller_recorded(rig: Rig, acr_server: AcrServer) -> None:
+    from handlers import admin
+
+    request_id = _refused(rig, acr_server, 4)
+    function = admin.admin_replay.build().get_user_function()
+    bad = function(func.HttpRequest("POST", "/api/admin/replay", body=b'{"limit": 0}'))
+    assert bad.status_code == 400
+    response = function(
+        func.HttpRequest(
+            "POST",
+            "/api/admin/replay",
+            headers={"x-ms-client-principal-name": "ops@example.com"},
+            body=json.dumps({"ids": [request_id], "note": "via portal"}).encode(),
+        )
+    )
+    assert response.status_code == 200
+    assert [i["new_message_id"] for i in json.loads(response.get_body())["replayed"]] == [f"{request_id}-r1"]
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and "http:ops@example.com: via portal" in record.history[-1]["detail"]
+
+
+def test_a_replay_sent_by_another_tool_with_the_id_rule_is_dispatched(
+    rig: Rig, acr_server: AcrServer
+) -> None:
+    """The portal runbook: re-send the dead letter's body as <id>-r<N>, complete the dead letter."""
+    from shared.queue.port import OutgoingMessage
+
+    request_id = _refused(rig, acr_server, 5)
+    [dead] = rig.queue.peek(dead_letter=True)
+    rig.queue.send([OutgoingMessage(message_id=f"{request_id}-r1", body=dead.body)])
+    assert rig.drain() == [f"{request_id}-r1"]
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert any(e["event"] == "replayed" for e in record.history)
+    rig.queue.send([OutgoingMessage(message_id=f"{request_id}-copy", body=dead.body)])
+    rig.drain()  # any other copy is a duplicate
+    assert len(acr_server.runs) == 1
