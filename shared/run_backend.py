@@ -324,6 +324,23 @@ class AcrBackend:
             output_images=tuple(_image_text(i) for i in run.output_images or () if i.repository),
         )
 
+    def log_link(self, run_id: str) -> str | None:
+        """The run log's read link (``runs.get_log_sas_url``). A SAS URL: a secret while valid."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            result = self._registry_client().runs.get_log_sas_url(
+                self.resource_group, self.registry_name, run_id
+            )
+        except AzureError as exc:
+            raise _translate(exc, "runs.get_log_sas_url") from exc
+        return str(result.log_link) if result.log_link else None
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """What the ARM client verifies TLS with (a CA bundle path in tests), for the log download too."""
+        return self._connection_verify
+
     def list_runs(self, *, created_from: datetime, created_to: datetime) -> list[RunHandle]:
         """Quick runs created in ``[created_from, created_to]`` (``runs.list`` with ``$filter``).
 

@@ -120,33 +120,29 @@ class AcrRunLog:
         self._max_bytes = max_bytes
 
     def __call__(self, run_id: str) -> Iterator[str]:
-        from azure.core.exceptions import AzureError
-
-        from shared.run_backend import _translate
-
-        backend = self._backend
-        try:
-            # The backend's own SDK client (one ARM client per process); see AcrBackend.get.
-            result = backend._registry_client().runs.get_log_sas_url(
-                backend.resource_group, backend.registry_name, run_id
-            )
-        except AzureError as exc:
-            raise _translate(exc, "runs.get_log_sas_url") from exc
-        link = result.log_link
+        link = self._backend.log_link(run_id)
         if not link:
             return iter(())
-        return read_log_lines(link, max_bytes=self._max_bytes)
+        return read_log_lines(link, max_bytes=self._max_bytes, verify=self._backend.tls_verify)
 
 
 def read_log_lines(
-    url: str, *, max_bytes: int = MAX_LOG_BYTES, timeout: float = LOG_TIMEOUT
+    url: str, *, max_bytes: int = MAX_LOG_BYTES, timeout: float = LOG_TIMEOUT, verify: str | bool = True
 ) -> Iterator[str]:
-    """Stream a log blob line by line, at most ``max_bytes``. ``url`` is a secret: never echo it."""
+    """Stream a log blob line by line, at most ``max_bytes``. ``url`` is a secret: never echo it.
+
+    ``verify`` is the ARM client's TLS setting: True (the system's CAs) or a CA bundle path.
+    """
+    import ssl
+
     if not url.startswith("https://"):
         raise ValueError("the run log link must be https")
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        raise ValueError("refusing to read a run log without TLS verification")
     request = urllib.request.Request(url, method="GET")  # noqa: S310 (https checked above)
     read = 0
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
         for raw in response:
             read += len(raw)
             if read > max_bytes:

@@ -273,3 +273,40 @@ def test_a_registry_outage_leaves_the_run_followed_for_the_next_tick(
     quarantine_acr.quarantine(REPO, DIGEST)
     _reconcile(env, quarantine_acr, logs)
     assert len(quarantine_acr.patches) == 1 and env.record(request_id).following is False
+
+
+def test_the_run_log_is_read_through_the_sdk_and_its_sas_link_is_never_kept(
+    env: Env, quarantine_acr: QuarantineAcr, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real path: ``runs.get_log_sas_url`` over HTTPS, then the log blob behind its SAS link."""
+    from shared.run_outcome import AcrRunLog
+    from tests.support.acr_server import LOG_SAS_SIGNATURE
+
+    quarantine_acr.quarantine(REPO, DIGEST)
+    request_id = env.dispatch()
+    run_id = env.record(request_id).run_id
+    assert run_id is not None
+    env.acr.set_log(run_id, FAILED_SCAN_LOG)
+    env.acr.set_status(run_id, "Failed", error="failed during run, err: exit status 1")
+    outcome = SupplyChainOutcome(
+        config=lambda: _config(quarantine=True),
+        log_lines=AcrRunLog(env.backend),
+        quarantine=lambda _registry: _client(quarantine_acr),
+        clock=env.clock,
+    )
+    with caplog.at_level("DEBUG"):
+        Reconciler(
+            ledger=env.ledger,
+            backend=env.backend,
+            notifier=env.notifier(),
+            clock=env.clock,
+            on_finished=outcome,
+        ).run()
+    record = env.record(request_id)
+    assert (record.run_error or "").startswith("Scan gate failed: 2 CRITICAL, 1 HIGH on linux/arm64")
+    [sas_call] = [r for r in env.acr.requests if r.path.endswith("/listLogSasUrl")]
+    assert sas_call.method == "POST" and sas_call.params == {"api-version": "2025-03-01-preview"}
+    assert [r.path for r in env.acr.requests if r.path.startswith("/logs/")] == [f"/logs/{run_id}"]
+    assert LOG_SAS_SIGNATURE not in record.model_dump_json()
+    assert LOG_SAS_SIGNATURE not in caplog.text
+    assert quarantine_acr.patches == []

@@ -49,6 +49,10 @@ _REGISTRY_PATH = (
 )
 _SCHEDULE_RUN_RE = re.compile(_REGISTRY_PATH + r"/scheduleRun$", re.IGNORECASE)
 _GET_RUN_RE = re.compile(_REGISTRY_PATH + r"/runs/(?P<run>[^/]+)$", re.IGNORECASE)
+_LOG_SAS_RE = re.compile(_REGISTRY_PATH + r"/runs/(?P<run>[^/]+)/listLogSasUrl$", re.IGNORECASE)
+# Where the run logs live, as ACR's storage would serve them behind a SAS token.
+_LOG_BLOB_RE = re.compile(r"^/logs/(?P<run>[^/]+)$")
+LOG_SAS_SIGNATURE = "c2FzLXNpZ25hdHVyZQ%3D%3D"
 _LIST_RUNS_RE = re.compile(_REGISTRY_PATH + r"/runs$", re.IGNORECASE)
 _CANCEL_RUN_RE = re.compile(_REGISTRY_PATH + r"/runs/(?P<run>[^/]+)/cancel$", re.IGNORECASE)
 # One clause of a runs.list $filter: ``Field op value`` (value quoted or a bare date-time).
@@ -114,6 +118,7 @@ class AcrServer:
         self.token = token
         self.requests: list[RecordedRequest] = []
         self.runs: dict[str, dict[str, Any]] = {}
+        self.logs: dict[str, str] = {}
         self.run_request_ids: dict[str, str | None] = {}
         self._scripted: list[ScriptedResponse] = []
         self._next_run = 1
@@ -207,7 +212,19 @@ class AcrServer:
             return scripted.status, scripted.headers, scripted.body
         return self._answer(request)
 
+    def set_log(self, run_id: str, text: str) -> None:
+        """The run's log, served behind the SAS link that ``listLogSasUrl`` hands out."""
+        with self._lock:
+            self.logs[run_id] = text
+
     def _answer(self, request: RecordedRequest) -> tuple[int, dict[str, str], Any]:
+        if request.method == "GET" and (m := _LOG_BLOB_RE.match(request.path)):
+            # The log blob: authorised by its SAS signature, not by ARM's bearer token.
+            if f"sig={LOG_SAS_SIGNATURE}" not in request.query:
+                return 403, {}, {"error": "AuthenticationFailed"}
+            with self._lock:
+                text = self.logs.get(m.group("run"))
+            return (200, {}, text.encode()) if text is not None else (404, {}, {"error": "BlobNotFound"})
         if request.params.get("api-version") != API_VERSION:
             return _error(400, "InvalidApiVersionParameter", f"api-version must be {API_VERSION}")
         auth = request.headers.get("authorization", "")
@@ -234,6 +251,13 @@ class AcrServer:
                 return _error(404, "ResourceNotFound", f"run {m.group('run')} was not found")
             self.set_status(m.group("run"), "Canceled")
             return 200, {}, None
+        if request.method == "POST" and (m := _LOG_SAS_RE.match(request.path)):
+            with self._lock:
+                known = m.group("run") in self.runs
+            if not known:
+                return _error(404, "ResourceNotFound", f"run {m.group('run')} was not found")
+            link = f"{self.base_url}/logs/{m.group('run')}?sv=2026-01-01&sr=b&sp=r&sig={LOG_SAS_SIGNATURE}"
+            return 200, {}, {"logLink": link, "logArtifactLink": None}
         if request.method == "GET" and (m := _GET_RUN_RE.match(request.path)):
             with self._lock:
                 run = self.runs.get(m.group("run"))
@@ -382,9 +406,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.request.close()
             return
-        data = b"" if payload is None else json.dumps(payload).encode()
+        raw_payload = isinstance(payload, bytes)  # a blob (a run log), not an ARM answer
+        data = payload if raw_payload else b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "text/plain" if raw_payload else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-ms-request-id", f"req-{len(self.server.state.requests)}")
         for name, value in headers.items():
