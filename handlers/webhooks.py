@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from handlers.http_adapter import to_func, to_plain
 from shared.runtime import runtime
 
 if TYPE_CHECKING:
@@ -22,27 +23,6 @@ if TYPE_CHECKING:
     from shared.receivers.base import ReceiverContext
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-
-
-def to_plain(req: func.HttpRequest) -> HttpRequest:
-    from shared.http import HttpRequest
-
-    return HttpRequest(
-        method=req.method,
-        url=req.url,
-        headers=dict(req.headers.items()),
-        body=req.get_body(),
-        query=dict(req.params.items()),
-    )
-
-
-def to_func(resp: HttpResponse) -> func.HttpResponse:
-    return func.HttpResponse(
-        body=resp.body_bytes(),
-        status_code=resp.status,
-        headers=dict(resp.headers),
-        mimetype="application/json",
-    )
 
 
 @cache

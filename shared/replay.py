@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,7 @@ from shared.logs import log_event
 from shared.queue.port import OutgoingMessage, ReceivedMessage
 
 if TYPE_CHECKING:
+    from shared.http import HttpRequest, HttpResponse
     from shared.runtime import Runtime
 
 logger = logging.getLogger("slipway.replay")
@@ -39,6 +40,7 @@ REPLAY_COUNT_PROPERTY = "replay_count"
 SCAN_LIMIT = 1000
 
 
+@runtime_checkable
 class DeadLetterQueue(Protocol):
     def peek(self, *, dead_letter: bool = False, max_count: int = 100) -> list[ReceivedMessage]: ...
 
@@ -246,19 +248,36 @@ class ReplayRequest(BaseModel):
     dry_run: bool = False
 
 
-def replay_from_request(rt: Runtime, body: bytes, *, actor: str) -> tuple[int, dict[str, object]]:
-    """The admin endpoint: (HTTP status, JSON payload). Errors are 400 (body) or 503 (queue)."""
+# A replay request is a few ids and filters: anything bigger is not one.
+MAX_REPLAY_BODY_BYTES = 64 * 1024
+
+
+def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
+    """``POST /api/admin/replay``; the host has checked the master key before this runs.
+
+    The same guards as the webhooks: method, size, content type, then the body; every outcome a
+    JSON answer, 400 for the caller's mistakes, 503 when the queue cannot be reached.
+    """
     from datetime import UTC
 
+    from shared.http import HttpResponse, RequestRejected, check_media_type, check_method, check_size
     from shared.queue.port import QueueError
 
     try:
-        options = ReplayRequest.model_validate_json(body or b"{}")
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()
-        )
-        return 400, {"error": "invalid_request", "reason": problems}
+        check_method(req)
+        check_size(req, MAX_REPLAY_BODY_BYTES)
+        if req.body:
+            check_media_type(req, ("application/json",))
+        try:
+            options = ReplayRequest.model_validate_json(req.body or b"{}")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise RequestRejected(400, "invalid_request", problems) from None
+    except RequestRejected as rejected:
+        return rejected.response()
+    principal = req.header("x-ms-client-principal-name") or "admin-key"
     selection = ReplaySelection(
         ids=tuple(options.ids),
         reason=options.reason,
@@ -266,9 +285,13 @@ def replay_from_request(rt: Runtime, body: bytes, *, actor: str) -> tuple[int, d
         since=options.since,
         limit=options.limit,
     )
-    replayer = Replayer(rt.queue(), rt.ledger(), clock=lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    queue = rt.queue()
+    if not isinstance(queue, DeadLetterQueue):
+        return HttpResponse(503, {"error": "queue_unavailable", "reason": "this queue cannot replay"})
+    replayer = Replayer(queue, rt.ledger(), clock=lambda: datetime.now(UTC))
+    actor = f"http:{principal}"
     try:
         report = replayer.replay(selection, actor=actor, note=options.note, dry_run=options.dry_run)
     except QueueError as exc:
-        return 503, {"error": "queue_unavailable", "reason": str(exc)}
-    return 200, report.as_json()
+        return HttpResponse(503, {"error": "queue_unavailable", "reason": str(exc)}, {"Retry-After": "30"})
+    return HttpResponse(200, report.as_json())

@@ -95,13 +95,21 @@ def test_admin_function_replays_with_the_caller_recorded(rig: Rig, acr_server: A
 
     request_id = _refused(rig, acr_server, 4)
     function = admin.admin_replay.build().get_user_function()
-    bad = function(func.HttpRequest("POST", "/api/admin/replay", body=b'{"limit": 0}'))
-    assert bad.status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    bad = function(func.HttpRequest("POST", "/api/admin/replay", headers=json_type, body=b'{"limit": 0}'))
+    assert bad.status_code == 400 and json.loads(bad.get_body())["error"] == "invalid_request"
+    not_json = function(
+        func.HttpRequest("POST", "/api/admin/replay", headers={"Content-Type": "text/plain"}, body=b"x")
+    )
+    assert not_json.status_code == 415 and "reason" in json.loads(not_json.get_body())
+    huge = function(func.HttpRequest("POST", "/api/admin/replay", headers=json_type, body=b" " * 70_000))
+    assert huge.status_code == 413
+    assert rig.queue.peek(dead_letter=True), "a refused call replays nothing"
     response = function(
         func.HttpRequest(
             "POST",
             "/api/admin/replay",
-            headers={"x-ms-client-principal-name": "ops@example.com"},
+            headers={"x-ms-client-principal-name": "ops@example.com", **json_type},
             body=json.dumps({"ids": [request_id], "note": "via portal"}).encode(),
         )
     )

@@ -33,7 +33,7 @@ def replay_command(args: argparse.Namespace) -> int:
     from shared.cache_gc.durations import parse_duration
     from shared.cli import CliError
     from shared.queue.port import QueueError
-    from shared.replay import Replayer, ReplaySelection
+    from shared.replay import DeadLetterQueue, Replayer, ReplaySelection
     from shared.runtime import runtime
 
     if args.limit < 1:
@@ -46,7 +46,10 @@ def replay_command(args: argparse.Namespace) -> int:
         ids=tuple(args.id), reason=args.reason, target=args.target, since=since, limit=args.limit
     )
     rt = runtime()
-    replayer = Replayer(rt.queue(), rt.ledger(), clock=lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    queue = rt.queue()
+    if not isinstance(queue, DeadLetterQueue):
+        raise CliError("the configured queue cannot replay dead letters")
+    replayer = Replayer(queue, rt.ledger(), clock=lambda: datetime.now(UTC))
     actor = f"{getpass.getuser()}@{socket.gethostname()}"
     try:
         report = replayer.replay(selection, actor=actor, note=args.note, dry_run=args.dry_run)
