@@ -71,6 +71,7 @@ class HttpRoute:
     methods: frozenset[str]
     arg_name: str
     function: Callable[..., Any]
+    path: str = ""  # as declared, under /api/, for people to read
 
 
 @dataclass
@@ -135,7 +136,16 @@ def discover(app_module: str, settings: Mapping[str, str]) -> AppFunctions:
             methods = frozenset(
                 m.upper() for m in trigger.get("methods") or ["GET", "POST", "PUT", "DELETE", "PATCH"]
             )
-            found.http.append(HttpRoute(name, _route_pattern(route), methods, trigger["name"], user_function))
+            found.http.append(
+                HttpRoute(
+                    name,
+                    _route_pattern(route),
+                    methods,
+                    trigger["name"],
+                    user_function,
+                    f"/api/{route.strip('/')}",
+                )
+            )
         elif trigger["type"] == "serviceBusTrigger":
             queue = resolve(trigger["queueName"], settings)
             found.queues.append(QueueTrigger(name, queue, trigger["name"], user_function))

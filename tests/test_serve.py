@@ -159,6 +159,7 @@ def test_push_is_dispatched_as_a_dry_run(server: Server) -> None:
     assert server.cli("queue", "list")["messages"] == []
     out = server.stop()
     assert '"event":"http_request"' in out and "serve-1" in out
+    assert "POST /api/hooks/azure-devops  (azure_devops_webhook)" in out  # routes listed as declared
 
 
 def test_stopping_loses_no_accepted_request(server: Server) -> None:

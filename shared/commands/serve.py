@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for route in functions.http:
         print(
-            f"  {'/'.join(sorted(route.methods))} {route.pattern.pattern[1:-3]}  ({route.name})",
+            f"  {'/'.join(sorted(route.methods))} {route.path}  ({route.name})",
             file=sys.stderr,
         )
     for trigger in functions.queues:
