@@ -30,6 +30,8 @@ from shared.cache_gc.report import CacheReport, NameReport
 from shared.cache_gc.store import MAX_BATCH, CacheStore, DeleteOutcome
 
 DEFAULT_WORKERS = 16
+# Listings of the manifests before a batch is deleted, while exports keep changing them.
+RECHECK_ROUNDS = 5
 
 
 class Progress(Protocol):
@@ -95,7 +97,7 @@ class CacheCollector:
             self._known = {m.name: m.etag for m in manifests}
             planner = MarkSweepPlanner(self.layout, self.policy, now, manifests)
             self._expire(planner)
-            self._recheck(planner)
+            self._recheck(planner)  # each batch checks again (and settles) before deleting
             self._sweep(planner, report)
             report.complete = True
         except CorruptManifestError as exc:
@@ -152,14 +154,23 @@ class CacheCollector:
                     self._known.pop(manifest.name, None)  # the re-check reads the new version
         # A deleted name that an exporter writes again is new to _known's ETag: re-read then.
 
-    def _recheck(self, planner: MarkSweepPlanner) -> None:
-        """Read every manifest that is new or changed since it was read; its blobs become live."""
+    def _recheck(self, planner: MarkSweepPlanner) -> bool:
+        """Read every manifest that is new or changed since it was read; its blobs become live.
+
+        Repeats until a listing shows nothing new, so an export that lands while the changed
+        manifests are being read is seen too. True when the listing settled; False when exports
+        kept coming (``RECHECK_ROUNDS`` listings), and then nothing should be deleted now.
+        """
         known = self._known
         name_of = self.layout.manifest_name
-        changed = [e for e in self.store.list_manifests() if known.get(name_of(e.name)) != e.etag]
-        for manifest in self._read_manifests(changed, show=False) if changed else ():
-            self._known[manifest.name] = manifest.etag
-            planner.keep_rewritten(manifest)
+        for _ in range(RECHECK_ROUNDS):
+            changed = [e for e in self.store.list_manifests() if known.get(name_of(e.name)) != e.etag]
+            if not changed:
+                return True
+            for manifest in self._read_manifests(changed, show=False):
+                self._known[manifest.name] = manifest.etag
+                planner.keep_rewritten(manifest)
+        return False
 
     # --- blobs --------------------------------------------------------------------------------
 
@@ -180,7 +191,9 @@ class CacheCollector:
             self.progress.blobs(report.blobs_listed, report.blobs_deleted)
 
     def _flush(self, planner: MarkSweepPlanner, report: CacheReport, pending: list[BlobEntry]) -> None:
-        self._recheck(planner)
+        if not self._recheck(planner):
+            report.blobs_live += len(pending)  # manifests still moving: keep this batch, be safe
+            return
         doomed = [b for b in pending if planner.still_unreferenced(b)]
         report.blobs_live += len(pending) - len(doomed)
         if self.dry_run:
