@@ -11,21 +11,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.index_app import index_in_subprocess
+from tests.support.settings_read import settings_read_by_code
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def indexed() -> dict[str, dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.support.index_app", str(ROOT)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    functions: list[dict[str, Any]] = json.loads(out.stdout)
-    return {f["name"]: f for f in functions}
+    return {f["name"]: f for f in index_in_subprocess(ROOT)}
 
 
 def _trigger(function: dict[str, Any]) -> dict[str, Any]:
@@ -75,23 +69,7 @@ def test_every_binding_setting_is_in_the_sample(indexed: dict[str, dict[str, Any
 
 def test_every_setting_the_code_reads_is_in_the_sample() -> None:
     sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
-    pattern = re.compile(
-        r"""(?:settings|environ)(?:\.get\(\s*|\[\s*|\.setdefault\(\s*)["']([A-Za-z][A-Za-z0-9_]*)["']"""
-    )
-    constants = re.compile(r"""^[A-Z_]+_SETTING\s*=\s*["']([A-Za-z0-9_]+)["']""", re.M)
-    # Slipway's own setting names, wherever they are spelt (helpers take them as arguments too).
-    own = re.compile(
-        r"""["']((?:SLIPWAY|ACR|GITHUB|GITLAB|BITBUCKET|GITEA|AZURE_DEVOPS|EVENTGRID|DOCKERHUB)_[A-Z0-9_]+)["']"""
-    )
-    read: set[str] = set()
-    for path in [*ROOT.glob("shared/**/*.py"), *ROOT.glob("handlers/*.py"), ROOT / "function_app.py"]:
-        text = path.read_text()
-        for match in pattern.finditer(text):
-            read.add(match.group(1))
-        read.update(constants.findall(text))
-        read.update(own.findall(text))
-    not_settings = {"SLIPWAY_SCRIPT", "ACR_AUDIENCE"}  # a heredoc delimiter; a constant in shared/oci.py
-    missing = sorted(read - sample - not_settings)
+    missing = sorted(settings_read_by_code(ROOT) - sample)
     assert not missing, f"settings read by the code but missing from local.settings.sample.json: {missing}"
 
 

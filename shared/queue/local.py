@@ -50,6 +50,9 @@ from shared.queue.intake import HEADER_LEN, ROTATE_BYTES, IntakeJournal, IntakeM
 from shared.queue.port import (
     MAX_DELIVERY_COUNT_EXCEEDED,
     NOT_LOCKED,
+    QUEUE_DUPLICATE_DETECTION_WINDOW,
+    QUEUE_LOCK_DURATION,
+    QUEUE_MAX_DELIVERY_COUNT,
     LockLostError,
     MessageState,
     OutgoingMessage,
@@ -141,9 +144,9 @@ class LocalQueue:
         path: str | Path,
         *,
         name: str = "build-requests",
-        lock_duration: timedelta = timedelta(seconds=60),
-        max_delivery_count: int = 10,
-        duplicate_detection_window: timedelta = timedelta(minutes=10),
+        lock_duration: timedelta = QUEUE_LOCK_DURATION,
+        max_delivery_count: int = QUEUE_MAX_DELIVERY_COUNT,
+        duplicate_detection_window: timedelta = QUEUE_DUPLICATE_DETECTION_WINDOW,
         clock: Callable[[], datetime] = _utcnow,
         busy_timeout: timedelta = timedelta(seconds=10),
     ) -> None:

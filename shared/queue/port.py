@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +24,16 @@ NOT_LOCKED = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Service Bus's system dead-letter reason, kept verbatim so runbooks and queries match.
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
+
+# The build queue Slipway assumes. ``infra/app/servicebus.bicep`` creates the Service Bus queue
+# with these values (a test compares them) and the local queue behaves the same by default.
+# Lock: the Functions host renews it while an invocation runs, so it only decides how soon a
+# crashed worker's message comes back. Deliveries: a refused message is refused again from the
+# ledger on every delivery, so this many cheap deliveries take it to the dead-letter queue.
+# Window: longer than any delayed retry (``dispatch.backoff_max``), so a re-sent copy is dropped.
+QUEUE_LOCK_DURATION = timedelta(minutes=1)
+QUEUE_MAX_DELIVERY_COUNT = 10
+QUEUE_DUPLICATE_DETECTION_WINDOW = timedelta(minutes=10)
 
 
 class QueueError(Exception):

@@ -61,5 +61,21 @@ def index(app_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def index_in_subprocess(app_dir: Path) -> list[dict[str, Any]]:
+    """``index`` in a fresh interpreter, as the worker would (``get_functions`` runs once per process)."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.support.index_app", str(app_dir)],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    functions: list[dict[str, Any]] = json.loads(out.stdout)
+    return functions
+
+
 if __name__ == "__main__":
     print(json.dumps(index(Path(sys.argv[1]).resolve()), default=str))
