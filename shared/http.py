@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+# Built once: json.dumps with separators makes a new encoder on every call (every response).
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class HttpResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def body_bytes(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":"), sort_keys=False).encode()
+        return _compact_json(self.body).encode()
 
 
 class RequestRejected(Exception):

@@ -11,6 +11,9 @@ import json
 import logging
 from typing import Any
 
+# Built once: json.dumps with separators makes a new encoder on every call (every log line).
+_log_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
     if not logger.isEnabledFor(level):
@@ -20,6 +23,6 @@ def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, 
     # ``extra`` carries the fields as record attributes for handlers that export dimensions.
     logger.log(
         level,
-        json.dumps(payload, default=str, separators=(",", ":")),
+        _log_json(payload),
         extra={"slipway": payload, "correlation_id": correlation_id},
     )
