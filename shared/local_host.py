@@ -90,6 +90,7 @@ class TimerTrigger:
     function: Callable[..., Any]
     run_on_startup: bool = False
     next_due: datetime | None = None
+    schedule: str = ""  # as resolved from its setting, for people to read
 
 
 @dataclass
@@ -150,9 +151,16 @@ def discover(app_module: str, settings: Mapping[str, str]) -> AppFunctions:
             queue = resolve(trigger["queueName"], settings)
             found.queues.append(QueueTrigger(name, queue, trigger["name"], user_function))
         elif trigger["type"] == "timerTrigger":
-            cron = Cron.parse(resolve(trigger["schedule"], settings))
+            schedule = resolve(trigger["schedule"], settings)
             found.timers.append(
-                TimerTrigger(name, cron, trigger["name"], user_function, bool(trigger.get("runOnStartup")))
+                TimerTrigger(
+                    name,
+                    Cron.parse(schedule),
+                    trigger["name"],
+                    user_function,
+                    bool(trigger.get("runOnStartup")),
+                    schedule=schedule,
+                )
             )
         else:
             raise HostError(f"{name}: trigger {trigger['type']} is not supported by the local host")

@@ -160,6 +160,7 @@ def test_push_is_dispatched_as_a_dry_run(server: Server) -> None:
     out = server.stop()
     assert '"event":"http_request"' in out and "serve-1" in out
     assert "POST /api/hooks/azure-devops  (azure_devops_webhook)" in out  # routes listed as declared
+    assert "timer '30 * * * * *' UTC  (reconcile_runs)" in out  # timers with their schedules
 
 
 def test_stopping_loses_no_accepted_request(server: Server) -> None:

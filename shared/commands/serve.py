@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     for trigger in functions.queues:
         print(f"  queue {trigger.queue_name}  ({trigger.name})", file=sys.stderr)
     for timer in functions.timers:
-        print(f"  timer  ({timer.name})", file=sys.stderr)
+        print(f"  timer {timer.schedule!r} UTC  ({timer.name})", file=sys.stderr)
     sys.stderr.flush()
     main_loop(host)
     return 0
