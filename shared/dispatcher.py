@@ -234,6 +234,19 @@ class Dispatcher:
             if isinstance(claimed, DispatchResult):
                 return claimed
             record, etag = claimed
+            if record.run_id is None and (
+                record.task_yaml != spec.task_yaml or record.run_request != spec.redacted()
+            ):
+                # Claimed again after a failed start: the ledger shows what this attempt sends,
+                # which differs when the configuration changed in between.
+                refreshed = record.model_copy(
+                    update={"task_yaml": spec.task_yaml, "run_request": spec.redacted()}
+                )
+                try:
+                    etag = self._ledger.replace(refreshed, etag)
+                except ConflictError:
+                    return self._duplicate(request, "another delivery claimed it first")
+                record = refreshed
         else:
             found = self._ledger.get(request.id)
             assert found is not None, "a record just created must be readable"

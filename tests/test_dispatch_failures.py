@@ -229,3 +229,25 @@ def _spec_of(rig: Rig, request_id: str) -> RunSpec:
     target = config.target("azure-test")
     assert target is not None
     return render_run(request, config, resolve_secrets(config, target, rig.settings, required=True))
+
+
+def test_a_reclaim_records_the_task_it_actually_sends(
+    rig: Rig, acr_server: AcrServer, tmp_path: Path
+) -> None:
+    """The configuration changed between a failed start and its retry: the ledger shows the new run."""
+    request = make_request(9, received_at=rig.clock())
+    acr_server.fail_next(503)
+    rig.send(request)
+    rig.drain()
+    first, _ = rig.ledger.get(request.id) or (None, None)
+    assert first is not None and first.status is RunStatus.RETRYING
+    assert first.run_request is not None and first.run_request["timeout"] == 3600
+    config = tmp_path / "slipway.yaml"
+    config.write_text(config.read_text() + "run:\n  timeout: 5400\n")
+    rig.clock.advance(3600)
+    rig.drain()
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and record.status is RunStatus.DISPATCHED
+    sent = [r for r in acr_server.requests if r.path.lower().endswith("/schedulerun")][-1]
+    assert sent.body["timeout"] == 5400
+    assert record.run_request is not None and record.run_request["timeout"] == 5400
