@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from shared.build_request import BuildRequest, Trigger
 from shared.config import RebuildSettings, SlipwayConfig, Target
@@ -218,6 +218,7 @@ def route_image_pushes(
     sender's delivery log says which push was skipped and why.
     """
     merged = ImageRouteResult()
+    last_builds = cache(last_builds)  # a target several pushed images share: its record read once
     for event in events:
         result = _route_one(event, config, last_builds=last_builds, correlation_id=correlation_id)
         prefix = f"{event.image}: " if len(events) > 1 else ""

@@ -109,9 +109,6 @@ class PollSummary:
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def outcome(self, image: str) -> ImagePoll | None:
-        return next((poll for poll in self.images if poll.image == image), None)
-
 
 def _readable_key(prefix: str, name: str) -> str:
     """A state key that shows ``name`` in Storage Explorer and cannot collide (a hash suffix)."""
@@ -242,22 +239,24 @@ class _Poller:
 
     def observed(self, reference: ImageReference, digest: str) -> None:
         image = str(reference)
-        stored = self.state.get(image_key(image))
-        record = _record(None if stored is None else stored.value, image)
-        if record.digest is not None and record.digest != digest:
-            self.changes.append((reference, record.digest, digest))
-            self._report(ImagePoll(image, "changed", digest, record.digest))
-            return  # recorded once its rebuilds are queued
+        last: str | None = None  # the digest stored before this tick, as the write saw it
 
-        def seen(current: DigestRecord) -> DigestRecord:
+        def seen(current: DigestRecord) -> DigestRecord | None:
+            nonlocal last
+            last = current.digest
+            if last is not None and last != digest:
+                return None  # a change: recorded once its rebuilds are queued
             fields: dict[str, Any] = {"checked_at": self.now, "error": None, "error_at": None}
-            if current.digest is None:
+            if last is None:
                 fields.update(digest=digest, first_seen_at=self.now)
             return current.model_copy(update=fields)
 
         self._change(image, seen)
-        outcome: Outcome = "first-seen" if record.digest is None else "unchanged"
-        self._report(ImagePoll(image, outcome, digest))
+        if last is not None and last != digest:
+            self.changes.append((reference, last, digest))
+            self._report(ImagePoll(image, "changed", digest, last))
+        else:
+            self._report(ImagePoll(image, "first-seen" if last is None else "unchanged", digest))
 
     def moved(self, image: str, old: str, new: str) -> None:
         def move(current: DigestRecord) -> DigestRecord | None:

@@ -182,14 +182,9 @@ class Reconciler:
         if handle.finished and self._on_finished is not None:
             updated = self._on_finished(updated, handle)
         if "run_status" in changes:
-            updated = updated.model_copy(
-                update={"history": [*updated.history, _event(now, "run_status", handle.status)]}
-            )
+            updated = with_event(updated, now, "run_status", handle.status)
         if handle.finished:
-            updated = updated.model_copy(
-                update={"history": [*updated.history, _event(now, "run_finished", describe(updated))]}
-            )
-            return updated
+            return with_event(updated, now, "run_finished", describe(updated))
         if now - record.created_at > self._deadline(record):
             return self._give_up(updated, now, f"no outcome {self._deadline(record)} after dispatch")
         return updated
@@ -200,14 +195,12 @@ class Reconciler:
 
     @staticmethod
     def _give_up(record: LedgerRecord, now: datetime, why: str) -> LedgerRecord:
-        return record.model_copy(
-            update={
-                "following": False,
-                "run_error": f"{why}; last known status {record.run_status or 'unknown'}",
-                "history": [*record.history, _event(now, "stopped_following", why)],
-            }
-        )
+        error = f"{why}; last known status {record.run_status or 'unknown'}"
+        stopped = record.model_copy(update={"following": False, "run_error": error})
+        return with_event(stopped, now, "stopped_following", why)
 
 
-def _event(now: datetime, event: str, detail: str) -> dict[str, Any]:
-    return {"at": now.isoformat(), "event": event, "detail": detail}
+def with_event(record: LedgerRecord, now: datetime, event: str, detail: str) -> LedgerRecord:
+    """``record`` with one more entry in its history (the ledger's audit trail)."""
+    entry = {"at": now.isoformat(), "event": event, "detail": detail}
+    return record.model_copy(update={"history": [*record.history, entry]})

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from shared.build_status import gate_failure
 from shared.logs import log_event
 from shared.quarantine import PASSED
+from shared.reconcile import with_event
 from shared.run_report import GATE_PLATFORM_CHECK, GATE_SCAN, RunReport, parse_run_report
 
 if TYPE_CHECKING:
@@ -96,20 +97,15 @@ class SupplyChainOutcome:
         }
         if not digests:
             log_event(logger, "quarantine_no_digest", level=logging.ERROR, request_id=record.request_id)
-            return _with_event(
+            return with_event(
                 record, self._clock(), "quarantine_skipped", "the run log names no pushed digest"
             )
         client = self._quarantine(registry)
         patched = [d for d in digests if client.set_quarantine(repository, d, PASSED, details)]
         detail = f"{PASSED}: " + ", ".join(f"{repository}@{d}" for d in digests)
-        return _with_event(
+        return with_event(
             record, self._clock(), "quarantine_passed" if patched else "quarantine_unchanged", detail
         )
-
-
-def _with_event(record: LedgerRecord, now: datetime, event: str, detail: str) -> LedgerRecord:
-    entry = {"at": now.isoformat(), "event": event, "detail": detail}
-    return record.model_copy(update={"history": [*record.history, entry]})
 
 
 class AcrRunLog:

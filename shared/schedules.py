@@ -27,6 +27,7 @@ tests drive it directly; ``handlers/schedules.py`` only wires the runtime's adap
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,7 +120,7 @@ def latest_slot(cron: Cron, after: datetime, now: datetime) -> datetime | None:
     return None
 
 
-def _record(value: dict[str, Any] | None) -> ScheduleRecord | None:
+def _record(value: Mapping[str, Any] | None) -> ScheduleRecord | None:
     if value is None:
         return None
     try:
@@ -217,8 +218,7 @@ def _claim(
         )
         return claimed.model_dump(mode="json")
 
-    stored = _record(dict(result) if (result := update(state, key, claim)) is not None else None)
-    return _Claim(_pending(stored, summary), slot)
+    return _Claim(_pending(_record(update(state, key, claim)), summary), slot)
 
 
 def _mark_queued(state: StateStore, target: str, request_id: str, now: datetime) -> None:

@@ -569,7 +569,6 @@ class _Build:
     cache_key: bool
     git_token: bool
     repository: str  # registry/repository, the name every digest is pushed under
-    tags: tuple[str, ...]
     sbom: bool
     provenance: str  # off | min | max
     platform_check: bool
@@ -946,7 +945,6 @@ def _validate_build(
         cache_key=use_key,
         git_token=secrets.git_token is not None and secrets.git_token != "",
         repository=f"{registry}/{repository}",
-        tags=tuple(request.image.tags),
         sbom=target.attestations.sbom,
         provenance=_provenance(target, build_args),
         platform_check=target.platform_check,
