@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.ledger import STORAGE_SETTING, blob_service_from_settings, storage_configured
-from shared.runtime import APP_ROOT, DEFAULT_QUEUE, acr_configured, service_bus_configured
+from shared.ledger import STORAGE_SETTING, BlobLedger, storage_configured
+from shared.local_host import DEFAULT_SCHEDULES
+from shared.runtime import APP_ROOT, Runtime, acr_configured, service_bus_configured
+from shared.state import BlobStateStore
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -37,13 +39,7 @@ if TYPE_CHECKING:
 ACR_SETTINGS = ("ACR_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
 # Timer bindings refer to these as %NAME%: in Azure a missing one keeps the function from loading
 # (``slipway serve`` fills in defaults, so locally they are optional).
-SCHEDULE_SETTINGS = (
-    "SLIPWAY_RECONCILE_SCHEDULE",
-    "SLIPWAY_SCHEDULE_TIMER",
-    "SLIPWAY_BASE_IMAGE_POLL_SCHEDULE",
-    "SLIPWAY_CACHE_PRUNE_SCHEDULE",
-    "SLIPWAY_IMAGE_PRUNE_SCHEDULE",
-)
+SCHEDULE_SETTINGS = tuple(DEFAULT_SCHEDULES)
 # One of these makes a sender usable; without any, no webhook is accepted.
 SENDER_SETTINGS = (
     "GITHUB_WEBHOOK_SECRET",
@@ -137,6 +133,7 @@ class Doctor:
     ) -> None:
         self.settings: Mapping[str, str] = settings if settings is not None else os.environ
         self.app_root = app_root
+        self._runtime = Runtime(self.settings, app_root=app_root)  # where the app keeps its state
         self._backend_factory = backend_factory
         self._clock = clock
         self._config: SlipwayConfig | None = None
@@ -150,9 +147,9 @@ class Doctor:
         self._check("settings", self._check_settings)
         self._check("secrets", self._check_secrets)
         self._check("queue", self._check_queue)
-        self._check("ledger", lambda: self._check_container(self._ledger_container_name(), "ledger"))
+        self._check("ledger", lambda: self._check_container(BlobLedger, "ledger"))
         self._check("ledger write", self._check_ledger_write)
-        self._check("state", lambda: self._check_container(self._state_container_name(), "state"))
+        self._check("state", lambda: self._check_container(BlobStateStore, "state"))
         self._check("cache", self._check_cache)
         self._check("registry", self._check_registry)
         return DoctorReport(mode=self.mode, checks=self._results)
@@ -264,38 +261,33 @@ class Doctor:
 
     # --- the queue -------------------------------------------------------------------------
 
-    def _queue_name(self) -> str:
-        return self.settings.get("BUILD_QUEUE") or DEFAULT_QUEUE
-
-    def _state_dir(self) -> Path:
-        return Path(self.settings.get("SLIPWAY_STATE_DIR") or ".slipway").resolve()
-
     def _check_queue(self) -> str:
         from shared.queue.port import QueueError
 
+        queue_name = self._runtime.queue_name
         if service_bus_configured(self.settings):
             from shared.queue.servicebus import ServiceBusQueue
 
             try:
-                queue = ServiceBusQueue.from_settings(self.settings, queue_name=self._queue_name())
+                queue = ServiceBusQueue.from_settings(self.settings, queue_name=queue_name)
                 try:
                     peeked = queue.peek(max_count=1)
                 finally:
                     queue.close()
             except QueueError as exc:
                 raise _Failed(
-                    f"Service Bus queue {self._queue_name()!r}: {exc}",
+                    f"Service Bus queue {queue_name!r}: {exc}",
                     "check ServiceBusConnection__fullyQualifiedNamespace and BUILD_QUEUE; grant the identity "
                     "Azure Service Bus Data Receiver (and Data Sender) on the queue",
                 ) from exc
-            return f"Service Bus queue {self._queue_name()!r} peeked ({len(peeked)} message(s) at the head)"
-        path = self._state_dir() / "queue.sqlite3"
+            return f"Service Bus queue {queue_name!r} peeked ({len(peeked)} message(s) at the head)"
+        path = self._runtime.state_dir / "queue.sqlite3"
         if not path.exists():
             return f"local queue {path} does not exist yet (created on first use)"
         from shared.queue.local import LocalQueue
 
         try:
-            with LocalQueue(path, name=self._queue_name()) as local:
+            with LocalQueue(path, name=queue_name) as local:
                 count = local.count()
         except QueueError as exc:
             raise _Failed(
@@ -304,16 +296,6 @@ class Doctor:
         return f"local queue {path}: {count} message(s) ready"
 
     # --- blob containers -------------------------------------------------------------------
-
-    def _ledger_container_name(self) -> str:
-        from shared.ledger import DEFAULT_CONTAINER
-
-        return (self.settings.get("SLIPWAY_LEDGER_CONTAINER") or "").strip() or DEFAULT_CONTAINER
-
-    def _state_container_name(self) -> str:
-        from shared.state import DEFAULT_STATE_CONTAINER, STATE_CONTAINER_SETTING
-
-        return (self.settings.get(STATE_CONTAINER_SETTING) or "").strip() or DEFAULT_STATE_CONTAINER
 
     @contextmanager
     def _storage_errors(self, what: str, role: str) -> Iterator[None]:
@@ -335,18 +317,20 @@ class Doctor:
                 else f"check the storage settings; {role} is needed",
             ) from exc
 
-    def _container(self, name: str) -> ContainerClient:
+    def _container(self, store: type[BlobLedger | BlobStateStore]) -> ContainerClient:
+        """The container the app's own store would use (its setting, or the default name)."""
         try:
-            return blob_service_from_settings(self.settings).get_container_client(name)
+            return store.from_settings(self.settings).container_client
         except ValueError as exc:
             raise _Failed(str(exc), f"set {STORAGE_SETTING} (or its identity-based form)") from exc
 
-    def _check_container(self, name: str, what: str) -> str:
+    def _check_container(self, store: type[BlobLedger | BlobStateStore], what: str) -> str:
         if not storage_configured(self.settings):
-            folder = self._state_dir() / ("ledger" if what == "ledger" else "state")
+            folder = self._runtime.state_dir / what
             where = "exists" if folder.is_dir() else "does not exist yet (created on first use)"
             return f"local {what} folder {folder} {where}"
-        container = self._container(name)
+        container = self._container(store)
+        name = container.container_name
         with self._storage_errors(f"{what} container {name!r}", "Storage Blob Data Contributor"):
             container.get_container_properties()
             next(iter(container.list_blobs(results_per_page=1).by_page()), None)
@@ -356,11 +340,12 @@ class Doctor:
         """Write a probe blob where the ledger writes, with the ledger's condition, then delete it."""
         probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         if not storage_configured(self.settings):
-            return self._probe_folder(self._state_dir() / "ledger", probe)
+            return self._probe_folder(self._runtime.state_dir / "ledger", probe)
         if any(r.name == "ledger" and r.status is Status.FAIL for r in self._results):
             return Status.SKIP, "the ledger container is not readable"
-        name = self._ledger_container_name()
-        blob = self._container(name).get_blob_client(probe)
+        container = self._container(BlobLedger)
+        name = container.container_name
+        blob = container.get_blob_client(probe)
         with self._storage_errors(f"write to ledger container {name!r}", "Storage Blob Data Contributor"):
             blob.upload_blob(b"slipway doctor probe", overwrite=False)
             blob.delete_blob()

@@ -30,6 +30,15 @@ from shared.logs import log_event
 
 logger = logging.getLogger("slipway.host")
 _SETTING_RE = re.compile(r"%([A-Za-z0-9_]+)%")
+# The timers' %NAME% schedule settings (NCRONTAB with seconds, UTC) and what ``slipway serve``
+# uses when one is unset; in Azure each must be set (``slipway doctor`` checks).
+DEFAULT_SCHEDULES = {
+    "SLIPWAY_RECONCILE_SCHEDULE": "30 * * * * *",
+    "SLIPWAY_SCHEDULE_TIMER": "0 * * * * *",
+    "SLIPWAY_BASE_IMAGE_POLL_SCHEDULE": "0 */15 * * * *",
+    "SLIPWAY_CACHE_PRUNE_SCHEDULE": "0 30 3 * * *",
+    "SLIPWAY_IMAGE_PRUNE_SCHEDULE": "0 0 4 * * *",
+}
 
 
 class HostError(Exception):

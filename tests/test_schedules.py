@@ -372,7 +372,7 @@ def test_the_timers_bind_their_schedule_settings() -> None:
 
     root = Path(__file__).resolve().parents[1]
     sample = json.loads((root / "local.settings.sample.json").read_text())["Values"]
-    serve = (root / "shared" / "commands" / "serve.py").read_text()
+    from shared.local_host import DEFAULT_SCHEDULES  # what `slipway serve` sets when unset
     for function, setting, default in [
         (schedules.scheduled_rebuilds, "SLIPWAY_SCHEDULE_TIMER", "0 * * * * *"),
         (schedules.base_image_poll, "SLIPWAY_BASE_IMAGE_POLL_SCHEDULE", "0 */15 * * * *"),
@@ -380,7 +380,7 @@ def test_the_timers_bind_their_schedule_settings() -> None:
         [trigger] = json.loads(function.build().get_function_json())["bindings"]
         assert (trigger["type"], trigger["schedule"]) == ("timerTrigger", f"%{setting}%")
         assert sample[setting] == default
-        assert f'os.environ.setdefault("{setting}", "{default}")' in serve  # `slipway serve` works bare
+        assert DEFAULT_SCHEDULES[setting] == default  # `slipway serve` works bare
         Cron.parse(default)  # the local host parses it as the Functions host does
 
 

@@ -8,5 +8,6 @@ delete only unreferenced blobs older than a grace period.
 Modules: ``durations`` (the ``24h``/``14d`` config values), ``layout`` (blob names and the
 manifest format), ``planner`` (the pure decisions), ``store`` (the Blob Storage adapter),
 ``collector`` (the run: the planner over a store, with the safety re-checks), ``report`` (what a
-run did), ``scheduled`` (the timer's entry point). Importing this package loads no Azure SDK.
+run did), ``prune`` (wiring from the configuration, and the timer's run). Importing this package
+loads no Azure SDK.
 """

@@ -18,7 +18,7 @@ The order of one run, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
@@ -77,12 +77,11 @@ class CacheCollector:
         self.batch_size = batch_size
         self._intern: dict[str, str] = {}
         self._known: dict[str, str] = {}  # manifest name -> the ETag accounted for
-        self._report: CacheReport | None = None
 
     def collect(self) -> CacheReport:
         started = time.monotonic()
         now = self.clock()
-        report = self._report = CacheReport(
+        report = CacheReport(
             container=self.store.container,
             prefix=self.layout.prefix,
             dry_run=self.dry_run,
@@ -96,7 +95,7 @@ class CacheCollector:
             manifests = self._read_manifests(self.store.list_manifests())
             self._known = {m.name: m.etag for m in manifests}
             planner = MarkSweepPlanner(self.layout, self.policy, now, manifests)
-            self._expire(planner)
+            self._expire(planner, report)
             self._recheck(planner)  # each batch checks again (and settles) before deleting
             self._sweep(planner, report)
             report.complete = True
@@ -135,21 +134,18 @@ class CacheCollector:
         data, etag, last_modified = found
         return parse_manifest(name, data, etag=etag, last_modified=last_modified, intern=self._intern)
 
-    def _expire(self, planner: MarkSweepPlanner) -> None:
-        expired = planner.expired
-        if self.dry_run or not expired:
+    def _expire(self, planner: MarkSweepPlanner, report: CacheReport) -> None:
+        if self.dry_run:
             return
-        entries = [
-            BlobEntry(self.layout.manifest_key(m.name), m.size, m.last_modified, m.etag) for m in expired
-        ]
-        by_key = {self.layout.manifest_key(m.name): m for m in expired}
-        for batch in _chunks(entries, self.batch_size):
-            for entry, outcome in zip(batch, self.store.delete(batch), strict=True):
-                manifest = by_key[entry.name]
+        expired, key = planner.expired, self.layout.manifest_key
+        for start in range(0, len(expired), self.batch_size):
+            batch = expired[start : start + self.batch_size]
+            entries = [BlobEntry(key(m.name), m.size, m.last_modified, m.etag) for m in batch]
+            for manifest, outcome in zip(batch, self.store.delete(entries), strict=True):
                 if outcome is DeleteOutcome.FAILED:
                     # Still there, unchanged: its blobs stay live.
                     planner.keep(manifest, Reason.DELETE_FAILED)
-                    self._require_report().delete_failures += 1
+                    report.delete_failures += 1
                 elif outcome is DeleteOutcome.CHANGED:
                     self._known.pop(manifest.name, None)  # the re-check reads the new version
         # A deleted name that an exporter writes again is new to _known's ETag: re-read then.
@@ -169,7 +165,7 @@ class CacheCollector:
                 return True
             for manifest in self._read_manifests(changed, show=False):
                 self._known[manifest.name] = manifest.etag
-                planner.keep_rewritten(manifest)
+                planner.keep(manifest, Reason.REWRITTEN)
         return False
 
     # --- blobs --------------------------------------------------------------------------------
@@ -207,15 +203,6 @@ class CacheCollector:
             elif outcome is DeleteOutcome.FAILED:
                 report.delete_failures += 1
             # GONE: someone else deleted it; CHANGED: uploaded again since listed, so young.
-
-    def _require_report(self) -> CacheReport:
-        assert self._report is not None
-        return self._report
-
-
-def _chunks(items: Sequence[BlobEntry], size: int) -> Iterable[Sequence[BlobEntry]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _fill_names(report: CacheReport, planner: MarkSweepPlanner) -> None:

@@ -20,7 +20,10 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"duration {text!r} is not a number with a unit s, m, h, d or w (e.g. 24h, 14d, 1d12h)"
         )
-    return timedelta(seconds=sum(int(n) * _UNITS[unit] for n, unit in _PART_RE.findall(compact)))
+    try:
+        return timedelta(seconds=sum(int(n) * _UNITS[unit] for n, unit in _PART_RE.findall(compact)))
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
 
 
 def format_duration(value: timedelta) -> str:

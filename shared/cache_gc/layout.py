@@ -47,14 +47,12 @@ class CacheLayout:
     """The blob name prefixes of one cache (container + BuildKit ``prefix``)."""
 
     prefix: str = ""
-    manifests_dir: str = MANIFESTS_DIR
-    blobs_dir: str = BLOBS_DIR
     manifests_prefix: str = field(init=False)
     blobs_prefix: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "manifests_prefix", _joined(self.prefix, self.manifests_dir))
-        object.__setattr__(self, "blobs_prefix", _joined(self.prefix, self.blobs_dir))
+        object.__setattr__(self, "manifests_prefix", _joined(self.prefix, MANIFESTS_DIR))
+        object.__setattr__(self, "blobs_prefix", _joined(self.prefix, BLOBS_DIR))
 
     def manifest_key(self, name: str) -> str:
         return self.manifests_prefix + name

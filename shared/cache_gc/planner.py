@@ -80,7 +80,7 @@ class MarkSweepPlanner:
         candidates: list[Manifest] = []
         for manifest in manifests:
             if any_match(policy.keep_names, manifest.name):
-                self._keep(manifest, Reason.KEEP_NAMES)
+                self.keep(manifest, Reason.KEEP_NAMES)
             elif policy.max_age is not None and self.now - manifest.last_modified > policy.max_age:
                 self.names[manifest.name] = NameDecision(manifest, True, Reason.MAX_AGE)
             else:
@@ -99,9 +99,11 @@ class MarkSweepPlanner:
             if over:
                 self.names[manifest.name] = NameDecision(manifest, True, Reason.MAX_BYTES)
             else:
-                self._keep(manifest, Reason.RECENT)
+                self.keep(manifest, Reason.RECENT)
 
-    def _keep(self, manifest: Manifest, reason: Reason) -> None:
+    def keep(self, manifest: Manifest, reason: Reason) -> None:
+        """Keep a manifest (also after all: rewritten during the run, or its delete refused); its
+        blobs join the live set, and blobs already live stay live."""
         self.names[manifest.name] = NameDecision(manifest, False, reason)
         self.live.update(manifest.blobs)
 
@@ -117,16 +119,8 @@ class MarkSweepPlanner:
     def expired(self) -> list[Manifest]:
         return [d.manifest for d in self.names.values() if d.expired]
 
-    def keep_rewritten(self, manifest: Manifest) -> None:
-        """A manifest written (or rewritten) during the run: kept, and its blobs are live."""
-        self._keep(manifest, Reason.REWRITTEN)
-
-    def keep(self, manifest: Manifest, reason: Reason) -> None:
-        """Keep a manifest after all (its blobs join the live set; earlier live blobs stay live)."""
-        self._keep(manifest, reason)
-
     def classify(self, blob: BlobEntry) -> BlobDecision:
-        """The fate of one listed blob (hot path: a million calls per large run)."""
+        """The fate of one listed blob (the sweep uses ``classify_page``, the same rules per page)."""
         prefix = self.layout.blobs_prefix
         name = blob.name
         if not name.startswith(prefix):

@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from shared.runtime import Runtime
 
 logger = logging.getLogger("slipway.cache_gc")
-SCHEDULE_SETTING = "SLIPWAY_CACHE_PRUNE_SCHEDULE"
-DEFAULT_SCHEDULE = "0 30 3 * * *"  # daily at 03:30 UTC (NCRONTAB, with seconds)
 _UNCHANGED = timedelta(-1)  # "use the configured max_age" (None is a valid value: no expiry by age)
 
 

@@ -74,11 +74,6 @@ class AzureCacheStore:
         name: str = self._client.container_name
         return name
 
-    @property
-    def batch_supported(self) -> bool:
-        """False once the endpoint refused the batch API (deletes then go one by one)."""
-        return self._batch
-
     def list_manifests(self) -> list[BlobEntry]:
         return [entry for page in self._pages(self._layout.manifests_prefix) for entry in page]
 

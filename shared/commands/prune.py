@@ -7,11 +7,8 @@ two collectors stay independent. Modules starting with ``_`` are not discovered 
 
 from __future__ import annotations
 
-import importlib
-
 from shared.cli import Subparsers, add_group
-
-_SUBCOMMANDS = ("shared.commands._prune_cache", "shared.commands._prune_images")
+from shared.commands import _prune_cache, _prune_images
 
 
 def register(subparsers: Subparsers) -> None:
@@ -21,11 +18,5 @@ def register(subparsers: Subparsers) -> None:
         help="garbage-collect the BuildKit cache or old registry images",
         description="Delete what is no longer needed, safely. Every subcommand has --dry-run.",
     )
-    for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(commands)
+    _prune_cache.register(commands)
+    _prune_images.register(commands)

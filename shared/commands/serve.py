@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from shared.local_host import (
+        DEFAULT_SCHEDULES,
         HostError,
         LocalHost,
         apply_settings,
@@ -60,11 +61,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["GITHUB_WEBHOOK_SECRET"] = LOCAL_SECRET
         print(f"GITHUB_WEBHOOK_SECRET is not set: using the local secret {LOCAL_SECRET!r}", file=sys.stderr)
     os.environ.setdefault("BUILD_QUEUE", "build-requests")
-    os.environ.setdefault("SLIPWAY_RECONCILE_SCHEDULE", "30 * * * * *")
-    os.environ.setdefault("SLIPWAY_IMAGE_PRUNE_SCHEDULE", "0 0 4 * * *")
-    os.environ.setdefault("SLIPWAY_SCHEDULE_TIMER", "0 * * * * *")
-    os.environ.setdefault("SLIPWAY_BASE_IMAGE_POLL_SCHEDULE", "0 */15 * * * *")
-    os.environ.setdefault("SLIPWAY_CACHE_PRUNE_SCHEDULE", "0 30 3 * * *")
+    apply_settings(DEFAULT_SCHEDULES)
     # The local host feeds its queue trigger from the local queue, so webhooks must send there too,
     # whatever Service Bus settings local.settings.json carries.
     rt = Runtime()

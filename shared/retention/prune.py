@@ -23,7 +23,6 @@ from shared.retention.rules import ImageRule, rule_for
 
 logger = logging.getLogger(__name__)
 
-# Errors a registry call may raise: ours (shared.oci) and the Azure SDK's, without importing it here.
 # Called with (repository about to be read, its position from 1, how many will be read).
 Progress = Callable[[str, int, int], None]
 
@@ -121,12 +120,12 @@ def _execute(
     fresh = {t.name: t.digest for t in backend.read_tags(graph.repository)}
     if fresh != {t.name: t.digest for t in graph.tags.values()}:
         again = plan_repository(backend.read_graph(graph.repository), rule, now=now, rule_name=plan.rule)
-        still = set(again.deletions)
+        still, first, untag_still = set(again.deletions), set(deletions), set(again.untags)
         for digest in deletions:
             if digest not in still:
                 outcome.skipped[digest] = "the repository changed during the pass; kept"
-        deletions = [d for d in again.deletions if d in set(plan.deletions)]
-        untags = [t for t in untags if t in set(again.untags)]
+        deletions = [d for d in again.deletions if d in first]
+        untags = [t for t in untags if t in untag_still]
     for tag in untags:
         try:
             backend.delete_tag(graph.repository, tag)
@@ -154,6 +153,7 @@ def _execute(
 
 
 def _is_registry_error(exc: Exception) -> bool:
+    """An error a registry call may raise: ours (shared.oci), the network's, or the Azure SDK's."""
     from shared.oci import RegistryError
 
     if isinstance(exc, RegistryError | OSError):

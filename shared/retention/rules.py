@@ -7,26 +7,25 @@ firewall rules, so a specific rule can precede a catch-all). Durations are writt
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.cache_gc import durations
 from shared.globs import any_match
-
-_DURATION_RE = re.compile(r"^\s*(?:(?P<number>\d{1,6})\s*(?P<unit>[smhdw]))+\s*$|^\s*0\s*$")
-_PART_RE = re.compile(r"(\d{1,6})\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_duration(text: str) -> timedelta:
-    """``7d`` → 7 days; ``1d12h`` works too. Raises ``ValueError`` with the accepted forms."""
-    if not isinstance(text, str) or _DURATION_RE.match(text) is None:
-        raise ValueError(f"duration {text!r} is not like 7d, 12h, 30m, 90s, 2w or 0")
-    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in _PART_RE.findall(text))
-    return timedelta(seconds=seconds)
+    """``7d`` → 7 days; ``1d12h`` works too; ``0`` is no minimum age (the cache's durations
+    have no zero). Raises ``ValueError`` with the accepted forms."""
+    if isinstance(text, str) and text.strip() == "0":
+        return timedelta(0)
+    try:
+        return durations.parse_duration(text)
+    except (ValueError, AttributeError):
+        raise ValueError(f"duration {text!r} is not like 7d, 12h, 30m, 90s, 2w or 0") from None
 
 
 class ImageRule(BaseModel):
