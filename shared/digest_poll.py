@@ -151,19 +151,12 @@ def registry_clients(
     registries: anonymous, answering their bearer challenge. A loopback registry (a local test
     registry) is spoken to over plain http.
     """
-    shared_credential: list[TokenCredential] = [credential] if credential is not None else []
-
-    def entra_credential() -> TokenCredential:
-        if not shared_credential:
-            from azure.identity import DefaultAzureCredential
-
-            client_id = settings.get("AZURE_CLIENT_ID") or None
-            shared_credential.append(DefaultAzureCredential(managed_identity_client_id=client_id))
-        return shared_credential[0]
 
     def client_for(registry: str) -> RegistryClient:
         if registry.endswith(ACR_SUFFIX):
-            provider = AcrTokenProvider(entra_credential(), registry, timeout=timeout)
+            from shared.identity import app_credential
+
+            provider = AcrTokenProvider(credential or app_credential(settings), registry, timeout=timeout)
             return RegistryClient(registry, token_provider=provider, timeout=timeout)
         return RegistryClient(registry_base(registry), timeout=timeout)
 

@@ -91,10 +91,9 @@ class QuarantineClient(RegistryClient):
 
 def quarantine_client_from_settings(settings: Mapping[str, str], registry: str) -> QuarantineClient:
     """With the Function's managed identity (``AZURE_CLIENT_ID`` picks a user-assigned one)."""
-    from azure.identity import DefaultAzureCredential
+    from shared.identity import app_credential
 
-    credential = DefaultAzureCredential(managed_identity_client_id=settings.get("AZURE_CLIENT_ID") or None)
-    return QuarantineClient.for_acr(registry, credential)
+    return QuarantineClient.for_acr(registry, app_credential(settings))
 
 
 __all__ = ["FAILED", "PASSED", "QuarantineClient", "quarantine_client_from_settings"]

@@ -239,11 +239,9 @@ class AcrBackend:
         ]
         if missing:
             raise ValueError(f"ACR backend settings missing: {', '.join(missing)}")
-        from azure.identity import DefaultAzureCredential
+        from shared.identity import app_credential
 
-        credential = DefaultAzureCredential(
-            managed_identity_client_id=settings.get("AZURE_CLIENT_ID") or None
-        )
+        credential = app_credential(settings)
         return cls(
             subscription_id=settings["ACR_SUBSCRIPTION_ID"],
             resource_group=settings["ACR_RESOURCE_GROUP"],

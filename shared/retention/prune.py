@@ -226,14 +226,10 @@ def backend_from_settings(
     """
     chosen = api or guess_api(registry)
     if chosen == "acr":
-        from azure.identity import DefaultAzureCredential
-
+        from shared.identity import app_credential
         from shared.retention.acr_backend import AcrRetentionBackend
 
-        credential = DefaultAzureCredential(
-            managed_identity_client_id=settings.get("AZURE_CLIENT_ID") or None
-        )
-        return AcrRetentionBackend.connect(registry, credential, **options)
+        return AcrRetentionBackend.connect(registry, app_credential(settings), **options)
     if chosen != "oci":
         raise ValueError(f"unknown registry API {chosen!r}: use acr or oci")
     from shared.oci import RegistryClient, registry_base
