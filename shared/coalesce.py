@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -48,6 +49,22 @@ class Started:
     request_id: str
     received_at: datetime
     run_id: str | None
+
+    @classmethod
+    def from_document(cls, value: Mapping[str, Any]) -> Started | None:
+        """The state document's request, or None when the document is not one."""
+        try:
+            return cls(
+                str(value["request_id"]),
+                datetime.fromisoformat(str(value["received_at"])),
+                value.get("run_id"),
+            )
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        return self.received_at, self.request_id
 
     def as_document(self, key: str) -> dict[str, Any]:
         return {
@@ -90,11 +107,7 @@ class Coalescer:
                 ):
                     return other.id
         started = self.last_started(request)
-        if (
-            started is not None
-            and started.request_id != request.id
-            and (started.received_at, started.request_id) > mine
-        ):
+        if started is not None and started.request_id != request.id and started.order > mine:
             return started.request_id
         return None
 
@@ -102,17 +115,7 @@ class Coalescer:
         if self._state is None:
             return None
         found = self._state.get(state_key(request))
-        if found is None:
-            return None
-        value = found.value
-        try:
-            return Started(
-                request_id=str(value["request_id"]),
-                received_at=datetime.fromisoformat(str(value["received_at"])),
-                run_id=value.get("run_id"),
-            )
-        except (KeyError, ValueError):
-            return None
+        return None if found is None else Started.from_document(found.value)
 
     def record_started(self, request: BuildRequest, run_id: str) -> Started | None:
         """Remember ``request`` as the newest started on its key; the older one it replaced, if any.
@@ -128,19 +131,11 @@ class Coalescer:
 
         def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
             replaced.clear()
-            if current is not None:
-                try:
-                    previous = Started(
-                        request_id=str(current["request_id"]),
-                        received_at=datetime.fromisoformat(str(current["received_at"])),
-                        run_id=current.get("run_id"),
-                    )
-                except (KeyError, ValueError):
-                    previous = None
-                if previous is not None:
-                    if (previous.received_at, previous.request_id) >= _order(request):
-                        return None  # a newer one started already: keep it
-                    replaced.append(previous)
+            previous = None if current is None else Started.from_document(current)
+            if previous is not None:
+                if previous.order >= _order(request):
+                    return None  # a newer one started already: keep it
+                replaced.append(previous)
             return Started(request.id, request.trigger.received_at, run_id).as_document(request.coalesce_key)
 
         try:

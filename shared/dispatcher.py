@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -30,13 +30,12 @@ from shared import failures
 from shared.build_request import BuildRequest
 from shared.coalesce import Coalescer, PendingRequests
 from shared.config import SlipwayConfig, Target
-from shared.dispatch_settings import DispatchSettings
 from shared.failures import RetryPolicy
 from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.logs import log_event
 from shared.queue.port import QueueError, QueueSender
 from shared.run_backend import PermanentBackendError, RunBackend, RunHandle, TransientBackendError
-from shared.task_render import RenderError, RunSecrets, render_run
+from shared.task_render import RenderError, RunSecrets, RunSpec, render_run
 
 if TYPE_CHECKING:
     from shared.build_status import BuildStatusNotifier
@@ -65,9 +64,6 @@ class DispatchResult:
     run_id: str | None = None
     reason: str | None = None
     description: str | None = None
-    # RESCHEDULED: the copy's message id and when it becomes receivable.
-    next_message_id: str | None = None
-    next_at: datetime | None = None
 
 
 def build_fingerprint(request: BuildRequest) -> str:
@@ -79,10 +75,10 @@ def build_fingerprint(request: BuildRequest) -> str:
     return hashlib.sha256(json.dumps(essential, sort_keys=True).encode()).hexdigest()
 
 
-def unclaimed_record(
-    request: BuildRequest, status: RunStatus, now: datetime, event: Mapping[str, object]
+def new_record(
+    request: BuildRequest, status: RunStatus, now: datetime, event: str, detail: str, **fields: Any
 ) -> LedgerRecord:
-    """A ledger record for a request that has no run and holds no claim (superseded, replayed)."""
+    """A request's first ledger record: ``status`` since ``now``, one history entry, and ``fields``."""
     return LedgerRecord(
         request_id=request.id,
         target=request.target,
@@ -92,7 +88,31 @@ def unclaimed_record(
         correlation_id=request.trigger.correlation_id,
         payload_hash=build_fingerprint(request),
         request=json.loads(request.to_json()),
-        history=[dict(event)],
+        history=[{"at": now.isoformat(), "event": event, "detail": detail}],
+        **fields,
+    )
+
+
+def with_event(
+    record: LedgerRecord, now: datetime, event: str, detail: object, **changes: object
+) -> LedgerRecord:
+    """``record`` with ``changes``, updated at ``now``, one more history entry."""
+    entry = {"at": now.isoformat(), "event": event, "detail": detail}
+    return record.model_copy(update={**changes, "updated_at": now, "history": [*record.history, entry]})
+
+
+def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
+    """``record`` claimable again after a replay: ``retrying``, its attempts and failure cleared."""
+    return with_event(
+        record,
+        now,
+        "replayed",
+        detail,
+        status=RunStatus.RETRYING,
+        attempts=0,
+        failure_reason=None,
+        dead_letter_message_id=None,
+        start_uncertain_at=None,
     )
 
 
@@ -146,13 +166,12 @@ class Dispatcher:
         notifier: BuildStatusNotifier | None = None,
         queue: QueueSender | None = None,
         pending: PendingRequests | None = None,
-        rand: Callable[[], float] = random.random,
     ) -> None:
         """``state`` receives the last build of each target's default branch and the newest
         started request per coalesce key (none: not recorded); ``notifier`` posts the ``pending``
         commit status of a started run (none: no statuses); ``queue`` takes the delayed copies
         (none: waits and retries answer RETRY); ``pending`` answers the coalescing look-ahead
-        (normally the same queue); ``rand`` is the jitter source."""
+        (normally the same queue)."""
         self._config = config
         self._ledger = ledger
         self._backend = backend
@@ -162,7 +181,6 @@ class Dispatcher:
         self._notifier = notifier
         self._queue = queue
         self._coalescer = Coalescer(pending=pending, state=state)
-        self._rand = rand
 
     def dispatch(
         self, body: bytes | str, *, message_id: str | None = None, delivery_count: int = 1
@@ -174,7 +192,7 @@ class Dispatcher:
                 f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()[:5]
             )
             return self._dead_letter(
-                None, None, "InvalidBuildRequest", f"the message is not a BuildRequest v1: {problems}"
+                None, None, failures.INVALID_REQUEST, f"the message is not a BuildRequest v1: {problems}"
             )
         correlation_id = request.trigger.correlation_id
         try:
@@ -185,7 +203,10 @@ class Dispatcher:
         target = config.target(request.target)
         if target is None:
             return self._dead_letter(
-                request, None, "UnknownTarget", f"target {request.target!r} is not in the configuration"
+                request,
+                None,
+                failures.UNKNOWN_TARGET,
+                f"target {request.target!r} is not in the configuration",
             )
         try:
             secrets = resolve_secrets(
@@ -194,14 +215,13 @@ class Dispatcher:
             spec = render_run(request, config, secrets)
         except MissingSecret as exc:
             return self._dead_letter(
-                request, None, "MissingSetting", f"{exc}; set it, then replay this message"
+                request, None, failures.SETTING_MISSING, f"{exc}; set it, then replay this message"
             )
         except RenderError as exc:
-            return self._dead_letter(request, None, "InvalidBuildRequest", str(exc))
+            return self._dead_letter(request, None, failures.INVALID_REQUEST, str(exc))
 
         now = self._clock()
         fingerprint = build_fingerprint(request)
-        settings = config.dispatch
         found = self._ledger.get(request.id)
         if found is not None and self._is_outside_replay(request, found[0], message_id):
             found = self._accept_outside_replay(found[0], found[1], message_id, now)
@@ -211,42 +231,25 @@ class Dispatcher:
                 return settled
         if found is None or found[0].status is RunStatus.RETRYING:
             # Nothing started yet for this request: it may still wait, be superseded or be deferred.
-            deferred = self._defer(request, fingerprint, target, config, settings, now, message_id)
+            deferred = self._defer(request, target, config, now, message_id)
             if deferred is not None:
                 return deferred
-        record = LedgerRecord(
-            request_id=request.id,
-            target=request.target,
-            status=RunStatus.DISPATCHING,
-            created_at=now,
-            updated_at=now,
-            correlation_id=correlation_id,
-            payload_hash=fingerprint,
-            request=json.loads(request.to_json()),
+        record = new_record(
+            request,
+            RunStatus.DISPATCHING,
+            now,
+            "claimed",
+            f"message {message_id}",
             backend=self._backend.name,
             task_yaml=spec.task_yaml,
             run_request=spec.redacted(),
             attempts=1,
-            history=[{"at": now.isoformat(), "event": "claimed", "detail": f"message {message_id}"}],
         )
         if not self._ledger.create(record):
-            claimed = self._claim_existing(request, fingerprint, message_id, target, delivery_count)
+            claimed = self._claim_existing(request, fingerprint, spec, message_id, target, delivery_count)
             if isinstance(claimed, DispatchResult):
                 return claimed
             record, etag = claimed
-            if record.run_id is None and (
-                record.task_yaml != spec.task_yaml or record.run_request != spec.redacted()
-            ):
-                # Claimed again after a failed start: the ledger shows what this attempt sends,
-                # which differs when the configuration changed in between.
-                refreshed = record.model_copy(
-                    update={"task_yaml": spec.task_yaml, "run_request": spec.redacted()}
-                )
-                try:
-                    etag = self._ledger.replace(refreshed, etag)
-                except ConflictError:
-                    return self._duplicate(request, "another delivery claimed it first")
-                record = refreshed
         else:
             found = self._ledger.get(request.id)
             assert found is not None, "a record just created must be readable"
@@ -256,7 +259,7 @@ class Dispatcher:
             handle = self._backend.start(spec, request_id=request.id, correlation_id=correlation_id)
         except TransientBackendError as exc:
             return self._retry_claimed(
-                request, record, etag, exc, RetryPolicy.from_settings(settings), message_id
+                request, record, etag, exc, RetryPolicy.from_settings(config.dispatch), message_id
             )
         except PermanentBackendError as exc:
             self._update(
@@ -369,6 +372,7 @@ class Dispatcher:
         self,
         request: BuildRequest,
         fingerprint: str,
+        spec: RunSpec,
         message_id: str | None,
         target: Target,
         delivery_count: int,
@@ -384,10 +388,17 @@ class Dispatcher:
             if existing.start_uncertain_at is not None:
                 # The last start call got no answer: ACR may have created the run. Look first.
                 return self._recover(
-                    request, target, existing, etag, message_id, delivery_count, existing.start_uncertain_at
+                    request,
+                    target,
+                    spec,
+                    existing,
+                    etag,
+                    message_id,
+                    delivery_count,
+                    existing.start_uncertain_at,
                 )
             # A previous attempt failed before any run started: claim it again, exactly once.
-            return self._reclaim(request, existing, etag, "reclaimed", message_id)
+            return self._reclaim(request, spec, existing, etag, "reclaimed", message_id)
         # DISPATCHING: another delivery holds the claim. While it may still be working, come back
         # when its lease ends; once the claim is older than any invocation can live, the holder
         # died between claiming and recording: find out whether it started a run.
@@ -398,7 +409,7 @@ class Dispatcher:
                 existing.updated_at + CLAIM_LEASE + timedelta(seconds=5),
                 "another delivery is dispatching this request",
             )
-        return self._recover(request, target, existing, etag, message_id, delivery_count)
+        return self._recover(request, target, spec, existing, etag, message_id, delivery_count)
 
     def _settled(
         self, request: BuildRequest, fingerprint: str, existing: LedgerRecord, message_id: str | None
@@ -441,37 +452,33 @@ class Dispatcher:
         self, existing: LedgerRecord, etag: str, message_id: str | None, now: datetime
     ) -> tuple[LedgerRecord, str] | None:
         """Make the failed record claimable again, noting the replay (``slipway replay`` does this itself)."""
-        event = {
-            "at": now.isoformat(),
-            "event": "replayed",
-            "detail": f"message {message_id} (sent by another tool)",
-        }
-        updated = existing.model_copy(
-            update={
-                "status": RunStatus.RETRYING,
-                "attempts": 0,
-                "failure_reason": None,
-                "dead_letter_message_id": None,
-                "updated_at": now,
-                "history": [*existing.history, event],
-            }
-        )
+        updated = reopened(existing, now, f"message {message_id} (sent by another tool)")
         try:
             return updated, self._ledger.replace(updated, etag)
         except ConflictError:
             return self._ledger.get(existing.request_id)
 
     def _reclaim(
-        self, request: BuildRequest, existing: LedgerRecord, etag: str, event: str, detail: str | None
+        self,
+        request: BuildRequest,
+        spec: RunSpec,
+        existing: LedgerRecord,
+        etag: str,
+        event: str,
+        detail: str | None,
     ) -> DispatchResult | tuple[LedgerRecord, str]:
-        now = self._clock()
-        claimed = existing.model_copy(
-            update={
-                "status": RunStatus.DISPATCHING,
-                "updated_at": now,
-                "attempts": existing.attempts + 1,
-                "history": [*existing.history, {"at": now.isoformat(), "event": event, "detail": detail}],
-            }
+        """Claim a request no run started for; the record shows what this attempt sends (the
+        configuration may have changed since the last one)."""
+        claimed = with_event(
+            existing,
+            self._clock(),
+            event,
+            detail,
+            status=RunStatus.DISPATCHING,
+            attempts=existing.attempts + 1,
+            start_uncertain_at=None,
+            task_yaml=spec.task_yaml,
+            run_request=spec.redacted(),
         )
         try:
             new_etag = self._ledger.replace(claimed, etag)
@@ -483,6 +490,7 @@ class Dispatcher:
         self,
         request: BuildRequest,
         target: Target,
+        spec: RunSpec,
         existing: LedgerRecord,
         etag: str,
         message_id: str | None,
@@ -512,7 +520,7 @@ class Dispatcher:
         except (TransientBackendError, PermanentBackendError) as exc:
             return self._wait(
                 request,
-                self._clock() + RetryPolicy().delay(1, rand=self._rand),
+                self._clock() + RetryPolicy.from_settings().delay(1),
                 f"cannot list runs to recover the claim: {exc}",
             )
         if recovery.run is not None:
@@ -520,8 +528,7 @@ class Dispatcher:
                 request, target, existing, etag, recovery.run, delivery_count, event="run_recovered"
             )
         if recovery.nothing_started:
-            existing = existing.model_copy(update={"start_uncertain_at": None})
-            return self._reclaim(request, existing, etag, "reclaimed_no_run_found", message_id)
+            return self._reclaim(request, spec, existing, etag, "reclaimed_no_run_found", message_id)
         return self._dead_letter(
             request,
             existing,
@@ -536,18 +543,17 @@ class Dispatcher:
     def _defer(
         self,
         request: BuildRequest,
-        fingerprint: str,
         target: Target,
         config: SlipwayConfig,
-        settings: DispatchSettings,
         now: datetime,
         message_id: str | None,
     ) -> DispatchResult | None:
         """Wait out the quiet period, skip a superseded request, or wait for budget; None: go on."""
+        settings = config.dispatch
         quiet_until = request.trigger.received_at + settings.quiet_period
         newer = self._coalescer.superseded_by(request)
         if newer is not None:
-            return self._supersede(request, fingerprint, newer, now, message_id)
+            return self._supersede(request, newer, now, message_id)
         if self._queue is None:
             return None  # waiting needs a delayed copy: abandoning would burn deliveries instead
         if now < quiet_until:
@@ -556,17 +562,23 @@ class Dispatcher:
 
         budget = check_budget(self._ledger, config, target, now=now)
         if budget.over:
-            jitter = settings.budget_delay * (0.5 * self._rand())
+            jitter = settings.budget_delay * (0.5 * random.random())  # noqa: S311 - jitter, not a secret
             return self._wait(request, now + settings.budget_delay + jitter, f"over budget: {budget.detail}")
         return None
 
     def _supersede(
-        self, request: BuildRequest, fingerprint: str, newer: str, now: datetime, message_id: str | None
+        self, request: BuildRequest, newer: str, now: datetime, message_id: str | None
     ) -> DispatchResult:
         """Record that ``request`` starts no run because ``newer`` replaces it."""
-        event = {"at": now.isoformat(), "event": "superseded", "detail": f"by {newer} (message {message_id})"}
-        record = unclaimed_record(request, RunStatus.SUPERSEDED, now, event).model_copy(
-            update={"backend": self._backend.name, "following": False}
+        detail = f"by {newer} (message {message_id})"
+        record = new_record(
+            request,
+            RunStatus.SUPERSEDED,
+            now,
+            "superseded",
+            detail,
+            backend=self._backend.name,
+            following=False,
         )
         if not self._ledger.create(record):
             found = self._ledger.get(request.id)
@@ -575,13 +587,8 @@ class Dispatcher:
             existing, etag = found
             try:
                 self._ledger.replace(
-                    existing.model_copy(
-                        update={
-                            "status": RunStatus.SUPERSEDED,
-                            "updated_at": now,
-                            "following": False,
-                            "history": [*existing.history, event],
-                        }
+                    with_event(
+                        existing, now, "superseded", detail, status=RunStatus.SUPERSEDED, following=False
                     ),
                     etag,
                 )
@@ -629,12 +636,9 @@ class Dispatcher:
         found = self._ledger.get(previous.request_id)
         if found is not None:
             record, etag = found
-            now = self._clock()
-            event = {"at": now.isoformat(), "event": "cancelled", "detail": f"superseded by {request.id}"}
+            cancelled = with_event(record, self._clock(), "cancelled", f"superseded by {request.id}")
             with contextlib.suppress(ConflictError):  # reconciliation records the Canceled status anyway
-                self._ledger.replace(
-                    record.model_copy(update={"updated_at": now, "history": [*record.history, event]}), etag
-                )
+                self._ledger.replace(cancelled, etag)
 
     # --- rescheduling -------------------------------------------------------------------------
 
@@ -661,7 +665,7 @@ class Dispatcher:
     def _retry_later(
         self, request: BuildRequest, attempt: int, retry_after: float | None, policy: RetryPolicy, why: str
     ) -> DispatchResult:
-        at = self._clock() + policy.delay(attempt, retry_after=retry_after, rand=self._rand)
+        at = self._clock() + policy.delay(attempt, retry_after=retry_after)
         copy = request.model_copy(update={"attempt": attempt})
         return self._reschedule(copy, failures.retry_message_id(request.id, attempt), at, why, "Transient")
 
@@ -682,14 +686,7 @@ class Dispatcher:
             at=at.isoformat(),
             reason=why,
         )
-        return DispatchResult(
-            Outcome.RESCHEDULED,
-            request.id,
-            reason=reason,
-            description=why,
-            next_message_id=message_id,
-            next_at=at,
-        )
+        return DispatchResult(Outcome.RESCHEDULED, request.id, reason=reason, description=why)
 
     def _retry_claimed(
         self,
@@ -728,7 +725,7 @@ class Dispatcher:
 
     def _retry_unclaimed(self, request: BuildRequest, why: str) -> DispatchResult:
         """A transient failure before any claim (no configuration): the attempt lives in the body."""
-        policy = RetryPolicy.from_settings(DispatchSettings())
+        policy = RetryPolicy.from_settings()
         attempt = request.attempt + 1
         if policy.exhausted(attempt):
             return self._dead_letter(
@@ -747,17 +744,8 @@ class Dispatcher:
         **fields: object,
     ) -> tuple[LedgerRecord, str] | None:
         """Write the record's new state; the written record and its ETag, or None if that failed."""
-        now = self._clock()
-        updated = record.model_copy(
-            update={
-                "status": status,
-                "updated_at": now,
-                "history": [
-                    *record.history,
-                    {"at": now.isoformat(), "event": event, "detail": detail or fields.get("error")},
-                ],
-                **fields,
-            }
+        updated = with_event(
+            record, self._clock(), event, detail or fields.get("error"), status=status, **fields
         )
         try:
             return updated, self._ledger.replace(updated, etag)

@@ -11,7 +11,6 @@ window would be dropped silently.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,30 +33,30 @@ REPLAY_SUFFIX = "-r"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, bounded, never shorter than the server asked."""
+    """Exponential backoff with jitter, bounded, never shorter than the server asked."""
 
-    max_attempts: int = 8
-    base: timedelta = timedelta(seconds=10)
-    cap: timedelta = timedelta(minutes=5)
+    max_attempts: int
+    base: timedelta
+    cap: timedelta
 
     @classmethod
-    def from_settings(cls, settings: DispatchSettings) -> RetryPolicy:
+    def from_settings(cls, settings: DispatchSettings | None = None) -> RetryPolicy:
+        """The policy ``settings`` configure (none: the defaults, as in an empty ``dispatch:``)."""
+        settings = settings or DispatchSettings()
         return cls(max_attempts=settings.max_attempts, base=settings.backoff_base, cap=settings.backoff_max)
 
     def exhausted(self, attempt: int) -> bool:
         """``attempt`` is how many attempts have failed so far."""
         return attempt >= self.max_attempts
 
-    def delay(
-        self, attempt: int, *, retry_after: float | None = None, rand: Callable[[], float] = random.random
-    ) -> timedelta:
+    def delay(self, attempt: int, *, retry_after: float | None = None) -> timedelta:
         """Delay before attempt ``attempt + 1``: half fixed, half jitter, so retries spread out.
 
         ``Retry-After`` wins when it is longer (ACR's throttling says when to come back); it is
         still capped, at twice ``cap``, so a bogus header cannot park a request for days.
         """
         ceiling: timedelta = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
-        backoff: timedelta = ceiling / 2 + ceiling / 2 * rand()
+        backoff: timedelta = ceiling / 2 + ceiling / 2 * random.random()  # noqa: S311 - jitter
         if retry_after is not None and retry_after > 0:
             backoff = max(backoff, min(timedelta(seconds=retry_after), self.cap * 2))
         return backoff

@@ -197,33 +197,25 @@ class Replayer:
         now: datetime,
     ) -> str:
         """Mark the request claimable again and note who replayed it, when and why."""
-        event = {
-            "at": now.isoformat(),
-            "event": "replayed",
-            "detail": f"by {actor}: {note} (dead letter {message.message_id}, "
-            f"{message.dead_letter_reason or 'no reason'}; sent as {new_id})",
-        }
+        from shared.dispatcher import new_record, reopened, with_event
+
+        detail = (
+            f"by {actor}: {note} (dead letter {message.message_id}, "
+            f"{message.dead_letter_reason or 'no reason'}; sent as {new_id})"
+        )
         for _ in range(5):
             found = self._ledger.get(request.id)
             if found is None:
-                from shared.dispatcher import unclaimed_record
-
-                if self._ledger.create(unclaimed_record(request, RunStatus.RETRYING, now, event)):
+                if self._ledger.create(new_record(request, RunStatus.RETRYING, now, "replayed", detail)):
                     return "created, retrying"
                 continue
             existing, etag = found
             settled = existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED)
-            changes: dict[str, object] = {"updated_at": now, "history": [*existing.history, event]}
-            if not settled:
-                changes.update(
-                    status=RunStatus.RETRYING,
-                    attempts=0,
-                    failure_reason=None,
-                    dead_letter_message_id=None,
-                    start_uncertain_at=None,
-                )
+            updated = (
+                with_event(existing, now, "replayed", detail) if settled else reopened(existing, now, detail)
+            )
             try:
-                self._ledger.replace(existing.model_copy(update=changes), etag)
+                self._ledger.replace(updated, etag)
             except ConflictError:
                 continue
             return (

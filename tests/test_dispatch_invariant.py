@@ -177,17 +177,8 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
 
 
 def _call(rig: Rig, message: Any) -> None:
-    from azure.functions.servicebus import ServiceBusMessage
-
-    sb = ServiceBusMessage(
-        body=message.body,
-        message_id=message.message_id,
-        delivery_count=message.delivery_count,
-        application_properties={},
-        user_properties={},
-    )
     with contextlib.suppress(Exception, SystemExit):  # settled or not, the lock is lost
-        rig.trigger.function(msg=sb)
+        rig.invoke(message)
 
 
 def _status(rig: Rig, request_id: str) -> RunStatus | None:

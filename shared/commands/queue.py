@@ -73,7 +73,8 @@ def send_request(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from shared.build_request import BuildRequest
-    from shared.queue.port import OutgoingMessage, QueueError
+    from shared.queue.port import QueueError
+    from shared.rebuild_queue import request_message
     from shared.runtime import runtime
 
     try:
@@ -87,15 +88,8 @@ def send_request(args: argparse.Namespace) -> int:
         for error in exc.errors():
             print(f"  {'.'.join(str(p) for p in error['loc']) or '(body)'}: {error['msg']}", file=sys.stderr)
         return 1
-    message = OutgoingMessage(
-        message_id=request.id,
-        body=request.to_json().encode(),
-        subject=request.trigger.kind,
-        correlation_id=request.trigger.correlation_id,
-        application_properties=request.application_properties(),
-    )
     try:
-        runtime().queue().send([message])
+        runtime().queue().send([request_message(request, subject=request.trigger.kind)])
     except QueueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -212,28 +212,34 @@ class LocalQueue:
             raise QueueError(f"local queue {self.path}: {exc}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
-        """A ``BEGIN IMMEDIATE`` transaction (the write lock up front, so read-then-update never races).
-
-        Yields the connection and ``now``; sent messages are folded in and expired locks are
-        released first, so every operation sees the queue as Service Bus would at that instant.
-        """
-        conn = self._connection()
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A ``BEGIN IMMEDIATE`` transaction (the write lock up front, so read-then-update never races)."""
         with self._translate_errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
-                folded = self._fold_intake(conn)
-                now = _to_us(self._clock())
-                self._expire_locks(conn, now)
-                yield conn, now
+                yield
             except BaseException:
                 if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            if folded is not None:
-                self._folded_key = folded
-                self._rotate_intake(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """A write transaction; yields the connection and ``now``.
+
+        Sent messages are folded in and expired locks are released first, so every operation sees
+        the queue as Service Bus would at that instant.
+        """
+        conn = self._connection()
+        with self._transaction(conn):
+            folded = self._fold_intake(conn)
+            now = _to_us(self._clock())
+            self._expire_locks(conn, now)
+            yield conn, now
+        if folded is not None:
+            self._folded_key = folded
+            self._rotate_intake(conn)
 
     # --- the intake journal -------------------------------------------------------------------
 
@@ -262,22 +268,16 @@ class LocalQueue:
 
     def _rotate_intake(self, conn: sqlite3.Connection) -> None:
         """Start a fresh journal once the old one is folded and big (its own transaction, see intake.py)."""
-        row = conn.execute("SELECT generation, offset FROM intake WHERE id = 1").fetchone()
+        with self._translate_errors():
+            row = conn.execute("SELECT generation, offset FROM intake WHERE id = 1").fetchone()
         if row is None or row[1] < ROTATE_BYTES:
             return
-        with self._translate_errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                generation = self._intake.rotate_if_folded(row[0], row[1])
-                if generation is not None:
-                    conn.execute(
-                        "UPDATE intake SET generation = ?, offset = ? WHERE id = 1", (generation, HEADER_LEN)
-                    )
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._transaction(conn):
+            generation = self._intake.rotate_if_folded(row[0], row[1])
+            if generation is not None:
+                conn.execute(
+                    "UPDATE intake SET generation = ?, offset = ? WHERE id = 1", (generation, HEADER_LEN)
+                )
         self._folded_key = None
 
     @staticmethod

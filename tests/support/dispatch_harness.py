@@ -17,6 +17,7 @@ from shared.build_request import BuildRequest
 from shared.ledger import FolderLedger
 from shared.local_host import LocalHost, QueueTrigger
 from shared.queue.local import LocalQueue
+from shared.queue.port import ReceivedMessage
 from shared.rebuild_queue import send_requests
 from shared.run_backend import AcrBackend, RunBackend
 from shared.runtime import Runtime, set_runtime
@@ -129,6 +130,20 @@ class Rig:
 
     def send(self, *requests: BuildRequest) -> None:
         send_requests(self.queue, list(requests), correlation_id="test", subject="push")
+
+    def invoke(self, message: ReceivedMessage) -> None:
+        """Call the trigger's function with ``message`` as the host would, without settling it."""
+        from azure.functions.servicebus import ServiceBusMessage
+
+        self.trigger.function(
+            msg=ServiceBusMessage(
+                body=message.body,
+                message_id=message.message_id,
+                delivery_count=message.delivery_count,
+                application_properties={},
+                user_properties={},
+            )
+        )
 
     def deliver_one(self) -> str | None:
         """Deliver one receivable message; its id, or None when there is none."""
