@@ -93,18 +93,9 @@ def new_record(
     )
 
 
-def with_event(
-    record: LedgerRecord, now: datetime, event: str, detail: object, **changes: object
-) -> LedgerRecord:
-    """``record`` with ``changes``, updated at ``now``, one more history entry."""
-    entry = {"at": now.isoformat(), "event": event, "detail": detail}
-    return record.model_copy(update={**changes, "updated_at": now, "history": [*record.history, entry]})
-
-
 def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
     """``record`` claimable again after a replay: ``retrying``, its attempts and failure cleared."""
-    return with_event(
-        record,
+    return record.with_event(
         now,
         "replayed",
         detail,
@@ -469,8 +460,7 @@ class Dispatcher:
     ) -> DispatchResult | tuple[LedgerRecord, str]:
         """Claim a request no run started for; the record shows what this attempt sends (the
         configuration may have changed since the last one)."""
-        claimed = with_event(
-            existing,
+        claimed = existing.with_event(
             self._clock(),
             event,
             detail,
@@ -587,8 +577,8 @@ class Dispatcher:
             existing, etag = found
             try:
                 self._ledger.replace(
-                    with_event(
-                        existing, now, "superseded", detail, status=RunStatus.SUPERSEDED, following=False
+                    existing.with_event(
+                        now, "superseded", detail, status=RunStatus.SUPERSEDED, following=False
                     ),
                     etag,
                 )
@@ -636,7 +626,7 @@ class Dispatcher:
         found = self._ledger.get(previous.request_id)
         if found is not None:
             record, etag = found
-            cancelled = with_event(record, self._clock(), "cancelled", f"superseded by {request.id}")
+            cancelled = record.with_event(self._clock(), "cancelled", f"superseded by {request.id}")
             with contextlib.suppress(ConflictError):  # reconciliation records the Canceled status anyway
                 self._ledger.replace(cancelled, etag)
 
@@ -744,8 +734,8 @@ class Dispatcher:
         **fields: object,
     ) -> tuple[LedgerRecord, str] | None:
         """Write the record's new state; the written record and its ETag, or None if that failed."""
-        updated = with_event(
-            record, self._clock(), event, detail or fields.get("error"), status=status, **fields
+        updated = record.with_event(
+            self._clock(), event, detail or fields.get("error"), status=status, **fields
         )
         try:
             return updated, self._ledger.replace(updated, etag)

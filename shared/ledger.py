@@ -151,6 +151,11 @@ class LedgerRecord(BaseModel):
         # cannot even be compared with an aware one. Naive means UTC here.
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
+    def with_event(self, now: datetime, event: str, detail: object, **changes: Any) -> LedgerRecord:
+        """This record with ``changes``, updated at ``now``, and one more history entry."""
+        entry = {"at": now.isoformat(), "event": event, "detail": detail}
+        return self.model_copy(update={**changes, "updated_at": now, "history": [*self.history, entry]})
+
     def to_json(self) -> bytes:
         """The stored form: indented, so a record is readable in Storage Explorer or an editor."""
         return self.model_dump_json(indent=2).encode()

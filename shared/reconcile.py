@@ -182,9 +182,9 @@ class Reconciler:
         if handle.finished and self._on_finished is not None:
             updated = self._on_finished(updated, handle)
         if "run_status" in changes:
-            updated = with_event(updated, now, "run_status", handle.status)
+            updated = updated.with_event(now, "run_status", handle.status)
         if handle.finished:
-            return with_event(updated, now, "run_finished", describe(updated))
+            return updated.with_event(now, "run_finished", describe(updated))
         if now - record.created_at > self._deadline(record):
             return self._give_up(updated, now, f"no outcome {self._deadline(record)} after dispatch")
         return updated
@@ -196,11 +196,4 @@ class Reconciler:
     @staticmethod
     def _give_up(record: LedgerRecord, now: datetime, why: str) -> LedgerRecord:
         error = f"{why}; last known status {record.run_status or 'unknown'}"
-        stopped = record.model_copy(update={"following": False, "run_error": error})
-        return with_event(stopped, now, "stopped_following", why)
-
-
-def with_event(record: LedgerRecord, now: datetime, event: str, detail: str) -> LedgerRecord:
-    """``record`` with one more entry in its history (the ledger's audit trail)."""
-    entry = {"at": now.isoformat(), "event": event, "detail": detail}
-    return record.model_copy(update={"history": [*record.history, entry]})
+        return record.with_event(now, "stopped_following", why, following=False, run_error=error)

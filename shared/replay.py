@@ -197,7 +197,7 @@ class Replayer:
         now: datetime,
     ) -> str:
         """Mark the request claimable again and note who replayed it, when and why."""
-        from shared.dispatcher import new_record, reopened, with_event
+        from shared.dispatcher import new_record, reopened
 
         detail = (
             f"by {actor}: {note} (dead letter {message.message_id}, "
@@ -212,7 +212,7 @@ class Replayer:
             existing, etag = found
             settled = existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED)
             updated = (
-                with_event(existing, now, "replayed", detail) if settled else reopened(existing, now, detail)
+                existing.with_event(now, "replayed", detail) if settled else reopened(existing, now, detail)
             )
             try:
                 self._ledger.replace(updated, etag)

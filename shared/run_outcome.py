@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from shared.build_status import gate_failure
 from shared.logs import log_event
 from shared.quarantine import PASSED
-from shared.reconcile import with_event
 from shared.run_report import GATE_PLATFORM_CHECK, GATE_SCAN, RunReport, parse_run_report
 
 if TYPE_CHECKING:
@@ -97,14 +96,14 @@ class SupplyChainOutcome:
         }
         if not digests:
             log_event(logger, "quarantine_no_digest", level=logging.ERROR, request_id=record.request_id)
-            return with_event(
-                record, self._clock(), "quarantine_skipped", "the run log names no pushed digest"
+            return record.with_event(
+                self._clock(), "quarantine_skipped", "the run log names no pushed digest"
             )
         client = self._quarantine(registry)
         patched = [d for d in digests if client.set_quarantine(repository, d, PASSED, details)]
         detail = f"{PASSED}: " + ", ".join(f"{repository}@{d}" for d in digests)
-        return with_event(
-            record, self._clock(), "quarantine_passed" if patched else "quarantine_unchanged", detail
+        return record.with_event(
+            self._clock(), "quarantine_passed" if patched else "quarantine_unchanged", detail
         )
 
 
