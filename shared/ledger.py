@@ -197,6 +197,10 @@ class Ledger(Protocol):
         """Records, newest first (see each store for how "newest" is decided)."""
         ...
 
+    def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
+        """``list`` with each record's ETag, for a caller that may ``replace`` what it reads."""
+        ...
+
 
 def payload_hash(body: str | bytes) -> str:
     """sha256 (hex) of a request body, for telling a retry from a different payload under one key.
@@ -428,20 +432,25 @@ class BlobLedger:
         etag: str = properties.etag
         return etag
 
-    def _read_listed(self, name: str) -> LedgerRecord | None:
+    def _read_listed(self, name: str) -> tuple[LedgerRecord, str] | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            data = self._container.download_blob(name).readall()
+            downloader = self._container.download_blob(name)
+            data = downloader.readall()
         except ResourceNotFoundError:  # deleted since it was listed
             return None
         try:
-            return LedgerRecord.from_json(data)
+            return LedgerRecord.from_json(data), downloader.properties.etag
         except ValidationError as exc:
             log_event(logger, "ledger_record_unreadable", level=logging.WARNING, blob=name, error=str(exc))
             return None
 
     def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
+        for record, _etag in self.list_versioned(limit=limit):
+            yield record
+
+    def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first: by blob creation time, then by ``created_at`` within the same second.
 
         The listing (names and creation times only) is one cheap request per 5,000 records;
@@ -465,7 +474,7 @@ class BlobLedger:
         remaining = limit
         for _created, group in itertools.groupby(listed, key=lambda item: item[0]):
             records = [r for _, name in group if (r := self._read_listed(name)) is not None]
-            records.sort(key=lambda r: (r.created_at, r.request_id), reverse=True)
+            records.sort(key=lambda r: (r[0].created_at, r[0].request_id), reverse=True)
             for record in records:
                 yield record
                 if remaining is not None:
@@ -513,6 +522,10 @@ class FolderLedger:
                 raise ConflictError(record.request_id, exc.reason) from None
 
     def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
+        for record, _etag in self.list_versioned(limit=limit):
+            yield record
+
+    def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first by ``created_at`` (then request id). Reads every record: local folders are small.
 
         A record that cannot be parsed is logged and skipped.
@@ -520,17 +533,18 @@ class FolderLedger:
         if limit is not None and limit <= 0:
             return
         runs = self.root / RECORD_PREFIX.rstrip("/")
-        records: list[LedgerRecord] = []
+        records: list[tuple[LedgerRecord, str]] = []
         for path in runs.glob("*.json") if runs.is_dir() else ():
             if path.name.startswith("."):
                 continue
             try:
-                records.append(LedgerRecord.from_json(path.read_bytes()))
+                data = path.read_bytes()
+                records.append((LedgerRecord.from_json(data), content_etag(data)))
             except FileNotFoundError:
                 continue
             except ValidationError as exc:
                 log_event(
                     logger, "ledger_record_unreadable", level=logging.WARNING, path=str(path), error=str(exc)
                 )
-        records.sort(key=lambda r: (r.created_at, r.request_id), reverse=True)
+        records.sort(key=lambda r: (r[0].created_at, r[0].request_id), reverse=True)
         yield from records if limit is None else records[:limit]

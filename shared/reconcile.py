@@ -85,14 +85,15 @@ class Reconciler:
     def run(self) -> ReconcileReport:
         report = ReconcileReport()
         now = self._clock()
-        for listed in self._ledger.list():
+        # Each record is read once: what the listing downloaded, with its ETag, is what is replaced.
+        for listed, etag in self._ledger.list_versioned():
             if listed.created_at < now - self._horizon:
                 break  # newest first: everything further is older still
             if not self._follows(listed):
                 continue
             report.checked += 1
             try:
-                self._reconcile(listed.request_id, now, report)
+                self._reconcile(listed, etag, now, report)
             except TransientBackendError as exc:
                 report.errors.append(f"{listed.request_id}: {exc}")
                 if exc.status_code == 429:
@@ -120,13 +121,7 @@ class Reconciler:
             and record.backend == self._backend.name
         )
 
-    def _reconcile(self, request_id: str, now: datetime, report: ReconcileReport) -> None:
-        found = self._ledger.get(request_id)
-        if found is None:
-            return
-        record, etag = found
-        if not self._follows(record):
-            return  # another pass got here first
+    def _reconcile(self, record: LedgerRecord, etag: str, now: datetime, report: ReconcileReport) -> None:
         assert record.run_id is not None
         try:
             handle = self._backend.get(record.run_id)

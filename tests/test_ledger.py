@@ -220,6 +220,20 @@ def test_list_is_newest_first_and_honours_limit(ledger: Ledger) -> None:
     assert list(ledger.list(limit=0)) == []
 
 
+def test_a_listed_record_carries_the_etag_that_replaces_it(ledger: Ledger) -> None:
+    for i, request_id in enumerate(["app.b", "app.a"]):
+        ledger.create(make_record(request_id, created_at=T0 + timedelta(minutes=i)))
+    listed = list(ledger.list_versioned())
+    assert [r.request_id for r, _ in listed] == ["app.a", "app.b"]
+    for record, etag in listed:
+        found = ledger.get(record.request_id)
+        assert found is not None and found == (record, etag)
+    [(first, etag)] = list(ledger.list_versioned(limit=1))
+    ledger.replace(first.model_copy(update={"run_id": "run-1"}), etag)
+    with pytest.raises(ConflictError):  # the listing's ETag is stale now
+        ledger.replace(first.model_copy(update={"run_id": "run-2"}), etag)
+
+
 def test_every_field_round_trips(ledger: Ledger) -> None:
     record = full_record()
     assert ledger.create(record)
