@@ -94,7 +94,11 @@ def new_record(
 
 
 def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
-    """``record`` claimable again after a replay: ``retrying``, its attempts and failure cleared."""
+    """``record`` claimable again after a replay: ``retrying``, its attempts and failure cleared.
+
+    ``start_uncertain_at`` stays: a start that got no answer may have created a run, which the
+    replay's claim then looks for before starting one.
+    """
     return record.with_event(
         now,
         "replayed",
@@ -103,7 +107,6 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
         attempts=0,
         failure_reason=None,
         dead_letter_message_id=None,
-        start_uncertain_at=None,
     )
 
 
@@ -689,8 +692,13 @@ class Dispatcher:
     ) -> DispatchResult:
         """A transient failure after the claim: back off, or give up after ``max_attempts`` claims."""
         why = f"{self._backend.name} is unavailable: {exc}"
+        # No HTTP answer at all (timeout, reset): the run may exist. The next attempt, or a replay
+        # after giving up, looks for it before starting another.
+        uncertain = record.updated_at if exc.status_code is None else None
         if policy.exhausted(record.attempts):
             description = f"gave up after {record.attempts} attempts; last error: {why}"
+            if uncertain is not None:
+                description += "; the last start got no answer, so a replay first looks for its run"
             self._update(
                 record,
                 etag,
@@ -698,11 +706,10 @@ class Dispatcher:
                 error=description,
                 failure_reason=failures.RETRIES_EXHAUSTED,
                 dead_letter_message_id=message_id,
+                start_uncertain_at=uncertain,
                 event="retries_exhausted",
             )
             return self._dead_letter(request, record, failures.RETRIES_EXHAUSTED, description)
-        # No HTTP answer at all (timeout, reset): the run may exist; the next attempt looks first.
-        uncertain = record.updated_at if exc.status_code is None else None
         self._update(
             record,
             etag,

@@ -238,3 +238,32 @@ def test_a_reclaim_records_the_task_it_actually_sends(
     sent = [r for r in acr_server.requests if r.path.lower().endswith("/schedulerun")][-1]
     assert sent.body["timeout"] == 5400
     assert record.run_request is not None and record.run_request["timeout"] == 5400
+
+
+def test_a_replay_after_an_unanswered_last_start_adopts_its_run(
+    tmp_path: Path, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Giving up on a start that got no answer keeps that doubt, so a replay starts no second run."""
+    from shared.replay import Replayer, ReplaySelection
+
+    monkeypatch.setattr(run_backend, "READ_TIMEOUT", 0.5)
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), dispatch="  quiet_period: 0s\n  max_attempts: 1")
+    try:
+        request = make_request(10, received_at=rig.clock())
+        acr_server.slow_next(1.5)  # ACR creates the run; the answer never reaches us
+        rig.send(request)
+        rig.drain()
+        record, _ = rig.ledger.get(request.id) or (None, None)
+        assert record is not None and record.status is RunStatus.FAILED
+        assert record.start_uncertain_at is not None and "looks for its run" in (record.error or "")
+        assert _runs(acr_server) == 1
+        Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
+            ReplaySelection(ids=(request.id,)), actor="test", note="after the outage", dry_run=False
+        )
+        rig.run_until_idle()
+        record, _ = rig.ledger.get(request.id) or (None, None)
+        assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+        assert any(e["event"] == "run_recovered" for e in record.history)
+        assert _runs(acr_server) == 1  # adopted, not started again
+    finally:
+        rig.close()
