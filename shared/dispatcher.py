@@ -239,15 +239,14 @@ class Dispatcher:
             run_request=spec.redacted(),
             attempts=1,
         )
-        if not self._ledger.create(record):
+        created = self._ledger.create_versioned(record)
+        if created is None:
             claimed = self._claim_existing(request, fingerprint, spec, message_id, target, delivery_count)
             if isinstance(claimed, DispatchResult):
                 return claimed
             record, etag = claimed
         else:
-            found = self._ledger.get(request.id)
-            assert found is not None, "a record just created must be readable"
-            record, etag = found
+            etag = created
 
         try:
             handle = self._backend.start(spec, request_id=request.id, correlation_id=correlation_id)

@@ -182,6 +182,10 @@ class Ledger(Protocol):
         """Store a new record. False when one with that id exists; never overwrites."""
         ...
 
+    def create_versioned(self, record: LedgerRecord) -> str | None:
+        """``create``, returning the new record's ETag (None when one existed): no read back."""
+        ...
+
     def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         """The record and its ETag, or None when there is none."""
         ...
@@ -342,6 +346,9 @@ class BlobLedger:
             self._container.create_container()
 
     def create(self, record: LedgerRecord) -> bool:
+        return self.create_versioned(record) is not None
+
+    def create_versioned(self, record: LedgerRecord) -> str | None:
         """Conditional create (``If-None-Match: *``). Creates the container on first use."""
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -350,19 +357,18 @@ class BlobLedger:
         mark = uuid.uuid4().hex
         try:
             try:
-                self._upload_new(blob, data, mark)
+                return self._upload_new(blob, data, mark)
             except ResourceNotFoundError as exc:
                 if getattr(exc, "error_code", None) != "ContainerNotFound":
                     raise
                 self.ensure_container()
-                self._upload_new(blob, data, mark)
+                return self._upload_new(blob, data, mark)
         except HttpResponseError as exc:
             # 409 BlobAlreadyExists (412 from some services): a record exists. It may be ours,
             # when the SDK retried an upload whose response was lost.
             if exc.status_code in (409, 412):
-                return self._written_by(blob, mark) is not None
+                return self._written_by(blob, mark)
             raise
-        return True
 
     def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -405,18 +411,20 @@ class BlobLedger:
         new_etag: str = result["etag"]
         return new_etag
 
-    def _upload_new(self, blob: BlobClient, data: bytes, mark: str) -> None:
+    def _upload_new(self, blob: BlobClient, data: bytes, mark: str) -> str:
         from azure.core import MatchConditions
         from azure.storage.blob import ContentSettings
 
         # IfMissing sends If-None-Match: * (no etag argument with it: the SDK would reject it).
-        blob.upload_blob(
+        result = blob.upload_blob(
             data,
             blob_type="BlockBlob",
             match_condition=MatchConditions.IfMissing,
             content_settings=ContentSettings(content_type="application/json"),
             metadata={_WRITE_MARK: mark},
         )
+        etag: str = result["etag"]
+        return etag
 
     @staticmethod
     def _written_by(blob: BlobClient, mark: str) -> str | None:
@@ -504,8 +512,12 @@ class FolderLedger:
         return self.root / record_name(request_id)
 
     def create(self, record: LedgerRecord) -> bool:
+        return self.create_versioned(record) is not None
+
+    def create_versioned(self, record: LedgerRecord) -> str | None:
+        data = record.to_json()
         with folder_lock(self.root):
-            return create_exclusive(self._path(record.request_id), record.to_json())
+            return content_etag(data) if create_exclusive(self._path(record.request_id), data) else None
 
     def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         try:

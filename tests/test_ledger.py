@@ -220,6 +220,15 @@ def test_list_is_newest_first_and_honours_limit(ledger: Ledger) -> None:
     assert list(ledger.list(limit=0)) == []
 
 
+def test_create_versioned_returns_the_etag_a_read_would_give(ledger: Ledger) -> None:
+    record = make_record("app.v")
+    etag = ledger.create_versioned(record)
+    assert etag is not None
+    assert ledger.get(record.request_id) == (record, etag)
+    assert ledger.create_versioned(make_record("app.v", correlation_id="second")) is None
+    ledger.replace(record.model_copy(update={"run_id": "run-1"}), etag)  # the ETag is usable as is
+
+
 def test_a_listed_record_carries_the_etag_that_replaces_it(ledger: Ledger) -> None:
     for i, request_id in enumerate(["app.b", "app.a"]):
         ledger.create(make_record(request_id, created_at=T0 + timedelta(minutes=i)))
@@ -368,6 +377,14 @@ def test_blob_create_retried_after_a_lost_response_is_still_ours(azurite: Azurit
     found = ledger.get(record.request_id)
     assert found is not None
     assert found[0] == record
+
+
+def test_blob_create_versioned_after_a_lost_response_returns_our_etag(azurite: AzuriteServer) -> None:
+    ledger, transport = _flaky_ledger(azurite)
+    record = make_record()
+    etag = ledger.create_versioned(record)
+    assert transport.lost == 1 and etag is not None
+    assert ledger.get(record.request_id) == (record, etag)
 
 
 def test_blob_replace_retried_after_a_lost_response_is_still_ours(azurite: AzuriteServer) -> None:
