@@ -206,6 +206,18 @@ def _default_schema_dir() -> Path:
     return checkout if checkout.is_dir() else Path("schemas")
 
 
+def load_command_config(file: Path | None) -> tuple[Path, SlipwayConfig]:
+    """The configuration a command works on: ``--config``, else the setting SLIPWAY_CONFIG, else
+    slipway.yaml; a file that does not load is one ``CliError`` line (problems joined by "; ")."""
+    from shared.config import ConfigError, config_path, load_config
+
+    path = file if file is not None else config_path(os.environ, Path("."))
+    try:
+        return path, load_config(path)
+    except ConfigError as exc:
+        raise CliError(str(exc).replace("\n", "; ")) from None
+
+
 def _config_file(args: argparse.Namespace) -> Path:
     if args.file is not None:
         return Path(args.file)

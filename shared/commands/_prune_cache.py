@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from shared.cli import EXIT_OK, CliError, Subparsers
+from shared.cli import EXIT_OK, CliError, Subparsers, load_command_config
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -62,13 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from shared.cache_gc.durations import format_duration
     from shared.cache_gc.prune import collector_for, policy_for
     from shared.cache_gc.store import CacheStoreError
-    from shared.config import ConfigError, config_path, load_config
 
-    path = args.config if args.config is not None else config_path(os.environ, Path("."))
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise CliError(str(exc).replace("\n", "; ")) from None
+    path, config = load_command_config(args.config)
     if config.cache is None:
         raise CliError(f"{path}: no cache: section, so there is no cache to prune")
     overrides: dict[str, Any] = {"grace": args.grace}

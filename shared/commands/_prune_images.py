@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.cli import EXIT_FAILURE, EXIT_OK, CliError, Subparsers
+from shared.cli import EXIT_FAILURE, EXIT_OK, CliError, Subparsers, load_command_config
 from shared.commands.output import print_json
 
 if TYPE_CHECKING:
@@ -43,15 +43,10 @@ def register(commands: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError, config_path, load_config
     from shared.oci import RegistryError
     from shared.retention.prune import backend_from_settings, prune_images
 
-    path = args.config or config_path(os.environ, Path("."))
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise CliError(str(exc).replace("\n", "; ")) from exc
+    path, config = load_command_config(args.config)
     registry = args.registry or config.registry
     if not config.images:
         message = f"{path}: no images: rules; nothing to prune"
