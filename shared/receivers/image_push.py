@@ -148,7 +148,8 @@ def image_pushed(
 
 
 def last_build_lookup(ctx: ReceiverContext, logger: logging.Logger) -> LastBuildLookup:
-    """Reads each dependent target's last build from the state store, once per target.
+    """Reads a dependent target's last build from the state store (``route_image_pushes`` asks
+    once per target).
 
     A store that cannot be read answers 503 so the sender retries: rebuilding the branch head
     instead would quietly build a commit that was never built before.
@@ -156,18 +157,15 @@ def last_build_lookup(ctx: ReceiverContext, logger: logging.Logger) -> LastBuild
     if ctx.state is None:
         return lambda _target: None
     state_factory = ctx.state
-    cache: dict[str, LastBuild | None] = {}
 
     def lookup(target: str) -> LastBuild | None:
-        if target not in cache:
-            try:
-                cache[target] = read_last_build(state_factory(), target)
-            except Exception as exc:
-                log_event(logger, "state_unavailable", level=logging.ERROR, target=target, error=str(exc))
-                raise RequestRejected(
-                    503, "state_unavailable", "the state store cannot be read; retry later"
-                ) from exc
-        return cache[target]
+        try:
+            return read_last_build(state_factory(), target)
+        except Exception as exc:
+            log_event(logger, "state_unavailable", level=logging.ERROR, target=target, error=str(exc))
+            raise RequestRejected(
+                503, "state_unavailable", "the state store cannot be read; retry later"
+            ) from exc
 
     return lookup
 
