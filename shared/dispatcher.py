@@ -36,6 +36,7 @@ from shared.logs import log_event
 from shared.queue.port import QueueError, QueueSender
 from shared.run_backend import PermanentBackendError, RunBackend, RunHandle, TransientBackendError
 from shared.task_render import RenderError, RunSecrets, RunSpec, render_run
+from shared.validation import problems
 
 if TYPE_CHECKING:
     from shared.build_status import BuildStatusNotifier
@@ -182,11 +183,8 @@ class Dispatcher:
         try:
             request = BuildRequest.from_json(body)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()[:5]
-            )
             return self._dead_letter(
-                None, None, failures.INVALID_REQUEST, f"the message is not a BuildRequest v1: {problems}"
+                None, None, failures.INVALID_REQUEST, f"the message is not a BuildRequest v1: {problems(exc)}"
             )
         correlation_id = request.trigger.correlation_id
         try:

@@ -28,6 +28,7 @@ from shared.failures import replay_message_id
 from shared.ledger import ConflictError, Ledger, RunStatus
 from shared.logs import log_event
 from shared.queue.port import OutgoingMessage, ReceivedMessage
+from shared.validation import problems
 
 if TYPE_CHECKING:
     from shared.http import HttpRequest, HttpResponse
@@ -263,10 +264,7 @@ def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
         try:
             options = ReplayRequest.model_validate_json(req.body or b"{}")
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()[:5]
-            )
-            raise RequestRejected(400, "invalid_request", problems) from None
+            raise RequestRejected(400, "invalid_request", problems(exc)) from None
     except RequestRejected as rejected:
         return rejected.response()
     principal = req.header("x-ms-client-principal-name") or "admin-key"
