@@ -29,9 +29,9 @@ from shared.build_request import (
     REGISTRY_RE,
     TARGET_NAME_RE,
 )
-from shared.cache_gc.durations import Duration
 from shared.cron import Cron, CronError
 from shared.dispatch_settings import DispatchSettings
+from shared.durations import Duration
 from shared.image_refs import parse_image_reference
 from shared.retention.rules import ImageRule
 from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.cache_gc.durations import Duration
+from shared.durations import Duration
 
 
 class DispatchSettings(BaseModel):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.build_request import BuildRequest
-from shared.cache_gc.durations import Duration
+from shared.durations import Duration
 from shared.failures import replay_message_id
 from shared.ledger import ConflictError, Ledger, RunStatus
 from shared.logs import log_event

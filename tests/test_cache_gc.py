@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.cache_gc.collector import CacheCollector
-from shared.cache_gc.durations import format_duration, parse_duration
 from shared.cache_gc.layout import BlobEntry, CacheLayout, CorruptManifestError, Manifest, parse_manifest
 from shared.cache_gc.planner import BlobDecision, MarkSweepPlanner, Policy
 from shared.cache_gc.store import DeleteOutcome
 from shared.config import CacheStorage, SlipwayConfig
+from shared.durations import format_duration, parse_duration
 
 FIXTURE = Path(__file__).parent / "fixtures" / "buildkit-azblob-cache"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -373,6 +373,7 @@ def test_the_timers_bind_their_schedule_settings() -> None:
     root = Path(__file__).resolve().parents[1]
     sample = json.loads((root / "local.settings.sample.json").read_text())["Values"]
     from shared.local_host import DEFAULT_SCHEDULES  # what `slipway serve` sets when unset
+
     for function, setting, default in [
         (schedules.scheduled_rebuilds, "SLIPWAY_SCHEDULE_TIMER", "0 * * * * *"),
         (schedules.base_image_poll, "SLIPWAY_BASE_IMAGE_POLL_SCHEDULE", "0 */15 * * * *"),

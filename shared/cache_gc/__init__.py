@@ -5,7 +5,7 @@ layers (a blob's last-modified time is its first upload). The collector works in
 order: decide which manifests expire, mark every blob a remaining manifest references, and
 delete only unreferenced blobs older than a grace period.
 
-Modules: ``durations`` (the ``24h``/``14d`` config values), ``layout`` (blob names and the
+Modules: ``layout`` (blob names and the
 manifest format), ``planner`` (the pure decisions), ``store`` (the Blob Storage adapter),
 ``collector`` (the run: the planner over a store, with the safety re-checks), ``report`` (what a
 run did), ``prune`` (wiring from the configuration, and the timer's run). Importing this package

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
-from shared.cache_gc.durations import format_duration
 from shared.cache_gc.layout import BlobEntry, CacheLayout, CorruptManifestError, Manifest, parse_manifest
 from shared.cache_gc.planner import MarkSweepPlanner, Policy, Reason
 from shared.cache_gc.report import CacheReport, NameReport
 from shared.cache_gc.store import MAX_BATCH, CacheStore, DeleteOutcome
+from shared.durations import format_duration
 
 DEFAULT_WORKERS = 16
 # Listings of the manifests before a batch is deleted, while exports keep changing them.

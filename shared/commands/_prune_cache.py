@@ -48,7 +48,7 @@ def register(commands: Subparsers) -> None:
 
 
 def _duration(text: str) -> timedelta:
-    from shared.cache_gc.durations import parse_duration
+    from shared.durations import parse_duration
 
     try:
         return parse_duration(text)
@@ -59,9 +59,9 @@ def _duration(text: str) -> timedelta:
 def run(args: argparse.Namespace) -> int:
     from azure.core.exceptions import AzureError
 
-    from shared.cache_gc.durations import format_duration
     from shared.cache_gc.prune import collector_for, policy_for
     from shared.cache_gc.store import CacheStoreError
+    from shared.durations import format_duration
 
     path, config = load_command_config(args.config)
     if config.cache is None:

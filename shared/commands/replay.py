@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def replay_command(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from shared.cache_gc.durations import parse_duration
     from shared.cli import CliError
+    from shared.durations import parse_duration
     from shared.queue.port import QueueError
     from shared.replay import DeadLetterQueue, Replayer, ReplaySelection
     from shared.runtime import runtime

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.cache_gc import durations
+from shared import durations
 from shared.globs import any_match
 
 

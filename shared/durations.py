@@ -1,4 +1,4 @@
-"""Durations written as in ``slipway.yaml``: ``90s``, ``30m``, ``24h``, ``14d``, ``2w``, ``1d12h``."""
+"""Durations as written in ``slipway.yaml`` and on the command line: ``90s``, ``24h``, ``1d12h``."""
 
 from __future__ import annotations
 
