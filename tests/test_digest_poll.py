@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.base_images import route_image_pushed
@@ -49,16 +48,6 @@ def _config(*base_images: str, targets: Sequence[str] = ("web", "api"), extra: s
             f"    base_images:\n{listed}"
         )
     return parse_config(text, source="slipway.yaml")
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> FolderStateStore:
-    return FolderStateStore(tmp_path / "state")
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3")
 
 
 def _messages(queue: LocalQueue) -> list[dict[str, Any]]:

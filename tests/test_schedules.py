@@ -59,16 +59,6 @@ def _config(text: str = CONFIG) -> SlipwayConfig:
     return parse_config(text, source="slipway.yaml")
 
 
-@pytest.fixture
-def state(tmp_path: Path) -> FolderStateStore:
-    return FolderStateStore(tmp_path / "state")
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3")
-
-
 def _messages(queue: LocalQueue) -> list[dict[str, Any]]:
     return [json.loads(m.body) for m in queue.peek(max_count=1000)]
 
