@@ -64,7 +64,9 @@ class LocatedValueError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: a loaded configuration is a value. Routing caches what it derives from a target
+    # (tag plans, request prototypes) by the target's identity.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TagRule(_Strict):

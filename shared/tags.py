@@ -41,6 +41,7 @@ _SEMVER_RE = re.compile(
 # Runs of characters outside the tag alphabet become one "-" (metadata-action does the same).
 _INVALID_RUN_RE = re.compile(r"[^A-Za-z0-9._-]+")
 _SEMVER_PARTS = frozenset({"major", "minor", "patch"})
+_COMMIT_PLACEHOLDERS = frozenset({"sha", "short_sha"})
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,13 @@ class _Push:
     is_default_branch: bool
 
 
-def _describe_push(ref: str, commit: str | None, default_branch: str | None) -> _Push:
-    # Without a commit (a build of a branch's head), {sha} rules produce nothing, like any rule
-    # whose placeholder the push cannot fill.
-    values = {"sha": commit, "short_sha": commit[:SHORT_SHA_LENGTH]} if commit else {}
+def _describe_push(ref: str, default_branch: str | None) -> _Push:
+    """What the ref offers; the commit's placeholders are added per push (``compute_tags``).
+
+    Without a commit (a build of a branch's head), {sha} rules produce nothing, like any rule
+    whose placeholder the push cannot fill.
+    """
+    values: dict[str, str] = {}
     branch = tag = None
     semver = None
     if ref.startswith("refs/heads/"):
@@ -210,12 +214,12 @@ def _parse_template(
     return parsed, frozenset(field for _literal, field, _spec, _conv in parsed if field is not None)
 
 
-def _render(rule: _CompiledRule, push: _Push) -> str | None:
+def _render(rule: _CompiledRule, push: _Push, values: dict[str, str]) -> str | None:
     """One rule on one push: the raw (unsanitised) tag, or None when the rule does not apply."""
     if not _condition_holds(rule.when, push):
         return None
     used = rule.used
-    if not used <= push.values.keys():
+    if not used <= values.keys():
         return None
     semver = push.semver
     if semver is not None and (rule.when == "semver" or used & _SEMVER_PARTS):
@@ -226,7 +230,7 @@ def _render(rule: _CompiledRule, push: _Push) -> str | None:
         # metadata-action: no bare "{major}" tag for 0.y.z, whose API is not stable.
         if semver.major == 0 and "major" in used and not used & {"minor", "patch", "version"}:
             return None
-    return "".join(literal + (push.values[field] if field else "") for literal, field, _s, _c in rule.parsed)
+    return "".join(literal + (values[field] if field else "") for literal, field, _s, _c in rule.parsed)
 
 
 @dataclass(frozen=True)
@@ -276,11 +280,53 @@ def compute_tags(
     ``commit`` None means the head of ``ref``, whose commit is not known: ``{sha}`` rules are silent.
     A plain string rule behaves like ``when: always``.
     """
-    push = _describe_push(ref, commit, default_branch)
+    push, plan = _ref_plan(_compiled(rules), ref, default_branch, commit is not None)
+    values: dict[str, str] | None = None
     tags: list[str] = []
-    for rule in _compiled(rules):
-        raw = _render(rule, push)
-        tag = sanitize_tag(raw) if raw is not None else None
+    for step in plan:
+        if isinstance(step, _CompiledRule):
+            if values is None:
+                assert commit is not None  # only planned when there is a commit
+                values = {**push.values, "sha": commit, "short_sha": commit[:SHORT_SHA_LENGTH]}
+            raw = _render(step, push, values)
+            tag = sanitize_tag(raw) if raw is not None else None
+        else:
+            tag = step
         if tag is not None and tag not in tags:
             tags.append(tag)
     return tags
+
+
+_PlanStep = str | _CompiledRule | None
+# Keyed by the compiled rules' identity (they live as long as ``_COMPILED`` holds them) and the
+# ref: the same few refs push again and again, and only the commit differs between their pushes.
+_PLANS: dict[
+    tuple[int, str, str | None, bool], tuple[tuple[_CompiledRule, ...], _Push, tuple[_PlanStep, ...]]
+] = {}
+
+
+def _ref_plan(
+    compiled: tuple[_CompiledRule, ...], ref: str, default_branch: str | None, has_commit: bool
+) -> tuple[_Push, tuple[_PlanStep, ...]]:
+    """Each rule's outcome for ``ref``, rendered once: a tag, None, or the rule when it uses the commit.
+
+    Whether a rule applies and what its ref placeholders say depends on the ref alone; only
+    ``{sha}`` and ``{short_sha}`` change from one push of a ref to the next.
+    """
+    key = (id(compiled), ref, default_branch, has_commit)
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is compiled:
+        return cached[1], cached[2]
+    push = _describe_push(ref, default_branch)
+    steps: list[_PlanStep] = []
+    for rule in compiled:
+        if has_commit and rule.used & _COMMIT_PLACEHOLDERS:
+            steps.append(rule)
+            continue
+        raw = _render(rule, push, push.values)
+        steps.append(sanitize_tag(raw) if raw is not None else None)
+    plan = tuple(steps)
+    if len(_PLANS) >= _MAX_COMPILED:
+        _PLANS.clear()
+    _PLANS[key] = (compiled, push, plan)
+    return push, plan

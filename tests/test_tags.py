@@ -307,3 +307,48 @@ def test_sanitize_tag_output_is_valid_or_none(value: str) -> None:
     assert result is None or OCI_TAG_RE.match(result)
     if result is not None:
         assert sanitize_tag(result) == result  # idempotent
+
+
+commits = st.one_of(st.none(), st.from_regex(r"[0-9a-f]{40}", fullmatch=True))
+
+
+@given(
+    pushes=st.lists(
+        st.tuples(st.sampled_from(["main", "v1.2.3", "feat/x", "v0.1.0-rc.1"]), st.booleans(), commits),
+        min_size=1,
+        max_size=12,
+    ),
+    default_branch=st.sampled_from([None, "main", "v1.2.3"]),
+)
+def test_planned_tags_follow_each_commit_of_a_ref(
+    pushes: list[tuple[str, bool, str | None]], default_branch: str | None
+) -> None:
+    """The per-ref plan is reused across pushes: each push still gets its own commit's tags,
+    the same tags as a first push of that ref would get."""
+    from shared import tags as module
+
+    for name, is_tag, commit in pushes:
+        ref = ("refs/tags/" if is_tag else "refs/heads/") + name
+        planned = compute_tags(ALL_RULES, ref=ref, commit=commit, default_branch=default_branch)
+        module._PLANS.clear()
+        fresh = compute_tags(ALL_RULES, ref=ref, commit=commit, default_branch=default_branch)
+        assert planned == fresh
+        if commit is None:
+            assert not any(tag.startswith("sha-") for tag in planned)
+        else:
+            assert f"sha-{commit[:7]}" in planned and commit in planned
+        compute_tags(ALL_RULES, ref=ref, commit=commit, default_branch=default_branch)  # warm the plan
+
+
+def test_a_commitless_build_after_a_push_of_the_ref_has_no_commit_tags() -> None:
+    rules: list[str | TagRule] = ["{branch}", "sha-{short_sha}"]
+    assert compute_tags(rules, ref="refs/heads/main", commit=SHA, default_branch="main") == [
+        "main",
+        "sha-3f5a9c1",
+    ]
+    assert compute_tags(rules, ref="refs/heads/main", commit=None, default_branch="main") == ["main"]
+    other = "0" * 39 + "1"
+    assert compute_tags(rules, ref="refs/heads/main", commit=other, default_branch="main") == [
+        "main",
+        "sha-0000000",
+    ]
