@@ -119,7 +119,7 @@ def _sanitize_cache_name(value: str) -> str:
 
 def cache_names(target: Target, *, ref: str, default_branch: str) -> Cache:
     """Export to the ref's own cache name; import from it and the default branch's."""
-    return _cache_names(target.cache.name, target.name, target.cache.mode, ref, default_branch).model_copy()
+    return _cache_names(target.cache.name, target.name, target.cache.mode, ref, default_branch)
 
 
 @lru_cache(maxsize=1024)
@@ -155,11 +155,51 @@ def request_for_commit(
     tags = compute_tags(target.image_tags, ref=ref, commit=commit, default_branch=branch_default)
     if not tags:
         raise NoImageTags(f"no image tag rule of {target.name!r} applies to {ref}")
-    # One validation pass over plain data instead of four model constructions: this runs on
-    # every webhook.
+    build_id = request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts)
+    # The same few refs push again and again, and everything but the commit, its tags, the id
+    # and the trigger depends on the target and the ref alone: validate that once per ref.
+    # Configuration models are frozen; the entry holds them so that their ids stay theirs.
+    key = (id(config), id(target), ref, repo_url, branch_default)
+    cached = _PROTOTYPES.get(key)
+    if cached is not None and cached[0] is config and cached[1] is target:
+        return cached[2].for_commit(id=build_id, commit=commit, tags=tags, trigger=trigger)
+    request = validated_request(
+        config,
+        target,
+        build_id=build_id,
+        ref=ref,
+        commit=commit,
+        tags=tags,
+        repo_url=repo_url,
+        trigger=trigger,
+        default_branch=branch_default,
+    )
+    if len(_PROTOTYPES) >= _MAX_PROTOTYPES:
+        _PROTOTYPES.clear()
+    _PROTOTYPES[key] = (config, target, request)
+    return request
+
+
+_PROTOTYPES: dict[tuple[int, int, str, str, str], tuple[SlipwayConfig, Target, BuildRequest]] = {}
+_MAX_PROTOTYPES = 1024
+
+
+def validated_request(
+    config: SlipwayConfig,
+    target: Target,
+    *,
+    build_id: str,
+    ref: str,
+    commit: str | None,
+    tags: list[str],
+    repo_url: str,
+    trigger: Trigger,
+    default_branch: str,
+) -> BuildRequest:
+    """The request from plain data in one full validation pass (the first push of a ref)."""
     return BuildRequest.model_validate(
         {
-            "id": request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts),
+            "id": build_id,
             "target": target.name,
             "trigger": trigger,
             "source": {
@@ -168,14 +208,12 @@ def request_for_commit(
                 "commit": commit,
                 "context": target.context,
                 "dockerfile": target.dockerfile,
-                "default_branch": branch_default,
+                "default_branch": default_branch,
             },
             "image": {"registry": config.registry, "repository": target.image, "tags": tags},
             "platforms": list(target.platforms),
             "build_args": dict(target.build_args),
-            "cache": _cache_names(
-                target.cache.name, target.name, target.cache.mode, ref, branch_default
-            ).model_dump(),
+            "cache": _cache_names(target.cache.name, target.name, target.cache.mode, ref, default_branch),
             "coalesce_key": f"{target.name}:{ref}",
         }
     )

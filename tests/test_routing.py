@@ -1,10 +1,14 @@
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from shared.build_request import BuildRequest, Trigger, request_id
 from shared.config import SlipwayConfig
 from shared.events import PushEvent
-from shared.routing import normalize_repo, route_push
+from shared.routing import normalize_repo, request_for_commit, route_push, validated_request
+from shared.tags import compute_tags
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 SHA = "c72d62bc41d8c5a3fc4b8ab4e6b8ae3d2ea1d6d6"
@@ -178,3 +182,87 @@ def test_a_malformed_url_in_a_payload_matches_nothing_and_does_not_crash() -> No
         _event(repo_urls=("http://[abc", "https://github.com/octo/repo.git")), _config(), correlation_id="c"
     )
     assert out.accepted
+
+
+# --- per-ref prototypes -------------------------------------------------------------------------
+
+_kinds = st.sampled_from(["push", "tag", "base-image", "schedule", "manual", "replay"])
+_commits = st.one_of(st.none(), st.from_regex(r"[0-9a-f]{40}", fullmatch=True), st.sampled_from(["", "XYZ"]))
+
+
+@given(
+    builds=st.lists(
+        st.tuples(
+            st.sampled_from(["refs/heads/main", "refs/heads/feat/x", "refs/tags/v1.2.3"]),
+            _commits,
+            _kinds,
+            st.sampled_from(["https://github.com/octo/repo.git", "https://github.com/octo/Repo.git"]),
+            st.sampled_from([(), ("sha256:" + "a" * 64,)]),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_a_request_derived_from_the_refs_prototype_is_what_full_validation_gives(
+    builds: list[tuple[str, str | None, str, str, tuple[str, ...]]],
+) -> None:
+    """request_for_commit validates once per ref and derives the next pushes' requests: each must
+    equal a full validation pass over the same data, and be refused exactly when that is."""
+    config = _config(platforms=["linux/amd64", "linux/arm64"], build_args={"A": "1"}, tags=["v*"])
+    target = config.targets[0]
+    for ref, commit, kind, repo_url, id_parts in builds:
+        trigger = Trigger.model_validate(
+            {"kind": kind, "provider": "test", "received_at": NOW, "correlation_id": "c"}
+        )
+        try:
+            derived = request_for_commit(
+                config,
+                target,
+                ref=ref,
+                commit=commit,
+                repo_url=repo_url,
+                trigger=trigger,
+                default_branch="main",
+                id_parts=id_parts,
+            )
+        except ValueError as exc:
+            derived_error: Exception | None = exc
+        else:
+            derived_error = None
+        tags = compute_tags(target.image_tags, ref=ref, commit=commit, default_branch="main")
+        build_id = request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts)
+        try:
+            full = validated_request(
+                config,
+                target,
+                build_id=build_id,
+                ref=ref,
+                commit=commit,
+                tags=tags,
+                repo_url=repo_url,
+                trigger=trigger,
+                default_branch="main",
+            )
+        except ValueError:
+            assert derived_error is not None, "derived a request that validation refuses"
+            continue
+        assert derived_error is None, derived_error
+        assert derived.model_dump() == full.model_dump()
+        assert derived == BuildRequest.model_validate_json(derived.to_json())
+
+
+def test_prototypes_belong_to_their_configuration() -> None:
+    """A reloaded configuration (a new object) never gets a request shaped by the old one."""
+    trigger = Trigger(kind="push", provider="test", received_at=NOW, correlation_id="c")
+    old, new = _config(platforms=["linux/amd64"]), _config(platforms=["linux/arm64"], dockerfile="Other")
+    for config in (old, new, old):
+        request = request_for_commit(
+            config,
+            config.targets[0],
+            ref="refs/heads/main",
+            commit=SHA,
+            repo_url="https://x.test/r.git",
+            trigger=trigger,
+        )
+        assert request.platforms == list(config.targets[0].platforms)
+        assert request.source.dockerfile == config.targets[0].dockerfile
