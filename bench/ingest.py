@@ -46,7 +46,7 @@ def _floor(bodies: list[bytes]) -> list[float]:
     timings = []
     for body in bodies:
         started = time.perf_counter()
-        digest = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        digest = "sha256=" + hmac.digest(SECRET, body, "sha256").hex()  # the fastest HMAC call there is
         hmac.compare_digest(digest, digest)
         json.loads(body)
         timings.append(time.perf_counter() - started)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import azure.functions as func
 
-if TYPE_CHECKING:
-    from shared.http import HttpRequest, HttpResponse
+from shared.http import HttpRequest, HttpResponse
 
 
 def to_plain(req: func.HttpRequest) -> HttpRequest:
-    from shared.http import HttpRequest
-
+    # azure.functions keeps the headers lower-cased in a plain dict: copying it skips a Mapping walk.
+    lowered = getattr(req.headers, "__http_headers__", None)
     return HttpRequest(
         method=req.method,
         url=req.url,
-        headers=dict(req.headers.items()),
+        headers=dict(lowered) if isinstance(lowered, dict) else dict(req.headers.items()),
         body=req.get_body(),
         query=dict(req.params.items()),
     )
@@ -26,6 +23,6 @@ def to_func(resp: HttpResponse) -> func.HttpResponse:
     return func.HttpResponse(
         body=resp.body_bytes(),
         status_code=resp.status,
-        headers=dict(resp.headers),
+        headers=resp.headers,
         mimetype="application/json",
     )

@@ -211,6 +211,10 @@ class BuildRequest(_Strict):
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=False)
 
+    def to_json_bytes(self) -> bytes:
+        """``to_json`` as the UTF-8 the serializer makes (a message body), without a str round trip."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=False)
+
     @classmethod
     def from_json(cls, data: str | bytes) -> BuildRequest:
         return cls.model_validate_json(data)

@@ -8,7 +8,7 @@ from datetime import datetime
 ZERO_COMMIT = "0" * 40
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PushEvent:
     """A Git push, whichever host sent it.
 

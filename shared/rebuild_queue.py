@@ -71,7 +71,7 @@ def request_message(
     (a delayed retry ``<id>-a<N>``, a wait ``<id>-w<T>``, a replay ``<id>-r<N>``)."""
     return OutgoingMessage(
         message_id=message_id or request.id,
-        body=request.to_json().encode(),
+        body=request.to_json_bytes(),
         subject=subject,
         correlation_id=correlation_id or request.trigger.correlation_id,
         application_properties={**request.application_properties(), **(properties or {})},

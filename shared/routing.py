@@ -58,6 +58,7 @@ def normalize_repo(url: str) -> str:
 _REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
+@lru_cache(maxsize=4096)
 def is_valid_ref(ref: str) -> bool:
     """Git's ``check-ref-format`` rules: what a Git host can really have sent.
 
@@ -68,6 +69,11 @@ def is_valid_ref(ref: str) -> bool:
         return False
     if _REF_FORBIDDEN_RE.search(ref) or ref.endswith(("/", ".")) or ref == "@":
         return False
+    if not ref.isascii():
+        try:  # a lone surrogate (a JSON escape can carry one) names no ref and cannot be sent on
+            ref.encode()
+        except UnicodeEncodeError:
+            return False
     return all(part and not part.startswith(".") and not part.endswith(".lock") for part in ref.split("/"))
 
 

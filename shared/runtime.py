@@ -64,6 +64,7 @@ class Runtime:
         self._backend = backend
         self._state = state
         self._clock = clock
+        self._receiver_context: ReceiverContext | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -179,9 +180,17 @@ class Runtime:
         )
 
     def receiver_context(self) -> ReceiverContext:
-        from shared.receivers.base import ReceiverContext
+        """One context for every webhook: it only holds this runtime's accessors."""
+        if self._receiver_context is None:
+            from shared.receivers.base import ReceiverContext
 
-        return ReceiverContext(settings=self.settings, config=self.config, queue=self.queue, state=self.state)
+            self._receiver_context = ReceiverContext(
+                settings=self.settings,
+                config=lambda: self.config(),
+                queue=lambda: self.queue(),
+                state=lambda: self.state(),
+            )
+        return self._receiver_context
 
 
 if TYPE_CHECKING:

@@ -55,3 +55,9 @@ def test_request_id_is_deterministic_and_distinguishes_refs() -> None:
 def test_invalid_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
         BuildRequest.model_validate(_request(**{field: value}))
+
+
+def test_json_bytes_are_the_json_text_encoded() -> None:
+    request = BuildRequest.model_validate(_request(build_args={"NOTE": "caf\u00e9"}))
+    assert request.to_json_bytes() == request.to_json().encode()
+    assert BuildRequest.from_json(request.to_json_bytes()) == request

@@ -378,3 +378,23 @@ def test_every_published_github_sample(queue: LocalQueue, name: str) -> None:
     else:
         assert resp.body.get("status") == "pong" or resp.body["ignored"], resp.body
         assert all(i["reason"] for i in resp.body["ignored"])
+
+
+def test_a_response_body_with_text_utf8_cannot_carry_is_still_json() -> None:
+    from shared.http import HttpResponse
+
+    body = {"reason": "branch a\ud800 is ignored", "accepted": [], "n": 1}
+    assert json.loads(HttpResponse(200, body).body_bytes()) == body
+    assert json.loads(HttpResponse(200, {"ok": "\u00fc"}).body_bytes()) == {"ok": "\u00fc"}
+
+
+def test_a_ref_with_a_lone_surrogate_escape_is_ignored_not_a_500(queue: LocalQueue) -> None:
+    """json.loads (the form-encoded path) accepts "\\ud800"; no Git ref can hold it, and no queue could."""
+    payload = fixture_json("push-branch-signed-aspnet.json")
+    payload["ref"] = payload["ref"] + "\ud800"
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    resp = receive_github(signed_request(body, content_type="application/x-www-form-urlencoded"), _ctx(queue))
+    assert resp.status == 200
+    assert resp.body["ignored"][0]["reason"] == "ref is not a valid Git branch or tag name"
+    assert json.loads(resp.body_bytes()) == resp.body
+    assert queue.count() == 0

