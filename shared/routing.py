@@ -225,17 +225,54 @@ def validated_request(
     )
 
 
-def _ref_matches(target: Target, event: PushEvent) -> str | None:
+def _ref_matches(target: Target, ref: str) -> str | None:
     """None when the ref is wanted, else the reason it is not."""
-    if event.branch is not None:
-        if any_match(target.branches, event.branch):
+    if ref.startswith("refs/heads/"):
+        branch = ref.removeprefix("refs/heads/")
+        if any_match(target.branches, branch):
             return None
-        return f"branch {event.branch!r} does not match {target.branches}"
-    if event.tag is not None:
-        if target.tags and any_match(target.tags, event.tag):
+        return f"branch {branch!r} does not match {target.branches}"
+    if ref.startswith("refs/tags/"):
+        tag = ref.removeprefix("refs/tags/")
+        if target.tags and any_match(target.tags, tag):
             return None
-        return f"tag {event.tag!r} does not match {target.tags}" if target.tags else "target builds no tags"
-    return f"ref {event.ref!r} is neither a branch nor a tag"
+        return f"tag {tag!r} does not match {target.tags}" if target.tags else "target builds no tags"
+    return f"ref {ref!r} is neither a branch nor a tag"
+
+
+@dataclass(frozen=True)
+class _RepoRefPlan:
+    """What routing decides from the repository and the ref alone, the same for every push of them."""
+
+    config: SlipwayConfig  # held so that the cache key's id stays this configuration's
+    no_target_reason: str | None
+    valid_ref: bool
+    targets: tuple[tuple[Target, str | None], ...]  # each target of the repository, and why not the ref
+
+
+_REPO_REF_PLANS: dict[tuple[int, tuple[str, ...], str], _RepoRefPlan] = {}
+
+
+def _repo_ref_plan(config: SlipwayConfig, repo_urls: tuple[str, ...], ref: str) -> _RepoRefPlan:
+    key = (id(config), repo_urls, ref)
+    plan = _REPO_REF_PLANS.get(key)
+    if plan is not None and plan.config is config:
+        return plan
+    keys = {normalize_repo(u) for u in repo_urls if u}
+    targets = [t for t in config.targets if normalize_repo(t.repo) in keys]
+    no_target_reason = None
+    if not targets:
+        no_target_reason = f"no target builds {sorted(keys)[0] if keys else 'this repository'}"
+    plan = _RepoRefPlan(
+        config=config,
+        no_target_reason=no_target_reason,
+        valid_ref=is_valid_ref(ref),
+        targets=tuple((t, _ref_matches(t, ref)) for t in targets),
+    )
+    if len(_REPO_REF_PLANS) >= _MAX_PROTOTYPES:
+        _REPO_REF_PLANS.clear()
+    _REPO_REF_PLANS[key] = plan
+    return plan
 
 
 def _paths_reason(target: Target, event: PushEvent, notes: list[str]) -> str | None:
@@ -261,15 +298,13 @@ def route_push(
     received_at: datetime | None = None,
 ) -> RouteResult:
     result = RouteResult()
-    keys = {normalize_repo(u) for u in event.repo_urls if u}
-    targets = [t for t in config.targets if normalize_repo(t.repo) in keys]
-    if not targets:
-        shown = sorted(keys)[0] if keys else "this repository"
-        result.ignored.append(Ignored(None, f"no target builds {shown}"))
+    plan = _repo_ref_plan(config, event.repo_urls, event.ref)
+    if plan.no_target_reason is not None:
+        result.ignored.append(Ignored(None, plan.no_target_reason))
         return result
 
     whole_event_reason: str | None = None
-    if not is_valid_ref(event.ref):
+    if not plan.valid_ref:
         whole_event_reason = "ref is not a valid Git branch or tag name"
     elif event.deleted or event.after == ZERO_COMMIT:
         whole_event_reason = f"{'tag' if event.tag is not None else 'branch'} deleted"
@@ -284,10 +319,8 @@ def route_push(
         received_at=received_at or event.received_at,
         correlation_id=correlation_id,
     )
-    for target in targets:
-        reason = (
-            whole_event_reason or _ref_matches(target, event) or _paths_reason(target, event, result.notes)
-        )
+    for target, ref_reason in plan.targets:
+        reason = whole_event_reason or ref_reason or _paths_reason(target, event, result.notes)
         if reason:
             result.ignored.append(Ignored(target.name, reason))
             continue

@@ -266,3 +266,15 @@ def test_prototypes_belong_to_their_configuration() -> None:
         )
         assert request.platforms == list(config.targets[0].platforms)
         assert request.source.dockerfile == config.targets[0].dockerfile
+
+
+def test_route_plans_belong_to_their_configuration() -> None:
+    """Routing caches what the repository and ref decide per configuration object: a reloaded
+    configuration routes by its own targets, and the old one keeps routing by its own."""
+    builds_main, builds_release = _config(branches=["main"]), _config(branches=["release/*"])
+    elsewhere = _config(repo="https://github.com/octo/other")
+    for _ in range(2):
+        assert route_push(_event(), builds_main, correlation_id="c").accepted
+        ignored = route_push(_event(), builds_release, correlation_id="c").ignored
+        assert [i.reason for i in ignored] == ["branch 'main' does not match ['release/*']"]
+        assert route_push(_event(), elsewhere, correlation_id="c").ignored[0].target is None
