@@ -44,6 +44,8 @@ def send_requests(
             for request in requests
         ]
     )
+    if not logger.isEnabledFor(logging.INFO):
+        return
     for request in requests:
         log_event(
             logger,

@@ -251,12 +251,8 @@ _MAX_COMPILED = 4096
 
 def _compiled(rules: Sequence[str | TagRule]) -> tuple[_CompiledRule, ...]:
     cached = _COMPILED.get(id(rules))
-    if (
-        cached is not None
-        and cached[0] is rules
-        and len(cached[1]) == len(rules)
-        and all(a is b for a, b in zip(cached[1], rules, strict=True))
-    ):
+    # Tuple equality compares items by identity first: equal unless an item was replaced.
+    if cached is not None and cached[0] is rules and cached[1] == tuple(rules):
         return cached[2]
     validate_rule_templates(rules)
     compiled = []

@@ -1,6 +1,10 @@
+import hashlib
+import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.build_request import BuildRequest, request_id
@@ -61,3 +65,18 @@ def test_json_bytes_are_the_json_text_encoded() -> None:
     request = BuildRequest.model_validate(_request(build_args={"NOTE": "caf\u00e9"}))
     assert request.to_json_bytes() == request.to_json().encode()
     assert BuildRequest.from_json(request.to_json_bytes()) == request
+
+
+def test_request_ids_never_change_between_versions() -> None:
+    """Ids are Service Bus duplicate-detection keys: a new version must give a queued request's
+    redelivery the id it had."""
+    assert request_id("app", "refs/heads/main", "a" * 40, "linux/amd64,linux/arm64") == (
+        "app.219b7602aa0e18514a6e81f5abd0763d"
+    )
+    assert request_id("app", "refs/heads/caf\u00e9", "a" * 40) == "app.b6b17562ea24e51dfd0f7aef2064b2ce"
+
+
+@given(st.lists(st.text(), max_size=6))
+def test_request_id_hashes_the_compact_json_of_its_parts(parts: list[str]) -> None:
+    expected = hashlib.sha256(json.dumps(["t", *parts], separators=(",", ":")).encode()).hexdigest()
+    assert request_id("t", *parts) == f"t.{expected[:32]}"

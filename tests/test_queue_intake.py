@@ -177,3 +177,33 @@ def test_text_json_cannot_encode_as_utf8_survives_a_send(tmp_path: Path) -> None
     (received,) = queue.receive()
     assert received.correlation_id == "c\u00e9"
     assert received.application_properties == {"ref": odd, "attempt": 2}
+
+
+_INHERITED: LocalQueue | None = None
+
+
+def _send_with_inherited_queue(report: str) -> None:
+    assert _INHERITED is not None
+    _INHERITED.send([msg("from-child")])
+    Path(report).write_text(str(_INHERITED._intake._fd))
+    os._exit(0)
+
+
+def test_a_forked_child_appends_through_its_own_descriptor(tmp_path: Path) -> None:
+    """flock locks belong to the open file description: a child writing through the parent's
+    would not be excluded by the parent's lock, so the journal reopens after a fork."""
+    global _INHERITED
+    _INHERITED = LocalQueue(tmp_path / "queue.sqlite3")
+    _INHERITED.send([msg("from-parent")])
+    parent_fd = _INHERITED._intake._fd
+    report = tmp_path / "child-fd"
+    child = multiprocessing.get_context("fork").Process(
+        target=_send_with_inherited_queue, args=(str(report),)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert int(report.read_text()) != parent_fd
+    _INHERITED.send([msg("parent-again")])
+    assert sorted(drain(_INHERITED)) == ["from-child", "from-parent", "parent-again"]
+    _INHERITED.close()

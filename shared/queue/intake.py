@@ -149,13 +149,27 @@ def _decode_payload(payload: bytes) -> list[IntakeMessage]:
     return decoded
 
 
+# A forked child must open its own descriptor: flock locks belong to the open file description,
+# which a child shares with its parent, so a shared one would not exclude the parent. Counted at
+# fork rather than compared with os.getpid(), which is a system call on every send.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class IntakeJournal:
     """The append-only file beside a local queue's SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
-        self._pid = os.getpid()
+        self._forks = _forks
         self.ensure()
 
     # --- writing ------------------------------------------------------------------------------
@@ -173,9 +187,9 @@ class IntakeJournal:
     def _locked_fd(self) -> int:
         """This process's append descriptor, locked, on the file currently at ``path``."""
         for _ in range(100):
-            if self._fd is None or self._pid != os.getpid():
+            if self._fd is None or self._forks != _forks:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                self._pid = os.getpid()
+                self._forks = _forks
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             stat = os.fstat(fd)
@@ -207,7 +221,7 @@ class IntakeJournal:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None and self._forks == _forks:
             os.close(self._fd)
         self._fd = None
 
