@@ -40,7 +40,14 @@ from shared.events import ImagePushedEvent
 from shared.image_refs import ImageReference, parse_image_reference
 from shared.last_build import read_last_build
 from shared.logs import log_event
-from shared.oci import AcrTokenProvider, RateLimited, RegistryClient, TransientRegistryError, registry_base
+from shared.oci import (
+    AcrTokenProvider,
+    RateLimited,
+    RegistryClient,
+    TransientRegistryError,
+    is_acr,
+    registry_base,
+)
 from shared.queue.port import QueueSender
 from shared.rebuild_queue import send_requests
 from shared.routing import Ignored
@@ -53,7 +60,6 @@ logger = logging.getLogger("slipway.digest_poll")
 IMAGE_PREFIX = "digest-poll/images/"
 REGISTRY_PREFIX = "digest-poll/registries/"
 PROVIDER = "registry-poll"
-ACR_SUFFIX = ".azurecr.io"
 POLL_TIMEOUT = 15.0  # seconds per request: a tick polls many images within the function timeout
 # A Retry-After is honoured up to a day: a bogus one must not silence a registry for good.
 MAX_BACKOFF = timedelta(days=1)
@@ -146,14 +152,15 @@ def registry_clients(
 ) -> ClientFactory:
     """How the poller talks to each registry.
 
-    ``*.azurecr.io``: Entra ID through ACR's token exchange, with the Function's managed identity
-    (``AZURE_CLIENT_ID`` selects a user-assigned one; AcrPull on the registry suffices). Other
+    ACR (``shared.oci.is_acr``, every cloud): Entra ID through ACR's token exchange, with the
+    Function's managed identity (``AZURE_CLIENT_ID`` selects a user-assigned one; AcrPull on the
+    registry suffices). Other
     registries: anonymous, answering their bearer challenge. A loopback registry (a local test
     registry) is spoken to over plain http.
     """
 
     def client_for(registry: str) -> RegistryClient:
-        if registry.endswith(ACR_SUFFIX):
+        if is_acr(registry):
             from shared.identity import app_credential
 
             provider = AcrTokenProvider(credential or app_credential(settings), registry, timeout=timeout)

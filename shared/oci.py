@@ -482,6 +482,18 @@ def registry_base(registry: str) -> str:
     return f"http://{registry}" if "://" not in registry and _is_loopback(host) else registry
 
 
+# ACR login server suffixes: Azure public cloud, Azure China, Azure US Government.
+ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
+
+
+def is_acr(registry: str) -> bool:
+    """An Azure Container Registry login server, in any cloud: reached with an Entra ID token
+    through its token exchange. A URL or a port around the name is allowed. Only a host that
+    ends in a known suffix counts, so that ``x.azurecr.io.example.com`` never receives a token."""
+    host = urlsplit(registry if "://" in registry else f"//{registry}").hostname or ""
+    return host.endswith(ACR_SUFFIXES) and host not in {s[1:] for s in ACR_SUFFIXES}
+
+
 def _tls_context(verify: bool | str) -> ssl.SSLContext:
     if verify is False:
         context = ssl.create_default_context()

@@ -649,3 +649,28 @@ def test_registry_base_speaks_http_only_to_loopback(configured: str, base: str) 
     from shared.oci import registry_base
 
     assert registry_base(configured) == base
+
+
+@pytest.mark.parametrize(
+    ("registry", "acr"),
+    [
+        ("myacr.azurecr.io", True),
+        ("MyAcr.AzureCR.io", True),
+        ("myacr.azurecr.cn", True),
+        ("https://myacr.azurecr.us/", True),
+        ("myacr.azurecr.io:443", True),
+        ("ghcr.io", False),
+        ("azurecr.io.example.com", False),
+        ("x.azurecr.io.example.com", False),
+        ("azurecr.io", False),
+        ("notazurecr.io", False),
+        ("127.0.0.1:5000", False),
+    ],
+)
+def test_acr_login_servers_of_every_cloud_are_recognised(registry: str, acr: bool) -> None:
+    """One rule for the poller, retention and the CLI: sovereign clouds' registries are ACR too."""
+    from shared.oci import is_acr
+    from shared.retention.prune import guess_api
+
+    assert is_acr(registry) is acr
+    assert guess_api(registry) == ("acr" if acr else "oci")

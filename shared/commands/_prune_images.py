@@ -34,7 +34,7 @@ def register(commands: Subparsers) -> None:
     parser.add_argument(
         "--api",
         choices=("acr", "oci"),
-        help="acr: Azure SDK with Entra ID (default for *.azurecr.io); oci: the /v2/ API",
+        help="acr: Azure SDK with Entra ID (default for ACR login servers, every cloud); oci: the /v2/ API",
     )
     parser.add_argument("--repository", metavar="PATTERN", help="only repositories matching this glob")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")

@@ -241,8 +241,9 @@ def backend_from_settings(
 
 
 def guess_api(registry: str) -> str:
-    host = registry.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
-    return "acr" if ".azurecr." in f"{host}." else "oci"
+    from shared.oci import is_acr
+
+    return "acr" if is_acr(registry) else "oci"
 
 
 def run_scheduled_prune(runtime: Any) -> PruneReport | None:
