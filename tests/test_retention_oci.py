@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -164,13 +165,22 @@ def test_cli_errors_and_no_rules(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err.startswith("slipway: error: http://127.0.0.1:9:") and len(err.strip().splitlines()) == 1
 
 
-def test_timer_without_rules_returns_at_once(tmp_path: Path) -> None:
+def _events(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [r.slipway for r in caplog.records if hasattr(r, "slipway")]
+
+
+def test_timer_without_rules_returns_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     (tmp_path / "slipway.yaml").write_text("registry: myregistry.azurecr.io\n")
     runtime = Runtime({"SLIPWAY_CONFIG": "slipway.yaml"}, app_root=tmp_path)
     assert run_scheduled_prune(runtime) is None
+    assert [e["event"] for e in _events(caplog)] == ["image_prune_skipped"]
 
 
-def test_timer_prunes_the_configured_registry(tmp_path: Path, fresh_oci_registry: OciRegistry) -> None:
+def test_timer_prunes_the_configured_registry(
+    tmp_path: Path, fresh_oci_registry: OciRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     registry = fresh_oci_registry
     repo = registry.new_repo("app")
     kept, kept_children = registry.push_index(repo, "latest", created=OLD)
@@ -188,6 +198,16 @@ def test_timer_prunes_the_configured_registry(tmp_path: Path, fresh_oci_registry
         Runtime({**settings, "SLIPWAY_IMAGE_PRUNE_DRY_RUN": "false"}, app_root=tmp_path)
     )
     assert report is not None and report.ok
+    events = _events(caplog)
+    summaries = [e for e in events if e["event"] == "image_prune"]
+    assert [(s["dry_run"], s["deleted"]) for s in summaries] == [
+        (True, 0),
+        (False, len(report.repositories[0].deleted)),
+    ]
+    deleted = {e["digest"] for e in events if e["event"] == "image_deleted"}
+    assert deleted == {doomed, *doomed_children} and all(
+        e["repository"] == repo for e in events if e["event"] == "image_deleted"
+    )
     assert all(gone(client, repo, d) for d in [doomed, *doomed_children])
     assert not any(gone(client, repo, d) for d in [kept, *kept_children])
     resolves_fully(client, repo, "latest")

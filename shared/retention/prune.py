@@ -248,21 +248,38 @@ def guess_api(registry: str) -> str:
 
 def run_scheduled_prune(runtime: Any) -> PruneReport | None:
     """The timer's work: prune the configured registry by ``images:``; None when there are no rules."""
+    from shared.logs import log_event
+
     config = runtime.config()
     if not config.images:
-        logger.info("image prune: no images: rules in the configuration; nothing to do")
+        log_event(logger, "image_prune_skipped", reason="no images: rules in the configuration")
         return None
     settings = runtime.settings
     dry_run = (settings.get("SLIPWAY_IMAGE_PRUNE_DRY_RUN") or "").strip().lower() in {"1", "true", "yes"}
     backend = backend_from_settings(settings, config.registry)
     report = prune_images(backend, config.images, dry_run=dry_run)
     summary = report.summary()
-    logger.info("image prune of %s (dry run: %s): %s", report.registry, dry_run, summary)
+    # One event per deleted manifest (the audit trail), then the run's summary, as the cache
+    # collector logs: queryable by event name in Application Insights.
     for outcome in report.repositories:
         for digest in outcome.deleted:
-            logger.info("deleted %s@%s", outcome.repository, digest)
+            log_event(
+                logger,
+                "image_deleted",
+                registry=report.registry,
+                repository=outcome.repository,
+                digest=digest,
+            )
         for error in outcome.errors:
-            logger.error("image prune: %s", error)
+            log_event(logger, "image_prune_error", level=logging.ERROR, registry=report.registry, error=error)
+    log_event(
+        logger,
+        "image_prune",
+        level=logging.INFO if report.ok else logging.ERROR,
+        registry=report.registry,
+        dry_run=dry_run,
+        **summary,
+    )
     if not report.ok:
         raise RuntimeError(f"image prune of {report.registry}: {summary['errors']} error(s); see the log")
     return report
