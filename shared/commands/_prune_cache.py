@@ -57,11 +57,9 @@ def _duration(text: str) -> timedelta:
 
 
 def run(args: argparse.Namespace) -> int:
-    from azure.core.exceptions import AzureError
-
     from shared.cache_gc.prune import collector_for, policy_for
-    from shared.cache_gc.store import CacheStoreError
     from shared.durations import format_duration
+    from shared.service_errors import is_service_error, one_line
 
     path, config = load_command_config(args.config)
     if config.cache is None:
@@ -81,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
             report = collector_for(
                 config.cache, os.environ, policy=policy, dry_run=args.dry_run, progress=bar
             ).collect()
-        except (CacheStoreError, AzureError, ValueError) as exc:
-            raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except Exception as exc:
+            if isinstance(exc, ValueError) or is_service_error(exc):
+                raise CliError(one_line(exc)) from None
+            raise
     if args.json:
         from shared.commands.output import print_json
 

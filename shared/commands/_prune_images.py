@@ -43,8 +43,8 @@ def register(commands: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.oci import RegistryError
     from shared.retention.prune import backend_from_settings, prune_images
+    from shared.service_errors import is_service_error, one_line
 
     path, config = load_command_config(args.config)
     registry = args.registry or config.registry
@@ -63,13 +63,9 @@ def run(args: argparse.Namespace) -> int:
             ),
             quiet=args.json,
         )
-    except (RegistryError, ValueError) as exc:
-        raise CliError(f"{registry}: {exc}") from exc
     except Exception as exc:
-        if type(exc).__module__.startswith("azure."):
-            raise CliError(
-                f"{registry}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            ) from exc
+        if isinstance(exc, ValueError) or is_service_error(exc):
+            raise CliError(f"{registry}: {one_line(exc)}") from exc
         raise
     if args.json:
         print_json(report.to_json())

@@ -20,6 +20,7 @@ from shared.retention.backend import RetentionBackend, TagDeleteUnsupported
 from shared.retention.graph import RepositoryGraph
 from shared.retention.planner import RepositoryPlan, plan_repository
 from shared.retention.rules import ImageRule, rule_for
+from shared.service_errors import is_service_error
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def prune_images(
             if not dry_run and (outcome.plan.deletions or outcome.plan.untags):
                 _execute(backend, graph, rule, outcome, outcome.plan, when)
         except Exception as exc:  # one repository's failure must not stop the others
-            if not _is_registry_error(exc):
+            if not is_service_error(exc):
                 raise
             outcome.errors.append(f"{name}: {exc}")
             logger.warning("prune %s: %s", name, exc)
@@ -133,7 +134,7 @@ def _execute(
         except TagDeleteUnsupported as exc:
             outcome.skipped[tag] = f"tag kept: {exc}"
         except Exception as exc:
-            if not _is_registry_error(exc):
+            if not is_service_error(exc):
                 raise
             outcome.errors.append(f"untag {tag}: {exc}")
     blocked: set[str] = set()
@@ -146,23 +147,10 @@ def _execute(
             backend.delete_manifest(graph.repository, digest)
             outcome.deleted.append(digest)
         except Exception as exc:
-            if not _is_registry_error(exc):
+            if not is_service_error(exc):
                 raise
             outcome.errors.append(f"delete {digest}: {exc}")
             blocked.update(graph.references(digest))
-
-
-def _is_registry_error(exc: Exception) -> bool:
-    """An error a registry call may raise: ours (shared.oci), the network's, or the Azure SDK's."""
-    from shared.oci import RegistryError
-
-    if isinstance(exc, RegistryError | OSError):
-        return True
-    try:
-        from azure.core.exceptions import AzureError
-    except ImportError:  # pragma: no cover - azure-core is a dependency
-        return False
-    return isinstance(exc, AzureError)
 
 
 def _outcome_json(outcome: RepositoryOutcome, dry_run: bool) -> dict[str, Any]:

@@ -1,0 +1,41 @@
+"""One rule for "a remote service failed" (shared/service_errors.py)."""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+from shared.cache_gc.store import CacheStoreError
+from shared.oci import NotFound, RegistryError
+from shared.service_errors import is_service_error, one_line
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RegistryError("registry said no"),
+        NotFound("gone"),
+        CacheStoreError("container 'x' does not exist"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError("timed out"),
+        ServiceRequestError("cannot connect"),
+        HttpResponseError("403 Forbidden"),
+    ],
+)
+def test_remote_failures_are_service_errors(exc: Exception) -> None:
+    assert is_service_error(exc)
+
+
+@pytest.mark.parametrize("exc", [KeyError("x"), TypeError("bug"), AttributeError("bug"), AssertionError()])
+def test_bugs_are_not(exc: Exception) -> None:
+    """A bug keeps its traceback: the commands re-raise what is not a service's failure."""
+    assert not is_service_error(exc)
+
+
+def test_one_line_keeps_the_first_line_or_names_the_type() -> None:
+    assert (
+        one_line(HttpResponseError("Operation returned 403\nContent: {...}\nmore"))
+        == "Operation returned 403"
+    )
+    assert one_line(TimeoutError()) == "TimeoutError"
+    assert one_line(ValueError("  \n")) == "ValueError"
