@@ -34,7 +34,8 @@ def check_budget(ledger: Ledger, config: SlipwayConfig, target: Target, *, now: 
     if per_target is None and overall is None:
         return BudgetCheck(False, "no limits")
     total = mine = 0
-    for record in ledger.list():
+    # Summaries: a blob ledger answers from its listing, not one download per recent run.
+    for record in ledger.list_summaries(since=now - HORIZON):
         if record.created_at < now - HORIZON:
             break  # newest first
         if (

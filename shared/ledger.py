@@ -23,7 +23,9 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -60,6 +62,8 @@ DEVELOPMENT_STORAGE_KEY = (
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # Blob metadata naming this client's write, to recognise our own write after a lost response.
 _WRITE_MARK = "slipwaywrite"
+# Blob metadata carrying the record's summary, so that a listing answers budget questions alone.
+_SUMMARY = "slipwaysummary"
 
 
 class RunStatus(StrEnum):
@@ -165,6 +169,69 @@ class LedgerRecord(BaseModel):
         return cls.model_validate_json(data)
 
 
+@dataclass(frozen=True)
+class RecordSummary:
+    """What the run budgets and orphan recovery read of every recent record.
+
+    ``BlobLedger`` stores it as blob metadata on every write, so one listing request per 5,000
+    records answers "how many runs are in flight" without downloading a record per run.
+    """
+
+    request_id: str
+    target: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    backend: str | None = None
+    run_id: str | None = None
+    run_status: str | None = None
+    following: bool = True
+    start_uncertain_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: LedgerRecord) -> RecordSummary:
+        return cls(
+            request_id=record.request_id,
+            target=record.target,
+            status=record.status,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            backend=record.backend,
+            run_id=record.run_id,
+            run_status=record.run_status,
+            following=record.following,
+            start_uncertain_at=record.start_uncertain_at,
+        )
+
+    def to_metadata(self) -> str:
+        """Compact ASCII JSON (a metadata value is an HTTP header value)."""
+        fields = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        for name in ("created_at", "updated_at", "start_uncertain_at"):
+            if fields[name] is not None:
+                fields[name] = fields[name].isoformat()
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def from_metadata(cls, text: str) -> RecordSummary | None:
+        """None when the text is not a summary this version understands (then read the record)."""
+        try:
+            fields = json.loads(text)
+            for name in ("created_at", "updated_at", "start_uncertain_at"):
+                if fields.get(name) is not None:
+                    fields[name] = _aware(datetime.fromisoformat(fields[name]))
+            fields["status"] = RunStatus(fields["status"])
+            return cls(**{name: fields[name] for name in _SUMMARY_FIELDS if name in fields})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_SUMMARY_FIELDS = tuple(f.name for f in dataclass_fields(RecordSummary))
+
+
 class ConflictError(Exception):
     """The record exists already, changed since it was read (ETag mismatch), or is gone."""
 
@@ -203,6 +270,11 @@ class Ledger(Protocol):
 
     def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
         """``list`` with each record's ETag, for a caller that may ``replace`` what it reads."""
+        ...
+
+    def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
+        """Summaries of the records created since ``since``, newest first (older ones may follow:
+        callers stop at the first one older than they care about)."""
         ...
 
 
@@ -355,14 +427,15 @@ class BlobLedger:
         blob = self._container.get_blob_client(record_name(record.request_id))
         data = record.to_json()
         mark = uuid.uuid4().hex
+        metadata = _metadata(record, mark)
         try:
             try:
-                return self._upload_new(blob, data, mark)
+                return self._upload_new(blob, data, metadata)
             except ResourceNotFoundError as exc:
                 if getattr(exc, "error_code", None) != "ContainerNotFound":
                     raise
                 self.ensure_container()
-                return self._upload_new(blob, data, mark)
+                return self._upload_new(blob, data, metadata)
         except HttpResponseError as exc:
             # 409 BlobAlreadyExists (412 from some services): a record exists. It may be ours,
             # when the SDK retried an upload whose response was lost.
@@ -398,7 +471,7 @@ class BlobLedger:
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
                 content_settings=ContentSettings(content_type="application/json"),
-                metadata={_WRITE_MARK: mark},
+                metadata=_metadata(record, mark),
             )
         except HttpResponseError as exc:
             if exc.status_code not in (404, 409, 412):
@@ -411,7 +484,7 @@ class BlobLedger:
         new_etag: str = result["etag"]
         return new_etag
 
-    def _upload_new(self, blob: BlobClient, data: bytes, mark: str) -> str:
+    def _upload_new(self, blob: BlobClient, data: bytes, metadata: dict[str, str]) -> str:
         from azure.core import MatchConditions
         from azure.storage.blob import ContentSettings
 
@@ -421,7 +494,7 @@ class BlobLedger:
             blob_type="BlockBlob",
             match_condition=MatchConditions.IfMissing,
             content_settings=ContentSettings(content_type="application/json"),
-            metadata={_WRITE_MARK: mark},
+            metadata=metadata,
         )
         etag: str = result["etag"]
         return etag
@@ -489,6 +562,46 @@ class BlobLedger:
                     remaining -= 1
                     if remaining == 0:
                         return
+
+    def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
+        """From the listing's metadata alone: one request per 5,000 records, no download, except
+        for a record written before summaries were stored (read once, then it has none either).
+
+        Newest first by blob creation time; stops at the first blob created more than a minute
+        before ``since`` (creation times are the server's, records' times the writer's).
+        """
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            listed = [
+                (props.creation_time or props.last_modified, props.name, props.metadata or {})
+                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"])
+                if props.name.endswith(".json")
+            ]
+        except ResourceNotFoundError:
+            return
+        listed.sort(key=lambda item: item[0], reverse=True)
+        for created, group in itertools.groupby(listed, key=lambda item: item[0]):
+            if created < since - _CLOCK_SLACK:
+                return
+            summaries = [s for _, name, metadata in group if (s := self._summary(name, metadata)) is not None]
+            # Blob times have one-second granularity: within one, the record's own time decides.
+            summaries.sort(key=lambda s: (s.created_at, s.request_id), reverse=True)
+            yield from summaries
+
+    def _summary(self, name: str, metadata: Mapping[str, str]) -> RecordSummary | None:
+        summary = RecordSummary.from_metadata(metadata.get(_SUMMARY, ""))
+        if summary is None:
+            read = self._read_listed(name)
+            summary = RecordSummary.of(read[0]) if read is not None else None
+        return summary
+
+
+def _metadata(record: LedgerRecord, mark: str) -> dict[str, str]:
+    return {_WRITE_MARK: mark, _SUMMARY: RecordSummary.of(record).to_metadata()}
+
+
+_CLOCK_SLACK = timedelta(minutes=1)
 
 
 # --------------------------------------------------------------------------- local folder
@@ -560,3 +673,10 @@ class FolderLedger:
                 )
         records.sort(key=lambda r: (r[0].created_at, r[0].request_id), reverse=True)
         yield from records if limit is None else records[:limit]
+
+    def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
+        """Reads the records (local folders are small)."""
+        for record, _etag in self.list_versioned():
+            if record.created_at < since:
+                return
+            yield RecordSummary.of(record)

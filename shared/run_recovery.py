@@ -73,7 +73,7 @@ def _scan_ledger(
     overlap = START_CALL_BOUND + 2 * CLOCK_SKEW
     known: set[str] = set()
     rivals: list[str] = []
-    for record in ledger.list():
+    for record in ledger.list_summaries(since=since):
         if record.created_at < since:
             break  # newest first
         if record.run_id:

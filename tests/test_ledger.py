@@ -33,6 +33,7 @@ from shared.ledger import (
     FolderLedger,
     Ledger,
     LedgerRecord,
+    RecordSummary,
     RunStatus,
     ledger_from_settings,
     payload_hash,
@@ -637,3 +638,66 @@ def test_fresh_azurite_is_a_separate_instance(azurite: AzuriteServer, fresh_azur
     private = fresh_azurite.new_container("private").container_name
     assert private in {c.name for c in fresh_azurite.service_client().list_containers()}
     assert private not in {c.name for c in azurite.service_client().list_containers()}
+
+
+# --- summaries (run budgets, orphan recovery) --------------------------------------------------
+
+
+def test_summaries_follow_every_write(ledger: Ledger) -> None:
+    first, second = make_record("app.first"), make_record("app.second", created_at=T0 + timedelta(seconds=5))
+    etag = ledger.create_versioned(first)
+    assert etag is not None and ledger.create(second)
+    finished = first.model_copy(
+        update={
+            "status": RunStatus.DISPATCHED,
+            "run_id": "cb1",
+            "run_status": "Succeeded",
+            "following": False,
+            "backend": "acr",
+            "start_uncertain_at": T0 + timedelta(seconds=1),
+            "updated_at": T0 + timedelta(minutes=2),
+        }
+    )
+    ledger.replace(finished, etag)
+    summaries = list(ledger.list_summaries(since=T0 - timedelta(days=1)))
+    assert summaries == [RecordSummary.of(second), RecordSummary.of(finished)]
+
+
+def test_blob_summaries_come_from_the_listing_alone(
+    azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget check lists; it must not download one record per run in flight. A record an
+    older version wrote (no summary metadata) is read once instead."""
+    container = ContainerClient.from_connection_string(azurite.connection_string, "summaries")
+    ledger = BlobLedger(container)
+    records = [make_record(f"app.r{i}", created_at=T0 + timedelta(seconds=i)) for i in range(3)]
+    for record in records:
+        assert ledger.create(record)
+    old = make_record("app.old", created_at=T0 - timedelta(seconds=1))
+    container.upload_blob("runs/app.old.json", old.to_json())  # as before summaries existed
+    reads: list[str] = []
+    real_read = ledger._read_listed
+
+    def counted(name: str) -> tuple[LedgerRecord, str] | None:
+        reads.append(name)
+        return real_read(name)
+
+    monkeypatch.setattr(ledger, "_read_listed", counted)
+    summaries = {s.request_id: s for s in ledger.list_summaries(since=T0 - timedelta(days=1))}
+    assert summaries == {r.request_id: RecordSummary.of(r) for r in [*records, old]}
+    assert reads == ["runs/app.old.json"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "{}", '{"request_id": "a", "status": "bogus"}', '["a"]', '{"request_id": 1}'],
+)
+def test_a_summary_this_version_cannot_read_means_read_the_record(text: str) -> None:
+    assert RecordSummary.from_metadata(text) is None
+
+
+def test_a_summary_round_trips_as_ascii_metadata() -> None:
+    summary = RecordSummary.of(full_record().model_copy(update={"start_uncertain_at": T0}))
+    text = summary.to_metadata()
+    assert text.isascii() and len(text) < 1024
+    assert RecordSummary.from_metadata(text) == summary
