@@ -413,3 +413,27 @@ def _log(summary: PollSummary, correlation_id: str) -> None:
         errors=len(summary.errors),
         **{outcome.replace("-", "_"): count for outcome, count in sorted(counts.items())},
     )
+
+
+def poll_status(
+    config: SlipwayConfig, state: StateStore, *, now: datetime
+) -> tuple[list[DigestRecord], list[RegistryBackoff]]:
+    """Every polled base image with its last digest and failure, and the registries still backed
+    off (``slipway polls list``). An image never resolved yet has no digest."""
+    images = []
+    for references in polled_images(config).values():
+        for reference in references:
+            found = state.get(image_key(str(reference)))
+            images.append(_record(found.value if found is not None else None, str(reference)))
+    backoffs = []
+    for registry in polled_images(config):
+        found = state.get(registry_key(registry))
+        if found is None:
+            continue
+        try:
+            backoff = RegistryBackoff.model_validate(found.value)
+        except ValidationError:
+            continue
+        if backoff.until > now:
+            backoffs.append(backoff)
+    return images, backoffs

@@ -304,3 +304,55 @@ def _log(summary: ScheduleSummary, correlation_id: str) -> None:
         errors=len(summary.errors),
         notes=summary.notes or None,
     )
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """One scheduled target as an operator asks about it (``slipway schedules list``)."""
+
+    target: str
+    schedule: str
+    next_slot: datetime | None
+    last_slot: datetime | None = None
+    request_id: str | None = None
+    queued_at: datetime | None = None
+    pending: bool = False  # claimed, but not yet known to be queued: the next evaluation sends it
+    evaluated_at: datetime | None = None
+    since: datetime | None = None  # first evaluation: earlier slots are never built
+    note: str | None = None
+
+
+def schedule_status(config: SlipwayConfig, state: StateStore, *, now: datetime) -> list[ScheduleStatus]:
+    """Every target with a schedule, with what the state store remembers of it."""
+    statuses = []
+    for target in config.targets:
+        if target.schedule is None:
+            continue
+        try:
+            upcoming: datetime | None = Cron.parse(target.schedule).next_after(now)
+        except CronError:
+            upcoming = None
+        found = state.get(schedule_key(target.name))
+        record = _record(found.value if found is not None else None)
+        if record is None:
+            first = "not evaluated yet" if found is None else "state unreadable: starts afresh"
+            statuses.append(ScheduleStatus(target.name, target.schedule, upcoming, note=first))
+            continue
+        note = None
+        if record.schedule != target.schedule:
+            note = f"evaluated as {record.schedule!r}: the new schedule starts at the next evaluation"
+        statuses.append(
+            ScheduleStatus(
+                target=target.name,
+                schedule=target.schedule,
+                next_slot=upcoming,
+                last_slot=record.last_slot,
+                request_id=record.request_id,
+                queued_at=record.queued_at,
+                pending=record.pending is not None,
+                evaluated_at=record.evaluated_at,
+                since=record.since,
+                note=note,
+            )
+        )
+    return statuses

@@ -115,3 +115,66 @@ def test_render_prints_the_task(capsys: pytest.CaptureFixture[str]) -> None:
         )
         == 1
     )
+
+
+# --- schedules and polls ------------------------------------------------------------------------
+
+
+def test_schedules_list_shows_each_schedule_before_and_after_an_evaluation(
+    local: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.schedules import evaluate_schedules
+
+    [before] = _json(capsys, "schedules", "list")["schedules"]  # type: ignore[index]
+    assert (before["target"], before["schedule"], before["note"]) == (
+        "azure-test",
+        "0 4 * * 1",
+        "not evaluated yet",
+    )
+    assert datetime.fromisoformat(before["next_slot"]).strftime("%a %H:%M") == "Mon 04:00"
+
+    monday = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    config, state, queue = local.config(), local.state(), local.queue()
+    evaluate_schedules(config, now=monday, state=state, queue=queue)  # first sighting
+    summary = evaluate_schedules(config, now=monday + timedelta(hours=1, minutes=1), state=state, queue=queue)
+    [queued] = summary.queued
+    [after] = _json(capsys, "schedules", "list")["schedules"]  # type: ignore[index]
+    assert after["last_slot"] == "2026-11-30T04:00:00+00:00"
+    assert after["request_id"] == queued.request_id
+    assert after["queued_at"] == "2026-11-30T04:01:00+00:00" and after["pending"] is False
+    assert after["note"] is None
+    assert main(["schedules", "list"]) == 0
+    assert "1 scheduled target(s)" in capsys.readouterr().out
+
+
+def test_polls_list_shows_digests_failures_and_backoffs(
+    local: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.digest_poll import DigestRecord, RegistryBackoff, image_key, polled_images, registry_key
+
+    [(registry, [reference])] = polled_images(local.config()).items()
+    [unseen] = _json(capsys, "polls", "list")["images"]  # type: ignore[index]
+    assert (unseen["image"], unseen["digest"]) == (str(reference), None)
+
+    now = datetime.now(UTC)
+    seen = DigestRecord(
+        image=str(reference), digest="sha256:" + "a" * 64, checked_at=now, error="503", error_at=now
+    )
+    local.state().create(image_key(str(reference)), seen.model_dump(mode="json"))
+    backoff = RegistryBackoff(
+        registry=registry, until=now + timedelta(minutes=5), reason="429 Retry-After: 300"
+    )
+    local.state().create(registry_key(registry), backoff.model_dump(mode="json"))
+    listed = _json(capsys, "polls", "list")
+    [image] = listed["images"]  # type: ignore[index]
+    assert (image["digest"], image["error"]) == (seen.digest, "503")
+    assert listed["backoffs"] == [  # type: ignore[index]
+        {"registry": registry, "until": backoff.until.isoformat(), "reason": backoff.reason}
+    ]
+    assert main(["polls", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "1 polled base image(s)" in out and "backed off" in out
