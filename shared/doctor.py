@@ -55,6 +55,9 @@ SENDER_SETTINGS = (
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 PROBE_PREFIX = "slipway-doctor-probe-"
 RUNS_WINDOW = timedelta(hours=24)
+# Storage clients for the checks: one attempt, bounded waits. The SDK's default retries back off
+# for over a minute on an endpoint that refuses connections; the doctor should say so at once.
+_FAIL_FAST: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 30}
 
 
 class Status(StrEnum):
@@ -320,7 +323,7 @@ class Doctor:
     def _container(self, store: type[BlobLedger | BlobStateStore]) -> ContainerClient:
         """The container the app's own store would use (its setting, or the default name)."""
         try:
-            return store.from_settings(self.settings).container_client
+            return store.from_settings(self.settings, **_FAIL_FAST).container_client
         except ValueError as exc:
             raise _Failed(str(exc), f"set {STORAGE_SETTING} (or its identity-based form)") from exc
 
@@ -378,14 +381,15 @@ class Doctor:
         cache = self._config.cache
         if cache is None:
             return Status.SKIP, "no cache: section"
-        from shared.cache_gc.store import CONNECTION_SETTING, cache_service
+        from shared.cache_gc.store import CONNECTION_SETTING, CacheStoreError, cache_service
 
         if self.mode == "local" and not (self.settings.get(CONNECTION_SETTING) or "").strip():
             return Status.SKIP, f"local mode: set {CONNECTION_SETTING} (e.g. for Azurite) to check it"
         what = f"cache container {cache.container!r} at {cache.account_url}"
         try:
-            container = cache_service(cache, self.settings).get_container_client(cache.container)
-        except ValueError as exc:
+            service = cache_service(cache, self.settings, **_FAIL_FAST)
+            container = service.get_container_client(cache.container)
+        except (ValueError, CacheStoreError) as exc:
             raise _Failed(
                 f"{what}: {exc}",
                 f"use an https account_url (Entra ID), or set {CONNECTION_SETTING} to a connection string",

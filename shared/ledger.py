@@ -340,13 +340,14 @@ def storage_credential(settings: Mapping[str, str], prefix: str = STORAGE_SETTIN
 
 
 def blob_service_from_settings(
-    settings: Mapping[str, str], prefix: str = STORAGE_SETTING
+    settings: Mapping[str, str], prefix: str = STORAGE_SETTING, **options: Any
 ) -> BlobServiceClient:
     """A BlobServiceClient for the storage the Functions host uses (``AzureWebJobsStorage``).
 
     Accepts what the host accepts: a connection string (``UseDevelopmentStorage=true`` means
     Azurite on its default port), or identity-based ``__blobServiceUri`` (``__serviceUri``) or
-    ``__accountName`` with a token credential.
+    ``__accountName`` with a token credential. ``options`` go to the client (``slipway doctor``
+    asks for no retries: the SDK's default backoff waits over a minute on a dead endpoint).
     """
     from azure.storage.blob import BlobServiceClient
 
@@ -361,8 +362,9 @@ def blob_service_from_settings(
                     "account_name": DEVELOPMENT_STORAGE_ACCOUNT,
                     "account_key": DEVELOPMENT_STORAGE_KEY,
                 },
+                **options,
             )
-        return BlobServiceClient.from_connection_string(connection)
+        return BlobServiceClient.from_connection_string(connection, **options)
     service_uri = _setting(settings, f"{prefix}__blobServiceUri") or _setting(
         settings, f"{prefix}__serviceUri"
     )
@@ -374,7 +376,9 @@ def blob_service_from_settings(
             f"no blob storage configured: set {prefix} (connection string) or "
             f"{prefix}__blobServiceUri / {prefix}__accountName (managed identity)"
         )
-    return BlobServiceClient(service_uri.rstrip("/"), credential=storage_credential(settings, prefix))
+    return BlobServiceClient(
+        service_uri.rstrip("/"), credential=storage_credential(settings, prefix), **options
+    )
 
 
 def ledger_from_settings(settings: Mapping[str, str], *, state_dir: Path) -> Ledger:
@@ -401,10 +405,10 @@ class BlobLedger:
         self._container = container_client
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> BlobLedger:
+    def from_settings(cls, settings: Mapping[str, str], **options: Any) -> BlobLedger:
         """Container ``SLIPWAY_LEDGER_CONTAINER`` (default ``slipway-ledger``) in the host storage."""
         container = _setting(settings, "SLIPWAY_LEDGER_CONTAINER") or DEFAULT_CONTAINER
-        return cls(blob_service_from_settings(settings).get_container_client(container))
+        return cls(blob_service_from_settings(settings, **options).get_container_client(container))
 
     @property
     def container_client(self) -> ContainerClient:

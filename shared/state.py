@@ -168,10 +168,10 @@ class BlobStateStore:
         self._container = container_client
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> BlobStateStore:
+    def from_settings(cls, settings: Mapping[str, str], **options: Any) -> BlobStateStore:
         """Container ``SLIPWAY_STATE_CONTAINER`` (default ``slipway-state``) in the host storage."""
         name = (settings.get(STATE_CONTAINER_SETTING) or "").strip() or DEFAULT_STATE_CONTAINER
-        return cls(blob_service_from_settings(settings).get_container_client(name))
+        return cls(blob_service_from_settings(settings, **options).get_container_client(name))
 
     @property
     def container_client(self) -> ContainerClient:

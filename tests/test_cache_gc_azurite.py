@@ -30,6 +30,8 @@ from tests.support.azurite import AzuriteServer
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
+    from shared.config import CacheStorage
+
 FIXTURE = Path(__file__).parent / "fixtures" / "buildkit-azblob-cache"
 LISTING = json.loads((FIXTURE / "listing.json").read_text())
 HOUR = timedelta(hours=1)
@@ -325,3 +327,36 @@ def test_a_missing_container_is_one_clear_error(
     )
     assert main(["prune", "cache", "--config", str(path), "--dry-run"]) == 1
     assert capsys.readouterr().err.strip() == "slipway: error: container 'gone' does not exist"
+
+
+def _cache(account_url: str) -> CacheStorage:
+    from shared.config import CacheStorage
+
+    return CacheStorage.model_validate({"account_url": account_url, "container": "buildkit-cache"})
+
+
+def test_azurites_development_account_needs_no_setting() -> None:
+    """The local example points at Azurite's well-known account over http, where no token may go:
+    its public development key is used, as UseDevelopmentStorage=true does."""
+    from shared.cache_gc.store import cache_service
+    from shared.ledger import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_BLOB_ENDPOINT
+
+    service = cache_service(_cache(DEVELOPMENT_STORAGE_BLOB_ENDPOINT), {})
+    assert service.credential.account_name == DEVELOPMENT_STORAGE_ACCOUNT
+
+
+def test_another_http_account_is_one_clear_error_logged_by_the_timer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.cache_gc.store import CacheStoreError
+
+    caplog.set_level(logging.INFO, logger="slipway.cache_gc")
+    path = tmp_path / "slipway.yaml"
+    path.write_text(
+        "registry: r.azurecr.io\ncache:\n  account_url: http://storage.internal:10000/acct\n"
+        "  container: buildkit-cache\n"
+    )
+    with pytest.raises(CacheStoreError, match=r"plain http.*SLIPWAY_CACHE_CONNECTION_STRING"):
+        prune_on_schedule(Runtime({"SLIPWAY_CONFIG": str(path)}, app_root=tmp_path))
+    [line] = [json.loads(r.getMessage()) for r in caplog.records]
+    assert line["event"] == "cache_prune_failed" and "plain http" in line["error"]

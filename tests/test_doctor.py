@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,3 +302,34 @@ def test_the_registry_check_lists_recent_quick_runs(
     _run(settings, workdir, acr_server)
     [call] = [r for r in acr_server.requests if r.path.endswith("/runs")]
     assert "CreateTime ge" in call.params["$filter"] and "QuickRun" in call.params["$filter"]
+
+
+def test_storage_that_refuses_connections_fails_at_once_not_after_the_sdks_backoff(
+    workdir: Path, acr_server: AcrServer, acr_settings: dict[str, str]
+) -> None:
+    """With the SDK's default retries a dead endpoint took over a minute per check; the doctor
+    makes one attempt and names the endpoint."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};"
+        f"BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;"
+    )
+    (workdir / "slipway.yaml").write_text(EXAMPLE.read_text())
+    settings = {
+        "AzureWebJobsStorage": connection,
+        "SLIPWAY_CACHE_CONNECTION_STRING": connection,
+        "SLIPWAY_STATE_DIR": str(workdir / ".slipway"),
+        "GITHUB_WEBHOOK_SECRET": "s3cret",
+        **acr_settings,
+    }
+    started = time.monotonic()
+    report = _run(settings, workdir, acr_server)
+    elapsed = time.monotonic() - started
+    checks = {c.name: c for c in report.checks}
+    for name in ("ledger", "state", "cache"):
+        assert checks[name].status is Status.FAIL, checks[name]
+        assert str(dead) in checks[name].detail
+    assert elapsed < 30, f"the storage checks took {elapsed:.0f} s"

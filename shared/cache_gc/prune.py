@@ -59,7 +59,14 @@ def prune_on_schedule(rt: Runtime) -> CacheReport | None:
     if cache is None:
         log_event(logger, "cache_prune_skipped", reason="no cache section in the configuration")
         return None
-    report = collector_for(cache, rt.settings).collect()
+    try:
+        report = collector_for(cache, rt.settings).collect()
+    except Exception as exc:
+        from shared.service_errors import is_service_error, one_line
+
+        if is_service_error(exc):  # one readable line first; the invocation still fails (alerts)
+            log_event(logger, "cache_prune_failed", level=logging.ERROR, error=one_line(exc))
+        raise
     level = logging.INFO if report.complete and not report.delete_failures else logging.ERROR
     log_event(logger, "cache_prune", level=level, **report.summary())
     return report

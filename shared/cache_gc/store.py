@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from shared.cache_gc.layout import BlobEntry, CacheLayout
 
@@ -158,7 +159,7 @@ def _outcome(status: int) -> DeleteOutcome:
     return DeleteOutcome.FAILED
 
 
-def cache_service(cache: CacheStorage, settings: Mapping[str, str]) -> BlobServiceClient:
+def cache_service(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> BlobServiceClient:
     """The cache's storage: ``SLIPWAY_CACHE_CONNECTION_STRING`` if set, else ``account_url`` with
     DefaultAzureCredential (a managed identity in Azure, ``az login`` on a laptop).
 
@@ -167,11 +168,30 @@ def cache_service(cache: CacheStorage, settings: Mapping[str, str]) -> BlobServi
     """
     from azure.storage.blob import BlobServiceClient
 
-    from shared.ledger import blob_service_from_settings, storage_credential
+    from shared.ledger import (
+        DEVELOPMENT_STORAGE_ACCOUNT,
+        DEVELOPMENT_STORAGE_BLOB_ENDPOINT,
+        DEVELOPMENT_STORAGE_KEY,
+        blob_service_from_settings,
+        storage_credential,
+    )
 
     if (settings.get(CONNECTION_SETTING) or "").strip():
-        return blob_service_from_settings(settings, CONNECTION_SETTING)
-    return BlobServiceClient(cache.account_url, credential=storage_credential(settings, CONNECTION_SETTING))
+        return blob_service_from_settings(settings, CONNECTION_SETTING, **options)
+    if urlsplit(cache.account_url).scheme == "http":
+        # No token goes over plain http (the SDK refuses it). Azurite's well-known development
+        # account is what the local example points at: use its public key, as
+        # UseDevelopmentStorage=true does. Anything else needs a connection string.
+        if cache.account_url.rstrip("/") == DEVELOPMENT_STORAGE_BLOB_ENDPOINT:
+            key = {"account_name": DEVELOPMENT_STORAGE_ACCOUNT, "account_key": DEVELOPMENT_STORAGE_KEY}
+            return BlobServiceClient(cache.account_url, credential=key, **options)
+        raise CacheStoreError(
+            f"cache.account_url {cache.account_url} is plain http, where no Entra ID token is sent: "
+            f"set {CONNECTION_SETTING} (for Azurite: UseDevelopmentStorage=true)"
+        )
+    return BlobServiceClient(
+        cache.account_url, credential=storage_credential(settings, CONNECTION_SETTING), **options
+    )
 
 
 def cache_store(cache: CacheStorage, settings: Mapping[str, str]) -> AzureCacheStore:
