@@ -237,9 +237,13 @@ class Dispatcher:
             run_request=spec.redacted(),
             attempts=1,
         )
-        created = self._ledger.create_versioned(record)
+        # A record read above exists: claim it as it is, rather than a create bound to fail
+        # (a write refused) and a second read of the same record.
+        created = self._ledger.create_versioned(record) if found is None else None
         if created is None:
-            claimed = self._claim_existing(request, fingerprint, spec, message_id, target, delivery_count)
+            claimed = self._claim_existing(
+                request, fingerprint, spec, message_id, target, delivery_count, found
+            )
             if isinstance(claimed, DispatchResult):
                 return claimed
             record, etag = claimed
@@ -367,8 +371,10 @@ class Dispatcher:
         message_id: str | None,
         target: Target,
         delivery_count: int,
+        found: tuple[LedgerRecord, str] | None = None,
     ) -> DispatchResult | tuple[LedgerRecord, str]:
-        found = self._ledger.get(request.id)
+        """Claim a request whose record exists (``found``, or read now when a create found it)."""
+        found = found or self._ledger.get(request.id)
         if found is None:  # deleted between create and get: let the redelivery try again
             return self._retry(request, "ledger record vanished while claiming")
         existing, etag = found

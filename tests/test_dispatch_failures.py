@@ -11,7 +11,7 @@ import pytest
 
 from shared import run_backend
 from shared.dispatcher import CLAIM_LEASE
-from shared.ledger import RunStatus
+from shared.ledger import LedgerRecord, RunStatus
 from shared.run_backend import AcrBackend, RunHandle
 from shared.task_render import RunSpec
 from tests.support.acr_server import AcrServer
@@ -267,3 +267,30 @@ def test_a_replay_after_an_unanswered_last_start_adopts_its_run(
         assert _runs(acr_server) == 1  # adopted, not started again
     finally:
         rig.close()
+
+
+def test_a_retry_claims_the_record_it_read_without_a_create_bound_to_fail(
+    rig: Rig, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = make_request(10, received_at=rig.clock())
+    acr_server.fail_next(503)
+    rig.send(request)
+    rig.drain()
+    calls: list[str] = []
+    real_create, real_get = rig.ledger.create_versioned, rig.ledger.get
+
+    def create(record: LedgerRecord) -> str | None:
+        calls.append("create")
+        return real_create(record)
+
+    def get(request_id: str) -> tuple[LedgerRecord, str] | None:
+        calls.append("get")
+        return real_get(request_id)
+
+    monkeypatch.setattr(rig.ledger, "create_versioned", create)
+    monkeypatch.setattr(rig.ledger, "get", get)
+    rig.clock.advance(3600)
+    rig.drain()
+    record, _ = real_get(request.id) or (None, None)
+    assert record is not None and record.status is RunStatus.DISPATCHED
+    assert calls == ["get"], calls
