@@ -360,3 +360,32 @@ def test_another_http_account_is_one_clear_error_logged_by_the_timer(
         prune_on_schedule(Runtime({"SLIPWAY_CONFIG": str(path)}, app_root=tmp_path))
     [line] = [json.loads(r.getMessage()) for r in caplog.records]
     assert line["event"] == "cache_prune_failed" and "plain http" in line["error"]
+
+
+def test_the_cli_reports_a_dead_endpoint_in_seconds_not_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import time
+
+    from shared.ledger import DEVELOPMENT_STORAGE_KEY
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]  # nothing listens once the block ends
+    monkeypatch.setenv(
+        "SLIPWAY_CACHE_CONNECTION_STRING",
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEVELOPMENT_STORAGE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;",
+    )
+    path = tmp_path / "slipway.yaml"
+    path.write_text(
+        "registry: r.azurecr.io\ncache:\n  account_url: https://a.blob.core.windows.net\n"
+        "  container: buildkit-cache\n"
+    )
+    started = time.monotonic()
+    assert main(["prune", "cache", "--config", str(path), "--dry-run"]) == 1
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("slipway: error: ") and str(dead) in err and len(err.splitlines()) == 1
+    assert elapsed < 40, f"{elapsed:.0f} s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.cache_gc.layout import CacheLayout
 from shared.cache_gc.planner import Policy
@@ -40,12 +40,14 @@ def collector_for(
     policy: Policy | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    **client_options: Any,
 ) -> CacheCollector:
+    """``client_options`` go to the storage client (the CLI shortens the SDK's retry backoff)."""
     from shared.cache_gc.collector import CacheCollector
     from shared.cache_gc.store import cache_store
 
     return CacheCollector(
-        cache_store(cache, settings),
+        cache_store(cache, settings, **client_options),
         CacheLayout(cache.prefix),
         policy or policy_for(cache),
         dry_run=dry_run,

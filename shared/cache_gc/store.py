@@ -194,6 +194,7 @@ def cache_service(cache: CacheStorage, settings: Mapping[str, str], **options: A
     )
 
 
-def cache_store(cache: CacheStorage, settings: Mapping[str, str]) -> AzureCacheStore:
+def cache_store(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> AzureCacheStore:
     layout = CacheLayout(cache.prefix)
-    return AzureCacheStore(cache_service(cache, settings).get_container_client(cache.container), layout)
+    container = cache_service(cache, settings, **options).get_container_client(cache.container)
+    return AzureCacheStore(container, layout)

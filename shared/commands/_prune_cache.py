@@ -56,6 +56,11 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Someone is waiting at a terminal: retry a blip, but not with the SDK's backoff (15 s, then
+# growing: over a minute before a dead endpoint is reported). A few seconds here.
+_CLI_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 1, "increment_base": 2}
+
+
 def run(args: argparse.Namespace) -> int:
     from shared.cache_gc.prune import collector_for, policy_for
     from shared.durations import format_duration
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     with _ProgressBar(enabled=sys.stderr.isatty()) as bar:
         try:
             report = collector_for(
-                config.cache, os.environ, policy=policy, dry_run=args.dry_run, progress=bar
+                config.cache, os.environ, policy=policy, dry_run=args.dry_run, progress=bar, **_CLI_RETRY
             ).collect()
         except Exception as exc:
             if isinstance(exc, ValueError) or is_service_error(exc):
