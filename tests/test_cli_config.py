@@ -321,3 +321,22 @@ def test_plugin_modules_add_commands(
     assert f"warning: command module {broken} cannot be loaded" in err
     code, out, _err = run(["config", "validate", str(EXAMPLE)], capsys)
     assert code == 0 and out.startswith("OK: 2 targets")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """``slipway ... | head`` closes the pipe early: exit 141 (as for SIGPIPE), stderr quiet."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from shared.cli import main; sys.exit(main(['config', 'schema']))",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has even imported the CLI
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
