@@ -71,11 +71,12 @@ def request_message(
 ) -> OutgoingMessage:
     """The message carrying ``request``: its id is the request id unless this is a copy
     (a delayed retry ``<id>-a<N>``, a wait ``<id>-w<T>``, a replay ``<id>-r<N>``)."""
+    mirrored = request.application_properties()
     return OutgoingMessage(
         message_id=message_id or request.id,
         body=request.to_json_bytes(),
         subject=subject,
         correlation_id=correlation_id or request.trigger.correlation_id,
-        application_properties={**request.application_properties(), **(properties or {})},
+        application_properties={**mirrored, **properties} if properties else mirrored,
         scheduled_enqueue_time=scheduled,
     )

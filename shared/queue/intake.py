@@ -95,11 +95,11 @@ def encode_record(
             message.content_type,
             message.subject,
             message.correlation_id,
-            dict(message.application_properties),
+            properties if type(properties := message.application_properties) is dict else dict(properties),
             None if (when := message.scheduled_enqueue_time) is None else when.isoformat(),
         ]
         meta = _encode_json(fields)
-        body = bytes(message.body)
+        body = message.body if type(message.body) is bytes else bytes(message.body)
         parts += [_PAIR.pack(len(meta), len(body)), meta, body]
     payload = b"".join(parts)
     return _RECORD_HEAD.pack(RECORD_MAGIC, len(payload), zlib.crc32(payload)) + payload

@@ -158,9 +158,10 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     secret = ctx.settings.get(SECRET_SETTING, "")
     if not secret:
         raise RequestRejected(503, "receiver_not_configured", f"{SECRET_SETTING} is not set")
-    if req.header("X-Hub-Signature-256") is None:
+    signature = req.header("X-Hub-Signature-256")
+    if signature is None:
         raise RequestRejected(401, "unauthorized", "X-Hub-Signature-256 is missing")
-    if not verify_github_signature(secret.encode(), req.body, req.header("X-Hub-Signature-256")):
+    if not verify_github_signature(secret.encode(), req.body, signature):
         raise RequestRejected(401, "unauthorized", "X-Hub-Signature-256 does not match the body")
 
     event = (req.header("X-GitHub-Event") or "").strip()
