@@ -585,8 +585,12 @@ class BlobLedger:
         except ResourceNotFoundError:
             return
         listed.sort(key=lambda item: item[0], reverse=True)
+        try:
+            cutoff = since - _CLOCK_SLACK
+        except OverflowError:  # since is datetime.min: everything
+            cutoff = since
         for created, group in itertools.groupby(listed, key=lambda item: item[0]):
-            if created < since - _CLOCK_SLACK:
+            if created < cutoff:
                 return
             summaries = [s for _, name, metadata in group if (s := self._summary(name, metadata)) is not None]
             # Blob times have one-second granularity: within one, the record's own time decides.

@@ -701,3 +701,11 @@ def test_a_summary_round_trips_as_ascii_metadata() -> None:
     text = summary.to_metadata()
     assert text.isascii() and len(text) < 1024
     assert RecordSummary.from_metadata(text) == summary
+
+
+def test_summaries_since_the_beginning_of_time(ledger: Ledger) -> None:
+    record = make_record("app.ancient")
+    assert ledger.create(record)
+    assert [s.request_id for s in ledger.list_summaries(since=datetime.min.replace(tzinfo=UTC))] == [
+        "app.ancient"
+    ]

@@ -68,7 +68,15 @@ def show_run(args: argparse.Namespace) -> int:
 
     ledger = runtime().ledger()
     found = ledger.get(args.id)
-    record = found[0] if found else next((r for r in ledger.list() if r.run_id == args.id), None)
+    if found is None:
+        # An ACR run id: find its request from the summaries (a Blob ledger answers from one
+        # listing instead of downloading every record), then read that one record.
+        from datetime import UTC, datetime
+
+        every = ledger.list_summaries(since=datetime(1970, 1, 1, tzinfo=UTC))
+        match = next((s for s in every if s.run_id == args.id), None)
+        found = ledger.get(match.request_id) if match is not None else None
+    record = found[0] if found else None
     if record is None:
         print(f"error: no run with request id or run id {args.id!r}", file=sys.stderr)
         return 1
