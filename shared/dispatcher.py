@@ -35,7 +35,7 @@ from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.logs import log_event
 from shared.queue.port import QueueError, QueueSender
 from shared.run_backend import PermanentBackendError, RunBackend, RunHandle, TransientBackendError
-from shared.task_render import RenderError, RunSecrets, RunSpec, render_run
+from shared.task_render import RenderError, RunSecrets, RunSpec, new_result_marker, render_run
 from shared.validation import problems
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class Dispatcher:
             secrets = resolve_secrets(
                 config, target, self._settings, required=self._backend.name != "dry-run"
             )
-            spec = render_run(request, config, secrets)
+            spec = render_run(request, config, secrets, result_marker=new_result_marker())
         except MissingSecret as exc:
             return self._dead_letter(
                 request, None, failures.SETTING_MISSING, f"{exc}; set it, then replay this message"
@@ -234,6 +234,7 @@ class Dispatcher:
             f"message {message_id}",
             backend=self._backend.name,
             task_yaml=spec.task_yaml,
+            result_marker=spec.result_marker,
             run_request=spec.redacted(),
             attempts=1,
         )
@@ -474,6 +475,7 @@ class Dispatcher:
             attempts=existing.attempts + 1,
             start_uncertain_at=None,
             task_yaml=spec.task_yaml,
+            result_marker=spec.result_marker,
             run_request=spec.redacted(),
         )
         try:

@@ -111,6 +111,11 @@ class LedgerRecord(BaseModel):
         default=None, description="ACR's run status (Queued, Running, Succeeded, ...)."
     )
     task_yaml: str | None = None
+    result_marker: str | None = Field(
+        default=None,
+        description="What the run's report lines start with (slipway-result-<nonce>:); None: the "
+        "plain slipway-result: of runs started before markers had a nonce.",
+    )
     run_request: dict[str, Any] | None = Field(
         default=None, description="The run request sent, secrets redacted."
     )

@@ -27,6 +27,7 @@ from shared.build_status import gate_failure
 from shared.logs import log_event
 from shared.quarantine import PASSED
 from shared.run_report import GATE_PLATFORM_CHECK, GATE_SCAN, RunReport, parse_run_report
+from shared.task_render import RESULT_MARKER
 
 if TYPE_CHECKING:
     from shared.config import SlipwayConfig
@@ -65,7 +66,9 @@ class SupplyChainOutcome:
             return record
         if not succeeded and handle.status not in ("Failed", "Error"):
             return record  # canceled or timed out: no gate to name, nothing to lift
-        report = parse_run_report(self._log_lines(handle.run_id))
+        report = parse_run_report(
+            self._log_lines(handle.run_id), marker=record.result_marker or RESULT_MARKER
+        )
         if not succeeded:
             return self._name_the_gate(record, report)
         return self._lift_quarantine(record, handle, report, config)

@@ -5,10 +5,12 @@ is named in the log alone. So the step scripts (``shared.task_render``) print on
 and reconciliation reads them back here: which digest was pushed (for quarantine) and which gate
 failed (for the ledger and the commit status).
 
-The lines start at column 0; BuildKit's plain progress prefixes every line of a Dockerfile ``RUN``
-with ``#<n>``, so a build cannot print one. Even a forged line could only name a digest in the
-same repository, which the run's own credentials can push to anyway; reconciliation accepts only
-digests under the request's repository.
+The lines start at column 0 with the run's own marker, ``slipway-result-<nonce>:``: a random
+nonce the dispatcher puts in the step scripts and keeps in the ledger. BuildKit's plain progress
+prefixes every line of a Dockerfile ``RUN`` with ``#<n>``, and nothing the build runs can know
+the nonce, so a build cannot print a report line. Reconciliation also accepts only digests under
+the request's repository. Runs recorded before markers had a nonce use the plain
+``slipway-result:``.
 """
 
 from __future__ import annotations
@@ -49,13 +51,17 @@ class RunReport:
         return "; ".join(parts)
 
 
-def parse_run_report(lines: Iterable[str]) -> RunReport:
-    """Read the marker lines of a log; other lines and malformed markers are ignored."""
+def parse_run_report(lines: Iterable[str], *, marker: str = RESULT_MARKER) -> RunReport:
+    """Read the lines starting with the run's ``marker``; other lines and malformed ones are ignored.
+
+    The dispatcher gives each run its own marker (``slipway-result-<nonce>:``) and records it;
+    a line with any other marker, the plain one included, is not this run's report.
+    """
     report = RunReport()
     for raw in lines:
-        if not raw.startswith(RESULT_MARKER):
+        if not raw.startswith(marker):
             continue
-        text = raw[len(RESULT_MARKER) :].strip()
+        text = raw[len(marker) :].strip()
         if match := _PUSHED_RE.match(text):
             pushed = (match.group("repository"), match.group("digest"))
             if pushed not in report.pushed:

@@ -12,7 +12,7 @@ configured ``docker:<version>-cli`` image, which ships the buildx plugin:
    azblob cache and the target's SBOM/provenance attestations. A base-image or schedule build
    that knows no commit uses the ref instead (``<repo>.git#refs/heads/main``) and carries no
    revision label. It records the pushed digest in ``/workspace/slipway-run/digest`` (the
-   workspace every step mounts) and prints ``slipway-result: pushed <repo>@<digest>``.
+   workspace every step mounts) and prints ``<marker> pushed <repo>@<digest>``.
 
 With a gate (the platform check, on by default, or a scan gate) the build pushes **by digest
 only** and the release tags come last, each step waiting (``when``) on the one before:
@@ -25,9 +25,10 @@ only** and the release tags come last, each step waiting (``when``) on the one b
 7. ``release-tags`` points the release tags at the same digest (``buildx imagetools create``), so
    no tag moves unless every gate step before it succeeded; nothing is rebuilt.
 
-Lines starting with ``slipway-result:`` are the run's report to reconciliation (``shared.run_report``),
-which reads them from the run log to name a failed gate and to find the digests to lift from
-quarantine. Every value in them was validated here.
+Lines starting with the run's marker (``slipway-result-<nonce>:``, random per claim, recorded in
+the ledger; plain ``slipway-result:`` for ``slipway render``) are the run's report to
+reconciliation (``shared.run_report``), which reads them from the run log to name a failed gate
+and to find the digests to lift from quarantine. Every value in them was validated here.
 
 Why the task is shaped this way (reference: acr-tasks-buildkit-cache.md §1.5, acr-builder source):
 
@@ -82,7 +83,9 @@ reads ``--file`` inside the ``:<subdir>`` it checked out.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
+import secrets as secrets_module
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -111,6 +114,7 @@ __all__ = [
     "RunSecrets",
     "RunSpec",
     "RunValue",
+    "new_result_marker",
     "render_run",
 ]
 
@@ -132,6 +136,10 @@ STEP_RELEASE_TAGS = "release-tags"
 # Shared by all steps: ACR mounts the run's workspace at /workspace in every step container.
 OUT_DIR = "/workspace/slipway-run"
 RESULT_MARKER = "slipway-result:"
+# A run's own marker: the default plus a random nonce the dispatcher keeps in the ledger. The step
+# scripts (in a secret volume) print it; nothing the build runs can know it, so no output of the
+# build can pass for a report line even if it reached column 0.
+RESULT_MARKER_RE = re.compile(r"^slipway-result(?:-[0-9a-f]{16})?:$")
 SCAN_REPORT_ARTIFACT_TYPE = "application/vnd.slipway.scan-report.trivy.v1+json"
 # Trivy's exit code for findings at the gate's severities; any other failure is an error.
 _SCAN_FINDINGS_EXIT = 3
@@ -244,6 +252,8 @@ class RunSpec:
     architecture: str = AGENT_ARCHITECTURE
     cpu: int = 2
     agent_pool: str | None = None
+    # What the steps' report lines start with; the ledger keeps it for reading the run's log.
+    result_marker: str = RESULT_MARKER
     # Decoded step scripts by file name, for humans (``runs show``, dry runs); never sent as such.
     scripts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -573,6 +583,7 @@ class _Build:
     provenance: str  # off | min | max
     platform_check: bool
     scan: ScanGate | None
+    marker: str = RESULT_MARKER  # printed before every report line (RESULT_MARKER_RE)
 
     @property
     def gated(self) -> bool:
@@ -657,7 +668,7 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
         "| head -n 1 | sed 's/.*\"\\(sha256:[0-9a-f]*\\)\"/\\1/') || true",
         'valid_digest "$digest" || fail "buildx reported no image digest in its metadata file"',
         'printf \'%s\\n\' "$digest" > "$out/digest"',
-        f"printf '{RESULT_MARKER} pushed %s@%s\\n' {_q(b.repository)} \"$digest\"",
+        f"printf '{b.marker} pushed %s@%s\\n' {_q(b.repository)} \"$digest\"",
     ]
     return "\n".join(lines) + "\n"
 
@@ -694,10 +705,10 @@ def _platform_check_script(request: BuildRequest, b: _Build) -> str:
         )
     lines += [
         'if [ -n "$missing" ]; then',
-        f"  printf '{RESULT_MARKER} platform-check failed missing%s\\n' \"$missing\"",
+        f"  printf '{b.marker} platform-check failed missing%s\\n' \"$missing\"",
         '  fail "platform check: the pushed image lacks$missing (it has:$found)"',
         "fi",
-        f"printf '{RESULT_MARKER} platform-check passed\\n'",
+        f"printf '{b.marker} platform-check passed\\n'",
     ]
     return "\n".join(lines) + "\n"
 
@@ -734,8 +745,8 @@ def _scan_script(request: BuildRequest, b: _Build, scan: ScanGate) -> str:
             + f' --output "$out/{report}" {_q(b.repository)}@"$digest" </dev/null || code=$?',
             f'[ -s "$out/{report}" ] || fail {_q(f"the scanner wrote no report for {platform}")}',
             "case $code in",
-            f"  0) printf '{RESULT_MARKER} scan %s passed\\n' {_q(platform)} ;;",
-            f"  {_SCAN_FINDINGS_EXIT}) verdict=failed; printf '{RESULT_MARKER} scan %s failed %s\\n' "
+            f"  0) printf '{b.marker} scan %s passed\\n' {_q(platform)} ;;",
+            f"  {_SCAN_FINDINGS_EXIT}) verdict=failed; printf '{b.marker} scan %s failed %s\\n' "
             f'{_q(platform)} "{counts}" ;;',
             f'  *) fail "the scanner could not scan {platform} (exit $code)" ;;',
             "esac",
@@ -765,11 +776,11 @@ def _scan_gate_script(request: BuildRequest, b: _Build, scan: ScanGate) -> str:
             + f' {_q(b.repository)}@"$digest" {_q(report + ":application/json")} </dev/null'
         )
     lines += [
-        f"printf '{RESULT_MARKER} scan-report stored %s\\n' {_q(SCAN_REPORT_ARTIFACT_TYPE)}",
+        f"printf '{b.marker} scan-report stored %s\\n' {_q(SCAN_REPORT_ARTIFACT_TYPE)}",
         'verdict=$(cat "$out/scan-verdict" 2>/dev/null) || fail "the scan step left no verdict"',
         "case $verdict in",
-        f"  passed) printf '{RESULT_MARKER} scan-gate passed\\n' ;;",
-        f"  failed) printf '{RESULT_MARKER} scan-gate failed\\n'; "
+        f"  passed) printf '{b.marker} scan-gate passed\\n' ;;",
+        f"  failed) printf '{b.marker} scan-gate failed\\n'; "
         f"fail {_q('the scan gate failed: findings of ' + ', '.join(scan.severity) + ' severity')} ;;",
         '  *) fail "the scan verdict is unreadable" ;;',
         "esac",
@@ -785,7 +796,7 @@ def _release_tags_script(request: BuildRequest, b: _Build) -> str:
         "read_digest",
         *(_arg("--tag", image) for image in b.images),
         f'docker buildx imagetools create "$@" {_q(b.repository)}@"$digest" </dev/null',
-        f"printf '{RESULT_MARKER} tagged %s@%s\\n' {_q(b.repository)} \"$digest\"",
+        f"printf '{b.marker} tagged %s@%s\\n' {_q(b.repository)} \"$digest\"",
     ]
     return "\n".join(lines) + "\n"
 
@@ -976,12 +987,22 @@ def _target(request: BuildRequest, config: SlipwayConfig) -> Target:
     )
 
 
-def render_run(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets) -> RunSpec:
+def new_result_marker() -> str:
+    """A marker for one run's report lines: ``slipway-result-<16 hex>:``, random."""
+    return f"slipway-result-{secrets_module.token_hex(8)}:"
+
+
+def render_run(
+    request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets, *, result_marker: str = RESULT_MARKER
+) -> RunSpec:
     """Validate everything again and render the run. Raises ``RenderError`` naming the field.
 
     The BuildRequest was validated when parsed, but a message can be edited and re-sent from the
     portal and a model can be built without validation; this is the last gate before a shell.
+    ``result_marker`` starts the report lines the steps print (the dispatcher passes a random
+    one per claim and records it; ``slipway render`` shows the plain default).
     """
+    _match("result_marker", result_marker, RESULT_MARKER_RE, "must be slipway-result[-<16 hex>]:")
     docker_cli = _tool_image("tool_images.docker_cli", config.tool_images.docker_cli)
     buildkit = _csv_value(
         "tool_images.buildkit", _tool_image("tool_images.buildkit", config.tool_images.buildkit)
@@ -996,7 +1017,7 @@ def render_run(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets
         _match("run.agent_pool", config.run.agent_pool, _AGENT_POOL_RE, "must be an agent pool name")
 
     target = _target(request, config)
-    build = _validate_build(request, config, secrets, target)
+    build = dataclasses.replace(_validate_build(request, config, secrets, target), marker=result_marker)
     scanner = oras = None
     if build.scan is not None:
         if not config.scanner.image or "@sha256:" not in config.scanner.image:
@@ -1110,6 +1131,7 @@ def render_run(request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets
         architecture=AGENT_ARCHITECTURE,
         cpu=config.run.cpu,
         agent_pool=config.run.agent_pool,
+        result_marker=result_marker,
         scripts=MappingProxyType(scripts),
     )
 

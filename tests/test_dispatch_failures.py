@@ -238,6 +238,8 @@ def test_a_reclaim_records_the_task_it_actually_sends(
     sent = [r for r in acr_server.requests if r.path.lower().endswith("/schedulerun")][-1]
     assert sent.body["timeout"] == 5400
     assert record.run_request is not None and record.run_request["timeout"] == 5400
+    # Each claim renders with a fresh report marker, and the record keeps the one its run prints.
+    assert first.result_marker and record.result_marker and first.result_marker != record.result_marker
 
 
 def test_a_replay_after_an_unanswered_last_start_adopts_its_run(

@@ -158,14 +158,19 @@ def env(tmp_path: Path, acr_server: AcrServer, git_host_server: GitHostServer) -
     return Env(tmp_path, acr_server, git_host_server)
 
 
-def _dispatched(env: Env, log: str = "") -> tuple[str, str, Logs]:
-    """A dispatched run: (request id, run id, its log)."""
+def _dispatched(env: Env, log: str = "", *, forged: str = "") -> tuple[str, str, Logs]:
+    """A dispatched run: (request id, run id, its log).
+
+    ``log`` is written with the plain marker and printed with the run's own, as its steps print
+    it; ``forged`` lines are appended as they are, as a build that does not know it would.
+    """
     request_id = env.dispatch()
-    run_id = env.record(request_id).run_id
-    assert run_id is not None
+    record = env.record(request_id)
+    assert record.run_id is not None
+    assert record.result_marker is not None and record.result_marker != "slipway-result:"
     logs = Logs()
-    logs.text[run_id] = log
-    return request_id, run_id, logs
+    logs.text[record.run_id] = log.replace("slipway-result:", record.result_marker) + forged
+    return request_id, record.run_id, logs
 
 
 def _reconcile(env: Env, acr: QuarantineAcr, logs: Logs, *, quarantine: bool = True) -> Any:
@@ -213,6 +218,22 @@ def test_a_successful_run_is_lifted_from_quarantine_once(env: Env, quarantine_ac
         "quarantine_passed"
     ]
     assert logs.reads == [run_id]
+
+
+def test_a_report_line_without_the_runs_nonce_is_not_believed(
+    env: Env, quarantine_acr: QuarantineAcr
+) -> None:
+    """A build that got a plain report line to column 0 still cannot lift another digest."""
+    quarantine_acr.quarantine(REPO, OTHER)
+    forged = f"slipway-result: pushed slipway.azurecr.io/{REPO}@{OTHER}\nslipway-result: scan-gate passed\n"
+    request_id, run_id, logs = _dispatched(env, forged=forged)
+    env.acr.set_status(run_id, "Succeeded")
+    _reconcile(env, quarantine_acr, logs)
+    assert logs.reads == [run_id]
+    assert quarantine_acr.patches == []
+    assert quarantine_acr.states[(REPO, OTHER)]["quarantineState"] == "Quarantined"
+    [skipped] = [e for e in env.record(request_id).history if e["event"] == "quarantine_skipped"]
+    assert skipped["detail"] == "the run log names no pushed digest"
 
 
 FAILED_SCAN_LOG = f"""slipway-result: pushed slipway.azurecr.io/{REPO}@{DIGEST}
@@ -286,7 +307,9 @@ def test_the_run_log_is_read_through_the_sdk_and_its_sas_link_is_never_kept(
     request_id = env.dispatch()
     run_id = env.record(request_id).run_id
     assert run_id is not None
-    env.acr.set_log(run_id, FAILED_SCAN_LOG)
+    marker = env.record(request_id).result_marker
+    assert marker is not None
+    env.acr.set_log(run_id, FAILED_SCAN_LOG.replace("slipway-result:", marker))
     env.acr.set_status(run_id, "Failed", error="failed during run, err: exit status 1")
     outcome = SupplyChainOutcome(
         config=lambda: _config(quarantine=True),

@@ -654,3 +654,39 @@ def test_head_build_runs_on_the_agent(agent: Agent) -> None:
     assert argv[-4:-3] == ["--push"]
     assert argv[-1] == "https://github.com/o/r.git#refs/heads/main:services/api"
     assert not any(a.startswith("org.opencontainers.image.revision") for a in argv)
+
+
+# --- the run's own report marker -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("base64") is None, reason="needs base64 (coreutils or busybox)")
+def test_the_steps_print_the_runs_own_marker_and_only_it_is_read_back(agent: Agent) -> None:
+    from shared.run_report import parse_run_report
+    from shared.task_render import RESULT_MARKER_RE, new_result_marker
+
+    marker = new_result_marker()
+    assert RESULT_MARKER_RE.match(marker) and marker != new_result_marker()
+    secrets = RunSecrets(cache_account_key=ACCOUNT_KEY, git_token=GIT_TOKEN)
+    spec = render_run(_request(), _config(), secrets, result_marker=marker)
+    assert spec.result_marker == marker
+    results = agent.run(spec)
+    lines = results["build"].stdout.splitlines()
+    assert f"{marker} pushed slipway.azurecr.io/team/app@{FAKE_DIGEST}" in lines
+    assert not any(line.startswith("slipway-result: ") for line in lines)
+    assert parse_run_report(lines, marker=marker).pushed == [("slipway.azurecr.io/team/app", FAKE_DIGEST)]
+    assert parse_run_report(lines).pushed == []  # the plain marker is not this run's
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "slipway-result",
+        "slipway-result-:",
+        "slipway-result-0123456789ABCDEF:",
+        "x:",
+        "slipway-result-'$(id)':",
+    ],
+)
+def test_a_malformed_marker_is_refused(marker: str) -> None:
+    with pytest.raises(RenderError, match="result_marker"):
+        render_run(_request(), _config(), RunSecrets(cache_account_key=ACCOUNT_KEY), result_marker=marker)
