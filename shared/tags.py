@@ -276,13 +276,14 @@ def compute_tags(
     ``commit`` None means the head of ``ref``, whose commit is not known: ``{sha}`` rules are silent.
     A plain string rule behaves like ``when: always``.
     """
-    push, plan = _ref_plan(_compiled(rules), ref, default_branch, commit is not None)
+    # An empty commit is no commit, as None is: {sha} rules stay silent.
+    push, plan = _ref_plan(_compiled(rules), ref, default_branch, bool(commit))
     values: dict[str, str] | None = None
     tags: list[str] = []
     for step in plan:
         if isinstance(step, _CompiledRule):
             if values is None:
-                assert commit is not None  # only planned when there is a commit
+                assert commit  # only planned when there is a commit
                 values = {**push.values, "sha": commit, "short_sha": commit[:SHORT_SHA_LENGTH]}
             raw = _render(step, push, values)
             tag = sanitize_tag(raw) if raw is not None else None

@@ -352,3 +352,8 @@ def test_a_commitless_build_after_a_push_of_the_ref_has_no_commit_tags() -> None
         "main",
         "sha-0000000",
     ]
+
+
+def test_an_empty_commit_is_no_commit() -> None:
+    rules: list[str | TagRule] = ["{branch}", "sha-{short_sha}", "{sha}"]
+    assert compute_tags(rules, ref="refs/heads/main", commit="", default_branch="main") == ["main"]
