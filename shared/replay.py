@@ -145,7 +145,16 @@ class Replayer:
         self._ledger = ledger
         self._clock = clock
 
-    def replay(self, selection: ReplaySelection, *, actor: str, note: str, dry_run: bool) -> ReplayReport:
+    def replay(
+        self,
+        selection: ReplaySelection,
+        *,
+        actor: str,
+        note: str,
+        dry_run: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> ReplayReport:
+        """Replay what ``selection`` picks; ``progress`` hears how many so far after each one."""
         report = ReplayReport(dry_run=dry_run, actor=actor, note=note)
         now = self._clock()
 
@@ -169,6 +178,8 @@ class Replayer:
                     ledger=ledger,
                 )
             )
+            if progress is not None:
+                progress(len(report.items))
             return copy
 
         if dry_run:

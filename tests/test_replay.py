@@ -135,3 +135,19 @@ def test_a_replay_sent_by_another_tool_with_the_id_rule_is_dispatched(
     rig.queue.send([OutgoingMessage(message_id=f"{request_id}-copy", body=dead.body)])
     rig.drain()  # any other copy is a duplicate
     assert len(acr_server.runs) == 1
+
+
+def test_a_replay_reports_its_progress_and_prints_a_table(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.replay import Replayer, ReplaySelection
+
+    first, second = _refused(rig, acr_server, 4), _refused(rig, acr_server, 5)
+    counts: list[int] = []
+    report = Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
+        ReplaySelection(), actor="test", note="progress", dry_run=True, progress=counts.append
+    )
+    assert counts == [1, 2] and {i.message_id for i in report.items} == {first, second}
+    assert main(["replay", "--dry-run"]) == 0  # human output: the spinner only on a terminal
+    out = capsys.readouterr()
+    assert "would replay 2 dead letter(s)" in out.out and out.err == ""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from shared.commands.output import print_json, print_table
@@ -25,6 +27,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--dry-run", action="store_true", help="show what would be replayed, change nothing")
     parser.add_argument("--json", action="store_true", help="stable JSON for scripts")
     parser.set_defaults(handler=replay_command)
+
+
+@contextmanager
+def _progress(*, enabled: bool, dry_run: bool) -> Iterator[Callable[[int], None]]:
+    """A spinner with the count on stderr, on a terminal only: each replay writes the ledger and
+    the queue, so a hundred take a while against Service Bus."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    verb = "planned" if dry_run else "replayed"
+    columns = (SpinnerColumn(), TextColumn(f"{{task.completed}} dead letter(s) {verb}"), TimeElapsedColumn())
+    with Progress(
+        *columns, console=console, transient=True, disable=not (enabled and console.is_terminal)
+    ) as bar:
+        task = bar.add_task("replay", total=None)
+        yield lambda count: bar.update(task, completed=count)
 
 
 def replay_command(args: argparse.Namespace) -> int:
@@ -52,7 +71,10 @@ def replay_command(args: argparse.Namespace) -> int:
     replayer = Replayer(queue, rt.ledger(), clock=lambda: datetime.now(UTC))
     actor = f"{getpass.getuser()}@{socket.gethostname()}"
     try:
-        report = replayer.replay(selection, actor=actor, note=args.note, dry_run=args.dry_run)
+        with _progress(enabled=not args.json, dry_run=args.dry_run) as advance:
+            report = replayer.replay(
+                selection, actor=actor, note=args.note, dry_run=args.dry_run, progress=advance
+            )
     except QueueError as exc:
         raise CliError(str(exc)) from None
     if args.json:
