@@ -93,7 +93,10 @@ def record_name(request_id: str) -> str:
 class LedgerRecord(BaseModel):
     """One build request's claim and outcome. Never holds secrets: ``run_request`` is redacted."""
 
-    model_config = ConfigDict(extra="forbid")
+    # "allow": during a rolling deploy an older instance may read a record a newer one wrote.
+    # It keeps the fields it does not know and writes them back unchanged, instead of failing
+    # (forbid) or dropping them (ignore). Known fields are still validated strictly.
+    model_config = ConfigDict(extra="allow")
 
     request_id: str
     target: str

@@ -272,12 +272,27 @@ def test_record_json_round_trip_and_strictness() -> None:
     assert stored["status"] == "dispatched"
     assert stored["created_at"] == "2025-03-01T12:00:00Z"
 
-    with pytest.raises(ValidationError, match="extra"):
-        LedgerRecord.model_validate({**stored, "unexpected": 1})
     with pytest.raises(ValidationError):
         LedgerRecord.model_validate({**stored, "status": "exploded"})
     with pytest.raises(ValidationError, match="invalid ledger request id"):
         make_record("runs/../x")
+
+
+def test_a_field_from_a_newer_version_survives_a_read_modify_write(ledger: Ledger) -> None:
+    """An older instance during a rolling deploy: it reads, updates and writes back a record a
+    newer one wrote, and the newer one's field is still there."""
+    newer = json.loads(make_record("app.newer").to_json())
+    newer["field_from_the_future"] = {"nested": [1, "two"]}
+    assert ledger.create(LedgerRecord.model_validate(newer))
+    found = ledger.get("app.newer")
+    assert found is not None
+    record, etag = found
+    updated = record.with_event(T0 + timedelta(minutes=1), "run_started", "cb1", status=RunStatus.DISPATCHED)
+    ledger.replace(updated, etag)
+    stored = ledger.get("app.newer")
+    assert stored is not None
+    assert stored[0].status is RunStatus.DISPATCHED
+    assert json.loads(stored[0].to_json())["field_from_the_future"] == {"nested": [1, "two"]}
 
 
 def test_record_defaults_and_naive_times_are_utc() -> None:

@@ -93,6 +93,8 @@ class Env:
     def record(self, request_id: str) -> LedgerRecord:
         found = self.ledger.get(request_id)
         assert found is not None
+        # Records keep unknown fields (a newer version's); Slipway's own writes must add none.
+        assert not found[0].model_extra, found[0].model_extra
         return found[0]
 
     def statuses(self) -> list[dict[str, Any]]:
