@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
-from shared.http import HttpRequest, HttpResponse
+if TYPE_CHECKING:
+    from shared.http import HttpRequest, HttpResponse
 
 
 def to_plain(req: func.HttpRequest) -> HttpRequest:
+    # Imported here: defining its dataclasses costs milliseconds the cold start should not pay.
+    from shared.http import HttpRequest
+
     # azure.functions keeps the headers lower-cased in a plain dict: copying it skips a Mapping walk.
     lowered = getattr(req.headers, "__http_headers__", None)
     return HttpRequest(
