@@ -499,9 +499,11 @@ def test_the_cli_progress_bar_follows_a_run() -> None:
     store.put(layout.manifest_key("main"), manifest_json([digest(1)]), NOW)
     for n in range(1, 4):
         store.put(layout.blob_key(digest(n)), b"x", NOW - 48 * HOUR)
-    with _ProgressBar(enabled=True) as bar:
+    from rich.progress import Progress
+
+    with Progress(disable=True) as rich_bar:
+        bar = _ProgressBar(rich_bar)
         report = CacheCollector(store, layout, Policy(grace=HOUR), clock=lambda: NOW, progress=bar).collect()
-        assert bar._bar is not None
-        tasks = {task.description: task for task in bar._bar.tasks}
+        tasks = {task.description: task for task in rich_bar.tasks}
     assert (tasks["manifests read"].completed, tasks["manifests read"].total) == (1, 1)
     assert tasks["blobs listed"].completed == 3 and report.blobs_deleted == 2

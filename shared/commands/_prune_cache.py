@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from shared.cli import EXIT_OK, CliError, Subparsers, load_command_config
@@ -79,7 +78,18 @@ def run(args: argparse.Namespace) -> int:
             f"({config.run.timeout}s): blobs of a build exporting now may be deleted",
             file=sys.stderr,
         )
-    with _ProgressBar(enabled=sys.stderr.isatty()) as bar:
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    from shared.commands.output import stderr_progress
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}{task.fields[of]}"),
+        TimeElapsedColumn(),
+    )
+    with stderr_progress(*columns) as rich_bar:
+        bar = _ProgressBar(rich_bar)
         try:
             report = collector_for(
                 config.cache, os.environ, policy=policy, dry_run=args.dry_run, progress=bar, **_CLI_RETRY
@@ -140,42 +150,15 @@ def _bytes(value: int) -> str:
 
 
 class _ProgressBar:
-    """The collector's ``Progress`` as a rich bar on stderr (off when stderr is not a terminal)."""
+    """The collector's ``Progress`` (two counters) on ``stderr_progress``."""
 
-    def __init__(self, *, enabled: bool) -> None:
-        self._enabled = enabled
-        self._bar: RichProgress | None = None
-        self._manifests: Any = None
-        self._blobs: Any = None
-
-    def __enter__(self) -> _ProgressBar:
-        if self._enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed:,.0f}{task.fields[of]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bar.start()
-            self._manifests = self._bar.add_task("manifests read", total=None, of="")
-            self._blobs = self._bar.add_task("blobs listed", total=None, of="")
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    def __init__(self, bar: RichProgress) -> None:
+        self._bar = bar
+        self._manifests = bar.add_task("manifests read", total=None, of="")
+        self._blobs = bar.add_task("blobs listed", total=None, of="")
 
     def manifests(self, read: int, total: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._manifests, completed=read, total=total, of=f" of {total:,}")
+        self._bar.update(self._manifests, completed=read, total=total, of=f" of {total:,}")
 
     def blobs(self, listed: int, deleted: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._blobs, completed=listed, of=f" ({deleted:,} deleted)")
+        self._bar.update(self._blobs, completed=listed, of=f" ({deleted:,} deleted)")

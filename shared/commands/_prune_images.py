@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.cli import EXIT_FAILURE, EXIT_OK, CliError, Subparsers, load_command_config
-from shared.commands.output import print_json
+from shared.commands.output import print_json, stderr_progress
 
 if TYPE_CHECKING:
     from shared.retention.prune import PruneReport
@@ -79,13 +79,10 @@ def _run_with_progress(work: Any, *, quiet: bool) -> PruneReport:
     if quiet:
         report: PruneReport = work(None)
         return report
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    console = Console(stderr=True)
-    # Only on a terminal: a log file or a pipe gets the report and nothing else.
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    with stderr_progress(*columns) as bar:
         task = bar.add_task("listing repositories", total=None)
 
         def advance(name: str, position: int, total: int) -> None:

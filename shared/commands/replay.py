@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shared.commands.output import print_json, print_table
+from shared.commands.output import print_json, print_table, stderr_progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,15 +33,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _progress(*, enabled: bool, dry_run: bool) -> Iterator[Callable[[int], None]]:
     """A spinner with the count on stderr, on a terminal only: each replay writes the ledger and
     the queue, so a hundred take a while against Service Bus."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
     verb = "planned" if dry_run else "replayed"
     columns = (SpinnerColumn(), TextColumn(f"{{task.completed}} dead letter(s) {verb}"), TimeElapsedColumn())
-    with Progress(
-        *columns, console=console, transient=True, disable=not (enabled and console.is_terminal)
-    ) as bar:
+    with stderr_progress(*columns, enabled=enabled) as bar:
         task = bar.add_task("replay", total=None)
         yield lambda count: bar.update(task, completed=count)
 
