@@ -7,7 +7,6 @@ with Service Bus duplicate detection, the state store a folder. Only the clock i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,13 +26,12 @@ from shared.digest_poll import (
     registry_key,
 )
 from shared.events import ImagePushedEvent
-from shared.last_build import LastBuild, last_build_key
 from shared.oci import AcrTokenProvider, RegistryClient
 from shared.queue.local import LocalQueue
-from shared.queue.port import OutgoingMessage, QueueError
 from shared.runtime import Runtime, set_runtime
 from shared.state import FolderStateStore, StateStore
 from tests.support.registry import FakeAadCredential, FakeAcr, OciRegistry, TokenServer
+from tests.support.sending import UnreachableQueue, queued_bodies, store_last_build
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 COMMIT = "c72d62bc4e992806a012ccaca139a8a6ef41a07c"
@@ -48,10 +46,6 @@ def _config(*base_images: str, targets: Sequence[str] = ("web", "api"), extra: s
             f"    base_images:\n{listed}"
         )
     return parse_config(text, source="slipway.yaml")
-
-
-def _messages(queue: LocalQueue) -> list[dict[str, Any]]:
-    return [json.loads(m.body) for m in queue.peek(max_count=1000)]
 
 
 def _record(state: StateStore, image: str) -> DigestRecord:
@@ -72,29 +66,20 @@ def test_first_sighting_records_then_a_moved_tag_rebuilds_once(
     first = oci_registry.push_image(repo, "1.0")
     image = f"{oci_registry.host}/{repo}:1.0"
     config = _config(image)
-    last = LastBuild(
-        target="web",
-        repo_url="https://github.com/contoso/web.git",
-        ref="refs/heads/main",
-        commit=COMMIT,
-        request_id="web.0",
-        received_at=T0 - timedelta(days=1),
-        recorded_at=T0 - timedelta(days=1),
-    )
-    state.create(last_build_key("web"), last.model_dump(mode="json"))
+    last = store_last_build(state, "web", commit=COMMIT, at=T0 - timedelta(days=1))
 
     seen = _poll(config, T0, state, queue)
     assert [(p.image, p.outcome, p.digest) for p in seen.images] == [(image, "first-seen", first)]
-    assert seen.queued == [] and _messages(queue) == [] and seen.errors == []
+    assert seen.queued == [] and queued_bodies(queue) == [] and seen.errors == []
     assert _record(state, image).digest == first
 
     unchanged = _poll(config, T0 + timedelta(minutes=15), state, queue)
-    assert [p.outcome for p in unchanged.images] == ["unchanged"] and _messages(queue) == []
+    assert [p.outcome for p in unchanged.images] == ["unchanged"] and queued_bodies(queue) == []
 
     moved = oci_registry.move_tag(repo, "1.0")
     changed = _poll(config, T0 + timedelta(minutes=30), state, queue)
     assert [(p.outcome, p.digest, p.previous) for p in changed.images] == [("changed", moved, first)]
-    messages = {m["target"]: m for m in _messages(queue)}
+    messages = {m["target"]: m for m in queued_bodies(queue)}
     assert set(messages) == {"web", "api"}  # one image, polled once, rebuilds both dependents
     assert messages["web"]["source"]["commit"] == COMMIT
     assert messages["api"]["source"]["commit"] is None  # nothing recorded: the branch head
@@ -126,7 +111,7 @@ def test_first_sighting_records_then_a_moved_tag_rebuilds_once(
 
     again = _poll(config, T0 + timedelta(minutes=45), state, queue)
     assert [p.outcome for p in again.images] == ["unchanged"]
-    assert len(_messages(queue)) == 2
+    assert len(queued_bodies(queue)) == 2
 
 
 def test_each_image_is_polled_once_through_the_bearer_challenge(
@@ -171,7 +156,7 @@ def test_a_registry_that_is_down_is_reported_and_nothing_changes(
     down = _poll(config, T0 + timedelta(minutes=15), state, queue)
     assert [p.outcome for p in down.images] == ["failed", "skipped"]  # the rest of that registry waits
     assert "connection failed" in (down.images[0].detail or "")
-    assert down.errors and down.queued == [] and _messages(queue) == []
+    assert down.errors and down.queued == [] and queued_bodies(queue) == []
     record = _record(state, images[0])
     assert record.error and record.error_at == T0 + timedelta(minutes=15)
     assert _record(state, f"{registry.host}/{a}:v1").digest == digest_a  # still the last seen digest
@@ -206,7 +191,7 @@ def test_retry_after_is_honoured_and_stored(
     assert found is not None
     backoff = RegistryBackoff.model_validate(found.value)
     assert backoff.until == T0 + timedelta(seconds=600)
-    assert _messages(queue) == [] and _record(state, images[0]).digest is None
+    assert queued_bodies(queue) == [] and _record(state, images[0]).digest is None
 
     asked = len(token_server.requests)
     waiting = _poll(config, T0 + timedelta(minutes=5), state, queue)
@@ -227,11 +212,6 @@ def test_pinned_images_are_not_polled() -> None:
     }
 
 
-class _UnreachableQueue:
-    def send(self, messages: Sequence[OutgoingMessage]) -> None:
-        raise QueueError("namespace unreachable")
-
-
 def test_the_digest_moves_on_only_once_the_rebuilds_are_queued(
     oci_registry: OciRegistry, state: StateStore, queue: LocalQueue
 ) -> None:
@@ -241,15 +221,15 @@ def test_the_digest_moves_on_only_once_the_rebuilds_are_queued(
     config = _config(image)
     _poll(config, T0, state, queue)
     moved = oci_registry.move_tag(repo, "v1")
-    failed = _poll(config, T0 + timedelta(minutes=15), state, _UnreachableQueue())
+    failed = _poll(config, T0 + timedelta(minutes=15), state, UnreachableQueue())
     assert [p.outcome for p in failed.images] == ["changed"]
     assert any("namespace unreachable" in e for e in failed.errors)
     assert _record(state, image).digest == first
     retried = _poll(config, T0 + timedelta(minutes=30), state, queue)
-    assert [p.outcome for p in retried.images] == ["changed"] and len(_messages(queue)) == 2
+    assert [p.outcome for p in retried.images] == ["changed"] and len(queued_bodies(queue)) == 2
     assert _record(state, image).digest == moved
     twice = _poll(config, T0 + timedelta(minutes=30), FolderStateStore(Path(state.root)), queue)  # type: ignore[attr-defined]
-    assert [p.outcome for p in twice.images] == ["unchanged"] and len(_messages(queue)) == 2
+    assert [p.outcome for p in twice.images] == ["unchanged"] and len(queued_bodies(queue)) == 2
 
 
 def test_acr_through_entra_id_and_the_token_exchange(
@@ -269,7 +249,7 @@ def test_acr_through_entra_id_and_the_token_exchange(
     summary = _poll(config, T0 + timedelta(minutes=15), state, queue, clients=acr_client)
     [poll] = summary.images
     assert (poll.outcome, poll.previous) == ("changed", first)
-    assert len(_messages(queue)) == 2
+    assert len(queued_bodies(queue)) == 2
     assert fake_acr.credential.scopes[0] == ("https://containerregistry.azure.net/.default",)
     assert fake_acr.calls("/oauth2/exchange") and fake_acr.calls("/oauth2/token")
 
@@ -304,10 +284,10 @@ def test_the_timer_function_polls_with_the_runtime(
     try:
         timer = schedules.base_image_poll.build().get_user_function()
         timer(TimerRequest(past_due=False))
-        assert _record(state, image).digest is not None and _messages(queue) == []
+        assert _record(state, image).digest is not None and queued_bodies(queue) == []
         oci_registry.move_tag(repo, "v1")
         timer(TimerRequest(past_due=True))
-        [message] = _messages(queue)
+        [message] = queued_bodies(queue)
         assert message["target"] == "web" and message["trigger"]["kind"] == "base-image"
     finally:
         set_runtime(None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -16,10 +15,10 @@ from shared.build_request import BuildRequest
 from shared.config import SlipwayConfig
 from shared.http import HttpRequest
 from shared.queue.local import LocalQueue
-from shared.queue.port import OutgoingMessage, QueueError
 from shared.receivers.base import ReceiverContext
 from shared.receivers.github import receive_github, sign, verify_github_signature
 from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
+from tests.support.sending import UnreachableQueue
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -295,14 +294,9 @@ def test_method(queue: LocalQueue) -> None:
     assert receive_github(HttpRequest("GET", req.url, req.headers, b""), _ctx(queue)).status == 405
 
 
-class _BrokenQueue:
-    def send(self, messages: Sequence[OutgoingMessage]) -> None:
-        raise QueueError("namespace unreachable")
-
-
 def test_queue_outage_is_503_so_the_sender_retries() -> None:
     resp = receive_github(
-        signed_request(fixture_bytes("push-branch-signed-aspnet.json")), _ctx(_BrokenQueue())
+        signed_request(fixture_bytes("push-branch-signed-aspnet.json")), _ctx(UnreachableQueue())
     )
     assert resp.status == 503
     assert resp.headers["Retry-After"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,10 @@ from shared.build_request import BuildRequest
 from shared.config import SlipwayConfig
 from shared.http import HttpRequest
 from shared.queue.local import LocalQueue
-from shared.queue.port import OutgoingMessage, QueueError
 from shared.receivers.base import ReceiverContext
 from shared.receivers.gitlab import receive_gitlab
 from tests.support.fuzz import json_mutations
+from tests.support.sending import UnreachableQueue
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab"
 URL = "http://localhost/api/hooks/gitlab"
@@ -398,13 +398,8 @@ def test_malformed_bodies_are_400(queue: LocalQueue, body: bytes, event: str) ->
     assert resp.body["error"] == "bad_request"
 
 
-class _BrokenQueue:
-    def send(self, messages: Sequence[OutgoingMessage]) -> None:
-        raise QueueError("namespace unreachable")
-
-
 def test_queue_outage_is_503() -> None:
-    resp = receive_gitlab(gitlab_request(fixture_bytes("push-hook-go-gitlab.json")), _ctx(_BrokenQueue()))
+    resp = receive_gitlab(gitlab_request(fixture_bytes("push-hook-go-gitlab.json")), _ctx(UnreachableQueue()))
     assert resp.status == 503
     assert resp.headers["Retry-After"]
 

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from shared.config import ConfigError, SlipwayConfig, parse_config
 from shared.cron import Cron
-from shared.last_build import LastBuild, last_build_key
 from shared.queue.local import LocalQueue
 from shared.queue.port import OutgoingMessage, QueueError
 from shared.runtime import Runtime, set_runtime
@@ -32,6 +31,7 @@ from shared.schedules import (
 )
 from shared.state import BlobStateStore, FolderStateStore, StateStore
 from tests.support.azurite import AzuriteServer
+from tests.support.sending import UnreachableQueue, queued_bodies, store_last_build
 
 T0 = datetime(2026, 11, 23, 2, 30, 7, tzinfo=UTC)  # a Monday
 COMMIT = "c72d62bc4e992806a012ccaca139a8a6ef41a07c"
@@ -59,12 +59,8 @@ def _config(text: str = CONFIG) -> SlipwayConfig:
     return parse_config(text, source="slipway.yaml")
 
 
-def _messages(queue: LocalQueue) -> list[dict[str, Any]]:
-    return [json.loads(m.body) for m in queue.peek(max_count=1000)]
-
-
 def _only(queue: LocalQueue, target: str) -> list[dict[str, Any]]:
-    return [m for m in _messages(queue) if m["target"] == target]
+    return [m for m in queued_bodies(queue) if m["target"] == target]
 
 
 def _tick(config: SlipwayConfig, at: datetime, state: StateStore, queue: Any) -> Any:
@@ -132,7 +128,7 @@ def test_first_run_records_and_builds_only_later_slots(state: StateStore, queue:
     config = _config()
     first = _tick(config, T0, state, queue)
     assert sorted(first.started) == ["nightly", "web"]
-    assert first.queued == [] and _messages(queue) == []  # 02:30 passed before the schedule was seen
+    assert first.queued == [] and queued_bodies(queue) == []  # 02:30 passed before the schedule was seen
     record = ScheduleRecord.model_validate(state.get(schedule_key("web")).value)  # type: ignore[union-attr]
     assert (record.since, record.last_slot, record.schedule) == (T0, None, "0 3 * * *")
     assert state.get(schedule_key("api")) is None  # no schedule, no document
@@ -141,7 +137,7 @@ def test_first_run_records_and_builds_only_later_slots(state: StateStore, queue:
     due = _tick(config, datetime(2026, 11, 23, 2, 40, 0, 300000, tzinfo=UTC), state, queue)
     [queued] = due.queued
     assert (queued.target, queued.slot) == ("nightly", datetime(2026, 11, 23, 2, 40, tzinfo=UTC))
-    [message] = _messages(queue)
+    [message] = queued_bodies(queue)
     assert message["id"] == queued.request_id
     assert message["trigger"]["kind"] == "schedule" and message["trigger"]["provider"] == "timer"
     # Nothing recorded for nightly: its default branch's head, as a base-image rebuild would build.
@@ -168,16 +164,7 @@ def test_the_request_builds_the_last_build_and_its_id_follows_the_slot(
     state: StateStore, queue: LocalQueue
 ) -> None:
     config = _config()
-    last = LastBuild(
-        target="web",
-        repo_url="https://github.com/contoso/web.git",
-        ref="refs/heads/main",
-        commit=COMMIT,
-        request_id="web.0",
-        received_at=T0 - timedelta(days=2),
-        recorded_at=T0 - timedelta(days=2),
-    )
-    state.create(last_build_key("web"), last.model_dump(mode="json"))
+    store_last_build(state, "web", commit=COMMIT, at=T0 - timedelta(days=2))
     _tick(config, T0, state, queue)
     monday = _tick(config, datetime(2026, 11, 23, 3, 0, 5, tzinfo=UTC), state, queue)
     tuesday = _tick(config, datetime(2026, 11, 24, 3, 0, 5, tzinfo=UTC), state, queue)
@@ -201,7 +188,7 @@ def test_downtime_catches_up_only_the_latest_slot(state: StateStore, queue: Loca
         "web": datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
         "nightly": datetime(2026, 11, 27, 8, 30, tzinfo=UTC),
     }
-    assert len(_messages(queue)) == 2
+    assert len(queued_bodies(queue)) == 2
     assert any(n.startswith("web: slots between") and "only the latest" in n for n in summary.notes)
     assert _tick(config, back + timedelta(minutes=1), state, queue).queued == []
 
@@ -225,11 +212,6 @@ def test_two_instances_sharing_the_state_enqueue_each_slot_once(tmp_path: Path, 
         thread.join()
     assert not any(r.errors for r in results)
     assert len(_only(queue, "web")) == 1 and len(_only(queue, "nightly")) == 1
-
-
-class _UnreachableQueue:
-    def send(self, messages: Sequence[OutgoingMessage]) -> None:
-        raise QueueError("namespace unreachable")
 
 
 class _LostAnswerQueue:
@@ -256,11 +238,11 @@ def test_a_claim_left_unsent_is_sent_by_the_next_evaluation_once(
     config = _config()
     _tick(config, T0, one, queue)
     slot = datetime(2026, 11, 23, 3, 0, 2, tzinfo=UTC)
-    failed = _tick(config, slot, one, _UnreachableQueue())  # instance one claims, cannot send
+    failed = _tick(config, slot, one, UnreachableQueue())  # instance one claims, cannot send
     assert failed.queued == [] and "namespace unreachable" in failed.errors[0]
-    assert _messages(queue) == []
+    assert queued_bodies(queue) == []
     lost = _tick(config, slot + timedelta(seconds=20), two, _LostAnswerQueue(queue))  # sent, not acknowledged
-    assert lost.queued == [] and len(_messages(queue)) == 2
+    assert lost.queued == [] and len(queued_bodies(queue)) == 2
     resent = _tick(config, slot + timedelta(seconds=40), one, queue)  # same ids: duplicates dropped
     assert {q.target for q in resent.queued} == {"web", "nightly"}
     assert all(q.slot == datetime(2026, 11, 23, 3, 0, tzinfo=UTC) for q in resent.queued)
@@ -302,7 +284,7 @@ def test_many_targets_on_one_slot_are_spread(state: StateStore, queue: LocalQueu
         slot + timedelta(seconds=90),
         slot + timedelta(seconds=180),
     ]
-    assert len(_messages(queue)) == 5
+    assert len(queued_bodies(queue)) == 5
 
 
 def test_a_target_whose_branch_cannot_be_told_is_reported(state: StateStore, queue: LocalQueue) -> None:
@@ -312,7 +294,7 @@ def test_a_target_whose_branch_cannot_be_told_is_reported(state: StateStore, que
     )
     _tick(config, T0, state, queue)
     summary = _tick(config, T0 + timedelta(minutes=5), state, queue)
-    assert summary.queued == [] and _messages(queue) == []
+    assert summary.queued == [] and queued_bodies(queue) == []
     [ignored] = summary.ignored
     assert ignored.target == "globs" and "set default_branch" in ignored.reason
     assert _tick(config, T0 + timedelta(minutes=6), state, queue).ignored == []  # reported once per slot
@@ -351,7 +333,7 @@ def test_the_timer_function_evaluates_with_the_runtime(tmp_path: Path, queue: Lo
             state.get(schedule_key("nightly")).etag,  # type: ignore[union-attr]
         )
         timer(TimerRequest(past_due=True))
-        [message] = _messages(queue)
+        [message] = queued_bodies(queue)
         assert message["target"] == "nightly" and message["trigger"]["kind"] == "schedule"
     finally:
         set_runtime(None)
