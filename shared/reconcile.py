@@ -22,7 +22,7 @@ from typing import Any
 
 from shared.build_status import BuildStatusNotifier, describe, state_for_run
 from shared.commit_status import CommitState
-from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
+from shared.ledger import ConflictError, Ledger, LedgerRecord, RecordSummary, RunStatus
 from shared.logs import log_event
 from shared.run_backend import PermanentBackendError, RunHandle, RunReader, TransientBackendError
 
@@ -85,12 +85,17 @@ class Reconciler:
     def run(self) -> ReconcileReport:
         report = ReconcileReport()
         now = self._clock()
-        # Each record is read once: what the listing downloaded, with its ETag, is what is replaced.
-        for listed, etag in self._ledger.list_versioned():
-            if listed.created_at < now - self._horizon:
+        # The summaries (blob metadata, one listing) say which runs are still followed; only those
+        # records are read, and the ETag of that read is what the update is conditional on.
+        for summary in self._ledger.list_summaries(since=now - self._horizon):
+            if summary.created_at < now - self._horizon:
                 break  # newest first: everything further is older still
-            if not self._follows(listed):
+            if not self._follows(summary):
                 continue
+            found = self._ledger.get(summary.request_id)
+            if found is None or not self._follows(found[0]):
+                continue  # gone, or settled by someone else since the listing
+            listed, etag = found
             report.checked += 1
             try:
                 self._reconcile(listed, etag, now, report)
@@ -113,7 +118,7 @@ class Reconciler:
         log_event(logger, "reconcile_pass", **report.as_log())
         return report
 
-    def _follows(self, record: LedgerRecord) -> bool:
+    def _follows(self, record: LedgerRecord | RecordSummary) -> bool:
         return (
             record.following
             and record.status is RunStatus.DISPATCHED

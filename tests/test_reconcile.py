@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.storage.blob import ContainerClient
 
 from shared.build_status import BuildStatusNotifier
 from shared.commit_status import StatusReporter
 from shared.config import SlipwayConfig
 from shared.dispatcher import Dispatcher, Outcome
-from shared.ledger import FolderLedger, LedgerRecord
+from shared.ledger import BlobLedger, FolderLedger, LedgerRecord
 from shared.reconcile import Reconciler
 from shared.run_backend import AcrBackend, DryRunBackend
 from tests.support.acr_server import AcrServer, StaticTokenCredential
+from tests.support.azurite import AzuriteServer
 from tests.support.git_hosts import GitHostServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +60,7 @@ class Env:
     def __init__(self, tmp_path: Path, acr: AcrServer, git: GitHostServer) -> None:
         self.acr, self.git, self.clock = acr, git, Clock()
         self.settings = {**ACR, **git.settings(GITHUB_STATUS_TOKEN="ghs-test-token")}
-        self.ledger = FolderLedger(tmp_path / "ledger")
+        self.ledger: FolderLedger | BlobLedger = FolderLedger(tmp_path / "ledger")
         self.backend = AcrBackend(
             subscription_id=ACR["ACR_SUBSCRIPTION_ID"],
             resource_group=ACR["ACR_RESOURCE_GROUP"],
@@ -329,3 +331,29 @@ def test_every_git_host_hears_about_the_run(
     posts = [r for r in env.git.requests if r.host == provider]
     assert [p.path.startswith(route) for p in posts] == [True, True]
     assert env.record(request_id).commit_status == "success"
+
+
+def test_a_pass_reads_only_the_records_it_follows(
+    env: Env, azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which runs are still followed comes from the blob listing's summaries: a finished run's
+    record is not downloaded again on every pass."""
+    env.ledger = BlobLedger(ContainerClient.from_connection_string(azurite.connection_string, "reconcile"))
+    finished = env.dispatch()
+    running = env.dispatch(_request(commit=None, kind="schedule"))
+    env.acr.set_status(env.record(finished).run_id or "", "Succeeded")
+    env.acr.set_status(env.record(running).run_id or "", "Running")
+    env.reconcile()
+    assert env.record(finished).following is False and env.record(running).following is True
+
+    read: list[str] = []
+    real_get = env.ledger.get
+
+    def get(request_id: str) -> tuple[LedgerRecord, str] | None:
+        read.append(request_id)
+        return real_get(request_id)
+
+    monkeypatch.setattr(env.ledger, "get", get)
+    monkeypatch.setattr(env.ledger, "_read_listed", lambda name: pytest.fail(f"downloaded {name}"))
+    report = env.reconcile()
+    assert report.checked == 1 and read == [running]
