@@ -313,12 +313,7 @@ class ScheduleStatus:
     target: str
     schedule: str
     next_slot: datetime | None
-    last_slot: datetime | None = None
-    request_id: str | None = None
-    queued_at: datetime | None = None
-    pending: bool = False  # claimed, but not yet known to be queued: the next evaluation sends it
-    evaluated_at: datetime | None = None
-    since: datetime | None = None  # first evaluation: earlier slots are never built
+    record: ScheduleRecord | None  # what the state store remembers; None: nothing (yet)
     note: str | None = None
 
 
@@ -335,24 +330,10 @@ def schedule_status(config: SlipwayConfig, state: StateStore, *, now: datetime) 
         found = state.get(schedule_key(target.name))
         record = _record(found.value if found is not None else None)
         if record is None:
-            first = "not evaluated yet" if found is None else "state unreadable: starts afresh"
-            statuses.append(ScheduleStatus(target.name, target.schedule, upcoming, note=first))
-            continue
-        note = None
-        if record.schedule != target.schedule:
+            note: str | None = "not evaluated yet" if found is None else "state unreadable: starts afresh"
+        elif record.schedule != target.schedule:
             note = f"evaluated as {record.schedule!r}: the new schedule starts at the next evaluation"
-        statuses.append(
-            ScheduleStatus(
-                target=target.name,
-                schedule=target.schedule,
-                next_slot=upcoming,
-                last_slot=record.last_slot,
-                request_id=record.request_id,
-                queued_at=record.queued_at,
-                pending=record.pending is not None,
-                evaluated_at=record.evaluated_at,
-                since=record.since,
-                note=note,
-            )
-        )
+        else:
+            note = None
+        statuses.append(ScheduleStatus(target.name, target.schedule, upcoming, record, note))
     return statuses

@@ -47,21 +47,23 @@ def list_schedules(args: argparse.Namespace) -> int:
 
     rt = runtime()
     statuses = schedule_status(rt.config(), rt.state(), now=datetime.now(UTC))
-    rows: list[dict[str, Any]] = [
-        {
-            "target": s.target,
-            "schedule": s.schedule,
-            "next_slot": _time(s.next_slot),
-            "last_slot": _time(s.last_slot),
-            "request_id": s.request_id,
-            "queued_at": _time(s.queued_at),
-            "pending": s.pending,
-            "evaluated_at": _time(s.evaluated_at),
-            "since": _time(s.since),
-            "note": s.note,
-        }
-        for s in statuses
-    ]
+    rows: list[dict[str, Any]] = []
+    for s in statuses:
+        r = s.record
+        rows.append(
+            {
+                "target": s.target,
+                "schedule": s.schedule,
+                "next_slot": _time(s.next_slot),
+                "last_slot": _time(r.last_slot) if r else None,
+                "request_id": r.request_id if r else None,
+                "queued_at": _time(r.queued_at) if r else None,
+                "pending": r is not None and r.pending is not None,
+                "evaluated_at": _time(r.evaluated_at) if r else None,
+                "since": _time(r.since) if r else None,
+                "note": s.note,
+            }
+        )
     if args.json:
         print_json({"schedules": rows})
         return 0
