@@ -6,10 +6,11 @@ back; the local host does the same from its own server, so both run the very sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.compact_json import compact_json
 
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
 
@@ -47,14 +48,7 @@ class HttpResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def body_bytes(self) -> bytes:
-        # pydantic's serializer (loaded with the receivers' models) costs a fifth of json's; it
-        # refuses lone surrogates (JSON escapes can carry them into a ref), which json escapes.
-        from pydantic_core import PydanticSerializationError, to_json
-
-        try:
-            return to_json(self.body)
-        except PydanticSerializationError:
-            return json.dumps(self.body, separators=(",", ":")).encode()
+        return compact_json(self.body)
 
 
 class RequestRejected(Exception):
