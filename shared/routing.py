@@ -24,6 +24,7 @@ from shared.build_request import (
 from shared.config import SlipwayConfig, Target
 from shared.events import ZERO_COMMIT, PushEvent
 from shared.globs import any_match
+from shared.pinned_cache import PinnedCache
 from shared.tags import compute_tags
 
 SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
@@ -164,11 +165,10 @@ def request_for_commit(
     build_id = request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts)
     # The same few refs push again and again, and everything but the commit, its tags, the id
     # and the trigger depends on the target and the ref alone: validate that once per ref.
-    # Configuration models are frozen; the entry holds them so that their ids stay theirs.
-    key = (id(config), id(target), ref, repo_url, branch_default)
-    cached = _PROTOTYPES.get(key)
-    if cached is not None and cached[0] is config and cached[1] is target:
-        return cached[2].for_commit(id=build_id, commit=commit, tags=tags, trigger=trigger)
+    owners, key = (config, target), (ref, repo_url, branch_default)
+    prototype = _PROTOTYPES.get(owners, key)
+    if prototype is not None:
+        return prototype.for_commit(id=build_id, commit=commit, tags=tags, trigger=trigger)
     request = validated_request(
         config,
         target,
@@ -180,14 +180,10 @@ def request_for_commit(
         trigger=trigger,
         default_branch=branch_default,
     )
-    if len(_PROTOTYPES) >= _MAX_PROTOTYPES:
-        _PROTOTYPES.clear()
-    _PROTOTYPES[key] = (config, target, request)
-    return request
+    return _PROTOTYPES.put(owners, key, request)
 
 
-_PROTOTYPES: dict[tuple[int, int, str, str, str], tuple[SlipwayConfig, Target, BuildRequest]] = {}
-_MAX_PROTOTYPES = 1024
+_PROTOTYPES: PinnedCache[BuildRequest] = PinnedCache(1024)
 
 
 def validated_request(
@@ -244,19 +240,17 @@ def _ref_matches(target: Target, ref: str) -> str | None:
 class _RepoRefPlan:
     """What routing decides from the repository and the ref alone, the same for every push of them."""
 
-    config: SlipwayConfig  # held so that the cache key's id stays this configuration's
     no_target_reason: str | None
     valid_ref: bool
     targets: tuple[tuple[Target, str | None], ...]  # each target of the repository, and why not the ref
 
 
-_REPO_REF_PLANS: dict[tuple[int, tuple[str, ...], str], _RepoRefPlan] = {}
+_REPO_REF_PLANS: PinnedCache[_RepoRefPlan] = PinnedCache(1024)
 
 
 def _repo_ref_plan(config: SlipwayConfig, repo_urls: tuple[str, ...], ref: str) -> _RepoRefPlan:
-    key = (id(config), repo_urls, ref)
-    plan = _REPO_REF_PLANS.get(key)
-    if plan is not None and plan.config is config:
+    plan = _REPO_REF_PLANS.get((config,), (repo_urls, ref))
+    if plan is not None:
         return plan
     keys = {normalize_repo(u) for u in repo_urls if u}
     targets = [t for t in config.targets if normalize_repo(t.repo) in keys]
@@ -264,15 +258,11 @@ def _repo_ref_plan(config: SlipwayConfig, repo_urls: tuple[str, ...], ref: str) 
     if not targets:
         no_target_reason = f"no target builds {sorted(keys)[0] if keys else 'this repository'}"
     plan = _RepoRefPlan(
-        config=config,
         no_target_reason=no_target_reason,
         valid_ref=is_valid_ref(ref),
         targets=tuple((t, _ref_matches(t, ref)) for t in targets),
     )
-    if len(_REPO_REF_PLANS) >= _MAX_PROTOTYPES:
-        _REPO_REF_PLANS.clear()
-    _REPO_REF_PLANS[key] = plan
-    return plan
+    return _REPO_REF_PLANS.put((config,), (repo_urls, ref), plan)
 
 
 def _paths_reason(target: Target, event: PushEvent, notes: list[str]) -> str | None:

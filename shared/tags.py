@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from shared.pinned_cache import PinnedCache
+
 if TYPE_CHECKING:
     from shared.config import TagRule
 
@@ -295,11 +297,9 @@ def compute_tags(
 
 
 _PlanStep = str | _CompiledRule | None
-# Keyed by the compiled rules' identity (they live as long as ``_COMPILED`` holds them) and the
-# ref: the same few refs push again and again, and only the commit differs between their pushes.
-_PLANS: dict[
-    tuple[int, str, str | None, bool], tuple[tuple[_CompiledRule, ...], _Push, tuple[_PlanStep, ...]]
-] = {}
+# Keyed by the compiled rules and the ref: the same few refs push again and again, and only the
+# commit differs between their pushes.
+_PLANS: PinnedCache[tuple[_Push, tuple[_PlanStep, ...]]] = PinnedCache(_MAX_COMPILED)
 
 
 def _ref_plan(
@@ -310,10 +310,10 @@ def _ref_plan(
     Whether a rule applies and what its ref placeholders say depends on the ref alone; only
     ``{sha}`` and ``{short_sha}`` change from one push of a ref to the next.
     """
-    key = (id(compiled), ref, default_branch, has_commit)
-    cached = _PLANS.get(key)
-    if cached is not None and cached[0] is compiled:
-        return cached[1], cached[2]
+    key = (ref, default_branch, has_commit)
+    cached = _PLANS.get((compiled,), key)
+    if cached is not None:
+        return cached
     push = _describe_push(ref, default_branch)
     steps: list[_PlanStep] = []
     for rule in compiled:
@@ -322,8 +322,4 @@ def _ref_plan(
             continue
         raw = _render(rule, push, push.values)
         steps.append(sanitize_tag(raw) if raw is not None else None)
-    plan = tuple(steps)
-    if len(_PLANS) >= _MAX_COMPILED:
-        _PLANS.clear()
-    _PLANS[key] = (compiled, push, plan)
-    return push, plan
+    return _PLANS.put((compiled,), key, (push, tuple(steps)))
