@@ -420,13 +420,14 @@ def poll_status(
 ) -> tuple[list[DigestRecord], list[RegistryBackoff]]:
     """Every polled base image with its last digest and failure, and the registries still backed
     off (``slipway polls list``). An image never resolved yet has no digest."""
+    polled = polled_images(config)
     images = []
-    for references in polled_images(config).values():
+    for references in polled.values():
         for reference in references:
             found = state.get(image_key(str(reference)))
             images.append(_record(found.value if found is not None else None, str(reference)))
     backoffs = []
-    for registry in polled_images(config):
+    for registry in polled:
         found = state.get(registry_key(registry))
         if found is None:
             continue
