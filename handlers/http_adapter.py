@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 import azure.functions as func
@@ -10,13 +11,19 @@ if TYPE_CHECKING:
     from shared.http import HttpRequest, HttpResponse
 
 
-def to_plain(req: func.HttpRequest) -> HttpRequest:
-    # Imported here: defining its dataclasses costs milliseconds the cold start should not pay.
+@cache
+def _request_type() -> type[HttpRequest]:
+    """Imported on the first request: defining its dataclasses costs milliseconds the cold start
+    should not pay, and an import statement per webhook costs more than this lookup."""
     from shared.http import HttpRequest
 
+    return HttpRequest
+
+
+def to_plain(req: func.HttpRequest) -> HttpRequest:
     # azure.functions keeps the headers lower-cased in a plain dict: copying it skips a Mapping walk.
     lowered = getattr(req.headers, "__http_headers__", None)
-    return HttpRequest(
+    return _request_type()(
         method=req.method,
         url=req.url,
         headers=dict(lowered) if isinstance(lowered, dict) else dict(req.headers.items()),

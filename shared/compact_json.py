@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 
+from pydantic_core import PydanticSerializationError, to_json
+
 
 def compact_json(value: object) -> bytes:
-    from pydantic_core import PydanticSerializationError, to_json
-
     try:
         return to_json(value)
     except PydanticSerializationError:
