@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from shared.run_backend import (
 )
 from shared.task_render import RunSecrets, RunSpec, RunValue, render_run
 from tests.support.acr_server import API_VERSION, AcrServer, StaticTokenCredential, decoded_task
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
@@ -250,9 +250,7 @@ def test_no_token_is_transient(acr_server: AcrServer) -> None:
 
 
 def test_connection_refused_is_transient(acr_server: AcrServer) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     backend = _backend(acr_server, base_url=f"https://127.0.0.1:{port}")
     with pytest.raises(TransientBackendError) as info:
         backend.start(_spec(), request_id="r", correlation_id="c")

@@ -26,6 +26,7 @@ from shared.cache_gc.store import AzureCacheStore, DeleteOutcome
 from shared.cli import main
 from shared.runtime import Runtime
 from tests.support.azurite import AzuriteServer
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -365,19 +366,13 @@ def test_another_http_account_is_one_clear_error_logged_by_the_timer(
 def test_the_cli_reports_a_dead_endpoint_in_seconds_not_minutes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import socket
     import time
 
-    from shared.ledger import DEVELOPMENT_STORAGE_KEY
+    from tests.support.azurite import dead_storage_connection_string
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]  # nothing listens once the block ends
-    monkeypatch.setenv(
-        "SLIPWAY_CACHE_CONNECTION_STRING",
-        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEVELOPMENT_STORAGE_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;",
-    )
+    dead = free_port()
+    connection = dead_storage_connection_string(dead)
+    monkeypatch.setenv("SLIPWAY_CACHE_CONNECTION_STRING", connection)
     path = tmp_path / "slipway.yaml"
     path.write_text(
         "registry: r.azurecr.io\ncache:\n  account_url: https://a.blob.core.windows.net\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 from email.utils import formatdate
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from shared.commit_status import (
     portal_run_url,
     truncate,
 )
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from tests.support.git_hosts import GitHostServer
@@ -414,9 +414,7 @@ def test_bounded_attempts_then_false(git_host_server: GitHostServer, settings: d
 
 
 def test_connection_errors_are_retried():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed when the block ends: connections are refused
+    port = free_port()  # nothing listens there: connections are refused
     settings = {"GITHUB_API_URL": f"http://127.0.0.1:{port}", "GITHUB_STATUS_TOKEN": TOKEN}
     sleeps = Sleeps()
 

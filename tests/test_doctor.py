@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -18,7 +17,8 @@ from shared.doctor import PROBE_PREFIX, Doctor, DoctorReport, Status
 from shared.queue.port import OutgoingMessage
 from shared.run_backend import AcrBackend
 from tests.support.acr_server import AcrServer, StaticTokenCredential
-from tests.support.azurite import AzuriteServer
+from tests.support.azurite import AzuriteServer, dead_storage_connection_string
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "slipway.yaml"
@@ -309,14 +309,8 @@ def test_storage_that_refuses_connections_fails_at_once_not_after_the_sdks_backo
 ) -> None:
     """With the SDK's default retries a dead endpoint took over a minute per check; the doctor
     makes one attempt and names the endpoint."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
-    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-    connection = (
-        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};"
-        f"BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;"
-    )
+    dead = free_port()
+    connection = dead_storage_connection_string(dead)
     (workdir / "slipway.yaml").write_text(EXAMPLE.read_text())
     settings = {
         "AzureWebJobsStorage": connection,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +31,7 @@ from shared.oci import (
     parse_reference,
     parse_retry_after,
 )
+from tests.support.ports import free_port
 from tests.support.registry import (
     Answer,
     FakeAadCredential,
@@ -549,9 +549,7 @@ def test_server_errors_and_timeouts_are_transient(token_server: TokenServer) -> 
 
 
 def test_connection_refused_is_transient() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again before the client connects
+    port = free_port()  # nothing listens there
     client = RegistryClient(f"http://127.0.0.1:{port}", timeout=2)
     with pytest.raises(TransientRegistryError, match="connection failed"):
         client.resolve_digest(f"127.0.0.1:{port}/app:v1")

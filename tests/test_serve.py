@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SLIPWAY = Path(sys.executable).with_name("slipway")
@@ -33,16 +34,10 @@ targets:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.workdir, self.env = workdir, env
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, **extra_env: str) -> None:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
@@ -114,13 +116,6 @@ def _container_name(prefix: str) -> str:
     return f"{cleaned}-{uuid.uuid4().hex[:12]}"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def azurite_executable(root: Path = REPO_ROOT) -> Path:
     """The repo-local ``azurite-blob``; a missing one is a setup problem, so fail loudly, never skip."""
     path = root / AZURITE_BLOB
@@ -184,7 +179,7 @@ def start_azurite(*, root: Path = REPO_ROOT, timeout: float = STARTUP_TIMEOUT) -
     """
     executable = azurite_executable(root)
     for attempt in range(1, _PORT_ATTEMPTS + 1):
-        server = _launch(executable, _free_port())
+        server = _launch(executable, free_port())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
@@ -232,3 +227,15 @@ def fresh_azurite() -> Iterator[AzuriteServer]:
     """A private Azurite for one test (nothing shared, no accumulated deletes)."""
     with running_azurite() as server:
         yield server
+
+
+def dead_storage_connection_string(port: int) -> str:
+    """A connection string for Azurite's development account on ``port``, where nothing listens
+    (``free_port()``)."""
+    from shared.ledger import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_KEY
+
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={DEVELOPMENT_STORAGE_ACCOUNT};"
+        f"AccountKey={DEVELOPMENT_STORAGE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{DEVELOPMENT_STORAGE_ACCOUNT};"
+    )

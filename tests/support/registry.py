@@ -23,7 +23,6 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import tarfile
@@ -53,6 +52,7 @@ from shared.oci import (
     RegistryClient,
     compute_digest,
 )
+from tests.support.ports import free_port
 
 STARTUP_TIMEOUT = 20.0
 _PORT_ATTEMPTS = 3
@@ -81,13 +81,6 @@ def registry_executable() -> str:
             "then the tests again."
         )
     return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _rfc3339(value: datetime | str | None) -> str:
@@ -435,7 +428,7 @@ def start_registry(*, timeout: float = STARTUP_TIMEOUT) -> OciRegistry:
     """
     executable = registry_executable()
     for attempt in range(1, _PORT_ATTEMPTS + 1):
-        registry = _launch(executable, _free_port())
+        registry = _launch(executable, free_port())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if registry.process.poll() is not None:
