@@ -152,10 +152,14 @@ class CrashAfterStart(AcrBackend):
         return handle
 
 
-def _crash_rig(tmp_path: Path, acr_server: AcrServer) -> Rig:
+@pytest.fixture
+def crash_rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
+    """A rig whose host dies right after ACR accepted the run (before the ledger records it)."""
     backend = CrashAfterStart(**acr_backend_arguments(acr_server))
     backend.acr_server = acr_server  # type: ignore[attr-defined]
-    return Rig(tmp_path, Clock(), backend)
+    rig = Rig(tmp_path, Clock(), backend)
+    yield rig
+    rig.close()
 
 
 def _crash_then_redeliver(rig: Rig) -> None:
@@ -167,43 +171,37 @@ def _crash_then_redeliver(rig: Rig) -> None:
 
 
 def test_a_crash_after_schedule_run_is_recovered_without_a_second_run(
-    tmp_path: Path, acr_server: AcrServer
+    crash_rig: Rig, acr_server: AcrServer
 ) -> None:
-    rig = _crash_rig(tmp_path, acr_server)
-    try:
-        request = make_request(7, received_at=rig.clock())
-        rig.send(request)
-        _crash_then_redeliver(rig)
-        rig.run_until_idle()
-        record, _ = rig.ledger.get(request.id) or (None, None)
-        assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
-        assert [e["event"] for e in record.history][-1] == "run_recovered"
-        assert _runs(acr_server) == 1
-    finally:
-        rig.close()
+    rig = crash_rig
+    request = make_request(7, received_at=rig.clock())
+    rig.send(request)
+    _crash_then_redeliver(rig)
+    rig.run_until_idle()
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert [e["event"] for e in record.history][-1] == "run_recovered"
+    assert _runs(acr_server) == 1
 
 
 def test_a_crash_with_two_unknown_runs_in_the_window_asks_the_operator(
-    tmp_path: Path, acr_server: AcrServer
+    crash_rig: Rig, acr_server: AcrServer
 ) -> None:
-    rig = _crash_rig(tmp_path, acr_server)
-    try:
-        request = make_request(8, received_at=rig.clock())
-        rig.send(request)
-        crashed_at = rig.clock()
-        _crash_then_redeliver(rig)
-        acr_server.clock = lambda: crashed_at + timedelta(seconds=5)
-        acr_backend(acr_server).start(  # somebody else's run, in the same minute, unknown to the ledger
-            _spec_of(rig, request.id), request_id="manual", correlation_id="manual"
-        )
-        acr_server.clock = rig.clock
-        rig.run_until_idle()
-        [dead] = rig.queue.peek(dead_letter=True)
-        assert dead.dead_letter_reason == "DispatchInterrupted"
-        assert "ca1" in (dead.dead_letter_description or "") and "ca2" in (dead.dead_letter_description or "")
-        assert _runs(acr_server) == 2  # nothing started a third
-    finally:
-        rig.close()
+    rig = crash_rig
+    request = make_request(8, received_at=rig.clock())
+    rig.send(request)
+    crashed_at = rig.clock()
+    _crash_then_redeliver(rig)
+    acr_server.clock = lambda: crashed_at + timedelta(seconds=5)
+    acr_backend(acr_server).start(  # somebody else's run, in the same minute, unknown to the ledger
+        _spec_of(rig, request.id), request_id="manual", correlation_id="manual"
+    )
+    acr_server.clock = rig.clock
+    rig.run_until_idle()
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert dead.dead_letter_reason == "DispatchInterrupted"
+    assert "ca1" in (dead.dead_letter_description or "") and "ca2" in (dead.dead_letter_description or "")
+    assert _runs(acr_server) == 2  # nothing started a third
 
 
 def _spec_of(rig: Rig, request_id: str) -> RunSpec:
