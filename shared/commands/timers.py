@@ -28,17 +28,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.set_defaults(handler=list_polls)
 
 
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _short_times(row: dict[str, Any]) -> dict[str, Any]:
-    """Tables show minutes (the title says UTC); JSON keeps the full ISO times."""
-    short = dict(row)
-    for key, value in row.items():
-        if isinstance(value, str) and len(value) >= 16 and value[10:11] == "T" and value[:4].isdigit():
-            short[key] = datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
-    return short
+def _times(row: dict[str, Any], *, table: bool) -> dict[str, Any]:
+    """Times as ISO 8601 for JSON; to the minute for a table (whose title says UTC)."""
+    return {
+        key: (value.strftime("%Y-%m-%d %H:%M") if table else value.isoformat())
+        if isinstance(value, datetime)
+        else value
+        for key, value in row.items()
+    }
 
 
 def list_schedules(args: argparse.Namespace) -> int:
@@ -54,22 +51,22 @@ def list_schedules(args: argparse.Namespace) -> int:
             {
                 "target": s.target,
                 "schedule": s.schedule,
-                "next_slot": _time(s.next_slot),
-                "last_slot": _time(r.last_slot) if r else None,
+                "next_slot": s.next_slot,
+                "last_slot": r.last_slot if r else None,
                 "request_id": r.request_id if r else None,
-                "queued_at": _time(r.queued_at) if r else None,
+                "queued_at": r.queued_at if r else None,
                 "pending": r is not None and r.pending is not None,
-                "evaluated_at": _time(r.evaluated_at) if r else None,
-                "since": _time(r.since) if r else None,
+                "evaluated_at": r.evaluated_at if r else None,
+                "since": r.since if r else None,
                 "note": s.note,
             }
         )
     if args.json:
-        print_json({"schedules": rows})
+        print_json({"schedules": [_times(row, table=False) for row in rows]})
         return 0
-    rows = [_short_times(row) for row in rows]
     columns = ["target", "schedule", "next_slot", "last_slot", "note"]  # --json has every field
-    print_table(f"{len(rows)} scheduled target(s), times in UTC", columns, rows)
+    table = [_times(row, table=True) for row in rows]
+    print_table(f"{len(rows)} scheduled target(s), times in UTC", columns, table)
     return 0
 
 
@@ -79,29 +76,24 @@ def list_polls(args: argparse.Namespace) -> int:
 
     rt = runtime()
     images, backoffs = poll_status(rt.config(), rt.state(), now=datetime.now(UTC))
-    image_rows: list[dict[str, Any]] = [
-        {
-            "image": r.image,
-            "digest": r.digest,
-            "previous_digest": r.previous_digest,
-            "first_seen_at": _time(r.first_seen_at),
-            "changed_at": _time(r.changed_at),
-            "checked_at": _time(r.checked_at),
-            "error": r.error,
-            "error_at": _time(r.error_at),
-        }
-        for r in images
-    ]
-    backoff_rows = [{"registry": b.registry, "until": _time(b.until), "reason": b.reason} for b in backoffs]
+    image_rows = [r.model_dump() for r in images]
+    backoff_rows = [b.model_dump() for b in backoffs]
     if args.json:
-        print_json({"images": image_rows, "backoffs": backoff_rows})
+        print_json(
+            {
+                "images": [_times(row, table=False) for row in image_rows],
+                "backoffs": [_times(row, table=False) for row in backoff_rows],
+            }
+        )
         return 0
-    image_rows = [_short_times(row) for row in image_rows]
-    backoff_rows = [_short_times(row) for row in backoff_rows]
-    for row in image_rows:
+    images_table = [_times(row, table=True) for row in image_rows]
+    for row in images_table:
         row["digest"] = (row["digest"] or "")[:19] or None  # sha256: and 12 hex: enough to compare
     columns = ["image", "digest", "checked_at", "changed_at", "error"]
-    print_table(f"{len(image_rows)} polled base image(s), times in UTC", columns, image_rows)
+    print_table(f"{len(image_rows)} polled base image(s), times in UTC", columns, images_table)
     if backoff_rows:
-        print_table("registries backed off (429 Retry-After)", ["registry", "until", "reason"], backoff_rows)
+        backoffs_table = [_times(row, table=True) for row in backoff_rows]
+        print_table(
+            "registries backed off (429 Retry-After)", ["registry", "until", "reason"], backoffs_table
+        )
     return 0
