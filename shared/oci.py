@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +38,11 @@ DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
 _LEGACY_DOCKER_HUB = "index.docker.io"
+# Docker Hub's registry sends clients to a token realm on another host: its challenge is
+# ``Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`` (Docker's
+# "Registry authentication" reference, https://docs.docker.com/reference/api/registry/auth/).
+# It is the one well-known realm that lives off the registry's host; any other must be named.
+_KNOWN_TOKEN_REALMS = {DEFAULT_REGISTRY: frozenset({"auth.docker.io"})}
 
 MEDIA_TYPE_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -108,6 +113,10 @@ class Unauthorized(RegistryError):
 
 class TransientRegistryError(RegistryError):
     """A 5xx, a timeout or a connection failure: try again later, and assume nothing changed."""
+
+
+class UntrustedRealm(RegistryError):
+    """A challenge asked for our credentials at a realm we may not send them to."""
 
 
 class RateLimited(TransientRegistryError):
@@ -891,6 +900,12 @@ class RegistryClient:
     otherwise: errors are raised as ``NotFound``, ``Unauthorized``, ``RateLimited``,
     ``TransientRegistryError`` or ``RegistryError`` for the caller to decide.
 
+    ``credentials`` go only where they belong: to the registry itself (Basic), and to a token realm
+    on the registry's own host name, Docker Hub's ``auth.docker.io``, or a host named in
+    ``trusted_realm_hosts``, over https (plain http only on loopback). A registry that names any
+    other realm gets ``UntrustedRealm`` instead of the password: a hijacked or hostile registry
+    cannot collect it by pointing its challenge elsewhere.
+
     TLS is verified (``verify`` may name a CA bundle); plain http needs ``insecure=True`` or an
     ``http://`` loopback base. ``timeout`` bounds each connect and each read, in seconds.
     """
@@ -901,6 +916,7 @@ class RegistryClient:
         *,
         credentials: tuple[str, str] | None = None,
         token_provider: TokenProvider | None = None,
+        trusted_realm_hosts: Iterable[str] = (),
         verify: bool | str = True,
         insecure: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
@@ -912,6 +928,11 @@ class RegistryClient:
         self.registry, self.base_url = _parse_base(registry, insecure=insecure)
         self._credentials = credentials
         self._token_provider = token_provider
+        self._realm_hosts = (
+            frozenset({urlsplit(self.base_url).hostname or ""})
+            | _KNOWN_TOKEN_REALMS.get(self.registry, frozenset())
+            | frozenset(h.strip().lower() for h in trusted_realm_hosts if h.strip())
+        )
         self._max_blob_bytes = max_blob_bytes
         self._clock = clock
         self._transport = _Transport(
@@ -1163,6 +1184,22 @@ class RegistryClient:
             self._tokens[wanted] = token
             return f"Bearer {token.value}"
 
+    def _check_realm(self, realm: str) -> None:
+        """Refuse a realm our password may not go to (another host, or plain http off loopback)."""
+        parts = urlsplit(realm)
+        host = (parts.hostname or "").lower()
+        if host not in self._realm_hosts:
+            raise UntrustedRealm(
+                f"{self.registry}: refusing to send the registry credentials to the token realm "
+                f"{_display(realm)}, which is not on the registry's host; if it is the registry's own "
+                "token service, name its host in SLIPWAY_REGISTRY_TOKEN_REALMS"
+            )
+        if parts.scheme.lower() != "https" and not _is_loopback(host):
+            raise UntrustedRealm(
+                f"{self.registry}: refusing to send the registry credentials over plain http to "
+                f"{_display(realm)}"
+            )
+
     def _fetch_token(self, challenge: Challenge, scope: str) -> _CachedToken:
         """GET the realm with service and scope (Basic credentials if we have them)."""
         realm = challenge.realm
@@ -1171,8 +1208,10 @@ class RegistryClient:
         params = [("service", challenge.service)] if challenge.service else []
         params += [("scope", s) for s in scope.split()]
         url = realm + (("&" if urlsplit(realm).query else "?") + urlencode(params) if params else "")
-        authorization = _basic_header(*self._credentials) if self._credentials is not None else None
-        # The realm is usually another host (auth.docker.io): the credentials are meant for it.
+        authorization = None
+        if self._credentials is not None:
+            self._check_realm(realm)
+            authorization = _basic_header(*self._credentials)
         response = self._transport.send(
             "GET",
             url,
@@ -1245,6 +1284,7 @@ __all__ = [
     "TokenProvider",
     "TransientRegistryError",
     "Unauthorized",
+    "UntrustedRealm",
     "check_repository",
     "compute_digest",
     "is_digest",

@@ -60,6 +60,7 @@ OPTIONAL_SETTINGS = {
     "SLIPWAY_CACHE_CLIENT_SECRET": "cache.auth service-principal only: add to secretSettings",
     "SLIPWAY_REGISTRY_USERNAME": "image retention on a registry other than ACR",
     "SLIPWAY_REGISTRY_PASSWORD": "image retention on a registry other than ACR",
+    "SLIPWAY_REGISTRY_TOKEN_REALMS": "image retention on a registry other than ACR",
     "GITLAB_WEBHOOK_TOKEN": "per Git host: add to secretSettings",
     "AZURE_DEVOPS_WEBHOOK_USER": "per Git host: add to secretSettings",
     "AZURE_DEVOPS_WEBHOOK_PASSWORD": "per Git host: add to secretSettings",

@@ -26,6 +26,7 @@ from shared.oci import (
     RegistryError,
     TransientRegistryError,
     Unauthorized,
+    UntrustedRealm,
     compute_digest,
     parse_challenges,
     parse_reference,
@@ -503,6 +504,93 @@ def test_basic_challenge_is_answered_with_credentials(token_server: TokenServer)
     token_server.fail_next(401, headers={"WWW-Authenticate": 'Basic realm="registry"'})
     with pytest.raises(Unauthorized):
         token_server.client().resolve_digest(f"{token_server.host}/team/app:v1")
+
+
+# -- where the registry password may go (issue 21: a challenge must not steer it elsewhere) ------
+
+
+def _challenge_elsewhere(token_server: TokenServer, realm_host: str) -> None:
+    """The next registry answer names a realm on ``realm_host`` (served by the same loopback server)."""
+    realm = f"http://{realm_host}:{token_server.port}/token"
+    challenge = f'Bearer realm="{realm}",service="{token_server.service}"'
+    token_server.fail_next(401, headers={"WWW-Authenticate": challenge})
+
+
+def test_credentials_never_go_to_a_realm_off_the_registry_host(
+    oci_registry: OciRegistry, token_server: TokenServer
+) -> None:
+    repo = oci_registry.new_repo()
+    oci_registry.push_image(repo, "v1")
+    token_server.credentials = ("robot", "s3cret")
+    ref = f"{token_server.host}/{repo}:v1"  # the registry is 127.0.0.1; "localhost" is another host name
+    _challenge_elsewhere(token_server, "localhost")
+    with pytest.raises(UntrustedRealm, match=r"localhost.*SLIPWAY_REGISTRY_TOKEN_REALMS"):
+        token_server.client(credentials=("robot", "s3cret")).resolve_digest(ref)
+    assert token_server.token_requests == []  # the realm never saw a request, let alone the password
+
+
+def test_a_named_realm_host_receives_the_credentials(
+    oci_registry: OciRegistry, token_server: TokenServer
+) -> None:
+    repo = oci_registry.new_repo()
+    digest = oci_registry.push_image(repo, "v1")
+    token_server.credentials = ("robot", "s3cret")
+    _challenge_elsewhere(token_server, "localhost")
+    client = token_server.client(credentials=("robot", "s3cret"), trusted_realm_hosts=["LocalHost "])
+    assert client.resolve_digest(f"{token_server.host}/{repo}:v1") == digest
+    assert token_server.token_requests[0].headers["authorization"].startswith("Basic ")
+
+
+def test_anonymous_clients_follow_any_realm(oci_registry: OciRegistry, token_server: TokenServer) -> None:
+    """Without credentials there is nothing to leak: public images keep working behind any realm."""
+    repo = oci_registry.new_repo()
+    digest = oci_registry.push_image(repo, "v1")
+    _challenge_elsewhere(token_server, "localhost")
+    assert token_server.client().resolve_digest(f"{token_server.host}/{repo}:v1") == digest
+    assert "authorization" not in token_server.token_requests[0].headers
+
+
+@pytest.mark.parametrize(
+    ("registry", "realm", "trusted", "allowed"),
+    [
+        # Docker Hub's challenge names https://auth.docker.io/token (Docker's "Registry
+        # authentication" reference, https://docs.docker.com/reference/api/registry/auth/).
+        ("docker.io", "https://auth.docker.io/token", (), True),
+        ("docker.io", "https://auth.docker.io.evil.example/token", (), False),
+        ("ghcr.io", "https://auth.docker.io/token", (), False),  # Docker Hub's realm is Docker Hub's only
+        ("ghcr.io", "https://ghcr.io/token", (), True),
+        ("ghcr.io", "https://evil.example/token", (), False),
+        ("registry.example", "https://auth.example/token", ("auth.example",), True),
+        ("registry.example", "http://auth.example/token", ("auth.example",), False),  # plain http
+    ],
+)
+def test_which_realms_may_receive_credentials(
+    registry: str, realm: str, trusted: tuple[str, ...], allowed: bool
+) -> None:
+    client = RegistryClient(registry, credentials=("u", "p"), trusted_realm_hosts=trusted)
+    if allowed:
+        client._check_realm(realm)
+    else:
+        with pytest.raises(UntrustedRealm):
+            client._check_realm(realm)
+
+
+def test_retention_backend_trusts_the_realms_the_setting_names(
+    oci_registry: OciRegistry, token_server: TokenServer
+) -> None:
+    from shared.retention.prune import backend_from_settings
+
+    repo = oci_registry.new_repo()
+    oci_registry.push_image(repo, "v1")
+    token_server.credentials = ("robot", "s3cret")
+    settings = {"SLIPWAY_REGISTRY_USERNAME": "robot", "SLIPWAY_REGISTRY_PASSWORD": "s3cret"}
+    _challenge_elsewhere(token_server, "localhost")
+    with pytest.raises(UntrustedRealm):
+        backend_from_settings(settings, token_server.url, "oci").read_tags(repo)
+    _challenge_elsewhere(token_server, "localhost")
+    trusting = {**settings, "SLIPWAY_REGISTRY_TOKEN_REALMS": "auth.example, localhost"}
+    tags = backend_from_settings(trusting, token_server.url, "oci").read_tags(repo)
+    assert [t.name for t in tags] == ["v1"]
 
 
 def test_429_is_rate_limited_with_retry_after(token_server: TokenServer) -> None:

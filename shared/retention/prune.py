@@ -24,6 +24,10 @@ from shared.service_errors import is_service_error
 
 logger = logging.getLogger(__name__)
 
+# Host names of token realms (comma-separated) that may receive the registry password besides
+# the registry's own host and Docker Hub's auth.docker.io (shared.oci.RegistryClient).
+TOKEN_REALMS_SETTING = "SLIPWAY_REGISTRY_TOKEN_REALMS"
+
 # Called with (repository about to be read, its position from 1, how many will be read).
 Progress = Callable[[str, int, int], None]
 
@@ -210,7 +214,8 @@ def backend_from_settings(
 
     ACR uses ``DefaultAzureCredential`` (managed identity ``AZURE_CLIENT_ID`` when set). Other
     registries are anonymous, or Basic/token auth with ``SLIPWAY_REGISTRY_USERNAME`` and
-    ``SLIPWAY_REGISTRY_PASSWORD``.
+    ``SLIPWAY_REGISTRY_PASSWORD``; the password goes to a token realm only on the registry's host,
+    Docker Hub's, or one named in ``SLIPWAY_REGISTRY_TOKEN_REALMS`` (comma-separated host names).
     """
     chosen = api or guess_api(registry)
     if chosen == "acr":
@@ -225,7 +230,11 @@ def backend_from_settings(
 
     user, password = settings.get("SLIPWAY_REGISTRY_USERNAME"), settings.get("SLIPWAY_REGISTRY_PASSWORD")
     credentials = (user, password) if user and password else None
-    return OciRetentionBackend(RegistryClient(registry_base(registry), credentials=credentials, **options))
+    realms = [h for h in settings.get(TOKEN_REALMS_SETTING, "").split(",") if h.strip()]
+    client = RegistryClient(
+        registry_base(registry), credentials=credentials, trusted_realm_hosts=realms, **options
+    )
+    return OciRetentionBackend(client)
 
 
 def guess_api(registry: str) -> str:
