@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +15,9 @@ from hypothesis import strategies as st
 
 from shared.http import HttpRequest
 from shared.queue.local import LocalQueue
+from shared.rebuild_limit import admit, parse_limit
 from shared.receivers.dockerhub import receive_dockerhub
+from shared.state import FolderStateStore
 from tests.support.registry_hooks import (
     DOCKER_HUB,
     DOCKERHUB_TOKEN,
@@ -154,3 +159,108 @@ def test_fuzz_never_5xx_and_never_queues_without_the_token(
     json.dumps(resp.body)
     if queue.count():
         assert query.get("token") == DOCKERHUB_TOKEN and resp.status == 202
+
+
+# -- the ceiling on rebuilds one image can cause (the URL token is all a sender needs) ----------
+
+
+def _push_at(offset_seconds: int) -> bytes:
+    payload = fixture_json(DOCKER_HUB, SAMPLE)
+    payload["push_data"]["pushed_at"] += offset_seconds
+    return json.dumps(payload).encode()
+
+
+def _limited_context(queue: LocalQueue, state: FolderStateStore, now: list[datetime], limit: str) -> Any:
+    ctx = context(queue, state=state, DOCKERHUB_REBUILD_LIMIT=limit)
+    ctx.clock = lambda: now[0]
+    return ctx
+
+
+def test_an_image_causes_at_most_the_limit_of_updates_per_window(
+    queue: LocalQueue, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [NOW]
+    ctx = _limited_context(queue, FolderStateStore(tmp_path / "state"), now, "3/1h")
+    answers = [receive_dockerhub(dockerhub_request(_push_at(i)), ctx) for i in range(5)]
+    assert [a.status for a in answers] == [202, 202, 202, 200, 200]
+    assert "DOCKERHUB_REBUILD_LIMIT" in answers[3].body["ignored"][0]["reason"]
+    assert queue.count() == 3
+    assert [r for r in caplog.records if "rebuild_rate_limited" in r.getMessage()]
+    # A sender's retry of an update already counted is the same request, not a new one.
+    retried = receive_dockerhub(dockerhub_request(_push_at(0)), ctx)
+    assert retried.body["accepted"][0]["id"] == answers[0].body["accepted"][0]["id"]
+    assert queue.count() == 3
+    # The window slides: an hour after the first three, the image may cause updates again.
+    now[0] = NOW + timedelta(hours=1, seconds=1)
+    assert receive_dockerhub(dockerhub_request(_push_at(10)), ctx).status == 202
+    assert queue.count() == 4
+
+
+def test_the_limit_is_on_by_default_and_can_be_turned_off(queue: LocalQueue, tmp_path: Path) -> None:
+    now = [NOW]
+    state = FolderStateStore(tmp_path / "state")
+    ctx = context(queue, state=state)
+    statuses = [receive_dockerhub(dockerhub_request(_push_at(i)), ctx).status for i in range(8)]
+    assert statuses.count(202) == 6  # the documented default: 6 updates per image per hour
+    off = _limited_context(queue, state, now, "off")
+    assert receive_dockerhub(dockerhub_request(_push_at(100)), off).status == 202
+
+
+def test_an_invalid_limit_setting_is_503_and_queues_nothing(queue: LocalQueue, tmp_path: Path) -> None:
+    ctx = _limited_context(queue, FolderStateStore(tmp_path / "state"), [NOW], "lots")
+    resp = receive_dockerhub(dockerhub_request(_push_at(0)), ctx)
+    assert (resp.status, resp.body["error"]) == (503, "configuration_invalid")
+    assert "DOCKERHUB_REBUILD_LIMIT" in resp.body["reason"]
+    assert queue.count() == 0
+
+
+def test_concurrent_updates_never_exceed_the_ceiling(tmp_path: Path) -> None:
+    state = FolderStateStore(tmp_path / "state")
+    limit = parse_limit("4/1h")
+    assert limit is not None
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(
+            pool.map(
+                lambda i: admit(
+                    state, provider="dockerhub", image="library/x:1", update_id=f"u{i}", limit=limit, now=NOW
+                ),
+                range(16),
+            )
+        )
+    assert results.count(True) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("6/1h", (6, timedelta(hours=1))),
+        (" 2 / 30m ", (2, timedelta(minutes=30))),
+        ("", (6, timedelta(hours=1))),
+    ],
+)
+def test_limit_setting_grammar(text: str, expected: tuple[int, timedelta]) -> None:
+    limit = parse_limit(text)
+    assert limit is not None
+    assert (limit.count, limit.window) == expected
+
+
+@pytest.mark.parametrize("text", ["6", "0/1h", "6/0s", "-1/1h", "6/hour", "six/1h"])
+def test_limit_setting_refuses_what_it_cannot_mean(text: str) -> None:
+    with pytest.raises(ValueError, match=r"rebuild limit|duration"):
+        parse_limit(text)
+
+
+def test_the_url_token_stays_out_of_logs_and_queued_requests(
+    queue: LocalQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receive_dockerhub(dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE)), context(queue))
+    receive_dockerhub(
+        dockerhub_request(fixture_bytes(DOCKER_HUB, SAMPLE), token="wrong-token-x"), context(queue)
+    )
+    assert caplog.records
+    for record in caplog.records:
+        text = record.getMessage() + json.dumps(record.__dict__, default=str)
+        assert DOCKERHUB_TOKEN not in text
+        assert "wrong-token-x" not in text
+    assert all(DOCKERHUB_TOKEN.encode() not in m.body for m in queue.peek())

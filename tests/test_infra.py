@@ -68,6 +68,7 @@ OPTIONAL_SETTINGS = {
     "GITEA_WEBHOOK_SECRET": "per Git host: add to secretSettings",
     "ACR_WEBHOOK_TOKEN": "ACR webhook sender: add to secretSettings",
     "DOCKERHUB_WEBHOOK_TOKEN": "Docker Hub sender: add to secretSettings",
+    "DOCKERHUB_REBUILD_LIMIT": "the code's default (6 per image per hour) is the intended ceiling",
     "EVENTGRID_WEBHOOK_TOKEN": "set (Key Vault reference) only with enableEventGrid",
     "SLIPWAY_CACHE_ACCOUNT_KEY": "set (Key Vault reference) only with enableCache",
     "GITHUB_STATUS_TOKEN": "commit statuses: add to secretSettings",

@@ -11,6 +11,11 @@ tag and ``pushed_at``. A retried delivery of the same push is therefore the same
 builds once, and a later push of the same tag is a new update. ``callback_url`` is not called:
 it is optional, undocumented today, and would let the payload choose a URL Slipway requests.
 
+Whoever holds the URL could send a new ``pushed_at`` as often as they like, so each image may
+cause at most ``DOCKERHUB_REBUILD_LIMIT`` distinct updates per window (``shared.rebuild_limit``;
+default 6 per hour); the rest are answered 200 with the reason and logged as
+``rebuild_rate_limited``.
+
 Docker Hub only offers webhooks on repositories you own, so official images (``python``,
 ``node``) cannot be followed this way; their updates need a digest poll.
 """
@@ -20,15 +25,19 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from shared.events import ImagePushedEvent
 from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.image_refs import DOCKER_HUB
+from shared.logs import log_event
+from shared.rebuild_limit import DOCKERHUB_SETTING, admit, limit_from_settings
 from shared.receivers.base import ReceiverContext
 from shared.receivers.common import Delivery, run_receiver
 from shared.receivers.image_push import (
     ImageNameError,
     PayloadModel,
     check_query_token,
+    ignored_response,
     image_pushed,
     parse_json,
     route_and_enqueue,
@@ -84,4 +93,41 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
         )
     except ImageNameError as exc:
         raise RequestRejected(400, "bad_request", f"Docker Hub push: {exc}") from None
+    refused = _over_limit(pushed, ctx)
+    if refused is not None:
+        return ignored_response(delivery.correlation_id, [refused])
     return route_and_enqueue([pushed], ctx, delivery, logger=logger, notes=notes)
+
+
+def _over_limit(pushed: ImagePushedEvent, ctx: ReceiverContext) -> str | None:
+    """Why this update is not built (the image's ceiling is reached), or None to go on.
+
+    Without a state store (a bare test context) there is nowhere to count, and nothing is limited.
+    """
+    try:
+        limit = limit_from_settings(ctx.settings, DOCKERHUB_SETTING)
+    except ValueError as exc:
+        logger.error("%s is invalid: %s", DOCKERHUB_SETTING, exc)
+        raise RequestRejected(503, "configuration_invalid", f"{DOCKERHUB_SETTING} is invalid") from None
+    if limit is None or ctx.state is None:
+        return None
+    image = f"{pushed.repository}:{pushed.tag or 'latest'}"
+    when = pushed.pushed_at.isoformat() if pushed.pushed_at else "unknown"
+    try:
+        admitted = admit(
+            ctx.state(),
+            provider=PROVIDER,
+            image=image,
+            update_id=f"{image}@{when}",
+            limit=limit,
+            now=ctx.clock(),
+        )
+    except Exception as exc:
+        log_event(logger, "state_unavailable", level=logging.ERROR, error=str(exc))
+        raise RequestRejected(
+            503, "state_unavailable", "the state store cannot be written; retry later"
+        ) from exc
+    if admitted:
+        return None
+    log_event(logger, "rebuild_rate_limited", level=logging.WARNING, image=image, limit=str(limit))
+    return f"{image}: more than {limit} updates in the window ({DOCKERHUB_SETTING}); not built"
