@@ -37,6 +37,10 @@ from shared.retention.rules import ImageRule
 from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg
 from shared.tags import RuleTemplateError, validate_rule_templates
 
+# Settings a target may name as its Git token. Slipway reads none of its own under this prefix
+# (tests/test_config.py checks it against every setting the code reads).
+GIT_TOKEN_SETTING_PREFIX = "GIT_TOKEN_"
+
 if TYPE_CHECKING:
     import yaml
 
@@ -238,8 +242,10 @@ class Target(_Strict):
     )
     git_token_setting: str | None = Field(
         default=None,
-        description="App setting holding a read-only token for a private repository. It reaches "
+        description="App setting holding a read-only token for a private repository; its name must "
+        f"start with {GIT_TOKEN_SETTING_PREFIX} (e.g. {GIT_TOKEN_SETTING_PREFIX}WEB). It reaches "
         "BuildKit as the GIT_AUTH_TOKEN build secret, never in a URL.",
+        json_schema_extra={"pattern": f"^{GIT_TOKEN_SETTING_PREFIX}[A-Z0-9_]+$"},
     )
     base_images: list[str] = Field(
         default_factory=list,
@@ -325,8 +331,19 @@ class Target(_Strict):
     @field_validator("git_token_setting")
     @classmethod
     def _setting(cls, value: str | None) -> str | None:
-        if value is not None and not BUILD_ARG_NAME_RE.match(value):
+        # The setting's value becomes a build secret the Dockerfile can read
+        # (RUN --mount=type=secret), so a config author must not be able to name any other
+        # setting (a webhook secret, the cache key, a status token with write rights).
+        if value is None:
+            return value
+        if not BUILD_ARG_NAME_RE.match(value):
             raise ValueError("git_token_setting must be an app setting name")
+        if not value.startswith(GIT_TOKEN_SETTING_PREFIX) or value == GIT_TOKEN_SETTING_PREFIX:
+            raise ValueError(
+                f"git_token_setting must name a setting starting with {GIT_TOKEN_SETTING_PREFIX} "
+                f"(e.g. {GIT_TOKEN_SETTING_PREFIX}WEB): its value is handed to the build as a secret "
+                "the Dockerfile can read, so only settings that hold Git tokens may be named"
+            )
         return value
 
     @field_validator("schedule")

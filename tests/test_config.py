@@ -90,7 +90,7 @@ def test_full_example_from_the_readme_loads() -> None:
                   - "{branch}"
                   - {template: "{version}", when: semver}
                 cache: {name: "{target}-{branch}", mode: min}
-                git_token_setting: WEB_REPO_TOKEN
+                git_token_setting: GIT_TOKEN_WEB
             """
         ),
         source="s.yaml",
@@ -299,6 +299,13 @@ def test_cache_name_template_only_knows_target_and_branch() -> None:
         ),
         (
             "image: contoso/web",
+            "image: contoso/web\n    git_token_setting: GITHUB_WEBHOOK_SECRET",
+            "slipway.yaml:6: targets[0].git_token_setting: git_token_setting must name a setting starting "
+            "with GIT_TOKEN_ (e.g. GIT_TOKEN_WEB): its value is handed to the build as a secret the "
+            "Dockerfile can read, so only settings that hold Git tokens may be named",
+        ),
+        (
+            "image: contoso/web",
             "image: contoso/web\n    platforms: []",
             "slipway.yaml:6: targets[0].platforms: List should have at least 1 item",
         ),
@@ -436,3 +443,32 @@ def test_config_json_schema_header() -> None:
     target = schema["$defs"]["Target"]
     assert target["additionalProperties"] is False
     assert {"name", "repo", "branches", "image_tags", "platforms"} <= target["properties"].keys()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Slipway's own secrets: each would reach the Dockerfile as a readable build secret.
+        "GITHUB_WEBHOOK_SECRET",
+        "SLIPWAY_CACHE_ACCOUNT_KEY",
+        "SLIPWAY_CACHE_CLIENT_SECRET",
+        "GITHUB_STATUS_TOKEN",
+        "SLIPWAY_REGISTRY_PASSWORD",
+        "AzureWebJobsStorage",
+        "GIT_TOKEN_",
+        "MY_REPO_TOKEN",
+    ],
+)
+def test_git_token_setting_names_only_git_token_settings(name: str) -> None:
+    [problem] = problems(MINIMAL + f"    git_token_setting: {name}\n")
+    assert problem.startswith("slipway.yaml:6: targets[0].git_token_setting: ")
+
+
+def test_no_setting_of_slipways_own_carries_the_git_token_prefix() -> None:
+    """The prefix is safe to hand to config authors only while Slipway reads nothing under it."""
+    from shared.config import GIT_TOKEN_SETTING_PREFIX
+    from tests.support.settings_read import settings_read_by_code
+
+    own = settings_read_by_code(Path(__file__).resolve().parents[1])
+    assert own, "the settings scan found nothing"
+    assert not [s for s in own if s.startswith(GIT_TOKEN_SETTING_PREFIX)]
