@@ -68,14 +68,14 @@ OPTIONAL_SETTINGS = {
     "AzureWebJobsStorage": "set identity-based as AzureWebJobsStorage__accountName/__credential/__clientId",
     "ServiceBusConnection": "set identity-based as ServiceBusConnection__fullyQualifiedNamespace",
     "SLIPWAY_STATE_DIR": "local state only (slipway serve); Azure uses Blob Storage",
-    "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit",
-    "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds override it",
-    "SLIPWAY_CACHE_CONNECTION_STRING": "the collector uses cache.account_url with the app identity",
-    "SLIPWAY_CACHE_TENANT_ID": "cache.auth service-principal only: add to secretSettings",
-    "SLIPWAY_CACHE_CLIENT_ID": "cache.auth service-principal only: add to secretSettings",
+    "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit; else extraAppSettings",
+    "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds: extraAppSettings",
+    "SLIPWAY_CACHE_CONNECTION_STRING": "cache.account_url by identity; else secretSettings",
+    "SLIPWAY_CACHE_TENANT_ID": "cache.auth service-principal only: extraAppSettings",
+    "SLIPWAY_CACHE_CLIENT_ID": "cache.auth service-principal only: extraAppSettings",
     "SLIPWAY_CACHE_CLIENT_SECRET": "cache.auth service-principal only: add to secretSettings",
-    "SLIPWAY_REGISTRY_USERNAME": "image retention on a registry other than ACR",
-    "SLIPWAY_REGISTRY_PASSWORD": "image retention on a registry other than ACR",
+    "SLIPWAY_REGISTRY_USERNAME": "image retention on a registry other than ACR: extraAppSettings",
+    "SLIPWAY_REGISTRY_PASSWORD": "image retention on a registry other than ACR: add to secretSettings",
     "GITLAB_WEBHOOK_TOKEN": "per Git host: add to secretSettings",
     "AZURE_DEVOPS_WEBHOOK_USER": "per Git host: add to secretSettings",
     "AZURE_DEVOPS_WEBHOOK_PASSWORD": "per Git host: add to secretSettings",
@@ -89,13 +89,13 @@ OPTIONAL_SETTINGS = {
     "GITLAB_STATUS_TOKEN": "commit statuses: add to secretSettings",
     "AZURE_DEVOPS_STATUS_TOKEN": "commit statuses: add to secretSettings",
     "BITBUCKET_STATUS_TOKEN": "commit statuses: add to secretSettings",
-    "BITBUCKET_STATUS_USER": "commit statuses: add to secretSettings",
+    "BITBUCKET_STATUS_USER": "commit statuses: extraAppSettings (a user name, not a secret)",
     "GITEA_STATUS_TOKEN": "commit statuses: add to secretSettings",
-    "GITHUB_API_URL": "GitHub Enterprise only",
-    "GITLAB_API_URL": "self-managed GitLab only",
-    "AZURE_DEVOPS_API_URL": "Azure DevOps Server only",
-    "BITBUCKET_API_URL": "tests and proxies only",
-    "GITEA_BASE_URL": "set with GITEA_STATUS_TOKEN (no default host)",
+    "GITHUB_API_URL": "GitHub Enterprise only: extraAppSettings",
+    "GITLAB_API_URL": "self-managed GitLab only: extraAppSettings",
+    "AZURE_DEVOPS_API_URL": "Azure DevOps Server only: extraAppSettings",
+    "BITBUCKET_API_URL": "tests and proxies only: extraAppSettings",
+    "GITEA_BASE_URL": "set with GITEA_STATUS_TOKEN (no default host): extraAppSettings",
 }
 # Flex Consumption refuses or ignores these (reference §3.6).
 FLEX_UNSUPPORTED = {
@@ -245,6 +245,118 @@ def test_flex_consumption_python_311() -> None:
     assert "kind: 'functionapp,linux'" in function
     assert re.search(r"name: 'FC1'\s*tier: 'FlexConsumption'", (INFRA / "main.bicep").read_text())
     assert "keyVaultReferenceIdentity: identityId" in function
+
+
+# ----------------------------------------------------------------------- extra app settings
+#
+# The template writes the whole app settings set on every deployment (the ``config/appsettings``
+# resource), so a setting added by hand is gone after the next ``azd provision``: plain extras
+# come in through ``extraAppSettings``, and a name the template owns or one that looks like a
+# secret fails the deployment (``fail()``, Bicep's flow-control function:
+# https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-flow-control).
+
+# Secret settings the code reads: each must be refused as a plain extra (Key Vault only).
+KNOWN_SECRETS = {
+    "GITHUB_WEBHOOK_SECRET",
+    "GITLAB_WEBHOOK_TOKEN",
+    "AZURE_DEVOPS_WEBHOOK_PASSWORD",
+    "BITBUCKET_WEBHOOK_SECRET",
+    "GITEA_WEBHOOK_SECRET",
+    "ACR_WEBHOOK_TOKEN",
+    "DOCKERHUB_WEBHOOK_TOKEN",
+    "EVENTGRID_WEBHOOK_TOKEN",
+    "GITHUB_STATUS_TOKEN",
+    "GITLAB_STATUS_TOKEN",
+    "AZURE_DEVOPS_STATUS_TOKEN",
+    "BITBUCKET_STATUS_TOKEN",
+    "GITEA_STATUS_TOKEN",
+    "SLIPWAY_CACHE_ACCOUNT_KEY",
+    "SLIPWAY_CACHE_CLIENT_SECRET",
+    "SLIPWAY_CACHE_CONNECTION_STRING",
+    "SLIPWAY_REGISTRY_PASSWORD",
+}
+
+
+def _function_var(name: str) -> Any:
+    return bicep.declaration(_file("app/function.bicep"), "variable", name)
+
+
+def _secret_markers() -> set[str]:
+    """The upper-case fragments the template treats as marking a secret setting name."""
+    lookup = _function_var("extraSecretLooking")
+    return {
+        str(bicep.literal(node))
+        for node in bicep.walk(lookup)
+        if node.type == "string" and str(bicep.literal(node)).isupper()
+    }
+
+
+def _looks_secret(name: str) -> bool:
+    return any(marker in name.upper() for marker in _secret_markers())
+
+
+def _plain_extras() -> set[str]:
+    return {name for name, why in OPTIONAL_SETTINGS.items() if "extraAppSettings" in why}
+
+
+def test_extra_app_settings_is_a_parameter_from_azd_to_the_app() -> None:
+    function = _file("app/function.bicep")
+    param = bicep.declaration(function, "parameter", "extraAppSettings")
+    assert re.search(r"param extraAppSettings object = \{\}$", bicep.text(param))
+    main = _file("main.bicep")
+    assert re.search(
+        r"param extraAppSettings object = \{\}$",
+        bicep.text(bicep.declaration(main, "parameter", "extraAppSettings")),
+    )
+    module = bicep.properties(bicep.body(bicep.declaration(main, "module", "function")))
+    assert bicep.text(bicep.properties(module["params"])["extraAppSettings"]) == "extraAppSettings"
+    # azd (>= 1.23.4) runs envsubst on the string of an object parameter and parses the result as
+    # JSON; an unset variable leaves the parameter out, so the Bicep default {} applies
+    # (Azure/azure-dev cli/azd/pkg/infra/provisioning/bicep/bicep_provider.go, loadParameters).
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["extraAppSettings"] == {"value": "${SLIPWAY_EXTRA_APP_SETTINGS}"}
+
+
+def test_slipway_settings_are_written_after_the_extras() -> None:
+    """union(): a later argument's property overwrites an earlier one's
+    (https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-object#union)."""
+    site = bicep.declaration(_file("app/function.bicep"), "resource", "site")
+    [settings] = [n for n in list(bicep.walk(site))[1:] if n.type == "resource_declaration"]
+    properties = bicep.properties(bicep.body(settings))["properties"]
+    assert bicep.text(properties) == "union(extraSettings, managedSettings)"
+    managed = bicep.text(_function_var("managedSettings").named_children[-1])
+    # Every settings variable template_settings() counts is part of what the template owns.
+    for var in ("appSettings", "cacheSettings", "eventGridSettings", "secretSettingValues"):
+        assert re.search(rf"\b{var}\b", managed), var
+
+
+def test_extras_that_override_or_look_secret_fail_the_deployment() -> None:
+    extra = bicep.text(_function_var("extraSettings").named_children[-1])
+    calls = re.findall(r"fail\('extraAppSettings: \$\{join\((\w+), ', '\)\}", extra)
+    assert calls == ["extraOverriding", "extraSecretLooking"], extra
+    overriding = bicep.text(_function_var("extraOverriding").named_children[-1])
+    assert "managedNames" in overriding and "managedConnections" in overriding
+    assert "toUpper(name)" in overriding  # app setting names are compared without case
+
+
+def test_every_secret_setting_is_refused_as_a_plain_extra() -> None:
+    read = settings_read_by_code(ROOT)
+    known = read | template_settings()
+    assert not KNOWN_SECRETS - known, sorted(KNOWN_SECRETS - known)
+    assert _secret_markers(), "no secret markers found in extraSecretLooking"
+    for name in KNOWN_SECRETS:
+        assert _looks_secret(name), f"{name} would be accepted as a plain extra app setting"
+
+
+def test_the_optional_plain_settings_are_accepted_as_extras() -> None:
+    plain = _plain_extras()
+    assert {"GITLAB_API_URL", "GITEA_BASE_URL", "BITBUCKET_STATUS_USER", "SLIPWAY_MAX_BODY_BYTES"} <= plain
+    assert {"SLIPWAY_CACHE_TENANT_ID", "SLIPWAY_CACHE_CLIENT_ID"} <= plain
+    template = {name.upper() for name in template_settings()}
+    for name in plain:
+        assert not _looks_secret(name), f"{name} is plain but the template would refuse it as a secret"
+        assert name.upper() not in template, f"{name} is set by the template"
+        assert name not in KNOWN_SECRETS
 
 
 # --------------------------------------------------------------------------------- the queue
