@@ -11,7 +11,8 @@ Entry points (see handlers/):
 - POST /api/hooks/eventgrid     webhooks.eventgrid_webhook     ?token= (+ validation handshakes)
 - POST /api/hooks/dockerhub     webhooks.dockerhub_webhook     ?token= (an unsigned hint)
                                 each: base-image updates -> rebuilds of dependent targets
-- POST /api/admin/replay        admin.admin_replay             master key: dead letters -> queue (new ids)
+- POST /api/ops/replay          ops.ops_replay                 master key: dead letters -> queue (new ids)
+                                (never under admin/ or runtime/: the host reserves those routes)
 - queue %BUILD_QUEUE%           dispatch.dispatch              build request -> one ACR run
 - timer %SLIPWAY_RECONCILE_SCHEDULE%       runs.reconcile_runs           run status -> ledger, commit status
 - timer %SLIPWAY_SCHEDULE_TIMER%           schedules.scheduled_rebuilds  target schedules -> rebuilds
@@ -22,12 +23,12 @@ Entry points (see handlers/):
 
 import azure.functions as func
 
-from handlers import admin, dispatch, prune_cache, prune_images, runs, schedules, webhooks
+from handlers import dispatch, ops, prune_cache, prune_images, runs, schedules, webhooks
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(webhooks.bp)
 app.register_functions(dispatch.bp)
-app.register_functions(admin.bp)
+app.register_functions(ops.bp)
 app.register_functions(runs.bp)
 app.register_functions(schedules.bp)
 app.register_functions(prune_cache.bp)

@@ -92,6 +92,9 @@ param secretSettings array = [
   'GITHUB_WEBHOOK_SECRET'
 ]
 
+@description('Plain (not secret) app settings to add, as a JSON object (azd: SLIPWAY_EXTRA_APP_SETTINGS). Names the template sets and names that look like secrets (SECRET, TOKEN, PASSWORD, KEY, CONNECTION) fail the deployment: secrets go in secretSettings.')
+param extraAppSettings object = {}
+
 @description('Name of the Service Bus build queue (BUILD_QUEUE).')
 param buildQueueName string = 'build-requests'
 
@@ -294,6 +297,7 @@ module function 'app/function.bicep' = {
     cacheKeySecretName: enableCache ? keyVault.outputs.cacheKeySecretName : ''
     eventGridTokenSecretName: enableEventGrid ? keyVault.outputs.eventGridTokenSecretName : ''
     secretSettings: secretSettings
+    extraAppSettings: extraAppSettings
     enableImageRetention: enableImageRetention
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

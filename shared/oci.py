@@ -1192,7 +1192,7 @@ class RegistryClient:
             raise UntrustedRealm(
                 f"{self.registry}: refusing to send the registry credentials to the token realm "
                 f"{_display(realm)}, which is not on the registry's host; if it is the registry's own "
-                "token service, name its host in SLIPWAY_REGISTRY_TOKEN_REALMS"
+                "token service, name its host in SLIPWAY_REGISTRY_AUTH_REALMS"
             )
         if parts.scheme.lower() != "https" and not _is_loopback(host):
             raise UntrustedRealm(

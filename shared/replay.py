@@ -239,7 +239,7 @@ class Replayer:
 
 
 class ReplayRequest(BaseModel):
-    """The admin endpoint's JSON body (the CLI's options)."""
+    """The ops endpoint's JSON body (the CLI's options)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -248,7 +248,7 @@ class ReplayRequest(BaseModel):
     target: str | None = None
     since: Duration | None = None
     limit: int = Field(default=100, ge=1, le=SCAN_LIMIT)
-    note: str = "replayed through the admin endpoint"
+    note: str = "replayed through the ops endpoint"
     dry_run: bool = False
 
 
@@ -257,7 +257,7 @@ MAX_REPLAY_BODY_BYTES = 64 * 1024
 
 
 def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
-    """``POST /api/admin/replay``; the host has checked the master key before this runs.
+    """``POST /api/ops/replay``; the host has checked the master key before this runs.
 
     The same guards as the webhooks: method, size, content type, then the body; every outcome a
     JSON answer, 400 for the caller's mistakes, 503 when the queue cannot be reached.
@@ -278,7 +278,7 @@ def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
             raise RequestRejected(400, "invalid_request", problems(exc)) from None
     except RequestRejected as rejected:
         return rejected.response()
-    principal = req.header("x-ms-client-principal-name") or "admin-key"
+    principal = req.header("x-ms-client-principal-name") or "master-key"
     selection = ReplaySelection(
         ids=tuple(options.ids),
         reason=options.reason,

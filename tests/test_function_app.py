@@ -16,6 +16,24 @@ from tests.support.settings_read import settings_read_by_code
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The Functions host refuses an HTTP function whose route, trimmed of "/" and lower-cased, starts
+# with one of these (a plain string prefix, so "administration/x" is refused too), whatever the
+# route prefix; a function without a route gets its name as the route first. The function is
+# then in error and its URL answers 404. Source: Azure/azure-functions-host,
+# src/WebJobs.Script/Host/ScriptHost.cs, ValidateHttpFunction ("The specified route conflicts with
+# one or more built in routes."), dev at 89dc438d476542786f2fc4070f553423213a6223 (4.1037.0); its
+# test test/WebJobs.Script.Tests/ScriptHostTests.cs tries "admin/foo/bar" and "runtime/foo/bar".
+HOST_RESERVED_ROUTE_PREFIXES = ("admin", "runtime")
+
+
+def host_effective_route(function_name: str, route: str | None) -> str:
+    """The route the host checks: the function name when none is given, trimmed, lower-case."""
+    return (route if route and route.strip() else function_name).strip("/").lower()
+
+
+def conflicts_with_host_routes(function_name: str, route: str | None) -> bool:
+    return host_effective_route(function_name, route).startswith(HOST_RESERVED_ROUTE_PREFIXES)
+
 
 @pytest.fixture(scope="module")
 def indexed() -> dict[str, dict[str, Any]]:
@@ -52,6 +70,43 @@ def test_expected_functions_and_bindings(indexed: dict[str, dict[str, Any]]) -> 
     assert dispatch["connection"] == "ServiceBusConnection"
     for function in indexed.values():
         assert function["script_file"] == "function_app.py"
+
+
+def test_no_http_route_is_one_the_host_keeps_for_itself(indexed: dict[str, dict[str, Any]]) -> None:
+    http = {
+        name: _trigger(function).get("route")
+        for name, function in indexed.items()
+        if _trigger(function)["type"] == "httpTrigger"
+    }
+    assert len(http) >= 9, sorted(http)
+    refused = {name: route for name, route in http.items() if conflicts_with_host_routes(name, route)}
+    assert not refused, f"the Functions host would put these in error (404): {refused}"
+
+
+@pytest.mark.parametrize(
+    ("name", "route", "refused"),
+    [
+        ("admin_replay", "admin/replay", True),
+        ("x", "/Admin/replay", True),
+        ("x", "administration/health", True),
+        ("x", "runtime/webhooks/x", True),
+        ("admin_replay", None, True),  # no route: the name is the route
+        ("ops_replay", "ops/replay", False),
+        ("x", "hooks/admin", False),
+    ],
+)
+def test_the_reserved_route_check(name: str, route: str | None, refused: bool) -> None:
+    assert conflicts_with_host_routes(name, route) is refused
+
+
+def test_replay_is_on_the_ops_route_for_the_master_key_only(indexed: dict[str, dict[str, Any]]) -> None:
+    trigger = _trigger(indexed["ops_replay"])
+    assert trigger["type"] == "httpTrigger"
+    assert trigger["route"] == "ops/replay"
+    assert trigger["methods"] == ["POST"]
+    # "admin": only the host's master key (the Admin authorization level) is let through.
+    assert trigger["authLevel"] == "ADMIN"
+    assert "admin_replay" not in indexed
 
 
 def test_every_binding_setting_is_in_the_sample(indexed: dict[str, dict[str, Any]]) -> None:

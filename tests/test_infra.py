@@ -25,26 +25,42 @@ ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
-# The least-privilege roles Slipway documents (README "Roles (least privilege)"), name -> id.
-DOCUMENTED_ROLES = {
+# Azure built-in roles, name -> id, as the ID column of Microsoft's built-in roles reference gives
+# them: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles (source:
+# MicrosoftDocs/azure-docs, articles/role-based-access-control/built-in-roles.md at commit
+# 00a583295ba737a5caf885472cb3bca3624e9cde, ms.date 04/09/2026; sections Storage, Containers,
+# Integration, Security, Monitor, Privileged). Copied from that page, never from infra/: a role id
+# the templates use must be one of these, so a mistyped id fails here and not at `azd provision`.
+BUILT_IN_ROLES = {
+    # Integration
     "Azure Service Bus Data Sender": "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39",
     "Azure Service Bus Data Receiver": "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0",
     "Azure Service Bus Data Owner": "090c5cfd-751d-490a-894a-3ce6f1109419",
+    # Storage
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    # Containers
     "Container Registry Tasks Contributor": "fb382eab-e894-4461-af04-94435c366c3f",
     "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
     "AcrDelete": "c2f4ef07-c644-48eb-af81-4b1b4947fb11",
     "AcrQuarantineWriter": "c8d4ff99-41c3-41a8-9f60-21dfdad59608",
+    # Security
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
-    "Key Vault Secrets Officer": "b86a8fe4-63ce-4c6c-8b9b-d8df1a3f6e95",
-    "Monitoring Metrics Publisher": "3913510d-42f4-4b42-8a2a-2ad5ab8d2e8f",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    # Monitor
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
+# Privileged (same page): never granted by the template.
 FORBIDDEN_ROLES = {
     "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
     "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
     "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+}
+# The ids the first deployment failed on (issue #16): they look like role ids but are none.
+NOT_ROLES = {
+    "Key Vault Secrets Officer (wrong)": "b86a8fe4-63ce-4c6c-8b9b-d8df1a3f6e95",
+    "Monitoring Metrics Publisher (wrong)": "3913510d-42f4-4b42-8a2a-2ad5ab8d2e8f",
 }
 
 # Settings the code reads that the template leaves unset on purpose, and why.
@@ -52,15 +68,15 @@ OPTIONAL_SETTINGS = {
     "AzureWebJobsStorage": "set identity-based as AzureWebJobsStorage__accountName/__credential/__clientId",
     "ServiceBusConnection": "set identity-based as ServiceBusConnection__fullyQualifiedNamespace",
     "SLIPWAY_STATE_DIR": "local state only (slipway serve); Azure uses Blob Storage",
-    "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit",
-    "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds override it",
-    "SLIPWAY_CACHE_CONNECTION_STRING": "the collector uses cache.account_url with the app identity",
-    "SLIPWAY_CACHE_TENANT_ID": "cache.auth service-principal only: add to secretSettings",
-    "SLIPWAY_CACHE_CLIENT_ID": "cache.auth service-principal only: add to secretSettings",
+    "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit; else extraAppSettings",
+    "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds: extraAppSettings",
+    "SLIPWAY_CACHE_CONNECTION_STRING": "cache.account_url by identity; else secretSettings",
+    "SLIPWAY_CACHE_TENANT_ID": "cache.auth service-principal only: extraAppSettings",
+    "SLIPWAY_CACHE_CLIENT_ID": "cache.auth service-principal only: extraAppSettings",
     "SLIPWAY_CACHE_CLIENT_SECRET": "cache.auth service-principal only: add to secretSettings",
-    "SLIPWAY_REGISTRY_USERNAME": "image retention on a registry other than ACR",
-    "SLIPWAY_REGISTRY_PASSWORD": "image retention on a registry other than ACR",
-    "SLIPWAY_REGISTRY_TOKEN_REALMS": "image retention on a registry other than ACR",
+    "SLIPWAY_REGISTRY_USERNAME": "image retention on a registry other than ACR: extraAppSettings",
+    "SLIPWAY_REGISTRY_PASSWORD": "image retention on a registry other than ACR: add to secretSettings",
+    "SLIPWAY_REGISTRY_AUTH_REALMS": "image retention on a registry other than ACR: extraAppSettings",
     "GITLAB_WEBHOOK_TOKEN": "per Git host: add to secretSettings",
     "AZURE_DEVOPS_WEBHOOK_USER": "per Git host: add to secretSettings",
     "AZURE_DEVOPS_WEBHOOK_PASSWORD": "per Git host: add to secretSettings",
@@ -75,13 +91,13 @@ OPTIONAL_SETTINGS = {
     "GITLAB_STATUS_TOKEN": "commit statuses: add to secretSettings",
     "AZURE_DEVOPS_STATUS_TOKEN": "commit statuses: add to secretSettings",
     "BITBUCKET_STATUS_TOKEN": "commit statuses: add to secretSettings",
-    "BITBUCKET_STATUS_USER": "commit statuses: add to secretSettings",
+    "BITBUCKET_STATUS_USER": "commit statuses: extraAppSettings (a user name, not a secret)",
     "GITEA_STATUS_TOKEN": "commit statuses: add to secretSettings",
-    "GITHUB_API_URL": "GitHub Enterprise only",
-    "GITLAB_API_URL": "self-managed GitLab only",
-    "AZURE_DEVOPS_API_URL": "Azure DevOps Server only",
-    "BITBUCKET_API_URL": "tests and proxies only",
-    "GITEA_BASE_URL": "set with GITEA_STATUS_TOKEN (no default host)",
+    "GITHUB_API_URL": "GitHub Enterprise only: extraAppSettings",
+    "GITLAB_API_URL": "self-managed GitLab only: extraAppSettings",
+    "AZURE_DEVOPS_API_URL": "Azure DevOps Server only: extraAppSettings",
+    "BITBUCKET_API_URL": "tests and proxies only: extraAppSettings",
+    "GITEA_BASE_URL": "set with GITEA_STATUS_TOKEN (no default host): extraAppSettings",
 }
 # Flex Consumption refuses or ignores these (reference §3.6).
 FLEX_UNSUPPORTED = {
@@ -233,6 +249,118 @@ def test_flex_consumption_python_311() -> None:
     assert "keyVaultReferenceIdentity: identityId" in function
 
 
+# ----------------------------------------------------------------------- extra app settings
+#
+# The template writes the whole app settings set on every deployment (the ``config/appsettings``
+# resource), so a setting added by hand is gone after the next ``azd provision``: plain extras
+# come in through ``extraAppSettings``, and a name the template owns or one that looks like a
+# secret fails the deployment (``fail()``, Bicep's flow-control function:
+# https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-flow-control).
+
+# Secret settings the code reads: each must be refused as a plain extra (Key Vault only).
+KNOWN_SECRETS = {
+    "GITHUB_WEBHOOK_SECRET",
+    "GITLAB_WEBHOOK_TOKEN",
+    "AZURE_DEVOPS_WEBHOOK_PASSWORD",
+    "BITBUCKET_WEBHOOK_SECRET",
+    "GITEA_WEBHOOK_SECRET",
+    "ACR_WEBHOOK_TOKEN",
+    "DOCKERHUB_WEBHOOK_TOKEN",
+    "EVENTGRID_WEBHOOK_TOKEN",
+    "GITHUB_STATUS_TOKEN",
+    "GITLAB_STATUS_TOKEN",
+    "AZURE_DEVOPS_STATUS_TOKEN",
+    "BITBUCKET_STATUS_TOKEN",
+    "GITEA_STATUS_TOKEN",
+    "SLIPWAY_CACHE_ACCOUNT_KEY",
+    "SLIPWAY_CACHE_CLIENT_SECRET",
+    "SLIPWAY_CACHE_CONNECTION_STRING",
+    "SLIPWAY_REGISTRY_PASSWORD",
+}
+
+
+def _function_var(name: str) -> Any:
+    return bicep.declaration(_file("app/function.bicep"), "variable", name)
+
+
+def _secret_markers() -> set[str]:
+    """The upper-case fragments the template treats as marking a secret setting name."""
+    lookup = _function_var("extraSecretLooking")
+    return {
+        str(bicep.literal(node))
+        for node in bicep.walk(lookup)
+        if node.type == "string" and str(bicep.literal(node)).isupper()
+    }
+
+
+def _looks_secret(name: str) -> bool:
+    return any(marker in name.upper() for marker in _secret_markers())
+
+
+def _plain_extras() -> set[str]:
+    return {name for name, why in OPTIONAL_SETTINGS.items() if "extraAppSettings" in why}
+
+
+def test_extra_app_settings_is_a_parameter_from_azd_to_the_app() -> None:
+    function = _file("app/function.bicep")
+    param = bicep.declaration(function, "parameter", "extraAppSettings")
+    assert re.search(r"param extraAppSettings object = \{\}$", bicep.text(param))
+    main = _file("main.bicep")
+    assert re.search(
+        r"param extraAppSettings object = \{\}$",
+        bicep.text(bicep.declaration(main, "parameter", "extraAppSettings")),
+    )
+    module = bicep.properties(bicep.body(bicep.declaration(main, "module", "function")))
+    assert bicep.text(bicep.properties(module["params"])["extraAppSettings"]) == "extraAppSettings"
+    # azd (>= 1.23.4) runs envsubst on the string of an object parameter and parses the result as
+    # JSON; an unset variable leaves the parameter out, so the Bicep default {} applies
+    # (Azure/azure-dev cli/azd/pkg/infra/provisioning/bicep/bicep_provider.go, loadParameters).
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["extraAppSettings"] == {"value": "${SLIPWAY_EXTRA_APP_SETTINGS}"}
+
+
+def test_slipway_settings_are_written_after_the_extras() -> None:
+    """union(): a later argument's property overwrites an earlier one's
+    (https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-object#union)."""
+    site = bicep.declaration(_file("app/function.bicep"), "resource", "site")
+    [settings] = [n for n in list(bicep.walk(site))[1:] if n.type == "resource_declaration"]
+    properties = bicep.properties(bicep.body(settings))["properties"]
+    assert bicep.text(properties) == "union(extraSettings, managedSettings)"
+    managed = bicep.text(_function_var("managedSettings").named_children[-1])
+    # Every settings variable template_settings() counts is part of what the template owns.
+    for var in ("appSettings", "cacheSettings", "eventGridSettings", "secretSettingValues"):
+        assert re.search(rf"\b{var}\b", managed), var
+
+
+def test_extras_that_override_or_look_secret_fail_the_deployment() -> None:
+    extra = bicep.text(_function_var("extraSettings").named_children[-1])
+    calls = re.findall(r"fail\('extraAppSettings: \$\{join\((\w+), ', '\)\}", extra)
+    assert calls == ["extraOverriding", "extraSecretLooking"], extra
+    overriding = bicep.text(_function_var("extraOverriding").named_children[-1])
+    assert "managedNames" in overriding and "managedConnections" in overriding
+    assert "toUpper(name)" in overriding  # app setting names are compared without case
+
+
+def test_every_secret_setting_is_refused_as_a_plain_extra() -> None:
+    read = settings_read_by_code(ROOT)
+    known = read | template_settings()
+    assert not KNOWN_SECRETS - known, sorted(KNOWN_SECRETS - known)
+    assert _secret_markers(), "no secret markers found in extraSecretLooking"
+    for name in KNOWN_SECRETS:
+        assert _looks_secret(name), f"{name} would be accepted as a plain extra app setting"
+
+
+def test_the_optional_plain_settings_are_accepted_as_extras() -> None:
+    plain = _plain_extras()
+    assert {"GITLAB_API_URL", "GITEA_BASE_URL", "BITBUCKET_STATUS_USER", "SLIPWAY_MAX_BODY_BYTES"} <= plain
+    assert {"SLIPWAY_CACHE_TENANT_ID", "SLIPWAY_CACHE_CLIENT_ID"} <= plain
+    template = {name.upper() for name in template_settings()}
+    for name in plain:
+        assert not _looks_secret(name), f"{name} is plain but the template would refuse it as a secret"
+        assert name.upper() not in template, f"{name} is set by the template"
+        assert name not in KNOWN_SECRETS
+
+
 # --------------------------------------------------------------------------------- the queue
 
 
@@ -276,27 +404,64 @@ def test_service_bus_tier_has_duplicate_detection() -> None:
 # --------------------------------------------------------------------------------- roles
 
 
+def _role_ids_in(text: str) -> set[str]:
+    return {guid.lower() for guid in GUID.findall(text)}
+
+
 def _role_ids_in_template() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in BICEP_FILES:
-        for guid in GUID.findall(path.read_text()):
-            found.setdefault(guid.lower(), set()).add(path.name)
+        for guid in _role_ids_in(path.read_text()):
+            found.setdefault(guid, set()).add(path.name)
     return found
 
 
-def test_every_role_is_a_documented_least_privilege_role() -> None:
+def unverified_role_ids(text: str) -> set[str]:
+    """Role ids in a Bicep text that are not in the table taken from Microsoft's page."""
+    return _role_ids_in(text) - set(BUILT_IN_ROLES.values())
+
+
+def test_every_role_id_is_a_verified_built_in_role() -> None:
     used = _role_ids_in_template()
-    documented = {role_id: name for name, role_id in DOCUMENTED_ROLES.items()}
     assert used, "no role assignments found"
     for role_id, files in used.items():
         assert role_id not in FORBIDDEN_ROLES.values(), f"{files}: a forbidden role {role_id}"
-        assert role_id in documented, f"{files}: role {role_id} is not in DOCUMENTED_ROLES"
+        assert not unverified_role_ids(role_id), f"{files}: role id {role_id} is not a verified built-in role"
     for name in (
         "Container Registry Tasks Contributor",
         "Azure Service Bus Data Receiver",
         "Key Vault Secrets User",
+        "Key Vault Secrets Officer",
+        "Monitoring Metrics Publisher",
     ):
-        assert DOCUMENTED_ROLES[name] in used, name
+        assert BUILT_IN_ROLES[name] in used, name
+
+
+def test_the_role_check_refuses_the_ids_that_broke_the_first_deployment() -> None:
+    for name, wrong in NOT_ROLES.items():
+        text = f"var roles = {{\n  x: '{wrong}'\n}}\n"
+        assert unverified_role_ids(text) == {wrong}, name
+    assert unverified_role_ids("var roles = {\n  x: '4633458b-17de-408a-b874-0445c86b69e6'\n}\n") == set()
+
+
+def test_role_names_in_the_templates_match_their_ids() -> None:
+    """Each ``roles`` entry's key names the role its id belongs to (``keyVaultSecretsOfficer`` ->
+    Key Vault Secrets Officer): an id pasted under the wrong key fails."""
+    by_id = {role_id: name for name, role_id in BUILT_IN_ROLES.items()}
+    seen = 0
+    for path in BICEP_FILES:
+        root = bicep.parse(path)
+        try:
+            roles = bicep.declaration(root, "variable", "roles")
+        except KeyError:
+            continue
+        for key, value in bicep.properties(bicep.body(roles)).items():
+            role_id = str(bicep.literal(value))
+            assert role_id in by_id, f"{path.name}: {key} = {role_id} is not a verified built-in role"
+            name = by_id[role_id]
+            assert re.sub(r"[^a-z]", "", name.lower()).endswith(key.lower()), f"{path.name}: {key} is {name}"
+            seen += 1
+    assert seen >= len(BUILT_IN_ROLES)
 
 
 def test_role_assignments_reference_the_role_table() -> None:
@@ -329,9 +494,9 @@ def test_readme_roles_table_names_every_role_the_template_grants() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Roles (least privilege)", 1)[1].split("\n## ", 1)[0]
     used = set(_role_ids_in_template())
-    for name, role_id in DOCUMENTED_ROLES.items():
+    for name, role_id in BUILT_IN_ROLES.items():
         if role_id in used:
-            assert name in section, f"README roles table lacks {name} (merge /tmp/readme-11.md)"
+            assert name in section, f"README roles table lacks {name}"
 
 
 # --------------------------------------------------------------------------------- secrets

@@ -524,7 +524,7 @@ def test_credentials_never_go_to_a_realm_off_the_registry_host(
     token_server.credentials = ("robot", "s3cret")
     ref = f"{token_server.host}/{repo}:v1"  # the registry is 127.0.0.1; "localhost" is another host name
     _challenge_elsewhere(token_server, "localhost")
-    with pytest.raises(UntrustedRealm, match=r"localhost.*SLIPWAY_REGISTRY_TOKEN_REALMS"):
+    with pytest.raises(UntrustedRealm, match=r"localhost.*SLIPWAY_REGISTRY_AUTH_REALMS"):
         token_server.client(credentials=("robot", "s3cret")).resolve_digest(ref)
     assert token_server.token_requests == []  # the realm never saw a request, let alone the password
 
@@ -588,7 +588,7 @@ def test_retention_backend_trusts_the_realms_the_setting_names(
     with pytest.raises(UntrustedRealm):
         backend_from_settings(settings, token_server.url, "oci").read_tags(repo)
     _challenge_elsewhere(token_server, "localhost")
-    trusting = {**settings, "SLIPWAY_REGISTRY_TOKEN_REALMS": "auth.example, localhost"}
+    trusting = {**settings, "SLIPWAY_REGISTRY_AUTH_REALMS": "auth.example, localhost"}
     tags = backend_from_settings(trusting, token_server.url, "oci").read_tags(repo)
     assert [t.name for t in tags] == ["v1"]
 

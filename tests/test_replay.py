@@ -90,25 +90,25 @@ def test_filters_limit_and_a_second_replay_numbers_on(
     assert main(["replay", "--since", "forever"]) == 1
 
 
-def test_admin_function_replays_with_the_caller_recorded(rig: Rig, acr_server: AcrServer) -> None:
-    from handlers import admin
+def test_ops_function_replays_with_the_caller_recorded(rig: Rig, acr_server: AcrServer) -> None:
+    from handlers import ops
 
     request_id = _refused(rig, acr_server, 4)
-    function = admin.admin_replay.build().get_user_function()
+    function = ops.ops_replay.build().get_user_function()
     json_type = {"Content-Type": "application/json"}
-    bad = function(func.HttpRequest("POST", "/api/admin/replay", headers=json_type, body=b'{"limit": 0}'))
+    bad = function(func.HttpRequest("POST", "/api/ops/replay", headers=json_type, body=b'{"limit": 0}'))
     assert bad.status_code == 400 and json.loads(bad.get_body())["error"] == "invalid_request"
     not_json = function(
-        func.HttpRequest("POST", "/api/admin/replay", headers={"Content-Type": "text/plain"}, body=b"x")
+        func.HttpRequest("POST", "/api/ops/replay", headers={"Content-Type": "text/plain"}, body=b"x")
     )
     assert not_json.status_code == 415 and "reason" in json.loads(not_json.get_body())
-    huge = function(func.HttpRequest("POST", "/api/admin/replay", headers=json_type, body=b" " * 70_000))
+    huge = function(func.HttpRequest("POST", "/api/ops/replay", headers=json_type, body=b" " * 70_000))
     assert huge.status_code == 413
     assert rig.queue.peek(dead_letter=True), "a refused call replays nothing"
     response = function(
         func.HttpRequest(
             "POST",
-            "/api/admin/replay",
+            "/api/ops/replay",
             headers={"x-ms-client-principal-name": "ops@example.com", **json_type},
             body=json.dumps({"ids": [request_id], "note": "via portal"}).encode(),
         )

@@ -1,6 +1,7 @@
 // The function app on Flex Consumption: Python 3.11, the user-assigned identity, identity-based
 // connections, and every app setting the code reads (tests/test_infra.py checks the list against
-// the code; settings left out are listed there as optional, with the reason).
+// the code; settings left out are listed there as optional, with the reason). Plain optional
+// settings come in through extraAppSettings, secret ones through secretSettings (Key Vault).
 param name string
 param location string
 param tags object = {}
@@ -27,6 +28,9 @@ param eventGridTokenSecretName string = ''
 
 @description('App settings whose values are Key Vault references (secret name: lowercase, dashes).')
 param secretSettings array = []
+
+@description('Plain (not secret) app settings to add, name -> value: the optional settings the template does not set (GITLAB_API_URL, GITEA_BASE_URL, SLIPWAY_MAX_BODY_BYTES, ...). A name Slipway sets itself, or one that looks like a secret, fails the deployment.')
+param extraAppSettings object = {}
 
 param enableImageRetention bool = false
 param maximumInstanceCount int = 40
@@ -89,6 +93,35 @@ var secretSettingValues = toObject(
   setting => keyVaultReference(keyVaultName, toLower(replace(setting, '_', '-')))
 )
 
+// Everything above is Slipway's own: the template owns these names.
+var managedSettings = union(appSettings, cacheSettings, eventGridSettings, secretSettingValues)
+var managedNames = map(objectKeys(managedSettings), name => toUpper(name))
+// An identity-based connection is `<connection>__*`; a plain `<connection>` or another
+// `<connection>__*` would change what it connects to.
+var managedConnections = map(
+  filter(objectKeys(managedSettings), name => contains(name, '__')),
+  name => toUpper(split(name, '__')[0])
+)
+
+var extraNames = objectKeys(extraAppSettings)
+var extraOverriding = filter(
+  extraNames,
+  name => contains(managedNames, toUpper(name)) || contains(managedConnections, toUpper(split(name, '__')[0]))
+)
+// Secrets go through Key Vault (secretSettings), never as plain values in a parameter, the
+// deployment history or azd's .env file.
+var extraSecretLooking = filter(
+  extraNames,
+  name => contains(toUpper(name), 'SECRET') || contains(toUpper(name), 'TOKEN') || contains(toUpper(name), 'PASSWORD') || contains(toUpper(name), 'KEY') || contains(toUpper(name), 'CONNECTION')
+)
+
+// App settings are strings: other values are written as their text (string()).
+var extraSettings = !empty(extraOverriding)
+  ? fail('extraAppSettings: ${join(extraOverriding, ', ')} set by the template itself; use its parameters instead.')
+  : !empty(extraSecretLooking)
+      ? fail('extraAppSettings: ${join(extraSecretLooking, ', ')} look like secrets; list them in secretSettings and put the values in Key Vault.')
+      : toObject(extraNames, name => name, name => string(extraAppSettings[name]))
+
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
@@ -135,7 +168,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 
   resource settings 'config' = {
     name: 'appsettings'
-    properties: union(appSettings, cacheSettings, eventGridSettings, secretSettingValues)
+    // The whole set is replaced on every deployment: a setting added by hand is gone after the next
+    // `azd provision`, so plain extras come in through extraAppSettings. Slipway's own come last
+    // (union: a later argument wins).
+    properties: union(extraSettings, managedSettings)
   }
 }
 

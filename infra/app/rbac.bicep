@@ -19,6 +19,9 @@ param buildQueueName string
 param keyVaultName string
 param appInsightsName string
 
+// Built-in role ids (the ID column of https://learn.microsoft.com/azure/role-based-access-control/built-in-roles,
+// source MicrosoftDocs/azure-docs articles/role-based-access-control/built-in-roles.md). tests/test_infra.py
+// holds the same ids, taken from that page, and refuses any other.
 var roles = {
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
@@ -27,8 +30,8 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
-  keyVaultSecretsOfficer: 'b86a8fe4-63ce-4c6c-8b9b-d8df1a3f6e95'
-  monitoringMetricsPublisher: '3913510d-42f4-4b42-8a2a-2ad5ab8d2e8f'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
 var withOperator = !empty(operatorPrincipalId)

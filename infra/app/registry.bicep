@@ -25,6 +25,8 @@ param eventGridEndpoint string
 @secure()
 param eventGridWebhookToken string = ''
 
+// Built-in role ids: the ID column of https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
+// (Containers); tests/test_infra.py holds them as taken from that page.
 var roles = {
   containerRegistryTasksContributor: 'fb382eab-e894-4461-af04-94435c366c3f'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Host names of token realms (comma-separated) that may receive the registry password besides
 # the registry's own host and Docker Hub's auth.docker.io (shared.oci.RegistryClient).
-TOKEN_REALMS_SETTING = "SLIPWAY_REGISTRY_TOKEN_REALMS"
+TOKEN_REALMS_SETTING = "SLIPWAY_REGISTRY_AUTH_REALMS"
 
 # Called with (repository about to be read, its position from 1, how many will be read).
 Progress = Callable[[str, int, int], None]
@@ -215,7 +215,7 @@ def backend_from_settings(
     ACR uses ``DefaultAzureCredential`` (managed identity ``AZURE_CLIENT_ID`` when set). Other
     registries are anonymous, or Basic/token auth with ``SLIPWAY_REGISTRY_USERNAME`` and
     ``SLIPWAY_REGISTRY_PASSWORD``; the password goes to a token realm only on the registry's host,
-    Docker Hub's, or one named in ``SLIPWAY_REGISTRY_TOKEN_REALMS`` (comma-separated host names).
+    Docker Hub's, or one named in ``SLIPWAY_REGISTRY_AUTH_REALMS`` (comma-separated host names).
     """
     chosen = api or guess_api(registry)
     if chosen == "acr":
