@@ -18,7 +18,7 @@ def test_one_credential_per_client_id_shared_by_every_caller(monkeypatch: pytest
     import azure.identity
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", RecordingCredential)
-    identity._credential.cache_clear()
+    identity._shared_credential.cache_clear()
     try:
         system = identity.app_credential({})
         assert system is identity.app_credential({"AZURE_CLIENT_ID": ""})  # empty means unset
@@ -29,4 +29,4 @@ def test_one_credential_per_client_id_shared_by_every_caller(monkeypatch: pytest
         assert user.kwargs == {"managed_identity_client_id": "1111-uami"}
         assert system.kwargs == {"managed_identity_client_id": None}
     finally:
-        identity._credential.cache_clear()
+        identity._shared_credential.cache_clear()
