@@ -17,6 +17,8 @@ identity the real azure-identity credential asks the platform for. No network be
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -352,3 +354,23 @@ def test_app_credential_is_shared_per_client_id(monkeypatch: pytest.MonkeyPatch)
         assert system.kwargs == {"managed_identity_client_id": None}
     finally:
         identity._shared_credential.cache_clear()
+
+
+def test_azure_identity_is_imported_only_when_a_credential_is_built() -> None:
+    """Resolving the identity (at every cold start, for the queue) must not load azure-identity."""
+    script = (
+        "import sys\n"
+        "from shared import identity, ledger\n"
+        "from shared.cache_gc import store\n"
+        "from shared.queue.servicebus import ServiceBusConnection\n"
+        "settings = {'AZURE_CLIENT_ID': 'x', 'ServiceBusConnection__fullyQualifiedNamespace': 'n'}\n"
+        "ServiceBusConnection.from_settings(settings)\n"
+        "identity.client_id(settings, 'ServiceBusConnection')\n"
+        "before = 'azure.identity' in sys.modules\n"
+        "identity.credential(settings)\n"
+        "print(before, 'azure.identity' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.split() == ["False", "True"]
