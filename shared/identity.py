@@ -18,8 +18,9 @@ this app reads are a mapping, not always ``os.environ``.
 ``<connection>__credential=managedidentity`` means a managed identity only, as the Functions host
 does it: Microsoft.Extensions.Azure builds ``ManagedIdentityCredential(clientId)`` for it
 (Azure/azure-sdk-for-net sdk/extensions/Microsoft.Extensions.Azure/src/Internal/ClientFactory.cs,
-``CreateCredential``; Learn "Azure Functions developer reference", configure an identity-based
-connection: https://learn.microsoft.com/azure/azure-functions/functions-reference#configure-an-identity-based-connection).
+``CreateCredential``; Learn: "the system-assigned identity is used by default, although a
+user-assigned identity can be specified with the credential and clientID properties",
+https://learn.microsoft.com/training/modules/develop-azure-functions/4-connect-azure-services).
 One deliberate difference: with ``managedidentity`` and no ``__clientId`` the host would use the
 system-assigned identity; here ``AZURE_CLIENT_ID`` still applies, since it names the app's identity.
 

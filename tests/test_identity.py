@@ -7,9 +7,9 @@ file, parameters filled with test values) in a simulated App Service sandbox: ``
 and ``IDENTITY_HEADER`` point at a loopback stand-in for the platform's identity endpoint, which is
 how ``ManagedIdentityCredential`` finds it (azure-identity ``_credentials/managed_identity.py``)
 and which MSAL calls with ``client_id`` as a query parameter for a user-assigned identity (msal
-``managed_identity.py`` ``_obtain_token_on_app_service``; Learn "Managed identities for App
-Service", REST endpoint reference:
-https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference).
+``managed_identity.py`` ``_obtain_token_on_app_service``, api-version 2019-08-01, header
+``X-IDENTITY-HEADER``, answer ``access_token``/``expires_on``; it cites Learn "Managed identities
+for App Service", REST endpoint reference).
 The stand-in answers with a token naming the identity it was asked for, so each test asserts the
 identity the real azure-identity credential asks the platform for. No network beyond loopback.
 """
