@@ -331,20 +331,11 @@ def _parse_connection_string(value: str) -> dict[str, str]:
 
 
 def storage_credential(settings: Mapping[str, str], prefix: str = STORAGE_SETTING) -> TokenCredential:
-    """The identity the Functions host itself would use for ``<prefix>__*`` settings.
+    """The identity for the ``<prefix>__*`` storage connection, by ``shared.identity``'s one rule:
+    ``<prefix>__clientId``, else ``AZURE_CLIENT_ID``; ``__credential=managedidentity`` as the host."""
+    from shared.identity import credential
 
-    ``<prefix>__credential=managedidentity`` means a managed identity only; otherwise
-    DefaultAzureCredential, so that a developer's ``az login`` works too. ``<prefix>__clientId``
-    selects a user-assigned identity in both cases.
-    """
-    client_id = _setting(settings, f"{prefix}__clientId")
-    if (_setting(settings, f"{prefix}__credential") or "").lower() == "managedidentity":
-        from azure.identity import ManagedIdentityCredential
-
-        return ManagedIdentityCredential(client_id=client_id)
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential(managed_identity_client_id=client_id)
+    return credential(settings, prefix)
 
 
 def blob_service_from_settings(

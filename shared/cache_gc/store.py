@@ -161,19 +161,20 @@ def _outcome(status: int) -> DeleteOutcome:
 
 def cache_service(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> BlobServiceClient:
     """The cache's storage: ``SLIPWAY_CACHE_CONNECTION_STRING`` if set, else ``account_url`` with
-    DefaultAzureCredential (a managed identity in Azure, ``az login`` on a laptop).
+    the app's identity (a managed identity in Azure, ``az login`` on a laptop).
 
-    As for the host's own connections, ``SLIPWAY_CACHE_CONNECTION_STRING__clientId`` selects a
-    user-assigned identity and ``__credential=managedidentity`` restricts to managed identity.
+    The identity follows ``shared.identity``'s rule: ``SLIPWAY_CACHE_CONNECTION_STRING__clientId``
+    if set, else ``AZURE_CLIENT_ID`` (the template's user-assigned identity; the app has no
+    system-assigned one); ``__credential=managedidentity`` restricts to managed identity.
     """
     from azure.storage.blob import BlobServiceClient
 
+    from shared.identity import credential
     from shared.ledger import (
         DEVELOPMENT_STORAGE_ACCOUNT,
         DEVELOPMENT_STORAGE_BLOB_ENDPOINT,
         DEVELOPMENT_STORAGE_KEY,
         blob_service_from_settings,
-        storage_credential,
     )
 
     if (settings.get(CONNECTION_SETTING) or "").strip():
@@ -190,7 +191,7 @@ def cache_service(cache: CacheStorage, settings: Mapping[str, str], **options: A
             f"set {CONNECTION_SETTING} (for Azurite: UseDevelopmentStorage=true)"
         )
     return BlobServiceClient(
-        cache.account_url, credential=storage_credential(settings, CONNECTION_SETTING), **options
+        cache.account_url, credential=credential(settings, CONNECTION_SETTING), **options
     )
 
 

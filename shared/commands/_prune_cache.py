@@ -36,7 +36,8 @@ def register(commands: Subparsers) -> None:
         description="Expire BuildKit cache manifests (max_age, max_bytes; never keep_names), then delete "
         "every blob no remaining manifest references and older than the grace period. Reads the cache: "
         "section of slipway.yaml. Storage: SLIPWAY_CACHE_CONNECTION_STRING if set, else account_url with "
-        "DefaultAzureCredential (Storage Blob Data Contributor on the container).",
+        "the app's identity: SLIPWAY_CACHE_CONNECTION_STRING__clientId, else AZURE_CLIENT_ID, else "
+        "DefaultAzureCredential's own (Storage Blob Data Contributor on the container).",
     )
     parser.add_argument("--config", type=Path, help="slipway.yaml (default: the setting SLIPWAY_CONFIG)")
     parser.add_argument("--grace", type=_duration, metavar="D", help="override cache.grace (e.g. 24h)")

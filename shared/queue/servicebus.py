@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared import identity
 from shared.queue.port import (
     NOT_LOCKED,
     MessageState,
@@ -86,6 +87,7 @@ class ServiceBusConnection:
 
     namespace: str | None = None
     client_id: str | None = None
+    managed_identity_only: bool = False  # ``<connection>__credential=managedidentity``, as the host
     connection_string: str | None = field(default=None, repr=False)  # a secret: never in logs
 
     @property
@@ -101,8 +103,11 @@ class ServiceBusConnection:
         if namespace:
             # Accept what people paste: ``sb://ns.servicebus.windows.net/`` as well as the bare host.
             namespace = namespace.removeprefix("sb://").removeprefix("https://").rstrip("/")
-            client_id = settings.get(f"{connection}__clientId") or settings.get("AZURE_CLIENT_ID") or None
-            return cls(namespace=namespace, client_id=client_id)
+            return cls(
+                namespace=namespace,
+                client_id=identity.client_id(settings, connection),
+                managed_identity_only=identity.managed_identity_only(settings, connection),
+            )
         connection_string = settings.get(connection, "").strip()
         if connection_string:
             return cls(connection_string=connection_string)
@@ -116,9 +121,9 @@ class ServiceBusConnection:
         from azure.servicebus import ServiceBusClient
 
         if self.namespace is not None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential(managed_identity_client_id=self.client_id)
+            credential = identity.build_credential(
+                self.client_id, managed_identity_only=self.managed_identity_only
+            )
             return ServiceBusClient(self.namespace, credential)
         if self.connection_string is None:
             raise QueueError("ServiceBusConnection has neither a namespace nor a connection string")

@@ -212,7 +212,7 @@ def backend_from_settings(
 ) -> RetentionBackend:
     """The backend for ``registry``: ACR (Entra ID) for ``*.azurecr.*`` unless ``api`` says otherwise.
 
-    ACR uses ``DefaultAzureCredential`` (managed identity ``AZURE_CLIENT_ID`` when set). Other
+    ACR uses the app's identity (``shared.identity.app_credential``: ``AZURE_CLIENT_ID``). Other
     registries are anonymous, or Basic/token auth with ``SLIPWAY_REGISTRY_USERNAME`` and
     ``SLIPWAY_REGISTRY_PASSWORD``; the password goes to a token realm only on the registry's host,
     Docker Hub's, or one named in ``SLIPWAY_REGISTRY_AUTH_REALMS`` (comma-separated host names).
