@@ -231,3 +231,9 @@ def test_replay_on_service_bus_matches_the_ledger_reason_of_a_max_delivery_dead_
     assert [m.message_id for m in receiver.completed] == [request_id]
     record, _ = rig.ledger.get(request_id) or (None, None)
     assert record is not None and record.status is RunStatus.RETRYING and record.failure_reason is None
+
+
+def test_replay_help_says_what_reason_matches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "recorded in the ledger" in text and "dead letter's own reason when the ledger has none" in text

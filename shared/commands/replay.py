@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reason",
         help="only dead letters whose reason contains this text (any case): the reason Slipway "
         "recorded in the ledger when it refused the request (RunRejected, UnknownTarget, ...), or "
-        "the dead letter's own reason when the ledger has none. In Azure every dead letter the "
-        "dispatcher refused says MaxDeliveryCountExceeded: the ledger has the real reason",
+        "the dead letter's own reason when the ledger has none. Service Bus and slipway serve "
+        "dead-letter every refusal as MaxDeliveryCountExceeded: the ledger has the real reason",
     )
     parser.add_argument("--target", help="only requests for this target")
     parser.add_argument("--since", help="only messages enqueued within this duration (e.g. 2h, 1d)")
