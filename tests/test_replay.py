@@ -237,3 +237,27 @@ def test_replay_help_says_what_reason_matches(capsys: pytest.CaptureFixture[str]
     assert main(["replay", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "recorded in the ledger" in text and "dead letter's own reason when the ledger has none" in text
+
+
+def test_a_request_refused_before_its_claim_is_found_by_its_reason_and_runs_once_fixed(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    request = make_request(8, received_at=rig.clock()).model_copy(update={"target": "later"})
+    rig.send(request)
+    rig.drain()
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert dead.dead_letter_reason == SYSTEM_REASON and not acr_server.runs
+    config = Path(rig.settings["SLIPWAY_CONFIG"])
+    config.write_text(
+        config.read_text()
+        + "  - name: later\n    repo: https://github.com/dougbu/AzureTest\n    image: dougbu/later\n"
+    )
+    os.utime(config, (1, 2))  # another mtime, whatever the file system's time granularity
+    [done] = _json(capsys, "replay", "--reason", "unknowntarget")["replayed"]
+    assert done["failure_reason"] == "UnknownTarget" and done["ledger"] == "failed -> retrying"
+    assert rig.drain() == [f"{request.id}-r1"]
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert len(acr_server.runs) == 1
