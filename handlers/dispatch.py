@@ -30,7 +30,7 @@ class DispatchRefused(Exception):
     azurefunctions-extensions-bindings-servicebus/.../serviceBusMessageActions.py and
     samples/servicebus_samples_settlement). Learn lists Service Bus SDK types for Python as a
     trigger in *preview* (functions-reference-python.md, "SDK type bindings"); the package is
-    pre-release only (1.0.0b2, the version the Python worker's own CI pins) and pulls uamqp,
+    pre-release only (1.0.0b2, pinned by Azure/azure-functions-python-worker#1767) and pulls uamqp,
     grpcio, grpcio-tools and protobuf>=6.32,<7 into the app (its pyproject.toml); settlement
     goes over the host's gRPC settlement service, and nothing we found documents it on Flex
     Consumption. A dead letter's reason is not worth a preview dependency on the dispatch path.
