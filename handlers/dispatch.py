@@ -16,11 +16,24 @@ class DispatchRetry(Exception):
 class DispatchRefused(Exception):
     """A message that can never succeed (or gave up retrying).
 
-    The stable Python binding cannot dead-letter with a reason, so the reason is logged and kept
-    in the ledger (``failure_reason``, ``error``), and raising lets Service Bus move the message
-    to the dead-letter queue after MaxDeliveryCount (each redelivery is refused again from the
-    ledger, before any side effect). The local host reads ``reason`` and ``description`` and
-    dead-letters at once, as Service Bus would with an explicit dead-letter.
+    The stable binding (``func.ServiceBusMessage``, auto-complete) cannot dead-letter with a
+    reason: on an exception the host abandons the message (Learn, "Azure Service Bus trigger
+    for Azure Functions", PeekLock behavior). So the dispatcher keeps the reason in the ledger
+    (``failure_reason``, ``error``) and raising lets Service Bus dead-letter the message after
+    MaxDeliveryCount, as ``MaxDeliveryCountExceeded`` (each redelivery is refused again from the
+    ledger, before any side effect). ``slipway serve`` does exactly the same, and ``slipway
+    replay --reason`` matches the ledger's reason, so one runbook fits both.
+
+    Not adopted: the SDK-type binding (``ServiceBusReceivedMessage`` plus a
+    ``ServiceBusMessageActions`` parameter with ``deadletter(message, deadletter_reason=...)``,
+    ``auto_complete_messages=False``; Azure/azure-functions-python-extensions,
+    azurefunctions-extensions-bindings-servicebus/.../serviceBusMessageActions.py and
+    samples/servicebus_samples_settlement). Learn lists Service Bus SDK types for Python as a
+    trigger in *preview* (functions-reference-python.md, "SDK type bindings"); the package is
+    pre-release only (1.0.0b2, pinned by Azure/azure-functions-python-worker#1767) and pulls uamqp,
+    grpcio, grpcio-tools and protobuf>=6.32,<7 into the app (its pyproject.toml); settlement
+    goes over the host's gRPC settlement service, and nothing we found documents it on Flex
+    Consumption. A dead letter's reason is not worth a preview dependency on the dispatch path.
     """
 
     def __init__(self, reason: str, description: str) -> None:

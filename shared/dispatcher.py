@@ -194,11 +194,11 @@ class Dispatcher:
             return self._retry_unclaimed(request, f"configuration cannot be loaded: {exc}")
         target = config.target(request.target)
         if target is None:
-            return self._dead_letter(
+            return self._refuse_unclaimed(
                 request,
-                None,
                 failures.UNKNOWN_TARGET,
                 f"target {request.target!r} is not in the configuration",
+                message_id,
             )
         try:
             secrets = resolve_secrets(
@@ -206,11 +206,11 @@ class Dispatcher:
             )
             spec = render_run(request, config, secrets, result_marker=new_result_marker())
         except MissingSecret as exc:
-            return self._dead_letter(
-                request, None, failures.SETTING_MISSING, f"{exc}; set it, then replay this message"
+            return self._refuse_unclaimed(
+                request, failures.SETTING_MISSING, f"{exc}; set it, then replay this message", message_id
             )
         except RenderError as exc:
-            return self._dead_letter(request, None, failures.INVALID_REQUEST, str(exc))
+            return self._refuse_unclaimed(request, failures.INVALID_REQUEST, str(exc), message_id)
 
         now = self._clock()
         fingerprint = build_fingerprint(request)
@@ -503,10 +503,10 @@ class Dispatcher:
         )
         list_runs = getattr(self._backend, "list_runs", None)
         if list_runs is None:
-            return self._dead_letter(
+            return self._refuse_interrupted(
                 request,
                 existing,
-                failures.DISPATCH_INTERRUPTED,
+                etag,
                 f"{interrupted}; check the registry's runs for this request id, then replay if none",
             )
         from shared.run_backend import RunFinder
@@ -527,10 +527,10 @@ class Dispatcher:
             )
         if recovery.nothing_started:
             return self._reclaim(request, spec, existing, etag, "reclaimed_no_run_found", message_id)
-        return self._dead_letter(
+        return self._refuse_interrupted(
             request,
             existing,
-            failures.DISPATCH_INTERRUPTED,
+            etag,
             f"{interrupted}; runs {', '.join(recovery.candidates)} started around then and none is "
             "recorded: check which one (its log shows slipwayRequestId) belongs to this request, "
             "then replay only if none does",
@@ -781,6 +781,64 @@ class Dispatcher:
             reason=why,
         )
         return DispatchResult(Outcome.RETRY, request.id, reason="Transient", description=why)
+
+    # --- refusals: the reason goes to the ledger, the message to the dead-letter queue -------
+    #
+    # The function trigger cannot dead-letter with a reason (``handlers/dispatch.py``): the
+    # message reaches the dead-letter queue as MaxDeliveryCountExceeded, in Azure and under
+    # ``slipway serve`` alike. So every refusal of a request Slipway can name leaves its reason in
+    # the ledger (``failure_reason``), where ``slipway replay --reason`` and ``runs show`` find it.
+    # Left out: a body that is not a BuildRequest (no id) and ``IdConflict`` (the record there
+    # belongs to the other build); their dead letters keep the queue's reason.
+
+    def _refuse_unclaimed(
+        self, request: BuildRequest, reason: str, description: str, message_id: str | None
+    ) -> DispatchResult:
+        """Refuse a request before any claim, recorded as ``failed`` with why.
+
+        Only when it has no record yet: one left by an earlier attempt stays as it is. Like any
+        failed request it then needs a replay once the cause is fixed (a redelivery is refused
+        again from the ledger), which is what the dead letter asks for anyway.
+        """
+        record = new_record(
+            request,
+            RunStatus.FAILED,
+            self._clock(),
+            "refused",
+            description,
+            error=description,
+            failure_reason=reason,
+            dead_letter_message_id=message_id,
+        )
+        try:
+            self._ledger.create(record)
+        except Exception as exc:  # the refusal stands; only its reason is not recorded
+            self._ledger_failed(request.id, exc)
+        return self._dead_letter(request, None, reason, description)
+
+    def _refuse_interrupted(
+        self, request: BuildRequest, existing: LedgerRecord, etag: str, description: str
+    ) -> DispatchResult:
+        """``DispatchInterrupted``: the reason joins the dead holder's claim, which stays as it is.
+
+        Status, ``updated_at`` and the claim's lease are untouched: every redelivery goes through
+        recovery again (a run may have shown up since), and a replay reopens the record.
+        """
+        reason = failures.DISPATCH_INTERRUPTED
+        if existing.failure_reason != reason or existing.error != description:
+            entry = {"at": self._clock().isoformat(), "event": "dispatch_interrupted", "detail": description}
+            noted = existing.model_copy(
+                update={"failure_reason": reason, "error": description, "history": [*existing.history, entry]}
+            )
+            try:
+                self._ledger.replace(noted, etag)
+            except Exception as exc:  # a conflict means another delivery moved on: its word stands
+                self._ledger_failed(request.id, exc)
+        return self._dead_letter(request, existing, reason, description)
+
+    @staticmethod
+    def _ledger_failed(request_id: str, exc: Exception) -> None:
+        log_event(logger, "ledger_update_failed", level=logging.ERROR, request_id=request_id, error=str(exc))
 
     def _dead_letter(
         self, request: BuildRequest | None, record: LedgerRecord | None, reason: str, description: str

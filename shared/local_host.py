@@ -335,31 +335,23 @@ class LocalHost:
         try:
             trigger.function(**{trigger.arg_name: sb})
         except Exception as exc:
+            # As the Functions host does with autoCompleteMessages (the default): an exception
+            # abandons the message, whatever it is. A refusal (``DispatchRefused``) is no
+            # exception to that: the binding cannot dead-letter with a reason, so in Azure the
+            # message comes back until MaxDeliveryCountExceeded, and here too (the local queue
+            # counts deliveries the same way). The reason is in the ledger and in this log line.
+            queue.abandon(message)
             reason = getattr(exc, "reason", None)
-            if reason:
-                # A message that can never succeed: the local queue can dead-letter with a reason.
-                queue.dead_letter(
-                    message, reason=str(reason), description=str(getattr(exc, "description", exc))
-                )
-                log_event(
-                    logger,
-                    "message_dead_lettered",
-                    message_id=message.message_id,
-                    reason=reason,
-                    correlation_id=message.correlation_id,
-                    level=logging.WARNING,
-                )
-            else:
-                queue.abandon(message)
-                log_event(
-                    logger,
-                    "message_abandoned",
-                    message_id=message.message_id,
-                    error=str(exc),
-                    delivery_count=message.delivery_count,
-                    correlation_id=message.correlation_id,
-                    level=logging.WARNING,
-                )
+            log_event(
+                logger,
+                "message_refused" if reason else "message_abandoned",
+                message_id=message.message_id,
+                reason=reason,
+                error=str(exc),
+                delivery_count=message.delivery_count,
+                correlation_id=message.correlation_id,
+                level=logging.WARNING,
+            )
         else:
             queue.complete(message)
 

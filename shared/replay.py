@@ -50,31 +50,53 @@ class DeadLetterQueue(Protocol):
     ) -> list[tuple[ReceivedMessage, OutgoingMessage]]: ...
 
 
+def refusal_reason(message: ReceivedMessage, failure_reason: str | None) -> str | None:
+    """Why a dead letter is there: the reason Slipway recorded in the ledger, else the queue's own.
+
+    The function trigger cannot dead-letter with a reason (see ``handlers/dispatch.py``): in
+    Azure, and under ``slipway serve``, every refused request reaches the dead-letter queue as
+    ``MaxDeliveryCountExceeded``, and only the ledger (``failure_reason``) says ``RunRejected``,
+    ``UnknownTarget``... A dead letter with no ledger reason (not a BuildRequest, an id reused for
+    another build, or one dead-lettered by another tool with its own reason) keeps the queue's.
+    """
+    return failure_reason or message.dead_letter_reason
+
+
 @dataclass(frozen=True)
 class ReplaySelection:
     """Which dead letters: every given filter must match. ``ids`` match message or request ids."""
 
     ids: tuple[str, ...] = ()
-    reason: str | None = None  # substring of the dead-letter reason, case-insensitive
+    reason: str | None = None  # substring of refusal_reason(), case-insensitive
     target: str | None = None
     since: timedelta | None = None  # enqueued no longer ago than this
     limit: int = 100
 
-    def matches(self, message: ReceivedMessage, request: BuildRequest | None, now: datetime) -> bool:
+    def matches(
+        self,
+        message: ReceivedMessage,
+        request: BuildRequest | None,
+        now: datetime,
+        failure_reason: Callable[[], str | None] = lambda: None,
+    ) -> bool:
+        """``failure_reason`` reads the ledger's reason; called last, only when ``reason`` is set."""
         if (
             self.ids
             and message.message_id not in self.ids
             and (request is None or request.id not in self.ids)
         ):
             return False
-        if self.reason and self.reason.lower() not in (message.dead_letter_reason or "").lower():
-            return False
         if (
             self.target
             and (request.target if request else message.application_properties.get("target")) != self.target
         ):
             return False
-        return not (self.since is not None and message.enqueued_time < now - self.since)
+        if self.since is not None and message.enqueued_time < now - self.since:
+            return False
+        return not (
+            self.reason
+            and self.reason.lower() not in (refusal_reason(message, failure_reason()) or "").lower()
+        )
 
 
 @dataclass
@@ -83,7 +105,8 @@ class ReplayItem:
     new_message_id: str
     request_id: str | None
     target: str | None
-    dead_letter_reason: str | None
+    dead_letter_reason: str | None  # the queue's (in Azure: MaxDeliveryCountExceeded)
+    failure_reason: str | None  # the ledger's: why Slipway refused the request
     ledger: str  # what happened to the ledger record
 
 
@@ -162,12 +185,20 @@ class Replayer:
             if len(report.items) >= selection.limit:
                 return None
             request = _request(message)
-            if not selection.matches(message, request, now):
+            looked_up: list[str | None] = []
+
+            def failure_reason() -> str | None:
+                if not looked_up:
+                    looked_up.append(self._failure_reason(request))
+                return looked_up[0]
+
+            if not selection.matches(message, request, now, failure_reason):
                 return None
             copy = _copy(message, request, actor)
+            reason = refusal_reason(message, failure_reason())
             ledger = "not a BuildRequest: no ledger record" if request is None else "would be marked retrying"
             if not dry_run and request is not None:
-                ledger = self._record(request, message, copy.message_id, actor, note, now)
+                ledger = self._record(request, message, reason, copy.message_id, actor, note, now)
             report.items.append(
                 ReplayItem(
                     message_id=message.message_id,
@@ -175,6 +206,7 @@ class Replayer:
                     request_id=request.id if request else None,
                     target=request.target if request else None,
                     dead_letter_reason=message.dead_letter_reason,
+                    failure_reason=failure_reason(),
                     ledger=ledger,
                 )
             )
@@ -199,10 +231,21 @@ class Replayer:
             )
         return report
 
+    def _failure_reason(self, request: BuildRequest | None) -> str | None:
+        """The reason the ledger holds for ``request`` (None: no request, no record, or no reason)."""
+        if request is None:
+            return None
+        try:
+            found = self._ledger.get(request.id)
+        except ValidationError:  # an unreadable record has no reason to offer; the queue's stands
+            return None
+        return found[0].failure_reason if found is not None else None
+
     def _record(
         self,
         request: BuildRequest,
         message: ReceivedMessage,
+        reason: str | None,
         new_id: str,
         actor: str,
         note: str,
@@ -213,7 +256,7 @@ class Replayer:
 
         detail = (
             f"by {actor}: {note} (dead letter {message.message_id}, "
-            f"{message.dead_letter_reason or 'no reason'}; sent as {new_id})"
+            f"{reason or 'no reason'}; sent as {new_id})"
         )
         for _ in range(5):
             found = self._ledger.get(request.id)
@@ -244,7 +287,11 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str] = Field(default_factory=list)
-    reason: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="Text in the reason Slipway recorded in the ledger when it refused the request "
+        "(RunRejected, UnknownTarget...), or in the dead letter's own reason when the ledger has none.",
+    )
     target: str | None = None
     since: Duration | None = None
     limit: int = Field(default=100, ge=1, le=SCAN_LIMIT)

@@ -12,6 +12,7 @@ import pytest
 from shared import run_backend
 from shared.dispatcher import CLAIM_LEASE
 from shared.ledger import LedgerRecord, RunStatus
+from shared.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage
 from shared.run_backend import AcrBackend, RunHandle
 from shared.task_render import RunSpec
 from tests.support.acr_server import AcrServer
@@ -25,8 +26,27 @@ def rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
     rig.close()
 
 
+# The system reason Service Bus gives a message delivered MaxDeliveryCount times without being
+# settled: Learn, "Overview of Service Bus dead-letter queues", "Moving messages to the DLQ"
+# (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-dead-letter-queues).
+# The function trigger cannot dead-letter with a reason, so every refusal ends there in Azure,
+# and the local host must show the same.
+SYSTEM_REASON = "MaxDeliveryCountExceeded"
+
+
 def _runs(acr: AcrServer) -> int:
     return len(acr.runs)
+
+
+def _dead_letter_and_record(rig: Rig, request_id: str) -> tuple[ReceivedMessage, LedgerRecord]:
+    """The request's one dead letter, as Service Bus would show it, and its ledger record."""
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert json.loads(dead.body)["id"] == request_id
+    assert (dead.dead_letter_reason, dead.delivery_count) == (SYSTEM_REASON, QUEUE_MAX_DELIVERY_COUNT)
+    assert rig.queue.peek() == []
+    found = rig.ledger.get(request_id)
+    assert found is not None
+    return dead, found[0]
 
 
 def test_429_waits_at_least_retry_after_then_starts_one_run(rig: Rig, acr_server: AcrServer) -> None:
@@ -66,40 +86,52 @@ def test_server_errors_back_off_exponentially_then_dead_letter(
         delays.append((copy.scheduled_enqueue_time - rig.clock()).total_seconds())
         rig.clock.now = copy.scheduled_enqueue_time
     assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20 and 20 <= delays[2] <= 40  # base 10 s, jittered
-    rig.drain()  # the 4th attempt fails too: max_attempts reached
-    assert rig.queue.peek() == []
-    [dead] = rig.queue.peek(dead_letter=True)
-    assert dead.dead_letter_reason == "RetriesExhausted"
-    assert "gave up after 4 attempts" in (dead.dead_letter_description or "")
-    record, _ = rig.ledger.get(request.id) or (None, None)
-    assert (
-        record is not None
-        and record.status is RunStatus.FAILED
-        and record.failure_reason == "RetriesExhausted"
-    )
+    delivered = rig.drain()  # the 4th attempt fails too: max_attempts reached
+    # Refused on every delivery (from the ledger, without calling ACR) until the queue gives up.
+    assert delivered == [f"{request.id}-a3"] * QUEUE_MAX_DELIVERY_COUNT
+    _dead, record = _dead_letter_and_record(rig, request.id)
+    assert (record.status, record.failure_reason) == (RunStatus.FAILED, "RetriesExhausted")
+    assert "gave up after 4 attempts" in (record.error or "")
     assert _runs(acr_server) == 0
+    assert len(acr_server.schedule_runs()) == 4
 
 
-def test_a_permanent_refusal_is_dead_lettered_at_once(rig: Rig, acr_server: AcrServer) -> None:
+def test_a_permanent_refusal_is_dead_lettered_as_azure_does_with_the_reason_in_the_ledger(
+    rig: Rig, acr_server: AcrServer
+) -> None:
     request = make_request(3, received_at=rig.clock())
     acr_server.fail_next(
         400, body={"error": {"code": "TasksOperationsNotAllowed", "message": "not permitted"}}
     )
     rig.send(request)
-    rig.drain()
-    [dead] = rig.queue.peek(dead_letter=True)
-    assert dead.dead_letter_reason == "RunRejected" and "not permitted" in (
-        dead.dead_letter_description or ""
+    assert rig.drain() == [request.id] * QUEUE_MAX_DELIVERY_COUNT
+    _dead, record = _dead_letter_and_record(rig, request.id)
+    assert (record.status, record.failure_reason, record.dead_letter_message_id) == (
+        RunStatus.FAILED,
+        "RunRejected",
+        request.id,
     )
-    assert rig.queue.peek() == []
+    assert "not permitted" in (record.error or "")
+    assert len(acr_server.schedule_runs()) == 1
 
 
-def test_unknown_target_is_dead_lettered_with_an_actionable_reason(rig: Rig) -> None:
+def test_unknown_target_is_dead_lettered_with_an_actionable_reason_in_the_ledger(rig: Rig) -> None:
     request = make_request(4, received_at=rig.clock()).model_copy(update={"target": "nope"})
     rig.send(request)
     rig.drain()
+    _dead, record = _dead_letter_and_record(rig, request.id)
+    assert (record.status, record.failure_reason) == (RunStatus.FAILED, "UnknownTarget")
+    assert "'nope'" in (record.error or "") and record.run_id is None
+
+
+def test_a_message_that_is_no_build_request_keeps_the_queue_reason(rig: Rig) -> None:
+    from shared.queue.port import OutgoingMessage
+
+    rig.queue.send([OutgoingMessage(message_id="junk-1", body=b'{"schema": "slipway.build-request/v1"}')])
+    assert rig.drain() == ["junk-1"] * QUEUE_MAX_DELIVERY_COUNT
     [dead] = rig.queue.peek(dead_letter=True)
-    assert dead.dead_letter_reason == "UnknownTarget" and "'nope'" in (dead.dead_letter_description or "")
+    assert (dead.message_id, dead.dead_letter_reason) == ("junk-1", SYSTEM_REASON)
+    assert list(rig.ledger.list()) == []
 
 
 def test_a_reset_connection_is_retried_and_finds_no_run_to_adopt(rig: Rig, acr_server: AcrServer) -> None:
@@ -198,9 +230,10 @@ def test_a_crash_with_two_unknown_runs_in_the_window_asks_the_operator(
     )
     acr_server.clock = rig.clock
     rig.run_until_idle()
-    [dead] = rig.queue.peek(dead_letter=True)
-    assert dead.dead_letter_reason == "DispatchInterrupted"
-    assert "ca1" in (dead.dead_letter_description or "") and "ca2" in (dead.dead_letter_description or "")
+    _dead, record = _dead_letter_and_record(rig, request.id)
+    assert (record.status, record.failure_reason) == (RunStatus.DISPATCHING, "DispatchInterrupted")
+    assert "ca1" in (record.error or "") and "ca2" in (record.error or "")
+    assert [e["event"] for e in record.history].count("dispatch_interrupted") == 1
     assert _runs(acr_server) == 2  # nothing started a third
 
 

@@ -28,6 +28,11 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     return json.loads(capsys.readouterr().out)
 
 
+# Service Bus's system reason for a message delivered MaxDeliveryCount times (Learn, "Overview of
+# Service Bus dead-letter queues"): what every refusal of the function trigger becomes in Azure.
+SYSTEM_REASON = "MaxDeliveryCountExceeded"
+
+
 def _refused(rig: Rig, acr: AcrServer, n: int) -> str:
     """A request ACR refused once (a permanent error): it sits in the dead-letter queue."""
     request = make_request(n, received_at=rig.clock())
@@ -42,12 +47,19 @@ def test_a_dead_letter_is_listed_replayed_with_a_new_id_and_dispatched_once(
 ) -> None:
     request_id = _refused(rig, acr_server, 1)
     [listed] = _json(capsys, "queue", "list", "--dead-letter")["messages"]
-    assert (listed["message_id"], listed["dead_letter_reason"]) == (request_id, "RunRejected")
-    assert "fix the quota" in listed["dead_letter_description"]
+    # As in Azure: the queue only knows the message was never settled; the ledger knows why.
+    assert (listed["message_id"], listed["dead_letter_reason"]) == (request_id, SYSTEM_REASON)
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and record.failure_reason == "RunRejected"
+    assert "fix the quota" in (record.error or "")
 
     planned = _json(capsys, "replay", "--reason", "runrejected", "--dry-run")
     assert planned["dry_run"] is True
     assert [i["new_message_id"] for i in planned["replayed"]] == [f"{request_id}-r1"]
+    [item] = planned["replayed"]
+    assert (item["failure_reason"], item["dead_letter_reason"]) == ("RunRejected", SYSTEM_REASON)
+    # The ledger's reason is the one matched: the queue's says nothing about this refusal.
+    assert _json(capsys, "replay", "--reason", "MaxDelivery", "--dry-run")["replayed"] == []
     assert len(rig.queue.peek(dead_letter=True)) == 1 and rig.queue.peek() == []  # nothing changed
     record, _ = rig.ledger.get(request_id) or (None, None)
     assert record is not None and record.status is RunStatus.FAILED
@@ -64,6 +76,7 @@ def test_a_dead_letter_is_listed_replayed_with_a_new_id_and_dispatched_once(
         len(replayed) == 1
         and "quota raised (INC-42)" in replayed[0]["detail"]
         and "@" in replayed[0]["detail"]
+        and "RunRejected" in replayed[0]["detail"]
     )
 
     assert rig.drain() == [f"{request_id}-r1"]
@@ -151,3 +164,100 @@ def test_a_replay_reports_its_progress_and_prints_a_table(
     assert main(["replay", "--dry-run"]) == 0  # human output: the spinner only on a terminal
     out = capsys.readouterr()
     assert "would replay 2 dead letter(s)" in out.out and out.err == ""
+
+
+def test_a_dead_letter_without_a_ledger_reason_is_matched_on_its_own_reason(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a BuildRequest (no id, so no record), and one a Service Bus client dead-lettered with a
+    reason of its own: ``--reason`` falls back to the queue's reason."""
+    from shared.queue.port import OutgoingMessage
+
+    rig.queue.send([OutgoingMessage(message_id="junk-1", body=b"{}")])
+    rig.drain()
+    request = make_request(6, received_at=rig.clock())
+    rig.queue.send([OutgoingMessage(message_id="by-hand", body=request.to_json().encode())])
+    [locked] = rig.queue.receive()
+    rig.queue.dead_letter(locked, "PoisonByHand", "moved by an operator's tool")
+    found = _json(capsys, "replay", "--reason", SYSTEM_REASON.lower(), "--dry-run")["replayed"]
+    assert [(i["message_id"], i["failure_reason"]) for i in found] == [("junk-1", None)]
+    found = _json(capsys, "replay", "--reason", "poison", "--dry-run")["replayed"]
+    assert [(i["message_id"], i["request_id"]) for i in found] == [("by-hand", request.id)]
+    done = _json(capsys, "replay", "--reason", "PoisonByHand", "--note", "checked")["replayed"]
+    assert [i["ledger"] for i in done] == ["created, retrying"]
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and "PoisonByHand" in record.history[-1]["detail"]
+
+
+def test_replay_on_service_bus_matches_the_ledger_reason_of_a_max_delivery_dead_letter(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Azure shape end to end: the dispatcher refused the request (reason in the ledger), the
+    Service Bus dead letter says MaxDeliveryCountExceeded, ``slipway replay --reason`` finds it."""
+    from azure.servicebus import ServiceBusSubQueue
+
+    from shared.runtime import Runtime, set_runtime
+    from tests.test_servicebus_queue import FakeClient, make_queue, sdk_message
+
+    request_id = _refused(rig, acr_server, 7)
+    [local] = rig.queue.peek(dead_letter=True)
+    client = FakeClient(
+        peekable=[
+            sdk_message(
+                41,
+                message_id=request_id,
+                body=[local.body],
+                application_properties=None,
+                delivery_count=10,
+                dead_letter_reason=SYSTEM_REASON,
+                dead_letter_error_description="Message could not be consumed after 10 delivery attempts.",
+            )
+        ]
+    )
+    queue, _ = make_queue(client)
+    set_runtime(Runtime(rig.settings, app_root=rig.queue.path.parent, queue=queue, ledger=rig.ledger))
+
+    assert _json(capsys, "replay", "--reason", "MaxDeliveryCount", "--dry-run")["replayed"] == []
+    [planned] = _json(capsys, "replay", "--reason", "runrejected", "--dry-run")["replayed"]
+    assert (planned["failure_reason"], planned["dead_letter_reason"]) == ("RunRejected", SYSTEM_REASON)
+    assert client.senders[0].batches == []  # a dry run sends nothing
+
+    [done] = _json(capsys, "replay", "--reason", "RunRejected", "--note", "quota raised")["replayed"]
+    assert done["new_message_id"] == f"{request_id}-r1"
+    [[sent]] = client.senders[0].batches
+    assert sent.message_id == f"{request_id}-r1"
+    [(_name, sub_queue, receiver)] = [r for r in client.receivers if r[1] is not None][-1:]
+    assert sub_queue is ServiceBusSubQueue.DEAD_LETTER
+    assert [m.message_id for m in receiver.completed] == [request_id]
+    record, _ = rig.ledger.get(request_id) or (None, None)
+    assert record is not None and record.status is RunStatus.RETRYING and record.failure_reason is None
+
+
+def test_replay_help_says_what_reason_matches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "recorded in the ledger" in text and "dead letter's own reason when the ledger has none" in text
+
+
+def test_a_request_refused_before_its_claim_is_found_by_its_reason_and_runs_once_fixed(
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    request = make_request(8, received_at=rig.clock()).model_copy(update={"target": "later"})
+    rig.send(request)
+    rig.drain()
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert dead.dead_letter_reason == SYSTEM_REASON and not acr_server.runs
+    config = Path(rig.settings["SLIPWAY_CONFIG"])
+    config.write_text(
+        config.read_text()
+        + "  - name: later\n    repo: https://github.com/dougbu/AzureTest\n    image: dougbu/later\n"
+    )
+    os.utime(config, (1, 2))  # another mtime, whatever the file system's time granularity
+    [done] = _json(capsys, "replay", "--reason", "unknowntarget")["replayed"]
+    assert done["failure_reason"] == "UnknownTarget" and done["ledger"] == "failed -> retrying"
+    assert rig.drain() == [f"{request.id}-r1"]
+    record, _ = rig.ledger.get(request.id) or (None, None)
+    assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert len(acr_server.runs) == 1

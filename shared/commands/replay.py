@@ -19,7 +19,13 @@ from shared.commands.output import print_json, print_table, stderr_progress
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("replay", help="send dead-lettered build requests back to the queue")
     parser.add_argument("--id", action="append", default=[], help="message or request id (repeatable)")
-    parser.add_argument("--reason", help="only dead letters whose reason contains this text")
+    parser.add_argument(
+        "--reason",
+        help="only dead letters whose reason contains this text (any case): the reason Slipway "
+        "recorded in the ledger when it refused the request (RunRejected, UnknownTarget, ...), or "
+        "the dead letter's own reason when the ledger has none. Service Bus and slipway serve "
+        "dead-letter every refusal as MaxDeliveryCountExceeded: the ledger has the real reason",
+    )
     parser.add_argument("--target", help="only requests for this target")
     parser.add_argument("--since", help="only messages enqueued within this duration (e.g. 2h, 1d)")
     parser.add_argument("--limit", type=int, default=100, help="replay at most this many (default 100)")
@@ -80,7 +86,7 @@ def replay_command(args: argparse.Namespace) -> int:
     verb = "would replay" if report.dry_run else "replayed"
     print_table(
         f"{verb} {len(rows)} dead letter(s)",
-        ["message_id", "new_message_id", "target", "dead_letter_reason", "ledger"],
+        ["message_id", "new_message_id", "target", "failure_reason", "dead_letter_reason", "ledger"],
         rows,
     )
     return 0

@@ -1,8 +1,9 @@
 """A controlled-clock dispatch rig: local queue + folder ledger/state + the real queue trigger.
 
 Messages are delivered exactly as ``slipway serve`` delivers them (``LocalHost._deliver``: the
-handler's return completes, ``DispatchRefused`` dead-letters with its reason, anything else
-abandons), to the very function ``function_app.py`` registers.
+handler's return completes, any exception abandons, ``DispatchRefused`` included, as the Functions
+host does), to the very function ``function_app.py`` registers. A refused message therefore comes
+back until the local queue dead-letters it as ``MaxDeliveryCountExceeded``, as Service Bus would.
 """
 
 from __future__ import annotations
