@@ -23,11 +23,23 @@ import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.logs import log_event
-from shared.oci import AcrTokenProvider, RegistryClient, RegistryError, check_repository, is_digest
+from shared.oci import (
+    MEDIA_TYPE_OCI_INDEX,
+    AcrTokenProvider,
+    Descriptor,
+    Manifest,
+    NotFound,
+    RegistryClient,
+    RegistryError,
+    check_repository,
+    compute_digest,
+    is_digest,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -156,6 +168,39 @@ class QuarantineClient(RegistryClient):
         manifest = self.get_manifest(repository, digest)
         children = [child.digest for child in manifest.manifests] if manifest.is_index else []
         return [digest, *dict.fromkeys(d for d in children if d != digest)]
+
+    def referrers(
+        self, repository: str, digest: str, *, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        """The manifests whose ``subject`` is ``digest`` (the scan reports ``oras attach`` pushed).
+
+        OCI distribution-spec, "Listing Referrers" (opencontainers/distribution-spec spec.md):
+        ``GET /v2/<name>/referrers/<digest>[?artifactType=]`` answers an image index of
+        descriptors carrying each referrer's ``artifactType`` and annotations; a registry may
+        ignore the filter, so it is applied here too. A registry without the API answers 404:
+        then there is nothing to list. Only the first page is read; a run attaches a report per
+        platform, far fewer than a page.
+        """
+        check_repository(repository)
+        if not is_digest(digest):
+            raise ValueError(f"referrers are listed for a digest, not {digest!r}")
+        url = f"{self.base_url}/v2/{repository}/referrers/{digest}"
+        if artifact_type is not None:
+            url += "?" + urlencode({"artifactType": artifact_type})
+        try:
+            response = self._call(
+                "GET",
+                url,
+                scope=f"repository:{repository}:pull",
+                expected=(200,),
+                headers={"Accept": MEDIA_TYPE_OCI_INDEX},
+            )
+        except NotFound:
+            return []
+        index = Manifest.parse(
+            response.body, digest=compute_digest(response.body), content_type=response.header("Content-Type")
+        )
+        return [d for d in index.manifests if artifact_type is None or d.artifact_type == artifact_type]
 
     def set_quarantine(self, repository: str, digest: str, state: str, details: QuarantineDetails) -> bool:
         """Set the state unless it is already set; True when a PATCH was sent.

@@ -29,7 +29,7 @@ from shared.build_status import gate_failure
 from shared.logs import log_event
 from shared.quarantine import FAILED, PASSED, details_for
 from shared.run_report import GATE_PLATFORM_CHECK, GATE_SCAN, RunReport, parse_run_report
-from shared.task_render import RESULT_MARKER
+from shared.task_render import RESULT_MARKER, SCAN_REPORT_ARTIFACT_TYPE
 
 if TYPE_CHECKING:
     from shared.config import SlipwayConfig
@@ -43,6 +43,10 @@ MAX_LOG_BYTES = 64 * 1024 * 1024
 LOG_TIMEOUT = 30.0
 
 LogLines = Callable[[str], Iterable[str]]  # run id → the lines of its log
+
+# The annotation ``scan-gate`` puts on each report it attaches (``oras attach --annotation``,
+# shared/task_render.py): the request whose run pushed it.
+REPORT_REQUEST_ANNOTATION = "dev.slipway.request"
 
 
 class SupplyChainOutcome:
@@ -125,9 +129,17 @@ class SupplyChainOutcome:
         client = self._quarantine(registry)
         digests: list[str] = []
         for digest in pushed:
-            for member in client.release_set(repository, digest):
-                if member not in digests:
-                    digests.append(member)
+            members = client.release_set(repository, digest)
+            if target is not None and target.scan is not None:
+                # The scan reports this run attached to the image are manifests it pushed too.
+                members += [
+                    report.digest
+                    for report in client.referrers(
+                        repository, digest, artifact_type=SCAN_REPORT_ARTIFACT_TYPE
+                    )
+                    if report.annotations.get(REPORT_REQUEST_ANNOTATION) == record.request_id
+                ]
+            digests += [member for member in members if member not in digests]
         # Passed: the index last, so whoever can pull it can pull what it lists. Failed: it first.
         ordered = digests[::-1] if succeeded else digests
         patched = [d for d in ordered if client.set_quarantine(repository, d, state, details)]

@@ -31,6 +31,7 @@ from shared.quarantine import (
 )
 from shared.reconcile import Reconciler
 from shared.run_outcome import SupplyChainOutcome
+from shared.task_render import SCAN_REPORT_ARTIFACT_TYPE
 from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
     QUARANTINED,
     AcrDataPlane,
@@ -67,6 +68,14 @@ def _nulls(value: Any, path: str = "$") -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in _nulls(v, f"{path}[{i}]")]
     return []
+
+
+def _report(plane: AcrDataPlane, subject: str, request_id: str) -> str:
+    """A scan report as the scan-gate step attaches it (shared/task_render.py, ``oras attach``)."""
+    annotations = {"dev.slipway.platform": "linux/amd64", "dev.slipway.request": request_id}
+    return plane.add_referrer(
+        REPO, subject, artifact_type=SCAN_REPORT_ARTIFACT_TYPE, annotations=annotations, created=CREATED
+    )
 
 
 def _states(plane: AcrDataPlane, digests: list[str]) -> list[str | None]:
@@ -202,6 +211,23 @@ def test_the_release_set_of_an_index_is_every_manifest_it_lists(plane: AcrDataPl
     assert client.release_set(REPO, single) == [single]
 
 
+def test_referrers_lists_the_reports_attached_to_an_image(plane: AcrDataPlane) -> None:
+    index, children = plane.add_index(REPO, created=CREATED)
+    report = _report(plane, index, "azure-test.r1")
+    plane.add_referrer(
+        REPO, index, artifact_type="application/vnd.example.sig", annotations={}, created=CREATED
+    )
+    client = _client(plane)
+    [found] = client.referrers(REPO, index, artifact_type=SCAN_REPORT_ARTIFACT_TYPE)
+    assert found.digest == report and found.annotations["dev.slipway.request"] == "azure-test.r1"
+    assert len(client.referrers(REPO, index)) == 2
+    [listing, *_] = [r for r in plane.requests if "/referrers/" in r.path and r.params]
+    assert listing.params == {"artifactType": [SCAN_REPORT_ARTIFACT_TYPE]}
+    assert client.referrers(REPO, children[0]) == []  # an image nothing refers to
+    plane.referrers_api = False  # a registry without the API answers 404: nothing to list
+    assert client.referrers(REPO, index) == []
+
+
 def test_without_quarantine_read_rights_the_index_cannot_be_read(plane: AcrDataPlane) -> None:
     """Azure/acr readme: a quarantined image pulled by digest answers "The operation is disallowed"."""
     index, _children = plane.add_index(REPO, created=CREATED)
@@ -294,6 +320,8 @@ def test_a_successful_run_releases_the_index_and_every_manifest_in_it(env: Env, 
     index, children = plane.add_index(REPO, created=CREATED)
     other = plane.add_platform_image(REPO, created=CREATED)  # named only by a line that is no report
     request_id, run_id, logs = _dispatched(env, _passed_log(index, other))
+    report = _report(plane, index, request_id)
+    someone_elses = _report(plane, index, "azure-test.another-request")
     env.acr.set_status(run_id, "Running")
     _reconcile(env, plane, logs)
     assert logs.reads == [] and plane.patches == []  # not ended: nothing read, nothing released
@@ -301,12 +329,12 @@ def test_a_successful_run_releases_the_index_and_every_manifest_in_it(env: Env, 
     env.acr.set_status(run_id, "Succeeded")
     _reconcile(env, plane, logs)
     _reconcile(env, plane, logs)
-    assert _states(plane, [index, *children]) == ["Passed"] * 5
-    assert plane.quarantine_state(REPO, other) == QUARANTINED
+    assert _states(plane, [index, *children, report]) == ["Passed"] * 6
+    assert _states(plane, [other, someone_elses]) == [QUARANTINED] * 2
     # Once each, the index last (whoever may pull it may then pull what it lists).
     patched = [p.path.rsplit("/", 1)[1] for p in plane.patches]
-    assert sorted(patched) == sorted([index, *children]) and patched[-1] == index
-    for digest in (index, *children):
+    assert sorted(patched) == sorted([index, *children, report]) and patched[-1] == index
+    for digest in (index, *children, report):
         text = plane.repositories[REPO].manifests[digest].quarantine_details
         assert quarantine_details_problems(text) == []
     details = plane.quarantine_details(REPO, index)
@@ -405,6 +433,7 @@ def test_a_failed_run_names_its_gate_and_marks_every_manifest_failed(
 ) -> None:
     index, children = plane.add_index(REPO, created=CREATED)
     request_id, run_id, logs = _dispatched(env, log(index))
+    reports = [_report(plane, index, request_id)] if state == "scan failed" else []
     env.acr.set_status(run_id, "Failed", error="failed during run, err: exit status 1")
     _reconcile(env, plane, logs)
     _reconcile(env, plane, logs)
@@ -415,10 +444,10 @@ def test_a_failed_run_names_its_gate_and_marks_every_manifest_failed(
     assert status["state"] == "failure" and sentence[:60] in status["description"]
     if "gate" in sentence or "check" in sentence:
         assert status["description"].startswith(sentence.split(":")[0])  # the gate leads the sentence
-    assert _states(plane, [index, *children]) == ["Failed"] * 5
-    assert len(plane.patches) == 5  # once each, the second pass read them back
+    assert _states(plane, [index, *children, *reports]) == ["Failed"] * (5 + len(reports))
+    assert len(plane.patches) == 5 + len(reports)  # once each, the second pass read them back
     assert plane.patches[0].path.endswith(index)  # the index is blocked first
-    for digest in (index, *children):
+    for digest in (index, *children, *reports):
         details = plane.quarantine_details(REPO, digest)
         assert quarantine_details_problems(json.dumps(details)) == []
         assert details["state"] == state

@@ -10,6 +10,9 @@ It answers the calls the SDK makes, with the shapes of ACR's REST API (api-versi
   ``changeableAttributes`` (``deleteEnabled: false`` is a lock).
 * ``GET``/``DELETE /v2/{repo}/manifests/{ref}`` (a delete removes the manifest's tags; a locked
   manifest or tag answers 405) and ``DELETE /acr/v1/{repo}/_tags/{tag}``.
+* ``GET /v2/{repo}/referrers/{digest}[?artifactType=]`` (OCI distribution-spec "Listing
+  Referrers"): an image index of the manifests whose ``subject`` is the digest, each descriptor
+  with the referrer's ``artifactType`` and annotations, ``OCI-Filters-Applied`` when filtered.
 * Quarantine (``quarantine_policy = True``), as Azure/acr docs/preview/quarantine/readme.md
   describes it: every manifest added is quarantined; ``GET /v2/{repo}/manifests/{ref}`` of a
   manifest not ``Passed`` answers "manifest not found" by tag and "The operation is disallowed"
@@ -197,6 +200,7 @@ class AcrDataPlane(FakeAcr):
         self.quarantine_policy = False  # the registry policy: new manifests start quarantined
         self.quarantine_reader = True  # the caller holds AcrQuarantineReader/Writer
         self.patches: list[RecordedRequest] = []  # accepted quarantine PATCHes, in order
+        self.referrers_api = True  # False: /v2/<repo>/referrers/<digest> answers 404, as before OCI 1.1
 
     # -- seeding ---------------------------------------------------------------------------------
 
@@ -264,6 +268,29 @@ class AcrDataPlane(FakeAcr):
         )
         return index, [d["digest"] for d in descriptors]
 
+    def add_referrer(
+        self,
+        repo: str,
+        subject: str,
+        *,
+        artifact_type: str,
+        annotations: dict[str, str],
+        created: datetime,
+    ) -> str:
+        """An artifact about ``subject``, as ``oras attach`` pushes it: a manifest with ``subject``."""
+        empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": compute_digest(b"{}"), "size": 2}
+        return self.add_manifest(
+            repo,
+            {
+                "artifactType": artifact_type,
+                "config": empty,
+                "layers": [],
+                "subject": self._descriptor(repo, subject, {}),
+                "annotations": annotations,
+            },
+            created=created,
+        )
+
     def _descriptor(self, repo: str, digest: str, extra: dict[str, Any]) -> dict[str, Any]:
         stored = self.repositories[repo].manifests[digest]
         return {"mediaType": stored.media_type, "digest": digest, "size": len(stored.body), **extra}
@@ -327,6 +354,11 @@ class AcrDataPlane(FakeAcr):
         ):
             listing = self._tags if match["kind"] == "tags" else self._manifests
             return f"repository:{match['repo']}:metadata_read", lambda r: listing(r, match["repo"])
+        referrers = re.fullmatch(r"/v2/(?P<repo>.+)/referrers/(?P<digest>[^/]+)", path)
+        if method == "GET" and self.referrers_api and (match := referrers):
+            return f"repository:{match['repo']}:pull", lambda r: self._referrers(
+                r, match["repo"], match["digest"]
+            )
         if match := re.fullmatch(r"/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)", path):
             if method in {"GET", "HEAD"}:
                 return f"repository:{match['repo']}:pull", lambda r: self._get(match["repo"], match["ref"])
@@ -406,6 +438,28 @@ class AcrDataPlane(FakeAcr):
                 return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
             return _error(403, "DENIED", _QUARANTINE_DENIED)
         return Answer(200, {"Content-Type": stored.media_type, "Docker-Content-Digest": digest}, stored.body)
+
+    def _referrers(self, request: RecordedRequest, repo: str, digest: str) -> Answer:
+        wanted = request.params.get("artifactType", [None])[0]
+        repository = self._repository(repo)
+        found = []
+        for referrer, stored in repository.manifests.items() if repository is not None else ():
+            content = json.loads(stored.body)
+            if content.get("subject", {}).get("digest") != digest:
+                continue
+            if wanted is not None and content.get("artifactType") != wanted:
+                continue
+            descriptor = {"mediaType": stored.media_type, "digest": referrer, "size": len(stored.body)}
+            descriptor["artifactType"] = content.get("artifactType")
+            descriptor["annotations"] = content.get("annotations", {})
+            found.append(descriptor)
+        body = json.dumps(
+            {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": found}
+        ).encode()
+        headers = {"Content-Type": MEDIA_TYPE_OCI_INDEX}
+        if wanted is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        return Answer(200, headers, body)
 
     def _manifest_attributes(self, repo: str, digest: str) -> Answer:
         repository = self._repository(repo)
