@@ -133,11 +133,11 @@ class SupplyChainOutcome:
             if target is not None and target.scan is not None:
                 # The scan reports this run attached to the image are manifests it pushed too.
                 members += [
-                    report.digest
-                    for report in client.referrers(
+                    attached.digest
+                    for attached in client.referrers(
                         repository, digest, artifact_type=SCAN_REPORT_ARTIFACT_TYPE
                     )
-                    if report.annotations.get(REPORT_REQUEST_ANNOTATION) == record.request_id
+                    if attached.annotations.get(REPORT_REQUEST_ANNOTATION) == record.request_id
                 ]
             digests += [member for member in members if member not in digests]
         # Passed: the index last, so whoever can pull it can pull what it lists. Failed: it first.
