@@ -10,7 +10,11 @@ its own. So Slipway marks all of them (``release_set``):
 ``PATCH /acr/v1/{repository}/_manifests/{digest}`` with
 ``{"quarantineState": "Passed" | "Failed", "quarantineDetails": "<JSON text>"}``, authenticated
 through ACR's token exchange with the app's Entra ID identity (scope ``repository:<repo>:pull,push``).
-``quarantineDetails`` follows the schema Azure/acr publishes (``QuarantineDetails``).
+``quarantineDetails`` follows the schema Azure/acr publishes (``QuarantineDetails``). The SDKs
+do not carry these keys: ``azure-containerregistry`` 1.2.0's generated models have no quarantine
+field, and the .NET SDK keeps ``QuarantineState``/``QuarantineDetails`` internal and read-only
+(Azure/azure-sdk-for-net, Azure.Containers.ContainerRegistry/src/Models/ArtifactManifestProperties.cs),
+so the call is made here, on ``RegistryClient``'s authenticated transport.
 
 Idempotent: the state is read first and a digest already in the wanted state is not patched. A
 ``Failed`` never replaces ``Passed``: a reproducible build can push a digest an earlier run
