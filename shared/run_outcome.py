@@ -1,4 +1,4 @@
-"""When reconciliation sees a run end: name the gate that failed it, lift quarantine when it passed.
+"""When reconciliation sees a run end: name the gate that failed it, and settle its quarantine.
 
 ``Reconciler(on_finished=SupplyChainOutcome(...))`` calls this once per ended run, before it
 records the outcome and posts the commit status:
@@ -6,13 +6,15 @@ records the outcome and posts the commit status:
 * A failed run whose log says a gate failed (``slipway-result:`` lines, ``shared.run_report``)
   gets a ``run_error`` naming the gate in a sentence (``shared.build_status.gate_failure``);
   ACR's own message ("failed during run, err: exit status 1") names nothing.
-* A successful run, with top-level ``quarantine: true``, has each digest it pushed marked
-  ``Passed`` through the registry's data-plane API (``shared.quarantine``). A failed run's digests
-  stay quarantined: nothing is patched for it.
+* With top-level ``quarantine: true``, every manifest the run pushed (each digest it reports and,
+  for an index, every manifest the index lists) is marked through the registry's data-plane API
+  (``shared.quarantine``): ``Passed`` for a successful run, ``Failed`` for a failed one, with
+  ``quarantineDetails`` saying why. A canceled or timed-out run is left quarantined.
 
 The log is read only when one of these applies. Its link (a SAS URL) is a secret while it is
 valid: it is used for one GET and never logged or stored. If the registry cannot be reached the
-exception propagates, the ledger is not updated, and the next reconcile tick tries again.
+exception propagates, the ledger is not updated, and the next reconcile tick tries again; the
+marks already set are read back and not sent twice.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from shared.build_status import gate_failure
 from shared.logs import log_event
-from shared.quarantine import PASSED
+from shared.quarantine import FAILED, PASSED, details_for
 from shared.run_report import GATE_PLATFORM_CHECK, GATE_SCAN, RunReport, parse_run_report
-from shared.task_render import RESULT_MARKER
+from shared.task_render import RESULT_MARKER, SCAN_REPORT_ARTIFACT_TYPE
 
 if TYPE_CHECKING:
     from shared.config import SlipwayConfig
@@ -41,6 +43,10 @@ MAX_LOG_BYTES = 64 * 1024 * 1024
 LOG_TIMEOUT = 30.0
 
 LogLines = Callable[[str], Iterable[str]]  # run id → the lines of its log
+
+# The annotation ``scan-gate`` puts on each report it attaches (``oras attach --annotation``,
+# shared/task_render.py): the request whose run pushed it.
+REPORT_REQUEST_ANNOTATION = "dev.slipway.request"
 
 
 class SupplyChainOutcome:
@@ -62,16 +68,17 @@ class SupplyChainOutcome:
     def __call__(self, record: LedgerRecord, handle: RunHandle) -> LedgerRecord:
         config = self._config()
         succeeded = handle.status == "Succeeded"
-        if succeeded and not config.quarantine:
-            return record
-        if not succeeded and handle.status not in ("Failed", "Error"):
-            return record  # canceled or timed out: no gate to name, nothing to lift
+        failed = handle.status in ("Failed", "Error")
+        if not failed and not (succeeded and config.quarantine):
+            return record  # canceled or timed out: no gate to name, nothing to settle
         report = parse_run_report(
             self._log_lines(handle.run_id), marker=record.result_marker or RESULT_MARKER
         )
-        if not succeeded:
-            return self._name_the_gate(record, report)
-        return self._lift_quarantine(record, handle, report, config)
+        if failed:
+            record = self._name_the_gate(record, report)
+        if config.quarantine:
+            record = self._settle_quarantine(record, handle, report, config)
+        return record
 
     def _name_the_gate(self, record: LedgerRecord, report: RunReport) -> LedgerRecord:
         if report.failed_gate == GATE_SCAN:
@@ -82,32 +89,63 @@ class SupplyChainOutcome:
             return record
         return record.model_copy(update={"run_error": gate_failure(report.failed_gate, detail)})
 
-    def _lift_quarantine(
+    def _settle_quarantine(
         self, record: LedgerRecord, handle: RunHandle, report: RunReport, config: SlipwayConfig
     ) -> LedgerRecord:
+        """Mark every manifest the run pushed: ``Passed`` when it succeeded, else ``Failed``."""
+        succeeded = handle.status == "Succeeded"
         image: dict[str, Any] = record.request.get("image", {})
         registry, repository = image.get("registry", ""), image.get("repository", "")
         # Only digests under the request's own repository (the log is the run's word, not ours).
-        digests = [d for name, d in report.pushed if name == f"{registry}/{repository}"]
-        target = config.target(record.target)
-        details = {
-            "run": handle.run_id,
-            "request": record.request_id,
-            "scanner": config.scanner.image if target is not None and target.scan is not None else None,
-            "result": "scan gate passed" if report.scan_passed else "run succeeded (no scan gate)",
-            "checkedBy": "slipway",
-        }
-        if not digests:
-            log_event(logger, "quarantine_no_digest", level=logging.ERROR, request_id=record.request_id)
+        pushed = [d for name, d in report.pushed if name == f"{registry}/{repository}"]
+        if not pushed:
+            if succeeded:
+                log_event(logger, "quarantine_no_digest", level=logging.ERROR, request_id=record.request_id)
             return record.with_event(
                 self._clock(), "quarantine_skipped", "the run log names no pushed digest"
             )
-        client = self._quarantine(registry)
-        patched = [d for d in digests if client.set_quarantine(repository, d, PASSED, details)]
-        detail = f"{PASSED}: " + ", ".join(f"{repository}@{d}" for d in digests)
-        return record.with_event(
-            self._clock(), "quarantine_passed" if patched else "quarantine_unchanged", detail
+        target = config.target(record.target)
+        # The scanner is named only when it ran to a verdict.
+        scanned = (
+            target is not None
+            and target.scan is not None
+            and (report.scan_passed or report.failed_gate == GATE_SCAN)
         )
+        if succeeded:
+            state, verdict = PASSED, "scan passed" if report.scan_passed else "not scanned"
+            outcome = "scan gate passed" if report.scan_passed else "run succeeded (no scan gate)"
+        else:
+            state = FAILED
+            verdict = {GATE_SCAN: "scan failed", GATE_PLATFORM_CHECK: "platform check failed"}.get(
+                report.failed_gate or "", "run failed"
+            )
+            outcome = record.run_error or handle.error_message or "the run failed"
+        details = details_for(
+            state=verdict,
+            description=f"Slipway request {record.request_id}, ACR run {handle.run_id}: {outcome}",
+            scanner=config.scanner.image if scanned else None,
+            findings=report.findings if not succeeded else None,
+        )
+        client = self._quarantine(registry)
+        digests: list[str] = []
+        for digest in pushed:
+            members = client.release_set(repository, digest)
+            if target is not None and target.scan is not None:
+                # The scan reports this run attached to the image are manifests it pushed too.
+                members += [
+                    attached.digest
+                    for attached in client.referrers(
+                        repository, digest, artifact_type=SCAN_REPORT_ARTIFACT_TYPE
+                    )
+                    if attached.annotations.get(REPORT_REQUEST_ANNOTATION) == record.request_id
+                ]
+            digests += [member for member in members if member not in digests]
+        # Passed: the index last, so whoever can pull it can pull what it lists. Failed: it first.
+        ordered = digests[::-1] if succeeded else digests
+        patched = [d for d in ordered if client.set_quarantine(repository, d, state, details)]
+        event = f"quarantine_{state.lower()}" if patched else "quarantine_unchanged"
+        detail = f"{state}: " + ", ".join(f"{repository}@{d}" for d in digests)
+        return record.with_event(self._clock(), event, detail)
 
 
 class AcrRunLog:

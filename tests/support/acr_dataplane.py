@@ -10,6 +10,16 @@ It answers the calls the SDK makes, with the shapes of ACR's REST API (api-versi
   ``changeableAttributes`` (``deleteEnabled: false`` is a lock).
 * ``GET``/``DELETE /v2/{repo}/manifests/{ref}`` (a delete removes the manifest's tags; a locked
   manifest or tag answers 405) and ``DELETE /acr/v1/{repo}/_tags/{tag}``.
+* ``GET /v2/{repo}/referrers/{digest}[?artifactType=]`` (OCI distribution-spec "Listing
+  Referrers"): an image index of the manifests whose ``subject`` is the digest, each descriptor
+  with the referrer's ``artifactType`` and annotations, ``OCI-Filters-Applied`` when filtered.
+* Quarantine (``quarantine_policy = True``), as Azure/acr docs/preview/quarantine/readme.md
+  describes it: every manifest added is quarantined; ``GET /v2/{repo}/manifests/{ref}`` of a
+  manifest not ``Passed`` answers "manifest not found" by tag and "The operation is disallowed"
+  by digest unless the caller may read quarantined images (``quarantine_reader``);
+  ``GET /acr/v1/{repo}/_manifests/{digest}`` (scope ``pull``) shows ``quarantineState`` and
+  ``PATCH`` (scope ``pull,push``) sets it, refusing any body but the readme's two keys and any
+  ``quarantineDetails`` outside the published schema (``quarantine_details_problems``).
 
 Tests seed it with ``add_manifest``/``add_index``/``tag`` and read back ``requests`` and the state.
 """
@@ -33,6 +43,74 @@ from tests.support.registry import Answer, FakeAcr, RecordedRequest, _covers, lo
 
 API_VERSION = "2021-07-01"
 _DELETE_DENIED = "The operation is disallowed on this registry, repository or image."
+# What the readme shows a by-digest pull of a quarantined image answer; the HTTP status is not
+# documented (403 here: any non-2xx must stop a client).
+_QUARANTINE_DENIED = "The operation is disallowed."
+# The state a fresh push reports before anyone marks it is not documented; clients only compare
+# it with the state they set.
+QUARANTINED = "Quarantined"
+
+# -- the quarantineDetails schema, as Azure/acr publishes it ----------------------------------------
+# https://github.com/Azure/acr/blob/main/docs/preview/quarantine/quarantine-details/schema.json
+# (commit 81b818eba36f77132a40ff3027897d2a830792f9, draft-04): "additionalProperties": false;
+# properties scanner, state, link ("type": "string") and result ($ref summary). summary: version
+# (string) and summary (array, "minItems": 0, "maxItems": 5) are required, description is a
+# string of "maxLength": 1024; each summary item has severity (enum below) and count (integer).
+# The readme's PATCH sends it as "[json string of detailed results]".
+SCHEMA_TOP_LEVEL = {"scanner": str, "state": str, "link": str, "result": dict}
+SCHEMA_RESULT = {"version": str, "summary": list, "description": str}
+SCHEMA_RESULT_REQUIRED = {"version", "summary"}
+SCHEMA_SEVERITIES = {"Critical", "High", "Medium", "Low", "None"}
+SCHEMA_MAX_SUMMARY_ITEMS = 5
+SCHEMA_MAX_DESCRIPTION = 1024
+
+
+def _typed(value: Any, kind: type) -> bool:
+    # JSON null is never one of the schema's types; a JSON boolean is not an integer.
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def quarantine_details_problems(text: Any) -> list[str]:
+    """Why ``text`` is not a JSON string of a schema-valid quarantineDetails object (empty: it is)."""
+    if not isinstance(text, str):
+        return ["quarantineDetails must be a string holding JSON"]
+    try:
+        details = json.loads(text)
+    except ValueError:
+        return ["quarantineDetails is not JSON"]
+    if not isinstance(details, dict):
+        return ["quarantineDetails must be a JSON object"]
+    problems = [f"unknown key {key!r}" for key in details if key not in SCHEMA_TOP_LEVEL]
+    problems += [
+        f"{key} must be {kind.__name__}, not {details[key]!r}"
+        for key, kind in SCHEMA_TOP_LEVEL.items()
+        if key in details and not _typed(details[key], kind)
+    ]
+    result = details.get("result")
+    if not isinstance(result, dict):
+        return problems
+    problems += [f"result has no {key}" for key in sorted(SCHEMA_RESULT_REQUIRED - set(result))]
+    problems += [
+        f"result.{key} must be {kind.__name__}, not {result[key]!r}"
+        for key, kind in SCHEMA_RESULT.items()
+        if key in result and not _typed(result[key], kind)
+    ]
+    description = result.get("description")
+    if isinstance(description, str) and len(description) > SCHEMA_MAX_DESCRIPTION:
+        problems.append(f"result.description is longer than {SCHEMA_MAX_DESCRIPTION}")
+    items = result.get("summary")
+    if isinstance(items, list):
+        if len(items) > SCHEMA_MAX_SUMMARY_ITEMS:
+            problems.append(f"result.summary has more than {SCHEMA_MAX_SUMMARY_ITEMS} items")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                problems.append(f"result.summary[{i}] must be an object")
+                continue
+            if "severity" in item and item["severity"] not in SCHEMA_SEVERITIES:
+                problems.append(f"result.summary[{i}].severity {item['severity']!r} is not in the enum")
+            if "count" in item and not _typed(item["count"], int):
+                problems.append(f"result.summary[{i}].count must be an integer")
+    return problems
 
 
 def acr_time(value: datetime) -> str:
@@ -47,6 +125,8 @@ class StoredManifest:
     created: datetime
     delete_enabled: bool = True
     write_enabled: bool = True
+    quarantine_state: str | None = None
+    quarantine_details: str | None = None
 
     def attributes(self, digest: str, tags: list[str]) -> dict[str, Any]:
         content = json.loads(self.body)
@@ -59,6 +139,10 @@ class StoredManifest:
             "tags": tags,
             "changeableAttributes": _changeable(self.delete_enabled, self.write_enabled),
         }
+        if self.quarantine_state is not None:
+            entry["quarantineState"] = self.quarantine_state
+        if self.quarantine_details is not None:
+            entry["quarantineDetails"] = self.quarantine_details
         if "config" in content:
             entry["configMediaType"] = content["config"]["mediaType"]
         if "manifests" in content:
@@ -113,6 +197,10 @@ class AcrDataPlane(FakeAcr):
         super().__init__(ca_path)
         self.repositories: dict[str, StoredRepository] = {}
         self.page_size = 2  # small pages, so the SDK's Link pagination is exercised
+        self.quarantine_policy = False  # the registry policy: new manifests start quarantined
+        self.quarantine_reader = True  # the caller holds AcrQuarantineReader/Writer
+        self.patches: list[RecordedRequest] = []  # accepted quarantine PATCHes, in order
+        self.referrers_api = True  # False: /v2/<repo>/referrers/<digest> answers 404, as before OCI 1.1
 
     # -- seeding ---------------------------------------------------------------------------------
 
@@ -128,8 +216,21 @@ class AcrDataPlane(FakeAcr):
         body = json.dumps({"schemaVersion": 2, "mediaType": media_type, **content}).encode()
         digest = compute_digest(body)
         repository = self.repositories.setdefault(repo, StoredRepository())
-        repository.manifests[digest] = StoredManifest(body, media_type, created, not locked)
+        stored = StoredManifest(body, media_type, created, not locked)
+        if self.quarantine_policy:
+            stored.quarantine_state = QUARANTINED
+        repository.manifests[digest] = stored
         return digest
+
+    def quarantine_state(self, repo: str, digest: str) -> str | None:
+        return self.repositories[repo].manifests[digest].quarantine_state
+
+    def quarantine_details(self, repo: str, digest: str) -> dict[str, Any]:
+        text = self.repositories[repo].manifests[digest].quarantine_details
+        assert text is not None, f"{repo}@{digest} has no quarantineDetails"
+        data = json.loads(text)
+        assert isinstance(data, dict)
+        return data
 
     def add_platform_image(self, repo: str, *, created: datetime, locked: bool = False, **extra: Any) -> str:
         """A content-free image manifest (the SDK never reads blobs for retention)."""
@@ -166,6 +267,29 @@ class AcrDataPlane(FakeAcr):
             repo, {"manifests": descriptors}, created=created, media_type=MEDIA_TYPE_OCI_INDEX
         )
         return index, [d["digest"] for d in descriptors]
+
+    def add_referrer(
+        self,
+        repo: str,
+        subject: str,
+        *,
+        artifact_type: str,
+        annotations: dict[str, str],
+        created: datetime,
+    ) -> str:
+        """An artifact about ``subject``, as ``oras attach`` pushes it: a manifest with ``subject``."""
+        empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": compute_digest(b"{}"), "size": 2}
+        return self.add_manifest(
+            repo,
+            {
+                "artifactType": artifact_type,
+                "config": empty,
+                "layers": [],
+                "subject": self._descriptor(repo, subject, {}),
+                "annotations": annotations,
+            },
+            created=created,
+        )
 
     def _descriptor(self, repo: str, digest: str, extra: dict[str, Any]) -> dict[str, Any]:
         stored = self.repositories[repo].manifests[digest]
@@ -209,6 +333,16 @@ class AcrDataPlane(FakeAcr):
     def _route(self, method: str, path: str) -> tuple[str, Callable[[RecordedRequest], Answer]] | None:
         if method == "GET" and path == "/acr/v1/_catalog":
             return "registry:catalog:*", self._catalog
+        if match := re.fullmatch(r"/acr/v1/(?P<repo>.+)/_manifests/(?P<digest>sha256:[0-9a-f]{64})", path):
+            if method == "GET":
+                return f"repository:{match['repo']}:pull", lambda r: self._manifest_attributes(
+                    match["repo"], match["digest"]
+                )
+            if method == "PATCH":
+                return f"repository:{match['repo']}:pull,push", lambda r: self._patch_quarantine(
+                    r, match["repo"], match["digest"]
+                )
+            return None
         if match := re.fullmatch(r"/acr/v1/(?P<repo>.+)/_tags/(?P<tag>[^/]+)", path):
             if method == "DELETE":
                 return f"repository:{match['repo']}:delete", lambda r: self._delete_tag(
@@ -220,6 +354,11 @@ class AcrDataPlane(FakeAcr):
         ):
             listing = self._tags if match["kind"] == "tags" else self._manifests
             return f"repository:{match['repo']}:metadata_read", lambda r: listing(r, match["repo"])
+        referrers = re.fullmatch(r"/v2/(?P<repo>.+)/referrers/(?P<digest>[^/]+)", path)
+        if method == "GET" and self.referrers_api and (match := referrers):
+            return f"repository:{match['repo']}:pull", lambda r: self._referrers(
+                r, match["repo"], match["digest"]
+            )
         if match := re.fullmatch(r"/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)", path):
             if method in {"GET", "HEAD"}:
                 return f"repository:{match['repo']}:pull", lambda r: self._get(match["repo"], match["ref"])
@@ -294,7 +433,66 @@ class AcrDataPlane(FakeAcr):
         if found is None:
             return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
         digest, stored = found
+        if self.quarantine_policy and stored.quarantine_state != "Passed" and not self.quarantine_reader:
+            if ref != digest:
+                return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+            return _error(403, "DENIED", _QUARANTINE_DENIED)
         return Answer(200, {"Content-Type": stored.media_type, "Docker-Content-Digest": digest}, stored.body)
+
+    def _referrers(self, request: RecordedRequest, repo: str, digest: str) -> Answer:
+        wanted = request.params.get("artifactType", [None])[0]
+        repository = self._repository(repo)
+        found = []
+        for referrer, stored in repository.manifests.items() if repository is not None else ():
+            content = json.loads(stored.body)
+            if content.get("subject", {}).get("digest") != digest:
+                continue
+            if wanted is not None and content.get("artifactType") != wanted:
+                continue
+            descriptor = {"mediaType": stored.media_type, "digest": referrer, "size": len(stored.body)}
+            descriptor["artifactType"] = content.get("artifactType")
+            descriptor["annotations"] = content.get("annotations", {})
+            found.append(descriptor)
+        body = json.dumps(
+            {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": found}
+        ).encode()
+        headers = {"Content-Type": MEDIA_TYPE_OCI_INDEX}
+        if wanted is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        return Answer(200, headers, body)
+
+    def _manifest_attributes(self, repo: str, digest: str) -> Answer:
+        repository = self._repository(repo)
+        stored = repository.manifests.get(digest) if repository is not None else None
+        if repository is None or stored is None:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        tags = sorted(n for n, t in repository.tags.items() if t.digest == digest)
+        body = {"registry": self.login_server, "imageName": repo, "manifest": stored.attributes(digest, tags)}
+        return _json(200, body)
+
+    def _patch_quarantine(self, request: RecordedRequest, repo: str, digest: str) -> Answer:
+        repository = self._repository(repo)
+        stored = repository.manifests.get(digest) if repository is not None else None
+        if repository is None or stored is None:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            return _error(400, "BAD_REQUEST", "JSON body required")
+        try:
+            patch = json.loads(request.body)
+        except ValueError:
+            return _error(400, "BAD_REQUEST", "the body is not JSON")
+        # The readme's payload: {"quarantineState": "[Passed|Failed]", "quarantineDetails": "<json>"}.
+        if not isinstance(patch, dict) or set(patch) != {"quarantineState", "quarantineDetails"}:
+            return _error(400, "BAD_REQUEST", "quarantineState and quarantineDetails, nothing else")
+        if patch["quarantineState"] not in ("Passed", "Failed"):
+            return _error(400, "BAD_REQUEST", "quarantineState must be Passed or Failed")
+        problems = quarantine_details_problems(patch["quarantineDetails"])
+        if problems:
+            return _error(400, "BAD_REQUEST", "; ".join(problems))
+        self.patches.append(request)
+        stored.quarantine_state = patch["quarantineState"]
+        stored.quarantine_details = patch["quarantineDetails"]
+        return self._manifest_attributes(repo, digest)
 
     def _delete(self, repo: str, digest: str) -> Answer:
         repository = self._repository(repo)
@@ -332,4 +530,11 @@ def acr_dataplane(oci_test_ca: tuple[trustme.CA, str]) -> Iterator[AcrDataPlane]
         yield plane
 
 
-__all__ = ["API_VERSION", "AcrDataPlane", "acr_dataplane", "acr_time"]
+__all__ = [
+    "API_VERSION",
+    "QUARANTINED",
+    "AcrDataPlane",
+    "acr_dataplane",
+    "acr_time",
+    "quarantine_details_problems",
+]
