@@ -106,7 +106,7 @@ from shared.build_request import (
     REQUEST_ID_RE,
     BuildRequest,
 )
-from shared.config import CacheStorage, SlipwayConfig, Target
+from shared.config import STORAGE_ACCOUNT_NAME_RE, CacheStorage, SlipwayConfig, Target
 from shared.supply_chain import ScanGate, is_secret_build_arg
 
 __all__ = [
@@ -447,12 +447,24 @@ def _tool_image(field_name: str, value: str) -> str:
     return value
 
 
-def _cache_storage(storage: CacheStorage) -> tuple[str, str, str]:
+def _cache_storage(storage: CacheStorage) -> tuple[str, str, str, str]:
     account_url = _csv_value("cache.account_url", storage.account_url)
     if not _ACCOUNT_URL_RE.match(account_url):
         raise RenderError(
             "cache.account_url", "must be http(s)://host[:port][/path] without credentials or query"
         )
+    try:
+        account_name = storage.resolved_account_name
+    except ValueError:
+        raise RenderError(
+            "cache.account_name", "is required: account_url does not name its storage account"
+        ) from None
+    _match(
+        "cache.account_name",
+        account_name,
+        STORAGE_ACCOUNT_NAME_RE,
+        "must be lowercase letters and digits, at most 24",
+    )
     container = _csv_value("cache.container", storage.container)
     _match(
         "cache.container",
@@ -470,7 +482,7 @@ def _cache_storage(storage: CacheStorage) -> tuple[str, str, str]:
             _BLOB_PATH_RE,
             "may only contain letters, digits and . _ - separated by '/'",
         )
-    return account_url, container, prefix
+    return account_url, account_name, container, prefix
 
 
 def _secret(slot: _SecretSlot, value: str | None) -> str | None:
@@ -919,7 +931,7 @@ def _validate_build(
     cache_from = cache_to = None
     use_key = False
     if config.cache is not None:
-        account_url, container, prefix = _cache_storage(config.cache)
+        account_url, account_name, container, prefix = _cache_storage(config.cache)
         names = [request.cache.name, *request.cache.from_names]
         for index, name in enumerate(names):
             where = "cache.name" if index == 0 else "cache.from_names"
@@ -931,6 +943,8 @@ def _validate_build(
         common = [
             "type=azblob",
             f"account_url={account_url}",
+            # Always given: BuildKit would otherwise sign as the host's first label (see config.py).
+            f"account_name={account_name}",
             f"container={container}",
             *([f"prefix={prefix}"] if prefix else []),
         ]

@@ -35,7 +35,8 @@ ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
 GIT_TOKEN = "ghp_TestTokenNotReal0123456789"
 DOCKER_CLI = "docker.io/library/docker:29.7.2-cli"
 CACHE_COMMON = (
-    "type=azblob,account_url=https://slipwaycache.blob.core.windows.net,container=buildkit-cache,prefix=ci"
+    "type=azblob,account_url=https://slipwaycache.blob.core.windows.net,account_name=slipwaycache,"
+    "container=buildkit-cache,prefix=ci"
 )
 
 
@@ -361,7 +362,7 @@ def test_service_principal_reaches_the_builder_environment(agent: Agent) -> None
     build = next(c["argv"] for c in agent.docker_calls() if c["argv"][:2] == ["buildx", "build"])
     cache_from = build[build.index("--cache-from") + 1]
     assert cache_from == (
-        "type=azblob,account_url=https://a.blob.core.windows.net,container=buildkit-cache,"
+        "type=azblob,account_url=https://a.blob.core.windows.net,account_name=a,container=buildkit-cache,"
         "name=app-main;app-default"
     )
 
@@ -519,8 +520,8 @@ def test_render_errors_name_the_field(request_: BuildRequest, field: str) -> Non
 @pytest.mark.parametrize(
     ("cache", "field"),
     [
-        ({"account_url": "https://a.blob.core.windows.net/x,y"}, "cache.account_url"),
-        ({"account_url": "https://user@a.blob.core.windows.net"}, "cache.account_url"),
+        ({"account_url": "https://a.blob.core.windows.net/x,y", "account_name": "a"}, "cache.account_url"),
+        ({"account_url": "https://user@a.blob.core.windows.net", "account_name": "a"}, "cache.account_url"),
         ({"account_url": "https://a.blob.core.windows.net", "container": "Bad_Name"}, "cache.container"),
         ({"account_url": "https://a.blob.core.windows.net", "container": "a;b"}, "cache.container"),
         ({"account_url": "https://a.blob.core.windows.net", "prefix": "ci,x"}, "cache.prefix"),
