@@ -13,6 +13,8 @@ from shared.run_backend import DryRunBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = (ROOT / "examples" / "build-request.json").read_bytes()
+# The example's cache authenticates with an account key: a dry run without it could not run.
+SETTINGS = {"SLIPWAY_CACHE_ACCOUNT_KEY": "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="}
 
 
 class Clock:
@@ -36,7 +38,7 @@ def _dispatcher(tmp_path: Path, clock: Clock, backend: DryRunBackend | None = No
         config=lambda: config,
         ledger=FolderLedger(tmp_path / "ledger"),
         backend=backend or DryRunBackend(),
-        settings={},
+        settings=SETTINGS,
         clock=clock,
     )
 
@@ -96,6 +98,10 @@ def test_missing_secret_for_a_real_backend(tmp_path: Path) -> None:
     class RealishBackend(DryRunBackend):
         name = "acr"
 
-    result = _dispatcher(tmp_path, Clock(), RealishBackend()).dispatch(REQUEST)
+    config = load_config(ROOT / "examples" / "slipway.yaml")
+    dispatcher = Dispatcher(
+        config=lambda: config, ledger=FolderLedger(tmp_path / "ledger"), backend=RealishBackend(), settings={}
+    )
+    result = dispatcher.dispatch(REQUEST)
     assert (result.outcome, result.reason) == (Outcome.DEAD_LETTER, "MissingSetting")
     assert "SLIPWAY_CACHE_ACCOUNT_KEY" in (result.description or "")

@@ -368,7 +368,8 @@ def test_service_principal_reaches_the_builder_environment(agent: Agent) -> None
 
 
 def test_missing_secret_fails_the_step_with_a_message(agent: Agent) -> None:
-    # A dry run renders without secrets; run for real, the build step names what is missing.
+    # Rendered without a secret (the dispatcher never does: it fills placeholders), the build step
+    # names what is missing.
     spec = render_run(_request().model_copy(update={"platforms": ["linux/amd64"]}), _config(), RunSecrets())
     assert spec.values == () and _volume(_task(spec), "slipway-secrets") is None
     results = agent.run(spec)
