@@ -34,6 +34,7 @@ from shared.build_request import (
 from shared.cron import Cron, CronError
 from shared.dispatch_settings import DispatchSettings
 from shared.durations import Duration
+from shared.git_auth import GIT_TOKEN_USER_RE
 from shared.image_refs import parse_image_reference
 from shared.retention.rules import ImageRule
 from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg
@@ -300,7 +301,14 @@ class Target(_Strict):
     git_token_setting: str | None = Field(
         default=None,
         description="App setting holding a read-only token for a private repository. It reaches "
-        "BuildKit as the GIT_AUTH_TOKEN build secret, never in a URL.",
+        "BuildKit as a build secret scoped to the repository's host, never in a URL.",
+    )
+    git_token_user: str | None = Field(
+        default=None,
+        description="User name sent with the token (HTTP Basic). Default: x-token-auth for bitbucket.org "
+        "(its access tokens), else BuildKit's x-access-token, which GitHub, GitLab, Azure DevOps and "
+        "Gitea accept. Bitbucket API tokens: your Bitbucket user name or x-bitbucket-api-token-auth.",
+        json_schema_extra={"pattern": GIT_TOKEN_USER_RE.pattern},
     )
     base_images: list[str] = Field(
         default_factory=list,
@@ -388,6 +396,13 @@ class Target(_Strict):
     def _setting(cls, value: str | None) -> str | None:
         if value is not None and not BUILD_ARG_NAME_RE.match(value):
             raise ValueError("git_token_setting must be an app setting name")
+        return value
+
+    @field_validator("git_token_user")
+    @classmethod
+    def _token_user(cls, value: str | None) -> str | None:
+        if value is not None and not GIT_TOKEN_USER_RE.match(value):
+            raise ValueError("git_token_user must be a user name of letters, digits and . _ @ + - (no ':')")
         return value
 
     @field_validator("schedule")

@@ -71,10 +71,13 @@ Cache credentials, and what each choice exposes:
   ``cache-imports``, so the key does not reach the pushed image. The builder lives on the
   per-run agent, so this is accepted; prefer ``service-principal`` where that matters.
 
-The Git token (``Target.git_token_setting``) reaches BuildKit as the ``GIT_AUTH_TOKEN`` build
-secret, which BuildKit's Git source uses for the context fetch. It is passed with
-``env=GIT_AUTH_TOKEN`` rather than ``src=<file>`` because BuildKit uses the secret bytes verbatim
-and the file ACR writes ends with a newline. The token is never in a URL.
+The Git token (``Target.git_token_setting``) reaches BuildKit as a build secret scoped to the
+repository's host, which BuildKit's Git source uses for the context fetch: ``GIT_AUTH_TOKEN.<host>``
+(BuildKit sends it with the user name ``x-access-token``), or for hosts that need another user name
+(Bitbucket Cloud's ``x-token-auth``, ``Target.git_token_user``) ``GIT_AUTH_HEADER.<host>`` holding
+the Basic header the step computes (``shared.git_auth`` has the sources). It is passed with
+``env=`` rather than ``src=<file>`` because BuildKit uses the secret bytes verbatim and the file
+ACR writes ends with a newline. The token is never in a URL.
 
 The Dockerfile path is relative to the build context directory: with a Git context, BuildKit
 reads ``--file`` inside the ``:<subdir>`` it checked out.
@@ -107,6 +110,7 @@ from shared.build_request import (
     BuildRequest,
 )
 from shared.config import STORAGE_ACCOUNT_NAME_RE, CacheStorage, SlipwayConfig, Target
+from shared.git_auth import GIT_TOKEN_USER_RE, GitAuth, git_auth
 from shared.supply_chain import ScanGate, is_secret_build_arg
 
 __all__ = [
@@ -601,7 +605,7 @@ class _Build:
     cache_from: str | None
     cache_to: str | None
     cache_key: bool
-    git_token: bool
+    git_auth: GitAuth | None  # how the Git token reaches BuildKit; None: no token
     repository: str  # registry/repository, the name every digest is pushed under
     sbom: bool
     provenance: str  # off | min | max
@@ -635,7 +639,7 @@ def _digest_functions() -> list[str]:
 def _build_script(request: BuildRequest, b: _Build) -> str:
     lines = [
         *_header(STEP_BUILD, request),
-        *_prelude(reads_secrets=b.cache_key or b.git_token),
+        *_prelude(reads_secrets=b.cache_key or b.git_auth is not None),
         *_digest_functions(),
         'mkdir -p "$out"',
         'rm -f "$out/digest" "$out/build-metadata.json"',
@@ -673,12 +677,19 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
             'set -- "$@" --cache-from "$cache_from$cache_auth"',
             'set -- "$@" --cache-to "$cache_to$cache_auth"',
         ]
-    if b.git_token:
-        lines += [
-            f"GIT_AUTH_TOKEN=$(read_secret {_q(_SLOT['git_token'].file)} 'the Git token') || exit 1",
-            "export GIT_AUTH_TOKEN",
-            _arg("--secret", "id=GIT_AUTH_TOKEN,env=GIT_AUTH_TOKEN"),
-        ]
+    if b.git_auth is not None:
+        read_token = f"$(read_secret {_q(_SLOT['git_token'].file)} 'the Git token') || exit 1"
+        auth = b.git_auth
+        if auth.user is None:  # BuildKit sends basic base64(x-access-token:<token>) itself
+            lines.append(f"{auth.env}={read_token}")
+        else:  # the host's own user name: the header, as BuildKit would build it for its own
+            lines += [
+                f"token={read_token}",
+                f"{auth.env}=\"basic $(printf '%s:%s' {_q(auth.user)} \"$token\" | base64 | tr -d '\\n')\"",
+                "unset token",
+                f'[ "${auth.env}" != "basic " ] || fail "cannot encode the Git token (base64)"',
+            ]
+        lines += [f"export {auth.env}", _arg("--secret", f"id={auth.secret_id},env={auth.env}")]
     if b.gated:
         # No tag yet: the gate steps decide whether the release tags may point at this digest.
         output = f"type=image,name={b.repository},push-by-digest=true,name-canonical=true,push=true"
@@ -940,6 +951,8 @@ def _validate_build(
         _match("build_args", name, BUILD_ARG_NAME_RE, f"{name!r} is not a valid build arg name")
         build_args.append((name, _printable(f"build_args.{name}", value, limit=8192)))
 
+    if target.git_token_user is not None:
+        _match("git_token_user", target.git_token_user, GIT_TOKEN_USER_RE, "must be a user name without ':'")
     cache_from = cache_to = None
     use_key = False
     if config.cache is not None:
@@ -980,7 +993,7 @@ def _validate_build(
         cache_from=cache_from,
         cache_to=cache_to,
         cache_key=use_key,
-        git_token=secrets.git_token is not None and secrets.git_token != "",
+        git_auth=git_auth(git_url, target.git_token_user) if secrets.git_token else None,
         repository=f"{registry}/{repository}",
         sbom=target.attestations.sbom,
         provenance=_provenance(target, build_args),
@@ -1058,7 +1071,7 @@ def render_run(
             wanted.add("cache_account_key")
         else:
             wanted |= {"cache_tenant_id", "cache_client_id", "cache_client_secret"}
-    if build.git_token:
+    if build.git_auth is not None:
         wanted.add("git_token")
     present: list[tuple[_SecretSlot, str]] = []
     for slot in _SECRET_SLOTS:

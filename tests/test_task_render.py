@@ -330,7 +330,7 @@ def test_hostile_values_stay_inert_when_the_task_runs(agent: Agent) -> None:
             "--cache-from", f"{CACHE_COMMON},name=app-main;app-default,secret_access_key={ACCOUNT_KEY}",
             "--cache-to",
             f"{CACHE_COMMON},name=app-main,mode=max,ignore-error=true,secret_access_key={ACCOUNT_KEY}",
-            "--secret", "id=GIT_AUTH_TOKEN,env=GIT_AUTH_TOKEN",
+            "--secret", "id=GIT_AUTH_TOKEN.github.com,env=GIT_AUTH_TOKEN",
             "--push", "--metadata-file", f"{agent.workspace}/slipway-run/build-metadata.json",
             f"https://github.com/o/r.git#{COMMIT}:services/api",
         ],
