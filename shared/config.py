@@ -213,7 +213,7 @@ class CacheStorage(_Strict):
             raise LocatedValueError(
                 f"{self.account_url} does not name its storage account (<account>.blob.<suffix>, or "
                 "a path-style .../<account>): set cache.account_name, which BuildKit signs requests with",
-                at=("account_name",),
+                at=("account_url",),
             )
         return self
 
