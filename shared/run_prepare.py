@@ -8,7 +8,8 @@ secret values never reach the task text either way (they are ``{{.Values.x}}`` p
 the two tasks are equal but for the run's result marker.
 
 ``missing`` names the settings a real run lacks: the dispatcher refuses such a run (a real
-backend) or records that it could not run (the dry run).
+backend) or records that it could not run (the dry run). Azurite's development account, the local
+example's cache, needs no setting: its key is published.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from shared.build_request import BuildRequest
 from shared.config import SlipwayConfig, Target
+from shared.ledger import DEVELOPMENT_STORAGE_BLOB_ENDPOINT, DEVELOPMENT_STORAGE_KEY
 from shared.task_render import RESULT_MARKER, SECRET_PLACEHOLDERS, RunSecrets, RunSpec, render_run
 
 __all__ = [
@@ -66,6 +68,19 @@ def _lookup(
     return values, missing
 
 
+def _public_default(config: SlipwayConfig, attr: str) -> str | None:
+    """Azurite's development account (the local example's cache) has a published key, which the
+    cache collector uses too (``shared.cache_gc.store.cache_service``): a run needs no setting for
+    it. (``slipway doctor`` still asks for the setting: from an ACR agent 127.0.0.1 is no cache.)"""
+    if (
+        attr == "cache_account_key"
+        and config.cache is not None
+        and config.cache.account_url.rstrip("/") == DEVELOPMENT_STORAGE_BLOB_ENDPOINT
+    ):
+        return DEVELOPMENT_STORAGE_KEY
+    return None
+
+
 def resolve_secrets(
     config: SlipwayConfig, target: Target, settings: Mapping[str, str], *, required: bool
 ) -> RunSecrets:
@@ -103,7 +118,9 @@ def prepare_run(
 
     Raises ``RenderError`` (naming the field) for a request or configuration that cannot run.
     """
-    values, missing = _lookup(config, target, settings)
+    values, _ = _lookup(config, target, settings)
+    values = {attr: value or _public_default(config, attr) for attr, value in values.items()}
+    missing = [setting for attr, setting in secret_settings(config, target).items() if values[attr] is None]
     filled = {attr: value or SECRET_PLACEHOLDERS[attr] for attr, value in values.items()}
     spec = render_run(request, config, RunSecrets(**filled), result_marker=result_marker)
     return PreparedRun(spec, tuple(missing))

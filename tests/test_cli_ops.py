@@ -81,8 +81,7 @@ def test_dead_letters_are_listed_with_their_reason(
 
 def test_runs_list_and_show(local: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     ledger = FolderLedger(local.state_dir / "ledger")
-    settings = {"SLIPWAY_CACHE_ACCOUNT_KEY": "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="}  # else it could not run
-    dispatcher = Dispatcher(config=local.config, ledger=ledger, backend=DryRunBackend(), settings=settings)
+    dispatcher = Dispatcher(config=local.config, ledger=ledger, backend=DryRunBackend(), settings={})
     result = dispatcher.dispatch(EXAMPLE_REQUEST.read_bytes(), message_id="m-1")
     assert result.run_id
     runs = _json(capsys, "runs", "list")["runs"]  # type: ignore[index]

@@ -13,8 +13,6 @@ from shared.run_backend import DryRunBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = (ROOT / "examples" / "build-request.json").read_bytes()
-# The example's cache authenticates with an account key: a dry run without it could not run.
-SETTINGS = {"SLIPWAY_CACHE_ACCOUNT_KEY": "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="}
 
 
 class Clock:
@@ -38,7 +36,7 @@ def _dispatcher(tmp_path: Path, clock: Clock, backend: DryRunBackend | None = No
         config=lambda: config,
         ledger=FolderLedger(tmp_path / "ledger"),
         backend=backend or DryRunBackend(),
-        settings=SETTINGS,
+        settings={},
         clock=clock,
     )
 
@@ -98,7 +96,12 @@ def test_missing_secret_for_a_real_backend(tmp_path: Path) -> None:
     class RealishBackend(DryRunBackend):
         name = "acr"
 
-    config = load_config(ROOT / "examples" / "slipway.yaml")
+    example = load_config(ROOT / "examples" / "slipway.yaml")
+    assert example.cache is not None  # Azurite's account (its key is public) would need no setting
+    real_account = example.cache.model_copy(
+        update={"account_url": "https://slipwaycache.blob.core.windows.net"}
+    )
+    config = example.model_copy(update={"cache": real_account})
     dispatcher = Dispatcher(
         config=lambda: config, ledger=FolderLedger(tmp_path / "ledger"), backend=RealishBackend(), settings={}
     )

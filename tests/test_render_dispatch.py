@@ -30,7 +30,7 @@ SETTINGS = {"SLIPWAY_CACHE_ACCOUNT_KEY": ACCOUNT_KEY, "APP_GIT_TOKEN": GIT_TOKEN
 CONFIG = """\
 registry: slipway.azurecr.io
 cache:
-  account_url: http://127.0.0.1:10000/devstoreaccount1
+  account_url: https://slipwaycache.blob.core.windows.net
   auth: account-key
 targets:
   - name: app
@@ -189,3 +189,22 @@ def test_render_without_target_or_request_file_says_what_is_missing(
 ) -> None:
     assert main(["render", "--config", str(config_file), "--target", "app"]) == 2
     assert "--commit, --ref required" in capsys.readouterr().err
+
+
+def test_the_local_example_dispatches_with_azurites_published_key(tmp_path: Path) -> None:
+    """examples/slipway.yaml's cache is Azurite's development account, whose key is public: the
+    README's local demo needs no SLIPWAY_CACHE_ACCOUNT_KEY for its dry run to be a run."""
+    from shared.ledger import DEVELOPMENT_STORAGE_KEY
+
+    root = Path(__file__).resolve().parents[1]
+    backend = RecordingBackend()
+    result = _dispatcher(tmp_path, root / "examples" / "slipway.yaml", backend, {}).dispatch(
+        (root / "examples" / "build-request.json").read_bytes()
+    )
+    assert result.outcome is Outcome.DISPATCHED, result
+    [sent] = backend.started
+    [value] = sent.values
+    assert (value.name, base64.b64decode(value.value).decode()) == (
+        "slipwayCacheAccountKey",
+        DEVELOPMENT_STORAGE_KEY,
+    )
