@@ -208,3 +208,18 @@ def test_the_local_example_dispatches_with_azurites_published_key(tmp_path: Path
         "slipwayCacheAccountKey",
         DEVELOPMENT_STORAGE_KEY,
     )
+
+
+def test_render_takes_the_default_branch_the_git_host_would_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "slipway.yaml"
+    path.write_text(CONFIG.replace("    default_branch: develop\n", ""))
+    args = ["render", "--config", str(path), *RENDER, "--request"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "latest" not in json.loads(captured.out)["image"]["tags"]
+    assert "assuming 'main'" in captured.err and "--default-branch" in captured.err
+    assert main([*args, "--default-branch", "develop"]) == 0
+    captured = capsys.readouterr()
+    assert "latest" in json.loads(captured.out)["image"]["tags"] and captured.err == ""
