@@ -11,6 +11,7 @@ cold start, and most invocations use an already loaded configuration.
 
 from __future__ import annotations
 
+import re
 import string
 import types
 import typing
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,6 +34,7 @@ from shared.build_request import (
 from shared.cron import Cron, CronError
 from shared.dispatch_settings import DispatchSettings
 from shared.durations import Duration
+from shared.git_auth import GIT_TOKEN_USER_RE
 from shared.image_refs import parse_image_reference
 from shared.retention.rules import ImageRule
 from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg
@@ -121,10 +124,42 @@ class TargetCache(_Strict):
         return value
 
 
+# BuildKit's azblob cache signs with the storage account name, which it takes from the first DNS
+# label of account_url's host unless the account_name attribute gives it (moby/buildkit
+# cache/remotecache/azblob/utils.go getConfig; the attribute exists since v0.12.0, commit ef0a352).
+# So Slipway always passes account_name, derived here: "<account>.blob.<suffix>" hosts (public and
+# sovereign clouds) name it in the host; a path-style URL (Azurite, an endpoint by IP) names it in
+# its one path segment. Azure account names are 3-24 lowercase letters and digits (Azurite allows
+# other lengths), so the pattern checks the alphabet and the upper bound only.
+STORAGE_ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9]{1,24}$")
+_ACCOUNT_HOST_RE = re.compile(r"^(?P<account>[a-z0-9]{1,24})\.blob\.")
+
+
+def storage_account_name(account_url: str) -> str | None:
+    """The account ``account_url`` names (host label or path segment), or None if it names none."""
+    parts = urlsplit(account_url)
+    segments = [segment for segment in parts.path.split("/") if segment]
+    found = _ACCOUNT_HOST_RE.match((parts.hostname or "").lower())
+    if found:  # a path after it would be taken for the container: no account URL
+        return None if segments else found.group("account")
+    if len(segments) == 1 and STORAGE_ACCOUNT_NAME_RE.match(segments[0]):
+        return segments[0]
+    return None
+
+
 class CacheStorage(_Strict):
     """Where BuildKit's azblob cache lives (shared by all targets)."""
 
-    account_url: str = Field(description="https://<account>.blob.core.windows.net")
+    account_url: str = Field(
+        description="https://<account>.blob.core.windows.net, or path-style http(s)://host[:port]/<account> "
+        "(Azurite: http://127.0.0.1:10000/devstoreaccount1)."
+    )
+    account_name: str | None = Field(
+        default=None,
+        description="The storage account's name, which BuildKit signs with. Default: the <account> of "
+        "account_url; required when account_url names none (a custom domain, a private endpoint by IP).",
+        json_schema_extra={"pattern": STORAGE_ACCOUNT_NAME_RE.pattern},
+    )
     container: str = "buildkit-cache"
     prefix: str = ""
     auth: Literal["account-key", "service-principal"] = Field(
@@ -166,6 +201,33 @@ class CacheStorage(_Strict):
         if value < timedelta(hours=1):
             raise ValueError("grace must be at least 1h: a shorter one can delete an export's new blobs")
         return value
+
+    @field_validator("account_name")
+    @classmethod
+    def _account_name(cls, value: str | None) -> str | None:
+        if value is not None and not STORAGE_ACCOUNT_NAME_RE.match(value):
+            raise ValueError(
+                "account_name must be a storage account name: lowercase letters and digits, at most 24"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _named_account(self) -> CacheStorage:
+        if self.account_name is None and storage_account_name(self.account_url) is None:
+            raise LocatedValueError(
+                f"{self.account_url} does not name its storage account (<account>.blob.<suffix>, or "
+                "a path-style .../<account>): set cache.account_name, which BuildKit signs requests with",
+                at=("account_url",),
+            )
+        return self
+
+    @property
+    def resolved_account_name(self) -> str:
+        """The account BuildKit must sign as (validated: the model refuses a URL naming none)."""
+        name = self.account_name or storage_account_name(self.account_url)
+        if name is None:  # only a model built without validation gets here
+            raise ValueError(f"cache.account_url {self.account_url} does not name its storage account")
+        return name
 
 
 class ToolImages(_Strict):
@@ -244,8 +306,15 @@ class Target(_Strict):
         default=None,
         description="App setting holding a read-only token for a private repository; its name must "
         f"start with {GIT_TOKEN_SETTING_PREFIX} (e.g. {GIT_TOKEN_SETTING_PREFIX}WEB). It reaches "
-        "BuildKit as the GIT_AUTH_TOKEN build secret, never in a URL.",
+        "BuildKit as a build secret scoped to the repository's host, never in a URL.",
         json_schema_extra={"pattern": f"^{GIT_TOKEN_SETTING_PREFIX}[A-Z0-9_]+$"},
+    )
+    git_token_user: str | None = Field(
+        default=None,
+        description="User name sent with the token (HTTP Basic). Default: x-token-auth for bitbucket.org "
+        "(its access tokens), else BuildKit's x-access-token, which GitHub, GitLab, Azure DevOps and "
+        "Gitea accept. Bitbucket API tokens: your Bitbucket user name or x-bitbucket-api-token-auth.",
+        json_schema_extra={"pattern": GIT_TOKEN_USER_RE.pattern},
     )
     base_images: list[str] = Field(
         default_factory=list,
@@ -344,6 +413,13 @@ class Target(_Strict):
                 f"(e.g. {GIT_TOKEN_SETTING_PREFIX}WEB): its value is handed to the build as a secret "
                 "the Dockerfile can read, so only settings that hold Git tokens may be named"
             )
+        return value
+
+    @field_validator("git_token_user")
+    @classmethod
+    def _token_user(cls, value: str | None) -> str | None:
+        if value is not None and not GIT_TOKEN_USER_RE.match(value):
+            raise ValueError("git_token_user must be a user name of letters, digits and . _ @ + - (no ':')")
         return value
 
     @field_validator("schedule")

@@ -35,7 +35,10 @@ from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.logs import log_event
 from shared.queue.port import QueueError, QueueSender
 from shared.run_backend import PermanentBackendError, RunBackend, RunHandle, TransientBackendError
-from shared.task_render import RenderError, RunSecrets, RunSpec, new_result_marker, render_run
+from shared.run_prepare import MissingSecret as MissingSecret  # re-exported (slipway doctor)
+from shared.run_prepare import prepare_run
+from shared.run_prepare import resolve_secrets as resolve_secrets  # re-exported (slipway doctor)
+from shared.task_render import RenderError, RunSpec, new_result_marker
 from shared.validation import problems
 
 if TYPE_CHECKING:
@@ -111,39 +114,6 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
     )
 
 
-class MissingSecret(Exception):
-    """A setting the target needs for a real run is not set."""
-
-
-def resolve_secrets(
-    config: SlipwayConfig, target: Target, settings: Mapping[str, str], *, required: bool
-) -> RunSecrets:
-    """Secrets from app settings (Key Vault references in Azure). ``required`` for real runs."""
-
-    def get(name: str) -> str | None:
-        value = settings.get(name) or None
-        if value is None and required:
-            raise MissingSecret(f"setting {name} is not set")
-        return value
-
-    cache_key = tenant = client = secret = None
-    if config.cache is not None:
-        if config.cache.auth == "account-key":
-            cache_key = get("SLIPWAY_CACHE_ACCOUNT_KEY")
-        else:
-            tenant = get("SLIPWAY_CACHE_TENANT_ID")
-            client = get("SLIPWAY_CACHE_CLIENT_ID")
-            secret = get("SLIPWAY_CACHE_CLIENT_SECRET")
-    git_token = get(target.git_token_setting) if target.git_token_setting else None
-    return RunSecrets(
-        cache_account_key=cache_key,
-        cache_tenant_id=tenant,
-        cache_client_id=client,
-        cache_client_secret=secret,
-        git_token=git_token,
-    )
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -201,16 +171,20 @@ class Dispatcher:
                 message_id,
             )
         try:
-            secrets = resolve_secrets(
-                config, target, self._settings, required=self._backend.name != "dry-run"
-            )
-            spec = render_run(request, config, secrets, result_marker=new_result_marker())
-        except MissingSecret as exc:
-            return self._refuse_unclaimed(
-                request, failures.SETTING_MISSING, f"{exc}; set it, then replay this message", message_id
-            )
+            # The same function renders `slipway render`'s task: placeholders for unset secrets.
+            prepared = prepare_run(request, config, target, self._settings, result_marker=new_result_marker())
         except RenderError as exc:
             return self._refuse_unclaimed(request, failures.INVALID_REQUEST, str(exc), message_id)
+        spec = prepared.spec
+        if prepared.missing:
+            if self._backend.name != "dry-run":
+                return self._refuse_unclaimed(
+                    request,
+                    failures.SETTING_MISSING,
+                    f"{prepared.missing_detail}; set it, then replay this message",
+                    message_id,
+                )
+            return self._could_not_run(request, spec, prepared.missing_detail, message_id)
 
         now = self._clock()
         fingerprint = build_fingerprint(request)
@@ -271,6 +245,61 @@ class Dispatcher:
                 request, record, failures.RUN_REJECTED, f"{self._backend.name} refused the run: {exc}"
             )
         return self._started(request, target, record, etag, handle, delivery_count)
+
+    def _could_not_run(
+        self, request: BuildRequest, spec: RunSpec, missing: str, message_id: str | None
+    ) -> DispatchResult:
+        """A dry run whose secrets are unset: a real run would be refused, so record it as one that
+        could not run (``failed``, MissingSetting, with the task it would have sent) and dead-letter
+        it as a real dispatch would. Set the setting, then replay."""
+        description = f"{missing}: a real run could not start (dry run); set it, then replay this message"
+        found = self._ledger.get(request.id)
+        if found is not None:
+            settled = self._settled(request, build_fingerprint(request), found[0], message_id)
+            if settled is not None:
+                return settled
+        record = new_record(
+            request,
+            RunStatus.FAILED,
+            self._clock(),
+            "not_run",
+            description,
+            backend=self._backend.name,
+            task_yaml=spec.task_yaml,
+            result_marker=spec.result_marker,
+            run_request=spec.redacted(),
+            error=description,
+            failure_reason=failures.SETTING_MISSING,
+            dead_letter_message_id=message_id,
+        )
+        if found is None:
+            written = self._ledger.create(record)
+        else:
+            existing, etag = found
+            try:
+                self._ledger.replace(
+                    existing.with_event(
+                        self._clock(),
+                        "not_run",
+                        description,
+                        status=RunStatus.FAILED,
+                        task_yaml=spec.task_yaml,
+                        result_marker=spec.result_marker,
+                        run_request=spec.redacted(),
+                        error=description,
+                        failure_reason=failures.SETTING_MISSING,
+                        dead_letter_message_id=message_id,
+                    ),
+                    etag,
+                )
+                written = True
+            except ConflictError:
+                written = False
+        if not written:
+            return self._retry(
+                request, "the ledger record changed while recording a run that could not start"
+            )
+        return self._dead_letter(request, None, failures.SETTING_MISSING, description)
 
     def _started(
         self,

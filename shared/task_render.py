@@ -71,10 +71,13 @@ Cache credentials, and what each choice exposes:
   ``cache-imports``, so the key does not reach the pushed image. The builder lives on the
   per-run agent, so this is accepted; prefer ``service-principal`` where that matters.
 
-The Git token (``Target.git_token_setting``) reaches BuildKit as the ``GIT_AUTH_TOKEN`` build
-secret, which BuildKit's Git source uses for the context fetch. It is passed with
-``env=GIT_AUTH_TOKEN`` rather than ``src=<file>`` because BuildKit uses the secret bytes verbatim
-and the file ACR writes ends with a newline. The token is never in a URL.
+The Git token (``Target.git_token_setting``) reaches BuildKit as a build secret scoped to the
+repository's host, which BuildKit's Git source uses for the context fetch: ``GIT_AUTH_TOKEN.<host>``
+(BuildKit sends it with the user name ``x-access-token``), or for hosts that need another user name
+(Bitbucket Cloud's ``x-token-auth``, ``Target.git_token_user``) ``GIT_AUTH_HEADER.<host>`` holding
+the Basic header the step computes (``shared.git_auth`` has the sources). It is passed with
+``env=`` rather than ``src=<file>`` because BuildKit uses the secret bytes verbatim and the file
+ACR writes ends with a newline. The token is never in a URL.
 
 The Dockerfile path is relative to the build context directory: with a Git context, BuildKit
 reads ``--file`` inside the ``:<subdir>`` it checked out.
@@ -106,10 +109,12 @@ from shared.build_request import (
     REQUEST_ID_RE,
     BuildRequest,
 )
-from shared.config import CacheStorage, SlipwayConfig, Target
+from shared.config import STORAGE_ACCOUNT_NAME_RE, CacheStorage, SlipwayConfig, Target
+from shared.git_auth import GIT_TOKEN_USER_RE, GitAuth, git_auth
 from shared.supply_chain import ScanGate, is_secret_build_arg
 
 __all__ = [
+    "SECRET_PLACEHOLDERS",
     "RenderError",
     "RunSecrets",
     "RunSpec",
@@ -331,6 +336,17 @@ _SECRET_SLOTS = (
     ),
 )
 _SLOT = {slot.attr: slot for slot in _SECRET_SLOTS}
+# What stands in for a secret whose setting is not set (``slipway render``, a dry run): each passes
+# its slot's check, so the task keeps the shape a real run has. The key decodes to a note.
+SECRET_PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
+    {
+        "cache_account_key": base64.b64encode(b"slipway placeholder: no cache account key").decode(),
+        "cache_tenant_id": "placeholder.invalid",
+        "cache_client_id": "placeholder.invalid",
+        "cache_client_secret": "slipway-placeholder",
+        "git_token": "slipway-placeholder",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,12 +463,24 @@ def _tool_image(field_name: str, value: str) -> str:
     return value
 
 
-def _cache_storage(storage: CacheStorage) -> tuple[str, str, str]:
+def _cache_storage(storage: CacheStorage) -> tuple[str, str, str, str]:
     account_url = _csv_value("cache.account_url", storage.account_url)
     if not _ACCOUNT_URL_RE.match(account_url):
         raise RenderError(
             "cache.account_url", "must be http(s)://host[:port][/path] without credentials or query"
         )
+    try:
+        account_name = storage.resolved_account_name
+    except ValueError:
+        raise RenderError(
+            "cache.account_name", "is required: account_url does not name its storage account"
+        ) from None
+    _match(
+        "cache.account_name",
+        account_name,
+        STORAGE_ACCOUNT_NAME_RE,
+        "must be lowercase letters and digits, at most 24",
+    )
     container = _csv_value("cache.container", storage.container)
     _match(
         "cache.container",
@@ -470,7 +498,7 @@ def _cache_storage(storage: CacheStorage) -> tuple[str, str, str]:
             _BLOB_PATH_RE,
             "may only contain letters, digits and . _ - separated by '/'",
         )
-    return account_url, container, prefix
+    return account_url, account_name, container, prefix
 
 
 def _secret(slot: _SecretSlot, value: str | None) -> str | None:
@@ -577,7 +605,7 @@ class _Build:
     cache_from: str | None
     cache_to: str | None
     cache_key: bool
-    git_token: bool
+    git_auth: GitAuth | None  # how the Git token reaches BuildKit; None: no token
     repository: str  # registry/repository, the name every digest is pushed under
     sbom: bool
     provenance: str  # off | min | max
@@ -611,7 +639,7 @@ def _digest_functions() -> list[str]:
 def _build_script(request: BuildRequest, b: _Build) -> str:
     lines = [
         *_header(STEP_BUILD, request),
-        *_prelude(reads_secrets=b.cache_key or b.git_token),
+        *_prelude(reads_secrets=b.cache_key or b.git_auth is not None),
         *_digest_functions(),
         'mkdir -p "$out"',
         'rm -f "$out/digest" "$out/build-metadata.json"',
@@ -649,12 +677,19 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
             'set -- "$@" --cache-from "$cache_from$cache_auth"',
             'set -- "$@" --cache-to "$cache_to$cache_auth"',
         ]
-    if b.git_token:
-        lines += [
-            f"GIT_AUTH_TOKEN=$(read_secret {_q(_SLOT['git_token'].file)} 'the Git token') || exit 1",
-            "export GIT_AUTH_TOKEN",
-            _arg("--secret", "id=GIT_AUTH_TOKEN,env=GIT_AUTH_TOKEN"),
-        ]
+    if b.git_auth is not None:
+        read_token = f"$(read_secret {_q(_SLOT['git_token'].file)} 'the Git token') || exit 1"
+        auth = b.git_auth
+        if auth.user is None:  # BuildKit sends basic base64(x-access-token:<token>) itself
+            lines.append(f"{auth.env}={read_token}")
+        else:  # the host's own user name: the header, as BuildKit would build it for its own
+            lines += [
+                f"token={read_token}",
+                f"{auth.env}=\"basic $(printf '%s:%s' {_q(auth.user)} \"$token\" | base64 | tr -d '\\n')\"",
+                "unset token",
+                f'[ "${auth.env}" != "basic " ] || fail "cannot encode the Git token (base64)"',
+            ]
+        lines += [f"export {auth.env}", _arg("--secret", f"id={auth.secret_id},env={auth.env}")]
     if b.gated:
         # No tag yet: the gate steps decide whether the release tags may point at this digest.
         output = f"type=image,name={b.repository},push-by-digest=true,name-canonical=true,push=true"
@@ -916,10 +951,12 @@ def _validate_build(
         _match("build_args", name, BUILD_ARG_NAME_RE, f"{name!r} is not a valid build arg name")
         build_args.append((name, _printable(f"build_args.{name}", value, limit=8192)))
 
+    if target.git_token_user is not None:
+        _match("git_token_user", target.git_token_user, GIT_TOKEN_USER_RE, "must be a user name without ':'")
     cache_from = cache_to = None
     use_key = False
     if config.cache is not None:
-        account_url, container, prefix = _cache_storage(config.cache)
+        account_url, account_name, container, prefix = _cache_storage(config.cache)
         names = [request.cache.name, *request.cache.from_names]
         for index, name in enumerate(names):
             where = "cache.name" if index == 0 else "cache.from_names"
@@ -931,6 +968,8 @@ def _validate_build(
         common = [
             "type=azblob",
             f"account_url={account_url}",
+            # Always given: BuildKit would otherwise sign as the host's first label (see config.py).
+            f"account_name={account_name}",
             f"container={container}",
             *([f"prefix={prefix}"] if prefix else []),
         ]
@@ -954,7 +993,7 @@ def _validate_build(
         cache_from=cache_from,
         cache_to=cache_to,
         cache_key=use_key,
-        git_token=secrets.git_token is not None and secrets.git_token != "",
+        git_auth=git_auth(git_url, target.git_token_user) if secrets.git_token else None,
         repository=f"{registry}/{repository}",
         sbom=target.attestations.sbom,
         provenance=_provenance(target, build_args),
@@ -1032,7 +1071,7 @@ def render_run(
             wanted.add("cache_account_key")
         else:
             wanted |= {"cache_tenant_id", "cache_client_id", "cache_client_secret"}
-    if build.git_token:
+    if build.git_auth is not None:
         wanted.add("git_token")
     present: list[tuple[_SecretSlot, str]] = []
     for slot in _SECRET_SLOTS:

@@ -96,6 +96,15 @@ def test_missing_secret_for_a_real_backend(tmp_path: Path) -> None:
     class RealishBackend(DryRunBackend):
         name = "acr"
 
-    result = _dispatcher(tmp_path, Clock(), RealishBackend()).dispatch(REQUEST)
+    example = load_config(ROOT / "examples" / "slipway.yaml")
+    assert example.cache is not None  # Azurite's account (its key is public) would need no setting
+    real_account = example.cache.model_copy(
+        update={"account_url": "https://slipwaycache.blob.core.windows.net"}
+    )
+    config = example.model_copy(update={"cache": real_account})
+    dispatcher = Dispatcher(
+        config=lambda: config, ledger=FolderLedger(tmp_path / "ledger"), backend=RealishBackend(), settings={}
+    )
+    result = dispatcher.dispatch(REQUEST)
     assert (result.outcome, result.reason) == (Outcome.DEAD_LETTER, "MissingSetting")
     assert "SLIPWAY_CACHE_ACCOUNT_KEY" in (result.description or "")

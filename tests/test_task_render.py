@@ -35,7 +35,8 @@ ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
 GIT_TOKEN = "ghp_TestTokenNotReal0123456789"
 DOCKER_CLI = "docker.io/library/docker:29.7.2-cli"
 CACHE_COMMON = (
-    "type=azblob,account_url=https://slipwaycache.blob.core.windows.net,container=buildkit-cache,prefix=ci"
+    "type=azblob,account_url=https://slipwaycache.blob.core.windows.net,account_name=slipwaycache,"
+    "container=buildkit-cache,prefix=ci"
 )
 
 
@@ -329,7 +330,7 @@ def test_hostile_values_stay_inert_when_the_task_runs(agent: Agent) -> None:
             "--cache-from", f"{CACHE_COMMON},name=app-main;app-default,secret_access_key={ACCOUNT_KEY}",
             "--cache-to",
             f"{CACHE_COMMON},name=app-main,mode=max,ignore-error=true,secret_access_key={ACCOUNT_KEY}",
-            "--secret", "id=GIT_AUTH_TOKEN,env=GIT_AUTH_TOKEN",
+            "--secret", "id=GIT_AUTH_TOKEN.github.com,env=GIT_AUTH_TOKEN",
             "--push", "--metadata-file", f"{agent.workspace}/slipway-run/build-metadata.json",
             f"https://github.com/o/r.git#{COMMIT}:services/api",
         ],
@@ -361,13 +362,14 @@ def test_service_principal_reaches_the_builder_environment(agent: Agent) -> None
     build = next(c["argv"] for c in agent.docker_calls() if c["argv"][:2] == ["buildx", "build"])
     cache_from = build[build.index("--cache-from") + 1]
     assert cache_from == (
-        "type=azblob,account_url=https://a.blob.core.windows.net,container=buildkit-cache,"
+        "type=azblob,account_url=https://a.blob.core.windows.net,account_name=a,container=buildkit-cache,"
         "name=app-main;app-default"
     )
 
 
 def test_missing_secret_fails_the_step_with_a_message(agent: Agent) -> None:
-    # A dry run renders without secrets; run for real, the build step names what is missing.
+    # Rendered without a secret (the dispatcher never does: it fills placeholders), the build step
+    # names what is missing.
     spec = render_run(_request().model_copy(update={"platforms": ["linux/amd64"]}), _config(), RunSecrets())
     assert spec.values == () and _volume(_task(spec), "slipway-secrets") is None
     results = agent.run(spec)
@@ -519,8 +521,8 @@ def test_render_errors_name_the_field(request_: BuildRequest, field: str) -> Non
 @pytest.mark.parametrize(
     ("cache", "field"),
     [
-        ({"account_url": "https://a.blob.core.windows.net/x,y"}, "cache.account_url"),
-        ({"account_url": "https://user@a.blob.core.windows.net"}, "cache.account_url"),
+        ({"account_url": "https://a.blob.core.windows.net/x,y", "account_name": "a"}, "cache.account_url"),
+        ({"account_url": "https://user@a.blob.core.windows.net", "account_name": "a"}, "cache.account_url"),
         ({"account_url": "https://a.blob.core.windows.net", "container": "Bad_Name"}, "cache.container"),
         ({"account_url": "https://a.blob.core.windows.net", "container": "a;b"}, "cache.container"),
         ({"account_url": "https://a.blob.core.windows.net", "prefix": "ci,x"}, "cache.prefix"),
