@@ -172,10 +172,8 @@ class CacheStorage(_Strict):
 
 
 class ToolImages(_Strict):
-    """The images an ACR run pulls (``tools:``), each pinned, and the mirror they are pulled from.
-
-    Why a mirror by default, and how the copies are made: ``shared.tool_images``.
-    """
+    """The images every ACR run pulls, each pinned to a version tag (ideally tag@sha256:digest),
+    and the mirror they are pulled from; azd's postprovision hook imports them there."""
 
     mirror: str | None = Field(
         default=DEFAULT_TOOLS_MIRROR,

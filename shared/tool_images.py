@@ -16,11 +16,18 @@ on the mirror's registry is used as written.
 
 The copies are made by ``az acr import`` (infra/hooks/import-tools.sh, run by ``azd`` after
 provisioning), from the list ``slipway tools list --import-plan`` prints from the configuration
-itself: one source of truth for what runs pull and what is imported. Import by digest when the
-configuration has one (``--source <repo>@sha256:...``, the form ``az acr import`` takes; Azure/azure-cli
-``acr`` ``_params.py``: ``--source``, ``--image``/``-t``, ``--repository``, ``--force``); ACR copies
-the manifest list with every platform (learn.microsoft.com/azure/container-registry/
-container-registry-import-images), so the digest pinned here names the copy too.
+itself: one source of truth for what runs pull and what is imported. An image pinned by digest is
+imported by that digest (``--source <repo>@sha256:...``, the form ``az acr import`` takes:
+Azure/azure-cli ``acr/_params.py``, ``--source``, ``--image``/``-t``, ``--repository``,
+``--force``), with every platform of its manifest list (learn.microsoft.com/azure/
+container-registry/container-registry-import-images). That the copy keeps the digest is an
+INFERENCE from content addressing; if it did not, the pull by digest would fail loudly.
+
+Pulling from the run's own registry needs no new credentials: the step images are pulled by the
+agent, which is logged in to it; ``docker buildx create`` pulls the BuildKit image with the CLI's
+credentials (docker/buildx driver/docker-container/driver.go: ``RegistryAuthForRef``); that BuildKit
+resolves the SBOM generator with the credentials the buildx session carries is an INFERENCE (its
+image sources authenticate through the session).
 
 This module imports nothing from Slipway but ``image_refs``: ``shared.config`` uses it while its
 models are built.
