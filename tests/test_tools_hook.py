@@ -189,3 +189,12 @@ def test_tools_list_json_shows_what_runs_pull(tmp_path: Path) -> None:
         "configured": ToolImages().buildkit,
         "pulled": f"{REGISTRY}.azurecr.io/slipway-tools/{ToolImages().buildkit}",
     }
+
+
+def test_without_a_resource_group_the_registry_is_found_by_name(tmp_path: Path) -> None:
+    result, calls = _run(
+        tmp_path, f"registry: {REGISTRY}.azurecr.io\n", SLIPWAY_REGISTRY_RESOURCE_GROUP="<unset>"
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 5 and all(call[:4] == ["acr", "import", "--name", REGISTRY] for call in calls)
+    assert not any("--resource-group" in call for call in calls)
