@@ -39,6 +39,13 @@ from shared.image_refs import parse_image_reference
 from shared.retention.rules import ImageRule
 from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg
 from shared.tags import RuleTemplateError, validate_rule_templates
+from shared.tool_images import (
+    DEFAULT_SBOM_GENERATOR,
+    DEFAULT_TOOLS_MIRROR,
+    TOOL_ROLES,
+    mirror_problem,
+    pinned_image_problem,
+)
 
 # Settings a target may name as its Git token. Slipway reads none of its own under this prefix
 # (tests/test_config.py checks it against every setting the code reads).
@@ -231,8 +238,15 @@ class CacheStorage(_Strict):
 
 
 class ToolImages(_Strict):
-    """Images the ACR task runs. Pinned; point them at copies in your registry to avoid Docker Hub limits."""
+    """The images every ACR run pulls, each pinned to a version tag (ideally tag@sha256:digest),
+    and the mirror they are pulled from; azd's postprovision hook imports them there."""
 
+    mirror: str | None = Field(
+        default=DEFAULT_TOOLS_MIRROR,
+        description="Registry prefix the tool images are pulled from: "
+        "<mirror>/<upstream registry>/<repository>:<tag>[@digest]. {registry} is the registry above. "
+        "null: pull them from their own registries (Docker Hub, GHCR).",
+    )
     docker_cli: str = "docker.io/library/docker:29.7.2-cli"
     buildkit: str = "docker.io/moby/buildkit:v0.32.2"
     binfmt: str = "docker.io/tonistiigi/binfmt:qemu-v10.0.4-59"
@@ -240,6 +254,30 @@ class ToolImages(_Strict):
         default="ghcr.io/oras-project/oras:v1.2.2",
         description="Stores a scan gate's reports as OCI artifacts referring to the image.",
     )
+    sbom_generator: str = Field(
+        default=DEFAULT_SBOM_GENERATOR,
+        description="BuildKit's SBOM scanner image (--sbom=generator=...), run for attestations.sbom. "
+        "BuildKit's own default is the moving tag docker/buildkit-syft-scanner:stable-1.",
+    )
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = mirror_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.rstrip("/")
+
+    @field_validator(*TOOL_ROLES)
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        # Stored normalised (docker.io/library/...): the mirror path and the import source use it.
+        problem, reference = pinned_image_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return reference
 
 
 class RunSettings(_Strict):
@@ -481,7 +519,7 @@ class SlipwayConfig(_Strict):
         json_schema_extra={"pattern": REGISTRY_RE.pattern},
     )
     cache: CacheStorage | None = None
-    tool_images: ToolImages = Field(default_factory=ToolImages)
+    tools: ToolImages = Field(default_factory=ToolImages)
     images: list[ImageRule] = Field(
         default_factory=list,
         description="Image retention rules for `slipway prune images` and the prune timer; the first rule "
@@ -902,11 +940,18 @@ def _describe(value: Any, text: str | None) -> str:
     return f"{type(value).__name__} {shown}"
 
 
+# (model, old key) -> new key: the close-match hint would name the wrong section for these.
+_RENAMED_KEYS = {("SlipwayConfig", "tool_images"): "tools"}
+
+
 def _unknown_key_message(key: PathPart, container: Any) -> str:
     import difflib
 
     if not _is_model(container):
         return "unknown key"
+    renamed = _RENAMED_KEYS.get((container.__name__, str(key)))
+    if renamed is not None:
+        return f"unknown key: it is now {renamed!r}"
     fields = list(container.model_fields)
     close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
     if close:

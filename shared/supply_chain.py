@@ -40,6 +40,19 @@ def is_secret_build_arg(name: str) -> bool:
     return bool(_SECRET_NAME_RE.search(name)) and not _PUBLIC_NAME_RE.search(name)
 
 
+def sbom_flag(enabled: bool, generator: str) -> str:
+    """The buildx flag of a target's SBOM: the pinned generator image, never BuildKit's moving default.
+
+    ``--sbom`` is buildx's shorthand for ``--attest type=sbom``: a value that is not a boolean is
+    appended to ``type=sbom,`` (docker/buildx util/buildflags/attests.go, ``CanonicalizeAttest``),
+    and the ``generator`` attribute names the scanner image BuildKit runs
+    (docs.docker.com/build/metadata/attestations/sbom/, "SBOM generator"; moby/buildkit
+    docs/attestations/sbom.md). Without it BuildKit pulls docker/buildkit-syft-scanner:stable-1
+    from Docker Hub (moby/buildkit frontend/attestations/parse.go, ``defaultSBOMGenerator``).
+    """
+    return f"--sbom=generator={generator}" if enabled else "--sbom=false"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,7 +60,11 @@ class _Strict(BaseModel):
 class Attestations(_Strict):
     """BuildKit attestations attached to the pushed index (they need the docker-container driver)."""
 
-    sbom: bool = Field(default=True, description="An SPDX SBOM per platform (BuildKit's syft scanner).")
+    sbom: bool = Field(
+        default=True,
+        description="An SPDX SBOM per platform, by the scanner image tools.sbom_generator (BuildKit's "
+        "syft scanner).",
+    )
     provenance: Literal["off", "min", "max"] = Field(
         default="min",
         description="SLSA provenance. min: builder, source and timestamps. max: also every build "
@@ -106,4 +123,5 @@ __all__ = [
     "Scanner",
     "Severity",
     "is_secret_build_arg",
+    "sbom_flag",
 ]

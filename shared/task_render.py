@@ -111,7 +111,8 @@ from shared.build_request import (
 )
 from shared.config import STORAGE_ACCOUNT_NAME_RE, CacheStorage, SlipwayConfig, Target
 from shared.git_auth import GIT_TOKEN_USER_RE, GitAuth, git_auth
-from shared.supply_chain import ScanGate, is_secret_build_arg
+from shared.supply_chain import ScanGate, is_secret_build_arg, sbom_flag
+from shared.tool_images import resolve_tools
 
 __all__ = [
     "SECRET_PLACEHOLDERS",
@@ -612,6 +613,7 @@ class _Build:
     platform_check: bool
     scan: ScanGate | None
     marker: str = RESULT_MARKER  # printed before every report line (RESULT_MARKER_RE)
+    sbom_generator: str = ""  # the generator image as the run pulls it (set with sbom)
 
     @property
     def gated(self) -> bool:
@@ -658,7 +660,7 @@ def _build_script(request: BuildRequest, b: _Build) -> str:
         *([_arg("--label", f"org.opencontainers.image.revision={b.commit}")] if b.commit else []),
         *(() if b.gated else (_arg("--tag", image) for image in b.images)),
         *(_arg("--build-arg", f"{name}={value}") for name, value in b.build_args),
-        _arg(f"--sbom={'true' if b.sbom else 'false'}"),
+        _arg(sbom_flag(b.sbom, b.sbom_generator)),
         _arg("--provenance=false" if b.provenance == "off" else f"--provenance=mode={b.provenance}"),
     ]
     if b.cache_from is not None and b.cache_to is not None:
@@ -1042,11 +1044,10 @@ def render_run(
     one per claim and records it; ``slipway render`` shows the plain default).
     """
     _match("result_marker", result_marker, RESULT_MARKER_RE, "must be slipway-result[-<16 hex>]:")
-    docker_cli = _tool_image("tool_images.docker_cli", config.tool_images.docker_cli)
-    buildkit = _csv_value(
-        "tool_images.buildkit", _tool_image("tool_images.buildkit", config.tool_images.buildkit)
-    )
-    binfmt = _tool_image("tool_images.binfmt", config.tool_images.binfmt)
+    tools = resolve_tools(config)  # each as a run pulls it: from tools.mirror when one is set
+    docker_cli = _tool_image("tools.docker_cli", tools["docker_cli"].pulled)
+    buildkit = _csv_value("tools.buildkit", _tool_image("tools.buildkit", tools["buildkit"].pulled))
+    binfmt = _tool_image("tools.binfmt", tools["binfmt"].pulled)
     run_timeout = config.run.timeout
     if not isinstance(run_timeout, int) or not MIN_RUN_TIMEOUT <= run_timeout <= MAX_RUN_TIMEOUT:
         raise RenderError("run.timeout", f"must be {MIN_RUN_TIMEOUT}..{MAX_RUN_TIMEOUT} seconds")
@@ -1057,12 +1058,16 @@ def render_run(
 
     target = _target(request, config)
     build = dataclasses.replace(_validate_build(request, config, secrets, target), marker=result_marker)
+    if build.sbom:
+        generator = tools["sbom_generator"].pulled
+        generator = _csv_value("tools.sbom_generator", _tool_image("tools.sbom_generator", generator))
+        build = dataclasses.replace(build, sbom_generator=generator)
     scanner = oras = None
     if build.scan is not None:
         if not config.scanner.image or "@sha256:" not in config.scanner.image:
             raise RenderError("scanner.image", "a scan gate needs a scanner image pinned by digest")
-        scanner = _tool_image("scanner.image", config.scanner.image)
-        oras = _tool_image("tool_images.oras", config.tool_images.oras)
+        scanner = _tool_image("scanner.image", tools["scanner"].pulled)
+        oras = _tool_image("tools.oras", tools["oras"].pulled)
 
     # Secrets the run needs, in the order of _SECRET_SLOTS.
     wanted: set[str] = set()

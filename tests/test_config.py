@@ -46,7 +46,7 @@ def test_minimal_file_gets_every_default() -> None:
     assert config.version == 1
     assert config.registry == "myregistry.azurecr.io"
     assert config.cache is None
-    assert config.tool_images.buildkit.startswith("docker.io/moby/buildkit:")
+    assert config.tools.buildkit.startswith("docker.io/moby/buildkit:")
     assert (config.run.timeout, config.run.cpu, config.run.agent_pool) == (3600, 2, None)
     (target,) = config.targets
     assert target.branches == ["main"]
@@ -73,7 +73,7 @@ def test_full_example_from_the_readme_loads() -> None:
               container: buildkit-cache
               prefix: ""
               auth: service-principal
-            tool_images:
+            tools:
               docker_cli: docker.io/library/docker:29.0.4-cli
             run: {timeout: 7200, cpu: 2, agent_pool: null}
             targets:

@@ -17,6 +17,9 @@ from tests.test_task_render import SHELLS, _config, _request, _task
 
 TRIVY = "docker.io/aquasec/trivy:0.58.1@sha256:" + "7" * 64
 ORAS = "ghcr.io/oras-project/oras:v1.2.2"
+# Pulled from tools.mirror, by default {registry}/slipway-tools/<upstream reference>.
+MIRROR = "slipway.azurecr.io/slipway-tools/"
+SBOM_FLAG = "--sbom=generator=" + MIRROR + "docker.io/docker/buildkit-syft-scanner:1.12.0"
 REPO = "slipway.azurecr.io/team/app"
 SCANNER = {"scanner": {"image": TRIVY}}
 GATES: dict[str, dict[str, Any]] = {
@@ -27,8 +30,8 @@ GATES: dict[str, dict[str, Any]] = {
 }
 ATTESTATIONS = {
     "off": ({"sbom": False, "provenance": "off"}, ["--sbom=false", "--provenance=false"]),
-    "min": ({}, ["--sbom=true", "--provenance=mode=min"]),
-    "max": ({"sbom": True, "provenance": "max"}, ["--sbom=true", "--provenance=mode=max"]),
+    "min": ({}, [SBOM_FLAG, "--provenance=mode=min"]),
+    "max": ({"sbom": True, "provenance": "max"}, [SBOM_FLAG, "--provenance=mode=max"]),
 }
 PLATFORMS = [["linux/amd64"], ["linux/amd64", "linux/arm64", "linux/arm/v7"]]
 
@@ -83,10 +86,11 @@ def test_every_combination_orders_the_gates_before_the_release_tags(
     if GATES[gate].get("scan") is not None:
         needed |= {"scan", "scan-gate"}
         scan = next(s for s in steps if s["id"] == "scan")
-        assert scan["cmd"] == f"{TRIVY} -eu /run/slipway/scan.sh" and scan["entryPoint"] == "sh"
+        assert scan["cmd"] == f"{MIRROR}{TRIVY} -eu /run/slipway/scan.sh" and scan["entryPoint"] == "sh"
         assert "@sha256:" in scan["cmd"].split(" ")[0]
         gate_step = next(s for s in steps if s["id"] == "scan-gate")
-        assert gate_step["cmd"] == f"{ORAS} -eu /run/slipway/scan-gate.sh" and gate_step["when"] == ["scan"]
+        assert gate_step["cmd"] == f"{MIRROR}{ORAS} -eu /run/slipway/scan-gate.sh"
+        assert gate_step["when"] == ["scan"]
         for platform in platforms:
             assert f"--platform {platform} " in spec.scripts["scan.sh"]
     assert needed <= _ancestors(steps, "release-tags")

@@ -33,7 +33,11 @@ from tests.support.agent import FAKE_DIGEST, Agent
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
 ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
 GIT_TOKEN = "ghp_TestTokenNotReal0123456789"
-DOCKER_CLI = "docker.io/library/docker:29.7.2-cli"
+# The tool images come from tools.mirror, by default {registry}/slipway-tools/<upstream reference>.
+MIRROR = "slipway.azurecr.io/slipway-tools/"
+DOCKER_CLI = MIRROR + "docker.io/library/docker:29.7.2-cli"
+SBOM_GENERATOR = MIRROR + "docker.io/docker/buildkit-syft-scanner:1.12.0"
+BINFMT = MIRROR + "docker.io/tonistiigi/binfmt:qemu-v10.0.4-59"
 CACHE_COMMON = (
     "type=azblob,account_url=https://slipwaycache.blob.core.windows.net,account_name=slipwaycache,"
     "container=buildkit-cache,prefix=ci"
@@ -312,11 +316,11 @@ def test_hostile_values_stay_inert_when_the_task_runs(agent: Agent) -> None:
 
     calls = agent.docker_calls()
     assert [c["argv"] for c in calls] == [
-        ["run", "--privileged", "--rm", "docker.io/tonistiigi/binfmt:qemu-v10.0.4-59", "--install", "arm64"],
+        ["run", "--privileged", "--rm", BINFMT, "--install", "arm64"],
         ["rm", "--force", "buildx_buildkit_slipway0"],
         [
             "buildx", "create", "--name", "slipway", "--driver", "docker-container",
-            "--driver-opt", "image=docker.io/moby/buildkit:v0.32.2", "--bootstrap", "--use",
+            "--driver-opt", "image=" + MIRROR + "docker.io/moby/buildkit:v0.32.2", "--bootstrap", "--use",
         ],
         [
             "buildx", "build", "--builder", "slipway", "--progress", "plain",
@@ -326,7 +330,7 @@ def test_hostile_values_stay_inert_when_the_task_runs(agent: Agent) -> None:
             "--tag", "slipway.azurecr.io/team/app:main",
             "--tag", "slipway.azurecr.io/team/app:sha-3f5a0c9",
             "--build-arg", f"HOSTILE={arg}",
-            "--sbom=true", "--provenance=mode=min",
+            "--sbom=generator=" + SBOM_GENERATOR, "--provenance=mode=min",
             "--cache-from", f"{CACHE_COMMON},name=app-main;app-default,secret_access_key={ACCOUNT_KEY}",
             "--cache-to",
             f"{CACHE_COMMON},name=app-main,mode=max,ignore-error=true,secret_access_key={ACCOUNT_KEY}",
@@ -353,7 +357,7 @@ def test_service_principal_reaches_the_builder_environment(agent: Agent) -> None
     create = next(c["argv"] for c in agent.docker_calls() if c["argv"][:2] == ["buildx", "create"])
     assert create == [
         "buildx", "create", "--name", "slipway", "--driver", "docker-container",
-        "--driver-opt", "image=docker.io/moby/buildkit:v0.32.2",
+        "--driver-opt", "image=" + MIRROR + "docker.io/moby/buildkit:v0.32.2",
         "--driver-opt", "env.AZURE_TENANT_ID=72f988bf-86f1-41af-91ab-2d7cd011db47",
         "--driver-opt", "env.AZURE_CLIENT_ID=0b3a8e57-2f4c-4a8e-9d61-5f0c2b7e9a14",
         "--driver-opt", "env.AZURE_CLIENT_SECRET=Q~x8Q~abc.DEF_ghi-JKL~mno",
@@ -538,17 +542,17 @@ def test_cache_storage_errors_name_the_field(cache: dict[str, Any], field: str) 
 @pytest.mark.parametrize(
     ("images", "field"),
     [
-        ({"docker_cli": "docker.io/library/docker:latest"}, "tool_images.docker_cli"),
-        ({"docker_cli": "docker.io/library/docker"}, "tool_images.docker_cli"),
-        ({"docker_cli": "docker:29-cli && reboot"}, "tool_images.docker_cli"),
-        ({"buildkit": "moby/buildkit:v0.26.3,network=host"}, "tool_images.buildkit"),
-        ({"binfmt": "tonistiigi/binfmt:$(id)"}, "tool_images.binfmt"),
+        ({"docker_cli": "docker.io/library/docker:latest"}, "tools.docker_cli"),
+        ({"docker_cli": "docker.io/library/docker"}, "tools.docker_cli"),
+        ({"docker_cli": "docker:29-cli && reboot"}, "tools.docker_cli"),
+        ({"buildkit": "moby/buildkit:v0.26.3,network=host"}, "tools.buildkit"),
+        ({"binfmt": "tonistiigi/binfmt:$(id)"}, "tools.binfmt"),
     ],
 )
 def test_tool_image_errors_name_the_field(images: dict[str, str], field: str) -> None:
     config = _config()
     config = config.model_copy(
-        update={"tool_images": ToolImages.model_construct(**{**ToolImages().model_dump(), **images})}
+        update={"tools": ToolImages.model_construct(**{**ToolImages().model_dump(), **images})}
     )
     with pytest.raises(RenderError) as info:
         render_run(_request(), config, RunSecrets(cache_account_key=ACCOUNT_KEY))

@@ -44,6 +44,13 @@ if tool == "trivy":
     sys.exit(int(os.environ["FAKE_TRIVY_EXIT"]))
 """
 FAKE_DIGEST = "sha256:" + "d" * 64
+
+
+def _is_docker_cli(image: str) -> bool:
+    """The default Docker CLI image, upstream or from a ``tools.mirror`` (``<prefix>/<upstream>``)."""
+    return image == DOCKER_CLI or image.endswith("/" + DOCKER_CLI)
+
+
 INDEX = "application/vnd.oci.image.index.v1+json"
 
 
@@ -111,10 +118,10 @@ class Agent:
         for step in task["steps"]:
             if step.get("entryPoint") == "sh":  # a tool image (trivy, oras): its entry point replaced
                 image, flags, script = step["cmd"].split(" ")
-                assert flags == "-eu" and image != DOCKER_CLI
+                assert flags == "-eu" and not _is_docker_cli(image)
             else:
                 image, shell, flags, script = step["cmd"].split(" ")
-                assert (shell, flags) == ("sh", "-eu") and image == DOCKER_CLI
+                assert (shell, flags) == ("sh", "-eu") and _is_docker_cli(image)
             mounts = {m["mountPath"]: self.workspace / m["name"] for m in step["volumeMounts"]}
             script_path = mounts["/run/slipway"] / Path(script).name
             launcher = script_path.read_text()
