@@ -121,7 +121,7 @@ def _config(repo: str, user: str | None) -> SlipwayConfig:
         "image": "team/app",
         "platforms": ["linux/amd64"],
         "platform_check": False,
-        "git_token_setting": "APP_GIT_TOKEN",
+        "git_token_setting": "GIT_TOKEN_APP",
     }
     if user is not None:
         target["git_token_user"] = user
@@ -136,7 +136,7 @@ def _build_secrets(tmp_path: Path, shell: str, repo: str, user: str | None) -> t
     request = request_for_commit(
         config, target, ref="refs/heads/main", commit=COMMIT, repo_url=https_clone_url(repo), trigger=trigger
     )
-    prepared = prepare_run(request, config, target, {"APP_GIT_TOKEN": TOKEN})
+    prepared = prepare_run(request, config, target, {"GIT_TOKEN_APP": TOKEN})
     agent = Agent(tmp_path, shell=shell)
     (agent.bin / "real").mkdir()
     real = agent.bin / "real" / "docker"  # the fake tells tools apart by their file name

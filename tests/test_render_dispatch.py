@@ -26,7 +26,7 @@ from tests.support.agent import Agent
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
 ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
 GIT_TOKEN = "ATCTT3xFfGN0-not-a-real-token"
-SETTINGS = {"SLIPWAY_CACHE_ACCOUNT_KEY": ACCOUNT_KEY, "APP_GIT_TOKEN": GIT_TOKEN}
+SETTINGS = {"SLIPWAY_CACHE_ACCOUNT_KEY": ACCOUNT_KEY, "GIT_TOKEN_APP": GIT_TOKEN}
 CONFIG = """\
 registry: slipway.azurecr.io
 cache:
@@ -39,7 +39,7 @@ targets:
     default_branch: develop
     image: team/app
     platforms: [linux/amd64, linux/arm64]
-    git_token_setting: APP_GIT_TOKEN
+    git_token_setting: GIT_TOKEN_APP
 """
 RENDER = ["--target", "app", "--commit", COMMIT, "--ref", "refs/heads/develop"]
 
@@ -143,7 +143,7 @@ def test_a_dry_run_without_its_secrets_is_recorded_as_one_that_could_not_run(
 ) -> None:
     request_json = _cli(capsys, "render", "--config", str(config_file), *RENDER, "--request")
     printed = _cli(capsys, "render", "--config", str(config_file), *RENDER)
-    dry = _dispatcher(tmp_path, config_file, DryRunBackend(), {"APP_GIT_TOKEN": GIT_TOKEN})
+    dry = _dispatcher(tmp_path, config_file, DryRunBackend(), {"GIT_TOKEN_APP": GIT_TOKEN})
     result = dry.dispatch(request_json, message_id="m-1")
     assert (result.outcome, result.reason) == (Outcome.DEAD_LETTER, "MissingSetting")
     assert "SLIPWAY_CACHE_ACCOUNT_KEY" in (result.description or "")
