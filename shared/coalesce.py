@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -91,8 +91,14 @@ class Coalescer:
         self._pending = pending
         self._state = state
 
-    def superseded_by(self, request: BuildRequest) -> str | None:
-        """The id of a newer request on the same key (pending or started), or None."""
+    def superseded_by(
+        self, request: BuildRequest, *, buildable: Callable[[BuildRequest], bool] | None = None
+    ) -> str | None:
+        """The id of a newer request on the same key (pending or started), or None.
+
+        ``buildable`` says whether a pending request will be built at all: one that the
+        dispatcher will refuse (a forged or stale message) must not supersede one it would build.
+        """
         mine = _order(request)
         if self._pending is not None:
             for body in self._pending.pending_with_coalesce_key(request.coalesce_key):
@@ -104,6 +110,7 @@ class Coalescer:
                     other.id != request.id
                     and other.coalesce_key == request.coalesce_key
                     and _order(other) > mine
+                    and (buildable is None or buildable(other))
                 ):
                     return other.id
         started = self.last_started(request)

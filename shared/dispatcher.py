@@ -34,6 +34,7 @@ from shared.failures import RetryPolicy
 from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.logs import log_event
 from shared.queue.port import QueueError, QueueSender
+from shared.request_check import request_mismatch
 from shared.run_backend import PermanentBackendError, RunBackend, RunHandle, TransientBackendError
 from shared.run_prepare import MissingSecret as MissingSecret  # re-exported (slipway doctor)
 from shared.run_prepare import prepare_run
@@ -114,6 +115,12 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
     )
 
 
+def _buildable(request: BuildRequest, config: SlipwayConfig) -> bool:
+    """Whether the dispatcher would build ``request`` at all (its target exists and allows it)."""
+    target = config.target(request.target)
+    return target is not None and request_mismatch(request, config, target) is None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -170,6 +177,10 @@ class Dispatcher:
                 f"target {request.target!r} is not in the configuration",
                 message_id,
             )
+        # The target's credentials are about to be applied to what the request names.
+        mismatch = request_mismatch(request, config, target)
+        if mismatch is not None:
+            return self._refuse_unclaimed(request, failures.REQUEST_NOT_ALLOWED, mismatch, message_id)
         try:
             # The same function renders `slipway render`'s task: placeholders for unset secrets.
             prepared = prepare_run(request, config, target, self._settings, result_marker=new_result_marker())
@@ -578,7 +589,7 @@ class Dispatcher:
         """Wait out the quiet period, skip a superseded request, or wait for budget; None: go on."""
         settings = config.dispatch
         quiet_until = request.trigger.received_at + settings.quiet_period
-        newer = self._coalescer.superseded_by(request)
+        newer = self._coalescer.superseded_by(request, buildable=lambda other: _buildable(other, config))
         if newer is not None:
             return self._supersede(request, newer, now, message_id)
         if self._queue is None:

@@ -19,6 +19,7 @@ from shared.dispatch_settings import DispatchSettings
 # Dead-letter reasons an operator sees (``slipway queue list --dead-letter``, ``runs show``).
 INVALID_REQUEST = "InvalidBuildRequest"
 UNKNOWN_TARGET = "UnknownTarget"
+REQUEST_NOT_ALLOWED = "RequestNotAllowedForTarget"
 SETTING_MISSING = "MissingSetting"
 ID_CONFLICT = "IdConflict"
 RUN_REJECTED = "RunRejected"

@@ -75,7 +75,7 @@ def test_same_id_for_a_different_build_is_refused(tmp_path: Path) -> None:
     clock = Clock()
     assert _dispatcher(tmp_path, clock).dispatch(REQUEST).outcome is Outcome.DISPATCHED
     other = json.loads(REQUEST)
-    other["image"]["tags"] = ["something-else"]
+    other["platforms"] = ["linux/amd64"]  # allowed by the target, but another build
     result = _dispatcher(tmp_path, clock).dispatch(json.dumps(other))
     assert (result.outcome, result.reason) == (Outcome.DEAD_LETTER, "IdConflict")
 

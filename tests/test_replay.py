@@ -252,7 +252,8 @@ def test_a_request_refused_before_its_claim_is_found_by_its_reason_and_runs_once
     config = Path(rig.settings["SLIPWAY_CONFIG"])
     config.write_text(
         config.read_text()
-        + "  - name: later\n    repo: https://github.com/dougbu/AzureTest\n    image: dougbu/later\n"
+        + "  - name: later\n    repo: https://github.com/dougbu/AzureTest\n    image: dougbu/azure-test\n"
+        + "    branches: ['**']\n    cache: {name: 'azure-test-{branch}'}\n"
     )
     os.utime(config, (1, 2))  # another mtime, whatever the file system's time granularity
     [done] = _json(capsys, "replay", "--reason", "unknowntarget")["replayed"]

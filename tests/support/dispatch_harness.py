@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any, cast
 
 from shared.build_request import BuildRequest
+from shared.config import parse_config
 from shared.ledger import FolderLedger
 from shared.local_host import LocalHost, QueueTrigger
 from shared.queue.local import LocalQueue
 from shared.queue.port import ReceivedMessage
 from shared.rebuild_queue import send_requests
+from shared.routing import cache_names
 from shared.run_backend import AcrBackend, RunBackend
 from shared.runtime import Runtime, set_runtime
 from shared.state import FolderStateStore
+from shared.tags import compute_tags
 from tests.support.acr_server import AcrServer, StaticTokenCredential
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +76,20 @@ def acr_backend(acr: AcrServer) -> AcrBackend:
 
 
 def make_request(n: int, *, received_at: datetime, ref: str = "refs/heads/master") -> BuildRequest:
-    """A push of commit ``n`` to ``ref``; its id is unique per (ref, commit)."""
+    """A push of commit ``n`` to ``ref``; its id is unique per (ref, commit).
+
+    Its tags and cache names are the ones routing gives that ref and commit under the rig's
+    target: the dispatcher refuses a request that asks for more than its target allows.
+    """
     body = json.loads(json.dumps(EXAMPLE))
     commit = hashlib.sha1(f"{ref}:{n}".encode()).hexdigest()  # noqa: S324 - a fake commit id
     body["id"] = f"azure-test.{hashlib.sha256(f'{ref}:{commit}'.encode()).hexdigest()[:32]}"
     body["source"]["commit"] = commit
     body["source"]["ref"] = ref
+    rig_config = CONFIG.format(dispatch="  quiet_period: 0s", target_extra="")
+    target = parse_config(rig_config, source="rig").targets[0]
+    body["image"]["tags"] = compute_tags(target.image_tags, ref=ref, commit=commit, default_branch="master")
+    body["cache"] = cache_names(target, ref=ref, default_branch="master").model_dump(mode="json")
     body["trigger"]["received_at"] = received_at.isoformat()
     body["coalesce_key"] = f"azure-test:{ref}"
     return BuildRequest.model_validate(body)

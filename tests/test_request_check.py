@@ -1,0 +1,164 @@
+"""A queued request may ask for no more than its target allows (issue 21: queue senders).
+
+Anyone who can put a message on the queue (Service Bus Data Sender, ``slipway queue send``, a
+portal edit) must not be able to point the target's Git token and cache key at another
+repository, image, tag, cache, platform or build argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.build_request import BuildRequest, Trigger
+from shared.config import SlipwayConfig, parse_config
+from shared.ledger import RunStatus
+from shared.request_check import request_mismatch
+from shared.routing import request_for_commit
+from tests.support.acr_server import AcrServer
+from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
+
+CONFIG: SlipwayConfig = parse_config(
+    """
+registry: slipway.azurecr.io
+targets:
+  - name: web
+    repo: https://github.com/contoso/web
+    image: contoso/web
+    branches: [main, "release/*"]
+    tags: ["v*"]
+    platforms: [linux/amd64, linux/arm64]
+    build_args: {PYTHON_VERSION: "3.12"}
+    image_tags: ["{branch}", "sha-{sha}", {template: latest, when: default_branch}]
+""",
+    source="slipway.yaml",
+)
+TARGET = CONFIG.targets[0]
+TRIGGER = Trigger(
+    kind="push", provider="github", received_at=datetime(2026, 12, 1, tzinfo=UTC), correlation_id="c"
+)
+COMMIT = "c72d62bc4e992806a012ccaca139a8a6ef41a07c"
+
+
+def _routed(ref: str = "refs/heads/main", commit: str | None = COMMIT) -> BuildRequest:
+    return request_for_commit(
+        CONFIG,
+        TARGET,
+        ref=ref,
+        commit=commit,
+        repo_url="https://github.com/contoso/web.git",
+        trigger=TRIGGER,
+        default_branch="main",
+    )
+
+
+@given(
+    branch=st.sampled_from(["main", "release/1.0", "release/x"]),
+    commit=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40),
+)
+def test_every_request_routing_gives_a_target_passes(branch: str, commit: str) -> None:
+    assert request_mismatch(_routed(f"refs/heads/{branch}", commit), CONFIG, TARGET) is None
+
+
+def test_a_repaired_request_may_ask_for_less() -> None:
+    routed = _routed()
+    smaller = routed.model_copy(
+        update={
+            "image": routed.image.model_copy(update={"tags": ["main"]}),
+            "platforms": ["linux/amd64"],
+            "build_args": {},
+        }
+    )
+    assert request_mismatch(smaller, CONFIG, TARGET) is None
+
+
+def _with(part: str, **changes: Any) -> Callable[[BuildRequest], BuildRequest]:
+    def change(request: BuildRequest) -> BuildRequest:
+        if part == "request":
+            return request.model_copy(update=changes)
+        return request.model_copy(update={part: getattr(request, part).model_copy(update=changes)})
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("forge", "words"),
+    [
+        (_with("source", repo_url="https://github.com/attacker/web.git"), "source.repo_url"),
+        (_with("source", repo_url="https://evil.example/contoso/web.git"), "source.repo_url"),
+        (_with("source", ref="refs/heads/feature/x"), "source.ref"),
+        (_with("source", ref="refs/tags/nightly"), "source.ref"),
+        (_with("source", dockerfile="other/Dockerfile"), "dockerfile"),
+        (_with("source", context="../"), "context"),
+        (_with("image", repository="contoso/other"), "contoso/other"),
+        (_with("image", registry="evil.azurecr.io"), "image evil.azurecr.io"),
+        (_with("image", tags=["main", "v9.9.9"]), "image.tags ['v9.9.9']"),
+        (_with("image", tags=["sha-0000000"]), "image.tags ['sha-0000000']"),
+        (_with("request", platforms=["linux/amd64", "linux/s390x"]), "platforms ['linux/s390x']"),
+        (_with("request", build_args={"PYTHON_VERSION": "2.7"}), "build_args ['PYTHON_VERSION']"),
+        (_with("request", build_args={"PYTHON_VERSION": "3.12", "EXTRA": "1"}), "build_args ['EXTRA']"),
+        (_with("cache", name="web-release-1.0"), "cache 'web-release-1.0'"),
+        (_with("cache", from_names=["someone-elses-cache"]), "cache"),
+    ],
+)
+def test_a_request_asking_for_more_than_its_target_is_refused(
+    forge: Callable[[BuildRequest], BuildRequest], words: str
+) -> None:
+    reason = request_mismatch(forge(_routed()), CONFIG, TARGET)
+    assert reason is not None and words in reason
+
+
+def test_latest_is_only_for_the_default_branch() -> None:
+    release = _routed("refs/heads/release/1.0")
+    assert "latest" not in release.image.tags
+    forged = release.model_copy(update={"image": release.image.model_copy(update={"tags": ["latest"]})})
+    reason = request_mismatch(forged, CONFIG, TARGET)
+    assert reason is not None and "latest" in reason
+
+
+def test_a_target_default_branch_cannot_be_overridden_by_the_message() -> None:
+    pinned = TARGET.model_copy(update={"default_branch": "main"})
+    routed = _routed("refs/heads/release/1.0")
+    forged = routed.model_copy(
+        update={"source": routed.source.model_copy(update={"default_branch": "release/1.0"})}
+    )
+    reason = request_mismatch(forged, CONFIG, pinned)
+    assert reason is not None and "default_branch" in reason
+
+
+# -- through the real queue trigger: the forged message never reaches ACR ------------------------
+
+
+@pytest.fixture
+def rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server))
+    yield rig
+    rig.close()
+
+
+def test_a_forged_queue_message_is_dead_lettered_with_the_reason_and_starts_nothing(
+    rig: Rig, acr_server: AcrServer
+) -> None:
+    honest = make_request(1, received_at=rig.clock())
+    forged = make_request(2, received_at=rig.clock())
+    forged = forged.model_copy(
+        update={
+            "source": forged.source.model_copy(update={"repo_url": "https://github.com/attacker/AzureTest"})
+        }
+    )
+    rig.send(honest, forged)
+    rig.drain()
+    assert len(acr_server.runs) == 1
+    [dead] = rig.queue.peek(dead_letter=True)
+    assert BuildRequest.from_json(dead.body).id == forged.id
+    found = rig.ledger.get(forged.id)
+    assert found is not None
+    record = found[0]
+    assert (record.status, record.failure_reason) == (RunStatus.FAILED, "RequestNotAllowedForTarget")
+    assert "attacker" in (record.error or "") and record.run_id is None
