@@ -36,6 +36,7 @@ from shared.dispatch_settings import DispatchSettings
 from shared.durations import Duration
 from shared.git_auth import GIT_TOKEN_USER_RE
 from shared.image_refs import parse_image_reference
+from shared.loopback import is_loopback
 from shared.retention.rules import ImageRule
 from shared.supply_chain import SCANNER_EXAMPLE, Attestations, ScanGate, Scanner, is_secret_build_arg
 from shared.tags import RuleTemplateError, validate_rule_templates
@@ -200,6 +201,12 @@ class CacheStorage(_Strict):
     def _account_url(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")):
             raise ValueError("account_url must be an http(s) URL")
+        if value.startswith("http://") and not is_loopback(urlsplit(value).hostname or ""):
+            # BuildKit and the collector would send the account key's signatures or a service
+            # principal's token over it in clear: plain http is only for an emulator on this machine.
+            raise ValueError(
+                "account_url may be plain http only on loopback (Azurite); use https for any other host"
+            )
         return value.rstrip("/")
 
     @field_validator("grace")

@@ -16,7 +16,6 @@ import binascii
 import email.utils
 import hashlib
 import http.client
-import ipaddress
 import json
 import math
 import re
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
+
+from shared.loopback import is_loopback
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -471,16 +472,6 @@ def _display(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def registry_base(registry: str) -> str:
     """What to hand ``RegistryClient`` for a configured registry name: loopback speaks plain http.
 
@@ -488,7 +479,7 @@ def registry_base(registry: str) -> str:
     pull-through mirror), which serves no TLS; every other host is https only.
     """
     host = urlsplit(f"//{registry}").hostname or ""
-    return f"http://{registry}" if "://" not in registry and _is_loopback(host) else registry
+    return f"http://{registry}" if "://" not in registry and is_loopback(host) else registry
 
 
 # ACR login server suffixes: Azure public cloud, Azure China, Azure US Government.
@@ -526,7 +517,7 @@ def _parse_base(registry: str, *, insecure: bool) -> tuple[str, str]:
         parts = urlsplit(text)
         if parts.scheme not in {"http", "https"} or parts.path or parts.query or parts.fragment:
             raise ValueError(f"invalid registry {registry!r}: expected host[:port] or http(s)://host[:port]")
-        if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname or ""):
+        if parts.scheme == "http" and not insecure and not is_loopback(parts.hostname or ""):
             raise ValueError(
                 f"refusing plain http for {registry!r}: use https, or pass insecure=True for a test registry"
             )
@@ -1194,7 +1185,7 @@ class RegistryClient:
                 f"{_display(realm)}, which is not on the registry's host; if it is the registry's own "
                 "token service, name its host in SLIPWAY_REGISTRY_AUTH_REALMS"
             )
-        if parts.scheme.lower() != "https" and not _is_loopback(host):
+        if parts.scheme.lower() != "https" and not is_loopback(host):
             raise UntrustedRealm(
                 f"{self.registry}: refusing to send the registry credentials over plain http to "
                 f"{_display(realm)}"

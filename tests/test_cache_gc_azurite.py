@@ -354,7 +354,7 @@ def test_another_http_account_is_one_clear_error_logged_by_the_timer(
     caplog.set_level(logging.INFO, logger="slipway.cache_gc")
     path = tmp_path / "slipway.yaml"
     path.write_text(
-        "registry: r.azurecr.io\ncache:\n  account_url: http://storage.internal:10000/acct\n"
+        "registry: r.azurecr.io\ncache:\n  account_url: http://127.0.0.1:10000/otheracct\n"
         "  container: buildkit-cache\n"
     )
     with pytest.raises(CacheStoreError, match=r"plain http.*SLIPWAY_CACHE_CONNECTION_STRING"):

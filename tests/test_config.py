@@ -472,3 +472,25 @@ def test_no_setting_of_slipways_own_carries_the_git_token_prefix() -> None:
     own = settings_read_by_code(Path(__file__).resolve().parents[1])
     assert own, "the settings scan found nothing"
     assert not [s for s in own if s.startswith(GIT_TOKEN_SETTING_PREFIX)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://storage.internal:10000/acct", "http://10.0.0.4/acct", "http://acct.blob.core.windows.net"],
+)
+@pytest.mark.parametrize("auth", ["account-key", "service-principal"])
+def test_plain_http_cache_urls_are_refused_off_loopback(url: str, auth: str) -> None:
+    """Signatures made with the account key, or a service principal's token, would cross the
+    network in clear (issue 21: credentials over plain http)."""
+    text = f"registry: r.azurecr.io\ncache:\n  account_url: {url}\n  auth: {auth}\n  account_name: acct\n"
+    [problem] = problems(text)
+    assert "plain http only on loopback" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:10000/devstoreaccount1", "http://localhost:10000/acct", "http://[::1]:10000/acct"],
+)
+def test_plain_http_cache_urls_stay_allowed_on_loopback(url: str) -> None:
+    config = parse_config(f"registry: r.azurecr.io\ncache:\n  account_url: {url}\n", source="s.yaml")
+    assert config.cache is not None and config.cache.account_url == url
