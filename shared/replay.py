@@ -15,7 +15,7 @@ Works on any queue adapter with ``peek`` and ``resend_dead_letters`` (local, Ser
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -303,6 +303,26 @@ class ReplayRequest(BaseModel):
 MAX_REPLAY_BODY_BYTES = 64 * 1024
 
 
+# App Service authentication ("Easy Auth") puts the signed-in caller in X-MS-CLIENT-PRINCIPAL-*
+# headers, and "external requests aren't allowed to set these headers, so they're present only if
+# set by App Service" (Learn, "Work with user identities in Azure App Service authentication",
+# https://learn.microsoft.com/azure/app-service/configure-authentication-user-identities), which
+# holds only while that module is on. The platform says so with WEBSITE_AUTH_ENABLED=True
+# (AzureAD/microsoft-identity-web, AppServicesAuthenticationInformation.cs). Without it, the
+# header is whatever the caller typed, so the only identity known is the master key itself.
+EASY_AUTH_SETTING = "WEBSITE_AUTH_ENABLED"
+_PRINCIPAL_HEADER = "x-ms-client-principal-name"
+_MASTER_KEY_ACTOR = "http:master-key"
+
+
+def authenticated_actor(req: HttpRequest, settings: Mapping[str, str]) -> str:
+    """Who called the ops endpoint, as far as the platform vouches for it (recorded in the ledger)."""
+    if (settings.get(EASY_AUTH_SETTING) or "").strip().lower() != "true":
+        return _MASTER_KEY_ACTOR
+    name = "".join(c for c in (req.header(_PRINCIPAL_HEADER) or "") if c.isprintable()).strip()[:100]
+    return f"http:{name}" if name else _MASTER_KEY_ACTOR
+
+
 def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
     """``POST /api/ops/replay``; the host has checked the master key before this runs.
 
@@ -325,7 +345,6 @@ def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
             raise RequestRejected(400, "invalid_request", problems(exc)) from None
     except RequestRejected as rejected:
         return rejected.response()
-    principal = req.header("x-ms-client-principal-name") or "master-key"
     selection = ReplaySelection(
         ids=tuple(options.ids),
         reason=options.reason,
@@ -337,7 +356,7 @@ def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
     if not isinstance(queue, DeadLetterQueue):
         return HttpResponse(503, {"error": "queue_unavailable", "reason": "this queue cannot replay"})
     replayer = Replayer(queue, rt.ledger(), clock=lambda: datetime.now(UTC))
-    actor = f"http:{principal}"
+    actor = authenticated_actor(req, rt.settings)
     try:
         report = replayer.replay(selection, actor=actor, note=options.note, dry_run=options.dry_run)
     except QueueError as exc:

@@ -129,7 +129,32 @@ def test_ops_function_replays_with_the_caller_recorded(rig: Rig, acr_server: Acr
     assert response.status_code == 200
     assert [i["new_message_id"] for i in json.loads(response.get_body())["replayed"]] == [f"{request_id}-r1"]
     record, _ = rig.ledger.get(request_id) or (None, None)
-    assert record is not None and "http:ops@example.com: via portal" in record.history[-1]["detail"]
+    # Without App Service authentication in front, the principal header is the caller's own word:
+    # the only identity the platform vouches for is the master key.
+    assert record is not None and "http:master-key: via portal" in record.history[-1]["detail"]
+    assert "ops@example.com" not in json.dumps(record.history)
+
+
+@pytest.mark.parametrize(
+    ("easy_auth", "header", "actor"),
+    [
+        (None, "ops@example.com", "http:master-key"),
+        ("False", "ops@example.com", "http:master-key"),
+        ("True", "ops@example.com", "http:ops@example.com"),
+        ("true", None, "http:master-key"),  # anonymous requests allowed through: no principal
+        ("True", "evil\nname\x00", "http:evilname"),
+    ],
+)
+def test_the_replay_actor_is_only_an_identity_the_platform_vouches_for(
+    easy_auth: str | None, header: str | None, actor: str
+) -> None:
+    from shared.http import HttpRequest
+    from shared.replay import authenticated_actor
+
+    headers = {"X-MS-CLIENT-PRINCIPAL-NAME": header} if header is not None else {}
+    settings = {"WEBSITE_AUTH_ENABLED": easy_auth} if easy_auth is not None else {}
+    request = HttpRequest("POST", "https://app.example/api/ops/replay", headers, b"{}")
+    assert authenticated_actor(request, settings) == actor
 
 
 def test_a_replay_sent_by_another_tool_with_the_id_rule_is_dispatched(
