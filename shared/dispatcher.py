@@ -269,39 +269,25 @@ class Dispatcher:
             settled = self._settled(request, build_fingerprint(request), found[0], message_id)
             if settled is not None:
                 return settled
-        record = new_record(
-            request,
-            RunStatus.FAILED,
-            self._clock(),
-            "not_run",
-            description,
-            backend=self._backend.name,
-            task_yaml=spec.task_yaml,
-            result_marker=spec.result_marker,
-            run_request=spec.redacted(),
-            error=description,
-            failure_reason=failures.SETTING_MISSING,
-            dead_letter_message_id=message_id,
-        )
+        outcome: dict[str, Any] = {
+            "task_yaml": spec.task_yaml,
+            "result_marker": spec.result_marker,
+            "run_request": spec.redacted(),
+            "error": description,
+            "failure_reason": failures.SETTING_MISSING,
+            "dead_letter_message_id": message_id,
+        }
+        now = self._clock()
         if found is None:
+            record = new_record(
+                request, RunStatus.FAILED, now, "not_run", description, backend=self._backend.name, **outcome
+            )
             written = self._ledger.create(record)
         else:
             existing, etag = found
             try:
                 self._ledger.replace(
-                    existing.with_event(
-                        self._clock(),
-                        "not_run",
-                        description,
-                        status=RunStatus.FAILED,
-                        task_yaml=spec.task_yaml,
-                        result_marker=spec.result_marker,
-                        run_request=spec.redacted(),
-                        error=description,
-                        failure_reason=failures.SETTING_MISSING,
-                        dead_letter_message_id=message_id,
-                    ),
-                    etag,
+                    existing.with_event(now, "not_run", description, status=RunStatus.FAILED, **outcome), etag
                 )
                 written = True
             except ConflictError:
