@@ -44,6 +44,7 @@ from shared.tool_images import (
     DEFAULT_SBOM_GENERATOR,
     DEFAULT_TOOLS_MIRROR,
     TOOL_ROLES,
+    buildkit_version_problem,
     mirror_problem,
     pinned_image_problem,
 )
@@ -285,6 +286,14 @@ class ToolImages(_Strict):
         if problem is not None:
             raise ValueError(problem)
         return reference
+
+    @field_validator("buildkit")
+    @classmethod
+    def _buildkit_version(cls, value: str) -> str:
+        problem = buildkit_version_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class RunSettings(_Strict):

@@ -35,6 +35,7 @@ models are built.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -85,6 +86,31 @@ def pinned_image_problem(value: str) -> tuple[str | None, str]:
             value,
         )
     return None, str(reference)
+
+
+# The oldest BuildKit whose azblob cache takes the ``account_name`` attribute, which every run
+# passes (Storage refuses a signature made with a name guessed from a custom host): moby/buildkit
+# commit ef0a352, first released in v0.12.0 (cache/remotecache/azblob/utils.go).
+MIN_BUILDKIT_VERSION = (0, 12, 0)
+_VERSION_TAG_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
+
+
+def buildkit_version_problem(value: str) -> str | None:
+    """Why the pinned BuildKit image is too old for the cache attributes a run passes, else None.
+
+    A tag that is no version (a mirror's own naming) cannot be judged and passes.
+    """
+    tag = value.split("@", 1)[0].rpartition(":")[2]
+    match = _VERSION_TAG_RE.match(tag)
+    if match is None:
+        return None
+    version = tuple(int(part) for part in match.groups())
+    if version < MIN_BUILDKIT_VERSION:
+        oldest = ".".join(map(str, MIN_BUILDKIT_VERSION))
+        return (
+            f"BuildKit {tag} is too old: the azblob cache's account_name attribute needs v{oldest} or later"
+        )
+    return None
 
 
 def mirror_problem(value: str) -> str | None:

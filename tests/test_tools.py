@@ -101,6 +101,34 @@ def test_an_unpinned_or_malformed_tool_image_is_refused_at_its_line(value: str, 
     assert problem.startswith("slipway.yaml:3: tools.buildkit: ") and message in problem
 
 
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        # BuildKit's azblob cache takes account_name, which every run passes, since v0.12.0
+        # (moby/buildkit commit ef0a352, cache/remotecache/azblob/utils.go).
+        ("moby/buildkit:v0.11.6", True),
+        (f"moby/buildkit:v0.11.6@{DIGEST}", True),
+        ("moby/buildkit:0.9.3-rootless", True),
+        ("moby/buildkit:v0.12.0", False),
+        ("moby/buildkit:v0.32.2-rootless", False),
+        ("moby/buildkit:buildx-stable-1", False),  # no version to judge: a mirror's own naming
+    ],
+)
+def test_a_buildkit_too_old_for_the_cache_attributes_is_refused(value: str, refused: bool) -> None:
+    text = textwrap.dedent(
+        f"""\
+        registry: r.azurecr.io
+        tools:
+          buildkit: "{value}"
+        """
+    )
+    if refused:
+        [problem] = _problems(text)
+        assert problem.startswith("slipway.yaml:3: tools.buildkit: ") and "v0.12.0 or later" in problem
+    else:
+        parse_config(text, source="slipway.yaml")
+
+
 def test_a_tag_with_its_digest_is_kept_and_normalised() -> None:
     config = parse_config(
         f"registry: r.azurecr.io\ntools:\n  buildkit: moby/buildkit:v0.32.2@{DIGEST}\n", source="s"
