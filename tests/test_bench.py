@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("bench.coalesce", ["--pushes", "20"], "runs started, quiet period"),
         ("bench.coldstart", ["--runs", "3"], "ratio app / azure.functions"),
         ("bench.cache_gc", ["--part", "plan", "--blobs", "2000"], "collector"),
+        ("bench.render", ["--renders", "5", "--rounds", "1"], "ratio pure / C"),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(module: str, arguments: list[str], expected: str) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from shared.build_request import BuildRequest, Cache, Source
 from shared.config import SlipwayConfig, ToolImages
-from shared.task_render import RenderError, RunSecrets, RunSpec, render_run
+from shared.task_render import RenderError, RunSecrets, RunSpec, dump_task, render_run
 from tests.support.agent import FAKE_DIGEST, Agent
 
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
@@ -434,7 +434,7 @@ _OTHER = RunSecrets(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(case=_secrets)
 def test_secrets_never_appear_in_task_text_or_redacted_request(case: tuple[str, RunSecrets]) -> None:
     auth, secrets = case
@@ -696,3 +696,29 @@ def test_the_steps_print_the_runs_own_marker_and_only_it_is_read_back(agent: Age
 def test_a_malformed_marker_is_refused(marker: str) -> None:
     with pytest.raises(RenderError, match="result_marker"):
         render_run(_request(), _config(), RunSecrets(cache_account_key=ACCOUNT_KEY), result_marker=marker)
+
+
+# -- the C emitter writes exactly what the pure-Python one does (issue 22: rendering cost) -------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ref=st.sampled_from(["refs/heads/main", "refs/heads/feature/x-1", "refs/tags/v1.2.3"]),
+    build_args=st.dictionaries(
+        st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True),
+        st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12),
+        max_size=3,
+    ),
+    gated=st.booleans(),
+)
+def test_the_c_emitter_writes_the_same_task_text(ref: str, build_args: dict[str, str], gated: bool) -> None:
+    assert yaml.__with_libyaml__, "PyYAML's wheel ships libyaml here: the fast path must be the one tested"
+    request = _request(ref=ref).model_copy(update={"build_args": build_args})
+    config = _config(target={} if gated else None)
+    try:
+        spec = render_run(request, config, RunSecrets(cache_account_key=ACCOUNT_KEY, git_token=GIT_TOKEN))
+    except RenderError:
+        return  # a value the renderer refuses: nothing is written by either emitter
+    task = yaml.safe_load(spec.task_yaml)
+    assert spec.task_yaml == dump_task(task, dumper=yaml.CSafeDumper)
+    assert spec.task_yaml == dump_task(task, dumper=yaml.SafeDumper)
