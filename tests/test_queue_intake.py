@@ -207,3 +207,54 @@ def test_a_forked_child_appends_through_its_own_descriptor(tmp_path: Path) -> No
     _INHERITED.send([msg("parent-again")])
     assert sorted(drain(_INHERITED)) == ["from-child", "from-parent", "parent-again"]
     _INHERITED.close()
+
+
+def test_threads_sharing_one_queue_survive_rotation_under_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`slipway serve` answers webhooks on many threads through one LocalQueue (issue 22.7): a
+    thread that finds the journal rotated reopens it while others are writing through the same
+    descriptor. None of their sends may fail ("Bad file descriptor") or be lost."""
+    import threading
+    import time
+    import types
+
+    monkeypatch.setattr(intake, "ROTATE_BYTES", 1024)
+    monkeypatch.setattr(local, "ROTATE_BYTES", 1024)
+
+    def slow_write(fd: int, data: bytes) -> int:
+        time.sleep(0.0005)  # widen the window between taking the descriptor and writing to it
+        return os.write(fd, data)
+
+    slow_os = types.SimpleNamespace(
+        **{name: getattr(os, name) for name in dir(os) if not name.startswith("__")}
+    )
+    slow_os.write = slow_write
+    monkeypatch.setattr(intake, "os", slow_os)
+    path = tmp_path / "queue.sqlite3"
+    shared_queue, folder = LocalQueue(path), LocalQueue(path)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def send(worker: int) -> None:
+        for i in range(150):
+            try:
+                shared_queue.send([msg(f"t{worker}-{i}", b"z" * 120)])
+            except BaseException as exc:
+                errors.append(exc)
+
+    def fold_and_rotate() -> None:
+        while not stop.is_set():
+            folder.count()  # folds the journal and rotates it once it is past ROTATE_BYTES
+
+    rotating = threading.Thread(target=fold_and_rotate)
+    rotating.start()
+    senders = [threading.Thread(target=send, args=(w,)) for w in range(6)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(60)
+    stop.set()
+    rotating.join(60)
+    assert errors == []
+    assert sorted(drain(folder)) == sorted(f"t{w}-{i}" for w in range(6) for i in range(150))

@@ -19,7 +19,10 @@ Concurrency: writers hold ``flock(LOCK_EX)`` for the single ``write`` of a recor
 stored in SQLite (generation + offset) in the same transaction as the folded messages, so a
 crash while folding folds again from the same place. Rotation (when everything is folded and
 the file is large) renames a fresh file over the old one; a writer that locked the old file
-notices it was replaced (``st_nlink == 0``) and reopens. The generation tells a reader that the
+notices it was replaced (``st_nlink == 0``) and reopens. Threads of one process share the append
+descriptor, and ``flock`` does not exclude them from each other (the lock belongs to the open file
+description they share), so a thread lock is held for the whole append: no thread can close or
+reopen the descriptor while another writes through it. The generation tells a reader that the
 file was replaced after the offset it stored, which only happens once all of the old file was
 folded, so it starts at the new file's first record.
 """
@@ -31,6 +34,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -160,6 +164,8 @@ class IntakeJournal:
         self.path = path
         self._fd: int | None = None
         self._forks = _forks
+        # Guards ``_fd`` across this process's threads (see the module docstring).
+        self._thread_lock = threading.Lock()
         self.ensure()
 
     # --- writing ------------------------------------------------------------------------------
@@ -195,25 +201,29 @@ class IntakeJournal:
 
     def append(self, record: bytes) -> None:
         """One ``write`` under the lock; a short write (disk full) is cut off again and raised."""
-        try:
-            fd = self._locked_fd()
-        except OSError as exc:
-            raise QueueError(f"local queue intake {self.path}: {exc}") from exc
-        try:
+        with self._thread_lock:
             try:
-                written = os.write(fd, record)
-            except OSError as exc:  # nothing was written
+                fd = self._locked_fd()
+            except OSError as exc:
                 raise QueueError(f"local queue intake {self.path}: {exc}") from exc
-            if written != len(record):  # disk full part-way: cut the partial record off again
-                os.ftruncate(fd, os.fstat(fd).st_size - written)
-                raise QueueError(f"local queue intake {self.path}: short write ({written} of {len(record)})")
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            try:
+                try:
+                    written = os.write(fd, record)
+                except OSError as exc:  # nothing was written
+                    raise QueueError(f"local queue intake {self.path}: {exc}") from exc
+                if written != len(record):  # disk full part-way: cut the partial record off again
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
+                    raise QueueError(
+                        f"local queue intake {self.path}: short write ({written} of {len(record)})"
+                    )
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._fd is not None and self._forks == _forks:
-            os.close(self._fd)
-        self._fd = None
+        with self._thread_lock:
+            if self._fd is not None and self._forks == _forks:
+                os.close(self._fd)
+            self._fd = None
 
     # --- reading ------------------------------------------------------------------------------
 
