@@ -603,3 +603,29 @@ QueueModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestQueueModel = QueueModel.TestCase
+
+
+def test_the_look_ahead_and_the_duplicate_sweep_are_index_searches(tmp_path: Path) -> None:
+    """Their cost must not grow with the queue (issue 22.2): SQLite's own plan says which index
+    answers each (CREATE INDEX IF NOT EXISTS also adds them to a queue file an older version made)."""
+    import sqlite3
+
+    from shared.queue import local
+
+    queue = LocalQueue(tmp_path / "queue.sqlite3")
+    queue.send([OutgoingMessage(message_id="m1", body=b'{"coalesce_key": "web:refs/heads/main"}')])
+    assert queue.pending_with_coalesce_key("web:refs/heads/main") == [
+        b'{"coalesce_key": "web:refs/heads/main"}'
+    ]
+    queue.close()
+    with sqlite3.connect(tmp_path / "queue.sqlite3") as conn:
+        look_ahead = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT body FROM messages WHERE queue = ? AND sub_queue = ?"  # noqa: S608
+            f" AND {local._COALESCE_KEY} = ? ORDER BY seq",
+            ("build-requests", "active", "k"),
+        ).fetchall()
+        sweep = conn.execute(
+            "EXPLAIN QUERY PLAN DELETE FROM duplicates WHERE queue = ? AND expires_at <= ?", ("q", 1)
+        ).fetchall()
+    assert "USING INDEX messages_by_coalesce_key" in " ".join(row[-1] for row in look_ahead)
+    assert "duplicates_by_expiry" in " ".join(row[-1] for row in sweep)
