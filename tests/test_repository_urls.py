@@ -31,14 +31,14 @@ def test_the_forms_of_one_repository_agree(
 ) -> None:
     forms = _forms(host, ssh_host, owner, repo)
     rnd.shuffle(forms)
-    assert repository_conflict(forms[: rnd.randint(1, len(forms))]) is None
+    assert repository_conflict(tuple(forms[: rnd.randint(1, len(forms))])) is None
 
 
 @given(_HOST, _HOST, _NAME, _NAME)
 def test_a_web_url_on_another_host_disagrees(host: str, other: str, owner: str, repo: str) -> None:
     if other == host:
         other = "x" + host
-    reason = repository_conflict([f"https://{host}/{owner}/{repo}", f"https://{other}/{owner}/{repo}.git"])
+    reason = repository_conflict((f"https://{host}/{owner}/{repo}", f"https://{other}/{owner}/{repo}.git"))
     assert reason is not None and reason.startswith(
         "the payload's repository URLs name different repositories"
     )
@@ -49,24 +49,24 @@ def test_an_ssh_url_with_another_path_disagrees(host: str, owner: str, repo: str
     if other.lower() == repo.lower():
         other = repo + "x"
     assert (
-        repository_conflict([f"https://{host}/{owner}/{repo}", f"git@{host}:{owner}/{other}.git"]) is not None
+        repository_conflict((f"https://{host}/{owner}/{repo}", f"git@{host}:{owner}/{other}.git")) is not None
     )
     assert (
-        repository_conflict([f"git@{host}:{owner}/{repo}.git", f"ssh://git@{host}/{owner}/{other}"])
+        repository_conflict((f"git@{host}:{owner}/{repo}.git", f"ssh://git@{host}/{owner}/{other}"))
         is not None
     )
 
 
 def test_a_relative_url_root_is_not_a_disagreement() -> None:
     # A GitLab or Gitea under https://host/gitlab/ shows the prefix in its web URLs, not its ssh URLs.
-    urls = ["https://host.example/gitlab/group/app", "git@host.example:group/app.git"]
+    urls = ("https://host.example/gitlab/group/app", "git@host.example:group/app.git")
     assert repository_conflict(urls) is None
     assert repository_conflict(
-        ["https://host.example/gitlab/group/app", "git@host.example:lab/group/app.git"]
+        ("https://host.example/gitlab/group/app", "git@host.example:lab/group/app.git")
     )
 
 
 def test_the_reason_is_bounded() -> None:
-    urls = [f"https://h{i}.example/{'o' * 500}/r" for i in range(50)]
+    urls = tuple(f"https://h{i}.example/{'o' * 500}/r" for i in range(50))
     reason = repository_conflict(urls)
     assert reason is not None and len(reason) < 600

@@ -111,7 +111,7 @@ class AzureDevOpsPush(AzureDevOpsEnvelope):
     resource: AzureDevOpsResource
 
 
-def comparable_urls(repo: AzureDevOpsRepository) -> list[str]:
+def comparable_urls(repo: AzureDevOpsRepository) -> tuple[str, ...]:
     """The repository URLs that must agree: ``remoteUrl``, ``webUrl`` and a Services ``sshUrl``.
 
     Azure DevOps Services writes one repository three ways (``https://org@dev.azure.com/org/
@@ -131,7 +131,7 @@ def comparable_urls(repo: AzureDevOpsRepository) -> list[str]:
             )
         elif url != repo.ssh_url:
             urls.append(url)
-    return urls
+    return tuple(urls)
 
 
 def to_push_events(

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -200,7 +201,8 @@ def _is_ssh(url: str) -> bool:
     return scheme.lower() in _SSH_SCHEMES if sep else True
 
 
-def repository_conflict(urls: Sequence[str]) -> str | None:
+@lru_cache(maxsize=1024)
+def repository_conflict(urls: tuple[str, ...]) -> str | None:
     """Why a payload's repository URLs cannot all name one repository, or None when they can.
 
     The web and clone URLs (https, http, git://) must name the same host and path. An ssh URL
@@ -208,7 +210,8 @@ def repository_conflict(urls: Sequence[str]) -> str | None:
     samples show it), and it has no relative-URL prefix, so only its path is held against the
     others: it must be the web path or its end. Slipway never builds from these URLs (the
     target's ``repo`` is what is cloned), but a payload that contradicts itself cannot be
-    trusted to route either, so it is ignored with this reason.
+    trusted to route either, so it is ignored with this reason. Cached: one repository's pushes
+    repeat the same URLs.
     """
     web: set[str] = set()
     ssh_paths: set[str] = set()
