@@ -179,7 +179,10 @@ def _splittable(url: str) -> bool:
 
 
 def https_clone_url(*candidates: str | None) -> str:
-    """The URL the dispatcher clones: https only, never with credentials.
+    """The sender's clone URL in https form, for ``PushEvent.clone_url`` only.
+
+    Nothing is built from it: a request clones its target's configured ``repo``
+    (``shared.routing.https_clone_url``); a payload's URLs only route.
 
     The first https candidate wins; otherwise the first http one is upgraded to https (the
     dispatcher refuses plain http, and self-hosted instances often report http behind a TLS
@@ -201,7 +204,9 @@ def _is_ssh(url: str) -> bool:
     return scheme.lower() in _SSH_SCHEMES if sep else True
 
 
-@lru_cache(maxsize=1024)
+_CACHED_URL_CHARS = 2048
+
+
 def repository_conflict(urls: tuple[str, ...]) -> str | None:
     """Why a payload's repository URLs cannot all name one repository, or None when they can.
 
@@ -210,9 +215,20 @@ def repository_conflict(urls: tuple[str, ...]) -> str | None:
     samples show it), and it has no relative-URL prefix, so only its path is held against the
     others: it must be the web path or its end. Slipway never builds from these URLs (the
     target's ``repo`` is what is cloned), but a payload that contradicts itself cannot be
-    trusted to route either, so it is ignored with this reason. Cached: one repository's pushes
-    repeat the same URLs.
+    trusted to route either, so it is ignored with this reason. Cached (for URLs of a usual
+    length): one repository's pushes repeat the same URLs.
     """
+    if sum(map(len, urls)) <= _CACHED_URL_CHARS:
+        return _cached_conflict(urls)
+    return _conflict(urls)
+
+
+@lru_cache(maxsize=1024)
+def _cached_conflict(urls: tuple[str, ...]) -> str | None:
+    return _conflict(urls)
+
+
+def _conflict(urls: tuple[str, ...]) -> str | None:
     web: set[str] = set()
     ssh_paths: set[str] = set()
     for url in urls:
