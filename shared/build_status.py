@@ -7,13 +7,15 @@ the run ends. Both go through ``BuildStatusNotifier`` so the wording, the link a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.commit_status import CommitState, CommitStatus, StatusReporter, context_for, portal_run_url
+from shared.routing import https_clone_url
 
 if TYPE_CHECKING:
+    from shared.config import SlipwayConfig
     from shared.ledger import LedgerRecord
 
 _STATE_FOR_RUN = {
@@ -77,17 +79,43 @@ def describe(record: LedgerRecord) -> str:
 
 
 class BuildStatusNotifier:
-    """Posts a record's commit status; never raises (``StatusReporter`` retries and logs)."""
+    """Posts a record's commit status; never raises (``StatusReporter`` retries and logs).
 
-    def __init__(self, reporter: StatusReporter, settings: Mapping[str, str]) -> None:
+    The repository a status is posted for, and so the host the status token is sent to, is the
+    target's configured ``repo`` (with the settings' API URLs), never the ``source.repo_url`` a
+    record carries: that came from a queue message, which more principals can write than the
+    configuration.
+    """
+
+    def __init__(
+        self,
+        reporter: StatusReporter,
+        settings: Mapping[str, str],
+        *,
+        config: Callable[[], SlipwayConfig],
+    ) -> None:
         self._reporter = reporter
         self._settings = settings
+        self._config = config
+
+    def _configured_repo(self, target: str) -> str | None:
+        """The target's repository as an https URL; None when the target (or the config) is gone."""
+        try:
+            config = self._config()
+        except Exception:  # a broken configuration costs a status, never the build
+            return None
+        found = next((t for t in config.targets if t.name == target), None)
+        return https_clone_url(found.repo) if found is not None else None
 
     def status_for(self, record: LedgerRecord, state: CommitState) -> CommitStatus | None:
-        """None when no status applies: a dry run, or a rebuild of a ref's head (no commit)."""
+        """None when no status applies: a dry run, a rebuild of a ref's head (no commit), or a
+        target no longer configured (no repository Slipway vouches for)."""
         source: Mapping[str, Any] = record.request.get("source", {})
-        commit, repo_url = source.get("commit"), source.get("repo_url")
-        if record.backend != "acr" or not commit or not repo_url:
+        commit = source.get("commit")
+        if record.backend != "acr" or not commit:
+            return None
+        repo_url = self._configured_repo(record.target)
+        if repo_url is None:
             return None
         return CommitStatus(
             repo_url=repo_url,

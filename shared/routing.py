@@ -82,10 +82,13 @@ class NoImageTags(ValueError):
     """No tag rule of the target produces a tag for this ref."""
 
 
+@lru_cache(maxsize=1024)
 def https_clone_url(url: str) -> str:
     """An https clone URL for a configured repository in any form (https, ssh, scp-like).
 
-    Keeps the path's case (some hosts care) and an explicit port; drops user information.
+    Every request's ``source.repo_url`` comes from here, from the target's ``repo``: never from a
+    URL a payload carried. Keeps the path's case (some hosts care) and the port of an http(s)
+    form; drops user information and an ssh port (it is not the https port).
     """
     text = url.strip()
     scp = _SSH_SCP_RE.match(text) if "://" not in text else None
@@ -98,6 +101,12 @@ def https_clone_url(url: str) -> str:
             host = f"{host}:{parts.port}"
         path = parts.path
     path = path.strip("/").removesuffix(".git")
+    if "_git" in path.split("/"):
+        # Azure DevOps (Services and Server) names the repository by the segment after _git; its
+        # clone URLs carry no .git (MicrosoftDocs/azure-devops-docs docs/repos/git/clone.md:
+        # ``git clone https://dev.azure.com/fabrikam/DefaultCollection/_git/Fabrikam``), and a
+        # name with .git appended is another repository's name (404 TF401019).
+        return f"https://{host}/{path}"
     return f"https://{host}/{path}.git"
 
 
@@ -320,7 +329,8 @@ def route_push(
                 target,
                 ref=event.ref,
                 commit=event.after,
-                repo_url=event.clone_url,
+                # The configured repository, never a URL of the payload: the payload only routes.
+                repo_url=https_clone_url(target.repo),
                 trigger=trigger,
                 default_branch=event.default_branch,
             )

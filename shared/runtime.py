@@ -158,7 +158,7 @@ class Runtime:
         from shared.commit_status import StatusReporter
 
         reporter = StatusReporter(self.settings, max_attempts=max_attempts, max_delay=max_delay)
-        return BuildStatusNotifier(reporter, self.settings)
+        return BuildStatusNotifier(reporter, self.settings, config=self.config)
 
     def reconciler(self) -> Reconciler:
         from shared.reconcile import Reconciler

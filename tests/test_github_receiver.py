@@ -101,7 +101,7 @@ def test_signed_push_is_queued_as_one_build_request(queue: LocalQueue) -> None:
     request = BuildRequest.from_json(message.body)
     payload = fixture_json("push-branch-signed-aspnet.json")
     assert request.source.commit == payload["after"]
-    assert request.source.repo_url == payload["repository"]["clone_url"]
+    assert request.source.repo_url == "https://github.com/dougbu/AzureTest.git"  # the target's repo
     assert request.trigger.delivery_id == "abc-1"
     assert request.trigger.provider == "github"
 
@@ -240,9 +240,12 @@ def test_skip_ci_in_head_commit(queue: LocalQueue) -> None:
 
 def test_unknown_repository(queue: LocalQueue) -> None:
     payload = fixture_json("push-branch-signed-aspnet.json")
-    for key in ("clone_url", "html_url", "ssh_url", "git_url", "url", "svn_url"):
-        payload["repository"][key] = f"https://github.com/someone/else/{key}"
-    payload["repository"]["clone_url"] = "https://github.com/someone/else.git"
+    payload["repository"].update(
+        clone_url="https://github.com/someone/else.git",
+        html_url="https://github.com/someone/else",
+        ssh_url="git@github.com:someone/else.git",
+        git_url="git://github.com/someone/else.git",
+    )
     resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
     assert resp.status == 200
     assert resp.body["ignored"][0]["reason"].startswith("no target builds github.com/someone/else")
@@ -392,3 +395,44 @@ def test_a_ref_with_a_lone_surrogate_escape_is_ignored_not_a_500(queue: LocalQue
     assert resp.body["ignored"][0]["reason"] == "ref is not a valid Git branch or tag name"
     assert json.loads(resp.body_bytes()) == resp.body
     assert queue.count() == 0
+
+
+DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("clone_url", "https://builds.attacker.example/dougbu/AzureTest.git"),  # another host
+        ("clone_url", "https://github.com/someone/AzureTest.git"),  # another repository
+        ("git_url", "git://attacker.example/dougbu/AzureTest.git"),
+        ("ssh_url", "git@github.com:someone/else.git"),  # ssh: another path
+    ],
+)
+def test_a_payload_whose_urls_disagree_is_ignored(queue: LocalQueue, field: str, url: str) -> None:
+    # html_url still names the configured repository: routing alone would accept the push.
+    payload = fixture_json("push-branch-signed-aspnet.json")
+    payload["repository"][field] = url
+    resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["accepted"] == []
+    [ignored] = resp.body["ignored"]
+    assert ignored["target"] is None
+    assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+    assert "github.com/dougbu/azuretest" in ignored["reason"]
+    assert queue.peek() == []
+
+
+def test_the_build_clones_the_configured_repo_not_a_payload_url(queue: LocalQueue) -> None:
+    # Every URL of the payload agrees (same repository, other case), the target is configured in
+    # the scp form: the request clones the configured repository, its path's case kept.
+    payload = fixture_json("push-branch-created.json")
+    payload["repository"].update(
+        clone_url="https://GITHUB.com/codertocat/hello-world.git",
+        html_url="https://github.com/codertocat/hello-world",
+    )
+    resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 202, resp.body
+    [request] = _queued(queue)
+    assert request.target == "hello"
+    assert request.source.repo_url == "https://github.com/Codertocat/Hello-World.git"

@@ -316,3 +316,67 @@ def test_fuzz_authenticated_bodies_never_5xx(tmp_path_factory: pytest.TempPathFa
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
+
+
+DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
+
+
+@pytest.mark.parametrize(
+    ("ref", "change"),
+    [
+        # The sample (Azure DevOps Server) with a webUrl naming the configured repository.
+        (
+            "refs/heads/master",
+            {
+                "remoteUrl": "https://attacker.example/tfs/GoodCompany/_git/Project",
+                "webUrl": "https://good-company.some.ssl.host/tfs/GoodCompany/_git/Project",
+            },
+        ),
+        # Azure DevOps Services: the forms of one repository must name the same one.
+        (
+            "refs/heads/main",
+            {
+                "remoteUrl": "https://fabrikam@dev.azure.com/fabrikam/Fiber/_git/Fiber",
+                "webUrl": "https://dev.azure.com/fabrikam/Fiber/_git/Fiber",
+                "sshUrl": "git@ssh.dev.azure.com:v3/fabrikam/Other/Fiber",
+            },
+        ),
+        (
+            "refs/heads/main",
+            {
+                "remoteUrl": "https://fabrikam.visualstudio.com/Other/_git/Fiber",
+                "webUrl": "https://dev.azure.com/fabrikam/Fiber/_git/Fiber",
+            },
+        ),
+    ],
+)
+def test_a_payload_whose_urls_disagree_is_ignored(
+    queue: LocalQueue, ref: str, change: dict[str, str]
+) -> None:
+    # One URL still names a configured repository: routing alone would build the push.
+    payload = fixture_json()
+    payload["resource"]["repository"].update(change)
+    payload["resource"]["refUpdates"][0]["name"] = ref
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["accepted"] == []
+    [ignored] = resp.body["ignored"]
+    assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+    assert _queued(queue) == []
+
+
+def test_the_three_services_forms_of_one_repository_agree(queue: LocalQueue) -> None:
+    payload = fixture_json()
+    payload["resource"]["repository"].update(
+        remoteUrl="https://fabrikam@dev.azure.com/fabrikam/Fiber/_git/Fiber",
+        webUrl="https://fabrikam.visualstudio.com/DefaultCollection/Fiber/_git/Fiber",
+        sshUrl="git@ssh.dev.azure.com:v3/fabrikam/Fiber/Fiber",
+    )
+    payload["resource"]["refUpdates"][0]["name"] = "refs/heads/main"
+    resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 202, resp.body
+    [request] = _queued(queue)
+    assert (request.target, request.source.repo_url) == (
+        "fabrikam",
+        "https://dev.azure.com/fabrikam/Fiber/_git/Fiber",
+    )

@@ -111,7 +111,8 @@ def test_every_sample_is_queued_with_a_paths_note(queue: LocalQueue, name: str) 
     ]
     [request] = _queued(queue)
     assert (request.source.ref, request.source.commit) == ("refs/heads/master", COMMIT)
-    assert request.source.repo_url == "https://bitbucket.org/henrikfrystyknielsen/henrikntest01"
+    # The target's configured repo (ssh form) in https form, not the payload's links.html.href.
+    assert request.source.repo_url == "https://bitbucket.org/henrikfrystyknielsen/henrikntest01.git"
     assert request.trigger.provider == "bitbucket"
     if "X-Hook-UUID" in recorded:
         # Without X-Request-UUID, the webhook's own UUID correlates the logs.
@@ -306,3 +307,26 @@ def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, 
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
+
+
+DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"links": {"html": {"href": "https://attacker.example/henrikfrystyknielsen/henrikntest01"}}},
+        {"full_name": "someone/henrikntest01"},
+    ],
+)
+def test_a_payload_whose_urls_disagree_is_ignored(queue: LocalQueue, change: dict[str, Any]) -> None:
+    # One of links.html.href and full_name still names the configured repository.
+    payload = fixture_json()
+    payload["repository"].update(change)
+    body = json.dumps(payload).encode()
+    resp = receive_bitbucket(bitbucket_request(body), _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["accepted"] == []
+    [ignored] = resp.body["ignored"]
+    assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+    assert _queued(queue) == []

@@ -54,6 +54,13 @@ CONFIG = SlipwayConfig.model_validate(
 )
 
 
+# Each target's configured repo in https form: what its builds clone, whatever the payload says.
+BUILT_FROM = {
+    "webhooks": "https://localhost/gitea/webhooks.git",
+    "webhooks-all": "https://localhost:3000/gitea/webhooks.git",
+}
+
+
 def fixture_bytes(name: str = SAMPLE) -> bytes:
     return (FIXTURES / name).read_bytes()
 
@@ -114,7 +121,9 @@ def test_the_documented_push_is_queued(queue: LocalQueue) -> None:
     ]
     for request in _queued(queue):
         assert (request.source.ref, request.source.commit) == ("refs/heads/develop", COMMIT)
-        assert request.source.repo_url == "https://localhost:3000/gitea/webhooks.git"
+        # Built from each target's configured repo, never from the payload's clone_url: the
+        # ssh form's https URL has no port (configure the https URL to keep one).
+        assert request.source.repo_url == BUILT_FROM[request.target]
         assert {"develop", "sha-bffeb74"} <= set(request.image.tags)
         assert "latest" not in request.image.tags  # the default branch is master
         assert request.trigger.provider == "gitea"
@@ -349,3 +358,25 @@ def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, 
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
+
+
+DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("clone_url", "http://attacker.example:3000/gitea/webhooks.git"),
+        ("html_url", "http://localhost:3000/someone/webhooks"),
+        ("ssh_url", "ssh://gitea@localhost:2222/someone/else.git"),
+    ],
+)
+def test_a_payload_whose_urls_disagree_is_ignored(queue: LocalQueue, field: str, url: str) -> None:
+    payload = fixture_json()
+    payload["repository"][field] = url
+    resp = receive_gitea(gitea_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["accepted"] == []
+    [ignored] = resp.body["ignored"]
+    assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+    assert _queued(queue) == []

@@ -461,3 +461,48 @@ def test_fuzz_authenticated_bodies_never_5xx(
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
+
+
+DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "url"),
+    [
+        ("project", "git_http_url", "http://attacker.example/mike/diaspora.git"),
+        ("project", "http_url", "https://example.com/someone/diaspora.git"),
+        ("repository", "git_http_url", "http://attacker.example/mike/diaspora.git"),
+        ("project", "git_ssh_url", "git@example.com:someone/else.git"),
+    ],
+)
+def test_a_payload_whose_urls_disagree_is_ignored(
+    queue: LocalQueue, section: str, field: str, url: str
+) -> None:
+    # web_url and the others still name the configured repository: routing alone would build it.
+    payload = fixture_json("push-hook-docs.json")
+    payload[section][field] = url
+    resp = receive_gitlab(gitlab_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["accepted"] == []
+    [ignored] = resp.body["ignored"]
+    assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+    assert _queued(queue) == []
+
+
+def test_an_ssh_host_apart_from_the_web_host_still_routes(queue: LocalQueue) -> None:
+    # GitLab's SSH host can differ from its web host: its own release hook sample
+    # (fixtures/gitlab/release-hook-go-gitlab.json) has web_url on example.com and ssh_url on
+    # gitlab.com, same path. The push is built, from the configured repo.
+    payload = fixture_json("push-hook-docs.json")
+    for section, field in (("project", "git_ssh_url"), ("project", "ssh_url"), ("project", "url")):
+        payload[section][field] = "git@gitlab.com:mike/diaspora.git"
+    payload["repository"].update(
+        url="git@gitlab.com:mike/diaspora.git", git_ssh_url="git@gitlab.com:mike/diaspora.git"
+    )
+    resp = receive_gitlab(gitlab_request(json.dumps(payload).encode()), _ctx(queue))
+    assert resp.status == 202, resp.body
+    [request] = _queued(queue)
+    assert request.target == "diaspora"
+    assert (
+        request.source.repo_url == "https://example.com/mike/diaspora.git"
+    )  # git@example.com:mike/diaspora.git

@@ -67,6 +67,7 @@ def _request(commit: str | None = COMMIT, kind: str = "push") -> bytes:
 class Env:
     def __init__(self, tmp_path: Path, acr: AcrServer, git: GitHostServer) -> None:
         self.acr, self.git, self.clock = acr, git, Clock()
+        self.config = CONFIG
         self.settings = {**ACR, **git.settings(GITHUB_STATUS_TOKEN="ghs-test-token")}
         self.ledger: FolderLedger | BlobLedger = FolderLedger(tmp_path / "ledger")
         self.backend = AcrBackend(
@@ -80,9 +81,11 @@ class Env:
 
     def notifier(self) -> BuildStatusNotifier:
         reporter = StatusReporter(self.settings, max_attempts=2, sleep=lambda _s: None)
-        return BuildStatusNotifier(reporter, self.settings)
+        # Statuses go to the configured repository's host: the one the last dispatch ran with.
+        return BuildStatusNotifier(reporter, self.settings, config=lambda: self.config)
 
     def dispatch(self, body: bytes | None = None, backend: Any = None, config: SlipwayConfig = CONFIG) -> str:
+        self.config = config
         dispatcher = Dispatcher(
             config=lambda: config,
             ledger=self.ledger,

@@ -122,6 +122,15 @@ def test_feature_branch_imports_default_branch_cache() -> None:
         ("https://GitHub.com/Octo/Repo", "https://github.com/Octo/Repo.git"),
         ("ssh://git@github.com/Octo/Repo.git", "https://github.com/Octo/Repo.git"),
         ("github.com/Octo/Repo/", "https://github.com/Octo/Repo.git"),
+        ("http://gitea.example:3000/Team/App", "https://gitea.example:3000/Team/App.git"),
+        ("ssh://git@gitlab.example.com:2222/Group/App.git", "https://gitlab.example.com/Group/App.git"),
+        # Azure DevOps clone URLs carry no .git: MicrosoftDocs/azure-devops-docs
+        # docs/repos/git/clone.md (``git clone https://dev.azure.com/fabrikam/DefaultCollection/_git/Fabrikam``).
+        (
+            "https://dev.azure.com/fabrikam/DefaultCollection/_git/Fabrikam",
+            "https://dev.azure.com/fabrikam/DefaultCollection/_git/Fabrikam",
+        ),
+        ("https://org@dev.azure.com/org/Proj/_git/App/", "https://dev.azure.com/org/Proj/_git/App"),
     ],
 )
 def test_https_clone_url_keeps_the_path_case(url: str, expected: str) -> None:
@@ -278,3 +287,12 @@ def test_route_plans_belong_to_their_configuration() -> None:
         ignored = route_push(_event(), builds_release, correlation_id="c").ignored
         assert [i.reason for i in ignored] == ["branch 'main' does not match ['release/*']"]
         assert route_push(_event(), elsewhere, correlation_id="c").ignored[0].target is None
+
+
+def test_a_request_clones_the_configured_repo_whatever_the_event_says() -> None:
+    # The event routes on any of its URLs; its clone_url is never what is built.
+    event = _event(
+        repo_urls=("https://github.com/octo/repo.git",), clone_url="https://attacker.example/octo/repo.git"
+    )
+    [request] = route_push(event, _config(repo="git@github.com:Octo/Repo.git"), correlation_id="c").accepted
+    assert request.source.repo_url == "https://github.com/Octo/Repo.git"

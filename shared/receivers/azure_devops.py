@@ -30,11 +30,13 @@ from shared.receivers.common import (
     Delivery,
     PayloadModel,
     check_json_request,
+    conflict_response,
     event_not_handled,
     https_clone_url,
     ignored_response,
     is_zero_commit,
     parse_json,
+    repository_conflict,
     required_setting,
     route_events,
     run_receiver,
@@ -109,6 +111,29 @@ class AzureDevOpsPush(AzureDevOpsEnvelope):
     resource: AzureDevOpsResource
 
 
+def comparable_urls(repo: AzureDevOpsRepository) -> tuple[str, ...]:
+    """The repository URLs that must agree: ``remoteUrl``, ``webUrl`` and a Services ``sshUrl``.
+
+    Azure DevOps Services writes one repository three ways (``https://org@dev.azure.com/org/
+    project/_git/repo``, ``https://org.visualstudio.com/project/_git/repo``,
+    ``git@ssh.dev.azure.com:v3/org/project/repo``), so each is reduced to its organisation,
+    project and repository first. ``url`` is an API address by GUID, not comparable; an
+    ``sshUrl`` of Azure DevOps Server has no documented form here, so it is left out.
+    """
+    from shared.commit_status import parse_azure_devops_repo  # only pushes from Azure DevOps need it
+
+    urls = []
+    for url in unique_urls(repo.remote_url, repo.web_url, repo.ssh_url):
+        services = parse_azure_devops_repo(url)
+        if services is not None:
+            urls.append(
+                f"https://dev.azure.com/{services.organization}/{services.project}/_git/{services.repository}"
+            )
+        elif url != repo.ssh_url:
+            urls.append(url)
+    return tuple(urls)
+
+
 def to_push_events(
     push: AzureDevOpsPush, *, delivery_id: str | None, received_at: datetime
 ) -> list[PushEvent]:
@@ -169,6 +194,8 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     push = parse_json(AzureDevOpsPush, req.body, what="push payload")
     if not push.resource.ref_updates:
         return ignored_response(delivery.correlation_id, "the push updates no ref")
+    if (conflict := repository_conflict(comparable_urls(push.resource.repository))) is not None:
+        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
     received_at = ctx.clock()
     events = to_push_events(push, delivery_id=delivery.delivery_id, received_at=received_at)
     return route_events(events, ctx, correlation_id=delivery.correlation_id, received_at=received_at)

@@ -24,11 +24,13 @@ from shared.receivers.common import (
     Delivery,
     PayloadModel,
     check_json_request,
+    conflict_response,
     event_not_handled,
     https_clone_url,
     ignored_response,
     parse_json,
     pong_response,
+    repository_conflict,
     require_json_object,
     required_setting,
     route_events,
@@ -97,6 +99,12 @@ class BitbucketPush(PayloadModel):
     repository: BitbucketRepository
 
 
+def repository_urls(repo: BitbucketRepository) -> tuple[str, ...]:
+    """The repository's web link and the Bitbucket Cloud URL its ``full_name`` gives, each once."""
+    html = repo.links.html.href if repo.links and repo.links.html else None
+    return unique_urls(html, f"{CLOUD_HOST}/{repo.full_name}" if repo.full_name else None)
+
+
 def to_push_events(
     push: BitbucketPush, *, delivery_id: str | None, received_at: datetime
 ) -> tuple[list[PushEvent], list[Ignored]]:
@@ -105,10 +113,8 @@ def to_push_events(
     Raises ``RequestRejected`` (400) when a new ref's target is not a full commit id.
     """
     repo = push.repository
-    html = repo.links.html.href if repo.links and repo.links.html else None
-    from_name = f"{CLOUD_HOST}/{repo.full_name}" if repo.full_name else None
-    repo_urls = unique_urls(html, from_name)
-    clone_url = https_clone_url(html, from_name)
+    repo_urls = repository_urls(repo)
+    clone_url = https_clone_url(*repo_urls)
     default_branch = repo.mainbranch.name if repo.mainbranch else None
     events: list[PushEvent] = []
     ignored: list[Ignored] = []
@@ -182,6 +188,8 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     push = parse_json(BitbucketPush, req.body, what="push payload")
     if not push.push.changes:
         return ignored_response(delivery.correlation_id, "the push lists no changes")
+    if (conflict := repository_conflict(repository_urls(push.repository))) is not None:
+        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
     received_at = ctx.clock()
     events, ignored = to_push_events(push, delivery_id=delivery.delivery_id, received_at=received_at)
     return route_events(

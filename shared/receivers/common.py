@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,11 +23,13 @@ from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.logs import log_event
 from shared.receivers.base import ReceiverContext, enqueue, load_config, new_correlation_id, safe_delivery_id
-from shared.routing import Ignored, RouteResult, route_push
+from shared.routing import Ignored, RouteResult, normalize_repo, route_push
 
 JSON_MEDIA_TYPES = ("application/json",)
 _UTF8_BOM = b"\xef\xbb\xbf"
 _REASON_EVENT_CHARS = 64
+_REASON_URL_CHARS = 100
+_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -176,7 +179,10 @@ def _splittable(url: str) -> bool:
 
 
 def https_clone_url(*candidates: str | None) -> str:
-    """The URL the dispatcher clones: https only, never with credentials.
+    """The sender's clone URL in https form, for ``PushEvent.clone_url`` only.
+
+    Nothing is built from it: a request clones its target's configured ``repo``
+    (``shared.routing.https_clone_url``); a payload's URLs only route.
 
     The first https candidate wins; otherwise the first http one is upgraded to https (the
     dispatcher refuses plain http, and self-hosted instances often report http behind a TLS
@@ -190,6 +196,67 @@ def https_clone_url(*candidates: str | None) -> str:
             if parts.scheme.lower() == scheme and host:
                 return urlunsplit(("https", host, parts.path, "", ""))
     return ""
+
+
+def _is_ssh(url: str) -> bool:
+    """ssh:// or scp-like ``user@host:path``: a form whose host may differ from the web host."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() in _SSH_SCHEMES if sep else True
+
+
+_CACHED_URL_CHARS = 2048
+
+
+def repository_conflict(urls: tuple[str, ...]) -> str | None:
+    """Why a payload's repository URLs cannot all name one repository, or None when they can.
+
+    The web and clone URLs (https, http, git://) must name the same host and path. An ssh URL
+    may name another host (GitLab and Gitea let the SSH host be configured apart; GitLab's own
+    samples show it), and it has no relative-URL prefix, so only its path is held against the
+    others: it must be the web path or its end. Slipway never builds from these URLs (the
+    target's ``repo`` is what is cloned), but a payload that contradicts itself cannot be
+    trusted to route either, so it is ignored with this reason. Cached (for URLs of a usual
+    length): one repository's pushes repeat the same URLs.
+    """
+    if sum(map(len, urls)) <= _CACHED_URL_CHARS:
+        return _cached_conflict(urls)
+    return _conflict(urls)
+
+
+@lru_cache(maxsize=1024)
+def _cached_conflict(urls: tuple[str, ...]) -> str | None:
+    return _conflict(urls)
+
+
+def _conflict(urls: tuple[str, ...]) -> str | None:
+    web: set[str] = set()
+    ssh_paths: set[str] = set()
+    for url in urls:
+        key = normalize_repo(url)
+        if _is_ssh(url):
+            ssh_paths.add(key.partition("/")[2])
+        else:
+            web.add(key)
+    if len(web) <= 1 and len(ssh_paths) <= 1:
+        if not web or not ssh_paths:
+            return None
+        web_path, ssh_path = next(iter(web)).partition("/")[2], next(iter(ssh_paths))
+        if web_path == ssh_path or web_path.endswith("/" + ssh_path):
+            return None
+    named = ", ".join(sorted(k[:_REASON_URL_CHARS] for k in web | ssh_paths)[:4])
+    return (
+        f"the payload's repository URLs name different repositories ({named}); "
+        "Slipway builds only a target's configured repo"
+    )
+
+
+def conflict_response(
+    reason: str, ctx: ReceiverContext, *, correlation_id: str, subject: str = "push"
+) -> HttpResponse:
+    """200 with ``reason`` ignored, logged like any other ignored push; nothing is queued."""
+    return enqueue(
+        RouteResult(ignored=[Ignored(None, reason)]), ctx, correlation_id=correlation_id, subject=subject
+    )
 
 
 def route_events(

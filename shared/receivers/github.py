@@ -16,7 +16,7 @@ from shared.events import PushEvent
 from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.receivers.base import ReceiverContext, enqueue, load_config, safe_delivery_id
-from shared.receivers.common import Delivery, run_receiver
+from shared.receivers.common import Delivery, conflict_response, repository_conflict, run_receiver
 from shared.routing import route_push
 
 SECRET_SETTING = "GITHUB_WEBHOOK_SECRET"
@@ -184,6 +184,8 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     push = _parse_push(media_type, req.body)
     received_at = ctx.clock()
     push_event = to_push_event(push, delivery_id=delivery_id, received_at=received_at)
+    if (conflict := repository_conflict(push_event.repo_urls)) is not None:
+        return conflict_response(conflict, ctx, correlation_id=correlation_id)
     config = load_config(ctx)
     result = route_push(push_event, config, correlation_id=correlation_id, received_at=received_at)
     return enqueue(result, ctx, correlation_id=correlation_id, subject="push" if push_event.branch else "tag")

@@ -20,11 +20,13 @@ from shared.receivers.common import (
     Delivery,
     PayloadModel,
     check_json_request,
+    conflict_response,
     event_not_handled,
     https_clone_url,
     ignored_response,
     is_zero_commit,
     parse_json,
+    repository_conflict,
     require_json_object,
     required_setting,
     route_events,
@@ -192,4 +194,6 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     push = parse_json(GitLabPush, req.body, what="push payload")
     received_at = ctx.clock()
     push_event = to_push_event(push, delivery_id=delivery.delivery_id, received_at=received_at)
+    if (conflict := repository_conflict(push_event.repo_urls)) is not None:
+        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
     return route_events([push_event], ctx, correlation_id=delivery.correlation_id, received_at=received_at)
