@@ -26,9 +26,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.cron import Cron
+from shared.http import DEFAULT_MAX_BODY_BYTES, RequestRejected
 from shared.logs import log_event
 
 logger = logging.getLogger("slipway.host")
+_INTERNAL_ERROR = b'{"error":"internal_error","reason":"an unexpected error; the server log has the details"}'
 _SETTING_RE = re.compile(r"%([A-Za-z0-9_]+)%")
 # The timers' %NAME% schedule settings (NCRONTAB with seconds, UTC) and what ``slipway serve``
 # uses when one is unset; in Azure each must be set (``slipway doctor`` checks).
@@ -187,11 +189,15 @@ class LocalHost:
         host: str = "127.0.0.1",
         port: int = 7071,
         poll_interval: float = 0.1,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        read_timeout: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.functions = functions
         self._queue_factory = queue_factory
         self._poll = poll_interval
+        self._max_body_bytes = max_body_bytes
+        self._read_timeout = read_timeout
         self._clock = clock
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -231,6 +237,7 @@ class LocalHost:
         class Handler(BaseHTTPRequestHandler):
             server_version = "slipway-local"
             protocol_version = "HTTP/1.1"
+            timeout = host._read_timeout  # a client that stops sending frees its thread
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one structured line per request instead
@@ -247,15 +254,18 @@ class LocalHost:
 
         started = time.perf_counter()
         parts = urlsplit(handler.path)
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length > 0 else b""
         status, payload, headers = (
             404,
             b'{"error":"not_found","reason":"no function serves this path"}',
             {"Content-Type": "application/json"},
         )
         name = None
-        for route in self.functions.http:
+        body, refused = self._read_body(handler)
+        if refused is not None:
+            # The rest of the stream cannot be framed: answer, then close the connection.
+            status, payload = refused.status, refused.response().body_bytes()
+            handler.close_connection = True
+        for route in self.functions.http if refused is None else ():
             match = route.pattern.match(parts.path)
             if not match:
                 continue
@@ -277,14 +287,16 @@ class LocalHost:
                 payload = response.get_body()
                 headers = {k: v for k, v in response.headers.items()}
                 headers.setdefault("Content-Type", response.mimetype or "application/json")
-            except Exception as exc:  # the Functions host answers 500 too; say so in the log
+            except Exception:  # the Functions host answers 500 too; the details go to the log only
                 logger.exception("function %s failed", route.name)
-                status, payload = 500, json.dumps({"error": "internal_error", "reason": str(exc)}).encode()
+                status, payload = 500, _INTERNAL_ERROR
             break
         handler.send_response(status)
         for key, value in headers.items():
             if key.lower() not in ("content-length", "connection"):
                 handler.send_header(key, value)
+        if refused is not None:
+            handler.send_header("Connection", "close")
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         if handler.command != "HEAD":
@@ -302,6 +314,36 @@ class LocalHost:
             ms=round((time.perf_counter() - started) * 1000, 1),
             correlation_id=correlation_id,
         )
+
+    def _read_body(self, handler: BaseHTTPRequestHandler) -> tuple[bytes, RequestRejected | None]:
+        """The body as ``Content-Length`` frames it, or why the request cannot be read.
+
+        Framing follows RFC 9112 section 6 (https://www.rfc-editor.org/rfc/rfc9112#section-6):
+        a request with neither Content-Length nor Transfer-Encoding has no body; a
+        Transfer-Encoding this server does not decode gets 411 Length Required; a Content-Length
+        that is not one decimal number (or several that differ) is unrecoverable framing: 400.
+        A declared length over the limit is refused (413) before a byte of it is read.
+        """
+        if handler.headers.get("Transfer-Encoding") is not None:
+            return b"", RequestRejected(411, "length_required", "send the body with a Content-Length")
+        values = handler.headers.get_all("Content-Length") or []
+        distinct = {value.strip() for value in ",".join(values).split(",")} if values else set()
+        if not distinct:
+            return b"", None
+        if len(distinct) != 1 or not next(iter(distinct)).isdigit() or not next(iter(distinct)).isascii():
+            return b"", RequestRejected(400, "bad_request", "Content-Length is not one non-negative number")
+        length = int(next(iter(distinct)))
+        if length > self._max_body_bytes:
+            return b"", RequestRejected(
+                413, "payload_too_large", f"body is larger than {self._max_body_bytes} bytes"
+            )
+        try:
+            body = handler.rfile.read(length) if length else b""
+        except OSError:  # a timeout included: the client stopped sending
+            body = b""
+        if len(body) != length:
+            return b"", RequestRejected(400, "bad_request", "the body is shorter than its Content-Length")
+        return body, None
 
     # --- queue --------------------------------------------------------------------------------
 
