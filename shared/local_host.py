@@ -9,6 +9,7 @@ Functions host does; the environment wins.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import importlib
 import json
 import logging
@@ -30,6 +31,8 @@ from shared.http import DEFAULT_MAX_BODY_BYTES, RequestRejected
 from shared.logs import log_event
 
 logger = logging.getLogger("slipway.host")
+# The local host's stand-in for the Functions host's master key (``_master``).
+MASTER_KEY_SETTING = "SLIPWAY_LOCAL_MASTER_KEY"
 _INTERNAL_ERROR = b'{"error":"internal_error","reason":"an unexpected error; the server log has the details"}'
 _SETTING_RE = re.compile(r"%([A-Za-z0-9_]+)%")
 # The timers' %NAME% schedule settings (NCRONTAB with seconds, UTC) and what ``slipway serve``
@@ -83,6 +86,7 @@ class HttpRoute:
     arg_name: str
     function: Callable[..., Any]
     path: str = ""  # as declared, under /api/, for people to read
+    auth_level: str = "anonymous"  # the binding's authLevel, lower case: anonymous, function, admin
 
 
 @dataclass
@@ -156,6 +160,7 @@ def discover(app_module: str, settings: Mapping[str, str]) -> AppFunctions:
                     trigger["name"],
                     user_function,
                     f"/api/{route.strip('/')}",
+                    str(trigger.get("authLevel") or "function").lower(),
                 )
             )
         elif trigger["type"] == "serviceBusTrigger":
@@ -191,6 +196,8 @@ class LocalHost:
         poll_interval: float = 0.1,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         read_timeout: float = 30.0,
+        master_key: str | None = None,
+        require_keys: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.functions = functions
@@ -198,6 +205,8 @@ class LocalHost:
         self._poll = poll_interval
         self._max_body_bytes = max_body_bytes
         self._read_timeout = read_timeout
+        self._master_key = master_key or None
+        self._require_keys = require_keys or self._master_key is not None
         self._clock = clock
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -273,6 +282,10 @@ class LocalHost:
             if handler.command.upper() not in route.methods:
                 status, payload = 405, b'{"error":"method_not_allowed","reason":"method not allowed"}'
                 break
+            denied = self._authorize(route, handler.headers.get("x-functions-key"), parts.query)
+            if denied is not None:
+                status, payload = denied.status, denied.response().body_bytes()
+                break
             req = func.HttpRequest(
                 method=handler.command,
                 url=f"http://{handler.headers.get('Host', 'localhost')}{handler.path}",
@@ -314,6 +327,25 @@ class LocalHost:
             ms=round((time.perf_counter() - started) * 1000, 1),
             correlation_id=correlation_id,
         )
+
+    def _authorize(self, route: HttpRoute, header_key: str | None, query: str) -> RequestRejected | None:
+        """A route above ``anonymous`` needs the master key, as the Functions host asks for it.
+
+        The key comes in the ``x-functions-key`` header or the ``code`` query parameter
+        (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to, "Use access
+        keys"); the master key satisfies every level. Without a master key and unless keys are
+        required, such routes stay open, as under Core Tools on a developer's machine.
+        """
+        if route.auth_level == "anonymous" or not self._require_keys:
+            return None
+        presented = header_key if header_key is not None else dict(parse_qsl(query)).get("code")
+        if self._master_key is None:
+            reason = f"this route needs the master key, and {MASTER_KEY_SETTING} is not set"
+            return RequestRejected(401, "unauthorized", reason)
+        if presented is None or not hmac.compare_digest(presented.encode(), self._master_key.encode()):
+            reason = f"this route needs the master key ({MASTER_KEY_SETTING}) in x-functions-key"
+            return RequestRejected(401, "unauthorized", reason)
+        return None
 
     def _read_body(self, handler: BaseHTTPRequestHandler) -> tuple[bytes, RequestRejected | None]:
         """The body as ``Content-Length`` frames it, or why the request cannot be read.
