@@ -33,6 +33,13 @@ from shared.logs import log_event
 logger = logging.getLogger("slipway.host")
 # The local host's stand-in for the Functions host's master key (``_master``).
 MASTER_KEY_SETTING = "SLIPWAY_LOCAL_MASTER_KEY"
+_ERROR_NAMES = {
+    400: "bad_request",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    501: "not_implemented",
+    505: "http_version_not_supported",
+}
 _INTERNAL_ERROR = b'{"error":"internal_error","reason":"an unexpected error; the server log has the details"}'
 _SETTING_RE = re.compile(r"%([A-Za-z0-9_]+)%")
 # The timers' %NAME% schedule settings (NCRONTAB with seconds, UTC) and what ``slipway serve``
@@ -250,6 +257,24 @@ class LocalHost:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one structured line per request instead
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """http.server's own refusals (request line, headers) as JSON, like every answer."""
+                payload = RequestRejected(
+                    code, _ERROR_NAMES.get(code, "bad_request"), message or self.responses.get(code, ("",))[0]
+                ).response()
+                body = payload.body_bytes()
+                # A request line it cannot parse leaves http.server at HTTP/0.9, whose answers
+                # have no status line; nobody sends 0.9 any more, so answer with one.
+                self.request_version = "HTTP/1.1"
+                self.send_response(code, message)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                    self.wfile.write(body)
 
             def _handle(self) -> None:
                 host._serve_http(self)

@@ -162,3 +162,20 @@ def test_fuzz_content_length_never_drops_the_connection(framing_host: LocalHost,
     status, _, answer = _raw(framing_host.address, _post(f"Content-Length: {value}\r\n"), half_close=True)
     assert status in (400, 413, 500), answer
     assert status != 500 or (value.strip().isdigit() and int(value) == 0)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /api/" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),  # http.server reads 65536
+        (b"GET /api/boom HTTP/1.1 extra\r\n\r\n", 400),
+        (b"GET /api/boom HTTP/2.0\r\n\r\n", 505),
+        (b"POST /api/boom HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),  # over 100 headers
+    ],
+)
+def test_requests_http_server_refuses_are_json_too(
+    framing_host: LocalHost, request_bytes: bytes, status: int
+) -> None:
+    got, headers, answer = _raw(framing_host.address, request_bytes)
+    assert got == status and headers["connection"] == "close"
+    assert answer["reason"]
