@@ -23,6 +23,7 @@ from shared.queue.local import LocalQueue
 from shared.receivers.base import ReceiverContext
 from shared.receivers.common import Delivery, PayloadModel, parse_json, run_receiver
 from shared.receivers.github import receive_github
+from shared.receivers.image_push import parse_json as image_push_parse_json
 from shared.replay import receive_replay
 from tests.support.fuzz import nested, with_field
 from tests.support.github import SECRET, fixture_bytes, signed_request
@@ -113,6 +114,13 @@ def test_the_shared_parser_of_the_other_senders_names_the_depth() -> None:
     assert (
         caught.value.reason == f"body is nested too deeply (JSON is read to {JITER_RECURSION_LIMIT} levels)"
     )
+
+
+def test_the_image_push_senders_name_the_depth() -> None:
+    # ACR, Docker Hub and Event Grid parse through image_push.parse_json / describe_error.
+    with pytest.raises(RequestRejected) as caught:
+        image_push_parse_json(_Anything, b'{"a":' + nested(1000, "{") + b"}", what="event")
+    assert caught.value.status == 400 and caught.value.reason.startswith("body is nested too deeply")
 
 
 def test_a_recursion_error_anywhere_in_a_receiver_is_a_400() -> None:
