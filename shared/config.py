@@ -594,6 +594,8 @@ FieldPath = tuple[PathPart, ...]
 # An alias-heavy document ("billion laughs") expands exponentially when walked or validated;
 # no real configuration comes near this many nodes.
 MAX_NODES = 100_000
+# Far beyond any real configuration, far below the interpreter's recursion limit.
+MAX_DEPTH = 64
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -684,7 +686,10 @@ def parse_config(text: str, *, source: str) -> SlipwayConfig:
     """
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _depth_limited_loader()(text)  # the reader checks every character here
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([_reader_problem(source, text, exc)]) from None
     try:
         try:
             root = loader.get_single_node()
@@ -766,6 +771,37 @@ def _yaml_problem(source: str, exc: yaml.MarkedYAMLError) -> ConfigProblem:
         context_line = f" at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
         message = f"{exc.problem} ({exc.context}{context_line})"
     return ConfigProblem(source, None if mark is None else mark.line + 1, "", f"invalid YAML: {message}")
+
+
+def _reader_problem(source: str, text: str, exc: yaml.reader.ReaderError) -> ConfigProblem:
+    """A character YAML does not allow in a document (a NUL byte, most control characters)."""
+    line = text.count("\n", 0, exc.position) + 1
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    return ConfigProblem(source, line, "", f"character U+{code:04X} is not allowed in YAML text")
+
+
+def _depth_limited_loader() -> type[yaml.SafeLoader]:
+    """``SafeLoader`` that refuses collections nested deeper than ``MAX_DEPTH``, with the line.
+
+    PyYAML composes nodes recursively, so a deep enough document would raise ``RecursionError``
+    (a traceback, not a problem report); no configuration is nested anywhere near this deep.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        _depth = 0
+
+        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+            if self._depth >= MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return Loader
 
 
 def _node_kind(node: yaml.Node) -> str:

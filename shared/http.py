@@ -13,6 +13,12 @@ from typing import Any
 from shared.compact_json import compact_json
 
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024
+# Request bodies are parsed by pydantic's JSON parser (jiter), which refuses nesting deeper than
+# its DEFAULT_RECURSION_LIMIT (200) with "recursion limit exceeded" (pydantic/jiter,
+# crates/jiter/src/errors.rs). Python's ``json`` (GitHub's form bodies) recurses instead until
+# the interpreter's limit and raises ``RecursionError``; both become ``too_deep()``.
+JSON_MAX_DEPTH = 200
+_JITER_TOO_DEEP = "recursion limit exceeded"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,18 @@ class RequestRejected(Exception):
 
     def response(self, **extra: Any) -> HttpResponse:
         return HttpResponse(self.status, {"error": self.error, "reason": self.reason, **extra})
+
+
+def too_deep() -> RequestRejected:
+    """The answer for a body nested beyond what any sender's payload needs."""
+    return RequestRejected(
+        400, "bad_request", f"body is nested too deeply (JSON is read to {JSON_MAX_DEPTH} levels)"
+    )
+
+
+def is_too_deep(message: str) -> bool:
+    """Whether a JSON parser's error message (pydantic's or ``from_json``'s) is the nesting limit."""
+    return _JITER_TOO_DEEP in message
 
 
 def check_method(req: HttpRequest, allowed: tuple[str, ...] = ("POST",)) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.local_host import HostError, LocalHost, apply_settings, discover, load_local_settings, resolve
 
@@ -79,3 +83,99 @@ def test_local_settings_values_and_precedence(tmp_path: Path) -> None:
     path.write_text(json.dumps({"Values": ["not", "a", "mapping"]}))
     with pytest.raises(HostError):
         load_local_settings(path)
+
+
+# --- request framing: every malformed request gets a JSON 4xx, never a dropped connection ------
+
+
+def _raw(
+    address: tuple[str, int], request: bytes, *, half_close: bool = False
+) -> tuple[int, dict[str, str], Any]:
+    """Send raw bytes; read one whole response (status, lower-cased headers, JSON body)."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        stream = sock.makefile("rb")
+        status_line = stream.readline()
+        assert status_line, "the server closed the connection without answering"
+        status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            key, _, value = line.decode("latin-1").partition(":")
+            headers[key.strip().lower()] = value.strip()
+        body = stream.read(int(headers["content-length"]))
+        return status, headers, json.loads(body)
+
+
+@pytest.fixture
+def framing_host(functions: Any) -> Iterator[LocalHost]:
+    host = LocalHost(functions, queue_factory=lambda name: None, port=0, max_body_bytes=1000, read_timeout=2)
+    host.start()
+    yield host
+    host.stop()
+
+
+def _post(length_headers: str, body: bytes = b"") -> bytes:
+    return f"POST /api/boom HTTP/1.1\r\nHost: x\r\n{length_headers}\r\n".encode() + body
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error"),
+    [
+        ("Content-Length: abc\r\n", b"", 400, "bad_request"),
+        ("Content-Length: -1\r\n", b"", 400, "bad_request"),
+        ("Content-Length: 1e3\r\n", b"", 400, "bad_request"),
+        ("Content-Length: 2\r\nContent-Length: 3\r\n", b"abc", 400, "bad_request"),
+        ("Content-Length: \u0661\r\n", b"x", 400, "bad_request"),  # a non-ASCII digit
+        ("Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n", 411, "length_required"),
+        ("Content-Length: 1000000000000\r\n", b"", 413, "payload_too_large"),
+    ],
+)
+def test_malformed_framing_is_a_json_4xx_and_closes(
+    framing_host: LocalHost, headers: str, body: bytes, status: int, error: str
+) -> None:
+    got, response_headers, answer = _raw(framing_host.address, _post(headers, body))
+    assert (got, answer["error"]) == (status, error)
+    assert response_headers["connection"] == "close"
+
+
+def test_a_body_shorter_than_its_length_is_a_400(framing_host: LocalHost) -> None:
+    status, _, answer = _raw(
+        framing_host.address, _post("Content-Length: 50\r\n", b"only ten b"), half_close=True
+    )
+    assert (status, answer["error"]) == (400, "bad_request")
+
+
+def test_same_values_repeated_and_no_length_are_well_framed(framing_host: LocalHost) -> None:
+    # RFC 9112 section 6.3: identical repeated values are one length; no length means no body.
+    # Both reach the function, which fails: a 500 that does not carry the exception's text.
+    for headers, body in (("Content-Length: 3, 3\r\n", b"abc"), ("", b"")):
+        status, _, answer = _raw(framing_host.address, _post(headers, body))
+        assert (status, answer["error"]) == (500, "internal_error")
+        assert "the function failed" not in json.dumps(answer)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12))
+def test_fuzz_content_length_never_drops_the_connection(framing_host: LocalHost, value: str) -> None:
+    status, _, answer = _raw(framing_host.address, _post(f"Content-Length: {value}\r\n"), half_close=True)
+    assert status in (400, 413, 500), answer
+    assert status != 500 or (value.strip().isdigit() and int(value) == 0)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /api/" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),  # http.server reads 65536
+        (b"GET /api/boom HTTP/1.1 extra\r\n\r\n", 400),
+        (b"GET /api/boom HTTP/2.0\r\n\r\n", 505),
+        (b"POST /api/boom HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),  # over 100 headers
+    ],
+)
+def test_requests_http_server_refuses_are_json_too(
+    framing_host: LocalHost, request_bytes: bytes, status: int
+) -> None:
+    got, headers, answer = _raw(framing_host.address, request_bytes)
+    assert got == status and headers["connection"] == "close"
+    assert answer["reason"]

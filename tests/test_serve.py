@@ -40,9 +40,33 @@ class Server:
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self, **extra_env: str) -> None:
+    def command(self, *args: str) -> list[str]:
+        return [
+            str(SLIPWAY),
+            "serve",
+            "--port",
+            str(self.port),
+            "--config",
+            str(self.workdir / "slipway.yaml"),
+            *args,
+        ]
+
+    def refused(self, *args: str, **extra_env: str) -> str:
+        """Run ``serve`` expecting it to refuse to start; its output."""
+        out = subprocess.run(
+            self.command(*args),
+            cwd=self.workdir,
+            env={**self.env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1, out
+        return out.stderr
+
+    def start(self, *args: str, **extra_env: str) -> None:
         self.proc = subprocess.Popen(
-            [str(SLIPWAY), "serve", "--port", str(self.port), "--config", str(self.workdir / "slipway.yaml")],
+            self.command(*args),
             cwd=self.workdir,
             env={**self.env, **extra_env},
             stdout=subprocess.PIPE,
@@ -182,3 +206,92 @@ def test_stopping_loses_no_accepted_request(server: Server) -> None:
     assert runs[accepted[-1]] == "dispatched"
     assert sorted(runs[r] for r in accepted[:-1]) == ["superseded"] * 4
     server.stop()
+
+
+def _replay(server: Server, headers: dict[str, str], query: str = "") -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/api/ops/replay{query}",
+        data=b'{"dry_run": true}',
+        headers={"Content-Type": "application/json", **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+# Fake coordinates: the point is that they are set, not that they reach Azure.
+ACR = {
+    "ACR_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "ACR_RESOURCE_GROUP": "rg",
+    "ACR_NAME": "x",
+}
+
+
+def test_a_reachable_or_real_server_refuses_the_public_secret(server: Server) -> None:
+    env_without_secret = {k: v for k, v in server.env.items() if k != "GITHUB_WEBHOOK_SECRET"}
+    server.env = env_without_secret
+    out = server.refused("--host", "0.0.0.0")
+    assert "--host 0.0.0.0 is reachable from other machines" in out and "GITHUB_WEBHOOK_SECRET" in out
+    out = server.refused(GITHUB_WEBHOOK_SECRET="slipway-local-secret", ACR_NAME="x")
+    assert "ACR_NAME set: dispatch starts real ACR runs" in out
+    out = server.refused(**ACR)
+    assert "slipway-local-secret" in out and "Traceback" not in out
+
+
+def test_with_acr_settings_replay_needs_the_master_key(server: Server) -> None:
+    server.start(**ACR, SLIPWAY_LOCAL_MASTER_KEY="local-master-key-1")
+    assert _replay(server, {})[0] == 401
+    status, body = _replay(server, {"x-functions-key": "wrong"})
+    assert (status, body["error"]) == (401, "unauthorized")
+    assert _replay(server, {"x-functions-key": "local-master-key-1"})[0] == 200
+    assert _replay(server, {}, "?code=local-master-key-1")[0] == 200
+    # The webhooks stay anonymous: their own signatures authenticate them.
+    status, _ = server.post(fixture_bytes("push-branch-signed-aspnet.json"), secret="wrong")
+    assert status == 401
+    out = server.stop()
+    assert "/api/ops/replay need SLIPWAY_LOCAL_MASTER_KEY in x-functions-key (set)" in out
+
+
+def test_with_acr_settings_and_no_master_key_replay_is_closed(server: Server) -> None:
+    server.start(**ACR)
+    status, body = _replay(server, {"x-functions-key": ""})
+    assert status == 401 and "SLIPWAY_LOCAL_MASTER_KEY is not set" in body["reason"]
+    server.stop()
+
+
+def test_loopback_dry_run_keeps_replay_open_and_base_image_polling_off(server: Server) -> None:
+    server.start()
+    assert _replay(server, {})[0] == 200
+    out = server.stop()
+    assert "timer base_image_poll is off (--poll-base-images turns it on)" in out
+    assert "(base_image_poll)" not in out  # not among the timers that run
+
+    server.start("--poll-base-images")
+    assert _replay(server, {})[0] == 200  # answered: the server is past its start-up
+    out = server.stop()
+    assert "UTC  (base_image_poll)" in out
+
+
+def test_bad_input_gets_a_json_4xx_from_the_server(server: Server) -> None:
+    server.start()
+    body = (
+        fixture_bytes("push-branch-signed-aspnet.json").rstrip()[:-1]
+        + b',"x":'
+        + b"[" * 1000
+        + b"]" * 1000
+        + b"}"
+    )
+    for event in ("push", "ping"):  # a ping is checked with json.loads: a 500 before
+        status, answer = server.post(body, event=event)
+        assert status == 400 and answer["reason"].startswith("body is nested too deeply"), answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/hooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n")
+        answer_bytes = sock.makefile("rb").read()  # the server answers, then closes
+    head, _, payload = answer_bytes.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head
+    assert json.loads(payload)["error"] == "bad_request"
+    out = server.stop()
+    assert "Traceback" not in out

@@ -6,11 +6,14 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from shared.runtime import APP_ROOT
 
-LOCAL_SECRET = "slipway-local-secret"
+LOCAL_SECRET = "slipway-local-secret"  # printed in the README: fit for loopback and dry runs only
+ACR_SETTINGS = ("ACR_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
+POLL_TIMER = "base_image_poll"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="run Slipway locally (HTTP triggers, the queue trigger on the local queue, timers)",
         description="Run the very functions function_app.py registers, on this machine. Dispatch is dry-run "
-        "unless ACR_SUBSCRIPTION_ID, ACR_RESOURCE_GROUP and ACR_NAME are set. Stop with Ctrl-C: in-flight "
-        "work finishes and queued requests stay in the local queue for the next start.",
+        "unless ACR_SUBSCRIPTION_ID, ACR_RESOURCE_GROUP and ACR_NAME are set. With any of them set, or "
+        "--host not a loopback address, GITHUB_WEBHOOK_SECRET must be your own secret and "
+        "POST /api/ops/replay needs SLIPWAY_LOCAL_MASTER_KEY in x-functions-key. Stop with Ctrl-C: "
+        "in-flight work finishes and queued requests stay in the local queue for the next start.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="port (default 7071, like the Functions host)")
@@ -30,12 +35,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="local.settings.json",
         help="local.settings.json whose Values become settings; the environment wins",
     )
+    parser.add_argument(
+        "--poll-base-images",
+        action="store_true",
+        help="run the base-image polling timer, which asks the registries in slipway.yaml for digests "
+        "with this machine's credentials (off by default locally)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.http import max_body_bytes
     from shared.local_host import (
         DEFAULT_SCHEDULES,
+        MASTER_KEY_SETTING,
         HostError,
         LocalHost,
         apply_settings,
@@ -57,9 +70,24 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {args.settings}: {exc}", file=sys.stderr)
         return 1
-    if not os.environ.get("GITHUB_WEBHOOK_SECRET"):
+    exposed = _exposure(args.host, os.environ)
+    secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
+    if exposed and secret in ("", LOCAL_SECRET):
+        print(
+            f"error: {exposed}: set GITHUB_WEBHOOK_SECRET to a secret of your own "
+            f"(the local default {LOCAL_SECRET!r} is published in the README)",
+            file=sys.stderr,
+        )
+        return 1
+    if not secret:
         os.environ["GITHUB_WEBHOOK_SECRET"] = LOCAL_SECRET
         print(f"GITHUB_WEBHOOK_SECRET is not set: using the local secret {LOCAL_SECRET!r}", file=sys.stderr)
+    if args.poll_base_images:
+        os.environ[f"AzureWebJobs.{POLL_TIMER}.Disabled"] = "false"
+    else:
+        # The Functions host's own switch; a setting that says otherwise (environment or
+        # local.settings.json) is an explicit choice and wins.
+        os.environ.setdefault(f"AzureWebJobs.{POLL_TIMER}.Disabled", "true")
     os.environ.setdefault("BUILD_QUEUE", "build-requests")
     apply_settings(DEFAULT_SCHEDULES)
     # The local host feeds its queue trigger from the local queue, so webhooks must send there too,
@@ -76,7 +104,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         functions = discover("function_app", os.environ)
         host = LocalHost(
-            functions, queue_factory=lambda name: rt.local_queue(), host=args.host, port=args.port
+            functions,
+            queue_factory=lambda name: rt.local_queue(),
+            host=args.host,
+            port=args.port,
+            max_body_bytes=max_body_bytes(os.environ),
+            master_key=os.environ.get(MASTER_KEY_SETTING) or None,
+            require_keys=bool(exposed),
         )
     except (HostError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -92,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
             f"  {'/'.join(sorted(route.methods))} {route.path}  ({route.name})",
             file=sys.stderr,
         )
+    keyed = [route.path for route in functions.http if route.auth_level != "anonymous"]
+    if keyed and (exposed or os.environ.get(MASTER_KEY_SETTING)):
+        state = "set" if os.environ.get(MASTER_KEY_SETTING) else "NOT set: they answer 401"
+        print(f"  {', '.join(keyed)} need {MASTER_KEY_SETTING} in x-functions-key ({state})", file=sys.stderr)
+    if not any(timer.name == POLL_TIMER for timer in functions.timers):
+        print(f"  timer {POLL_TIMER} is off (--poll-base-images turns it on)", file=sys.stderr)
     for trigger in functions.queues:
         print(f"  queue {trigger.queue_name}  ({trigger.name})", file=sys.stderr)
     for timer in functions.timers:
@@ -99,3 +139,15 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     main_loop(host)
     return 0
+
+
+def _exposure(host: str, settings: Mapping[str, str]) -> str:
+    """Why this server must not run on public defaults ("" when it may): reachable, or real."""
+    from shared.loopback import is_loopback
+
+    if not is_loopback(host):
+        return f"--host {host} is reachable from other machines"
+    named = [name for name in ACR_SETTINGS if settings.get(name)]
+    if named:
+        return f"{', '.join(named)} set: dispatch starts real ACR runs"
+    return ""

@@ -19,7 +19,16 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.events import PushEvent
-from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
+from shared.http import (
+    HttpRequest,
+    HttpResponse,
+    RequestRejected,
+    check_media_type,
+    check_method,
+    check_size,
+    is_too_deep,
+    too_deep,
+)
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.logs import log_event
 from shared.receivers.base import ReceiverContext, enqueue, load_config, new_correlation_id, safe_delivery_id
@@ -75,7 +84,12 @@ def run_receiver(
     """
     delivery = Delivery(provider, delivery_id, new_correlation_id(delivery_id))
     try:
-        return handler(req, ctx, delivery)
+        try:
+            return handler(req, ctx, delivery)
+        except RecursionError:
+            # The last guard: bodies are parsed with a depth limit (``JSON_MAX_DEPTH``), but a
+            # nested value that still exhausted the stack is the sender's doing, not a 500.
+            raise too_deep() from None
     except RequestRejected as rejected:
         log_event(
             logger,
@@ -118,6 +132,8 @@ def parse_json(model: type[ModelT], body: bytes, *, what: str = "payload") -> Mo
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
+            if is_too_deep(first["msg"]):
+                raise too_deep() from None
             raise RequestRejected(400, "bad_request", "body is not valid JSON") from None
         if first["type"] in ("json_type", "model_type", "model_attributes_type") and not first["loc"]:
             raise RequestRejected(400, "bad_request", "body is not a JSON object") from None

@@ -13,7 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.build_request import COMMIT_RE
 from shared.events import PushEvent
-from shared.http import HttpRequest, HttpResponse, RequestRejected, check_media_type, check_method, check_size
+from shared.http import (
+    HttpRequest,
+    HttpResponse,
+    RequestRejected,
+    check_media_type,
+    check_method,
+    check_size,
+    is_too_deep,
+    too_deep,
+)
 from shared.http import max_body_bytes as _max_body_bytes
 from shared.receivers.base import ReceiverContext, enqueue, load_config, safe_delivery_id
 from shared.receivers.common import Delivery, conflict_response, repository_conflict, run_receiver
@@ -89,6 +98,10 @@ def _decode_body(media_type: str, body: bytes) -> dict[str, Any]:
                 raise RequestRejected(400, "bad_request", "form body has no payload field")
             text = form["payload"][0]
         data = json.loads(text)
+    except RecursionError:
+        # json.loads (kept here: it reads what GitHub's form bodies may hold, lone surrogates
+        # included) recurses per level until the interpreter's limit; the sender nested too deep.
+        raise too_deep() from None
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         if isinstance(exc, RequestRejected):
             raise
@@ -106,6 +119,8 @@ def _parse_push(media_type: str, body: bytes) -> GitHubPush:
         return GitHubPush.model_validate(_decode_body(media_type, body))
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid" and is_too_deep(first["msg"]):
+            raise too_deep() from None
         if first["type"] in ("json_invalid", "json_type", "model_type"):
             raise RequestRejected(400, "bad_request", "body is not a JSON object") from None
         where = ".".join(str(p) for p in first["loc"])

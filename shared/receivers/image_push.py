@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.base_images import LastBuildLookup, route_image_pushes
 from shared.events import ImagePushedEvent
-from shared.http import HttpRequest, HttpResponse, RequestRejected
+from shared.http import HttpRequest, HttpResponse, RequestRejected, is_too_deep, too_deep
 from shared.image_refs import (
     DOMAIN_RE,
     MAX_NAME_LENGTH,
@@ -79,7 +79,7 @@ def describe_error(exc: ValidationError, *, what: str, whole: str = "body") -> s
     """The first problem, located: ``<what>: <field path>: <message>``, or ``<whole>`` is the wrong shape."""
     first = exc.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
-        return f"{whole} is not valid JSON"
+        return too_deep().reason if is_too_deep(first["msg"]) else f"{whole} is not valid JSON"
     if first["type"] in _SHAPE_ERRORS and not first["loc"]:
         return f"{whole} is not a JSON {'array' if first['type'] == 'list_type' else 'object'}"
     where = ".".join(str(p) for p in first["loc"])

@@ -38,3 +38,17 @@ def json_mutations(sample: bytes) -> st.SearchStrategy[bytes]:
         return json.dumps(document).encode()
 
     return st.builds(build, st.sampled_from(list(_paths(json.loads(sample)))), JSON_VALUES)
+
+
+def nested(depth: int, kind: str = "[") -> bytes:
+    """A JSON value nested ``depth`` containers deep: ``[[...]]`` or ``{"a":{"a":...}}``."""
+    if kind == "[":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * depth + b"null" + b"}" * depth
+
+
+def with_field(sample: bytes, name: str, raw_value: bytes) -> bytes:
+    """``sample`` (a JSON object) with one more top-level field whose value is ``raw_value`` verbatim."""
+    document = sample.rstrip()
+    assert document.endswith(b"}")
+    return document[:-1] + b',"' + name.encode() + b'":' + raw_value + b"}"
