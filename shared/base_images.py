@@ -168,8 +168,8 @@ def rebuild_request(
                 Ignored(
                     target.name,
                     "no build of its default branch is recorded, and it has neither default_branch "
-                    "nor a single plain branch filter to tell which branch that is: set default_branch "
-                    "on the target",
+                    "nor exactly one plain-name branch filter to tell which branch that is: set "
+                    "default_branch on the target",
                 )
             )
             return None

@@ -348,7 +348,7 @@ class Target(_Strict):
         default=None,
         description="The repository's default branch: it gets `latest`, the other branches import its "
         "cache, its pushes are what rebuilds rebuild. Overrides what the Git host reports; needed where "
-        "none is reported (Bitbucket Cloud pushes) unless branches is one plain name.",
+        "none is reported (Bitbucket Cloud pushes) unless exactly one branch filter is a plain name.",
     )
     git_token_setting: str | None = Field(
         default=None,

@@ -242,7 +242,7 @@ def default_branch_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]
         only = single_plain_branch(target)
         if not host_reports_default_branch(host):
             guess = (
-                f"its only branch filter {only!r} is taken as the default"
+                f"its one plain branch filter {only!r} is taken as the default"
                 if only
                 else "no branch is the default (no `latest`, no cache import from it, no last build)"
             )

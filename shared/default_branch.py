@@ -2,8 +2,8 @@
 
 The rule (``default_branch_for``): the target's ``default_branch`` when configured; else the
 default the sender reported (a push's payload; for a rebuild, the default recorded with the last
-build); else the target's branch filter when it has exactly one and it is a plain name (it builds
-nothing else); else None: no branch is the default, so nothing gets ``latest``, no cache is
+build); else the target's one branch filter that is a plain name, when exactly one is (the others are
+globs: ``[main, release/*]``); else None: no branch is the default, so nothing gets ``latest``, no cache is
 imported from a default branch, nothing is recorded as the last build, and a rebuild without a
 record is refused with a reason.
 
@@ -30,10 +30,10 @@ def is_plain_branch(name: str) -> bool:
 
 
 def single_plain_branch(target: Target) -> str | None:
-    """The target's one branch filter when it has exactly one and it names a single branch."""
-    if len(target.branches) == 1 and is_plain_branch(target.branches[0]):
-        return target.branches[0]
-    return None
+    """The one branch filter that names a single branch, when exactly one does (``[main, release/*]``:
+    main). Two plain names (``[develop, main]``) say nothing about which is the default."""
+    plain = [branch for branch in target.branches if is_plain_branch(branch)]
+    return plain[0] if len(plain) == 1 else None
 
 
 def default_branch_for(target: Target, reported: str | None) -> str | None:

@@ -203,7 +203,7 @@ def test_rebuild_of_the_last_build_or_of_the_branch_head() -> None:
             _target("unknown", "python:3.12-slim", branches=["master"]),
             _target("globs", "python:3.12-slim", branches=["**"]),
             # Which of two is the default no sender says to a rebuild: never the first by guess.
-            _target("two", "python:3.12-slim", branches=["master", "release/*"]),
+            _target("two", "python:3.12-slim", branches=["develop", "master"]),
         ]
     )
     lookups: dict[str, LastBuild] = {"known": _last("known")}
@@ -332,9 +332,9 @@ def test_default_branch_of() -> None:
             _target("e", branches=["develop", "main"]),
         ]
     )
-    # A single plain filter is the default; of several, none is guessed (issue #17 item 5: the
-    # first plain filter, develop, used to be rebuilt with `latest`).
-    assert [default_branch_of(t) for t in config.targets] == ["main", None, "trunk", None, None]
+    # The one plain filter is the default; of several plain ones none is guessed (issue #17 item 5:
+    # the first, develop, used to be rebuilt with `latest`).
+    assert [default_branch_of(t) for t in config.targets] == ["main", "develop", "trunk", None, None]
     # The recorded last build reports the default to a rebuild; a configured one still wins.
     main = _last("e", ref="refs/heads/main")
     assert [default_branch_of(t, main) for t in config.targets] == ["main", "main", "trunk", "main", "main"]
@@ -471,31 +471,41 @@ def test_a_base_image_update_rebuilds_the_recorded_commit(tmp_path: Path, state:
 
 
 def test_without_a_record_the_branch_head_is_rebuilt(tmp_path: Path, state: StateStore) -> None:
-    # Two branch filters and no record: which is the default no one says, so nothing is rebuilt
-    # (the first plain filter used to be, and took `latest`).
     loop = Loop(tmp_path, state)
     loop.push("refs/heads/feature/x")  # not the default branch (master): not recorded
     assert loop.dispatch_all() == [Outcome.DISPATCHED]
     assert read_last_build(state, "azure-test") is None
-    resp = receive_eventgrid(
-        eventgrid_request(as_array("ImagePushed-eventgridschema-restspec.json")), loop.context()
-    )
-    assert resp.status == 200 and "set default_branch" in json.dumps(resp.body)
 
-    configured = LOOP_CONFIG.model_copy(
-        update={"targets": [LOOP_CONFIG.targets[0].model_copy(update={"default_branch": "master"})]}
-    )
-    (tmp_path / "configured").mkdir()
-    loop = Loop(tmp_path / "configured", state, configured)
     [rebuild] = loop.base_image_pushed()
     assert rebuild.source.commit is None
-    assert rebuild.source.ref == "refs/heads/master"  # the configured default branch
+    assert rebuild.source.ref == "refs/heads/master"  # the one plain name in the branch filters
     assert "latest" in rebuild.image.tags
-    spec = render_run(rebuild, configured, RunSecrets())
+    spec = render_run(rebuild, LOOP_CONFIG, RunSecrets())
     script = spec.scripts["build.sh"]
     assert "https://github.com/dougbu/AzureTest.git#refs/heads/master" in script
     assert "org.opencontainers.image.revision" not in script
     assert loop.dispatch_all() == [Outcome.DISPATCHED]
+
+
+def test_without_a_record_two_plain_filters_rebuild_nothing(tmp_path: Path, state: StateStore) -> None:
+    # Which of master and develop is the default no one says: nothing is rebuilt (the first plain
+    # filter used to be, and took `latest`), until default_branch says it.
+    target = LOOP_CONFIG.targets[0]
+    ambiguous = LOOP_CONFIG.model_copy(
+        update={"targets": [target.model_copy(update={"branches": ["develop", "master", "feature/*"]})]}
+    )
+    loop = Loop(tmp_path, state, ambiguous)
+    resp = receive_eventgrid(
+        eventgrid_request(as_array("ImagePushed-eventgridschema-restspec.json")), loop.context()
+    )
+    assert resp.status == 200 and "set default_branch" in json.dumps(resp.body)
+    configured = ambiguous.model_copy(
+        update={"targets": [ambiguous.targets[0].model_copy(update={"default_branch": "master"})]}
+    )
+    (tmp_path / "configured").mkdir()
+    [rebuild] = Loop(tmp_path / "configured", state, configured).base_image_pushed()
+    assert (rebuild.source.ref, rebuild.source.commit) == ("refs/heads/master", None)
+    assert "latest" in rebuild.image.tags
 
 
 def test_tags_are_not_recorded(tmp_path: Path, state: StateStore) -> None:

@@ -87,8 +87,9 @@ def test_the_bitbucket_fixture_reports_no_default_branch() -> None:
     [
         {"branches": ["master", "feature/*"], "default_branch": "master"},
         {"branches": ["master"]},  # the only branch it builds: nothing else can be the default
+        {"branches": ["master", "feature/*"]},  # the one plain name among globs
     ],
-    ids=["configured", "single-filter"],
+    ids=["configured", "single-filter", "one-plain-filter"],
 )
 def test_a_bitbucket_push_of_master_is_the_default_branch(tmp_path: Path, target: dict[str, Any]) -> None:
     pipeline = Pipeline(tmp_path, _config(**target))
@@ -105,8 +106,8 @@ def test_a_bitbucket_push_of_master_is_the_default_branch(tmp_path: Path, target
 
 
 def test_an_unknown_default_gets_no_latest_and_imports_no_phantom_cache(tmp_path: Path) -> None:
-    # Two filters, no default_branch, and a sender that reports none: no branch is the default.
-    pipeline = Pipeline(tmp_path, _config(branches=["master", "feature/*"]))
+    # Two plain filters, no default_branch, and a sender that reports none: no branch is the default.
+    pipeline = Pipeline(tmp_path, _config(branches=["develop", "master"]))
     request = pipeline.push_fixture()
     assert request.source.default_branch is None
     assert "latest" not in request.image.tags and "master" in request.image.tags
@@ -148,7 +149,7 @@ def test_the_rule(configured: str | None, reported: str | None, branches: list[s
         assert found == configured
     elif reported is not None:
         assert found == reported
-    elif len(branches) == 1 and branches[0] != "**" and branches[0] != "release/*":
-        assert found == branches[0]
+    elif len(plain := [b for b in branches if b not in ("**", "release/*")]) == 1:
+        assert found == plain[0]
     else:
         assert found is None

@@ -185,7 +185,7 @@ def test_default_branch_warnings_are_in_the_config_detail(
 ) -> None:
     (workdir / "slipway.yaml").write_text(
         "registry: r.azurecr.io\ntargets:\n  - name: web\n    repo: https://bitbucket.org/c/web\n"
-        "    image: c/web\n    branches: [master, 'feature/*']\n"
+        "    image: c/web\n    branches: [master, develop]\n"
     )
     _code, report = _doctor_json(capsys)
     config = _checks(report)["config"]

@@ -105,7 +105,7 @@ def _request(args: argparse.Namespace, config: SlipwayConfig, target: Target) ->
         from shared.default_branch import single_plain_branch
 
         only = single_plain_branch(target)
-        taken = f"taking {only!r}, its only branch filter," if only else "no branch is taken"
+        taken = f"taking {only!r}, its one plain branch filter," if only else "no branch is taken"
         print(
             f"note: {target.name} sets no default_branch; {taken} as the default branch for the "
             "`latest` tag and the cache import (pass --default-branch: the one the Git host reports)",
