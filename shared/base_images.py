@@ -32,6 +32,7 @@ from functools import cache, lru_cache
 
 from shared.build_request import BuildRequest, Trigger
 from shared.config import RebuildSettings, SlipwayConfig, Target
+from shared.default_branch import default_branch_for
 from shared.events import ImagePushedEvent
 from shared.globs import any_match
 from shared.image_refs import ImageReference, parse_image_reference
@@ -46,7 +47,6 @@ from shared.routing import (
 )
 
 LastBuildLookup = Callable[[str], LastBuild | None]
-_GLOB_CHARS = frozenset("*?[]!")
 
 
 @dataclass
@@ -75,26 +75,21 @@ def builds_on(target: Target, event: ImagePushedEvent) -> bool:
     return False
 
 
-def default_branch_of(target: Target) -> str | None:
-    """The branch a target's rebuilds build when no build is recorded.
-
-    ``default_branch`` when configured, else the first branch filter that is a plain name (the
-    default filter is ``["main"]``). None when every filter is a glob: there is no way to tell.
-    """
-    if target.default_branch:
-        return target.default_branch
-    return next((b for b in target.branches if b and not _GLOB_CHARS & set(b)), None)
+def default_branch_of(target: Target, last: LastBuild | None = None) -> str | None:
+    """The branch a target's rebuilds build: ``default_branch_for`` with the recorded last build's
+    default as the reported one (no sender reports anything to a rebuild)."""
+    return default_branch_for(target, last.reported_default if last is not None else None)
 
 
 def _usable(last: LastBuild | None, target: Target) -> LastBuild | None:
-    """A record still describing this target: same repository, and the configured default branch."""
+    """A record still describing this target: same repository, the default branch, a wanted branch."""
     if last is None:
         return None
     if normalize_repo(last.repo_url) != normalize_repo(target.repo):
         return None
-    if target.default_branch and last.ref != f"refs/heads/{target.default_branch}":
+    if last.branch is None or last.branch != default_branch_of(target, last):
         return None
-    if last.branch is None or not any_match(target.branches, last.branch):
+    if not any_match(target.branches, last.branch):
         return None
     return last
 
@@ -164,15 +159,17 @@ def rebuild_request(
     """
     usable = _usable(last, target)
     if usable is not None:
-        ref, commit, repo_url, default = usable.ref, usable.commit, usable.repo_url, usable.branch
+        ref, commit, repo_url = usable.ref, usable.commit, usable.repo_url
+        default = default_branch_of(target, usable)
     else:
         branch = default_branch_of(target)
         if branch is None:
             result.ignored.append(
                 Ignored(
                     target.name,
-                    "no build of its default branch is recorded, and its branch filters are all "
-                    "globs: set default_branch on the target",
+                    "no build of its default branch is recorded, and it has neither default_branch "
+                    "nor exactly one plain-name branch filter to tell which branch that is: set "
+                    "default_branch on the target",
                 )
             )
             return None

@@ -167,8 +167,9 @@ def register_config(subparsers: Subparsers) -> None:
     validate = commands.add_parser(
         "validate",
         help="check a configuration file",
-        description="Check a slipway.yaml. Prints 'OK: N targets', or every problem as file:line: field: "
-        "message and exits 1.",
+        description="Check a slipway.yaml: its fields, then a build of each target rendered exactly as the "
+        "dispatcher renders it. Prints 'OK: N targets' (and any warnings), or every problem as "
+        "file:line: field: message and exits 1.",
     )
     validate.add_argument(
         "file",
@@ -248,11 +249,12 @@ def _stderr() -> Console:
 
 
 def run_config_validate(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError, load_config
+    from shared.config import ConfigError, check_config_file
 
     path = _config_file(args)
     try:
-        config = load_config(path)
+        # The models, then a build of each target rendered as the dispatcher would render it.
+        checked = check_config_file(path)
     except ConfigError as exc:
         if args.json:
             _print_json(
@@ -261,13 +263,29 @@ def run_config_validate(args: argparse.Namespace) -> int:
         else:
             _print_problems(exc.problems, str(path))
         return EXIT_FAILURE
+    config = checked.config
     if args.json:
         _print_json(
-            {"ok": True, "file": str(path), "targets": [t.name for t in config.targets], "problems": []}
+            {
+                "ok": True,
+                "file": str(path),
+                "targets": [t.name for t in config.targets],
+                "problems": [],
+                "warnings": [_problem_json(w) for w in checked.warnings],
+            }
         )
     else:
         _print_summary(config, str(path))
+        _print_warnings(checked.warnings)
     return EXIT_OK
+
+
+def _print_warnings(warnings: Sequence[ConfigProblem]) -> None:
+    from rich.text import Text
+
+    console = _stderr()
+    for warning in warnings:
+        console.print(Text.assemble(("warning", "bold yellow"), f": {warning}"))
 
 
 def _problem_json(problem: ConfigProblem) -> dict[str, object]:

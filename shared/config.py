@@ -354,7 +354,10 @@ class Target(_Strict):
     )
     cache: TargetCache = Field(default_factory=TargetCache)
     default_branch: str | None = Field(
-        default=None, description="Overrides the default branch the Git host reports (for `latest`)."
+        default=None,
+        description="The repository's default branch: it gets `latest`, the other branches import its "
+        "cache, its pushes are what rebuilds rebuild. Overrides what the Git host reports; needed where "
+        "none is reported (Bitbucket Cloud pushes) unless exactly one branch filter is a plain name.",
     )
     git_token_setting: str | None = Field(
         default=None,
@@ -664,6 +667,45 @@ def config_path(settings: Mapping[str, str], app_root: Path) -> Path:
 
 def load_config(path: str | Path) -> SlipwayConfig:
     """Read and validate a ``slipway.yaml``; raises ``ConfigError`` (also for a missing file)."""
+    return parse_config(_read_config_text(path), source=str(path))
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A configuration every target of which renders, and the warnings about it."""
+
+    config: SlipwayConfig
+    warnings: tuple[ConfigProblem, ...] = ()
+
+
+def check_config_file(path: str | Path) -> CheckedConfig:
+    """``load_config`` plus the renderer's verdict on each target (``config validate``, ``doctor``)."""
+    return check_config_text(_read_config_text(path), source=str(path))
+
+
+def check_config_text(text: str, *, source: str) -> CheckedConfig:
+    """``parse_config``, then render a representative build of each target as the dispatcher would
+    (``shared.config_check``): a refusal there is a problem here, at the field it comes from, so a
+    configuration that checks renders for every target. Also warns where ``default_branch`` is
+    needed and unset. Raises ``ConfigError``."""
+    from shared.config_check import default_branch_warnings, render_problems
+
+    config, positions = _parse_located(text, source=source)
+    problems = [
+        ConfigProblem(source, _line_of(path, positions), format_path(path), message)
+        for path, message in render_problems(config)
+    ]
+    if problems:
+        problems.sort(key=lambda problem: problem.line or 0)
+        raise ConfigError(problems)
+    warnings = tuple(
+        ConfigProblem(source, _line_of(path, positions), format_path(path), message)
+        for path, message in default_branch_warnings(config)
+    )
+    return CheckedConfig(config, warnings)
+
+
+def _read_config_text(path: str | Path) -> str:
     source = str(path)
     try:
         data = Path(path).read_bytes()
@@ -674,11 +716,16 @@ def load_config(path: str | Path) -> SlipwayConfig:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(source, None, "", f"the file is not UTF-8 text: {exc}")]) from exc
-    return parse_config(text, source=source)
+    return text
 
 
 def parse_config(text: str, *, source: str) -> SlipwayConfig:
-    """Validate the YAML ``text`` of a configuration; ``source`` names it in problems.
+    """Validate the YAML ``text`` of a configuration; ``source`` names it in problems."""
+    return _parse_located(text, source=source)[0]
+
+
+def _parse_located(text: str, *, source: str) -> tuple[SlipwayConfig, Mapping[FieldPath, _Position]]:
+    """The configuration and the line of each of its values.
 
     The node tree is composed first (``yaml.safe_load`` would lose the line numbers and keep the
     last of two duplicate keys without a word); then plain data is constructed from it and
@@ -740,7 +787,7 @@ def parse_config(text: str, *, source: str) -> SlipwayConfig:
     if problems:
         problems.sort(key=lambda problem: problem.line or 0)  # stable: same-line problems keep their order
         raise ConfigError(problems)
-    return config
+    return config, tree.positions
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -185,7 +185,7 @@ class Doctor:
     # --- configuration and settings --------------------------------------------------------
 
     def _check_config(self) -> str:
-        from shared.config import ConfigError, config_path, load_config
+        from shared.config import ConfigError, check_config_file, config_path
 
         path = config_path(self.settings, self.app_root)
         if not path.is_file():
@@ -194,7 +194,9 @@ class Doctor:
                 "set SLIPWAY_CONFIG to the configuration file (relative to the app root), or deploy one",
             )
         try:
-            self._config = load_config(path)
+            # The same check as `config validate`: the models, then a rendered build of each target.
+            checked = check_config_file(path)
+            self._config = checked.config
         except ConfigError as exc:
             first = "; ".join(_problem_text(p) for p in exc.problems[:3])
             raise _Failed(
@@ -204,7 +206,10 @@ class Doctor:
         except OSError as exc:
             raise _Failed(f"{path}: {exc.strerror or exc}", f"make {path} readable") from exc
         count = len(self._config.targets)
-        return f"{path}: {count} target{'s' if count != 1 else ''}"
+        detail = f"{path}: {count} target{'s' if count != 1 else ''}, each renders"
+        if checked.warnings:
+            detail += f"; warnings: {'; '.join(_problem_text(w) for w in checked.warnings)}"
+        return detail
 
     def _check_settings(self) -> str:
         unresolved = sorted(k for k, v in self.settings.items() if v.strip().startswith(KEY_VAULT_REFERENCE))

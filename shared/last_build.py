@@ -36,6 +36,9 @@ class LastBuild(BaseModel):
     request_id: str
     received_at: datetime
     recorded_at: datetime
+    # The default branch the build was routed with (what the sender reported, or the target's
+    # default_branch). Absent in older records: their branch was the default when recorded.
+    default_branch: str | None = None
 
     @field_validator("received_at", "recorded_at")
     @classmethod
@@ -47,13 +50,22 @@ class LastBuild(BaseModel):
     def branch(self) -> str | None:
         return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
 
+    @property
+    def reported_default(self) -> str | None:
+        """The default branch this record reports to a rebuild: only default-branch pushes are recorded."""
+        return self.default_branch or self.branch
+
 
 def last_build_key(target: str) -> str:
     return validate_key(f"{KEY_PREFIX}{target}.json")
 
 
 def is_default_branch_push(request: BuildRequest, configured_default: str | None) -> bool:
-    """A push (not a tag, rebuild or replay) of a known commit to the target's default branch."""
+    """A push (not a tag, rebuild or replay) of a known commit to the target's default branch.
+
+    ``source.default_branch`` is what routing resolved with ``default_branch_for`` (None: no
+    branch is the default, so nothing is recorded); the configured default still wins, as there.
+    """
     default = configured_default or request.source.default_branch
     return (
         request.trigger.kind == "push"
@@ -95,6 +107,7 @@ def record_last_build(store: StateStore, request: BuildRequest, *, now: datetime
         request_id=request.id,
         received_at=request.trigger.received_at,
         recorded_at=now,
+        default_branch=request.source.default_branch,
     )
 
     def change(current: dict[str, object] | None) -> dict[str, object] | None:

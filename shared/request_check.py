@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from shared.build_request import BuildRequest
 from shared.config import SlipwayConfig, Target
+from shared.default_branch import default_branch_for
 from shared.routing import _ref_matches, cache_names, normalize_repo
 from shared.tags import compute_tags
 
@@ -44,7 +45,7 @@ def request_mismatch(request: BuildRequest, config: SlipwayConfig, target: Targe
         return (
             f"image {image.registry}/{image.repository} is not the target's {config.registry}/{target.image}"
         )
-    default_branch = target.default_branch or source.default_branch or "main"
+    default_branch = default_branch_for(target, source.default_branch)
     allowed_tags = compute_tags(
         target.image_tags, ref=source.ref, commit=source.commit, default_branch=default_branch
     )

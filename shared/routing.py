@@ -22,6 +22,7 @@ from shared.build_request import (
     request_id,
 )
 from shared.config import SlipwayConfig, Target
+from shared.default_branch import default_branch_for
 from shared.events import ZERO_COMMIT, PushEvent
 from shared.globs import any_match
 from shared.pinned_cache import PinnedCache
@@ -133,18 +134,20 @@ def _sanitize_cache_name(value: str) -> str:
     return cleaned if CACHE_NAME_RE.match(cleaned) else "cache"
 
 
-def cache_names(target: Target, *, ref: str, default_branch: str) -> Cache:
-    """Export to the ref's own cache name; import from it and the default branch's."""
+def cache_names(target: Target, *, ref: str, default_branch: str | None) -> Cache:
+    """Export to the ref's own cache name; import from it and the default branch's (if one is known)."""
     return _cache_names(target.cache.name, target.name, target.cache.mode, ref, default_branch)
 
 
 @lru_cache(maxsize=1024)
 def _cache_names(
-    template: str, target: str, mode: Literal["min", "max"], ref: str, default_branch: str
+    template: str, target: str, mode: Literal["min", "max"], ref: str, default_branch: str | None
 ) -> Cache:
     # The same few branches push again and again: name them once.
     ref_name = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
     name = _sanitize_cache_name(template.format(target=target, branch=ref_name))
+    if default_branch is None:  # no default known: a name no export writes would only miss
+        return Cache(name=name, from_names=[], mode=mode)
     default = _sanitize_cache_name(template.format(target=target, branch=default_branch))
     return Cache(name=name, from_names=[default] if default != name else [], mode=mode)
 
@@ -165,9 +168,11 @@ def request_for_commit(
     ``commit`` None builds the ref's head (base-image and schedule triggers only). ``id_parts``
     are what else makes the build unique, such as the base image digest of a rebuild: a rebuild
     must not share its id, and so its duplicate detection, with the push build of the same commit.
+    ``default_branch`` is what the sender reported (a push) or the last build recorded (a
+    rebuild); ``default_branch_for`` decides, the same for tags, cache names and the record.
     Raises ``NoImageTags`` when no tag rule applies to the ref (nothing could be pushed).
     """
-    branch_default = target.default_branch or default_branch or "main"
+    branch_default = default_branch_for(target, default_branch)
     tags = compute_tags(target.image_tags, ref=ref, commit=commit, default_branch=branch_default)
     if not tags:
         raise NoImageTags(f"no image tag rule of {target.name!r} applies to {ref}")
@@ -205,7 +210,7 @@ def validated_request(
     tags: list[str],
     repo_url: str,
     trigger: Trigger,
-    default_branch: str,
+    default_branch: str | None,
 ) -> BuildRequest:
     """The request from plain data in one full validation pass (the first push of a ref)."""
     return BuildRequest.model_validate(

@@ -200,8 +200,10 @@ def test_rebuild_of_the_last_build_or_of_the_branch_head() -> None:
     config = _config(
         [
             _target("known", "python:3.12-slim"),
-            _target("unknown", "python:3.12-slim", branches=["master", "release/*"]),
+            _target("unknown", "python:3.12-slim", branches=["master"]),
             _target("globs", "python:3.12-slim", branches=["**"]),
+            # Which of two is the default no sender says to a rebuild: never the first by guess.
+            _target("two", "python:3.12-slim", branches=["develop", "master"]),
         ]
     )
     lookups: dict[str, LastBuild] = {"known": _last("known")}
@@ -214,8 +216,10 @@ def test_rebuild_of_the_last_build_or_of_the_branch_head() -> None:
     assert requests["unknown"].source.ref == "refs/heads/master"
     assert requests["unknown"].image.tags == ["master", "latest"]  # no sha-* tag without a commit
     assert [(i.target, i.reason.split(",")[0]) for i in result.ignored] == [
-        ("globs", "no build of its default branch is recorded")
+        ("globs", "no build of its default branch is recorded"),
+        ("two", "no build of its default branch is recorded"),
     ]
+    assert all("set default_branch" in i.reason for i in result.ignored)
     assert "unknown: no build of master is recorded yet; rebuilding its head" in result.notes
     for request in requests.values():
         assert request.trigger.kind == "base-image"
@@ -325,9 +329,39 @@ def test_default_branch_of() -> None:
             _target("b", branches=["release/*", "develop"]),
             _target("c", branches=["**"], default_branch="trunk"),
             _target("d", branches=["feature/*"]),
+            _target("e", branches=["develop", "main"]),
         ]
     )
-    assert [default_branch_of(t) for t in config.targets] == ["main", "develop", "trunk", None]
+    # The one plain filter is the default; of several plain ones none is guessed (issue #17 item 5:
+    # the first, develop, used to be rebuilt with `latest`).
+    assert [default_branch_of(t) for t in config.targets] == ["main", "develop", "trunk", None, None]
+    # The recorded last build reports the default to a rebuild; a configured one still wins.
+    main = _last("e", ref="refs/heads/main")
+    assert [default_branch_of(t, main) for t in config.targets] == ["main", "main", "trunk", "main", "main"]
+    recorded = _last("e", ref="refs/heads/main", default_branch="main")
+    assert recorded.reported_default == "main"
+
+
+def test_a_rebuild_moves_latest_only_on_the_default_branch() -> None:
+    # Two plain branch filters, develop first: no record means no rebuild (not develop's head
+    # tagged latest); a record of main rebuilds main, the branch the push was routed as default.
+    config = _config([_target("web", "python:3.12-slim", branches=["develop", "main"])])
+    result = route_image_pushed(_event(), config, last_builds=_none, correlation_id="c", now=NOW)
+    assert result.accepted == []
+    assert "set default_branch" in result.ignored[0].reason
+    recorded = {"web": _last("web", ref="refs/heads/main", default_branch="main")}
+    routed = route_image_pushed(_event(), config, last_builds=recorded.get, correlation_id="c", now=NOW)
+    [request] = routed.accepted
+    assert request.source.ref == "refs/heads/main" and "latest" in request.image.tags
+    assert request.source.default_branch == "main"
+    # A record of a branch that is not the configured default is not rebuilt with latest.
+    config = _config(
+        [_target("web", "python:3.12-slim", branches=["develop", "main"], default_branch="main")]
+    )
+    develop = {"web": _last("web", ref="refs/heads/develop", default_branch="develop")}
+    routed = route_image_pushed(_event(), config, last_builds=develop.get, correlation_id="c", now=NOW)
+    [request] = routed.accepted
+    assert (request.source.ref, request.source.commit) == ("refs/heads/main", None)
 
 
 def test_image_reference_properties() -> None:
@@ -364,11 +398,12 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
 
 
 class Loop:
-    def __init__(self, tmp_path: Path, state: StateStore) -> None:
+    def __init__(self, tmp_path: Path, state: StateStore, config: SlipwayConfig = LOOP_CONFIG) -> None:
+        self.config = config
         self.queue = LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
         self.state = state
         self.dispatcher = Dispatcher(
-            config=lambda: LOOP_CONFIG,
+            config=lambda: self.config,
             ledger=FolderLedger(tmp_path / "ledger"),
             backend=DryRunBackend(),
             settings={},
@@ -381,7 +416,7 @@ class Loop:
 
         return ReceiverContext(
             settings={**SETTINGS, "GITHUB_WEBHOOK_SECRET": github.SECRET},
-            config=lambda: LOOP_CONFIG,
+            config=lambda: self.config,
             queue=lambda: self.queue,
             clock=lambda: NOW,
             state=lambda: self.state,
@@ -443,12 +478,34 @@ def test_without_a_record_the_branch_head_is_rebuilt(tmp_path: Path, state: Stat
 
     [rebuild] = loop.base_image_pushed()
     assert rebuild.source.commit is None
-    assert rebuild.source.ref == "refs/heads/master"  # the first plain name in the branch filters
+    assert rebuild.source.ref == "refs/heads/master"  # the one plain name in the branch filters
+    assert "latest" in rebuild.image.tags
     spec = render_run(rebuild, LOOP_CONFIG, RunSecrets())
     script = spec.scripts["build.sh"]
     assert "https://github.com/dougbu/AzureTest.git#refs/heads/master" in script
     assert "org.opencontainers.image.revision" not in script
     assert loop.dispatch_all() == [Outcome.DISPATCHED]
+
+
+def test_without_a_record_two_plain_filters_rebuild_nothing(tmp_path: Path, state: StateStore) -> None:
+    # Which of master and develop is the default no one says: nothing is rebuilt (the first plain
+    # filter used to be, and took `latest`), until default_branch says it.
+    target = LOOP_CONFIG.targets[0]
+    ambiguous = LOOP_CONFIG.model_copy(
+        update={"targets": [target.model_copy(update={"branches": ["develop", "master", "feature/*"]})]}
+    )
+    loop = Loop(tmp_path, state, ambiguous)
+    resp = receive_eventgrid(
+        eventgrid_request(as_array("ImagePushed-eventgridschema-restspec.json")), loop.context()
+    )
+    assert resp.status == 200 and "set default_branch" in json.dumps(resp.body)
+    configured = ambiguous.model_copy(
+        update={"targets": [ambiguous.targets[0].model_copy(update={"default_branch": "master"})]}
+    )
+    (tmp_path / "configured").mkdir()
+    [rebuild] = Loop(tmp_path / "configured", state, configured).base_image_pushed()
+    assert (rebuild.source.ref, rebuild.source.commit) == ("refs/heads/master", None)
+    assert "latest" in rebuild.image.tags
 
 
 def test_tags_are_not_recorded(tmp_path: Path, state: StateStore) -> None:

@@ -152,7 +152,13 @@ def test_validate_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path = write(tmp_path, GOOD)
     code, out, _err = run(["config", "validate", "--json", str(path)], capsys)
     assert code == 0
-    assert json.loads(out) == {"ok": True, "file": str(path), "targets": ["web", "api"], "problems": []}
+    assert json.loads(out) == {
+        "ok": True,
+        "file": str(path),
+        "targets": ["web", "api"],
+        "problems": [],
+        "warnings": [],
+    }
     bad = write(tmp_path, GOOD + "    branchs: [main]\n", "bad.yaml")
     code, out, _err = run(["config", "validate", "--json", str(bad)], capsys)
     assert code == 1

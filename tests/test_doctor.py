@@ -165,6 +165,33 @@ def test_an_invalid_configuration_is_named_with_file_and_line(
     assert _checks(report)["cache"]["status"] == "skip"
 
 
+def test_a_configuration_whose_builds_the_renderer_refuses_fails(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The models accept it; every build of the target would be refused (issue #17 item 6).
+    (workdir / "slipway.yaml").write_text(
+        "registry: r.azurecr.io\ntargets:\n  - name: web\n    repo: https://github.com/c/web\n"
+        "    image: c/web\n    dockerfile: ./docker/../Dockerfile\n"
+    )
+    code, report = _doctor_json(capsys)
+    assert code == 1
+    config = _checks(report)["config"]
+    assert config["status"] == "fail"
+    assert "slipway.yaml:6: targets[0].dockerfile:" in config["detail"]
+
+
+def test_default_branch_warnings_are_in_the_config_detail(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "slipway.yaml").write_text(
+        "registry: r.azurecr.io\ntargets:\n  - name: web\n    repo: https://bitbucket.org/c/web\n"
+        "    image: c/web\n    branches: [master, develop]\n"
+    )
+    _code, report = _doctor_json(capsys)
+    config = _checks(report)["config"]
+    assert config["status"] == "pass" and "set default_branch" in config["detail"]
+
+
 def test_azure_mode_names_every_missing_setting(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

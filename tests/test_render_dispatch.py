@@ -218,8 +218,10 @@ def test_render_takes_the_default_branch_the_git_host_would_report(
     args = ["render", "--config", str(path), *RENDER, "--request"]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "latest" not in json.loads(captured.out)["image"]["tags"]
-    assert "assuming 'main'" in captured.err and "--default-branch" in captured.err
-    assert main([*args, "--default-branch", "develop"]) == 0
+    # The target's only branch filter is its default (default_branch_for), as for a push whose
+    # sender reports none; the note says so, and the host's report overrides it.
+    assert "latest" in json.loads(captured.out)["image"]["tags"]
+    assert "taking 'develop'" in captured.err and "--default-branch" in captured.err
+    assert main([*args, "--default-branch", "main"]) == 0
     captured = capsys.readouterr()
-    assert "latest" in json.loads(captured.out)["image"]["tags"] and captured.err == ""
+    assert "latest" not in json.loads(captured.out)["image"]["tags"] and captured.err == ""

@@ -102,9 +102,13 @@ def _request(args: argparse.Namespace, config: SlipwayConfig, target: Target) ->
         correlation_id="render",
     )
     if args.default_branch is None and target.default_branch is None:
+        from shared.default_branch import single_plain_branch
+
+        only = single_plain_branch(target)
+        taken = f"taking {only!r}, its one plain branch filter," if only else "no branch is taken"
         print(
-            f"note: {target.name} sets no default_branch; assuming 'main' for the `latest` tag "
-            "(pass --default-branch)",
+            f"note: {target.name} sets no default_branch; {taken} as the default branch for the "
+            "`latest` tag and the cache import (pass --default-branch: the one the Git host reports)",
             file=sys.stderr,
         )
     return request_for_commit(
