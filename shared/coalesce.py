@@ -21,8 +21,8 @@ last built, only for a reason outside the repository. So:
 * A rebuild is served by any pending push (that push's run starts after the rebuild's reason
   arose, and builds the newest commit). The dispatcher lets it wait until that push has started,
   then supersedes it and records the rebuild's reason on the push's ledger record.
-* A rebuild is served by any run on its key that started at or after the rebuild was received;
-  a run that started before cannot contain an update that came later, so the rebuild builds.
+* A rebuild is served by any run on its key that started after the rebuild was received; a run
+  that started before cannot contain an update that came later, so the rebuild builds.
 * Between pending rebuilds, the one received last wins.
 """
 
@@ -110,10 +110,14 @@ class Started:
         }
 
     def serves_rebuild(self, request: BuildRequest) -> bool:
-        """Whether this run serves rebuild ``request``: it started once the rebuild was asked for."""
+        """Whether this run serves rebuild ``request``: it started after the rebuild was received.
+
+        ``started_at`` is taken after the run started and the branch's last build was recorded,
+        so a rebuild routed from the last build before that record moved is served by this run.
+        """
         if self.started_at is None:  # an older document: by the time received, as it was kept
             return self.order > _order(request)
-        return self.started_at >= request.trigger.received_at
+        return self.started_at > request.trigger.received_at
 
 
 def _aware(value: datetime) -> datetime:

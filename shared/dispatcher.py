@@ -330,6 +330,7 @@ class Dispatcher:
             delivery_count=delivery_count,
         )
         self._record_last_build(request, target)
+        # After the last build: a rebuild routed from the record before it moved is served by this run.
         self._supersede_older_run(request, target, handle.run_id)
         if dispatched is not None:
             self._post_pending(*dispatched)
