@@ -177,3 +177,37 @@ def test_a_newer_push_still_supersedes_a_pending_rebuild(tmp_path: Path, acr_ser
         assert record is not None and record.status is RunStatus.SUPERSEDED
     finally:
         rig.close()
+
+
+def test_cancel_superseded_never_cancels_a_push_for_a_rebuild_but_a_push_cancels_a_rebuild(
+    tmp_path: Path, acr_server: AcrServer
+) -> None:
+    rig = Rig(
+        tmp_path,
+        Clock(),
+        acr_backend(acr_server),
+        dispatch="  quiet_period: 30s",
+        target_extra=TARGET_EXTRA + "\n    cancel_superseded: true",
+    )
+    config_text = (tmp_path / "slipway.yaml").read_text()
+    try:
+        rig.send(make_request(1, received_at=rig.clock()))
+        rig.run_until_idle(step=10)
+        acr_server.set_status("ca1", "Running")
+        rig.clock.advance(60)
+        (rebuild,) = _base_image_update(rig, config_text)  # the base image changed under run ca1
+        rig.run_until_idle(step=10)
+        assert _run_ids_for(acr_server, rebuild.id) == ["ca2"]
+        assert acr_server.cancelled() == []  # the push's run is left alone
+        acr_server.set_status("ca1", "Succeeded")
+        acr_server.set_status("ca2", "Running")
+        rig.clock.advance(60)
+        push = make_request(2, received_at=rig.clock())
+        rig.send(push)
+        rig.run_until_idle(step=10)
+        assert _run_ids_for(acr_server, push.id) == ["ca3"]
+        assert acr_server.cancelled() == ["ca2"]  # the newer commit's run serves the rebuild
+        record, _ = rig.ledger.get(rebuild.id) or (None, None)
+        assert record is not None and record.history[-1]["event"] == "cancelled"
+    finally:
+        rig.close()
