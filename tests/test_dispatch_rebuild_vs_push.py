@@ -2,9 +2,10 @@
 
 Push A is built and recorded as the branch's last build; push B (a newer commit of the same
 branch) waits out its quiet period; a rebuild of the target arrives inside that quiet period. The
-rebuild request is made by the real routing (``route_image_pushed`` / ``evaluate_schedules``),
-which rebuilds the recorded last build, commit A. The survivor must be B, built once, carrying
-the rebuild's reason; nothing builds A again with the branch's tags.
+rebuild request is made by the real ACR webhook receiver (the ACR docs' push sample) or the real
+schedule evaluation (``evaluate_schedules``), which rebuild the recorded last build, commit A.
+The survivor must be B, built once, carrying the rebuild's reason; nothing builds A again with
+the branch's tags.
 """
 
 from __future__ import annotations
@@ -15,41 +16,36 @@ from pathlib import Path
 
 import pytest
 
-from shared.base_images import route_image_pushed
 from shared.build_request import BuildRequest
 from shared.config import parse_config
-from shared.events import ImagePushedEvent
 from shared.last_build import read_last_build
 from shared.ledger import RunStatus
-from shared.rebuild_queue import send_requests
+from shared.receivers.acr import receive_acr
+from shared.receivers.base import ReceiverContext
 from shared.schedules import evaluate_schedules
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
+from tests.support.registry_hooks import ACR, SETTINGS, acr_request, fixture_bytes
 
-TARGET_EXTRA = '    base_images: ["python:3.12-slim"]\n    schedule: "0 * * * *"'
-DIGEST = "sha256:" + "b" * 64
+# The image of the ACR webhook reference's push sample (tests/fixtures/azure-container-registry).
+TARGET_EXTRA = '    base_images: ["myregistry.azurecr.io/hello-world:v1"]\n    schedule: "0 * * * *"'
 
 
 def _base_image_update(rig: Rig, config_text: str) -> list[BuildRequest]:
+    """The ACR webhook's published push sample, delivered to the real ACR receiver."""
     config = parse_config(config_text, source="rig")
-    event = ImagePushedEvent(
-        provider="acr",
-        delivery_id="evt-base",
-        received_at=rig.clock(),
-        registry="docker.io",
-        repository="library/python",
-        tag="3.12-slim",
-        digest=DIGEST,
+    ctx = ReceiverContext(
+        settings=SETTINGS,
+        config=lambda: config,
+        queue=lambda: rig.queue,
+        clock=rig.clock,
+        state=lambda: rig.state,
     )
-    result = route_image_pushed(
-        event,
-        config,
-        last_builds=lambda target: read_last_build(rig.state, target),
-        correlation_id="base-update",
-        now=rig.clock(),
-    )
-    send_requests(rig.queue, result.accepted, correlation_id="base-update", subject="base-image")
-    return result.accepted
+    before = {message.message_id for message in rig.queue.peek()}
+    response = receive_acr(acr_request(fixture_bytes(ACR, "push-webhook-docs.json")), ctx)
+    assert response.status == 202, response.body
+    sent = [message for message in rig.queue.peek() if message.message_id not in before]
+    return [BuildRequest.from_json(message.body) for message in sent]
 
 
 def _schedule_slot(rig: Rig, config_text: str) -> list[BuildRequest]:
