@@ -577,7 +577,13 @@ class Dispatcher:
         settings = config.dispatch
         quiet_until = request.trigger.received_at + settings.quiet_period
         newer = self._coalescer.superseded_by(request, buildable=lambda other: _buildable(other, config))
-        if newer is not None and newer.pending and newer.push and self._queue is not None:
+        if (
+            newer is not None
+            and newer.pending
+            and newer.push
+            and is_rebuild(request)
+            and self._queue is not None
+        ):
             # A rebuild that a pending push will serve: supersede it once that push has started,
             # so its reason lands on a record that exists.
             until = max(newer.received_at + settings.quiet_period, now) + timedelta(seconds=5)

@@ -207,3 +207,23 @@ def test_cancel_superseded_never_cancels_a_push_for_a_rebuild_but_a_push_cancels
         assert record is not None and record.history[-1]["event"] == "cancelled"
     finally:
         rig.close()
+
+
+def test_an_older_push_is_superseded_at_once_by_a_newer_pending_push(
+    tmp_path: Path, acr_server: AcrServer
+) -> None:
+    """Only a rebuild waits for the push that serves it; an older push does not linger."""
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), dispatch="  quiet_period: 30s")
+    try:
+        older = make_request(1, received_at=rig.clock())
+        rig.clock.advance(1)
+        newer = make_request(2, received_at=rig.clock())
+        rig.send(older, newer)
+        rig.drain()
+        rig.clock.advance(31)
+        rig.drain()  # the older one's quiet period ends first: the newer one is still queued
+        record, _ = rig.ledger.get(older.id) or (None, None)
+        assert record is not None and record.status is RunStatus.SUPERSEDED
+        assert _run_ids_for(acr_server, newer.id) == ["ca1"] and rig.queue.peek() == []
+    finally:
+        rig.close()
