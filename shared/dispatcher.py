@@ -586,7 +586,9 @@ class Dispatcher:
         ):
             # A rebuild that a pending push will serve: supersede it once that push has started,
             # so its reason lands on a record that exists.
-            until = max(newer.received_at + settings.quiet_period, now) + timedelta(seconds=5)
+            # Just after its quiet period; past that (it waits for budget), one budget delay later.
+            until = newer.received_at + settings.quiet_period + timedelta(seconds=5)
+            until = until if until > now else now + settings.budget_delay
             return self._wait(request, until, f"the pending push {newer.request_id} builds the newest commit")
         if newer is not None:
             return self._supersede(request, newer, now, message_id)
