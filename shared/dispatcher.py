@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from shared import failures
 from shared.build_request import BuildRequest
-from shared.coalesce import Coalescer, PendingRequests
+from shared.coalesce import Coalescer, Newer, PendingRequests, Started, is_rebuild
 from shared.config import SlipwayConfig, Target
 from shared.failures import RetryPolicy
 from shared.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
@@ -330,6 +330,7 @@ class Dispatcher:
             delivery_count=delivery_count,
         )
         self._record_last_build(request, target)
+        # After the last build: a rebuild routed from the record before it moved is served by this run.
         self._supersede_older_run(request, target, handle.run_id)
         if dispatched is not None:
             self._post_pending(*dispatched)
@@ -576,6 +577,19 @@ class Dispatcher:
         settings = config.dispatch
         quiet_until = request.trigger.received_at + settings.quiet_period
         newer = self._coalescer.superseded_by(request, buildable=lambda other: _buildable(other, config))
+        if (
+            newer is not None
+            and newer.pending
+            and newer.push
+            and is_rebuild(request)
+            and self._queue is not None
+        ):
+            # A rebuild that a pending push will serve: supersede it once that push has started,
+            # so its reason lands on a record that exists.
+            # Just after its quiet period; past that (it waits for budget), one budget delay later.
+            until = newer.received_at + settings.quiet_period + timedelta(seconds=5)
+            until = until if until > now else now + settings.budget_delay
+            return self._wait(request, until, f"the pending push {newer.request_id} builds the newest commit")
         if newer is not None:
             return self._supersede(request, newer, now, message_id)
         if self._queue is None:
@@ -591,10 +605,14 @@ class Dispatcher:
         return None
 
     def _supersede(
-        self, request: BuildRequest, newer: str, now: datetime, message_id: str | None
+        self, request: BuildRequest, newer: Newer, now: datetime, message_id: str | None
     ) -> DispatchResult:
-        """Record that ``request`` starts no run because ``newer`` replaces it."""
-        detail = f"by {newer} (message {message_id})"
+        """Record that ``request`` starts no run because ``newer`` serves it."""
+        detail = f"by {newer.request_id} (message {message_id})"
+        if is_rebuild(request):
+            detail += f"; the {request.trigger.kind} rebuild is served by " + (
+                "that pending push" if newer.pending else "that run, started after it was received"
+            )
         record = new_record(
             request,
             RunStatus.SUPERSEDED,
@@ -624,17 +642,49 @@ class Dispatcher:
             correlation_id=request.trigger.correlation_id,
             request_id=request.id,
             target=request.target,
-            superseded_by=newer,
+            superseded_by=newer.request_id,
         )
-        return DispatchResult(Outcome.SUPERSEDED, request.id, reason="Superseded", description=f"by {newer}")
+        if is_rebuild(request):
+            self._note_served_rebuild(request, newer.request_id, now)
+        return DispatchResult(
+            Outcome.SUPERSEDED, request.id, reason="Superseded", description=f"by {newer.request_id}"
+        )
+
+    def _note_served_rebuild(self, rebuild: BuildRequest, by: str, now: datetime) -> None:
+        """Record on the serving run's ledger record which rebuild it also serves, and why.
+
+        Best effort: the rebuild's own record names the run that serves it either way.
+        """
+        trigger = rebuild.trigger
+        detail = (
+            f"{rebuild.id}: {trigger.kind} from {trigger.provider}"
+            f"{f' (delivery {trigger.delivery_id})' if trigger.delivery_id else ''}"
+            f", received {trigger.received_at.isoformat()}, correlation {trigger.correlation_id}"
+        )
+        for _ in range(3):
+            found = self._ledger.get(by)
+            if found is None or found[0].status in (RunStatus.DISPATCHING, RunStatus.RETRYING):
+                return  # not started: nothing to note on (a superseded rebuild names it anyway)
+            record, etag = found
+            if any(entry.get("detail") == detail for entry in record.history):
+                return
+            try:
+                self._ledger.replace(record.with_event(now, "covers_rebuild", detail), etag)
+            except ConflictError:
+                continue
+            except Exception as exc:
+                self._ledger_failed(by, exc)
+            return
 
     def _supersede_older_run(self, request: BuildRequest, target: Target, run_id: str) -> None:
-        """Remember this run as the newest on its key; cancel the older one if the target asks."""
-        previous = self._coalescer.record_started(request, run_id)
-        if previous is None or previous.run_id is None or not target.cancel_superseded:
-            return
+        """Remember this run as started on its key; cancel the older ones if the target asks."""
+        for previous in self._coalescer.record_started(request, run_id, now=self._clock()):
+            if previous.run_id is not None and previous.run_id != run_id and target.cancel_superseded:
+                self._cancel_superseded(request, previous)
+
+    def _cancel_superseded(self, request: BuildRequest, previous: Started) -> None:
         cancel = getattr(self._backend, "cancel", None)
-        if cancel is None:
+        if cancel is None or previous.run_id is None:
             return
         try:
             if self._backend.get(previous.run_id).finished:
