@@ -68,6 +68,7 @@ OPTIONAL_SETTINGS = {
     "AzureWebJobsStorage": "set identity-based as AzureWebJobsStorage__accountName/__credential/__clientId",
     "ServiceBusConnection": "set identity-based as ServiceBusConnection__fullyQualifiedNamespace",
     "SLIPWAY_STATE_DIR": "local state only (slipway serve); Azure uses Blob Storage",
+    "SLIPWAY_LOCAL_MASTER_KEY": "slipway serve only: Azure checks the host's own master key",
     "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit; else extraAppSettings",
     "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds: extraAppSettings",
     "SLIPWAY_CACHE_CONNECTION_STRING": "cache.account_url by identity; else secretSettings",
