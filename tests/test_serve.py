@@ -275,6 +275,20 @@ def test_loopback_dry_run_keeps_replay_open_and_base_image_polling_off(server: S
     assert "UTC  (base_image_poll)" in out
 
 
+def test_pruning_timers_delete_nothing_unless_asked(server: Server) -> None:
+    """They delete registry images and cache blobs with this machine's credentials."""
+    server.start()
+    assert _replay(server, {})[0] == 200
+    out = server.stop()
+    for timer in ("prune_images", "prune_cache"):
+        assert f"timer {timer} is off (--prune turns it on)" in out
+        assert f"({timer})" not in out
+    server.start("--prune")
+    assert _replay(server, {})[0] == 200
+    out = server.stop()
+    assert "UTC  (prune_images)" in out and "UTC  (prune_cache)" in out
+
+
 def test_bad_input_gets_a_json_4xx_from_the_server(server: Server) -> None:
     server.start()
     body = (

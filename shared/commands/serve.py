@@ -14,6 +14,9 @@ from shared.runtime import APP_ROOT
 LOCAL_SECRET = "slipway-local-secret"  # printed in the README: fit for loopback and dry runs only
 ACR_SETTINGS = ("ACR_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
 POLL_TIMER = "base_image_poll"
+# Timers that delete things (registry images, cache blobs) with this machine's credentials: a
+# developer trying Slipway against a real registry or cache must ask for them (--prune).
+PRUNE_TIMERS = ("prune_images", "prune_cache")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="run the base-image polling timer, which asks the registries in slipway.yaml for digests "
         "with this machine's credentials (off by default locally)",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="run the image and cache pruning timers, which delete registry images and cache blobs "
+        "with this machine's credentials (off by default locally; SLIPWAY_IMAGE_PRUNE_DRY_RUN=true "
+        "makes the image timer plan only)",
     )
     parser.set_defaults(handler=run)
 
@@ -82,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if not secret:
         os.environ["GITHUB_WEBHOOK_SECRET"] = LOCAL_SECRET
         print(f"GITHUB_WEBHOOK_SECRET is not set: using the local secret {LOCAL_SECRET!r}", file=sys.stderr)
-    if args.poll_base_images:
-        os.environ[f"AzureWebJobs.{POLL_TIMER}.Disabled"] = "false"
-    else:
-        # The Functions host's own switch; a setting that says otherwise (environment or
-        # local.settings.json) is an explicit choice and wins.
-        os.environ.setdefault(f"AzureWebJobs.{POLL_TIMER}.Disabled", "true")
+    for name, wanted in [(POLL_TIMER, args.poll_base_images), *((t, args.prune) for t in PRUNE_TIMERS)]:
+        if wanted:
+            os.environ[f"AzureWebJobs.{name}.Disabled"] = "false"
+        else:
+            # The Functions host's own switch; a setting that says otherwise (environment or
+            # local.settings.json) is an explicit choice and wins.
+            os.environ.setdefault(f"AzureWebJobs.{name}.Disabled", "true")
     os.environ.setdefault("BUILD_QUEUE", "build-requests")
     apply_settings(DEFAULT_SCHEDULES)
     # The local host feeds its queue trigger from the local queue, so webhooks must send there too,
@@ -130,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
     if keyed and (exposed or os.environ.get(MASTER_KEY_SETTING)):
         state = "set" if os.environ.get(MASTER_KEY_SETTING) else "NOT set: they answer 401"
         print(f"  {', '.join(keyed)} need {MASTER_KEY_SETTING} in x-functions-key ({state})", file=sys.stderr)
-    if not any(timer.name == POLL_TIMER for timer in functions.timers):
+    running = {timer.name for timer in functions.timers}
+    if POLL_TIMER not in running:
         print(f"  timer {POLL_TIMER} is off (--poll-base-images turns it on)", file=sys.stderr)
+    for name in PRUNE_TIMERS:
+        if name not in running:
+            print(f"  timer {name} is off (--prune turns it on)", file=sys.stderr)
     for trigger in functions.queues:
         print(f"  queue {trigger.queue_name}  ({trigger.name})", file=sys.stderr)
     for timer in functions.timers:
