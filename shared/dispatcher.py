@@ -107,8 +107,13 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
     """``record`` claimable again after a replay: ``retrying``, its attempts and failure cleared.
 
     ``start_uncertain_at`` stays: a start that got no answer may have created a run, which the
-    replay's claim then looks for before starting one.
+    replay's claim then looks for before starting one. A claim still ``dispatching`` (its holder
+    died, ``DispatchInterrupted``) gets the same doubt, dated at the claim: its ``scheduleRun``
+    may have created a run, so the replay looks for it (and adopts it) instead of starting another.
     """
+    uncertain = record.start_uncertain_at
+    if record.status is RunStatus.DISPATCHING and uncertain is None:
+        uncertain = record.updated_at
     return record.with_event(
         now,
         "replayed",
@@ -117,6 +122,7 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
         attempts=0,
         failure_reason=None,
         dead_letter_message_id=None,
+        start_uncertain_at=uncertain,
     )
 
 
