@@ -13,9 +13,10 @@ task name), so the run is found by *time*, then told apart by *its log* and by *
 2. drop every run the ledger already knows (each started request records its run id);
 3. read the log of each run left: the build step prints ``slipway: request <id>, correlation
    <id>`` (``shared/task_render.py``, ``_build_script``) before it builds. A run whose log names
-   this request is the orphan: adopt it. A run whose log names another request, or that ended
-   without naming any (started by hand), is not this request's. A run whose log cannot tell yet
-   (queued, or still in an earlier step) stays a candidate;
+   this request is the orphan: adopt it. A run whose log names another request is not this
+   request's. A run whose log names none stays a candidate: it may be queued, in an earlier step,
+   this request's run failed before building (ending it never makes a second run right), or a
+   run started by hand;
 4. no candidate left: no run was started, the request may start one now. Exactly one left, and
    no other unsettled claim in the ledger could own it (another ``dispatching`` claim, or a start
    that got no answer, in the same window): that is the orphan, adopt it. Otherwise ambiguous:
@@ -80,7 +81,7 @@ def find_orphan_run(
         return Recovery(run=mine[0])
     if mine:  # two runs name this request: only an operator can tell which to keep
         return Recovery(candidates=[run.run_id for run in mine])
-    # Runs whose logs name another request (or none, having ended) are not this request's.
+    # Runs whose logs name another request are not this request's.
     unknown = [run for run in unknown if owners[run.run_id] is None]
     if len(unknown) == 1 and not rivals:
         return Recovery(run=unknown[0])
@@ -90,8 +91,8 @@ def find_orphan_run(
 
 
 def log_owner(finder: RunFinder, run: RunHandle) -> str | None:
-    """The request id ``run``'s log names; ``""`` when it ended without naming one; None when
-    its log cannot tell (no log yet, not readable, or the build step has not printed yet)."""
+    """The request id ``run``'s log names; None when it cannot tell (no log yet, not readable,
+    or no request line: the build step has not printed, or never will)."""
     log_link = getattr(finder, "log_link", None)
     if log_link is None:
         return None
@@ -111,7 +112,7 @@ def log_owner(finder: RunFinder, run: RunHandle) -> str | None:
             logger, "run_log_unreadable", level=logging.INFO, run_id=run.run_id, error=type(exc).__name__
         )
         return None
-    return "" if run.finished else None
+    return None
 
 
 def _scan_ledger(
