@@ -47,6 +47,7 @@ class FaultyAcr(AcrBackend):
         self.rng, self.clock = rng, clock
         self.last_orphan = clock() - run_backend_gap()
         self.crashes = 0
+        self.killing = True
 
     def may_orphan(self) -> bool:
         """Orphaned runs (crash, lost answer) are spaced out: recovery tells them apart by time."""
@@ -54,7 +55,7 @@ class FaultyAcr(AcrBackend):
 
     def start(self, spec: RunSpec, *, request_id: str, correlation_id: str) -> RunHandle:
         handle = super().start(spec, request_id=request_id, correlation_id=correlation_id)
-        if self.may_orphan() and self.rng.random() < 0.05:
+        if self.killing and self.may_orphan() and self.rng.random() < 0.05:
             self.last_orphan = self.clock()
             self.crashes += 1
             raise SystemExit("worker killed after scheduleRun")
@@ -173,6 +174,7 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
         # The operator replays what recovery could not resolve, once the runs' logs are there
         # (no more kills: rig.run_until_idle delivers as the host does, which a kill would stop).
         monkeypatch.setattr(FolderLedger, "replace", write)
+        backend.killing = False
         _builds_print(acr_server, rng, 1.0)
         interrupted = _replay_interrupted(rig)
         rig.run_until_idle()
