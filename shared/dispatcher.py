@@ -573,9 +573,9 @@ class Dispatcher:
             request,
             existing,
             etag,
-            f"{interrupted}; runs {', '.join(recovery.candidates)} started around then and none is "
-            "recorded: check which one (its log shows slipwayRequestId) belongs to this request, "
-            "then replay only if none does",
+            f"{interrupted}; runs {', '.join(recovery.candidates)} started around then, none is "
+            "recorded and no log names this request yet (the build step prints 'slipway: request "
+            "<id>'): a replay looks again and adopts the run whose log names it",
         )
 
     # --- waiting, coalescing, budgets --------------------------------------------------------
