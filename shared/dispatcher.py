@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,10 @@ logger = logging.getLogger("slipway.dispatch")
 # Longer than any invocation can run (host.json functionTimeout is 5 minutes): a claim older than
 # this belongs to an attempt that died.
 CLAIM_LEASE = timedelta(minutes=10)
+# A claim over budget that was among the first by claim time looks again this often, this long
+# apart, while later claimants back off (see shared/budgets.py), before backing off itself.
+BUDGET_LOOKS = 3
+BUDGET_SETTLE = 0.5  # seconds
 
 
 class Outcome(StrEnum):
@@ -102,8 +107,13 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
     """``record`` claimable again after a replay: ``retrying``, its attempts and failure cleared.
 
     ``start_uncertain_at`` stays: a start that got no answer may have created a run, which the
-    replay's claim then looks for before starting one.
+    replay's claim then looks for before starting one. A claim still ``dispatching`` (its holder
+    died, ``DispatchInterrupted``) gets the same doubt, dated at the claim: its ``scheduleRun``
+    may have created a run, so the replay looks for it (and adopts it) instead of starting another.
     """
+    uncertain = record.start_uncertain_at
+    if record.status is RunStatus.DISPATCHING and uncertain is None:
+        uncertain = record.updated_at
     return record.with_event(
         now,
         "replayed",
@@ -112,6 +122,7 @@ def reopened(record: LedgerRecord, now: datetime, detail: str) -> LedgerRecord:
         attempts=0,
         failure_reason=None,
         dead_letter_message_id=None,
+        start_uncertain_at=uncertain,
     )
 
 
@@ -138,6 +149,7 @@ class Dispatcher:
         notifier: BuildStatusNotifier | None = None,
         queue: QueueSender | None = None,
         pending: PendingRequests | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """``state`` receives the last build of each target's default branch and the newest
         started request per coalesce key (none: not recorded); ``notifier`` posts the ``pending``
@@ -152,6 +164,7 @@ class Dispatcher:
         self._state = state
         self._notifier = notifier
         self._queue = queue
+        self._sleep = sleep
         self._coalescer = Coalescer(pending=pending, state=state)
 
     def dispatch(
@@ -235,6 +248,9 @@ class Dispatcher:
             record, etag = claimed
         else:
             etag = created
+        over_budget = self._hold_budget(request, target, config, record, etag)
+        if over_budget is not None:
+            return over_budget
 
         try:
             handle = self._backend.start(spec, request_id=request.id, correlation_id=correlation_id)
@@ -558,9 +574,9 @@ class Dispatcher:
             request,
             existing,
             etag,
-            f"{interrupted}; runs {', '.join(recovery.candidates)} started around then and none is "
-            "recorded: check which one (its log shows slipwayRequestId) belongs to this request, "
-            "then replay only if none does",
+            f"{interrupted}; runs {', '.join(recovery.candidates)} started around then, none is "
+            "recorded and no log names this request yet (the build step prints 'slipway: request "
+            "<id>'): a replay looks again and adopts the run whose log names it",
         )
 
     # --- waiting, coalescing, budgets --------------------------------------------------------
@@ -603,6 +619,43 @@ class Dispatcher:
             jitter = settings.budget_delay * (0.5 * random.random())  # noqa: S311 - jitter, not a secret
             return self._wait(request, now + settings.budget_delay + jitter, f"over budget: {budget.detail}")
         return None
+
+    def _hold_budget(
+        self, request: BuildRequest, target: Target, config: SlipwayConfig, record: LedgerRecord, etag: str
+    ) -> DispatchResult | None:
+        """After the claim, the budget check that bounds the runs (``shared.budgets``): None to go
+        on and start the run; over budget, the claim goes back to ``retrying`` and a copy waits."""
+        from shared.budgets import claim_standing, limits
+
+        if self._queue is None or self._backend.name == "dry-run" or limits(config, target) == (None, None):
+            return None  # as in _defer: waiting needs a delayed copy; dry runs never count
+        from shared.ledger import RecordSummary
+
+        claim = RecordSummary.of(record)
+        for look in range(BUDGET_LOOKS):
+            standing = claim_standing(self._ledger, config, target, claim, now=self._clock())
+            if not standing.over:
+                return None
+            if not standing.first or look == BUDGET_LOOKS - 1:
+                break
+            self._sleep(BUDGET_SETTLE)
+        released = record.with_event(
+            self._clock(),
+            "over_budget",
+            standing.detail,
+            status=RunStatus.RETRYING,
+            attempts=max(record.attempts - 1, 0),  # no start was attempted
+        )
+        try:
+            self._ledger.replace(released, etag)
+        except Exception as exc:  # the claim stays: after its lease, recovery finds no run and reclaims
+            self._ledger_failed(request.id, exc)
+            return self._retry(request, f"over budget, and the claim could not be released: {exc}")
+        settings = config.dispatch
+        jitter = settings.budget_delay * (0.5 * random.random())  # noqa: S311 - jitter, not a secret
+        return self._wait(
+            request, self._clock() + settings.budget_delay + jitter, f"over budget: {standing.detail}"
+        )
 
     def _supersede(
         self, request: BuildRequest, newer: Newer, now: datetime, message_id: str | None

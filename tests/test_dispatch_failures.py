@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from shared import run_backend
+from shared.build_request import BuildRequest
 from shared.dispatcher import CLAIM_LEASE
 from shared.ledger import LedgerRecord, RunStatus
 from shared.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage
 from shared.run_backend import AcrBackend, RunHandle
 from shared.task_render import RunSpec
-from tests.support.acr_server import AcrServer
+from tests.support.acr_server import AcrServer, decoded_task
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, acr_backend_arguments, make_request
 
 
@@ -327,3 +331,98 @@ def test_a_retry_claims_the_record_it_read_without_a_create_bound_to_fail(
     record, _ = real_get(request.id) or (None, None)
     assert record is not None and record.status is RunStatus.DISPATCHED
     assert calls == ["get"], calls
+
+
+def _printed_log(acr: AcrServer, run_id: str) -> str:
+    """What ``run_id``'s build step prints first: the printf line of the build script its task
+    carried, run by a shell (so a change of that line shows up here, not only in recovery)."""
+    request_id = acr.request_id_of(run_id)
+    for sent in acr.schedule_runs():
+        values = {v["name"]: v["value"] for v in sent.body.get("values", [])}
+        if values.get("slipwayRequestId") == request_id:
+            task = yaml.safe_load(decoded_task(sent))
+            break
+    else:
+        raise AssertionError(f"no scheduleRun for {run_id}")
+    [volume] = [v for v in task["volumes"] if "build.sh" in v["secret"]]
+    launcher = base64.b64decode(volume["secret"]["build.sh"]).decode()
+    # base64 -d <<'SLIPWAY_SCRIPT' | sh -eu, then the script's base64 text, then the delimiter.
+    body = launcher.split("<<'SLIPWAY_SCRIPT'", 1)[1].split("\n", 1)[1]
+    script = base64.b64decode(body.split("\nSLIPWAY_SCRIPT", 1)[0]).decode()
+    [line] = [x for x in script.splitlines() if x.startswith("printf 'slipway: request")]
+    printed = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True)
+    return f"2026/12/03 12:00:00 Executing step ID: build\n{printed.stdout}#1 building\n"
+
+
+def _interrupted_beside_a_manual_run(rig: Rig, acr: AcrServer, n: int) -> BuildRequest:
+    """A request whose worker died after scheduleRun while somebody started a run by hand in the
+    same minute: by time alone, recovery cannot tell which run is the request's."""
+    request = make_request(n, received_at=rig.clock())
+    rig.send(request)
+    crashed_at = rig.clock()
+    _crash_then_redeliver(rig)
+    acr.clock = lambda: crashed_at + timedelta(seconds=5)
+    acr_backend(acr).start(_spec_of(rig, request.id), request_id="manual", correlation_id="manual")
+    acr.clock = rig.clock
+    return request
+
+
+def _replay(rig: Rig, request_id: str) -> None:
+    from shared.replay import Replayer, ReplaySelection
+
+    Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
+        ReplaySelection(ids=(request_id,)), actor="test", note="the operator replays", dry_run=False
+    )
+
+
+def _record(rig: Rig, request_id: str) -> LedgerRecord:
+    found = rig.ledger.get(request_id)
+    assert found is not None
+    return found[0]
+
+
+def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_second(
+    crash_rig: Rig, acr_server: AcrServer
+) -> None:
+    """The gap of issue 17.4: a DispatchInterrupted request, replayed, used to start another run."""
+    rig = crash_rig
+    request = _interrupted_beside_a_manual_run(rig, acr_server, 11)
+    rig.run_until_idle()
+    record = _record(rig, request.id)
+    assert (record.status, record.failure_reason) == (RunStatus.DISPATCHING, "DispatchInterrupted")
+    # Replayed while both runs are still queued (no log tells whose they are): still interrupted,
+    # and nothing started.
+    _replay(rig, request.id)
+    rig.run_until_idle()
+    record = _record(rig, request.id)
+    assert (record.failure_reason, record.run_id) == ("DispatchInterrupted", None)
+    assert record.start_uncertain_at is not None  # the doubt survives the replay
+    assert _runs(acr_server) == 2
+    # The runs start and their logs name their requests: the next replay adopts the right one.
+    for run_id in acr_server.runs:
+        acr_server.set_status(run_id, "Running")
+        acr_server.set_log(run_id, _printed_log(acr_server, run_id))
+    _replay(rig, request.id)
+    rig.run_until_idle()
+    record = _record(rig, request.id)
+    assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert acr_server.request_id_of("ca1") == request.id
+    events = [e["event"] for e in record.history]
+    assert events[-1] == "run_recovered" and "dispatch_interrupted" in events and "replayed" in events
+    assert _runs(acr_server) == 2  # adopted: no second run of this request, ever
+    assert rig.queue.peek(dead_letter=True) == []
+
+
+def test_after_the_lease_the_run_whose_log_names_the_request_is_adopted_beside_a_manual_run(
+    crash_rig: Rig, acr_server: AcrServer
+) -> None:
+    rig = crash_rig
+    request = _interrupted_beside_a_manual_run(rig, acr_server, 12)
+    for run_id in acr_server.runs:
+        acr_server.set_status(run_id, "Running")
+        acr_server.set_log(run_id, _printed_log(acr_server, run_id))
+    rig.run_until_idle()
+    record = _record(rig, request.id)
+    assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
+    assert [e["event"] for e in record.history][-1] == "run_recovered"
+    assert _runs(acr_server) == 2 and rig.queue.peek(dead_letter=True) == []

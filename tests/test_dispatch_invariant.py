@@ -4,6 +4,12 @@ Afterwards every request has started exactly one ACR run, or sits in the dead-le
 exactly once (and started none); nothing is missing. Real components: the local queue, a folder
 ledger, the real ``AcrBackend`` over HTTPS to the loopback ACR server (faults injected there),
 the real queue trigger, one controlled clock. Seeded, so a failure reproduces.
+
+The worker is killed at points inside the window between ``scheduleRun`` and the ledger: right
+after the call returned, inside the ledger write of the run (before it lands, or after), and
+while adopting an orphaned run. Runs' logs appear as their build steps start, some late, so
+recovery sometimes cannot tell runs apart and dead-letters ``DispatchInterrupted``; an operator
+then replays those dead letters, and no replay may start a second run.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pytest
 import yaml
 
 from shared import run_backend
-from shared.ledger import RunStatus
+from shared.ledger import FolderLedger, LedgerRecord, RunStatus
 from shared.local_host import LocalHost
 from shared.run_backend import AcrBackend, RunHandle
 from shared.task_render import RunSpec
@@ -41,6 +47,7 @@ class FaultyAcr(AcrBackend):
         self.rng, self.clock = rng, clock
         self.last_orphan = clock() - run_backend_gap()
         self.crashes = 0
+        self.killing = True
 
     def may_orphan(self) -> bool:
         """Orphaned runs (crash, lost answer) are spaced out: recovery tells them apart by time."""
@@ -48,7 +55,7 @@ class FaultyAcr(AcrBackend):
 
     def start(self, spec: RunSpec, *, request_id: str, correlation_id: str) -> RunHandle:
         handle = super().start(spec, request_id=request_id, correlation_id=correlation_id)
-        if self.may_orphan() and self.rng.random() < 0.05:
+        if self.killing and self.may_orphan() and self.rng.random() < 0.05:
             self.last_orphan = self.clock()
             self.crashes += 1
             raise SystemExit("worker killed after scheduleRun")
@@ -115,6 +122,24 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
         return None
 
     acr_server.fault_hook = fault
+    kills: Counter[str] = Counter()
+    write = FolderLedger.replace
+
+    def replace(ledger: FolderLedger, record: LedgerRecord, etag: str) -> str:
+        """Kill points inside the ledger write that records a started (or adopted) run."""
+        event = record.history[-1]["event"] if record.history else ""
+        if record.status is RunStatus.DISPATCHED and event in ("run_started", "run_recovered"):
+            roll = rng.random()
+            if roll < 0.02:
+                kills[f"before {event}"] += 1
+                raise SystemExit("worker killed before the ledger write")
+            if roll < 0.03:
+                written = write(ledger, record, etag)
+                kills[f"after {event}"] += 1
+                raise SystemExit(f"worker killed after the ledger write ({written})")
+        return write(ledger, record, etag)
+
+    monkeypatch.setattr(FolderLedger, "replace", replace)
     try:
         requests = [make_request(n, received_at=clock(), ref=f"refs/heads/b{n}") for n in range(REQUESTS)]
         pending = list(requests)
@@ -143,8 +168,17 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
                 if done:
                     late = rng.choice(done)
                     rig.queue.send([_copy_of(late, f"{late.id}-late{rng.randint(0, 10**9)}")])
+            _builds_print(acr_server, rng, 0.05)
             clock.advance(30)
         acr_server.fault_hook = None
+        # The operator replays what recovery could not resolve, once the runs' logs are there
+        # (no more kills: rig.run_until_idle delivers as the host does, which a kill would stop).
+        monkeypatch.setattr(FolderLedger, "replace", write)
+        backend.killing = False
+        _builds_print(acr_server, rng, 1.0)
+        interrupted = _replay_interrupted(rig)
+        rig.run_until_idle()
+        assert _replay_interrupted(rig) == 0
 
         runs = Counter(acr_server.request_id_of(run_id) for run_id in acr_server.runs)
         dead = Counter(json.loads(m.body)["id"] for m in rig.queue.peek(dead_letter=True, max_count=5000))
@@ -173,9 +207,32 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
         # The faults really happened, and so did the recoveries.
         assert all(faults[kind] > 0 for kind in ("429", "500", "503", "refused")), faults
         assert faults["reset"] + faults["slow"] + backend.crashes >= 3 and redeliveries > 0 and dead
+        assert all(kills[k] > 0 for k in ("before run_started", "after run_started")), kills
+        assert interrupted > 0, "no DispatchInterrupted dead letter to replay: the window went untested"
     finally:
         acr_server.fault_hook = None
         rig.close()
+
+
+def _builds_print(acr: AcrServer, rng: random.Random, chance: float) -> None:
+    """Runs whose build step has started print their request line (shared/task_render.py,
+    ``_build_script``); each run without a log starts with this ``chance`` per step."""
+    for run_id in list(acr.runs):
+        if run_id not in acr.logs and rng.random() < chance:
+            acr.set_log(run_id, f"slipway: request {acr.request_id_of(run_id)}, correlation test\n")
+
+
+def _replay_interrupted(rig: Rig) -> int:
+    """``slipway replay --reason DispatchInterrupted``: how many dead letters it sent back."""
+    from shared.replay import Replayer, ReplaySelection
+
+    report = Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
+        ReplaySelection(reason="DispatchInterrupted", limit=1000),
+        actor="test",
+        note="runs checked",
+        dry_run=False,
+    )
+    return len(report.items)
 
 
 def _call(rig: Rig, message: Any) -> None:
