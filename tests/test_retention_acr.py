@@ -105,3 +105,45 @@ def test_acr_is_chosen_for_azurecr_hosts() -> None:
     assert guess_api("https://myacr.azurecr.cn") == "acr"
     assert guess_api("ghcr.io") == "oci"
     assert guess_api("http://127.0.0.1:5000") == "oci"
+
+
+class MovesLatestMidPass(AcrRetentionBackend):
+    """The SDK backend; before its first manifest deletion goes out, ``latest`` is rolled back."""
+
+    plane: AcrDataPlane
+    target: str
+    moved = False
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.plane.tag(repository, "latest", self.target, updated=datetime.now(UTC))
+        super().delete_manifest(repository, digest)
+
+
+def test_a_rollback_of_latest_mid_pass_keeps_the_manifest(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    """Issue 17.9 on ACR: ``latest`` moved onto a doomed index after the pass started deleting."""
+    plane = acr_dataplane
+    current, _ = plane.add_index("app", created=OLD)
+    plane.tag("app", "latest", current, updated=OLD)
+    rollback, rollback_children = plane.add_index("app", created=OLD)
+    plane.tag("app", "build-1", rollback, updated=OLD - timedelta(days=3))
+    newest = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "build-2", newest, updated=OLD)  # keep_newest 1
+    descriptor = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": rollback, "size": 1}
+    signature = plane.add_platform_image("app", created=OLD, subject=descriptor)  # deleted first
+    sdk = backend(plane)
+    watched = MovesLatestMidPass(sdk.client, sdk.registry)
+    watched.plane, watched.target = plane, rollback
+
+    report = prune_images(watched, RULES, dry_run=False)
+
+    assert watched.moved and report.ok, report.to_json()
+    (outcome,) = [o for o in report.repositories if o.repository == "app"]
+    assert outcome.plan is not None and rollback in outcome.plan.deletions
+    assert outcome.deleted == [signature]
+    app = plane.repositories["app"]
+    assert app.tags["latest"].digest == rollback and "build-1" in app.tags
+    for digest in (rollback, *rollback_children, current):
+        assert digest in app.manifests
+    resolves_fully(plane, "app", rollback)
