@@ -147,3 +147,41 @@ def test_a_rollback_of_latest_mid_pass_keeps_the_manifest(acr_dataplane: AcrData
     for digest in (rollback, *rollback_children, current):
         assert digest in app.manifests
     resolves_fully(plane, "app", rollback)
+
+
+class MovesATagAtFirstUntag(AcrRetentionBackend):
+    """Before the first tag deletion goes out, ``tag`` is pushed again onto a new image."""
+
+    plane: AcrDataPlane
+    tag: str
+    target: str
+    moved = False
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.plane.tag(repository, self.tag, self.target, updated=datetime.now(UTC))
+        super().delete_tag(repository, tag)
+
+
+def test_a_tag_pushed_again_mid_pass_is_not_untagged(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    """Untags are by name: the name is re-checked before each, so a tag written since stays."""
+    plane = acr_dataplane
+    latest, _ = plane.add_index("app", created=OLD)
+    plane.tag("app", "latest", latest, updated=OLD)
+    newest = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "build-3", newest, updated=OLD)  # keep_newest 1
+    for name in ("build-1", "build-2"):  # dropped, their manifest stays for latest: untagged
+        plane.tag("app", name, latest, updated=OLD - timedelta(days=2))
+    fresh = plane.add_platform_image("app", created=NOW)
+    sdk = backend(plane)
+    watched = MovesATagAtFirstUntag(sdk.client, sdk.registry)
+    watched.plane, watched.tag, watched.target = plane, "build-2", fresh
+
+    report = prune_images(watched, RULES, dry_run=False)
+
+    assert watched.moved and report.ok, report.to_json()
+    (outcome,) = [o for o in report.repositories if o.repository == "app"]
+    assert outcome.plan is not None and outcome.plan.untags == ("build-1", "build-2")
+    assert outcome.untagged == ["build-1"] and "build-2" in outcome.skipped
+    assert plane.repositories["app"].tags["build-2"].digest == fresh
