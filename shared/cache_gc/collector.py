@@ -219,7 +219,7 @@ class CacheCollector:
             else:  # first seen now (or re-uploaded since): a later run may delete it
                 first = seen.first_seen if seen is not None and seen.etag == blob.etag else planner.now
                 self._recorded.append((digest, Candidate(blob.etag, first)))
-        if self.dry_run:
+        if self.dry_run or not doomed:
             report.blobs_deleted += len(doomed)
             report.bytes_freed += sum(b.size for b in doomed)
             return
