@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from shared.cache_gc.candidates import Candidate, parse_candidates, render_candidates
 from shared.cache_gc.collector import CacheCollector
 from shared.cache_gc.layout import BlobEntry, CacheLayout, CorruptManifestError, Manifest, parse_manifest
 from shared.cache_gc.planner import BlobDecision, MarkSweepPlanner, Policy
@@ -267,6 +268,9 @@ class MemoryStore:
             yield listing[start : start + self.page_size]
             self.before_read()
 
+    def write_blob(self, key: str, data: bytes) -> None:
+        self.put(key, data, NOW)
+
     def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
         assert len(blobs) <= 256
         self.before_delete()
@@ -298,6 +302,17 @@ class MemoryStore:
         self.put(self.layout.manifest_key(name), manifest_json(digests), NOW)
 
 
+def as_if_recorded(store: MemoryStore) -> None:
+    """What an earlier run leaves: every blob listed now recorded as a candidate long ago, so this
+    run's deletions are the second phase (the tests of two-phase deletion itself start empty)."""
+    start = len(store.layout.blobs_prefix)
+    recorded = {
+        e.name[start:]: Candidate(e.etag, NOW - 1000 * HOUR)
+        for e in store._listing(store.layout.blobs_prefix)
+    }
+    store.write_blob(store.layout.candidates_key, render_candidates(recorded))
+
+
 def test_a_corrupt_manifest_stops_everything() -> None:
     layout = CacheLayout()
     store = MemoryStore(layout, HOUR)
@@ -325,6 +340,7 @@ def test_a_manifest_written_during_the_sweep_keeps_its_old_blobs() -> None:
         if next(calls) == 4:  # after the first blob pages: blobs 1-5 were all listed as orphans
             store.export("feature", [digest(4), digest(5)])
 
+    as_if_recorded(store)
     store.before_read = exporter
     report = CacheCollector(store, layout, Policy(grace=HOUR), clock=lambda: NOW, batch_size=256).collect()
     assert report.complete and store.violations == []
@@ -345,6 +361,7 @@ def test_an_expired_manifest_exported_again_during_the_run_is_kept() -> None:
         if next(deletes) == 0:  # after the collector read the old manifest, before it deletes it
             store.export("feature", [digest(2)])
 
+    as_if_recorded(store)
     store.before_delete = exporter
     report = CacheCollector(store, layout, Policy(grace=HOUR, max_age=24 * HOUR), clock=lambda: NOW).collect()
     assert report.complete and store.violations == []
@@ -437,6 +454,7 @@ def test_collection_never_breaks_a_remaining_manifest(scenario: Scenario) -> Non
     for name, (blobs, age) in manifests.items():
         store.put(layout.manifest_key(name), manifest_json([digest(b) for b in blobs]), NOW - HOUR * age)
     store.put("ci/notes.txt", b"not a cache blob", NOW - 1000 * HOUR)
+    as_if_recorded(store)
     before = dict(store.items)
     exports = scenario.exports
     due = sorted(exports)
@@ -499,6 +517,7 @@ def test_the_cli_progress_bar_follows_a_run() -> None:
     store.put(layout.manifest_key("main"), manifest_json([digest(1)]), NOW)
     for n in range(1, 4):
         store.put(layout.blob_key(digest(n)), b"x", NOW - 48 * HOUR)
+    as_if_recorded(store)
     from rich.progress import Progress
 
     with Progress(disable=True) as rich_bar:
@@ -507,3 +526,52 @@ def test_the_cli_progress_bar_follows_a_run() -> None:
         tasks = {task.description: task for task in rich_bar.tasks}
     assert (tasks["manifests read"].completed, tasks["manifests read"].total) == (1, 1)
     assert tasks["blobs listed"].completed == 3 and report.blobs_deleted == 2
+
+
+def _candidates(store: MemoryStore) -> dict[str, Candidate]:
+    found = store.items.get(store.layout.candidates_key)
+    parsed = parse_candidates(found[0]) if found is not None else None
+    assert parsed is not None
+    return parsed
+
+
+def test_deletion_is_two_phase_across_runs() -> None:
+    """Issue 17.10: a blob goes only when an earlier run, ``settle`` ago, found it unreferenced too."""
+    layout = CacheLayout("ci")
+    store = MemoryStore(layout, HOUR)
+    old = NOW - 48 * HOUR
+    for n in range(1, 5):
+        store.put(layout.blob_key(digest(n)), b"x", old)
+    store.put(layout.manifest_key("main"), manifest_json([digest(1)]), old)
+    policy = Policy(grace=HOUR, settle=2 * HOUR)
+
+    def run(at: datetime, dry_run: bool = False) -> int:
+        report = CacheCollector(store, layout, policy, clock=lambda: at, dry_run=dry_run).collect()
+        assert report.complete and store.violations == []
+        return report.blobs_deleted
+
+    assert (
+        run(NOW, dry_run=True) == 0 and layout.candidates_key not in store.items
+    )  # a dry run records nothing
+    assert run(NOW) == 0 and store.deleted == []  # the first run only records
+    first = _candidates(store)
+    assert sorted(first) == [digest(2), digest(3), digest(4)]
+    assert {c.first_seen for c in first.values()} == {NOW}
+    # Between runs: an export finds blob 3 present (HEAD), skips its upload, and its manifest lands;
+    # blob 4 is uploaded again (a new ETag: its clock restarts).
+    store.export("feature", [digest(3)])
+    store.put(layout.blob_key(digest(4)), b"x", NOW - HOUR)
+    assert run(NOW + HOUR) == 0  # blob 2 has waited less than settle
+    assert run(NOW + 3 * HOUR) == 2
+    assert sorted(store.deleted) == [layout.blob_key(digest(2)), layout.blob_key(digest(4))]
+    assert layout.blob_key(digest(3)) in store.items and _candidates(store) == {}
+
+
+def test_an_unreadable_candidates_document_deletes_nothing() -> None:
+    layout = CacheLayout()
+    store = MemoryStore(layout, HOUR)
+    store.put(layout.blob_key(digest(1)), b"x", NOW - 48 * HOUR)
+    store.put(layout.candidates_key, b"something else\n" + digest(1).encode() + b' "1" 0\n', NOW)
+    report = CacheCollector(store, layout, Policy(grace=HOUR), clock=lambda: NOW).collect()
+    assert report.blobs_deleted == 0 and report.blobs_candidates == 1 and store.deleted == []
+    assert list(_candidates(store)) == [digest(1)]

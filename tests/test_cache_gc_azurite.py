@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -105,7 +107,12 @@ class Seeded:
         return self.old + HOUR + timedelta(milliseconds=500)
 
     def names(self) -> set[str]:
-        return {b.name for b in self.container.list_blobs()}
+        return cache_names(self.container)
+
+
+def cache_names(container: ContainerClient) -> set[str]:
+    """Every blob but the collector's own candidates documents."""
+    return {b.name for b in container.list_blobs() if "slipway-gc/" not in b.name}
 
 
 @pytest.fixture
@@ -124,7 +131,8 @@ def test_collects_the_real_layout_and_a_dry_run_changes_nothing(container: Conta
     report = CacheCollector(store, layout, POLICY, clock=lambda: seeded.now).collect()
 
     assert report.complete and report.error is None
-    assert seeded.names() == before - seeded.expected_deleted[""]
+    # The first run expires cacheA and only records the unreferenced blobs (two-phase deletion).
+    assert seeded.names() == before - {layout.manifest_key("cacheA")}
     assert {n.name: (n.expired, n.reason) for n in report.names} == {
         "cacheA": (True, "max_age"),
         "cacheB": (False, "keep_names"),
@@ -133,8 +141,8 @@ def test_collects_the_real_layout_and_a_dry_run_changes_nothing(container: Conta
     }
     assert (report.manifests_kept, report.manifests_expired) == (3, 1)
     # Live: cacheB and cacheC share 0052 and a8a5, plus 2101, ab29 and release-1's blob.
-    assert (report.blobs_live, report.blobs_deleted, report.blobs_kept_grace) == (5, 4, 2)
-    assert report.bytes_freed == 110 + 3 * 1000
+    assert (report.blobs_live, report.blobs_deleted, report.blobs_kept_grace) == (5, 0, 2)
+    assert report.blobs_candidates == 4
     assert report.names[0].size_bytes == 204535 + 105 + 110
     counts = (
         "manifests_kept",
@@ -142,15 +150,22 @@ def test_collects_the_real_layout_and_a_dry_run_changes_nothing(container: Conta
         "blobs_live",
         "blobs_deleted",
         "blobs_kept_grace",
+        "blobs_candidates",
         "bytes_freed",
     )
     assert {k: getattr(dry, k) for k in counts} == {k: getattr(report, k) for k in counts}
     assert dry.dry_run and not report.dry_run
 
+    second = CacheCollector(store, layout, POLICY, clock=lambda: seeded.now).collect()
+    assert seeded.names() == before - seeded.expected_deleted[""]
+    assert (second.blobs_live, second.blobs_deleted, second.blobs_kept_grace) == (5, 4, 2)
+    assert second.bytes_freed == 110 + 3 * 1000 and second.blobs_candidates == 0
+
     # The other prefix is another cache: untouched, and collected on its own.
     ci = CacheLayout("ci/team")
     assert {n for n in seeded.names() if n.startswith("ci/")} == {n for n in before if n.startswith("ci/")}
-    CacheCollector(AzureCacheStore(container, ci), ci, POLICY, clock=lambda: seeded.now).collect()
+    for _ in range(2):
+        CacheCollector(AzureCacheStore(container, ci), ci, POLICY, clock=lambda: seeded.now).collect()
     assert seeded.names() == before - seeded.expected_deleted[""] - seeded.expected_deleted["ci/team"]
     assert "zz-clock-probe" in seeded.names()  # not a cache blob
 
@@ -199,6 +214,9 @@ class ExportDuringListing:
                 upload(self.container_client, self.key, self.manifest)
                 self.exported = True
 
+    def write_blob(self, key: str, data: bytes) -> None:
+        self.inner.write_blob(key, data)
+
     def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
         return self.inner.delete(blobs)
 
@@ -212,13 +230,16 @@ def test_blobs_of_a_manifest_exported_during_the_run_survive(container: Containe
     others = {layout.blob_key(orphan()) for _ in range(4)}
     for name in (reused, fresh, *others):
         modified = upload(container, name, b"b")
+    clock = lambda: modified + 10 * HOUR  # noqa: E731
+    first = CacheCollector(AzureCacheStore(container, layout), layout, POLICY, clock=clock).collect()
+    assert (first.blobs_deleted, first.blobs_candidates) == (0, 6)  # recorded; a later run deletes
     store = ExportDuringListing(
         AzureCacheStore(container, layout),
         container,
         layout.manifest_key("feature-new"),
         manifest_for([reused.removeprefix("blobs/"), fresh.removeprefix("blobs/")]),
     )
-    report = CacheCollector(store, layout, POLICY, clock=lambda: modified + 10 * HOUR).collect()
+    report = CacheCollector(store, layout, POLICY, clock=clock).collect()
     assert store.exported and report.complete
     remaining = {b.name for b in container.list_blobs()}
     assert {reused, fresh, layout.manifest_key("feature-new")} <= remaining
@@ -266,22 +287,27 @@ def test_cli_dry_run_then_collect(
     assert "warning: grace 0s is shorter than run.timeout" in out.err
     assert {b.name for b in container.list_blobs()} == before
     assert report["dry_run"] is True
-    assert {k: report[k] for k in ("manifests_kept", "manifests_expired", "blobs_live", "blobs_deleted")} == {
+    keys = ("manifests_kept", "manifests_expired", "blobs_live", "blobs_deleted", "blobs_candidates")
+    assert {k: report[k] for k in keys} == {
         "manifests_kept": 1,
         "manifests_expired": 1,
         "blobs_live": 1,
-        "blobs_deleted": 3,
+        "blobs_deleted": 0,  # nothing recorded by an earlier run yet
+        "blobs_candidates": 3,
     }
-    assert report["bytes_freed"] == 30 and report["complete"] is True
+    assert report["bytes_freed"] == 0 and report["complete"] is True
     assert [(n["name"], n["expired"], n["reason"]) for n in report["names"]] == [
         ("feature", True, "max_age"),
         ("main", False, "keep_names"),
     ]
 
-    assert main(argv) == 0
+    assert main(argv) == 0  # expires "feature", records the three orphans
     out = capsys.readouterr()
     assert "feature" in out.out and "blobs_deleted" in out.out.replace(" ", "_")
-    assert {b.name for b in container.list_blobs()} == {layout.blob_key(kept), layout.manifest_key("main")}
+    assert len(cache_names(container)) == 5  # main, its blob, the three recorded orphans
+    assert main([*argv, "--json"]) == 0  # --grace 0s: settle 0s, so the next run deletes them
+    assert json.loads(capsys.readouterr().out)["blobs_deleted"] == 3
+    assert cache_names(container) == {layout.blob_key(kept), layout.manifest_key("main")}
 
 
 def test_cli_refuses_a_config_without_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -384,3 +410,40 @@ def test_the_cli_reports_a_dead_endpoint_in_seconds_not_minutes(
     err = capsys.readouterr().err.strip()
     assert err.startswith("slipway: error: ") and str(dead) in err and len(err.splitlines()) == 1
     assert elapsed < 40, f"{elapsed:.0f} s"
+
+
+def test_an_export_that_reuses_an_old_orphan_keeps_it(container: ContainerClient) -> None:
+    """Issue 17.10. BuildKit's azblob exporter (moby/buildkit cache/remotecache/azblob/exporter.go,
+    ``Finalize``) asks ``blobExists`` for each layer, uploads only the missing ones, and writes the
+    manifest after the last layer: a blob found present is reused without being touched. Here the
+    layers of the real cacheA manifest are old orphans (the name expired long ago); an export of
+    the same layers checks them, takes 5 s, and the collector runs in between."""
+    layout = CacheLayout()
+    manifest = (FIXTURE / "manifests" / "cacheA").read_bytes()
+    keys = [layout.blob_key(layer["blob"]) for layer in json.loads(manifest)["layers"]]
+    for key in keys:
+        modified = upload(container, key, b"layer")
+    clock = lambda: modified + 10 * HOUR  # noqa: E731 (the layers are far past grace)
+    checked = threading.Event()
+
+    def export() -> None:
+        assert all(container.get_blob_client(key).exists() for key in keys)  # present: no upload
+        checked.set()
+        time.sleep(5)  # the rest of the export (other layers uploading)
+        upload(container, layout.manifest_key("main"), manifest)  # main: in keep_names
+
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    assert checked.wait(30)
+    store = AzureCacheStore(container, layout)
+    report = CacheCollector(store, layout, POLICY, clock=clock).collect()
+    assert exporter.is_alive(), "the collector must run inside the export window"
+    exporter.join()
+
+    assert report.complete and report.blobs_deleted == 0 and report.blobs_candidates == len(keys)
+    remaining = cache_names(container)
+    assert set(keys) <= remaining and layout.manifest_key("main") in remaining
+    # The next run finds them referenced: live, and no longer candidates.
+    later = CacheCollector(store, layout, POLICY, clock=clock).collect()
+    assert (later.blobs_deleted, later.blobs_live, later.blobs_candidates) == (0, len(keys), 0)
+    assert set(keys) <= cache_names(container)

@@ -105,3 +105,83 @@ def test_acr_is_chosen_for_azurecr_hosts() -> None:
     assert guess_api("https://myacr.azurecr.cn") == "acr"
     assert guess_api("ghcr.io") == "oci"
     assert guess_api("http://127.0.0.1:5000") == "oci"
+
+
+class MovesLatestMidPass(AcrRetentionBackend):
+    """The SDK backend; before its first manifest deletion goes out, ``latest`` is rolled back."""
+
+    plane: AcrDataPlane
+    target: str
+    moved = False
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.plane.tag(repository, "latest", self.target, updated=datetime.now(UTC))
+        super().delete_manifest(repository, digest)
+
+
+def test_a_rollback_of_latest_mid_pass_keeps_the_manifest(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    """Issue 17.9 on ACR: ``latest`` moved onto a doomed index after the pass started deleting."""
+    plane = acr_dataplane
+    current, _ = plane.add_index("app", created=OLD)
+    plane.tag("app", "latest", current, updated=OLD)
+    rollback, rollback_children = plane.add_index("app", created=OLD)
+    plane.tag("app", "build-1", rollback, updated=OLD - timedelta(days=3))
+    newest = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "build-2", newest, updated=OLD)  # keep_newest 1
+    descriptor = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": rollback, "size": 1}
+    signature = plane.add_platform_image("app", created=OLD, subject=descriptor)  # deleted first
+    sdk = backend(plane)
+    watched = MovesLatestMidPass(sdk.client, sdk.registry)
+    watched.plane, watched.target = plane, rollback
+
+    report = prune_images(watched, RULES, dry_run=False)
+
+    assert watched.moved and report.ok, report.to_json()
+    (outcome,) = [o for o in report.repositories if o.repository == "app"]
+    assert outcome.plan is not None and rollback in outcome.plan.deletions
+    assert outcome.deleted == [signature]
+    app = plane.repositories["app"]
+    assert app.tags["latest"].digest == rollback and "build-1" in app.tags
+    for digest in (rollback, *rollback_children, current):
+        assert digest in app.manifests
+    resolves_fully(plane, "app", rollback)
+
+
+class MovesATagAtFirstUntag(AcrRetentionBackend):
+    """Before the first tag deletion goes out, ``tag`` is pushed again onto a new image."""
+
+    plane: AcrDataPlane
+    tag: str
+    target: str
+    moved = False
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.plane.tag(repository, self.tag, self.target, updated=datetime.now(UTC))
+        super().delete_tag(repository, tag)
+
+
+def test_a_tag_pushed_again_mid_pass_is_not_untagged(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    """Untags are by name: the name is re-checked before each, so a tag written since stays."""
+    plane = acr_dataplane
+    latest, _ = plane.add_index("app", created=OLD)
+    plane.tag("app", "latest", latest, updated=OLD)
+    newest = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "build-3", newest, updated=OLD)  # keep_newest 1
+    for name in ("build-1", "build-2"):  # dropped, their manifest stays for latest: untagged
+        plane.tag("app", name, latest, updated=OLD - timedelta(days=2))
+    fresh = plane.add_platform_image("app", created=NOW)
+    sdk = backend(plane)
+    watched = MovesATagAtFirstUntag(sdk.client, sdk.registry)
+    watched.plane, watched.tag, watched.target = plane, "build-2", fresh
+
+    report = prune_images(watched, RULES, dry_run=False)
+
+    assert watched.moved and report.ok, report.to_json()
+    (outcome,) = [o for o in report.repositories if o.repository == "app"]
+    assert outcome.plan is not None and outcome.plan.untags == ("build-1", "build-2")
+    assert outcome.untagged == ["build-1"] and "build-2" in outcome.skipped
+    assert plane.repositories["app"].tags["build-2"].digest == fresh

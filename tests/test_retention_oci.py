@@ -6,6 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +212,50 @@ def test_timer_prunes_the_configured_registry(
     assert all(gone(client, repo, d) for d in [doomed, *doomed_children])
     assert not any(gone(client, repo, d) for d in [kept, *kept_children])
     resolves_fully(client, repo, "latest")
+
+
+class MovesATagMidPass(OciRetentionBackend):
+    """The real backend; just before its first manifest deletion goes out, someone points ``tag``
+    at ``target`` (what ``docker buildx imagetools create -t app:latest app@<old digest>`` does)."""
+
+    def __init__(
+        self, client: RegistryClient, registry: OciRegistry, repo: str, tag: str, target: str, **kw: Any
+    ):
+        super().__init__(client, **kw)
+        self.registry_under_test, self.repo, self.tag, self.target = registry, repo, tag, target
+        self.moved = False
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.registry_under_test.add_tag(self.repo, self.tag, self.target)
+        super().delete_manifest(repository, digest)
+
+
+@pytest.mark.parametrize("tag", ["latest", "hotfix"])  # a keep_tags tag, and one no rule keeps
+def test_a_tag_moved_mid_pass_onto_a_doomed_manifest_keeps_it_whole(
+    fresh_oci_registry: OciRegistry, tag: str
+) -> None:
+    """Issue 17.9: a rollback of ``latest`` to a manifest planned for deletion, during the deletions."""
+    registry = fresh_oci_registry
+    repo = registry.new_repo("app")
+    current, current_children = registry.push_index(repo, "latest", created=OLD)
+    rollback, rollback_children = registry.push_index(repo, "v1", created=OLD)
+    # A signature of the doomed index: it goes first (a manifest before what it references), so
+    # the tag moves after the pass has started deleting and before it reaches the index.
+    signature = registry.push_referrer(repo, rollback)
+    client = registry.client()
+    backend = MovesATagMidPass(client, registry, repo, tag, rollback, extra_digests=[signature])
+
+    report = prune_images(backend, RULES, dry_run=False)
+
+    assert backend.moved and report.ok, report.to_json()
+    (outcome,) = report.repositories
+    assert outcome.plan is not None and rollback in outcome.plan.deletions  # it was doomed
+    assert outcome.deleted == [signature]  # deleted before the tag moved: nothing saves that
+    assert client.resolve_digest(f"{registry.host}/{repo}:{tag}") == rollback
+    resolves_fully(client, repo, tag)
+    for digest in [rollback, *rollback_children, current, *current_children]:
+        assert not gone(client, repo, digest)
+    assert outcome.skipped[rollback] == "a tag written during the pass needs it; kept"
+    assert sorted(client.list_tags(repo)) == sorted({"latest", "v1", tag})

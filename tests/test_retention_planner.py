@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -250,3 +250,29 @@ def test_no_kept_manifest_ever_references_a_deleted_one(graph: RepositoryGraph, 
         for target in graph.references(digest):
             if target in position:
                 assert position[digest] < position[target], "a manifest deleted before what references it"
+
+
+@settings(max_examples=300, deadline=None)
+@given(random_graphs(), rules_strategy, st.data())
+def test_a_tag_written_during_the_pass_saves_what_it_reaches(
+    graph: RepositoryGraph, rule: ImageRule, data: st.DataObject
+) -> None:
+    """What the prune pass deletes after a tag moved (both plans agree) never includes the
+    manifest the tag now points at, nor anything that manifest references (issue 17.9)."""
+    assume(graph.manifests)
+    first = plan_repository(graph, rule, now=NOW)
+    target = data.draw(st.sampled_from(sorted(graph.manifests)))
+    name = data.draw(st.sampled_from([*sorted(graph.tags), "rollback"]))
+    others = [t for t in graph.tags.values() if t.name != name]
+    again = plan_repository(
+        graph.with_tags([*others, TagNode(name, target)]), rule, now=NOW, written=frozenset({name})
+    )
+    deleted = set(first.deletions) & set(again.deletions)
+    reached, stack = set(), [target]
+    while stack:
+        digest = stack.pop()
+        if digest not in reached:
+            reached.add(digest)
+            stack.extend(graph.references(digest))
+    assert not reached & deleted
+    assert [t.action for t in again.tags if t.tag == name] == ["keep"]

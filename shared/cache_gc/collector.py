@@ -12,7 +12,11 @@ The order of one run, and why:
    the live set, and the pending batch is filtered against it. A blob referenced by a manifest that
    exists when its batch is sent is therefore never deleted.
 5. Blobs are streamed page by page; each is live, in its grace period (an exporter uploads blobs
-   before its manifest), or deleted in batches of 256, each only if its ETag is unchanged.
+   before its manifest), or unreferenced and past grace: a *candidate*.
+6. Deletion is two-phase across runs (``candidates``): a candidate is deleted only if an earlier
+   run, at least ``policy.settle`` ago, recorded it with the same ETag; the others are recorded for
+   a later run. Deletes go in batches of 256, each only if its ETag is unchanged. The candidates
+   document is written at the end of a complete run (never by a dry run).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
+from shared.cache_gc.candidates import Candidate, parse_candidates, render_candidates
 from shared.cache_gc.layout import BlobEntry, CacheLayout, CorruptManifestError, Manifest, parse_manifest
 from shared.cache_gc.planner import MarkSweepPlanner, Policy, Reason
 from shared.cache_gc.report import CacheReport, NameReport
@@ -77,6 +82,8 @@ class CacheCollector:
         self.batch_size = batch_size
         self._intern: dict[str, str] = {}
         self._known: dict[str, str] = {}  # manifest name -> the ETag accounted for
+        self._previous: dict[str, Candidate] = {}  # what earlier runs recorded
+        self._recorded: list[tuple[str, Candidate]] = []  # what this run records
 
     def collect(self) -> CacheReport:
         started = time.monotonic()
@@ -91,7 +98,9 @@ class CacheCollector:
             max_bytes=self.policy.max_bytes,
         )
         planner: MarkSweepPlanner | None = None
+        self._recorded = []
         try:
+            self._previous = self._read_candidates()
             manifests = self._read_manifests(self.store.list_manifests())
             self._known = {m.name: m.etag for m in manifests}
             planner = MarkSweepPlanner(self.layout, self.policy, now, manifests)
@@ -99,6 +108,9 @@ class CacheCollector:
             self._recheck(planner)  # each batch checks again (and settles) before deleting
             self._sweep(planner, report)
             report.complete = True
+            report.blobs_candidates = len(self._recorded)
+            if not self.dry_run:
+                self.store.write_blob(self.layout.candidates_key, render_candidates(self._recorded))
         except CorruptManifestError as exc:
             report.error = f"{exc}; nothing more was deleted"
         finally:
@@ -106,6 +118,10 @@ class CacheCollector:
             if planner is not None:
                 _fill_names(report, planner)
         return report
+
+    def _read_candidates(self) -> dict[str, Candidate]:
+        found = self.store.read_manifest(self.layout.candidates_key)
+        return (parse_candidates(found[0]) or {}) if found is not None else {}
 
     # --- manifests ----------------------------------------------------------------------------
 
@@ -190,9 +206,20 @@ class CacheCollector:
         if not self._recheck(planner):
             report.blobs_live += len(pending)  # manifests still moving: keep this batch, be safe
             return
-        doomed = [b for b in pending if planner.still_unreferenced(b)]
-        report.blobs_live += len(pending) - len(doomed)
-        if self.dry_run:
+        unreferenced = [b for b in pending if planner.still_unreferenced(b)]
+        report.blobs_live += len(pending) - len(unreferenced)
+        ripe_before = planner.now - self.policy.settle
+        start = len(self.layout.blobs_prefix)
+        doomed: list[BlobEntry] = []
+        for blob in unreferenced:
+            digest = blob.name[start:]
+            seen = self._previous.get(digest)
+            if seen is not None and seen.etag == blob.etag and seen.first_seen <= ripe_before:
+                doomed.append(blob)
+            else:  # first seen now (or re-uploaded since): a later run may delete it
+                first = seen.first_seen if seen is not None and seen.etag == blob.etag else planner.now
+                self._recorded.append((digest, Candidate(blob.etag, first)))
+        if self.dry_run or not doomed:
             report.blobs_deleted += len(doomed)
             report.bytes_freed += sum(b.size for b in doomed)
             return
@@ -202,6 +229,8 @@ class CacheCollector:
                 report.bytes_freed += blob.size
             elif outcome is DeleteOutcome.FAILED:
                 report.delete_failures += 1
+                digest = blob.name[start:]
+                self._recorded.append((digest, self._previous[digest]))
             # GONE: someone else deleted it; CHANGED: uploaded again since listed, so young.
 
 

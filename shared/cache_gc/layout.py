@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 MANIFESTS_DIR = "manifests"
 BLOBS_DIR = "blobs"
+STATE_DIR = "slipway-gc"  # the collector's own documents (shared.cache_gc.candidates); BuildKit's
+# importer and exporter only touch manifests/<name> and blobs/<digest>.
 # OCI image-spec digest grammar: algorithm ":" encoded.
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
@@ -49,10 +51,12 @@ class CacheLayout:
     prefix: str = ""
     manifests_prefix: str = field(init=False)
     blobs_prefix: str = field(init=False)
+    candidates_key: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "manifests_prefix", _joined(self.prefix, MANIFESTS_DIR))
         object.__setattr__(self, "blobs_prefix", _joined(self.prefix, BLOBS_DIR))
+        object.__setattr__(self, "candidates_key", _joined(self.prefix, STATE_DIR) + "candidates")
 
     def manifest_key(self, name: str) -> str:
         return self.manifests_prefix + name

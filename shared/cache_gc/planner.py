@@ -24,6 +24,9 @@ class Policy:
     max_age: timedelta | None = None
     keep_names: Sequence[str] = ()
     max_bytes: int | None = None
+    # How long a blob must have been a candidate (unreferenced, past grace, recorded by an earlier
+    # run) before a run deletes it: an export in flight when it was first recorded has landed.
+    settle: timedelta = timedelta(0)
 
 
 class Reason(StrEnum):

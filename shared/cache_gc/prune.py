@@ -19,17 +19,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("slipway.cache_gc")
 _UNCHANGED = timedelta(-1)  # "use the configured max_age" (None is a valid value: no expiry by age)
+# A candidate blob waits between the run that records it and the run that deletes it as long as an
+# export in flight at the first run can still last: the build's run.timeout (default below), or
+# the grace period where that is shorter (the grace already assumes exports finish within it).
+DEFAULT_SETTLE = timedelta(hours=1)
 
 
 def policy_for(
-    cache: CacheStorage, *, grace: timedelta | None = None, max_age: timedelta | None = _UNCHANGED
+    cache: CacheStorage,
+    *,
+    grace: timedelta | None = None,
+    max_age: timedelta | None = _UNCHANGED,
+    run_timeout: timedelta = DEFAULT_SETTLE,
 ) -> Policy:
     """The configured policy, with the CLI's overrides."""
+    effective_grace = cache.grace if grace is None else grace
     return Policy(
-        grace=cache.grace if grace is None else grace,
+        grace=effective_grace,
         max_age=cache.max_age if max_age is _UNCHANGED else max_age,
         keep_names=tuple(cache.keep_names),
         max_bytes=cache.max_bytes,
+        settle=min(effective_grace, run_timeout),
     )
 
 
@@ -57,12 +67,14 @@ def collector_for(
 
 def prune_on_schedule(rt: Runtime) -> CacheReport | None:
     """The timer's work: nothing without a ``cache:`` section; else one run, logged as one line."""
-    cache = rt.config().cache
+    config = rt.config()
+    cache = config.cache
     if cache is None:
         log_event(logger, "cache_prune_skipped", reason="no cache section in the configuration")
         return None
+    policy = policy_for(cache, run_timeout=timedelta(seconds=config.run.timeout))
     try:
-        report = collector_for(cache, rt.settings).collect()
+        report = collector_for(cache, rt.settings, policy=policy).collect()
     except Exception as exc:
         from shared.service_errors import is_service_error, one_line
 

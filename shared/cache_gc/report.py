@@ -42,6 +42,10 @@ class CacheReport(BaseModel):
     blobs_live: int = 0
     blobs_deleted: int = 0
     blobs_kept_grace: int = 0
+    blobs_candidates: int = Field(
+        default=0,
+        description="Unreferenced blobs past grace, recorded for a later run to delete (two-phase).",
+    )
     bytes_freed: int = 0
     delete_failures: int = Field(default=0, description="Deletes refused for another reason than 404/412.")
     complete: bool = Field(default=False, description="False when the sweep was stopped (see error).")

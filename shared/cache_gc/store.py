@@ -57,6 +57,10 @@ class CacheStore(Protocol):
         """The blobs under the blobs prefix, one listing page at a time."""
         ...
 
+    def write_blob(self, key: str, data: bytes) -> None:
+        """Create or replace one blob (the collector's candidates document)."""
+        ...
+
     def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
         """Delete at most MAX_BATCH blobs, each only if its ETag is unchanged; one outcome each."""
         ...
@@ -90,6 +94,9 @@ class AzureCacheStore:
 
     def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
         return self._pages(self._layout.blobs_prefix)
+
+    def write_blob(self, key: str, data: bytes) -> None:
+        self._client.upload_blob(key, data, overwrite=True)
 
     def _pages(self, prefix: str) -> Iterator[list[BlobEntry]]:
         from azure.core.exceptions import ResourceNotFoundError

@@ -47,10 +47,14 @@ class OciRetentionBackend:
         return sorted(set(self.client.list_repositories()))
 
     def read_tags(self, repository: str) -> list[TagNode]:
-        return [
-            TagNode(tag, self.client.resolve_digest(f"{self.registry}/{repository}:{tag}"))
-            for tag in self.client.list_tags(repository)
-        ]
+        """Called before every deletion: a tag deleted between listing and resolving is gone."""
+        tags: list[TagNode] = []
+        for tag in self.client.list_tags(repository):
+            try:
+                tags.append(TagNode(tag, self.client.resolve_digest(f"{self.registry}/{repository}:{tag}")))
+            except NotFound:
+                continue
+        return tags
 
     def read_graph(self, repository: str) -> RepositoryGraph:
         tags: dict[str, TagNode] = {}

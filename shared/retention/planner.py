@@ -2,9 +2,9 @@
 
 The safety argument, which the property tests check on random graphs:
 
-1. *Roots* are kept on their own: manifests a kept tag points at, locked manifests, manifests
-   younger than ``min_age``, top-level manifests of unknown age, and (``untagged: keep``)
-   untagged manifests nothing references.
+1. *Roots* are kept on their own: manifests a kept tag points at (a tag written during the pass
+   is always kept), locked manifests, manifests younger than ``min_age``, top-level manifests of
+   unknown age, and (``untagged: keep``) untagged manifests nothing references.
 2. Everything a kept manifest references is kept (an index keeps its platform manifests and
    attestations, a referrer its subject), and so is every referrer of a kept manifest (its
    signatures and SBOMs). This closure is computed to a fixed point, so no kept manifest ever
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -94,7 +95,11 @@ def _young(when: datetime | None, now: datetime, min_age: timedelta) -> bool:
 
 
 def _decide_tags(
-    graph: RepositoryGraph, rule: ImageRule, now: datetime, created: Mapping[str, datetime | None]
+    graph: RepositoryGraph,
+    rule: ImageRule,
+    now: datetime,
+    created: Mapping[str, datetime | None],
+    written: AbstractSet[str],
 ) -> dict[str, str | None]:
     """tag → why it is kept, or None when the rule drops it."""
     min_age = rule.min_age_delta
@@ -103,6 +108,8 @@ def _decide_tags(
     for tag in graph.tags.values():
         if tag.locked:
             reasons[tag.name] = "locked"
+        elif tag.name in written:
+            reasons[tag.name] = "written during the pass"
         elif tag.digest not in graph.manifests:
             reasons[tag.name] = "its manifest could not be read"
         elif any_match(rule.keep_tags, tag.name):
@@ -124,12 +131,21 @@ def _decide_tags(
 
 
 def plan_repository(
-    graph: RepositoryGraph, rule: ImageRule, *, now: datetime, rule_name: str = "images[0]"
+    graph: RepositoryGraph,
+    rule: ImageRule,
+    *,
+    now: datetime,
+    rule_name: str = "images[0]",
+    written: AbstractSet[str] = frozenset(),
 ) -> RepositoryPlan:
-    """Decide every manifest and tag of one repository under ``rule`` (see the module docstring)."""
+    """Decide every manifest and tag of one repository under ``rule`` (see the module docstring).
+
+    ``written`` names tags that moved or appeared since the pass first read the repository: they
+    are kept whatever the rule says (their time is unknown on ``/v2/``, and someone just chose them).
+    """
     min_age = rule.min_age_delta
     created = effective_created(graph)
-    tag_reasons = _decide_tags(graph, rule, now, created)
+    tag_reasons = _decide_tags(graph, rule, now, created, written)
     incoming = graph.referrers()
     owners = graph.owners()
     kept_tags_of: dict[str, list[str]] = {}

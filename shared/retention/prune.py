@@ -1,10 +1,11 @@
 """One prune pass: for each repository a rule matches, read, plan, re-check, delete.
 
-Just before deleting, the tags are read again; if any moved, appeared or vanished, the
-repository is read again and planned again, and only what both plans delete is deleted (a push
-during the pass can only save manifests, never doom them). Deletions follow the plan's order
-(a manifest before what it references); when one fails, nothing it references is deleted, so a
-failure never leaves an index pointing at a deleted child.
+Just before each deletion (manifest or tag), the tags are read again; if any moved or appeared,
+the repository is read again and planned again with those tags kept, and only what every plan
+deletes is deleted (a push during the pass can only save manifests, never doom them). What
+remains is the time between that read and the registry acting on the DELETE (one request).
+Deletions follow the plan's order (a manifest before what it references); when one fails, nothing
+it references is deleted, so a failure never leaves an index pointing at a deleted child.
 """
 
 from __future__ import annotations
@@ -113,6 +114,57 @@ def prune_images(
     return report
 
 
+class _TagWatch:
+    """The tags as the pass last saw them, re-read before every deletion (``_execute``).
+
+    When any tag moved or appeared since the last look, the repository is read and planned again
+    with every tag written during the pass kept (``written``), and only what the first plan and
+    every later plan delete may still be deleted: a push during the pass can only save manifests.
+    """
+
+    def __init__(
+        self,
+        backend: RetentionBackend,
+        graph: RepositoryGraph,
+        rule: ImageRule,
+        plan: RepositoryPlan,
+        now: datetime,
+    ) -> None:
+        self.backend, self.rule, self.now, self.rule_name = backend, rule, now, plan.rule
+        self.repository = graph.repository
+        self.seen = {t.name: t.digest for t in graph.tags.values()}
+        self.written: set[str] = set()
+        self.deletable = set(plan.deletions)
+        self.untaggable = {t: graph.tags[t].digest for t in plan.untags}
+
+    def look(self) -> None:
+        """Read the tags now; on any change, read and plan the repository again."""
+        current = {t.name: t.digest for t in self.backend.read_tags(self.repository)}
+        moved = {name for name, digest in current.items() if self.seen.get(name) != digest}
+        if not moved:
+            self.seen = current  # only deletions: they can free nothing the plan kept
+            return
+        self.written |= moved
+        graph = self.backend.read_graph(self.repository)
+        self.seen = {t.name: t.digest for t in graph.tags.values()}
+        self.written |= {n for n, d in self.seen.items() if current.get(n) != d}
+        again = plan_repository(
+            graph, self.rule, now=self.now, rule_name=self.rule_name, written=self.written
+        )
+        self.deletable &= set(again.deletions)
+        self.untaggable = {
+            t: d for t, d in self.untaggable.items() if t in again.untags and self.seen.get(t) == d
+        }
+
+    def may_delete(self, digest: str) -> bool:
+        self.look()
+        return digest in self.deletable
+
+    def may_untag(self, tag: str) -> bool:
+        self.look()
+        return tag in self.untaggable
+
+
 def _execute(
     backend: RetentionBackend,
     graph: RepositoryGraph,
@@ -121,17 +173,11 @@ def _execute(
     plan: RepositoryPlan,
     now: datetime,
 ) -> None:
-    deletions, untags = list(plan.deletions), list(plan.untags)
-    fresh = {t.name: t.digest for t in backend.read_tags(graph.repository)}
-    if fresh != {t.name: t.digest for t in graph.tags.values()}:
-        again = plan_repository(backend.read_graph(graph.repository), rule, now=now, rule_name=plan.rule)
-        still, first, untag_still = set(again.deletions), set(deletions), set(again.untags)
-        for digest in deletions:
-            if digest not in still:
-                outcome.skipped[digest] = "the repository changed during the pass; kept"
-        deletions = [d for d in again.deletions if d in first]
-        untags = [t for t in untags if t in untag_still]
-    for tag in untags:
+    watch = _TagWatch(backend, graph, rule, plan, now)
+    for tag in plan.untags:
+        if not watch.may_untag(tag):
+            outcome.skipped[tag] = "the tag moved during the pass; kept"
+            continue
         try:
             backend.delete_tag(graph.repository, tag)
             outcome.untagged.append(tag)
@@ -142,10 +188,13 @@ def _execute(
                 raise
             outcome.errors.append(f"untag {tag}: {exc}")
     blocked: set[str] = set()
-    for digest in deletions:
+    for digest in plan.deletions:
         if digest in blocked:
             outcome.skipped[digest] = "kept: a manifest referencing it could not be deleted"
             blocked.update(graph.references(digest))
+            continue
+        if not watch.may_delete(digest):
+            outcome.skipped[digest] = "a tag written during the pass needs it; kept"
             continue
         try:
             backend.delete_manifest(graph.repository, digest)

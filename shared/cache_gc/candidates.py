@@ -1,0 +1,50 @@
+"""The collector's memory between runs: blobs found unreferenced and past grace, not yet deleted.
+
+BuildKit's exporter checks each blob with a HEAD and skips the upload of one that is present, so
+an old unreferenced blob can be reused by an export whose manifest lands minutes later; deleting
+it in the run that first finds it unreferenced races with every export in flight (the blobs a
+run frees by expiring a name are exactly the ones such an export reuses). So deletion is
+two-phase: a run records what it would delete (with the ETag it listed and the time it first
+saw it), and only a later run, at least ``settle`` later, deletes a blob it finds unreferenced,
+past grace and with the same ETag again.
+
+The document lives in the cache container itself, beside BuildKit's ``manifests/`` and ``blobs/``
+(``<prefix>/slipway-gc/candidates``), as text: a header line, then ``digest etag epoch`` per blob.
+A missing or unreadable document means no candidates: nothing is deleted, everything restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+HEADER = "slipway-cache-gc-candidates 1"
+
+
+class Candidate(NamedTuple):
+    etag: str
+    first_seen: datetime
+
+
+def parse_candidates(data: bytes) -> dict[str, Candidate] | None:
+    """The candidates of a document; None when it is not one (then nothing is ripe)."""
+    try:
+        lines = data.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        return None
+    if not lines or lines[0] != HEADER:
+        return None
+    found: dict[str, Candidate] = {}
+    for line in lines[1:]:
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].isdigit():
+            return None
+        found[parts[0]] = Candidate(parts[1], datetime.fromtimestamp(int(parts[2]), UTC))
+    return found
+
+
+def render_candidates(candidates: Mapping[str, Candidate] | Iterable[tuple[str, Candidate]]) -> bytes:
+    items = candidates.items() if isinstance(candidates, Mapping) else candidates
+    body = "".join(f"{d} {c.etag} {int(c.first_seen.timestamp())}\n" for d, c in items)
+    return f"{HEADER}\n{body}".encode("ascii")
