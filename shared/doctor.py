@@ -34,7 +34,11 @@ if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
     from shared.config import ConfigProblem, SlipwayConfig
+    from shared.oci import RegistryClient
     from shared.run_backend import RunFinder
+
+# Which client answers for a registry host (shared.digest_poll.registry_clients by default).
+RegistryClients = Callable[[str], "RegistryClient"]
 
 ACR_SETTINGS = ("ACR_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")
 # Timer bindings refer to these as %NAME%: in Azure a missing one keeps the function from loading
@@ -132,12 +136,14 @@ class Doctor:
         *,
         app_root: Path = APP_ROOT,
         backend_factory: Callable[[Mapping[str, str]], RunFinder] | None = None,
+        registry_clients: Callable[[Mapping[str, str]], RegistryClients] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings: Mapping[str, str] = settings if settings is not None else os.environ
         self.app_root = app_root
         self._runtime = Runtime(self.settings, app_root=app_root)  # where the app keeps its state
         self._backend_factory = backend_factory
+        self._registry_clients = registry_clients
         self._clock = clock
         self._config: SlipwayConfig | None = None
         self._results: list[CheckResult] = []
@@ -155,6 +161,7 @@ class Doctor:
         self._check("state", lambda: self._check_container(BlobStateStore, "state"))
         self._check("cache", self._check_cache)
         self._check("registry", self._check_registry)
+        self._check("tools", self._check_tools)
         return DoctorReport(mode=self.mode, checks=self._results)
 
     @property
@@ -433,6 +440,49 @@ class Doctor:
                 f"Container Registry Tasks Contributor on {registry}",
             ) from exc
         return f"registry {registry!r}: runs listable ({len(runs)} quick run(s) in the last 24 h)"
+
+
+    def _check_tools(self) -> tuple[Status, str] | str:
+        """Every tool image a real run pulls from the mirror is there (the azd hook imports them)."""
+        if self._config is None:
+            return Status.SKIP, "the configuration did not load"
+        if not acr_configured(self.settings):
+            return Status.SKIP, "ACR settings not set: dispatch is a dry run, which pulls nothing"
+        from shared.oci import NotFound, RegistryError, parse_reference
+        from shared.tool_images import mirror_prefix, resolve_tools
+
+        mirrored = [tool for tool in resolve_tools(self._config).values() if tool.import_source is not None]
+        if not mirrored:
+            return Status.SKIP, "tools.mirror is off or not the registry: runs pull the tool images upstream"
+        if self._registry_clients is not None:
+            client_for = self._registry_clients(self.settings)
+        else:
+            from shared.digest_poll import registry_clients
+
+            client_for = registry_clients(self.settings)
+        missing: list[str] = []
+        failed: list[str] = []
+        for tool in mirrored:
+            reference = parse_reference(tool.pulled)
+            try:
+                client_for(reference.registry).resolve_digest(reference)
+            except NotFound:
+                missing.append(tool.pulled)
+            except RegistryError as exc:
+                failed.append(f"{tool.pulled}: {exc}")
+        mirror = mirror_prefix(self._config)
+        if missing:
+            raise _Failed(
+                f"{len(missing)} of {len(mirrored)} tool image(s) missing in {mirror}: {', '.join(missing)}",
+                "run infra/hooks/import-tools.sh (azd provision runs it), or set tools.mirror: null "
+                "to pull them upstream",
+            )
+        if failed:
+            raise _Failed(
+                f"the tool images in {mirror} cannot be read: {'; '.join(failed[:3])}",
+                "grant the identity AcrPull on the registry",
+            )
+        return f"{len(mirrored)} tool image(s) present in {mirror}"
 
 
 def report_rows(report: DoctorReport) -> list[dict[str, Any]]:

@@ -14,11 +14,13 @@ import pytest
 
 from shared.cli import main
 from shared.doctor import PROBE_PREFIX, Doctor, DoctorReport, Status
+from shared.oci import RegistryError
 from shared.queue.port import OutgoingMessage
 from shared.run_backend import AcrBackend
 from tests.support.acr_server import AcrServer, StaticTokenCredential
 from tests.support.azurite import AzuriteServer, dead_storage_connection_string
 from tests.support.ports import free_port
+from tests.support.registry import OciRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "slipway.yaml"
@@ -84,6 +86,7 @@ def test_local_defaults_are_all_green_and_create_nothing(
         "state",
         "cache",
         "registry",
+        "tools",
     }
     assert {c["status"] for c in checks.values()} <= {"pass", "skip"}
     assert checks["config"]["status"] == "pass" and "2 targets" in checks["config"]["detail"]
@@ -249,11 +252,68 @@ def _container_names(azurite: AzuriteServer) -> list[str]:
     return sorted(c.name for c in azurite.service_client().list_containers())
 
 
+class _NoRegistry:
+    """Stands in for the tool mirror where a test is not about it: no call leaves the machine."""
+
+    def resolve_digest(self, reference: object) -> str:
+        raise RegistryError(f"{reference}: no registry in this test")
+
+
 def _run(settings: Mapping[str, str], workdir: Path, server: AcrServer) -> DoctorReport:
     now = datetime.now(UTC)
     return Doctor(
-        settings, app_root=workdir, backend_factory=_backend_factory(server), clock=lambda: now
+        settings,
+        app_root=workdir,
+        backend_factory=_backend_factory(server),
+        registry_clients=lambda _settings: lambda _registry: _NoRegistry(),  # type: ignore[arg-type,return-value]
+        clock=lambda: now,
     ).run()
+
+
+def test_the_tool_images_must_be_in_the_mirror_before_a_real_run_pulls_them(
+    workdir: Path, acr_server: AcrServer, acr_settings: dict[str, str], oci_registry: OciRegistry
+) -> None:
+    """The real registry stands in for the mirror; the doctor's own client reads it."""
+    import uuid
+
+    from shared.config import parse_config
+    from shared.tool_images import resolve_tools
+
+    mirror = f"t{uuid.uuid4().hex[:10]}"
+    text = (
+        f"registry: {oci_registry.host}\ntools:\n  mirror: '{{registry}}/{mirror}'\ntargets:\n"
+        "  - name: web\n    repo: https://github.com/contoso/web\n    image: contoso/web\n"
+    )
+    (workdir / "slipway.yaml").write_text(text)
+    pulled = [tool.pulled for tool in resolve_tools(parse_config(text, source="s.yaml")).values()]
+    assert len(pulled) == 5 and all(p.startswith(f"{oci_registry.host}/{mirror}/") for p in pulled)
+    settings = {**acr_settings, "SLIPWAY_STATE_DIR": str(workdir / ".slipway")}
+
+    def tools_check() -> Any:
+        report = Doctor(settings, app_root=workdir, backend_factory=_backend_factory(acr_server)).run()
+        return next(c for c in report.checks if c.name == "tools")
+
+    def push(reference: str) -> None:
+        repository, tag = reference.removeprefix(f"{oci_registry.host}/").rsplit(":", 1)
+        oci_registry.push_image(repository, tag)
+
+    for reference in pulled[:3]:
+        push(reference)
+    check = tools_check()
+    assert check.status is Status.FAIL and "2 of 5 tool image(s) missing" in check.detail
+    assert pulled[3] in check.detail and pulled[4] in check.detail and pulled[0] not in check.detail
+    assert "import-tools.sh" in (check.fix or "") and "mirror: null" in (check.fix or "")
+    for reference in pulled[3:]:
+        push(reference)
+    check = tools_check()
+    assert check.status is Status.PASS and "5 tool image(s) present" in check.detail
+
+
+def test_without_real_dispatch_the_tool_mirror_is_not_asked(workdir: Path) -> None:
+    (workdir / "slipway.yaml").write_text(EXAMPLE.read_text())
+    report = Doctor({"SLIPWAY_STATE_DIR": str(workdir / ".slipway")}, app_root=workdir).run()
+    check = next(c for c in report.checks if c.name == "tools")
+    assert check.status is Status.SKIP and "dry run" in check.detail
 
 
 def test_azurite_without_the_ledger_container(
