@@ -441,7 +441,6 @@ class Doctor:
             ) from exc
         return f"registry {registry!r}: runs listable ({len(runs)} quick run(s) in the last 24 h)"
 
-
     def _check_tools(self) -> tuple[Status, str] | str:
         """Every tool image a real run pulls from the mirror is there (the azd hook imports them)."""
         if self._config is None:
