@@ -13,7 +13,11 @@ own cost) and once with the durable local queue. Never a pass/fail. Two ways of 
   the floor's best case: two C calls repeated with nothing in between keep the CPU's caches and
   branch predictors to themselves, which no webhook server does. Shown so nobody has to guess.
 
-    .venv/bin/python -m bench.ingest [--count 3000]
+With ``--branches N`` the pushes go to N branches in turn (``feature/0`` ...), so routing,
+tag plans and request prototypes, which are planned once per ref, are planned N times instead of
+reused: the measure for a repository with many active branches, not only the one cached route.
+
+    .venv/bin/python -m bench.ingest [--count 3000] [--branches 1]
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ ROUND = 100
 ORDERS = list(itertools.permutations(range(3)))
 
 
+BRANCHES = 1  # set by --branches: how many refs the pushes spread over
+
+
 def _bodies(count: int, first: int = 0) -> list[bytes]:
     """Distinct pushes (distinct commits) of the real sample's size and shape."""
     payload = json.loads(SAMPLE.read_bytes())
@@ -51,6 +58,8 @@ def _bodies(count: int, first: int = 0) -> list[bytes]:
     for i in range(first, first + count):
         payload["after"] = hashlib.sha1(str(i).encode()).hexdigest()  # noqa: S324 - a fake commit id
         payload["head_commit"]["id"] = payload["after"]
+        if BRANCHES > 1:
+            payload["ref"] = f"refs/heads/feature/{i % BRANCHES}"
         bodies.append(json.dumps(payload).encode())
     return bodies
 
@@ -98,7 +107,7 @@ def _receiver(queue: LocalQueue | _MemorySender) -> _Receiver:
                     "name": "azure-test",
                     "repo": "https://github.com/dougbu/AzureTest",
                     "image": "d/azure-test",
-                    "branches": ["master"],
+                    "branches": ["master", "feature/*"],
                 }
             ],
         }
@@ -193,7 +202,10 @@ def _report(timings: list[list[float]], medians: tuple[float, float] | None = No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000, help="deliveries per measurement")
+    parser.add_argument("--branches", type=int, default=1, help="refs the pushes spread over (1: master)")
     args = parser.parse_args()
+    global BRANCHES
+    BRANCHES = max(1, args.branches)
     with tempfile.TemporaryDirectory() as state:
         memory, durable = _receiver(_MemorySender()), _receiver(LocalQueue(Path(state) / "queue.sqlite3"))
         per_delivery = _per_delivery(_bodies(args.count), memory, durable)
@@ -201,7 +213,8 @@ def main() -> None:
         for receiver in (memory, durable):
             assert receiver.sent() >= 2 * args.count, (receiver.sent(), 2 * args.count)
         set_runtime(None)
-    print(f"body size {len(_bodies(1)[0])} bytes; {args.count} deliveries per measurement")
+    spread = f", over {BRANCHES} branches" if BRANCHES > 1 else ""
+    print(f"body size {len(_bodies(1)[0])} bytes; {args.count} deliveries per measurement{spread}")
     print("per delivery, the three back to back in rotating order (the goal's measure, <= 3):")
     _report(per_delivery)
     print(f"hot loops, {ROUND} deliveries in a row each (the floor's best case; median of the rounds):")
