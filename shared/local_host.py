@@ -254,6 +254,15 @@ class LocalHost:
             server_version = "slipway-local"
             protocol_version = "HTTP/1.1"
             timeout = host._read_timeout  # a client that stops sending frees its thread
+            # One write per response: http.server writes the status line and headers at
+            # end_headers() and the body apart; unbuffered (socketserver's default), that is two
+            # segments, and on a keep-alive connection the second waits for the client's delayed
+            # ACK (Nagle). A buffered wfile sends both at the flush that handle_one_request does
+            # after each request; TCP_NODELAY (socketserver's own switch, which it advises "only
+            # when wbufsize != 0") keeps any response larger than the buffer from stalling too.
+            # CPython Lib/socketserver.py, StreamRequestHandler.setup / wbufsize.
+            wbufsize = -1
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one structured line per request instead
@@ -275,6 +284,13 @@ class LocalHost:
                 self.close_connection = True
                 if self.command != "HEAD" and code >= 200 and code not in (204, 304):
                     self.wfile.write(body)
+                self.wfile.flush()  # the refusal may come before handle_one_request's own flush
+
+            def handle_expect_100(self) -> bool:
+                """The interim 100 Continue must leave now: the client waits for it to send the body."""
+                answer = super().handle_expect_100()
+                self.wfile.flush()
+                return answer
 
             def _handle(self) -> None:
                 host._serve_http(self)
@@ -339,6 +355,7 @@ class LocalHost:
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(payload)
+        handler.wfile.flush()  # headers and body leave in one write (see the handler's wbufsize)
         correlation_id = None
         with contextlib.suppress(ValueError, AttributeError):
             correlation_id = json.loads(payload).get("correlation_id")

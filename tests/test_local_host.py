@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -179,3 +181,57 @@ def test_requests_http_server_refuses_are_json_too(
     got, headers, answer = _raw(framing_host.address, request_bytes)
     assert got == status and headers["connection"] == "close"
     assert answer["reason"]
+
+
+# --- keep-alive: one write per response, no Nagle stall ---------------------------------------
+
+
+def test_each_keep_alive_response_leaves_in_one_write_with_nodelay(
+    framing_host: LocalHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers and body written apart stall each keep-alive request on the client's delayed ACK.
+
+    Counted at the socket: every send the server makes on this connection, and the TCP_NODELAY
+    option as the server's own socket reports it (checked structurally, not by timing).
+    """
+    port = framing_host.address[1]
+    sends: list[int] = []
+    nodelay: list[int] = []
+    lock = threading.Lock()
+
+    def counting(method: Any) -> Any:
+        def wrapper(sock: socket.socket, data: Any, *rest: Any) -> Any:
+            if sock.getsockname()[1] == port:  # the server's side of the connection only
+                with lock:
+                    sends.append(len(data))
+                    nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            return method(sock, data, *rest)
+
+        return wrapper
+
+    monkeypatch.setattr(socket.socket, "send", counting(socket.socket.send))
+    monkeypatch.setattr(socket.socket, "sendall", counting(socket.socket.sendall))
+    connection = http.client.HTTPConnection(*framing_host.address, timeout=10)
+    try:
+        for number in range(5):
+            connection.request("GET", f"/api/items/{number}")
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["item"] == str(number)
+            assert not response.will_close
+    finally:
+        connection.close()
+    assert len(sends) == 5, sends  # one write per response, on the one connection
+    assert all(nodelay), nodelay
+
+
+def test_expect_100_continue_is_answered_before_the_body(framing_host: LocalHost) -> None:
+    # RFC 9110 section 10.1.1: a client that sends Expect: 100-continue may wait for the interim
+    # answer before sending the body; a buffered writer must not hold that answer back.
+    with socket.create_connection(framing_host.address, timeout=5) as sock:
+        head = b"POST /api/boom HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+        sock.sendall(head)
+        stream = sock.makefile("rb")
+        assert stream.readline().split()[1] == b"100"  # raises on timeout if it never came
+        assert stream.readline() == b"\r\n"
+        sock.sendall(b"abc")
+        assert stream.readline().split()[1] == b"500"  # the sample function fails on purpose
