@@ -208,6 +208,7 @@ def _execute(
 
 def _outcome_json(outcome: RepositoryOutcome, dry_run: bool) -> dict[str, Any]:
     plan = outcome.plan
+    deleted = set(outcome.deleted)  # a set: the report of 100k manifests must stay linear
     manifests = []
     for decision in plan.manifests if plan else ():
         if decision.action == "delete":
@@ -215,7 +216,7 @@ def _outcome_json(outcome: RepositoryOutcome, dry_run: bool) -> dict[str, Any]:
                 "planned"
                 if dry_run
                 else "deleted"
-                if decision.digest in outcome.deleted
+                if decision.digest in deleted
                 else "skipped"
                 if decision.digest in outcome.skipped
                 else "failed"
