@@ -31,6 +31,9 @@ DEFAULT_AUDIENCE = "https://containerregistry.azure.net"
 
 class AcrRetentionBackend:
     api = "acr"
+    # acr purge's ceiling (shared.retention.prune.MAX_DELETE_CONCURRENCY); one SDK client, whose
+    # pipeline and AcrTokenReuse serve the parallel DELETEs.
+    delete_concurrency = 32
 
     def __init__(self, client: ContainerRegistryClient, registry: str) -> None:
         self.client = client
@@ -57,6 +60,9 @@ class AcrRetentionBackend:
         if "://" not in endpoint:
             endpoint = f"https://{endpoint}"
         extra = client_options.pop("per_call_policies", [])
+        if "transport" not in client_options:
+            client_options.setdefault("session", _pooled_session(cls.delete_concurrency))
+            client_options.setdefault("session_owner", False)
         policies = [*(extra if isinstance(extra, list | tuple) else [extra]), AcrTokenReuse()]
         client = ContainerRegistryClient(
             endpoint, credential, audience=audience, per_call_policies=policies, **client_options
@@ -99,6 +105,23 @@ class AcrRetentionBackend:
 
     def delete_tag(self, repository: str, tag: str) -> None:
         self.client.delete_tag(repository, tag)
+
+
+def _pooled_session(size: int) -> Any:
+    """A ``requests`` session keeping ``size`` connections (its default keeps 10), so parallel
+    DELETEs reuse their TLS connections. Retries stay off, as in azure-core's own session: the
+    SDK pipeline's RetryPolicy retries (azure/core/pipeline/transport/_requests_basic.py)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = HTTPAdapter(
+        pool_maxsize=size, max_retries=Retry(total=False, redirect=False, raise_on_status=False)
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _parse(content: Mapping[str, Any] | None, digest: str, media_type: str | None) -> Manifest:

@@ -75,6 +75,7 @@ class AcrTokenReuse(HTTPPolicy):  # type: ignore[type-arg]
         self._clock = clock
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._first: dict[tuple[str, str], threading.Lock] = {}
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         http = request.http_request
@@ -82,6 +83,21 @@ class AcrTokenReuse(HTTPPolicy):  # type: ignore[type-arg]
         if key is None:
             return self.next.send(request)
         reused = self._fresh(key)
+        if reused is None:
+            # Parallel calls of a route without a token wait for the first one to get it, rather
+            # than each paying the exchange (32 parallel DELETEs would make 32 exchanges).
+            with self._lock:
+                first = self._first.setdefault(key, threading.Lock())
+            with first:
+                reused = self._fresh(key)
+                if reused is None:
+                    return self._send(request, key, None)
+        return self._send(request, key, reused)
+
+    def _send(
+        self, request: PipelineRequest[Any], key: tuple[str, str], reused: str | None
+    ) -> PipelineResponse[Any, Any]:
+        http = request.http_request
         if reused is not None and "Authorization" not in http.headers:
             http.headers["Authorization"] = f"Bearer {reused}"
         response = self.next.send(request)
