@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from shared.oci import Manifest, RegistryError
@@ -84,13 +85,15 @@ class AcrRetentionBackend:
         ]
 
     def read_graph(self, repository: str) -> RepositoryGraph:
+        """The listing, then every manifest's JSON (references are only there), read in parallel
+        on the one client (``delete_concurrency`` at a time, in listing order)."""
+        listed = list(self.client.list_manifest_properties(repository))
+        with ThreadPoolExecutor(max_workers=self.delete_concurrency, thread_name_prefix="acr-read") as pool:
+            read = list(pool.map(lambda p: self._read(repository, p), listed))
         manifests: dict[str, ManifestNode] = {}
         indexes: list[Manifest] = []
-        for properties in self.client.list_manifest_properties(repository):
-            digest = str(properties.digest)
-            result = self.client.get_manifest(repository, digest)
-            manifest = _parse(result.manifest, digest, result.media_type)
-            manifests[digest] = node_from_manifest(
+        for properties, manifest in zip(listed, read, strict=True):
+            manifests[manifest.digest] = node_from_manifest(
                 manifest, created=properties.created_on, locked=_locked(properties)
             )
             if manifest.is_index:
@@ -99,6 +102,11 @@ class AcrRetentionBackend:
             mark_attestations(manifests, index)
         tags = {tag.name: tag for tag in self.read_tags(repository)}
         return RepositoryGraph(repository, manifests, tags)
+
+    def _read(self, repository: str, properties: Any) -> Manifest:
+        digest = str(properties.digest)
+        result = self.client.get_manifest(repository, digest)
+        return _parse(result.manifest, digest, result.media_type)
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         self.client.delete_manifest(repository, digest)  # the SDK treats 404 as done
