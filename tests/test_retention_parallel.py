@@ -113,3 +113,44 @@ def test_deletes_run_in_parallel_within_the_ceiling_and_recheck_each_batch(
     # Waves: [40 leftovers + the old index] then [its 4 children]; batches of 32: 41 → 2, 4 → 1.
     # One tag listing per batch, after the one read_graph made: not one per deletion.
     assert backend.tag_reads == 1 + 3
+
+
+class MovesLatestAtFirstDelete(AcrRetentionBackend):
+    """Points ``latest`` at ``target`` while the first batch of DELETEs is going out."""
+
+    plane: AcrDataPlane
+    target: str
+    moved = False
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.plane.tag(repository, "latest", self.target, updated=datetime.now(UTC))
+        super().delete_manifest(repository, digest)
+
+
+def test_a_tag_moved_during_one_batch_saves_its_target_in_a_later_batch(
+    acr_dataplane: AcrDataPlane,  # noqa: F811
+) -> None:
+    plane = acr_dataplane
+    plane.page_size = 100
+    for _ in range(40):
+        plane.add_platform_image("app", created=OLD)
+    live = plane.add_platform_image("app", created=OLD)
+    plane.tag("app", "latest", live, updated=OLD)
+    sdk = AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+    dry = prune_images(sdk, RULES, dry_run=True)
+    assert dry.repositories[0].plan is not None
+    (wave,) = deletion_waves(sdk.read_graph("app"), dry.repositories[0].plan.deletions)
+    first_batch, target = wave[:MAX_DELETE_CONCURRENCY], wave[-1]
+    backend = MovesLatestAtFirstDelete(sdk.client, sdk.registry)
+    backend.plane, backend.target = plane, target
+
+    report = prune_images(backend, RULES, dry_run=False)
+
+    assert backend.moved and report.ok, report.to_json()
+    (outcome,) = report.repositories
+    assert set(first_batch) <= set(outcome.deleted)  # sent before the move could be seen
+    assert target not in outcome.deleted and "tag written during the pass" in outcome.skipped[target]
+    assert target in plane.repositories["app"].manifests
+    assert plane.repositories["app"].tags["latest"].digest == target
