@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("bench.render", ["--renders", "5", "--rounds", "1"], "ratio pure / C"),
         ("bench.queue_scale", ["--sizes", "200", "1000", "--repeats", "5"], "ratio at 1000 vs 200 queued"),
         ("bench.burst", ["--pushes", "8", "--clients", "2", "--timeout", "120"], "ratio serve / floor"),
+        ("bench.retention_scale", ["--sizes", "100", "1000", "--repeats", "1"], "ratio per manifest at"),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(module: str, arguments: list[str], expected: str) -> None:

@@ -20,6 +20,7 @@ class RetentionBackend(Protocol):
 
     api: str  # "acr" or "oci", for the report
     registry: str
+    delete_concurrency: int  # manifest DELETEs in flight at once (capped by the prune pass)
 
     def list_repositories(self) -> list[str]: ...
 

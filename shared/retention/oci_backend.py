@@ -37,6 +37,7 @@ _TAG_DELETE_REFUSALS = frozenset({400, 405})
 
 class OciRetentionBackend:
     api = "oci"
+    delete_concurrency = 1  # shared.oci.RegistryClient is not made for calls from several threads
 
     def __init__(self, client: RegistryClient, *, extra_digests: Iterable[str] = ()) -> None:
         self.client = client

@@ -18,6 +18,7 @@ The safety argument, which the property tests check on random graphs:
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -261,25 +262,32 @@ def _delete_reason(
     return "; ".join(parts)
 
 
-def deletion_order(graph: RepositoryGraph, deleted: set[str]) -> tuple[str, ...]:
-    """``deleted`` ordered so that a manifest comes before everything it references."""
+def deletion_order(graph: RepositoryGraph, deleted: AbstractSet[str]) -> tuple[str, ...]:
+    """``deleted`` ordered so that a manifest comes before everything it references.
+
+    Kahn's topological sort with a heap of ready digests: O((n + e) log n), smallest digest first
+    among the ready ones, so the order is deterministic. (It used to re-sort the whole ready list
+    after every step, which was quadratic: 45 of 49 s at 102k manifests, issue 22.5.)
+    """
     pending = {d: [r for r in graph.references(d) if r in deleted and r != d] for d in deleted}
     indegree = dict.fromkeys(deleted, 0)
     for targets in pending.values():
         for target in targets:
             indegree[target] += 1
-    ready = sorted(d for d, n in indegree.items() if n == 0)
+    ready = [d for d, n in indegree.items() if n == 0]
+    heapq.heapify(ready)
     order: list[str] = []
     while ready:
-        digest = ready.pop(0)
+        digest = heapq.heappop(ready)
         order.append(digest)
         for target in pending[digest]:
             indegree[target] -= 1
             if indegree[target] == 0:
-                ready.append(target)
-        ready.sort()
+                heapq.heappush(ready, target)
     # Content addressing makes reference cycles impossible; keep any leftovers rather than lose them.
-    order.extend(sorted(deleted - set(order)))
+    if len(order) < len(deleted):
+        placed = set(order)
+        order.extend(sorted(d for d in deleted if d not in placed))
     return tuple(order)
 
 

@@ -1,17 +1,20 @@
 """One prune pass: for each repository a rule matches, read, plan, re-check, delete.
 
-Just before each deletion (manifest or tag), the tags are read again; if any moved or appeared,
-the repository is read again and planned again with those tags kept, and only what every plan
-deletes is deleted (a push during the pass can only save manifests, never doom them). What
-remains is the time between that read and the registry acting on the DELETE (one request).
-Deletions follow the plan's order (a manifest before what it references); when one fails, nothing
-it references is deleted, so a failure never leaves an index pointing at a deleted child.
+Just before each tag deletion and each batch of manifest deletions, the tags are read again; if
+any moved or appeared, the repository is read again and planned again with those tags kept, and
+only what every plan deletes is deleted (a push during the pass can only save manifests, never
+doom them). What remains is the time between that read and the registry acting on the batch's
+DELETEs (one request each, up to ``delete_concurrency`` of them in flight). Deletions go in waves
+(``deletion_waves``): a manifest only after every deleted manifest referencing it is gone; when
+one fails, nothing it references is deleted, so a failure never leaves an index pointing at a
+deleted child.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +31,11 @@ logger = logging.getLogger(__name__)
 # Host names of token realms (comma-separated) that may receive the registry password besides
 # the registry's own host and Docker Hub's auth.docker.io (shared.oci.RegistryClient).
 TOKEN_REALMS_SETTING = "SLIPWAY_REGISTRY_AUTH_REALMS"
+
+# The most DELETE requests in flight at once: acr purge's ceiling, "the max number of parallel
+# delete requests recommended by ACR server" (Azure/acr-cli cmd/acr/purge.go, maxPoolSize = 32;
+# its default is GOMAXPROCS, the CPU count). A backend opts in with ``delete_concurrency``.
+MAX_DELETE_CONCURRENCY = 32
 
 # Called with (repository about to be read, its position from 1, how many will be read).
 Progress = Callable[[str, int, int], None]
@@ -115,7 +123,7 @@ def prune_images(
 
 
 class _TagWatch:
-    """The tags as the pass last saw them, re-read before every deletion (``_execute``).
+    """The tags as the pass last saw them, re-read before every untag and every delete batch.
 
     When any tag moved or appeared since the last look, the repository is read and planned again
     with every tag written during the pass kept (``written``), and only what the first plan and
@@ -156,10 +164,6 @@ class _TagWatch:
             t: d for t, d in self.untaggable.items() if t in again.untags and self.seen.get(t) == d
         }
 
-    def may_delete(self, digest: str) -> bool:
-        self.look()
-        return digest in self.deletable
-
     def may_untag(self, tag: str) -> bool:
         self.look()
         return tag in self.untaggable
@@ -188,26 +192,69 @@ def _execute(
                 raise
             outcome.errors.append(f"untag {tag}: {exc}")
     blocked: set[str] = set()
-    for digest in plan.deletions:
-        if digest in blocked:
-            outcome.skipped[digest] = "kept: a manifest referencing it could not be deleted"
-            blocked.update(graph.references(digest))
-            continue
-        if not watch.may_delete(digest):
-            outcome.skipped[digest] = "a tag written during the pass needs it; kept"
-            continue
-        try:
-            backend.delete_manifest(graph.repository, digest)
-            outcome.deleted.append(digest)
-        except Exception as exc:
-            if not is_service_error(exc):
-                raise
-            outcome.errors.append(f"delete {digest}: {exc}")
-            blocked.update(graph.references(digest))
+    workers = max(1, min(backend.delete_concurrency, MAX_DELETE_CONCURRENCY))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prune") as pool:
+        for wave in deletion_waves(graph, plan.deletions):
+            for start in range(0, len(wave), workers):
+                batch = [d for d in wave[start : start + workers] if _unblocked(graph, d, blocked, outcome)]
+                if not batch:
+                    continue
+                watch.look()  # once per batch: nothing in it goes out before this read
+                allowed = [d for d in batch if d in watch.deletable]
+                for digest in batch:
+                    if digest not in watch.deletable:
+                        outcome.skipped[digest] = "a tag written during the pass needs it; kept"
+                failures = list(pool.map(lambda d: _delete(backend, graph.repository, d), allowed))
+                for digest, failure in zip(allowed, failures, strict=True):
+                    if failure is None:
+                        outcome.deleted.append(digest)
+                    else:
+                        outcome.errors.append(f"delete {digest}: {failure}")
+                        blocked.update(graph.references(digest))
+
+
+def deletion_waves(graph: RepositoryGraph, order: Sequence[str]) -> list[list[str]]:
+    """``order`` (a manifest before what it references) cut into waves that may run in parallel.
+
+    A manifest's wave is one past the latest wave of the deleted manifests referencing it, so
+    when a wave starts, everything that references its manifests is gone; within a wave, the
+    plan's order is kept. Linear in manifests plus references.
+    """
+    position = {digest: i for i, digest in enumerate(order)}
+    level = dict.fromkeys(order, 0)
+    for digest in order:
+        for target in graph.references(digest):
+            if target in position and position[target] > position[digest]:
+                level[target] = max(level[target], level[digest] + 1)
+    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for digest in order:
+        waves[level[digest]].append(digest)
+    return waves
+
+
+def _unblocked(graph: RepositoryGraph, digest: str, blocked: set[str], outcome: RepositoryOutcome) -> bool:
+    """False (and noted) when a manifest referencing ``digest`` could not be deleted."""
+    if digest not in blocked:
+        return True
+    outcome.skipped[digest] = "kept: a manifest referencing it could not be deleted"
+    blocked.update(graph.references(digest))
+    return False
+
+
+def _delete(backend: RetentionBackend, repository: str, digest: str) -> Exception | None:
+    """One DELETE; a service error is returned (reported, the pass goes on), anything else raised."""
+    try:
+        backend.delete_manifest(repository, digest)
+    except Exception as exc:
+        if not is_service_error(exc):
+            raise
+        return exc
+    return None
 
 
 def _outcome_json(outcome: RepositoryOutcome, dry_run: bool) -> dict[str, Any]:
     plan = outcome.plan
+    deleted = set(outcome.deleted)  # a set: the report of 100k manifests must stay linear
     manifests = []
     for decision in plan.manifests if plan else ():
         if decision.action == "delete":
@@ -215,7 +262,7 @@ def _outcome_json(outcome: RepositoryOutcome, dry_run: bool) -> dict[str, Any]:
                 "planned"
                 if dry_run
                 else "deleted"
-                if decision.digest in outcome.deleted
+                if decision.digest in deleted
                 else "skipped"
                 if decision.digest in outcome.skipped
                 else "failed"
