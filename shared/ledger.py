@@ -434,7 +434,7 @@ MIN_RETENTION = timedelta(days=15)
 def retention_from_settings(settings: Mapping[str, str]) -> timedelta | None:
     """``SLIPWAY_LEDGER_RETENTION`` (``30d``, ``6w``...): how long settled records are kept.
     Unset: forever. Shorter than ``MIN_RETENTION``: a ValueError saying so."""
-    from shared.durations import format_duration, parse_duration
+    from shared.durations import parse_duration
 
     text = _setting(settings, RETENTION_SETTING)
     if text is None:
@@ -445,7 +445,7 @@ def retention_from_settings(settings: Mapping[str, str]) -> timedelta | None:
         raise ValueError(f"{RETENTION_SETTING}: {exc}") from None
     if retention < MIN_RETENTION:
         raise ValueError(
-            f"{RETENTION_SETTING}={text} is shorter than {format_duration(MIN_RETENTION)}: "
+            f"{RETENTION_SETTING}={text} is shorter than {MIN_RETENTION.days} days: "
             "budgets and orphan recovery read records 14 days back"
         )
     return retention
@@ -614,12 +614,10 @@ class BlobLedger:
     def list_versioned(
         self, *, limit: int | None = None, before: Cursor | None = None
     ) -> Iterator[tuple[LedgerRecord, str]]:
-        """Newest first: by blob creation time, then by ``created_at`` within the same second.
-        With ``before``, blobs created after it (give or take the clock slack) are not read.
+        """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        The listing (names and creation times only) is one cheap request per 5,000 records;
-        records are downloaded lazily, so ``limit`` bounds the downloads. Blob times have
-        one-second granularity, hence the tie-break on the record's own timestamp. A record that
+        Ordered from the listing's summaries (one request per 5,000 records, names and metadata
+        only); records are downloaded lazily, so ``limit`` bounds the downloads. A record that
         cannot be parsed is logged and skipped, so one bad blob does not hide the others.
         """
         from azure.core.exceptions import ResourceNotFoundError
@@ -628,31 +626,25 @@ class BlobLedger:
             return
         try:
             listed = [
-                (props.creation_time or props.last_modified, props.name)
-                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX)
+                (summary, props.name)
+                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"])
                 if props.name.endswith(".json")
+                and (summary := self._summary(props.name, props.metadata or {})) is not None
+                and _older(summary, before)
             ]
         except ResourceNotFoundError:  # no container yet: no records
             return
-        listed.sort(reverse=True)
-        if before is not None:
-            newest = before[0] + _CLOCK_SLACK
-            listed = [item for item in listed if item[0] <= newest]
+        listed.sort(key=lambda item: (item[0].created_at, item[0].request_id), reverse=True)
         remaining = limit
-        for _created, group in itertools.groupby(listed, key=lambda item: item[0]):
-            records = [
-                r
-                for _, name in group
-                if (r := self._read_listed(name)) is not None
-                and (before is None or (r[0].created_at, r[0].request_id) < before)
-            ]
-            records.sort(key=lambda r: (r[0].created_at, r[0].request_id), reverse=True)
-            for record in records:
-                yield record
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
+        for _summary, name in listed:
+            read = self._read_listed(name)
+            if read is None:
+                continue
+            yield read
+            if remaining is not None:
+                remaining -= 1
+                if remaining == 0:
+                    return
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
         """From the listing's metadata alone: one request per 5,000 records, no download, except
@@ -772,6 +764,7 @@ class FolderLedger:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._index = self.root / "index"
+        self._marker = self._index / ".v1"  # every record has its entry
         self.entry_reads = 0  # index entries read, for the tests and the benchmark
         self.record_reads = 0  # whole records read
 
@@ -784,6 +777,7 @@ class FolderLedger:
     def create_versioned(self, record: LedgerRecord) -> str | None:
         data = record.to_json()
         with folder_lock(self.root):
+            self._build_index()
             if not create_exclusive(self._path(record.request_id), data):
                 return None
             self._write_entry(RecordSummary.of(record))
@@ -799,6 +793,7 @@ class FolderLedger:
 
     def replace(self, record: LedgerRecord, etag: str) -> str:
         with folder_lock(self.root):
+            self._build_index()
             try:
                 new_etag = replace_if_unchanged(self._path(record.request_id), record.to_json(), etag)
             except FileChanged as exc:
@@ -851,28 +846,31 @@ class FolderLedger:
 
     def _ensure_index(self) -> None:
         """Index a folder written before the index existed (once; every record is read)."""
-        marker = self._index / ".v1"
-        if marker.exists():
+        if not self._marker.exists():
+            with folder_lock(self.root):
+                self._build_index()
+
+    def _build_index(self) -> None:
+        """``_ensure_index``'s work, for a caller holding the lock: writers call it first, so a
+        folder's first write indexes what an older version left before adding to it."""
+        if self._marker.exists():
             return
-        with folder_lock(self.root):
-            if marker.exists():
-                return
-            runs = self.root / RECORD_PREFIX.rstrip("/")
-            for path in runs.glob("*.json") if runs.is_dir() else ():
-                if path.name.startswith("."):
-                    continue
-                try:
-                    self._write_entry(RecordSummary.of(LedgerRecord.from_json(path.read_bytes())))
-                except ValidationError as exc:
-                    log_event(
-                        logger,
-                        "ledger_record_unreadable",
-                        level=logging.WARNING,
-                        path=str(path),
-                        error=str(exc),
-                    )
-            self._index.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+        runs = self.root / RECORD_PREFIX.rstrip("/")
+        for path in runs.glob("*.json") if runs.is_dir() else ():
+            if path.name.startswith("."):
+                continue
+            try:
+                self._write_entry(RecordSummary.of(LedgerRecord.from_json(path.read_bytes())))
+            except ValidationError as exc:
+                log_event(
+                    logger,
+                    "ledger_record_unreadable",
+                    level=logging.WARNING,
+                    path=str(path),
+                    error=str(exc),
+                )
+        self._index.mkdir(parents=True, exist_ok=True)
+        self._marker.touch()
 
     @staticmethod
     def _newest_first(summaries: builtins.list[RecordSummary]) -> builtins.list[RecordSummary]:
