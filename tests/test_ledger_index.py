@@ -7,6 +7,7 @@ The folder ledger is checked by counting the record files it reads (a wrapper ar
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -309,3 +310,44 @@ def test_a_bad_retention_is_refused_clearly(value: str, message: str) -> None:
 def test_without_a_retention_nothing_expires() -> None:
     assert retention_from_settings({}) is None
     assert retention_from_settings({"SLIPWAY_LEDGER_RETENTION": "  "}) is None
+
+
+# --------------------------------------------------------------------------- slipway runs list
+
+
+def test_runs_list_pages_with_the_cursor_it_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli import main
+    from shared.runtime import Runtime, set_runtime
+
+    for key in (
+        "ServiceBusConnection",
+        "ServiceBusConnection__fullyQualifiedNamespace",
+        "AzureWebJobsStorage",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLIPWAY_STATE_DIR", str(tmp_path / "state"))
+    ledger = FolderLedger(tmp_path / "state" / "ledger")
+    for i in range(5):
+        ledger.create(settled(f"app.r{i}", NOW - timedelta(hours=i)))
+    set_runtime(Runtime())
+    try:
+        seen: list[str] = []
+        argv = ["runs", "list", "--limit", "2", "--json"]
+        while True:
+            assert main(argv) == 0
+            page = json.loads(capsys.readouterr().out)
+            seen += [row["request_id"] for row in page["runs"]]
+            if page["next"] is None:
+                break
+            argv = ["runs", "list", "--limit", "2", "--json", "--before", page["next"]]
+        assert seen == [f"app.r{i}" for i in range(5)]
+
+        assert main(["runs", "list", "--limit", "2"]) == 0
+        more = "more: slipway runs list --limit 2 --before 2026-12-03T11:00:00+00:00/app.r1"
+        assert more in capsys.readouterr().out
+        assert main(["runs", "list", "--before", "last-tuesday"]) == 2
+        assert "expected <created_at ISO time>/<request id>" in capsys.readouterr().err
+    finally:
+        set_runtime(None)
