@@ -751,9 +751,10 @@ class FolderLedger:
 
     - ``index/active/<id>.json``: records that may still start a run or are followed
       (``is_active``): what budgets and reconciliation read, O(active runs);
-    - ``index/settled/<created YYYY-MM-DD>/<id>.json``: the rest, by creation day (a record's
-      creation time never changes, so the entry's place is known from the record alone):
-      ``list`` and ``expire`` read only the days they need.
+    - ``index/settled/<created YYYY-MM-DDTHH>/<id>.json``: the rest, by hour of creation (a
+      record's creation time never changes, so the entry's place is known from the record
+      alone): ``list`` and ``expire`` read only the hours they need, a page about one hour's
+      worth of entries whatever the history.
 
     The order (record, then new entry, then the old entry removed) means a crash between them
     leaves at worst a stale or missing entry for a write that never returned: its caller started
@@ -807,8 +808,7 @@ class FolderLedger:
         return self._index / "active" / f"{request_id}.json"
 
     def _settled_entry(self, summary: RecordSummary) -> Path:
-        day = summary.created_at.astimezone(UTC).date().isoformat()
-        return self._index / "settled" / day / f"{summary.request_id}.json"
+        return self._index / "settled" / _hour(summary.created_at) / f"{summary.request_id}.json"
 
     def _write_entry(self, summary: RecordSummary) -> None:
         """Publish ``summary`` where its state belongs, then drop it from the other place."""
@@ -838,8 +838,8 @@ class FolderLedger:
                     summaries.append(summary)
         return summaries
 
-    def _settled_days(self) -> builtins.list[str]:
-        """Creation days that have settled entries, newest first."""
+    def _settled_hours(self) -> builtins.list[str]:
+        """Creation hours (``_hour``) that have settled entries, newest first."""
         with suppress(FileNotFoundError), os.scandir(self._index / "settled") as entries:
             return sorted((e.name for e in entries if not e.name.startswith(".")), reverse=True)
         return []
@@ -887,16 +887,14 @@ class FolderLedger:
         yield from self._newest_first(self._read_entries(self._index / "active"))
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
-        """The active entries and the settled days from ``since``'s day on (no record is read)."""
+        """The active entries and the settled hours from ``since``'s hour on (no record is read)."""
         self._ensure_index()
-        first_day = (
-            since.astimezone(UTC).date().isoformat() if since > datetime.min.replace(tzinfo=UTC) else ""
-        )
+        first_hour = _hour(since) if since > datetime.min.replace(tzinfo=UTC) else ""
         found = self._read_entries(self._index / "active")
-        for day in self._settled_days():
-            if day < first_day:
+        for hour in self._settled_hours():
+            if hour < first_hour:
                 break
-            found.extend(self._read_entries(self._index / "settled" / day))
+            found.extend(self._read_entries(self._index / "settled" / hour))
         yield from (s for s in self._newest_first(found) if s.created_at >= since)
 
     def list(self, *, limit: int | None = None, before: Cursor | None = None) -> Iterator[LedgerRecord]:
@@ -908,7 +906,7 @@ class FolderLedger:
     ) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        Reads the active entries and the newest settled days until ``limit`` are found, then only
+        Reads the active entries and the newest settled hours until ``limit`` are found, then only
         those records. A record that cannot be parsed is logged and skipped.
         """
         if limit is not None and limit <= 0:
@@ -916,12 +914,12 @@ class FolderLedger:
         self._ensure_index()
         active = self._read_entries(self._index / "active")
         found: builtins.list[RecordSummary] = []
-        for day in self._settled_days():
-            if before is not None and day > before[0].astimezone(UTC).date().isoformat():
+        for hour in self._settled_hours():
+            if before is not None and hour > _hour(before[0]):
                 continue
             if limit is not None and len(found) >= limit:
-                break  # days are newest first: every later day is older than what was found
-            found.extend(s for s in self._read_entries(self._index / "settled" / day) if _older(s, before))
+                break  # hours are newest first: every later hour is older than what was found
+            found.extend(s for s in self._read_entries(self._index / "settled" / hour) if _older(s, before))
         chosen = [s for s in self._newest_first(active + found) if _older(s, before)]
         for summary in chosen:
             read = self._read_record(summary.request_id)
@@ -951,25 +949,25 @@ class FolderLedger:
     def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
         """Delete settled records created and last updated before ``before``; returns their ids.
 
-        Reads only the settled days before ``before``'s day. With ``export``, each record is
+        Reads only the settled hours up to ``before``'s hour. With ``export``, each record is
         copied to ``<export>/<id>.json`` (synced) before it is deleted. The record goes first,
         then its entry: a crash between leaves an entry whose record is gone, removed next time.
         """
         self._ensure_index()
-        last_day = before.astimezone(UTC).date().isoformat()
+        last_hour = _hour(before)
         expired: builtins.list[str] = []
-        for day in self._settled_days():
-            if day > last_day:
+        for hour in self._settled_hours():
+            if hour > last_hour:
                 continue
-            folder = self._index / "settled" / day
+            folder = self._index / "settled" / hour
             for summary in self._read_entries(folder):
                 if summary.created_at >= before or summary.updated_at >= before:
                     continue
                 with folder_lock(self.root):
                     if self._expire_one(summary, export):
                         expired.append(summary.request_id)
-            with suppress(OSError):
-                folder.rmdir()  # only when empty
+            with folder_lock(self.root), suppress(OSError):
+                folder.rmdir()  # only when empty; under the lock, as writers create entries
         return expired
 
     def _expire_one(self, summary: RecordSummary, export: Path | None) -> bool:
@@ -989,6 +987,11 @@ class FolderLedger:
         path.unlink()
         entry.unlink(missing_ok=True)
         return True
+
+
+def _hour(when: datetime) -> str:
+    """A settled entry's bucket: its UTC creation hour, ``2026-12-03T11`` (sorts as it reads)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 def _older(summary: RecordSummary, before: Cursor | None) -> bool:

@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
         ("bench.cache_gc", ["--part", "plan", "--blobs", "2000"], "collector"),
         ("bench.render", ["--renders", "5", "--rounds", "1"], "ratio pure / C"),
         ("bench.queue_scale", ["--sizes", "200", "1000", "--repeats", "5"], "ratio at 1000 vs 200 queued"),
+        (
+            "bench.ledger_scale",
+            ["--sizes", "100", "400", "--repeats", "2", "--record-kb", "2"],
+            "ratio at 400 vs 100 records",
+        ),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(module: str, arguments: list[str], expected: str) -> None:
