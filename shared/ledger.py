@@ -325,8 +325,9 @@ class Ledger(Protocol):
         ...
 
     def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
-        """Delete settled records created and last updated before ``before`` (exported to
-        ``export`` first when given); returns the ids deleted."""
+        """Delete records created and last updated before ``before`` (exported to ``export``
+        first when given); returns the ids deleted. Callers keep ``before`` at least
+        ``MIN_RETENTION`` back, so no reader of the ledger is affected."""
         ...
 
 
@@ -690,8 +691,9 @@ class BlobLedger:
                 yield summary
 
     def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
-        """Delete settled records last updated before ``before``, each conditional on the ETag
-        listed (``If-Match``): a record written since is kept. Exported first when asked."""
+        """Delete records created and last updated before ``before`` (see FolderLedger.expire),
+        each conditional on the ETag listed (``If-Match``): a record written since is kept.
+        Exported first when asked. One listing request per 5,000 records, then one per delete."""
         from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -704,7 +706,7 @@ class BlobLedger:
             if not props.name.endswith(".json"):
                 continue
             summary = self._summary(props.name, props.metadata or {})
-            if summary is None or is_active(summary) or max(summary.created_at, summary.updated_at) >= before:
+            if summary is None or max(summary.created_at, summary.updated_at) >= before:
                 continue
             if export is not None:
                 downloader = self._container.download_blob(
@@ -947,40 +949,41 @@ class FolderLedger:
             return None
 
     def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
-        """Delete settled records created and last updated before ``before``; returns their ids.
+        """Delete the records created and last updated before ``before``; returns their ids.
 
-        Reads only the settled hours up to ``before``'s hour. With ``export``, each record is
-        copied to ``<export>/<id>.json`` (synced) before it is deleted. The record goes first,
-        then its entry: a crash between leaves an entry whose record is gone, removed next time.
+        Reads the active entries (a record left active that long, a claim whose worker died, is
+        read by no one: budgets and recovery look 14 days back, see ``MIN_RETENTION``) and the
+        settled hours up to ``before``'s hour. With ``export``, each record is copied to
+        ``<export>/<id>.json`` (synced) before it is deleted. The record goes first, then its
+        entry: a crash between leaves an entry whose record is gone, removed next time.
         """
         self._ensure_index()
-        last_hour = _hour(before)
         expired: builtins.list[str] = []
-        for hour in self._settled_hours():
-            if hour > last_hour:
-                continue
-            folder = self._index / "settled" / hour
+        last_hour = _hour(before)
+        folders = [self._index / "active"]
+        folders += [self._index / "settled" / hour for hour in self._settled_hours() if hour <= last_hour]
+        for folder in folders:
             for summary in self._read_entries(folder):
-                if summary.created_at >= before or summary.updated_at >= before:
+                if max(summary.created_at, summary.updated_at) >= before:
                     continue
                 with folder_lock(self.root):
-                    if self._expire_one(summary, export):
+                    if self._expire_one(summary, folder / f"{summary.request_id}.json", export):
                         expired.append(summary.request_id)
-            with folder_lock(self.root), suppress(OSError):
-                folder.rmdir()  # only when empty; under the lock, as writers create entries
+            if folder.parent.name == "settled":
+                with folder_lock(self.root), suppress(OSError):
+                    folder.rmdir()  # only when empty; under the lock, as writers create entries
         return expired
 
-    def _expire_one(self, summary: RecordSummary, export: Path | None) -> bool:
+    def _expire_one(self, summary: RecordSummary, entry: Path, export: Path | None) -> bool:
+        """Under the lock: delete the record if it is still what ``summary`` says."""
         path = self._path(summary.request_id)
-        entry = self._settled_entry(summary)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             entry.unlink(missing_ok=True)
             return False
-        current = RecordSummary.of(LedgerRecord.from_json(data))
-        if is_active(current) or current.updated_at != summary.updated_at:
-            return False  # written since the entry was read: its own entry decides
+        if RecordSummary.of(LedgerRecord.from_json(data)) != summary:
+            return False  # written since the entry was read: its new entry decides
         if export is not None:
             export.mkdir(parents=True, exist_ok=True)
             create_exclusive(export / f"{summary.request_id}.json", data)
