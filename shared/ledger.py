@@ -751,9 +751,9 @@ class FolderLedger:
     each), written under the same lock after the record is published and before the write
     returns:
 
-    - ``index/active/<id>.json``: records that may still start a run or are followed
+    - ``index/active/<created>~<id>.json``: records that may still start a run or are followed
       (``is_active``): what budgets and reconciliation read, O(active runs);
-    - ``index/settled/<created YYYY-MM-DDTHH>/<id>.json``: the rest, by hour of creation (a
+    - ``index/settled/<created YYYY-MM-DDTHH>/<created>~<id>.json``: the rest, by hour of creation (a
       record's creation time never changes, so the entry's place is known from the record
       alone): ``list`` and ``expire`` read only the hours they need, a page about one hour's
       worth of entries whatever the history.
@@ -806,15 +806,15 @@ class FolderLedger:
 
     # ------------------------------------------------------------------ the summary index
 
-    def _active_entry(self, request_id: str) -> Path:
-        return self._index / "active" / f"{request_id}.json"
+    def _active_entry(self, summary: RecordSummary) -> Path:
+        return self._index / "active" / _entry_name(summary)
 
     def _settled_entry(self, summary: RecordSummary) -> Path:
-        return self._index / "settled" / _hour(summary.created_at) / f"{summary.request_id}.json"
+        return self._index / "settled" / _hour(summary.created_at) / _entry_name(summary)
 
     def _write_entry(self, summary: RecordSummary) -> None:
         """Publish ``summary`` where its state belongs, then drop it from the other place."""
-        active, settled = self._active_entry(summary.request_id), self._settled_entry(summary)
+        active, settled = self._active_entry(summary), self._settled_entry(summary)
         new, old = (active, settled) if is_active(summary) else (settled, active)
         new.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=new.parent, prefix=".tmp-", suffix=".part")
@@ -839,6 +839,16 @@ class FolderLedger:
                 if summary is not None:
                     summaries.append(summary)
         return summaries
+
+    @staticmethod
+    def _entry_keys(folder: Path) -> builtins.list[Cursor]:
+        """(created_at, request_id) of each entry in ``folder``, from the names alone."""
+        keys: builtins.list[Cursor] = []
+        with suppress(FileNotFoundError), os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and (key := _entry_key(entry.name)) is not None:
+                    keys.append(key)
+        return keys
 
     def _settled_hours(self) -> builtins.list[str]:
         """Creation hours (``_hour``) that have settled entries, newest first."""
@@ -908,23 +918,29 @@ class FolderLedger:
     ) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        Reads the active entries and the newest settled hours until ``limit`` are found, then only
+        Orders by the entries' names alone (``_entry_name``: creation time and id), from the
+        active entries and the newest settled hours until ``limit`` are found, then reads only
         those records. A record that cannot be parsed is logged and skipped.
         """
         if limit is not None and limit <= 0:
             return
         self._ensure_index()
-        active = self._read_entries(self._index / "active")
-        found: builtins.list[RecordSummary] = []
+        keys = [k for k in self._entry_keys(self._index / "active") if _older_key(k, before)]
+        settled = 0
         for hour in self._settled_hours():
             if before is not None and hour > _hour(before[0]):
                 continue
-            if limit is not None and len(found) >= limit:
+            if limit is not None and settled >= limit:
                 break  # hours are newest first: every later hour is older than what was found
-            found.extend(s for s in self._read_entries(self._index / "settled" / hour) if _older(s, before))
-        chosen = [s for s in self._newest_first(active + found) if _older(s, before)]
-        for summary in chosen:
-            read = self._read_record(summary.request_id)
+            found = [k for k in self._entry_keys(self._index / "settled" / hour) if _older_key(k, before)]
+            settled += len(found)
+            keys += found
+        seen: set[str] = set()
+        for _created, request_id in sorted(keys, reverse=True):
+            if request_id in seen:  # in both places after a crash between two writes
+                continue
+            seen.add(request_id)
+            read = self._read_record(request_id)
             if read is None:
                 continue
             yield read
@@ -967,7 +983,7 @@ class FolderLedger:
                 if max(summary.created_at, summary.updated_at) >= before:
                     continue
                 with folder_lock(self.root):
-                    if self._expire_one(summary, folder / f"{summary.request_id}.json", export):
+                    if self._expire_one(summary, folder / _entry_name(summary), export):
                         expired.append(summary.request_id)
             if folder.parent.name == "settled":
                 with folder_lock(self.root), suppress(OSError):
@@ -990,6 +1006,29 @@ class FolderLedger:
         path.unlink()
         entry.unlink(missing_ok=True)
         return True
+
+
+_STAMP = "%Y%m%dT%H%M%S%f"
+
+
+def _entry_name(summary: RecordSummary) -> str:
+    """An index entry's file name, ``<created_at UTC, µs>~<request id>.json``: listings order by
+    names without opening the entries (created_at never changes after the claim)."""
+    return f"{summary.created_at.astimezone(UTC).strftime(_STAMP)}~{summary.request_id}.json"
+
+
+def _entry_key(name: str) -> Cursor | None:
+    stamp, sep, rest = name.partition("~")
+    if not sep or not rest.endswith(".json"):
+        return None
+    try:
+        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC), rest.removesuffix(".json")
+    except ValueError:
+        return None
+
+
+def _older_key(key: Cursor, before: Cursor | None) -> bool:
+    return before is None or key < before
 
 
 def _hour(when: datetime) -> str:
