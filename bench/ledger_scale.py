@@ -3,11 +3,12 @@
 Budgets (``check_budget`` then ``claim_standing``, as every dispatch under a limit does), a
 reconcile pass, a ``runs list`` page (the first, and one further back through ``--before``) and
 an expiry pass (retention 30 days) used to read every record; they now read the summary index,
-which holds the active runs apart from the settled history. Each size is the same ledger grown
-further: settled records of ~``--record-kb`` KB (a task YAML and history, like a real one) over
+which holds the active runs apart from the settled history. Each size is its own ledger of
+settled records of ~``--record-kb`` KB (a task YAML and history, like a real one) over
 the last 14 days (inside the budgets' look-back, so none is skipped by age), plus the same 20
 running runs. The ratio is each size's median against the smallest size's, measured in the same
-run; flat is 1.0. Peak memory (tracemalloc) is of one call. Never a pass/fail.
+run (the sizes are timed in rotation); flat is 1.0. Peak memory (tracemalloc) is of one call.
+Never a pass/fail.
 
     .venv/bin/python -m bench.ledger_scale [--sizes 1000 10000 50000] [--repeats 20]
 """
@@ -87,18 +88,12 @@ def _grow(ledger: FolderLedger, start: int, stop: int, record_kb: int) -> None:
         ledger._write_entry(RecordSummary.of(record))
 
 
-def _median_ms(action: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(median ms, peak MiB of one more call)."""
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
+def _peak_mib(action: Callable[[], object]) -> float:
     tracemalloc.start()
     action()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return statistics.median(samples) * 1e3, peak / 2**20
+    return peak / 2**20
 
 
 def _operations(ledger: FolderLedger, config: SlipwayConfig) -> dict[str, Callable[[], object]]:
@@ -123,19 +118,36 @@ def _operations(ledger: FolderLedger, config: SlipwayConfig) -> dict[str, Callab
 def measure(
     sizes: list[int], repeats: int, record_kb: int
 ) -> list[tuple[int, dict[str, tuple[float, float]]]]:
+    """One ledger per size, timed in rotation (each repeat times every operation on every size in
+    turn), so a slow moment of a shared machine lands on all sizes alike."""
     config = parse_config(CONFIG, source="bench")
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ledger = FolderLedger(Path(tmp) / "ledger")
-        for n in range(ACTIVE):
-            ledger.create(_record(f"app.live{n:02d}", NOW - timedelta(minutes=n), record_kb, active=True))
-        grown = 0
-        for size in sorted(sizes):
-            _grow(ledger, grown, size, record_kb)
-            grown = size
-            ops = _operations(ledger, config)
-            rows.append((size, {name: _median_ms(op, repeats) for name, op in ops.items()}))
-    return rows
+        ops: dict[int, dict[str, Callable[[], object]]] = {}
+        for size in sizes:
+            ledger = FolderLedger(Path(tmp) / f"ledger{size}")
+            for n in range(ACTIVE):
+                ledger.create(_record(f"app.live{n:02d}", NOW - timedelta(minutes=n), record_kb, active=True))
+            _grow(ledger, 0, size, record_kb)
+            ops[size] = _operations(ledger, config)
+        samples: dict[int, dict[str, list[float]]] = {
+            size: {name: [] for name in ops[size]} for size in sizes
+        }
+        for _ in range(repeats):
+            for size in sizes:
+                for name, op in ops[size].items():
+                    started = time.perf_counter()
+                    op()
+                    samples[size][name].append(time.perf_counter() - started)
+        return [
+            (
+                size,
+                {
+                    name: (statistics.median(samples[size][name]) * 1e3, _peak_mib(op))
+                    for name, op in ops[size].items()
+                },
+            )
+            for size in sizes
+        ]
 
 
 def main() -> None:
