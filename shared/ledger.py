@@ -433,7 +433,7 @@ MIN_RETENTION = timedelta(days=15)
 
 
 def retention_from_settings(settings: Mapping[str, str]) -> timedelta | None:
-    """``SLIPWAY_LEDGER_RETENTION`` (``30d``, ``6w``...): how long settled records are kept.
+    """``SLIPWAY_LEDGER_RETENTION`` (``30d``, ``6w``...): how long records are kept unwritten.
     Unset: forever. Shorter than ``MIN_RETENTION``: a ValueError saying so."""
     from shared.durations import parse_duration
 

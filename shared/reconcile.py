@@ -11,8 +11,8 @@ Safe to run twice at once: every ledger write is conditional on the ETag it read
 of a race skips the record; a status posted twice says the same thing twice. A commit status
 that could not be posted leaves the record followed, so the next tick posts it again.
 
-With a retention (``SLIPWAY_LEDGER_RETENTION``), each pass then expires settled records older
-than it, so the ledger stops growing with history.
+With a retention (``SLIPWAY_LEDGER_RETENTION``), each pass then expires the records not written
+for that long (``Ledger.expire``), so the ledger stops growing with history.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Reconciler:
     ) -> None:
         """``on_finished`` sees each run once it ended (gates, quarantine) and may amend its record.
 
-        ``retention``: after each pass, settled records older than that are deleted (copied to
+        ``retention``: after each pass, records not written for that long are deleted (copied to
         ``export`` first when given); None keeps them forever.
         """
         self._ledger = ledger
