@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.budgets import check_budget, claim_standing, may_start_run
@@ -356,3 +357,63 @@ def test_runs_list_pages_with_the_cursor_it_prints(
         assert "expected <created_at ISO time>/<request id>" in capsys.readouterr().err
     finally:
         set_runtime(None)
+
+
+def test_a_record_written_during_expiry_is_kept(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expiry decides from a listing; a record rewritten since (a replay reopening it) must stay."""
+    ledger.create(settled("app.old", NOW - timedelta(days=40)))
+
+    def reopen() -> None:
+        found = ledger.get("app.old")
+        assert found is not None
+        ledger.replace(found[0].model_copy(update={"status": RunStatus.RETRYING}), found[1])
+
+    if isinstance(ledger, BlobLedger):
+        container = ledger.container_client
+        real_list = container.list_blobs
+
+        def list_then_reopen(*args: Any, **kwargs: Any) -> Any:
+            listed = list(real_list(*args, **kwargs))
+            reopen()
+            return listed
+
+        monkeypatch.setattr(container, "list_blobs", list_then_reopen)
+    else:
+        assert isinstance(ledger, FolderLedger)
+        real_read = ledger._read_entries
+
+        def read_then_reopen(folder: Path) -> list[RecordSummary]:
+            read = real_read(folder)
+            if read:
+                reopen()
+            return read
+
+        monkeypatch.setattr(ledger, "_read_entries", read_then_reopen)
+
+    assert ledger.expire(before=NOW - timedelta(days=30)) == []
+    found = ledger.get("app.old")
+    assert found is not None and found[0].status is RunStatus.RETRYING
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    offsets=st.lists(st.integers(min_value=0, max_value=72), min_size=0, max_size=25),
+    limit=st.integers(min_value=1, max_value=7),
+)
+def test_paging_the_folder_ledger_lists_everything_once_in_order(offsets: list[int], limit: int) -> None:
+    """Creation times fall on few hours, with ties: pages still concatenate to the full listing."""
+    with tempfile.TemporaryDirectory() as root:
+        ledger = FolderLedger(Path(root))
+        for i, hours in enumerate(offsets):
+            record = settled(f"app.p{i}", NOW - timedelta(hours=hours))
+            ledger.create(record if i % 3 else running(f"app.p{i}", record.created_at))
+        expected = sorted(
+            ((NOW - timedelta(hours=h), f"app.p{i}") for i, h in enumerate(offsets)), reverse=True
+        )
+        listed: list[tuple[datetime, str]] = []
+        before = None
+        while page := list(ledger.list(limit=limit, before=before)):
+            assert len(page) <= limit
+            listed += [(r.created_at, r.request_id) for r in page]
+            before = (page[-1].created_at, page[-1].request_id)
+        assert listed == expected
