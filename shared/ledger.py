@@ -685,7 +685,15 @@ class BlobLedger:
         return summary
 
     def list_active(self) -> Iterator[RecordSummary]:
-        """The active summaries, filtered from one metadata listing (no record is downloaded)."""
+        """The active summaries, filtered from the metadata listing (one request per 5,000 records,
+        no record is downloaded): O(records) requests, not O(active runs).
+
+        Not blob index tags: "it might take some time before the blob index updates" after a
+        write (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs,
+        "Finding data using blob index tags"), and the budgets need a listing that sees every
+        claim written before it (see ``shared.budgets``); Find Blobs by Tags also needs the
+        ``blobs/filter/action`` permission, which Storage Blob Data Contributor lacks.
+        """
         for summary in self.list_summaries(since=datetime.min.replace(tzinfo=UTC)):
             if is_active(summary):
                 yield summary
