@@ -691,8 +691,7 @@ class BlobLedger:
         Not blob index tags: "it might take some time before the blob index updates" after a
         write (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs,
         "Finding data using blob index tags"), and the budgets need a listing that sees every
-        claim written before it (see ``shared.budgets``); Find Blobs by Tags also needs the
-        ``blobs/filter/action`` permission, which Storage Blob Data Contributor lacks.
+        claim written before it (see ``shared.budgets``).
         """
         for summary in self.list_summaries(since=datetime.min.replace(tzinfo=UTC)):
             if is_active(summary):
