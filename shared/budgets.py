@@ -10,7 +10,9 @@ Checking before claiming is not enough: two dispatchers can both read "1 in flig
 and both claim. So the budget is decided **after the claim** (``claim_standing``):
 
 1. claim the request (a conditional create or ``If-Match`` replace, as always);
-2. list the ledger and count every record that may start a run, this claim included;
+2. list the ledger's active records (``Ledger.list_active``: a superset of those that may start
+   a run, kept by every write before it returns) and count every record that may start a run,
+   this claim included;
 3. within the limits: start the run. Over them: release the claim back to ``retrying`` and come
    back after ``budget_delay`` — unless this claim is among the first ``limit`` by claim time,
    in which case it lists again after a short pause, since the later claimants are backing off.
@@ -20,9 +22,10 @@ whose write completed last. Its deciding listing was made after that write, henc
 other claim's write; Azure Storage lists strongly consistently ("after the service performs an
 insert or update operation, subsequent read or list operations return the latest update",
 https://learn.microsoft.com/azure/storage/blobs/concurrency-manage), and a claim that goes on to
-start a run stays counted (``dispatching``, then ``dispatched``). So that listing counted
+start a run stays counted (``dispatching``, then ``dispatched``, both active). So that listing counted
 ``limit + 1`` and the claim would have backed off: contradiction. The folder ledger publishes a
-record with ``link(2)`` before the writer lists, which gives the same order. No claim-time or
+record with ``link(2)``, then its active index entry with ``rename(2)``, before the writer's
+create returns and so before it lists, which gives the same order. No claim-time or
 clock comparison enters the safety argument; claim times only decide who waits rather than
 backs off (liveness: without that, claimants arriving together could all back off forever).
 
@@ -84,10 +87,10 @@ def may_start_run(record: RecordSummary, *, now: datetime) -> bool:
 
 
 def _counted(ledger: Ledger, now: datetime) -> Iterable[RecordSummary]:
-    for record in ledger.list_summaries(since=now - LOOKBACK):
-        if record.created_at < now - LOOKBACK:
-            break  # newest first
-        if may_start_run(record, now=now):
+    # ``list_active`` holds every record ``may_start_run`` can count (``ledger.is_active``), so
+    # the listing costs O(active runs), not O(history). Not ordered strictly: filter, no early stop.
+    for record in ledger.list_active():
+        if record.created_at >= now - LOOKBACK and may_start_run(record, now=now):
             yield record
 
 

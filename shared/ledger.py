@@ -15,11 +15,14 @@ imported inside functions only: the Functions worker imports this module on ever
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import itertools
 import json
 import logging
+import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -233,11 +236,40 @@ class RecordSummary:
             return None
 
 
+def is_active(summary: RecordSummary) -> bool:
+    """Whether a record may still start a run or is followed: what budgets and reconciliation
+    look at. Everything ``budgets.may_start_run`` or the reconciler counts is active; the rest
+    (failed, superseded, a run no longer followed) is settled and only ages towards expiry."""
+    if summary.status in (RunStatus.DISPATCHING, RunStatus.RETRYING):
+        return True
+    return summary.status is RunStatus.DISPATCHED and summary.following
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 _SUMMARY_FIELDS = tuple(f.name for f in dataclass_fields(RecordSummary))
+
+
+# A position in a newest-first listing: (created_at, request_id) of the last record shown.
+Cursor = tuple[datetime, str]
+
+
+def format_cursor(record: LedgerRecord | RecordSummary) -> str:
+    """The ``--before`` value that continues a listing after ``record``."""
+    return f"{record.created_at.astimezone(UTC).isoformat()}/{record.request_id}"
+
+
+def parse_cursor(text: str) -> Cursor:
+    """``format_cursor``'s text back; ValueError naming the expected form."""
+    stamp, sep, request_id = text.strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError("no '/'")
+        return _aware(datetime.fromisoformat(stamp)), validate_request_id(request_id)
+    except ValueError:
+        raise ValueError(f"invalid cursor {text!r}: expected <created_at ISO time>/<request id>") from None
 
 
 class ConflictError(Exception):
@@ -272,17 +304,30 @@ class Ledger(Protocol):
         """
         ...
 
-    def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
-        """Records, newest first (see each store for how "newest" is decided)."""
+    def list(self, *, limit: int | None = None, before: Cursor | None = None) -> Iterator[LedgerRecord]:
+        """Records, newest first (see each store for how "newest" is decided); with ``before``,
+        only those whose ``(created_at, request_id)`` is older (the next page of a listing)."""
         ...
 
-    def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
+    def list_versioned(
+        self, *, limit: int | None = None, before: Cursor | None = None
+    ) -> Iterator[tuple[LedgerRecord, str]]:
         """``list`` with each record's ETag, for a caller that may ``replace`` what it reads."""
         ...
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
         """Summaries of the records created since ``since``, newest first (older ones may follow:
         callers stop at the first one older than they care about)."""
+        ...
+
+    def list_active(self) -> Iterator[RecordSummary]:
+        """Summaries of the active records (``is_active``), newest first; others may follow."""
+        ...
+
+    def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
+        """Delete records created and last updated before ``before`` (exported to ``export``
+        first when given); returns the ids deleted. Callers keep ``before`` at least
+        ``MIN_RETENTION`` back, so no reader of the ledger is affected."""
         ...
 
 
@@ -378,6 +423,39 @@ def blob_service_from_settings(
     return BlobServiceClient(
         service_uri.rstrip("/"), credential=storage_credential(settings, prefix), **options
     )
+
+
+RETENTION_SETTING = "SLIPWAY_LEDGER_RETENTION"
+EXPORT_SETTING = "SLIPWAY_LEDGER_EXPORT_DIR"
+# Budgets and orphan recovery look back 14 days (``budgets.LOOKBACK``, ``run_recovery``): a
+# retention at least this long never removes a record either of them could read.
+MIN_RETENTION = timedelta(days=15)
+
+
+def retention_from_settings(settings: Mapping[str, str]) -> timedelta | None:
+    """``SLIPWAY_LEDGER_RETENTION`` (``30d``, ``6w``...): how long records are kept unwritten.
+    Unset: forever. Shorter than ``MIN_RETENTION``: a ValueError saying so."""
+    from shared.durations import parse_duration
+
+    text = _setting(settings, RETENTION_SETTING)
+    if text is None:
+        return None
+    try:
+        retention = parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{RETENTION_SETTING}: {exc}") from None
+    if retention < MIN_RETENTION:
+        raise ValueError(
+            f"{RETENTION_SETTING}={text} is shorter than {MIN_RETENTION.days} days: "
+            "budgets and orphan recovery read records 14 days back"
+        )
+    return retention
+
+
+def export_from_settings(settings: Mapping[str, str]) -> Path | None:
+    """``SLIPWAY_LEDGER_EXPORT_DIR``: where expired records are copied before deletion."""
+    text = _setting(settings, EXPORT_SETTING)
+    return Path(text) if text else None
 
 
 def ledger_from_settings(settings: Mapping[str, str], *, state_dir: Path) -> Ledger:
@@ -530,16 +608,17 @@ class BlobLedger:
             log_event(logger, "ledger_record_unreadable", level=logging.WARNING, blob=name, error=str(exc))
             return None
 
-    def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
-        for record, _etag in self.list_versioned(limit=limit):
+    def list(self, *, limit: int | None = None, before: Cursor | None = None) -> Iterator[LedgerRecord]:
+        for record, _etag in self.list_versioned(limit=limit, before=before):
             yield record
 
-    def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
-        """Newest first: by blob creation time, then by ``created_at`` within the same second.
+    def list_versioned(
+        self, *, limit: int | None = None, before: Cursor | None = None
+    ) -> Iterator[tuple[LedgerRecord, str]]:
+        """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        The listing (names and creation times only) is one cheap request per 5,000 records;
-        records are downloaded lazily, so ``limit`` bounds the downloads. Blob times have
-        one-second granularity, hence the tie-break on the record's own timestamp. A record that
+        Ordered from the listing's summaries (one request per 5,000 records, names and metadata
+        only); records are downloaded lazily, so ``limit`` bounds the downloads. A record that
         cannot be parsed is logged and skipped, so one bad blob does not hide the others.
         """
         from azure.core.exceptions import ResourceNotFoundError
@@ -548,23 +627,25 @@ class BlobLedger:
             return
         try:
             listed = [
-                (props.creation_time or props.last_modified, props.name)
-                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX)
+                (summary, props.name)
+                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"])
                 if props.name.endswith(".json")
+                and (summary := self._summary(props.name, props.metadata or {})) is not None
+                and _older(summary, before)
             ]
         except ResourceNotFoundError:  # no container yet: no records
             return
-        listed.sort(reverse=True)
+        listed.sort(key=lambda item: (item[0].created_at, item[0].request_id), reverse=True)
         remaining = limit
-        for _created, group in itertools.groupby(listed, key=lambda item: item[0]):
-            records = [r for _, name in group if (r := self._read_listed(name)) is not None]
-            records.sort(key=lambda r: (r[0].created_at, r[0].request_id), reverse=True)
-            for record in records:
-                yield record
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
+        for _summary, name in listed:
+            read = self._read_listed(name)
+            if read is None:
+                continue
+            yield read
+            if remaining is not None:
+                remaining -= 1
+                if remaining == 0:
+                    return
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
         """From the listing's metadata alone: one request per 5,000 records, no download, except
@@ -603,6 +684,54 @@ class BlobLedger:
             summary = RecordSummary.of(read[0]) if read is not None else None
         return summary
 
+    def list_active(self) -> Iterator[RecordSummary]:
+        """The active summaries, filtered from the metadata listing (one request per 5,000 records,
+        no record is downloaded): O(records) requests, not O(active runs).
+
+        Not blob index tags: "it might take some time before the blob index updates" after a
+        write (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs,
+        "Finding data using blob index tags"), and the budgets need a listing that sees every
+        claim written before it (see ``shared.budgets``).
+        """
+        for summary in self.list_summaries(since=datetime.min.replace(tzinfo=UTC)):
+            if is_active(summary):
+                yield summary
+
+    def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
+        """Delete records created and last updated before ``before`` (see FolderLedger.expire),
+        each conditional on the ETag listed (``If-Match``): a record written since is kept.
+        Exported first when asked. One listing request per 5,000 records, then one per delete."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        expired: builtins.list[str] = []
+        try:
+            listed = list(self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"]))
+        except ResourceNotFoundError:
+            return expired
+        for props in listed:
+            if not props.name.endswith(".json"):
+                continue
+            summary = self._summary(props.name, props.metadata or {})
+            if summary is None or max(summary.created_at, summary.updated_at) >= before:
+                continue
+            if export is not None:
+                downloader = self._container.download_blob(
+                    props.name, etag=props.etag, match_condition=MatchConditions.IfNotModified
+                )
+                export.mkdir(parents=True, exist_ok=True)
+                create_exclusive(export / f"{summary.request_id}.json", downloader.readall())
+            try:
+                self._container.delete_blob(
+                    props.name, etag=props.etag, match_condition=MatchConditions.IfNotModified
+                )
+            except HttpResponseError as exc:
+                if exc.status_code not in (404, 412):
+                    raise
+                continue
+            expired.append(summary.request_id)
+        return expired
+
 
 def _metadata(record: LedgerRecord, mark: str) -> dict[str, str]:
     return {_WRITE_MARK: mark, _SUMMARY: RecordSummary.of(record).to_metadata()}
@@ -623,10 +752,31 @@ class FolderLedger:
     ``os.replace`` (replace). Writers also hold an exclusive ``flock`` on ``<root>/.lock``, so
     the ETag check and the rename of ``replace`` are atomic across threads and processes.
     Readers need no lock.
+
+    Records are ~36 KB (task YAML, run request, history), so the questions asked on every
+    request and timer tick are answered from a small index of summaries (a few hundred bytes
+    each), written under the same lock after the record is published and before the write
+    returns:
+
+    - ``index/active/<created>~<id>.json``: records that may still start a run or are followed
+      (``is_active``): what budgets and reconciliation read, O(active runs);
+    - ``index/settled/<created YYYY-MM-DDTHH>/<created>~<id>.json``: the rest, by hour of creation (a
+      record's creation time never changes, so the entry's place is known from the record
+      alone): ``list`` and ``expire`` read only the hours they need, a page about one hour's
+      worth of entries whatever the history.
+
+    The order (record, then new entry, then the old entry removed) means a crash between them
+    leaves at worst a stale or missing entry for a write that never returned: its caller started
+    no run, and the record's next write repairs the entry. A folder written before the index
+    existed is indexed once, on first read.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._index = self.root / "index"
+        self._marker = self._index / ".v1"  # every record has its entry
+        self.entry_reads = 0  # index entries read, for the tests and the benchmark
+        self.record_reads = 0  # whole records read
 
     def _path(self, request_id: str) -> Path:
         return self.root / record_name(request_id)
@@ -637,53 +787,261 @@ class FolderLedger:
     def create_versioned(self, record: LedgerRecord) -> str | None:
         data = record.to_json()
         with folder_lock(self.root):
-            return content_etag(data) if create_exclusive(self._path(record.request_id), data) else None
+            self._build_index()
+            if not create_exclusive(self._path(record.request_id), data):
+                return None
+            self._write_entry(RecordSummary.of(record))
+            return content_etag(data)
 
     def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         try:
             data = self._path(request_id).read_bytes()
         except FileNotFoundError:
             return None
+        self.record_reads += 1
         return LedgerRecord.from_json(data), content_etag(data)
 
     def replace(self, record: LedgerRecord, etag: str) -> str:
         with folder_lock(self.root):
+            self._build_index()
             try:
-                return replace_if_unchanged(self._path(record.request_id), record.to_json(), etag)
+                new_etag = replace_if_unchanged(self._path(record.request_id), record.to_json(), etag)
             except FileChanged as exc:
                 raise ConflictError(record.request_id, exc.reason) from None
+            self._write_entry(RecordSummary.of(record))
+            return new_etag
 
-    def list(self, *, limit: int | None = None) -> Iterator[LedgerRecord]:
-        for record, _etag in self.list_versioned(limit=limit):
-            yield record
+    # ------------------------------------------------------------------ the summary index
 
-    def list_versioned(self, *, limit: int | None = None) -> Iterator[tuple[LedgerRecord, str]]:
-        """Newest first by ``created_at`` (then request id). Reads every record: local folders are small.
+    def _active_entry(self, summary: RecordSummary) -> Path:
+        return self._index / "active" / _entry_name(summary)
 
-        A record that cannot be parsed is logged and skipped.
-        """
-        if limit is not None and limit <= 0:
+    def _settled_entry(self, summary: RecordSummary) -> Path:
+        return self._index / "settled" / _hour(summary.created_at) / _entry_name(summary)
+
+    def _write_entry(self, summary: RecordSummary) -> None:
+        """Publish ``summary`` where its state belongs, then drop it from the other place."""
+        active, settled = self._active_entry(summary), self._settled_entry(summary)
+        new, old = (active, settled) if is_active(summary) else (settled, active)
+        new.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=new.parent, prefix=".tmp-", suffix=".part")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(summary.to_metadata())
+        os.replace(temp, new)
+        old.unlink(missing_ok=True)
+
+    def _read_entries(self, folder: Path) -> builtins.list[RecordSummary]:
+        summaries: builtins.list[RecordSummary] = []
+        with suppress(FileNotFoundError), os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                    continue
+                try:
+                    with open(entry.path) as handle:
+                        text = handle.read()
+                except FileNotFoundError:  # moved between active and settled since the listing
+                    continue
+                self.entry_reads += 1
+                summary = RecordSummary.from_metadata(text)
+                if summary is not None:
+                    summaries.append(summary)
+        return summaries
+
+    @staticmethod
+    def _entry_keys(folder: Path) -> builtins.list[Cursor]:
+        """(created_at, request_id) of each entry in ``folder``, from the names alone."""
+        keys: builtins.list[Cursor] = []
+        with suppress(FileNotFoundError), os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and (key := _entry_key(entry.name)) is not None:
+                    keys.append(key)
+        return keys
+
+    def _settled_hours(self) -> builtins.list[str]:
+        """Creation hours (``_hour``) that have settled entries, newest first."""
+        with suppress(FileNotFoundError), os.scandir(self._index / "settled") as entries:
+            return sorted((e.name for e in entries if not e.name.startswith(".")), reverse=True)
+        return []
+
+    def _ensure_index(self) -> None:
+        """Index a folder written before the index existed (once; every record is read)."""
+        if not self._marker.exists():
+            with folder_lock(self.root):
+                self._build_index()
+
+    def _build_index(self) -> None:
+        """``_ensure_index``'s work, for a caller holding the lock: writers call it first, so a
+        folder's first write indexes what an older version left before adding to it."""
+        if self._marker.exists():
             return
         runs = self.root / RECORD_PREFIX.rstrip("/")
-        records: list[tuple[LedgerRecord, str]] = []
         for path in runs.glob("*.json") if runs.is_dir() else ():
             if path.name.startswith("."):
                 continue
             try:
-                data = path.read_bytes()
-                records.append((LedgerRecord.from_json(data), content_etag(data)))
-            except FileNotFoundError:
-                continue
+                self._write_entry(RecordSummary.of(LedgerRecord.from_json(path.read_bytes())))
             except ValidationError as exc:
                 log_event(
-                    logger, "ledger_record_unreadable", level=logging.WARNING, path=str(path), error=str(exc)
+                    logger,
+                    "ledger_record_unreadable",
+                    level=logging.WARNING,
+                    path=str(path),
+                    error=str(exc),
                 )
-        records.sort(key=lambda r: (r[0].created_at, r[0].request_id), reverse=True)
-        yield from records if limit is None else records[:limit]
+        self._index.mkdir(parents=True, exist_ok=True)
+        self._marker.touch()
+
+    @staticmethod
+    def _newest_first(summaries: builtins.list[RecordSummary]) -> builtins.list[RecordSummary]:
+        latest: dict[str, RecordSummary] = {}
+        for summary in summaries:  # after a crash an id can have two entries: the newer one holds
+            kept = latest.get(summary.request_id)
+            if kept is None or summary.updated_at > kept.updated_at:
+                latest[summary.request_id] = summary
+        return sorted(latest.values(), key=lambda s: (s.created_at, s.request_id), reverse=True)
+
+    def list_active(self) -> Iterator[RecordSummary]:
+        """Only the active entries: O(runs that may start or are followed), whatever the history."""
+        self._ensure_index()
+        yield from self._newest_first(self._read_entries(self._index / "active"))
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
-        """Reads the records (local folders are small)."""
-        for record, _etag in self.list_versioned():
-            if record.created_at < since:
-                return
-            yield RecordSummary.of(record)
+        """The active entries and the settled hours from ``since``'s hour on (no record is read)."""
+        self._ensure_index()
+        first_hour = _hour(since) if since > datetime.min.replace(tzinfo=UTC) else ""
+        found = self._read_entries(self._index / "active")
+        for hour in self._settled_hours():
+            if hour < first_hour:
+                break
+            found.extend(self._read_entries(self._index / "settled" / hour))
+        yield from (s for s in self._newest_first(found) if s.created_at >= since)
+
+    def list(self, *, limit: int | None = None, before: Cursor | None = None) -> Iterator[LedgerRecord]:
+        for record, _etag in self.list_versioned(limit=limit, before=before):
+            yield record
+
+    def list_versioned(
+        self, *, limit: int | None = None, before: Cursor | None = None
+    ) -> Iterator[tuple[LedgerRecord, str]]:
+        """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
+
+        Orders by the entries' names alone (``_entry_name``: creation time and id), from the
+        active entries and the newest settled hours until ``limit`` are found, then reads only
+        those records. A record that cannot be parsed is logged and skipped.
+        """
+        if limit is not None and limit <= 0:
+            return
+        self._ensure_index()
+        keys = [k for k in self._entry_keys(self._index / "active") if _older_key(k, before)]
+        settled = 0
+        for hour in self._settled_hours():
+            if before is not None and hour > _hour(before[0]):
+                continue
+            if limit is not None and settled >= limit:
+                break  # hours are newest first: every later hour is older than what was found
+            found = [k for k in self._entry_keys(self._index / "settled" / hour) if _older_key(k, before)]
+            settled += len(found)
+            keys += found
+        seen: set[str] = set()
+        for _created, request_id in sorted(keys, reverse=True):
+            if request_id in seen:  # in both places after a crash between two writes
+                continue
+            seen.add(request_id)
+            read = self._read_record(request_id)
+            if read is None:
+                continue
+            yield read
+            if limit is not None:
+                limit -= 1
+                if limit == 0:
+                    return
+
+    def _read_record(self, request_id: str) -> tuple[LedgerRecord, str] | None:
+        try:
+            return self.get(request_id)
+        except FileNotFoundError:
+            return None
+        except ValidationError as exc:
+            log_event(
+                logger,
+                "ledger_record_unreadable",
+                level=logging.WARNING,
+                request_id=request_id,
+                error=str(exc),
+            )
+            return None
+
+    def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
+        """Delete the records created and last updated before ``before``; returns their ids.
+
+        Reads the active entries (a record left active that long, a claim whose worker died, is
+        read by no one: budgets and recovery look 14 days back, see ``MIN_RETENTION``) and the
+        settled hours up to ``before``'s hour. With ``export``, each record is copied to
+        ``<export>/<id>.json`` (synced) before it is deleted. The record goes first, then its
+        entry: a crash between leaves an entry whose record is gone, removed next time.
+        """
+        self._ensure_index()
+        expired: builtins.list[str] = []
+        last_hour = _hour(before)
+        folders = [self._index / "active"]
+        folders += [self._index / "settled" / hour for hour in self._settled_hours() if hour <= last_hour]
+        for folder in folders:
+            for summary in self._read_entries(folder):
+                if max(summary.created_at, summary.updated_at) >= before:
+                    continue
+                with folder_lock(self.root):
+                    if self._expire_one(summary, folder / _entry_name(summary), export):
+                        expired.append(summary.request_id)
+            if folder.parent.name == "settled":
+                with folder_lock(self.root), suppress(OSError):
+                    folder.rmdir()  # only when empty; under the lock, as writers create entries
+        return expired
+
+    def _expire_one(self, summary: RecordSummary, entry: Path, export: Path | None) -> bool:
+        """Under the lock: delete the record if it is still what ``summary`` says."""
+        path = self._path(summary.request_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            entry.unlink(missing_ok=True)
+            return False
+        if RecordSummary.of(LedgerRecord.from_json(data)) != summary:
+            return False  # written since the entry was read: its new entry decides
+        if export is not None:
+            export.mkdir(parents=True, exist_ok=True)
+            create_exclusive(export / f"{summary.request_id}.json", data)
+        path.unlink()
+        entry.unlink(missing_ok=True)
+        return True
+
+
+_STAMP = "%Y%m%dT%H%M%S%f"
+
+
+def _entry_name(summary: RecordSummary) -> str:
+    """An index entry's file name, ``<created_at UTC, µs>~<request id>.json``: listings order by
+    names without opening the entries (created_at never changes after the claim)."""
+    return f"{summary.created_at.astimezone(UTC).strftime(_STAMP)}~{summary.request_id}.json"
+
+
+def _entry_key(name: str) -> Cursor | None:
+    stamp, sep, rest = name.partition("~")
+    if not sep or not rest.endswith(".json"):
+        return None
+    try:
+        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC), rest.removesuffix(".json")
+    except ValueError:
+        return None
+
+
+def _older_key(key: Cursor, before: Cursor | None) -> bool:
+    return before is None or key < before
+
+
+def _hour(when: datetime) -> str:
+    """A settled entry's bucket: its UTC creation hour, ``2026-12-03T11`` (sorts as it reads)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def _older(summary: RecordSummary, before: Cursor | None) -> bool:
+    return before is None or (summary.created_at, summary.request_id) < before

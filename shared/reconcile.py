@@ -1,6 +1,6 @@
 """Run reconciliation: follow every dispatched run to its end and tell the Git host.
 
-A timer calls ``Reconciler.run``. It walks the ledger newest first, back to ``horizon`` (runs
+A timer calls ``Reconciler.run``. It walks the ledger's active records, back to ``horizon`` (runs
 are at most 8 hours long, so 24 hours is ample), and for each record it still follows it asks
 ACR for the run (``runs.get``) and records status, times and error. When the run ends it posts
 the final commit status and stops following. A run that has not ended long after its own
@@ -10,6 +10,9 @@ commit, and not asked about again.
 Safe to run twice at once: every ledger write is conditional on the ETag it read, and the loser
 of a race skips the record; a status posted twice says the same thing twice. A commit status
 that could not be posted leaves the record followed, so the next tick posts it again.
+
+With a retention (``SLIPWAY_LEDGER_RETENTION``), each pass then expires the records not written
+for that long (``Ledger.expire``), so the ledger stops growing with history.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from shared.build_status import BuildStatusNotifier, describe, state_for_run
@@ -48,6 +52,7 @@ class ReconcileReport:
     statuses_posted: int = 0
     errors: list[str] = field(default_factory=list)
     throttled_for: float | None = None
+    expired: int = 0
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -58,6 +63,7 @@ class ReconcileReport:
             "statuses_posted": self.statuses_posted,
             "errors": len(self.errors),
             "throttled_for": self.throttled_for,
+            "expired": self.expired,
         }
 
 
@@ -72,8 +78,14 @@ class Reconciler:
         horizon: timedelta = DEFAULT_HORIZON,
         grace: timedelta = DEFAULT_GRACE,
         on_finished: Callable[[LedgerRecord, RunHandle], LedgerRecord] | None = None,
+        retention: timedelta | None = None,
+        export: Path | None = None,
     ) -> None:
-        """``on_finished`` sees each run once it ended (gates, quarantine) and may amend its record."""
+        """``on_finished`` sees each run once it ended (gates, quarantine) and may amend its record.
+
+        ``retention``: after each pass, records not written for that long are deleted (copied to
+        ``export`` first when given); None keeps them forever.
+        """
         self._ledger = ledger
         self._backend = backend
         self._notifier = notifier
@@ -81,16 +93,17 @@ class Reconciler:
         self._horizon = horizon
         self._grace = grace
         self._on_finished = on_finished
+        self._retention = retention
+        self._export = export
 
     def run(self) -> ReconcileReport:
         report = ReconcileReport()
         now = self._clock()
-        # The summaries (blob metadata, one listing) say which runs are still followed; only those
-        # records are read, and the ETag of that read is what the update is conditional on.
-        for summary in self._ledger.list_summaries(since=now - self._horizon):
-            if summary.created_at < now - self._horizon:
-                break  # newest first: everything further is older still
-            if not self._follows(summary):
+        # The active summaries (an index of O(active runs)) say which runs are still followed;
+        # only those records are read, and the ETag of that read is what the update is
+        # conditional on. Followed records are active (``ledger.is_active``).
+        for summary in self._ledger.list_active():
+            if summary.created_at < now - self._horizon or not self._follows(summary):
                 continue
             found = self._ledger.get(summary.request_id)
             if found is None or not self._follows(found[0]):
@@ -115,6 +128,11 @@ class Reconciler:
                     correlation_id=listed.correlation_id,
                     error=str(exc),
                 )
+        if self._retention is not None:
+            try:
+                report.expired = len(self._ledger.expire(before=now - self._retention, export=self._export))
+            except Exception as exc:  # expiry is housekeeping: the pass itself succeeded
+                report.errors.append(f"expiry: {type(exc).__name__}: {exc}")
         log_event(logger, "reconcile_pass", **report.as_log())
         return report
 

@@ -175,8 +175,15 @@ class Runtime:
                 log_lines=AcrRunLog(backend),
                 quarantine=lambda registry: quarantine_client_from_settings(self.settings, registry),
             )
+        from shared.ledger import export_from_settings, retention_from_settings
+
         return Reconciler(
-            ledger=self.ledger(), backend=backend, notifier=self.status_notifier(), on_finished=on_finished
+            ledger=self.ledger(),
+            backend=backend,
+            notifier=self.status_notifier(),
+            on_finished=on_finished,
+            retention=retention_from_settings(self.settings),
+            export=export_from_settings(self.settings),
         )
 
     def receiver_context(self) -> ReceiverContext:

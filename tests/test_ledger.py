@@ -631,7 +631,8 @@ def test_folder_layout_leaves_no_temporary_files(tmp_path: Path) -> None:
 def test_folder_list_skips_unreadable_records(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ledger = FolderLedger(tmp_path)
     ledger.create(make_record("app.good"))
-    (tmp_path / "runs" / "app.bad.json").write_text("{not json")
+    ledger.create(make_record("app.bad", created_at=T0 + timedelta(seconds=1)))
+    (tmp_path / "runs" / "app.bad.json").write_text("{not json")  # damaged after it was indexed
     (tmp_path / "runs" / ".tmp-leftover.part").write_text("{}")
 
     assert [r.request_id for r in ledger.list()] == ["app.good"]

@@ -13,7 +13,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("runs", help="list and show dispatched runs (the ledger)")
     sub = parser.add_subparsers(dest="runs_command", metavar="COMMAND", required=True)
     listing = sub.add_parser("list", help="every request the dispatcher claimed, newest first")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
+    listing.add_argument(
+        "--before",
+        metavar="CURSOR",
+        help="the next page: the cursor the previous page printed (runs older than its last one)",
+    )
     listing.add_argument("--json", action="store_true", help="stable JSON for scripts")
     listing.set_defaults(handler=list_runs)
     show = sub.add_parser("show", help="one request: status, run id, task YAML and run request")
@@ -44,14 +49,32 @@ def _summary(record: Any) -> dict[str, Any]:
     }
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def list_runs(args: argparse.Namespace) -> int:
+    """One page, newest first; ``--before`` continues from the cursor the previous page printed.
+
+    The ledger reads its small index and then only this page's records, so a page costs the
+    same whatever the history."""
+    from shared.ledger import format_cursor, parse_cursor
     from shared.runtime import runtime
 
-    records = list(runtime().ledger().list(limit=args.limit))
-    records.sort(key=lambda r: r.created_at, reverse=True)
+    try:
+        before = parse_cursor(args.before) if args.before else None
+    except ValueError as exc:
+        print(f"error: --before: {exc}", file=sys.stderr)
+        return 2
+    records = list(runtime().ledger().list(limit=args.limit, before=before))
+    records.sort(key=lambda r: (r.created_at, r.request_id), reverse=True)
     rows = [_summary(r) for r in records]
+    cursor = format_cursor(records[-1]) if records and len(records) == args.limit else None
     if args.json:
-        print_json({"runs": rows})
+        print_json({"runs": rows, "next": cursor})
         return 0
     for row in rows:
         row["commit"] = (row["commit"] or "")[:12]
@@ -60,6 +83,8 @@ def list_runs(args: argparse.Namespace) -> int:
         ["request_id", "target", "status", "run_id", "ref", "commit", "created_at"],
         rows,
     )
+    if cursor is not None:
+        print(f"more: slipway runs list --limit {args.limit} --before {cursor}")
     return 0
 
 
