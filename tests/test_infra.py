@@ -69,6 +69,8 @@ OPTIONAL_SETTINGS = {
     "ServiceBusConnection": "set identity-based as ServiceBusConnection__fullyQualifiedNamespace",
     "SLIPWAY_STATE_DIR": "local state only (slipway serve); Azure uses Blob Storage",
     "SLIPWAY_LOCAL_MASTER_KEY": "slipway serve only: Azure checks the host's own master key",
+    "SLIPWAY_LEDGER_RETENTION": "unset keeps ledger records forever; set it through extraAppSettings",
+    "SLIPWAY_LEDGER_EXPORT_DIR": "a local folder: for slipway serve and the CLI, not the Functions host",
     "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit; else extraAppSettings",
     "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds: extraAppSettings",
     "SLIPWAY_CACHE_CONNECTION_STRING": "cache.account_url by identity; else secretSettings",
