@@ -19,10 +19,11 @@ The order of one run, and why:
    run, at least ``policy.settle`` ago, recorded it with the same ETag; the others are recorded for
    a later run. Deletes go in batches of 256, each only if its ETag is unchanged. The candidates
    document is written at the end of a complete run (never by a dry run).
-7. A run's work is bounded (``max_deletes``, ``max_seconds``): after the batch that reaches a
-   bound the sweep stops, and the document records where (``resume``); the next run's sweep starts
-   after that blob, and candidates outside the stretch a run swept are carried over unchanged. The
-   bound caps the delete batches, and with them the re-check listings, of one run.
+7. A run's work is bounded (``max_deletes``, ``max_seconds``): once a bound is reached the sweep
+   stops before its next batch (a run flushes at least one) and the document records where
+   (``resume``); the next run's sweep starts after that blob, and candidates outside the stretch a
+   run swept are carried over unchanged. The bound caps the delete batches, and with them the
+   re-check listings, of one run.
 """
 
 from __future__ import annotations
@@ -231,6 +232,7 @@ class CacheCollector:
         start = len(self.layout.blobs_prefix)
         skip_to = None if self._resume_after is None else self.layout.blob_key(self._resume_after)
         pending: list[BlobEntry] = []
+        swept: str | None = None  # the last digest of the last batch flushed (each run flushes one)
         for listed in self.store.blob_pages():
             page: Sequence[BlobEntry] = listed
             if skip_to is not None:  # resuming: the listing is in name order, the first pages were swept
@@ -244,14 +246,16 @@ class CacheCollector:
             report.blobs_kept_grace += decided.grace
             pending.extend(decided.doomed)
             while len(pending) >= self.batch_size:
+                if swept is not None and self._bound_reached(report):
+                    return swept
                 batch = pending[: self.batch_size]
                 del pending[: self.batch_size]
                 self._flush(planner, report, batch)
-                if self._bound_reached(report):
-                    self.progress.blobs(report.blobs_listed, report.blobs_deleted)
-                    return batch[-1].name[start:]
+                swept = batch[-1].name[start:]
             self.progress.blobs(report.blobs_listed, report.blobs_deleted)
         if pending:
+            if swept is not None and self._bound_reached(report):
+                return swept
             self._flush(planner, report, pending)
             self.progress.blobs(report.blobs_listed, report.blobs_deleted)
         return None
