@@ -4,9 +4,12 @@ and resumed by the next run. Counted over the in-memory store of ``test_cache_gc
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -215,3 +218,32 @@ def test_bounded_laps_delete_exactly_the_unreferenced(
     lap(bound)
     left = {n for n in range(blobs) if layout.blob_key(digest(n)) in store.items}
     assert left == live
+
+
+def test_the_timers_bounds_come_from_settings() -> None:
+    from shared.cache_gc.prune import DEFAULT_MAX_SECONDS, work_bounds
+
+    assert work_bounds({}) == (None, DEFAULT_MAX_SECONDS)
+    settings = {"SLIPWAY_CACHE_PRUNE_MAX_DELETES": "5000", "SLIPWAY_CACHE_PRUNE_MAX_SECONDS": " 60 "}
+    assert work_bounds(settings) == (5000, 60)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "4m", "1.5"])
+def test_a_bad_bound_setting_is_one_clear_error_before_anything_runs(
+    value: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.cache_gc.prune import PruneSettingError, prune_on_schedule
+    from shared.runtime import Runtime
+
+    caplog.set_level(logging.INFO, logger="slipway.cache_gc")
+    path = tmp_path / "slipway.yaml"
+    # An http account_url that is not Azurite's would fail later: the setting must fail first.
+    path.write_text(
+        "registry: r.azurecr.io\ncache:\n  account_url: http://127.0.0.1:10000/otheracct\n"
+        "  container: buildkit-cache\n"
+    )
+    settings = {"SLIPWAY_CONFIG": str(path), "SLIPWAY_CACHE_PRUNE_MAX_SECONDS": value}
+    with pytest.raises(PruneSettingError, match=f"SLIPWAY_CACHE_PRUNE_MAX_SECONDS .*{value!r}"):
+        prune_on_schedule(Runtime(settings, app_root=tmp_path))
+    [line] = [json.loads(r.getMessage()) for r in caplog.records]
+    assert line["event"] == "cache_prune_failed" and "SLIPWAY_CACHE_PRUNE_MAX_SECONDS" in line["error"]
