@@ -37,6 +37,10 @@ class CountingStore(MemoryStore):
         self.listings += 1
         return super().list_manifests()
 
+    def manifest_etags(self) -> dict[str, str]:
+        self.listings += 1
+        return super().manifest_etags()
+
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
         if key != self.layout.candidates_key:
             self.downloads.append(key)

@@ -124,7 +124,7 @@ class CacheCollector:
             self._previous, self._resume_after = state
             report.resumed_after = self._resume_after
             report.manifest_listings += 1
-            manifests = self._read_manifests(self.store.list_manifests())
+            manifests = self._read_manifests([e.name for e in self.store.list_manifests()])
             self._known = {m.name: m.etag for m in manifests}
             planner = MarkSweepPlanner(self.layout, self.policy, now, manifests)
             self._expire(planner, report)
@@ -164,13 +164,13 @@ class CacheCollector:
 
     # --- manifests ----------------------------------------------------------------------------
 
-    def _read_manifests(self, listed: Sequence[BlobEntry], *, show: bool = True) -> list[Manifest]:
+    def _read_manifests(self, listed: Sequence[str], *, show: bool = True) -> list[Manifest]:
         total = len(listed)
         progress = self.progress if show else _Silent()
         progress.manifests(0, total)
         manifests: list[Manifest] = []
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, total))) as pool:
-            for index, manifest in enumerate(pool.map(self._read_one, [e.name for e in listed]), 1):
+            for index, manifest in enumerate(pool.map(self._read_one, listed), 1):
                 if manifest is not None:  # deleted since the listing: nothing to keep alive
                     manifests.append(manifest)
                 progress.manifests(index, total)
@@ -216,7 +216,8 @@ class CacheCollector:
         name_of = self.layout.manifest_name
         for _ in range(RECHECK_ROUNDS):
             report.manifest_listings += 1
-            changed = [e for e in self.store.list_manifests() if known.get(name_of(e.name)) != e.etag]
+            listed = self.store.manifest_etags()
+            changed = [key for key, etag in listed.items() if known.get(name_of(key)) != etag]
             if not changed:
                 return True
             report.manifests_reread += len(changed)
