@@ -28,6 +28,7 @@ The order of one run, and why:
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +130,11 @@ class CacheCollector:
             planner = MarkSweepPlanner(self.layout, self.policy, now, manifests)
             self._expire(planner, report)
             self._recheck(planner, report)  # each deleting batch checks again (and settles) too
+            # The manifests, the live set and the candidates live until the end of the run: out of
+            # the cyclic collector's sight, each re-check's listing (tens of thousands of XML
+            # elements) does not make it walk them again (bench/cache_gc.py's generated store, 5,000
+            # manifests, 100k blobs: 0.10-0.14 s a re-check, 0.16 s without). Undone in ``finally``.
+            gc.freeze()
             stopped = self._sweep(planner, report)
             report.complete = True
             report.stopped_after = stopped
@@ -140,6 +146,7 @@ class CacheCollector:
         except CorruptManifestError as exc:
             report.error = f"{exc}; nothing more was deleted"
         finally:
+            gc.unfreeze()
             report.duration_seconds = round(time.monotonic() - started, 3)
             if planner is not None:
                 _fill_names(report, planner)

@@ -100,27 +100,15 @@ class AzureCacheStore:
         https://learn.microsoft.com/rest/api/storageservices/list-blobs#response-body). That is a
         private attribute: when it is not the XML element expected, the full listing is used.
         """
-        from urllib.parse import unquote
-
         pages = self._client.list_blob_names(
             name_starts_with=self._layout.manifests_prefix, results_per_page=LIST_PAGE_SIZE
         ).by_page()
         found: dict[str, str] = {}
         for page in pages:
-            names = list(page)
-            raw = getattr(pages, "_response", None)
-            blobs = raw.find("Blobs") if raw is not None and hasattr(raw, "find") else None
-            entries = [] if blobs is None else blobs.findall("Blob")
-            if len(entries) != len(names):
+            etags = etags_from_listing(getattr(pages, "_response", None), len(list(page)))
+            if etags is None:
                 return {e.name: e.etag for e in self.list_manifests()}
-            for entry in entries:
-                name = entry.find("Name")
-                etag = entry.findtext("Properties/Etag")
-                if name is None or name.text is None or not etag:
-                    return {e.name: e.etag for e in self.list_manifests()}
-                # Names with characters XML cannot carry come percent-encoded (Encoded="true").
-                key = unquote(name.text) if name.get("Encoded") == "true" else name.text
-                found[key] = _quoted(etag)
+            found.update(etags)
         return found
 
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
@@ -190,6 +178,26 @@ class AzureCacheStore:
         except HttpResponseError as exc:
             return _outcome(exc.status_code or 0)
         return DeleteOutcome.DELETED
+
+
+def etags_from_listing(page: Any, expected: int) -> dict[str, str] | None:
+    """Name -> ETag of one raw List Blobs page (an ElementTree ``EnumerationResults``); None when
+    it is not that, or does not hold the ``expected`` number of blobs."""
+    from urllib.parse import unquote
+
+    blobs = page.find("Blobs") if page is not None and hasattr(page, "find") else None
+    entries = [] if blobs is None else blobs.findall("Blob")
+    if len(entries) != expected:
+        return None
+    found: dict[str, str] = {}
+    for entry in entries:
+        name = entry.find("Name")
+        etag = entry.findtext("Properties/Etag")
+        if name is None or name.text is None or not etag:
+            return None
+        # Names with characters XML cannot carry come percent-encoded (Encoded="true").
+        found[unquote(name.text) if name.get("Encoded") == "true" else name.text] = _quoted(etag)
+    return found
 
 
 def _quoted(etag: str) -> str:
