@@ -119,6 +119,7 @@ class CacheCollector:
             max_bytes=self.policy.max_bytes,
         )
         planner: MarkSweepPlanner | None = None
+        frozen = False
         self._recorded = []
         try:
             state = self._read_candidates()
@@ -135,6 +136,7 @@ class CacheCollector:
             # elements) does not make it walk them again (bench/cache_gc.py's generated store, 5,000
             # manifests, 100k blobs: 0.10-0.14 s a re-check, 0.16 s without). Undone in ``finally``.
             gc.freeze()
+            frozen = True
             stopped = self._sweep(planner, report)
             report.complete = True
             report.stopped_after = stopped
@@ -146,7 +148,8 @@ class CacheCollector:
         except CorruptManifestError as exc:
             report.error = f"{exc}; nothing more was deleted"
         finally:
-            gc.unfreeze()
+            if frozen:
+                gc.unfreeze()
             report.duration_seconds = round(time.monotonic() - started, 3)
             if planner is not None:
                 _fill_names(report, planner)
