@@ -8,14 +8,25 @@ manifests and a bare iteration of the same listing. Each side runs in its own pr
 peak RSS is its own; shown at 250k and 1M blobs (the goal: the same RSS at both).
 Goals: ratio <= 2, RSS independent of the number of unreferenced blobs.
 
+Part 1b, the collector's runs over a generated store (no storage): the same 5,000 manifests and
+1,000,000 blobs through ``CacheCollector`` itself, a recording run and then the deleting run (every
+unreferenced blob ripe: about 3,700 delete batches, each re-checked against the manifests). The
+re-check's listing is parsed from a generated List Blobs XML page of the 5,000 manifests, as the
+Azure store parses the service's. Printed: the re-check listings, the manifests downloaded again,
+the planning + re-check cost, and the whole deleting run, unbounded and bounded as the timer bounds
+it (``--max-deletes``), against a floor measured in the same run: one pass over the blob listing,
+``json.loads`` of every manifest and one parse of the manifest listing.
+
 Part 2, on Azurite (a fresh process per run: its delete cost grows with the container and its
 background sweep stalls after tens of thousands of deletions): a few thousand blobs, most of them
-unreferenced. Deletion is two-phase, so an untimed first run records them; the collector's wall
-time (the second, deleting run) against (a) listing the blobs and batch-deleting the same
+unreferenced, the rest referenced by a few hundred manifests (``--azurite-manifests``). Deletion
+is two-phase, so an untimed first run records them; the collector's wall time (the second,
+deleting run) against (a) listing the blobs and batch-deleting the same
 unreferenced set with no logic, and (b) deleting that set one blob at a time.
 Goals: <= 1.5x (a), faster than (b). Never a pass/fail.
 
-    .venv/bin/python -m bench.cache_gc [--part plan|azurite|all] [--blobs 1000000] [--azurite-blobs 3000]
+    .venv/bin/python -m bench.cache_gc [--part plan|runs|azurite|all] [--blobs 1000000] [--azurite-blobs 3000]
+        [--azurite-manifests 300] [--max-deletes 25600]
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from typing import Any
 
 from shared.cache_gc.layout import BlobEntry, CacheLayout, parse_manifest
 from shared.cache_gc.planner import MarkSweepPlanner, Policy
-from shared.cache_gc.store import LIST_PAGE_SIZE
+from shared.cache_gc.store import LIST_PAGE_SIZE, DeleteOutcome, etags_from_listing
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
@@ -195,19 +206,144 @@ def plan_part(total: int, repeat: int = 3) -> None:
         )
 
 
+# --- part 1b: the collector's runs over a generated store --------------------------------------
+
+
+def _listing_xml(entries: list[tuple[str, str]]) -> bytes:
+    """One List Blobs response page as the service writes it (Name, Properties/Etag and the rest)."""
+    blobs = "".join(
+        f"<Blob><Name>{name}</Name><Properties><Creation-Time>Mon, 30 Nov 2026 00:00:00 GMT"
+        f"</Creation-Time><Last-Modified>Mon, 30 Nov 2026 00:00:00 GMT</Last-Modified>"
+        f"<Etag>{etag}</Etag><Content-Length>4096</Content-Length><Content-Type>"
+        "application/octet-stream</Content-Type><BlobType>BlockBlob</BlobType><AccessTier>Hot"
+        "</AccessTier><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState>"
+        "<ServerEncrypted>true</ServerEncrypted></Properties><OrMetadata /></Blob>"
+        for name, etag in entries
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://a.blob.'
+        'core.windows.net/" ContainerName="cache"><Prefix>manifests/</Prefix><MaxResults>5000'
+        f"</MaxResults><Blobs>{blobs}</Blobs><NextMarker /></EnumerationResults>"
+    ).encode()
+
+
+class GeneratedStore:
+    """``CacheStore`` over the generated manifests and listing; deletes succeed and cost nothing."""
+
+    container = "generated"
+
+    def __init__(self, total: int) -> None:
+        self.layout = CacheLayout()
+        manifests, self.referenced = generate_manifests()
+        self.total = total
+        self.manifests = {
+            self.layout.manifest_key(n): (d, f'"0x{i:x}"', t) for i, (n, d, t) in enumerate(manifests)
+        }
+        self.xml = _listing_xml([(k, etag[1:-1]) for k, (_d, etag, _t) in self.manifests.items()])
+        self.documents: dict[str, bytes] = {}
+        self.listings = 0
+        self.listing_seconds = 0.0
+        self.downloads = 0
+
+    def list_manifests(self) -> list[BlobEntry]:
+        return [BlobEntry(k, len(d), t, e) for k, (d, e, t) in self.manifests.items()]
+
+    def manifest_etags(self) -> dict[str, str]:
+        from xml.etree import ElementTree
+
+        started = time.perf_counter()
+        page = ElementTree.fromstring(self.xml)  # noqa: S314 (generated here)
+        found = etags_from_listing(page, len(self.manifests))
+        assert found is not None
+        self.listings += 1
+        self.listing_seconds += time.perf_counter() - started
+        return found
+
+    def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
+        if key in self.documents:
+            return self.documents[key], '"doc"', NOW
+        found = self.manifests.get(key)
+        if found is None:
+            return None
+        self.downloads += 1
+        return found
+
+    def blob_pages(self) -> Iterator[list[BlobEntry]]:
+        return listing_pages(self.total, self.referenced, self.layout)
+
+    def write_blob(self, key: str, data: bytes) -> None:
+        self.documents[key] = data
+
+    def delete(self, blobs: Any) -> list[DeleteOutcome]:
+        return [DeleteOutcome.DELETED] * len(blobs)
+
+
+def _run_floor(store: GeneratedStore) -> float:
+    from xml.etree import ElementTree
+
+    started = time.perf_counter()
+    for data, _etag, _t in store.manifests.values():
+        json.loads(data)
+    ElementTree.fromstring(store.xml)  # noqa: S314 (generated here)
+    for page in store.blob_pages():
+        for entry in page:
+            _ = entry.name
+    return time.perf_counter() - started
+
+
+def runs_part(total: int, max_deletes: int) -> None:
+    from shared.cache_gc.collector import CacheCollector
+
+    print(f"== collector runs: {TARGETS * NAMES_PER_TARGET} manifests, {total:,} blobs (generated store)")
+    policy = Policy(grace=POLICY.grace, max_age=POLICY.max_age, keep_names=POLICY.keep_names, settle=HOUR)
+    store = GeneratedStore(total)
+    floor = _run_floor(store)
+    print(f"floor (one listing pass, json.loads of the manifests, one manifest listing): {floor:.2f} s")
+
+    def run(label: str, at: datetime, bound: int | None, keep: bool) -> None:
+        saved = dict(store.documents)
+        store.listings, store.listing_seconds, store.downloads = 0, 0.0, 0
+        report = CacheCollector(store, store.layout, policy, clock=lambda: at, max_deletes=bound).collect()
+        assert report.complete, report
+        if not keep:
+            store.documents = saved
+        recheck = store.listing_seconds
+        print(
+            f"{label:<26}: {report.duration_seconds:6.2f} s (ratio {report.duration_seconds / floor:5.2f}); "
+            f"deleted {report.blobs_deleted:,}, recorded {report.blobs_candidates:,}; "
+            f"{report.manifest_listings} manifest listings ({store.listings} re-checks, {recheck:.2f} s, "
+            f"ratio {recheck / floor:.2f}), {report.manifests_reread} manifests read again"
+        )
+
+    run("recording run", NOW, None, keep=True)
+    run("deleting run, unbounded", NOW + 2 * HOUR, None, keep=False)
+    run(f"deleting run, <= {max_deletes:,}", NOW + 2 * HOUR, max_deletes, keep=True)
+
+
+HOUR = timedelta(hours=1)
+
+
 # --- part 2: Azurite ---------------------------------------------------------------------------
 
 
+MANIFESTS = 300
+
+
+def _set_manifests(count: int) -> None:
+    global MANIFESTS
+    MANIFESTS = count
+
+
 def _seed(container: Any, layout: CacheLayout, blobs: int) -> list[str]:
-    """``blobs`` blobs, a fifth referenced by 20 manifests; returns the unreferenced names."""
+    """``blobs`` blobs, a fifth referenced by MANIFESTS manifests; returns the unreferenced names."""
     rng = random.Random(2)
     names = [layout.blob_key(_digest(rng)) for _ in range(blobs)]
     live = names[: blobs // 5]
     manifests = {
         layout.manifest_key(f"name-{i}"): _manifest_bytes(
-            rng, [n.removeprefix(layout.blobs_prefix) for n in live[i::20]]
+            rng, [n.removeprefix(layout.blobs_prefix) for n in live[i::MANIFESTS]]
         )
-        for i in range(20)
+        for i in range(MANIFESTS)
     }
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda n: container.upload_blob(n, b"layer-bytes"), names))
@@ -278,7 +414,7 @@ def _one_by_one(container: Any, layout: CacheLayout, doomed: list[str]) -> int:
 
 def azurite_part(blobs: int) -> None:
     print(
-        f"== on Azurite: {blobs:,} blobs, 20 manifests, {blobs - blobs // 5:,} unreferenced "
+        f"== on Azurite: {blobs:,} blobs, {MANIFESTS} manifests, {blobs - blobs // 5:,} unreferenced "
         "(a fresh Azurite per run)"
     )
     collector, n = _timed_on_fresh_azurite(blobs, _collector, _record_candidates)
@@ -297,16 +433,21 @@ def azurite_part(blobs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["plan", "azurite", "all"], default="all")
+    parser.add_argument("--part", choices=["plan", "runs", "azurite", "all"], default="all")
     parser.add_argument("--blobs", type=int, default=1_000_000, help="listing size for planning")
     parser.add_argument("--azurite-blobs", type=int, default=3000, help="blobs per Azurite run")
+    parser.add_argument("--azurite-manifests", type=int, default=MANIFESTS, help="manifests on Azurite")
+    parser.add_argument("--max-deletes", type=int, default=25_600, help="the bounded deleting run's bound")
     parser.add_argument("--child", choices=["floor", "plan"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    _set_manifests(args.azurite_manifests)
     if args.child:
         print(json.dumps(_child(args.child, args.blobs)))
         return
     if args.part in ("plan", "all"):
         plan_part(args.blobs)
+    if args.part in ("plan", "runs", "all"):
+        runs_part(args.blobs, args.max_deletes)
     if args.part in ("azurite", "all"):
         azurite_part(args.azurite_blobs)
 

@@ -256,6 +256,10 @@ class MemoryStore:
         self.before_read()
         return self._listing(self.layout.manifests_prefix)
 
+    def manifest_etags(self) -> dict[str, str]:
+        self.before_read()
+        return {e.name: e.etag for e in self._listing(self.layout.manifests_prefix)}
+
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
         self.before_read()
         found = self.items.get(key)

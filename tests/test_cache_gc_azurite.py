@@ -204,6 +204,9 @@ class ExportDuringListing:
     def list_manifests(self) -> list[BlobEntry]:
         return self.inner.list_manifests()
 
+    def manifest_etags(self) -> dict[str, str]:
+        return self.inner.manifest_etags()
+
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
         return self.inner.read_manifest(key)
 
@@ -447,3 +450,22 @@ def test_an_export_that_reuses_an_old_orphan_keeps_it(container: ContainerClient
     later = CacheCollector(store, layout, POLICY, clock=clock).collect()
     assert (later.blobs_deleted, later.blobs_live, later.blobs_candidates) == (0, len(keys), 0)
     assert set(keys) <= cache_names(container)
+
+
+def test_the_recheck_listing_gives_what_the_full_listing_gives(
+    container: ContainerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``manifest_etags`` reads the raw List Blobs XML: it must agree with the SDK's models, over
+    more than one page, and for names with spaces and non-ASCII characters."""
+    from shared.cache_gc import store as store_module
+
+    layout = CacheLayout("ci")
+    names = [f"name-{i}" for i in range(7)] + ["team a/f\u00e9ature & <x>"]
+    for name in names:
+        upload(container, layout.manifest_key(name), b'{"layers": []}')
+    upload(container, layout.blob_key(orphan()), b"not a manifest")
+    store = AzureCacheStore(container, layout)
+    full = {e.name: e.etag for e in store.list_manifests()}
+    assert len(full) == len(names)
+    monkeypatch.setattr(store_module, "LIST_PAGE_SIZE", 3)  # three pages
+    assert store.manifest_etags() == full

@@ -9,8 +9,10 @@ saw it), and only a later run, at least ``settle`` later, deletes a blob it find
 past grace and with the same ETag again.
 
 The document lives in the cache container itself, beside BuildKit's ``manifests/`` and ``blobs/``
-(``<prefix>/slipway-gc/candidates``), as text: a header line, then ``digest etag epoch`` per blob.
-A missing or unreadable document means no candidates: nothing is deleted, everything restarts.
+(``<prefix>/slipway-gc/candidates``), as text: a header line, an optional ``resume <digest>`` line
+(a run stopped by its work bound: the next run's sweep starts after that blob), then
+``digest etag epoch`` per blob. A missing or unreadable document means no candidates: nothing is
+deleted, everything restarts.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ class Candidate(NamedTuple):
     first_seen: datetime
 
 
-def parse_candidates(data: bytes) -> dict[str, Candidate] | None:
-    """The candidates of a document; None when it is not one (then nothing is ripe)."""
+class CandidateState(NamedTuple):
+    candidates: dict[str, Candidate]
+    resume_after: str | None  # the digest a bounded run stopped after; None: start at the beginning
+
+
+def parse_state(data: bytes) -> CandidateState | None:
+    """The candidates and resume point of a document; None when it is not one (nothing is ripe)."""
     try:
         lines = data.decode("ascii").splitlines()
     except UnicodeDecodeError:
@@ -36,15 +43,28 @@ def parse_candidates(data: bytes) -> dict[str, Candidate] | None:
     if not lines or lines[0] != HEADER:
         return None
     found: dict[str, Candidate] = {}
-    for line in lines[1:]:
+    resume: str | None = None
+    for index, line in enumerate(lines[1:]):
         parts = line.split(" ")
+        if index == 0 and len(parts) == 2 and parts[0] == "resume" and parts[1]:
+            resume = parts[1]
+            continue
         if len(parts) != 3 or not parts[2].isdigit():
             return None
         found[parts[0]] = Candidate(parts[1], datetime.fromtimestamp(int(parts[2]), UTC))
-    return found
+    return CandidateState(found, resume)
 
 
-def render_candidates(candidates: Mapping[str, Candidate] | Iterable[tuple[str, Candidate]]) -> bytes:
+def parse_candidates(data: bytes) -> dict[str, Candidate] | None:
+    """The candidates of a document; None when it is not one (then nothing is ripe)."""
+    state = parse_state(data)
+    return None if state is None else state.candidates
+
+
+def render_candidates(
+    candidates: Mapping[str, Candidate] | Iterable[tuple[str, Candidate]], *, resume_after: str | None = None
+) -> bytes:
     items = candidates.items() if isinstance(candidates, Mapping) else candidates
+    resume = "" if resume_after is None else f"resume {resume_after}\n"
     body = "".join(f"{d} {c.etag} {int(c.first_seen.timestamp())}\n" for d, c in items)
-    return f"{HEADER}\n{body}".encode("ascii")
+    return f"{HEADER}\n{resume}{body}".encode("ascii")

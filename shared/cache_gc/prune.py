@@ -23,6 +23,33 @@ _UNCHANGED = timedelta(-1)  # "use the configured max_age" (None is a valid valu
 # export in flight at the first run can still last: the build's run.timeout (default below), or
 # the grace period where that is shorter (the grace already assumes exports finish within it).
 DEFAULT_SETTLE = timedelta(hours=1)
+# The timer's work bound. host.json's functionTimeout is 5 minutes; the sweep stops before its next
+# delete batch after 4, leaving a minute for that batch and the candidates document, and the next
+# run resumes where it stopped.
+MAX_SECONDS_SETTING = "SLIPWAY_CACHE_PRUNE_MAX_SECONDS"
+MAX_DELETES_SETTING = "SLIPWAY_CACHE_PRUNE_MAX_DELETES"
+DEFAULT_MAX_SECONDS = 240
+
+
+class PruneSettingError(ValueError):
+    """A work-bound setting that is not a positive integer (read before anything is deleted)."""
+
+
+def _positive(settings: Mapping[str, str], name: str, default: int | None) -> int | None:
+    text = (settings.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise PruneSettingError(f"{name} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+def work_bounds(settings: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """The timer's (max_deletes, max_seconds): no delete bound and 240 s unless the settings say."""
+    return (
+        _positive(settings, MAX_DELETES_SETTING, None),
+        _positive(settings, MAX_SECONDS_SETTING, DEFAULT_MAX_SECONDS),
+    )
 
 
 def policy_for(
@@ -50,6 +77,8 @@ def collector_for(
     policy: Policy | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    max_deletes: int | None = None,
+    max_seconds: float | None = None,
     **client_options: Any,
 ) -> CacheCollector:
     """``client_options`` go to the storage client (the CLI shortens the SDK's retry backoff)."""
@@ -62,6 +91,8 @@ def collector_for(
         policy or policy_for(cache),
         dry_run=dry_run,
         progress=progress,
+        max_deletes=max_deletes,
+        max_seconds=max_seconds,
     )
 
 
@@ -74,7 +105,15 @@ def prune_on_schedule(rt: Runtime) -> CacheReport | None:
         return None
     policy = policy_for(cache, run_timeout=timedelta(seconds=config.run.timeout))
     try:
-        report = collector_for(cache, rt.settings, policy=policy).collect()
+        max_deletes, max_seconds = work_bounds(rt.settings)
+    except PruneSettingError as exc:
+        log_event(logger, "cache_prune_failed", level=logging.ERROR, error=str(exc))
+        raise
+    try:
+        collector = collector_for(
+            cache, rt.settings, policy=policy, max_deletes=max_deletes, max_seconds=max_seconds
+        )
+        report = collector.collect()
     except Exception as exc:
         from shared.service_errors import is_service_error, one_line
 

@@ -48,6 +48,18 @@ class CacheReport(BaseModel):
     )
     bytes_freed: int = 0
     delete_failures: int = Field(default=0, description="Deletes refused for another reason than 404/412.")
+    manifest_listings: int = Field(
+        default=0, description="Listings of the manifests: the first read, and the re-checks before deletes."
+    )
+    manifests_reread: int = Field(
+        default=0, description="Manifests downloaded again: new or changed since first read."
+    )
+    resumed_after: str | None = Field(
+        default=None, description="The sweep started after this digest, where a bounded run stopped."
+    )
+    stopped_after: str | None = Field(
+        default=None, description="The run reached max_deletes/max_seconds here; the next resumes after it."
+    )
     complete: bool = Field(default=False, description="False when the sweep was stopped (see error).")
     error: str | None = None
     names: list[NameReport] = Field(default_factory=list)

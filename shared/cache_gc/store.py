@@ -49,6 +49,11 @@ class CacheStore(Protocol):
         """Every blob under the manifests prefix (one listing; names, ETags, times)."""
         ...
 
+    def manifest_etags(self) -> dict[str, str]:
+        """Key -> ETag of every manifest (one listing, the collector's re-check before a delete
+        batch: it runs once per batch, so it must cost as little as a listing can)."""
+        ...
+
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
         """Content, ETag and last-modified time of one manifest; None if it no longer exists."""
         ...
@@ -81,6 +86,30 @@ class AzureCacheStore:
 
     def list_manifests(self) -> list[BlobEntry]:
         return [entry for page in self._pages(self._layout.manifests_prefix) for entry in page]
+
+    def manifest_etags(self) -> dict[str, str]:
+        """Names and ETags from the raw listing XML, without the SDK's model deserialisation.
+
+        ``list_blobs`` builds a ``BlobProperties`` per blob: about 300 us of CPU each, so 1.5 s per
+        re-check at 5,000 manifests (measured against Azurite). ``list_blob_names`` requests the same
+        List Blobs pages but skips that deserialisation, and its page iterator keeps each page's
+        raw XML in ``_response`` (azure-sdk-for-python,
+        sdk/storage/azure-storage-blob/azure/storage/blob/_list_blobs_helper.py,
+        ``BlobNamesPaged._extract_data_cb``; ``_container_client.py`` ``list_blob_names``). Every
+        ``<Blob>`` there carries ``<Name>`` and ``<Properties><Etag>`` (List Blobs response,
+        https://learn.microsoft.com/rest/api/storageservices/list-blobs#response-body). That is a
+        private attribute: when it is not the XML element expected, the full listing is used.
+        """
+        pages = self._client.list_blob_names(
+            name_starts_with=self._layout.manifests_prefix, results_per_page=LIST_PAGE_SIZE
+        ).by_page()
+        found: dict[str, str] = {}
+        for page in pages:
+            etags = etags_from_listing(getattr(pages, "_response", None), len(list(page)))
+            if etags is None:
+                return {e.name: e.etag for e in self.list_manifests()}
+            found.update(etags)
+        return found
 
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -149,6 +178,26 @@ class AzureCacheStore:
         except HttpResponseError as exc:
             return _outcome(exc.status_code or 0)
         return DeleteOutcome.DELETED
+
+
+def etags_from_listing(page: Any, expected: int) -> dict[str, str] | None:
+    """Name -> ETag of one raw List Blobs page (an ElementTree ``EnumerationResults``); None when
+    it is not that, or does not hold the ``expected`` number of blobs."""
+    from urllib.parse import unquote
+
+    blobs = page.find("Blobs") if page is not None and hasattr(page, "find") else None
+    entries = [] if blobs is None else blobs.findall("Blob")
+    if len(entries) != expected:
+        return None
+    found: dict[str, str] = {}
+    for entry in entries:
+        name = entry.find("Name")
+        etag = entry.findtext("Properties/Etag")
+        if name is None or name.text is None or not etag:
+            return None
+        # Names with characters XML cannot carry come percent-encoded (Encoded="true").
+        found[unquote(name.text) if name.get("Encoded") == "true" else name.text] = _quoted(etag)
+    return found
 
 
 def _quoted(etag: str) -> str:
