@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -458,6 +458,13 @@ def export_from_settings(settings: Mapping[str, str]) -> Path | None:
     return Path(text) if text else None
 
 
+def _readable(
+    reads: Iterable[tuple[LedgerRecord, str] | None], limit: int | None
+) -> Iterator[tuple[LedgerRecord, str]]:
+    """The reads that found a record, at most ``limit``: reads are lazy, so the downloads stop there."""
+    return itertools.islice((read for read in reads if read is not None), limit)
+
+
 def ledger_from_settings(settings: Mapping[str, str], *, state_dir: Path) -> Ledger:
     """Blob when the host storage is configured (Azure, or Azurite locally), else a local folder."""
     if storage_configured(settings):
@@ -636,16 +643,7 @@ class BlobLedger:
         except ResourceNotFoundError:  # no container yet: no records
             return
         listed.sort(key=lambda item: (item[0].created_at, item[0].request_id), reverse=True)
-        remaining = limit
-        for _summary, name in listed:
-            read = self._read_listed(name)
-            if read is None:
-                continue
-            yield read
-            if remaining is not None:
-                remaining -= 1
-                if remaining == 0:
-                    return
+        yield from _readable((self._read_listed(name) for _summary, name in listed), limit)
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
         """From the listing's metadata alone: one request per 5,000 records, no download, except
@@ -942,19 +940,9 @@ class FolderLedger:
             found = [k for k in self._entry_keys(self._index / "settled" / hour) if _older_key(k, before)]
             settled += len(found)
             keys += found
-        seen: set[str] = set()
-        for _created, request_id in sorted(keys, reverse=True):
-            if request_id in seen:  # in both places after a crash between two writes
-                continue
-            seen.add(request_id)
-            read = self._read_record(request_id)
-            if read is None:
-                continue
-            yield read
-            if limit is not None:
-                limit -= 1
-                if limit == 0:
-                    return
+        # A request id can be in both places after a crash between two writes: once is enough.
+        newest_first = dict.fromkeys(request_id for _created, request_id in sorted(keys, reverse=True))
+        yield from _readable((self._read_record(request_id) for request_id in newest_first), limit)
 
     def _read_record(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from shared.build_request import BuildRequest
 from shared.config import SlipwayConfig, Target
 from shared.default_branch import default_branch_for
-from shared.routing import _ref_matches, cache_names, normalize_repo
+from shared.routing import cache_names, normalize_repo, ref_refusal
 from shared.tags import compute_tags
 
 
@@ -29,7 +29,7 @@ def request_mismatch(request: BuildRequest, config: SlipwayConfig, target: Targe
     source, image = request.source, request.image
     if normalize_repo(source.repo_url) != normalize_repo(target.repo):
         return f"source.repo_url {source.repo_url!r} is not the target's repository {target.repo!r}"
-    ref_problem = _ref_matches(target, source.ref)
+    ref_problem = ref_refusal(target, source.ref)
     if ref_problem is not None:
         return f"source.ref {source.ref!r} is not built by this target: {ref_problem}"
     if (source.context, source.dockerfile) != (target.context, target.dockerfile):

@@ -235,7 +235,7 @@ def validated_request(
     )
 
 
-def _ref_matches(target: Target, ref: str) -> str | None:
+def ref_refusal(target: Target, ref: str) -> str | None:
     """None when the ref is wanted, else the reason it is not."""
     if ref.startswith("refs/heads/"):
         branch = ref.removeprefix("refs/heads/")
@@ -274,7 +274,7 @@ def _repo_ref_plan(config: SlipwayConfig, repo_urls: tuple[str, ...], ref: str) 
     plan = _RepoRefPlan(
         no_target_reason=no_target_reason,
         valid_ref=is_valid_ref(ref),
-        targets=tuple((t, _ref_matches(t, ref)) for t in targets),
+        targets=tuple((t, ref_refusal(t, ref)) for t in targets),
     )
     return _REPO_REF_PLANS.put((config,), (repo_urls, ref), plan)
 
