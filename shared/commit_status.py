@@ -64,13 +64,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from shared.build_request import COMMIT_RE
 from shared.logs import log_event
+from shared.loopback import is_loopback
 
 logger = logging.getLogger("slipway.commit_status")
 
 USER_AGENT = "slipway-commit-status/1"
 DEFAULT_TIMEOUT_S = 10.0
 PORTAL_URL = "https://portal.azure.com"
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _SCP_RE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/).+)$")
 _ERROR_EXCERPT_CHARS = 300
 
@@ -312,7 +312,7 @@ def _api_base(url: str) -> str | None:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
-    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
+    secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
     if secure and parts.hostname and not parts.username and not parts.query and not parts.fragment:
         return url.strip().rstrip("/")
     return None
