@@ -135,6 +135,11 @@ def test_ops_function_replays_with_the_caller_recorded(rig: Rig, acr_server: Acr
     assert "ops@example.com" not in json.dumps(record.history)
 
 
+# App Service sets WEBSITE_AUTH_ENABLED=True while its authentication module is on
+# (AzureAD/microsoft-identity-web, AppServicesAuthenticationInformation.cs: the constant
+# "WEBSITE_AUTH_ENABLED" with the comment "True"), and only then strips client-sent
+# X-MS-CLIENT-PRINCIPAL-* headers (Learn, "Work with user identities in Azure App Service
+# authentication").
 @pytest.mark.parametrize(
     ("easy_auth", "header", "actor"),
     [
