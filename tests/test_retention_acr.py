@@ -7,7 +7,11 @@ from datetime import UTC, datetime, timedelta
 from shared.retention.acr_backend import AcrRetentionBackend
 from shared.retention.prune import guess_api, prune_images
 from shared.retention.rules import ImageRule
-from tests.support.acr_dataplane import AcrDataPlane, acr_dataplane  # noqa: F401 (fixture)
+from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
+    AcrDataPlane,
+    MovesLatestAtFirstDelete,
+    acr_dataplane,
+)
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
@@ -107,20 +111,6 @@ def test_acr_is_chosen_for_azurecr_hosts() -> None:
     assert guess_api("http://127.0.0.1:5000") == "oci"
 
 
-class MovesLatestMidPass(AcrRetentionBackend):
-    """The SDK backend; before its first manifest deletion goes out, ``latest`` is rolled back."""
-
-    plane: AcrDataPlane
-    target: str
-    moved = False
-
-    def delete_manifest(self, repository: str, digest: str) -> None:
-        if not self.moved:
-            self.moved = True
-            self.plane.tag(repository, "latest", self.target, updated=datetime.now(UTC))
-        super().delete_manifest(repository, digest)
-
-
 def test_a_rollback_of_latest_mid_pass_keeps_the_manifest(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
     """Issue 17.9 on ACR: ``latest`` moved onto a doomed index after the pass started deleting."""
     plane = acr_dataplane
@@ -133,7 +123,7 @@ def test_a_rollback_of_latest_mid_pass_keeps_the_manifest(acr_dataplane: AcrData
     descriptor = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": rollback, "size": 1}
     signature = plane.add_platform_image("app", created=OLD, subject=descriptor)  # deleted first
     sdk = backend(plane)
-    watched = MovesLatestMidPass(sdk.client, sdk.registry)
+    watched = MovesLatestAtFirstDelete(sdk.client, sdk.registry)
     watched.plane, watched.target = plane, rollback
 
     report = prune_images(watched, RULES, dry_run=False)

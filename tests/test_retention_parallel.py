@@ -15,7 +15,11 @@ from shared.retention.graph import ManifestNode, RepositoryGraph, TagNode
 from shared.retention.planner import deletion_order
 from shared.retention.prune import MAX_DELETE_CONCURRENCY, deletion_waves, prune_images
 from shared.retention.rules import ImageRule
-from tests.support.acr_dataplane import AcrDataPlane, acr_dataplane  # noqa: F401 (fixture)
+from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
+    AcrDataPlane,
+    MovesLatestAtFirstDelete,
+    acr_dataplane,
+)
 from tests.test_retention_planner import d
 
 OLD = datetime.now(UTC) - timedelta(days=40)
@@ -113,20 +117,6 @@ def test_deletes_run_in_parallel_within_the_ceiling_and_recheck_each_batch(
     # Waves: [40 leftovers + the old index] then [its 4 children]; batches of 32: 41 → 2, 4 → 1.
     # One tag listing per batch, after the one read_graph made: not one per deletion.
     assert backend.tag_reads == 1 + 3
-
-
-class MovesLatestAtFirstDelete(AcrRetentionBackend):
-    """Points ``latest`` at ``target`` while the first batch of DELETEs is going out."""
-
-    plane: AcrDataPlane
-    target: str
-    moved = False
-
-    def delete_manifest(self, repository: str, digest: str) -> None:
-        if not self.moved:
-            self.moved = True
-            self.plane.tag(repository, "latest", self.target, updated=datetime.now(UTC))
-        super().delete_manifest(repository, digest)
 
 
 def test_a_tag_moved_during_one_batch_saves_its_target_in_a_later_batch(

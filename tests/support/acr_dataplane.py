@@ -39,6 +39,7 @@ import pytest
 import trustme
 
 from shared.oci import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, compute_digest
+from shared.retention.acr_backend import AcrRetentionBackend
 from tests.support.registry import Answer, FakeAcr, RecordedRequest, _covers, loopback_tls, serve_loopback
 
 API_VERSION = "2021-07-01"
@@ -538,3 +539,18 @@ __all__ = [
     "acr_time",
     "quarantine_details_problems",
 ]
+
+
+class MovesLatestAtFirstDelete(AcrRetentionBackend):
+    """The SDK backend; as its first manifest deletion goes out, ``latest`` is moved to ``target``
+    (a rollback, or a push, racing a retention pass)."""
+
+    plane: AcrDataPlane
+    target: str
+    moved = False
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        if not self.moved:
+            self.moved = True
+            self.plane.tag(repository, "latest", self.target, updated=datetime.now(UTC))
+        super().delete_manifest(repository, digest)
