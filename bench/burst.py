@@ -120,7 +120,7 @@ def _start_serve(state_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], i
     command = [
         sys.executable,
         "-c",
-        "import sys; from shared.cli import main; sys.exit(main())",
+        "import sys; from shared.app.cli import main; sys.exit(main())",
         "serve",
         "--port",
         "0",
@@ -196,8 +196,8 @@ def _requests(bodies: list[bytes], settings: Mapping[str, str]) -> list[bytes]:
     import azure.functions as func
 
     from handlers import webhooks
-    from shared.queue.port import OutgoingMessage
-    from shared.runtime import Runtime, set_runtime
+    from shared.app.runtime import Runtime, set_runtime
+    from shared.platform.queue.port import OutgoingMessage
 
     class Capture:
         def __init__(self) -> None:
@@ -223,10 +223,10 @@ def _requests(bodies: list[bytes], settings: Mapping[str, str]) -> list[bytes]:
 
 def floor(bodies: list[bytes], timeout: float) -> Outcome:
     """The same pushes, verified, queued and dispatched in one loop with the real parts."""
-    from shared.build_request import BuildRequest
-    from shared.dispatcher import Outcome as Dispatched
-    from shared.rebuild_queue import send_requests
-    from shared.runtime import Runtime, set_runtime
+    from shared.app.runtime import Runtime, set_runtime
+    from shared.dispatch.dispatcher import Outcome as Dispatched
+    from shared.intake.rebuild_queue import send_requests
+    from shared.model.build_request import BuildRequest
 
     with tempfile.TemporaryDirectory(prefix="slipway-burst-floor-") as folder:
         state_dir = Path(folder)

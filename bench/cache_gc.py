@@ -44,9 +44,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.cache_gc.layout import BlobEntry, CacheLayout, parse_manifest
-from shared.cache_gc.planner import MarkSweepPlanner, Policy
-from shared.cache_gc.store import LIST_PAGE_SIZE, DeleteOutcome, etags_from_listing
+from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout, parse_manifest
+from shared.pruning.cache_gc.planner import MarkSweepPlanner, Policy
+from shared.pruning.cache_gc.store import LIST_PAGE_SIZE, DeleteOutcome, etags_from_listing
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
@@ -292,7 +292,7 @@ def _run_floor(store: GeneratedStore) -> float:
 
 
 def runs_part(total: int, max_deletes: int) -> None:
-    from shared.cache_gc.collector import CacheCollector
+    from shared.pruning.cache_gc.collector import CacheCollector
 
     print(f"== collector runs: {TARGETS * NAMES_PER_TARGET} manifests, {total:,} blobs (generated store)")
     policy = Policy(grace=POLICY.grace, max_age=POLICY.max_age, keep_names=POLICY.keep_names, settle=HOUR)
@@ -376,8 +376,8 @@ _BENCH_POLICY = Policy(grace=timedelta(0))  # the blobs are seconds old; settle 
 
 def _record_candidates(container: Any, layout: CacheLayout) -> None:
     """The first phase (untimed): a run that records the unreferenced blobs and deletes nothing."""
-    from shared.cache_gc.collector import CacheCollector
-    from shared.cache_gc.store import AzureCacheStore
+    from shared.pruning.cache_gc.collector import CacheCollector
+    from shared.pruning.cache_gc.store import AzureCacheStore
 
     report = CacheCollector(AzureCacheStore(container, layout), layout, _BENCH_POLICY).collect()
     assert report.complete and report.blobs_deleted == 0, report
@@ -385,8 +385,8 @@ def _record_candidates(container: Any, layout: CacheLayout) -> None:
 
 def _collector(container: Any, layout: CacheLayout, doomed: list[str]) -> int:
     """The second phase, timed: the run that deletes what the first recorded."""
-    from shared.cache_gc.collector import CacheCollector
-    from shared.cache_gc.store import AzureCacheStore
+    from shared.pruning.cache_gc.collector import CacheCollector
+    from shared.pruning.cache_gc.store import AzureCacheStore
 
     report = CacheCollector(AzureCacheStore(container, layout), layout, _BENCH_POLICY).collect()
     assert report.complete and report.blobs_deleted == len(doomed), report

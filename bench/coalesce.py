@@ -14,13 +14,13 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.config import SlipwayConfig
-from shared.dispatcher import Dispatcher, Outcome
-from shared.ledger import FolderLedger, RunStatus
-from shared.queue.local import LocalQueue
-from shared.rebuild_queue import send_requests
-from shared.run_backend import DryRunBackend
-from shared.state import FolderStateStore
+from shared.acr.run_backend import DryRunBackend
+from shared.dispatch.dispatcher import Dispatcher, Outcome
+from shared.intake.rebuild_queue import send_requests
+from shared.model.config import SlipwayConfig
+from shared.platform.ledger import FolderLedger, RunStatus
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import FolderStateStore
 from tests.support.dispatch_harness import make_request
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared.config import SlipwayConfig
-from shared.queue.local import LocalQueue
-from shared.runtime import Runtime, set_runtime
+from shared.app.runtime import Runtime, set_runtime
+from shared.model.config import SlipwayConfig
+from shared.platform.queue.local import LocalQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "fixtures" / "github" / "push-branch-signed-aspnet.json"

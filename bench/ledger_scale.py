@@ -24,11 +24,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.budgets import check_budget, claim_standing
-from shared.config import SlipwayConfig, parse_config
-from shared.ledger import FolderLedger, LedgerRecord, RecordSummary, RunStatus, record_name
-from shared.reconcile import Reconciler
-from shared.run_backend import RunHandle
+from shared.acr.run_backend import RunHandle
+from shared.dispatch.budgets import check_budget, claim_standing
+from shared.model.config import SlipwayConfig, parse_config
+from shared.platform.ledger import FolderLedger, LedgerRecord, RecordSummary, RunStatus, record_name
+from shared.runs.reconcile import Reconciler
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 ACTIVE = 20

@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.queue.local import LocalQueue
-from shared.queue.port import OutgoingMessage
+from shared.platform.queue.local import LocalQueue
+from shared.platform.queue.port import OutgoingMessage
 
 
 def _fill(queue: LocalQueue, size: int) -> None:

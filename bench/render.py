@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from shared import task_render
-from shared.config import SlipwayConfig
-from shared.task_render import RunSecrets, render_run
+from shared.acr import task as task_render
+from shared.acr.task import RunSecrets, render_run
+from shared.model.config import SlipwayConfig
 from tests.test_task_render import ACCOUNT_KEY, GIT_TOKEN, _request
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.runtime import runtime
+from shared.app.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -46,7 +46,7 @@ class DispatchRefused(Exception):
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%BUILD_QUEUE%")
 def dispatch(msg: func.ServiceBusMessage) -> None:
     """Returning completes the message: started, duplicate, superseded, or rescheduled as a copy."""
-    from shared.dispatcher import Outcome
+    from shared.dispatch.dispatcher import Outcome
 
     result = (
         runtime()

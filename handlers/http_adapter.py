@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from shared.http import HttpRequest, HttpResponse
+    from shared.platform.http import HttpRequest, HttpResponse
 
 
 @cache
 def _request_type() -> type[HttpRequest]:
     """Imported on the first request: defining its dataclasses costs milliseconds the cold start
     should not pay, and an import statement per webhook costs more than this lookup."""
-    from shared.http import HttpRequest
+    from shared.platform.http import HttpRequest
 
     return HttpRequest
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from handlers.http_adapter import to_func, to_plain
-from shared.runtime import runtime
+from shared.app.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -25,6 +25,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.route(route="ops/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     """Body: ``{"ids": [...], "reason", "target", "since": "2h", "limit", "note", "dry_run"}``."""
-    from shared.replay import receive_replay
+    from shared.dispatch.replay import receive_replay
 
     return to_func(receive_replay(to_plain(req), runtime()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.runtime import runtime
+from shared.app.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -12,6 +12,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("prune_cache")
 @bp.timer_trigger(arg_name="timer", schedule="%SLIPWAY_CACHE_PRUNE_SCHEDULE%", run_on_startup=False)
 def prune_cache(timer: func.TimerRequest) -> None:
-    from shared.cache_gc.prune import prune_on_schedule
+    from shared.pruning.cache_gc.prune import prune_on_schedule
 
     prune_on_schedule(runtime())

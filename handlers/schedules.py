@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared.runtime import runtime
+from shared.app.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 logger = logging.getLogger("slipway.timers")
@@ -26,7 +26,7 @@ def _note_past_due(name: str, timer: func.TimerRequest) -> None:
 @bp.function_name("scheduled_rebuilds")
 @bp.timer_trigger(arg_name="timer", schedule="%SLIPWAY_SCHEDULE_TIMER%")
 def scheduled_rebuilds(timer: func.TimerRequest) -> None:
-    from shared.schedules import evaluate_schedules
+    from shared.intake.schedules import evaluate_schedules
 
     _note_past_due("scheduled_rebuilds", timer)
     rt = runtime()
@@ -36,7 +36,7 @@ def scheduled_rebuilds(timer: func.TimerRequest) -> None:
 @bp.function_name("base_image_poll")
 @bp.timer_trigger(arg_name="timer", schedule="%SLIPWAY_BASE_IMAGE_POLL_SCHEDULE%")
 def base_image_poll(timer: func.TimerRequest) -> None:
-    from shared.digest_poll import poll_base_images, registry_clients
+    from shared.intake.digest_poll import poll_base_images, registry_clients
 
     _note_past_due("base_image_poll", timer)
     rt = runtime()

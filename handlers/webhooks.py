@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from handlers.http_adapter import to_func, to_plain
-from shared.runtime import runtime
+from shared.app.runtime import runtime
 
 if TYPE_CHECKING:
-    from shared.http import HttpRequest, HttpResponse
-    from shared.receivers.base import ReceiverContext
+    from shared.intake.receivers.base import ReceiverContext
+    from shared.platform.http import HttpRequest, HttpResponse
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -29,7 +29,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 def _receiver(module: str, function: str) -> Callable[[HttpRequest, ReceiverContext], HttpResponse]:
     """The receiver function, imported on first use (pydantic models cost more than a cold start should)."""
     receiver: Callable[[HttpRequest, ReceiverContext], HttpResponse] = getattr(
-        import_module(f"shared.receivers.{module}"), function
+        import_module(f"shared.intake.receivers.{module}"), function
     )
     return receiver
 

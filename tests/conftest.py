@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.queue.local import LocalQueue
-from shared.state import FolderStateStore
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import FolderStateStore
 
 pytest_plugins = [
     "tests.support.azurite",

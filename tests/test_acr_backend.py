@@ -15,16 +15,16 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.build_request import BuildRequest
-from shared.config import SlipwayConfig
-from shared.run_backend import (
+from shared.acr.run_backend import (
     AcrBackend,
     DryRunBackend,
     PermanentBackendError,
     RunHandle,
     TransientBackendError,
 )
-from shared.task_render import RunSecrets, RunSpec, RunValue, render_run
+from shared.acr.task import RunSecrets, RunSpec, RunValue, render_run
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig
 from tests.support.acr_server import API_VERSION, AcrServer, StaticTokenCredential, decoded_task
 from tests.support.ports import free_port
 
@@ -304,7 +304,7 @@ def test_from_settings() -> None:
 def test_importing_the_backend_module_does_not_import_the_sdk() -> None:
     code = (
         "import sys\n"
-        "import shared.run_backend, shared.task_render\n"
+        "import shared.acr.run_backend, shared.acr.task\n"
         "loaded = [m for m in sys.modules if m.startswith(('azure.mgmt', 'azure.identity'))]\n"
         "assert not loaded, loaded\n"
         "print('ok')\n"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.receivers.acr import bearer_token, receive_acr
-from shared.state import FolderStateStore
+from shared.intake.receivers.acr import bearer_token, receive_acr
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import FolderStateStore
 from tests.support.registry_hooks import (
     ACR,
     ACR_TOKEN,

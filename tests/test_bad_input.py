@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.config import SlipwayConfig
-from shared.http import HttpRequest, HttpResponse, RequestRejected
-from shared.queue.local import LocalQueue
-from shared.receivers.base import ReceiverContext
-from shared.receivers.common import Delivery, PayloadModel, parse_json, run_receiver
-from shared.receivers.github import receive_github
-from shared.receivers.image_push import parse_json as image_push_parse_json
-from shared.replay import receive_replay
+from shared.dispatch.replay import receive_replay
+from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.common import Delivery, PayloadModel, parse_json, run_receiver
+from shared.intake.receivers.github import receive_github
+from shared.intake.receivers.image_push import parse_json as image_push_parse_json
+from shared.model.config import SlipwayConfig
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
+from shared.platform.queue.local import LocalQueue
 from tests.support.fuzz import nested, with_field
 from tests.support.github import SECRET, fixture_bytes, signed_request
 

@@ -14,20 +14,20 @@ from typing import Any
 
 import pytest
 
-from shared.base_images import builds_on, default_branch_of, route_image_pushed, route_image_pushes
-from shared.build_request import BuildRequest
-from shared.config import ConfigError, RebuildSettings, SlipwayConfig, parse_config
-from shared.dispatcher import Dispatcher, Outcome
-from shared.events import ImagePushedEvent
-from shared.image_refs import ImageReference, parse_image_reference
-from shared.last_build import LastBuild, read_last_build
-from shared.ledger import FolderLedger
-from shared.queue.local import LocalQueue
-from shared.receivers.eventgrid import receive_eventgrid
-from shared.receivers.github import receive_github
-from shared.run_backend import DryRunBackend
-from shared.state import BlobStateStore, FolderStateStore, StateStore
-from shared.task_render import RunSecrets, render_run
+from shared.acr.run_backend import DryRunBackend
+from shared.acr.task import RunSecrets, render_run
+from shared.dispatch.dispatcher import Dispatcher, Outcome
+from shared.intake.base_images import builds_on, default_branch_of, route_image_pushed, route_image_pushes
+from shared.intake.receivers.eventgrid import receive_eventgrid
+from shared.intake.receivers.github import receive_github
+from shared.model.build_request import BuildRequest
+from shared.model.config import ConfigError, RebuildSettings, SlipwayConfig, parse_config
+from shared.model.events import ImagePushedEvent
+from shared.model.image_refs import ImageReference, parse_image_reference
+from shared.platform.ledger import FolderLedger
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import BlobStateStore, FolderStateStore, StateStore
+from shared.runs.last_build import LastBuild, read_last_build
 from tests.support import github
 from tests.support.azurite import AzuriteServer
 from tests.support.registry_hooks import SETTINGS, as_array, eventgrid_request
@@ -239,8 +239,8 @@ def test_a_stale_record_is_not_used() -> None:
 
 
 def test_ids_are_stable_per_update_and_differ_from_the_push_build() -> None:
-    from shared.build_request import Trigger
-    from shared.routing import request_for_commit
+    from shared.intake.routing import request_for_commit
+    from shared.model.build_request import Trigger
 
     config = _config([_target("web", "python:3.12-slim")])
     last = {"web": _last("web")}.get
@@ -412,7 +412,7 @@ class Loop:
         )
 
     def context(self) -> Any:
-        from shared.receivers.base import ReceiverContext
+        from shared.intake.receivers.base import ReceiverContext
 
         return ReceiverContext(
             settings={**SETTINGS, "GITHUB_WEBHOOK_SECRET": github.SECRET},
@@ -516,7 +516,7 @@ def test_tags_are_not_recorded(tmp_path: Path, state: StateStore) -> None:
 
 
 def test_a_spread_fan_out_reaches_the_queue_as_scheduled_messages(tmp_path: Path) -> None:
-    from shared.receivers.base import ReceiverContext
+    from shared.intake.receivers.base import ReceiverContext
 
     config = _config(
         [_target(f"t{i}", "jolovcr.azurecr.io/samples/nginx:latest") for i in range(5)],

@@ -1,4 +1,4 @@
-"""The budget rule of ``shared.budgets`` under every interleaving of claims, looks and releases.
+"""The budget rule of ``shared.dispatch.budgets`` under every interleaving of claims, looks and releases.
 
 Each claimant writes its claim, later looks (``claim_standing``) and then either starts (not
 over) or releases its claim back to ``retrying``. Hypothesis picks the order in which the steps of
@@ -15,10 +15,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.budgets import claim_standing
-from shared.config import parse_config
-from shared.dispatcher import new_record
-from shared.ledger import FolderLedger, LedgerRecord, RecordSummary, RunStatus
+from shared.dispatch.budgets import claim_standing
+from shared.dispatch.dispatcher import new_record
+from shared.model.config import parse_config
+from shared.platform.ledger import FolderLedger, LedgerRecord, RecordSummary, RunStatus
 from tests.support.dispatch_harness import CONFIG, make_request
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

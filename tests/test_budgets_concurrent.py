@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import parse_config
-from shared.dispatcher import Dispatcher, DispatchResult, Outcome
-from shared.ledger import BlobLedger, RunStatus
-from shared.queue.local import LocalQueue
-from shared.rebuild_queue import request_message
+from shared.dispatch.dispatcher import Dispatcher, DispatchResult, Outcome
+from shared.intake.rebuild_queue import request_message
+from shared.model.config import parse_config
+from shared.platform.ledger import BlobLedger, RunStatus
+from shared.platform.queue.local import LocalQueue
 from tests.support.acr_server import AcrServer
 from tests.support.azurite import AzuriteServer
 from tests.support.dispatch_harness import CONFIG, acr_backend, make_request

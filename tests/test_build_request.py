@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.build_request import BuildRequest, request_id
+from shared.model.build_request import BuildRequest, request_id
 
 
 def _request(**overrides: object) -> dict[str, object]:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shared.build_status import BuildStatusNotifier
-from shared.commit_status import CommitState, CommitStatus, StatusClient, StatusReporter, client_for
-from shared.config import SlipwayConfig
-from shared.ledger import LedgerRecord, RunStatus
+from shared.model.config import SlipwayConfig
+from shared.platform.ledger import LedgerRecord, RunStatus
+from shared.runs.build_status import BuildStatusNotifier
+from shared.runs.commit_status import CommitState, CommitStatus, StatusClient, StatusReporter, client_for
 
 if TYPE_CHECKING:
     from tests.support.git_hosts import GitHostServer

@@ -28,14 +28,14 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from shared.build_request import BuildRequest, Trigger
-from shared.cache_gc.layout import CacheLayout
-from shared.cache_gc.planner import Policy
-from shared.cache_gc.prune import collector_for
-from shared.config import ConfigError, SlipwayConfig, load_config, parse_config, storage_account_name
-from shared.routing import https_clone_url, request_for_commit
-from shared.run_prepare import prepare_run
-from shared.task_render import RenderError, RunSecrets, render_run
+from shared.acr.run_prepare import prepare_run
+from shared.acr.task import RenderError, RunSecrets, render_run
+from shared.intake.routing import https_clone_url, request_for_commit
+from shared.model.build_request import BuildRequest, Trigger
+from shared.model.config import ConfigError, SlipwayConfig, load_config, parse_config, storage_account_name
+from shared.pruning.cache_gc.layout import CacheLayout
+from shared.pruning.cache_gc.planner import Policy
+from shared.pruning.cache_gc.prune import collector_for
 from tests.support.agent import Agent
 from tests.support.azurite import AzuriteServer
 

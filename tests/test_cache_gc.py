@@ -13,13 +13,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.cache_gc.candidates import Candidate, parse_candidates, render_candidates
-from shared.cache_gc.collector import CacheCollector
-from shared.cache_gc.layout import BlobEntry, CacheLayout, CorruptManifestError, Manifest, parse_manifest
-from shared.cache_gc.planner import BlobDecision, MarkSweepPlanner, Policy
-from shared.cache_gc.store import DeleteOutcome
-from shared.config import CacheStorage, SlipwayConfig
-from shared.durations import format_duration, parse_duration
+from shared.model.config import CacheStorage, SlipwayConfig
+from shared.model.durations import format_duration, parse_duration
+from shared.pruning.cache_gc.candidates import Candidate, parse_candidates, render_candidates
+from shared.pruning.cache_gc.collector import CacheCollector
+from shared.pruning.cache_gc.layout import (
+    BlobEntry,
+    CacheLayout,
+    CorruptManifestError,
+    Manifest,
+    parse_manifest,
+)
+from shared.pruning.cache_gc.planner import BlobDecision, MarkSweepPlanner, Policy
+from shared.pruning.cache_gc.store import DeleteOutcome
 
 FIXTURE = Path(__file__).parent / "fixtures" / "buildkit-azblob-cache"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -514,7 +520,7 @@ def test_collection_never_breaks_a_remaining_manifest(scenario: Scenario) -> Non
 
 
 def test_the_cli_progress_bar_follows_a_run() -> None:
-    from shared.commands._prune_cache import _ProgressBar
+    from shared.app.commands._prune_cache import _ProgressBar
 
     layout = CacheLayout()
     store = MemoryStore(layout, HOUR)

@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.cache_gc.collector import CacheCollector
-from shared.cache_gc.layout import BlobEntry, CacheLayout
-from shared.cache_gc.planner import Policy
-from shared.cache_gc.prune import prune_on_schedule
-from shared.cache_gc.store import AzureCacheStore, DeleteOutcome
-from shared.cli import main
-from shared.runtime import Runtime
+from shared.app.cli import main
+from shared.app.runtime import Runtime
+from shared.pruning.cache_gc.collector import CacheCollector
+from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout
+from shared.pruning.cache_gc.planner import Policy
+from shared.pruning.cache_gc.prune import prune_on_schedule
+from shared.pruning.cache_gc.store import AzureCacheStore, DeleteOutcome
 from tests.support.azurite import AzuriteServer
 from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-    from shared.config import CacheStorage
+    from shared.model.config import CacheStorage
 
 FIXTURE = Path(__file__).parent / "fixtures" / "buildkit-azblob-cache"
 LISTING = json.loads((FIXTURE / "listing.json").read_text())
@@ -360,7 +360,7 @@ def test_a_missing_container_is_one_clear_error(
 
 
 def _cache(account_url: str) -> CacheStorage:
-    from shared.config import CacheStorage
+    from shared.model.config import CacheStorage
 
     return CacheStorage.model_validate({"account_url": account_url, "container": "buildkit-cache"})
 
@@ -368,8 +368,8 @@ def _cache(account_url: str) -> CacheStorage:
 def test_azurites_development_account_needs_no_setting() -> None:
     """The local example points at Azurite's well-known account over http, where no token may go:
     its public development key is used, as UseDevelopmentStorage=true does."""
-    from shared.cache_gc.store import cache_service
-    from shared.ledger import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_BLOB_ENDPOINT
+    from shared.platform.ledger import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_BLOB_ENDPOINT
+    from shared.pruning.cache_gc.store import cache_service
 
     service = cache_service(_cache(DEVELOPMENT_STORAGE_BLOB_ENDPOINT), {})
     assert service.credential.account_name == DEVELOPMENT_STORAGE_ACCOUNT
@@ -378,7 +378,7 @@ def test_azurites_development_account_needs_no_setting() -> None:
 def test_another_http_account_is_one_clear_error_logged_by_the_timer(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.cache_gc.store import CacheStoreError
+    from shared.pruning.cache_gc.store import CacheStoreError
 
     caplog.set_level(logging.INFO, logger="slipway.cache_gc")
     path = tmp_path / "slipway.yaml"
@@ -457,7 +457,7 @@ def test_the_recheck_listing_gives_what_the_full_listing_gives(
 ) -> None:
     """``manifest_etags`` reads the raw List Blobs XML: it must agree with the SDK's models, over
     more than one page, and for names with spaces and non-ASCII characters."""
-    from shared.cache_gc import store as store_module
+    from shared.pruning.cache_gc import store as store_module
 
     layout = CacheLayout("ci")
     names = [f"name-{i}" for i in range(7)] + ["team a/f\u00e9ature & <x>"]

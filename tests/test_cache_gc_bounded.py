@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.cache_gc.candidates import Candidate, parse_state, render_candidates
-from shared.cache_gc.collector import CacheCollector
-from shared.cache_gc.layout import BlobEntry, CacheLayout
-from shared.cache_gc.planner import Policy
-from shared.cache_gc.report import CacheReport
+from shared.pruning.cache_gc.candidates import Candidate, parse_state, render_candidates
+from shared.pruning.cache_gc.collector import CacheCollector
+from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout
+from shared.pruning.cache_gc.planner import Policy
+from shared.pruning.cache_gc.report import CacheReport
 from tests.test_cache_gc import HOUR, NOW, MemoryStore, as_if_recorded, digest, manifest_json
 
 OLD = NOW - 48 * HOUR
@@ -225,7 +225,7 @@ def test_bounded_laps_delete_exactly_the_unreferenced(
 
 
 def test_the_timers_bounds_come_from_settings() -> None:
-    from shared.cache_gc.prune import DEFAULT_MAX_SECONDS, work_bounds
+    from shared.pruning.cache_gc.prune import DEFAULT_MAX_SECONDS, work_bounds
 
     assert work_bounds({}) == (None, DEFAULT_MAX_SECONDS)
     settings = {"SLIPWAY_CACHE_PRUNE_MAX_DELETES": "5000", "SLIPWAY_CACHE_PRUNE_MAX_SECONDS": " 60 "}
@@ -236,8 +236,8 @@ def test_the_timers_bounds_come_from_settings() -> None:
 def test_a_bad_bound_setting_is_one_clear_error_before_anything_runs(
     value: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.cache_gc.prune import PruneSettingError, prune_on_schedule
-    from shared.runtime import Runtime
+    from shared.app.runtime import Runtime
+    from shared.pruning.cache_gc.prune import PruneSettingError, prune_on_schedule
 
     caplog.set_level(logging.INFO, logger="slipway.cache_gc")
     path = tmp_path / "slipway.yaml"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import cli
-from shared.cli import main
-from shared.schemas import BUILD_REQUEST_SCHEMA_FILE, CONFIG_SCHEMA_FILE
+from shared.app import cli
+from shared.app.cli import main
+from shared.model.schemas import BUILD_REQUEST_SCHEMA_FILE, CONFIG_SCHEMA_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SLIPWAY = Path(sys.executable).with_name("slipway")
@@ -123,7 +123,8 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], capsys: pytest.Captu
 
 def test_importing_the_cli_is_cheap() -> None:
     code = (
-        "import sys, shared.cli; print(sorted(m for m in ('rich', 'pydantic', 'yaml') if m in sys.modules))"
+        "import sys, shared.app.cli; "
+        "print(sorted(m for m in ('rich', 'pydantic', 'yaml') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
@@ -335,7 +336,7 @@ def test_a_reader_that_goes_away_gets_no_traceback() -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from shared.cli import main; sys.exit(main(['config', 'schema']))",
+            "import sys; from shared.app.cli import main; sys.exit(main(['config', 'schema']))",
         ],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,

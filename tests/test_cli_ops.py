@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
-from shared.dispatcher import Dispatcher
-from shared.ledger import FolderLedger
-from shared.queue.local import LocalQueue
-from shared.run_backend import DryRunBackend
-from shared.runtime import Runtime, set_runtime
+from shared.acr.run_backend import DryRunBackend
+from shared.app.cli import main
+from shared.app.runtime import Runtime, set_runtime
+from shared.dispatch.dispatcher import Dispatcher
+from shared.platform.ledger import FolderLedger
+from shared.platform.queue.local import LocalQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_REQUEST = ROOT / "examples" / "build-request.json"
@@ -125,7 +125,7 @@ def test_schedules_list_shows_each_schedule_before_and_after_an_evaluation(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.schedules import evaluate_schedules
+    from shared.intake.schedules import evaluate_schedules
 
     [before] = _json(capsys, "schedules", "list")["schedules"]  # type: ignore[index]
     assert (before["target"], before["schedule"], before["note"]) == (
@@ -154,7 +154,13 @@ def test_polls_list_shows_digests_failures_and_backoffs(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.digest_poll import DigestRecord, RegistryBackoff, image_key, polled_images, registry_key
+    from shared.intake.digest_poll import (
+        DigestRecord,
+        RegistryBackoff,
+        image_key,
+        polled_images,
+        registry_key,
+    )
 
     [(registry, [reference])] = polled_images(local.config()).items()
     [unseen] = _json(capsys, "polls", "list")["images"]  # type: ignore[index]

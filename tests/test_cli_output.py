@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.commands.output import print_table
+from shared.app.commands.output import print_table
 
 REQUEST_ID = "azure-test.010b33d99c56bf6ebff35d0e00c6fa73"
 RUN_ID = "dryrun-d811900aa1b2c3d4e5f6"

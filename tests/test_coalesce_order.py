@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest
-from shared.coalesce import Coalescer, Started, outranks, state_key
-from shared.state import FolderStateStore
+from shared.dispatch.coalesce import Coalescer, Started, outranks, state_key
+from shared.model.build_request import BuildRequest
+from shared.platform.state import FolderStateStore
 from tests.support.dispatch_harness import make_request
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shared.commit_status import (
+from shared.runs.commit_status import (
     AzureDevOpsRepo,
     AzureDevOpsStatusClient,
     BitbucketStatusClient,

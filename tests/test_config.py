@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import (
+from shared.model.config import (
     DEFAULT_PLATFORMS,
     ConfigError,
     ConfigProblem,
@@ -466,7 +466,7 @@ def test_git_token_setting_names_only_git_token_settings(name: str) -> None:
 
 def test_no_setting_of_slipways_own_carries_the_git_token_prefix() -> None:
     """The prefix is safe to hand to config authors only while Slipway reads nothing under it."""
-    from shared.config import GIT_TOKEN_SETTING_PREFIX
+    from shared.model.config import GIT_TOKEN_SETTING_PREFIX
     from tests.support.settings_read import settings_read_by_code
 
     own = settings_read_by_code(Path(__file__).resolve().parents[1])

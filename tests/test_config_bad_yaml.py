@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.config import ConfigError, parse_config
+from shared.model.config import ConfigError, parse_config
 
 SLIPWAY = Path(sys.executable).with_name("slipway")
 HEAD = "registry: slipway.azurecr.io\n"

@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.base_images import rebuild_request
-from shared.build_request import Trigger
-from shared.config import ConfigError, SlipwayConfig, check_config_text, parse_config
-from shared.events import PushEvent
-from shared.routing import RouteResult, https_clone_url, route_push
-from shared.run_prepare import prepare_run
-from shared.task_render import RenderError
+from shared.acr.run_prepare import prepare_run
+from shared.acr.task import RenderError
+from shared.intake.base_images import rebuild_request
+from shared.intake.routing import RouteResult, https_clone_url, route_push
+from shared.model.build_request import Trigger
+from shared.model.config import ConfigError, SlipwayConfig, check_config_text, parse_config
+from shared.model.events import PushEvent
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 COMMIT = "8339b7affbd7c70bbacd0276f581d1ca44df0853"

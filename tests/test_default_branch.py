@@ -13,19 +13,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.base_images import rebuild_request
-from shared.build_request import BuildRequest, Trigger
-from shared.config import SlipwayConfig, Target
-from shared.default_branch import default_branch_for, host_reports_default_branch
-from shared.dispatcher import Dispatcher, Outcome
-from shared.last_build import read_last_build
-from shared.ledger import FolderLedger
-from shared.queue.local import LocalQueue
-from shared.receivers.base import ReceiverContext
-from shared.receivers.bitbucket import receive_bitbucket
-from shared.routing import RouteResult
-from shared.run_backend import DryRunBackend
-from shared.state import FolderStateStore
+from shared.acr.run_backend import DryRunBackend
+from shared.dispatch.dispatcher import Dispatcher, Outcome
+from shared.intake.base_images import rebuild_request
+from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.bitbucket import receive_bitbucket
+from shared.intake.routing import RouteResult
+from shared.model.build_request import BuildRequest, Trigger
+from shared.model.config import SlipwayConfig, Target
+from shared.model.default_branch import default_branch_for, host_reports_default_branch
+from shared.platform.ledger import FolderLedger
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import FolderStateStore
+from shared.runs.last_build import read_last_build
 from tests.test_receiver_bitbucket import COMMIT, SECRET, bitbucket_request, fixture_bytes, fixture_json
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -14,9 +14,9 @@ from typing import Any
 
 from azure.functions.timer import TimerRequest
 
-from shared.base_images import route_image_pushed
-from shared.config import SlipwayConfig, parse_config
-from shared.digest_poll import (
+from shared.app.runtime import Runtime, set_runtime
+from shared.intake.base_images import route_image_pushed
+from shared.intake.digest_poll import (
     DigestRecord,
     RegistryBackoff,
     image_key,
@@ -25,11 +25,11 @@ from shared.digest_poll import (
     registry_clients,
     registry_key,
 )
-from shared.events import ImagePushedEvent
-from shared.oci import AcrTokenProvider, RegistryClient
-from shared.queue.local import LocalQueue
-from shared.runtime import Runtime, set_runtime
-from shared.state import FolderStateStore, StateStore
+from shared.model.config import SlipwayConfig, parse_config
+from shared.model.events import ImagePushedEvent
+from shared.platform.oci import AcrTokenProvider, RegistryClient
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import FolderStateStore, StateStore
 from tests.support.registry import FakeAadCredential, FakeAcr, OciRegistry, TokenServer
 from tests.support.sending import UnreachableQueue, queued_bodies, store_last_build
 

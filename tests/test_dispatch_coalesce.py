@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.ledger import RunStatus
+from shared.platform.ledger import RunStatus
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
 
@@ -89,7 +89,7 @@ def test_over_budget_requests_wait_and_are_never_dropped(tmp_path: Path, acr_ser
         assert len(acr_server.runs) == 2  # still two in flight: wait again
         for run_id in ("ca1", "ca2"):
             acr_server.set_status(run_id, "Succeeded")
-        from shared.runtime import runtime
+        from shared.app.runtime import runtime
 
         runtime().reconciler().run()  # records the ends in the ledger
         rig.run_until_idle(step=60)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import run_backend
-from shared.build_request import BuildRequest
-from shared.dispatcher import CLAIM_LEASE
-from shared.ledger import LedgerRecord, RunStatus
-from shared.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage
-from shared.run_backend import AcrBackend, RunHandle
-from shared.task_render import RunSpec
+from shared.acr import run_backend
+from shared.acr.run_backend import AcrBackend, RunHandle
+from shared.acr.task import RunSpec
+from shared.dispatch.dispatcher import CLAIM_LEASE
+from shared.model.build_request import BuildRequest
+from shared.platform.ledger import LedgerRecord, RunStatus
+from shared.platform.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage
 from tests.support.acr_server import AcrServer, decoded_task
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, acr_backend_arguments, make_request
 
@@ -129,7 +129,7 @@ def test_unknown_target_is_dead_lettered_with_an_actionable_reason_in_the_ledger
 
 
 def test_a_message_that_is_no_build_request_keeps_the_queue_reason(rig: Rig) -> None:
-    from shared.queue.port import OutgoingMessage
+    from shared.platform.queue.port import OutgoingMessage
 
     rig.queue.send([OutgoingMessage(message_id="junk-1", body=b'{"schema": "slipway.build-request/v1"}')])
     assert rig.drain() == ["junk-1"] * QUEUE_MAX_DELIVERY_COUNT
@@ -159,7 +159,7 @@ def test_a_slow_answer_that_created_the_run_is_adopted_not_repeated(
 ) -> None:
     monkeypatch.setattr(run_backend, "READ_TIMEOUT", 0.5)
     rig.backend = acr_backend(acr_server)  # a client built with the short read timeout
-    from shared.runtime import runtime
+    from shared.app.runtime import runtime
 
     runtime()._backend = rig.backend
     request = make_request(6, received_at=rig.clock())
@@ -242,9 +242,9 @@ def test_a_crash_with_two_unknown_runs_in_the_window_asks_the_operator(
 
 
 def _spec_of(rig: Rig, request_id: str) -> RunSpec:
-    from shared.config import load_config
-    from shared.dispatcher import resolve_secrets
-    from shared.task_render import render_run
+    from shared.acr.task import render_run
+    from shared.dispatch.dispatcher import resolve_secrets
+    from shared.model.config import load_config
 
     config = load_config(Path(rig.settings["SLIPWAY_CONFIG"]))
     request = make_request(99, received_at=rig.clock())
@@ -281,7 +281,7 @@ def test_a_replay_after_an_unanswered_last_start_adopts_its_run(
     tmp_path: Path, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Giving up on a start that got no answer keeps that doubt, so a replay starts no second run."""
-    from shared.replay import Replayer, ReplaySelection
+    from shared.dispatch.replay import Replayer, ReplaySelection
 
     monkeypatch.setattr(run_backend, "READ_TIMEOUT", 0.5)
     rig = Rig(tmp_path, Clock(), acr_backend(acr_server), dispatch="  quiet_period: 0s\n  max_attempts: 1")
@@ -368,7 +368,7 @@ def _interrupted_beside_a_manual_run(rig: Rig, acr: AcrServer, n: int) -> BuildR
 
 
 def _replay(rig: Rig, request_id: str) -> None:
-    from shared.replay import Replayer, ReplaySelection
+    from shared.dispatch.replay import Replayer, ReplaySelection
 
     Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
         ReplaySelection(ids=(request_id,)), actor="test", note="the operator replays", dry_run=False

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
-from shared import run_backend
-from shared.ledger import FolderLedger, LedgerRecord, RunStatus
-from shared.local_host import LocalHost
-from shared.run_backend import AcrBackend, RunHandle
-from shared.task_render import RunSpec
+from shared.acr import run_backend
+from shared.acr.run_backend import AcrBackend, RunHandle
+from shared.acr.task import RunSpec
+from shared.app.local_host import LocalHost
+from shared.platform.ledger import FolderLedger, LedgerRecord, RunStatus
 from tests.support.acr_server import RESET, AcrServer, RecordedRequest, ScriptedResponse
 from tests.support.dispatch_harness import Clock, Rig, acr_backend_arguments, make_request
 
@@ -81,7 +81,7 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
     fast_dir: Path, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Uncertain starts (a crash after scheduleRun, no answer) are spaced 5 minutes apart: within
-    that window recovery would rightly hand them to an operator (see shared/run_recovery.py)."""
+    that window recovery would rightly hand them to an operator (see shared/dispatch/run_recovery.py)."""
     monkeypatch.setattr(run_backend, "READ_TIMEOUT", 0.2)
     if yaml.__with_libyaml__:  # the pure-Python emitter would be most of this test's time
         monkeypatch.setattr(yaml, "safe_dump", functools.partial(yaml.dump, Dumper=yaml.CSafeDumper))
@@ -215,7 +215,7 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
 
 
 def _builds_print(acr: AcrServer, rng: random.Random, chance: float) -> None:
-    """Runs whose build step has started print their request line (shared/task_render.py,
+    """Runs whose build step has started print their request line (shared/acr/task/,
     ``_build_script``); each run without a log starts with this ``chance`` per step."""
     for run_id in list(acr.runs):
         if run_id not in acr.logs and rng.random() < chance:
@@ -224,7 +224,7 @@ def _builds_print(acr: AcrServer, rng: random.Random, chance: float) -> None:
 
 def _replay_interrupted(rig: Rig) -> int:
     """``slipway replay --reason DispatchInterrupted``: how many dead letters it sent back."""
-    from shared.replay import Replayer, ReplaySelection
+    from shared.dispatch.replay import Replayer, ReplaySelection
 
     report = Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
         ReplaySelection(reason="DispatchInterrupted", limit=1000),
@@ -246,7 +246,7 @@ def _status(rig: Rig, request_id: str) -> RunStatus | None:
 
 
 def _copy_of(request: Any, message_id: str) -> Any:
-    from shared.rebuild_queue import request_message
+    from shared.intake.rebuild_queue import request_message
 
     return request_message(request, subject="push", message_id=message_id)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.build_request import BuildRequest
-from shared.config import SlipwayConfig, parse_config
-from shared.last_build import read_last_build
-from shared.ledger import RunStatus
-from shared.receivers.acr import receive_acr
-from shared.receivers.base import ReceiverContext
-from shared.schedules import evaluate_schedules
+from shared.intake.receivers.acr import receive_acr
+from shared.intake.receivers.base import ReceiverContext
+from shared.intake.schedules import evaluate_schedules
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig, parse_config
+from shared.platform.ledger import RunStatus
+from shared.runs.last_build import read_last_build
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
 from tests.support.registry_hooks import ACR, SETTINGS, acr_request, fixture_bytes

@@ -6,10 +6,10 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.config import load_config
-from shared.dispatcher import CLAIM_LEASE, Dispatcher, Outcome
-from shared.ledger import FolderLedger, RunStatus
-from shared.run_backend import DryRunBackend
+from shared.acr.run_backend import DryRunBackend
+from shared.dispatch.dispatcher import CLAIM_LEASE, Dispatcher, Outcome
+from shared.model.config import load_config
+from shared.platform.ledger import FolderLedger, RunStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = (ROOT / "examples" / "build-request.json").read_bytes()

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.rebuild_limit import admit, parse_limit
-from shared.receivers.dockerhub import receive_dockerhub
-from shared.state import FolderStateStore
+from shared.intake.rebuild_limit import admit, parse_limit
+from shared.intake.receivers.dockerhub import receive_dockerhub
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import FolderStateStore
 from tests.support.registry_hooks import (
     DOCKER_HUB,
     DOCKERHUB_TOKEN,

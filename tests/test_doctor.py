@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from shared.cli import main
-from shared.doctor import PROBE_PREFIX, Doctor, DoctorReport, Status
-from shared.oci import RegistryError
-from shared.queue.port import OutgoingMessage
-from shared.run_backend import AcrBackend
+from shared.acr.run_backend import AcrBackend
+from shared.app.cli import main
+from shared.app.doctor import PROBE_PREFIX, Doctor, DoctorReport, Status
+from shared.platform.oci import RegistryError
+from shared.platform.queue.port import OutgoingMessage
 from tests.support.acr_server import AcrServer, StaticTokenCredential
 from tests.support.azurite import AzuriteServer, dead_storage_connection_string
 from tests.support.ports import free_port
@@ -97,7 +97,7 @@ def test_local_defaults_are_all_green_and_create_nothing(
 def test_local_state_in_use_is_checked_and_the_probe_is_removed(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.queue.local import LocalQueue
+    from shared.platform.queue.local import LocalQueue
 
     state = workdir / ".slipway"
     (state / "ledger").mkdir(parents=True)
@@ -276,8 +276,8 @@ def test_the_tool_images_must_be_in_the_mirror_before_a_real_run_pulls_them(
     """The real registry stands in for the mirror; the doctor's own client reads it."""
     import uuid
 
-    from shared.config import parse_config
-    from shared.tool_images import resolve_tools
+    from shared.model.config import parse_config
+    from shared.model.tool_images import resolve_tools
 
     mirror = f"t{uuid.uuid4().hex[:10]}"
     text = (

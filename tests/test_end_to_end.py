@@ -18,12 +18,12 @@ import yaml
 from azure.core.credentials import AccessToken
 from azure.functions.servicebus import ServiceBusMessage
 
-from shared.last_build import read_last_build
-from shared.ledger import BlobLedger, RunStatus
-from shared.queue.local import LocalQueue
-from shared.run_backend import AcrBackend
-from shared.runtime import Runtime, set_runtime
-from shared.state import BlobStateStore
+from shared.acr.run_backend import AcrBackend
+from shared.app.runtime import Runtime, set_runtime
+from shared.platform.ledger import BlobLedger, RunStatus
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import BlobStateStore
+from shared.runs.last_build import read_last_build
 from tests.support.agent import Agent
 from tests.support.github import SECRET, fixture_json, signed_request
 
@@ -176,7 +176,7 @@ def test_redelivered_message_starts_no_second_run(app_env: dict[str, Any]) -> No
 
 
 def test_invalid_message_is_refused_before_any_side_effect(app_env: dict[str, Any]) -> None:
-    from shared.queue.port import OutgoingMessage
+    from shared.platform.queue.port import OutgoingMessage
 
     queue: LocalQueue = app_env["queue"]
     queue.send([OutgoingMessage(message_id="junk-1", body=b'{"schema": "slipway.build-request/v1"}')])
@@ -216,7 +216,7 @@ def test_hostile_ref_never_reaches_a_shell_unquoted(app_env: dict[str, Any], tmp
 
 
 def test_acr_throttling_is_retried_and_still_starts_one_run(app_env: dict[str, Any]) -> None:
-    from shared.queue.port import OutgoingMessage
+    from shared.platform.queue.port import OutgoingMessage
 
     queue: LocalQueue = app_env["queue"]
     app_env["acr"].fail_next(429, headers={"Retry-After": "7"})

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.receivers.eventgrid import receive_eventgrid
+from shared.intake.receivers.eventgrid import receive_eventgrid
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
 from tests.support.registry_hooks import (
     ACI_DIGEST,
     EVENT_GRID,

@@ -139,7 +139,7 @@ def test_importing_the_app_loads_no_heavy_sdk() -> None:
     code = (
         "import sys, function_app; "
         "heavy = [m for m in ('azure.mgmt.containerregistry', 'azure.servicebus', 'azure.storage.blob', "
-        "'azure.identity', 'yaml', 'rich', 'pydantic', 'pydantic_core', 'shared.http') "
+        "'azure.identity', 'yaml', 'rich', 'pydantic', 'pydantic_core', 'shared.platform.http') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest
-from shared.config import SlipwayConfig
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.receivers.base import ReceiverContext
-from shared.receivers.github import receive_github, sign, verify_github_signature
+from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.github import receive_github, sign, verify_github_signature
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
 from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
 from tests.support.sending import UnreachableQueue
 
@@ -378,7 +378,7 @@ def test_every_published_github_sample(queue: LocalQueue, name: str) -> None:
 
 
 def test_a_response_body_with_text_utf8_cannot_carry_is_still_json() -> None:
-    from shared.http import HttpResponse
+    from shared.platform.http import HttpResponse
 
     body = {"reason": "branch a\ud800 is ignored", "accepted": [], "n": 1}
     assert json.loads(HttpResponse(200, body).body_bytes()) == body

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from shared import identity
+from shared.platform import identity
 from tests.support import bicep
 
 if TYPE_CHECKING:
@@ -215,8 +215,8 @@ def test_app_credential(app_service: IdentityEndpoint) -> None:
 
 
 def test_ledger_and_state_storage(app_service: IdentityEndpoint) -> None:
-    from shared.ledger import BlobLedger, storage_credential
-    from shared.state import BlobStateStore
+    from shared.platform.ledger import BlobLedger, storage_credential
+    from shared.platform.state import BlobStateStore
 
     settings = template_settings()
     assert resolved(storage_credential(settings)) == UAMI_CLIENT_ID
@@ -225,7 +225,7 @@ def test_ledger_and_state_storage(app_service: IdentityEndpoint) -> None:
 
 
 def test_storage_without_its_own_client_id_uses_azure_client_id(app_service: IdentityEndpoint) -> None:
-    from shared.ledger import storage_credential
+    from shared.platform.ledger import storage_credential
 
     settings = {k: v for k, v in template_settings().items() if k != "AzureWebJobsStorage__clientId"}
     assert resolved(storage_credential(settings)) == UAMI_CLIENT_ID
@@ -234,9 +234,9 @@ def test_storage_without_its_own_client_id_uses_azure_client_id(app_service: Ide
 def test_cache_collector(app_service: IdentityEndpoint) -> None:
     """The template sets no SLIPWAY_CACHE_CONNECTION_STRING: the collector must still use the app's
     identity, not ask for a system-assigned one the app does not have."""
-    from shared.cache_gc.prune import collector_for
-    from shared.cache_gc.store import AzureCacheStore, cache_service
-    from shared.config import CacheStorage
+    from shared.model.config import CacheStorage
+    from shared.pruning.cache_gc.prune import collector_for
+    from shared.pruning.cache_gc.store import AzureCacheStore, cache_service
 
     cache = CacheStorage(account_url="https://slipwaycache.blob.core.windows.net", container="buildkit-cache")
     settings = template_settings()
@@ -248,8 +248,8 @@ def test_cache_collector(app_service: IdentityEndpoint) -> None:
 
 
 def test_cache_connection_with_its_own_identity(app_service: IdentityEndpoint) -> None:
-    from shared.cache_gc.store import cache_service
-    from shared.config import CacheStorage
+    from shared.model.config import CacheStorage
+    from shared.pruning.cache_gc.store import cache_service
 
     cache = CacheStorage(account_url="https://slipwaycache.blob.core.windows.net")
     settings = template_settings() | {
@@ -272,7 +272,7 @@ def test_service_bus(app_service: IdentityEndpoint, monkeypatch: pytest.MonkeyPa
     import azure.servicebus
     from azure.identity import ManagedIdentityCredential
 
-    from shared.queue.servicebus import ServiceBusConnection
+    from shared.platform.queue.servicebus import ServiceBusConnection
 
     monkeypatch.setattr(azure.servicebus, "ServiceBusClient", RecordingServiceBusClient)
     client = ServiceBusConnection.from_settings(template_settings()).create_client()
@@ -284,7 +284,7 @@ def test_service_bus(app_service: IdentityEndpoint, monkeypatch: pytest.MonkeyPa
 
 
 def test_registry_runs_backend(app_service: IdentityEndpoint) -> None:
-    from shared.run_backend import AcrBackend
+    from shared.acr.run_backend import AcrBackend
 
     backend = AcrBackend.from_settings(template_settings())
     assert resolved(backend._credential) == UAMI_CLIENT_ID
@@ -302,8 +302,8 @@ def _capture(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[Tok
 
 
 def test_image_retention_on_acr(app_service: IdentityEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.retention.acr_backend import AcrRetentionBackend
-    from shared.retention.prune import backend_from_settings
+    from shared.pruning.retention.acr_backend import AcrRetentionBackend
+    from shared.pruning.retention.prune import backend_from_settings
 
     seen = _capture(monkeypatch, AcrRetentionBackend, "connect")
     backend_from_settings(template_settings(), "slipwayacr.azurecr.io")
@@ -312,7 +312,7 @@ def test_image_retention_on_acr(app_service: IdentityEndpoint, monkeypatch: pyte
 
 
 def test_quarantine(app_service: IdentityEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.quarantine import QuarantineClient, quarantine_client_from_settings
+    from shared.acr.quarantine import QuarantineClient, quarantine_client_from_settings
 
     seen = _capture(monkeypatch, QuarantineClient, "for_acr")
     quarantine_client_from_settings(template_settings(), "slipwayacr.azurecr.io")
@@ -321,11 +321,11 @@ def test_quarantine(app_service: IdentityEndpoint, monkeypatch: pytest.MonkeyPat
 
 
 def test_digest_polling(app_service: IdentityEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.digest_poll
-    from shared.digest_poll import registry_clients
+    import shared.intake.digest_poll
+    from shared.intake.digest_poll import registry_clients
 
-    seen = _capture(monkeypatch, shared.digest_poll, "AcrTokenProvider")
-    monkeypatch.setattr(shared.digest_poll, "RegistryClient", lambda *args, **kwargs: None)
+    seen = _capture(monkeypatch, shared.intake.digest_poll, "AcrTokenProvider")
+    monkeypatch.setattr(shared.intake.digest_poll, "RegistryClient", lambda *args, **kwargs: None)
     registry_clients(template_settings())("slipwayacr.azurecr.io")
     [credential] = seen
     assert resolved(credential) == UAMI_CLIENT_ID
@@ -360,9 +360,9 @@ def test_azure_identity_is_imported_only_when_a_credential_is_built() -> None:
     """Resolving the identity (at every cold start, for the queue) must not load azure-identity."""
     script = (
         "import sys\n"
-        "from shared import identity, ledger\n"
-        "from shared.cache_gc import store\n"
-        "from shared.queue.servicebus import ServiceBusConnection\n"
+        "from shared.platform import identity, ledger\n"
+        "from shared.pruning.cache_gc import store\n"
+        "from shared.platform.queue.servicebus import ServiceBusConnection\n"
         "settings = {'AZURE_CLIENT_ID': 'x', 'ServiceBusConnection__fullyQualifiedNamespace': 'n'}\n"
         "ServiceBusConnection.from_settings(settings)\n"
         "identity.client_id(settings, 'ServiceBusConnection')\n"

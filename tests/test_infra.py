@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 
-from shared.dispatch_settings import DispatchSettings
-from shared.dispatcher import CLAIM_LEASE
-from shared.ledger import DEFAULT_CONTAINER
-from shared.queue.port import QUEUE_DUPLICATE_DETECTION_WINDOW, QUEUE_LOCK_DURATION, QUEUE_MAX_DELIVERY_COUNT
-from shared.runtime import DEFAULT_QUEUE
-from shared.state import DEFAULT_STATE_CONTAINER
+from shared.app.runtime import DEFAULT_QUEUE
+from shared.dispatch.dispatcher import CLAIM_LEASE
+from shared.model.dispatch_settings import DispatchSettings
+from shared.platform.ledger import DEFAULT_CONTAINER
+from shared.platform.queue.port import (
+    QUEUE_DUPLICATE_DETECTION_WINDOW,
+    QUEUE_LOCK_DURATION,
+    QUEUE_MAX_DELIVERY_COUNT,
+)
+from shared.platform.state import DEFAULT_STATE_CONTAINER
 from tests.support import bicep
 from tests.support.index_app import index_in_subprocess
 from tests.support.settings_read import settings_read_by_code
@@ -554,7 +558,7 @@ def test_correlation_id_is_a_custom_dimension_in_application_insights() -> None:
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
-    from shared.logs import log_event
+    from shared.platform.logs import log_event
 
     memory = InMemoryLogRecordExporter()
     provider = LoggerProvider()

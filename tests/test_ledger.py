@@ -26,8 +26,8 @@ from azure.core.pipeline import PipelineResponse
 from azure.storage.blob import ContainerClient, LinearRetry
 from pydantic import ValidationError
 
-import shared.ledger
-from shared.ledger import (
+import shared.platform.ledger
+from shared.platform.ledger import (
     BlobLedger,
     ConflictError,
     FolderLedger,
@@ -444,7 +444,7 @@ def test_from_settings_with_use_development_storage(
     assert default.container_client.credential.account_key == azurite.account_key
 
     # The same settings against this test's Azurite (its port is not the default 10000).
-    monkeypatch.setattr(shared.ledger, "DEVELOPMENT_STORAGE_BLOB_ENDPOINT", azurite.blob_endpoint)
+    monkeypatch.setattr(shared.platform.ledger, "DEVELOPMENT_STORAGE_BLOB_ENDPOINT", azurite.blob_endpoint)
     ledger = BlobLedger.from_settings(
         {
             "AzureWebJobsStorage": "UseDevelopmentStorage=True;",
@@ -524,7 +524,7 @@ def test_a_malformed_connection_string_is_refused() -> None:
 
 def test_importing_the_ledger_does_not_import_the_azure_sdks() -> None:
     code = (
-        "import sys, shared.ledger\n"
+        "import sys, shared.platform.ledger\n"
         "heavy = sorted(m for m in sys.modules if m.startswith(('azure.storage', 'azure.identity')))\n"
         "print(heavy)\n"
     )

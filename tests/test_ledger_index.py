@@ -19,9 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.budgets import check_budget, claim_standing, may_start_run
-from shared.config import parse_config
-from shared.ledger import (
+from shared.acr.run_backend import RunHandle
+from shared.dispatch.budgets import check_budget, claim_standing, may_start_run
+from shared.model.config import parse_config
+from shared.platform.ledger import (
     BlobLedger,
     FolderLedger,
     Ledger,
@@ -33,8 +34,7 @@ from shared.ledger import (
     parse_cursor,
     retention_from_settings,
 )
-from shared.reconcile import Reconciler
-from shared.run_backend import RunHandle
+from shared.runs.reconcile import Reconciler
 from tests.support.azurite import AzuriteServer
 from tests.support.dispatch_harness import CONFIG
 from tests.test_ledger import make_record
@@ -324,8 +324,8 @@ def test_without_a_retention_nothing_expires() -> None:
 def test_runs_list_pages_with_the_cursor_it_prints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.cli import main
-    from shared.runtime import Runtime, set_runtime
+    from shared.app.cli import main
+    from shared.app.runtime import Runtime, set_runtime
 
     for key in (
         "ServiceBusConnection",

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.local_host import HostError, LocalHost, apply_settings, discover, load_local_settings, resolve
+from shared.app.local_host import HostError, LocalHost, apply_settings, discover, load_local_settings, resolve
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, Any]:

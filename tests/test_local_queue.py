@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from shared.queue import (
+from shared.platform.queue import (
     MAX_DELIVERY_COUNT_EXCEEDED,
     NOT_LOCKED,
     LocalQueue,
@@ -479,8 +479,8 @@ def test_another_process_can_send_to_the_same_file(tmp_path: Path) -> None:
     with LocalQueue(path) as q:
         script = (
             "import sys\n"
-            "from shared.queue.local import LocalQueue\n"
-            "from shared.queue.port import OutgoingMessage\n"
+            "from shared.platform.queue.local import LocalQueue\n"
+            "from shared.platform.queue.port import OutgoingMessage\n"
             "q = LocalQueue(sys.argv[1])\n"
             "for i in range(50):\n"
             "    q.send([OutgoingMessage(message_id=f'p{i}', body=b'{}')])\n"
@@ -610,7 +610,7 @@ def test_the_look_ahead_and_the_duplicate_sweep_are_index_searches(tmp_path: Pat
     answers each (CREATE INDEX IF NOT EXISTS also adds them to a queue file an older version made)."""
     import sqlite3
 
-    from shared.queue import local
+    from shared.platform.queue import local
 
     queue = LocalQueue(tmp_path / "queue.sqlite3")
     queue.send([OutgoingMessage(message_id="m1", body=b'{"coalesce_key": "web:refs/heads/main"}')])

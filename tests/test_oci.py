@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared.oci import (
+from shared.platform.oci import (
     ACR_AUDIENCE,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -578,7 +578,7 @@ def test_which_realms_may_receive_credentials(
 def test_retention_backend_trusts_the_realms_the_setting_names(
     oci_registry: OciRegistry, token_server: TokenServer
 ) -> None:
-    from shared.retention.prune import backend_from_settings
+    from shared.pruning.retention.prune import backend_from_settings
 
     repo = oci_registry.new_repo()
     oci_registry.push_image(repo, "v1")
@@ -732,7 +732,7 @@ def test_tls_is_verified_by_default(fake_acr: FakeAcr) -> None:
     ],
 )
 def test_registry_base_speaks_http_only_to_loopback(configured: str, base: str) -> None:
-    from shared.oci import registry_base
+    from shared.platform.oci import registry_base
 
     assert registry_base(configured) == base
 
@@ -755,8 +755,8 @@ def test_registry_base_speaks_http_only_to_loopback(configured: str, base: str) 
 )
 def test_acr_login_servers_of_every_cloud_are_recognised(registry: str, acr: bool) -> None:
     """One rule for the poller, retention and the CLI: sovereign clouds' registries are ACR too."""
-    from shared.oci import is_acr
-    from shared.retention.prune import guess_api
+    from shared.platform.oci import is_acr
+    from shared.pruning.retention.prune import guess_api
 
     assert is_acr(registry) is acr
     assert guess_api(registry) == ("acr" if acr else "oci")

@@ -1,8 +1,8 @@
-"""The identity-keyed cache routing and tag planning share (shared/pinned_cache.py)."""
+"""The identity-keyed cache routing and tag planning share (shared/model/pinned_cache.py)."""
 
 from __future__ import annotations
 
-from shared.pinned_cache import PinnedCache
+from shared.model.pinned_cache import PinnedCache
 
 
 class Owner:

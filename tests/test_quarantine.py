@@ -4,7 +4,7 @@ BuildKit's attestation manifests) is marked ``Passed`` after a successful run an
 a failed one, with ``quarantineDetails`` as Azure/acr's published schema allows, once.
 
 The schema facts the fake and these tests hold come from the source, cited where they are written
-(``tests/support/acr_dataplane.py``, ``SCHEMA_*``), not from ``shared.quarantine``.
+(``tests/support/acr_dataplane.py``, ``SCHEMA_*``), not from ``shared.acr.quarantine``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.config import SlipwayConfig
-from shared.oci import RegistryError
-from shared.quarantine import (
+from shared.acr.quarantine import (
     FAILED,
     PASSED,
     QUARANTINE_READER_ROLE_ID,
@@ -29,9 +27,11 @@ from shared.quarantine import (
     QuarantineDetails,
     details_for,
 )
-from shared.reconcile import Reconciler
-from shared.run_outcome import SupplyChainOutcome
-from shared.task_render import SCAN_REPORT_ARTIFACT_TYPE
+from shared.acr.task import SCAN_REPORT_ARTIFACT_TYPE
+from shared.model.config import SlipwayConfig
+from shared.platform.oci import RegistryError
+from shared.runs.reconcile import Reconciler
+from shared.runs.run_outcome import SupplyChainOutcome
 from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
     QUARANTINED,
     AcrDataPlane,
@@ -71,7 +71,7 @@ def _nulls(value: Any, path: str = "$") -> list[str]:
 
 
 def _report(plane: AcrDataPlane, subject: str, request_id: str) -> str:
-    """A scan report as the scan-gate step attaches it (shared/task_render.py, ``oras attach``)."""
+    """A scan report as the scan-gate step attaches it (shared/acr/task/, ``oras attach``)."""
     annotations = {"dev.slipway.platform": "linux/amd64", "dev.slipway.request": request_id}
     return plane.add_referrer(
         REPO, subject, artifact_type=SCAN_REPORT_ARTIFACT_TYPE, annotations=annotations, created=CREATED
@@ -555,7 +555,7 @@ def test_the_run_log_is_read_through_the_sdk_and_its_sas_link_is_never_kept(
     env: Env, plane: AcrDataPlane, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The real path: ``runs.get_log_sas_url`` over HTTPS, then the log blob behind its SAS link."""
-    from shared.run_outcome import AcrRunLog
+    from shared.runs.run_outcome import AcrRunLog
     from tests.support.acr_server import LOG_SAS_SIGNATURE
 
     index, children = plane.add_index(REPO, created=CREATED)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import shared.queue.intake as intake
-import shared.queue.local as local
-from shared.queue import LocalQueue, OutgoingMessage
-from shared.queue.intake import IntakeJournal
+import shared.platform.queue.intake as intake
+import shared.platform.queue.local as local
+from shared.platform.queue import LocalQueue, OutgoingMessage
+from shared.platform.queue.intake import IntakeJournal
 
 
 def msg(message_id: str, body: bytes = b"{}") -> OutgoingMessage:

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest
-from shared.config import SlipwayConfig
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.receivers.base import ReceiverContext
-from shared.receivers.bitbucket import receive_bitbucket
-from shared.receivers.signatures import hmac_sha256_hex
+from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.bitbucket import receive_bitbucket
+from shared.intake.receivers.signatures import hmac_sha256_hex
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
 from tests.support.fuzz import json_mutations
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitbucket"

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest
-from shared.config import SlipwayConfig
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.receivers.base import ReceiverContext
-from shared.receivers.gitlab import receive_gitlab
+from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.gitlab import receive_gitlab
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
 from tests.support.fuzz import json_mutations
 from tests.support.sending import UnreachableQueue
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient
 
-from shared.build_status import BuildStatusNotifier
-from shared.commit_status import StatusReporter
-from shared.config import SlipwayConfig
-from shared.dispatcher import Dispatcher, Outcome
-from shared.ledger import BlobLedger, FolderLedger, LedgerRecord
-from shared.reconcile import Reconciler
-from shared.run_backend import AcrBackend, DryRunBackend
+from shared.acr.run_backend import AcrBackend, DryRunBackend
+from shared.dispatch.dispatcher import Dispatcher, Outcome
+from shared.model.config import SlipwayConfig
+from shared.platform.ledger import BlobLedger, FolderLedger, LedgerRecord
+from shared.runs.build_status import BuildStatusNotifier
+from shared.runs.commit_status import StatusReporter
+from shared.runs.reconcile import Reconciler
 from tests.support.acr_server import AcrServer, StaticTokenCredential
 from tests.support.azurite import AzuriteServer
 from tests.support.git_hosts import GitHostServer
@@ -283,8 +283,8 @@ def test_dry_runs_and_head_rebuilds_get_no_commit_status(env: Env) -> None:
 def test_runs_show_reports_what_reconciliation_learned(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from shared.cli import main
-    from shared.runtime import Runtime, set_runtime
+    from shared.app.cli import main
+    from shared.app.runtime import Runtime, set_runtime
 
     request_id = env.dispatch()
     run_id = env.record(request_id).run_id

@@ -1,6 +1,6 @@
 """`slipway render` prints the task the dispatcher sends; a dry run that lacks secrets is recorded.
 
-Both go through ``shared.run_prepare.prepare_run``. The task text holds secrets only as
+Both go through ``shared.acr.run_prepare.prepare_run``. The task text holds secrets only as
 ``{{.Values.x}}`` placeholders, so the two tasks must be equal but for the run's result marker
 (random per claim), which the comparison replaces inside the decoded step scripts.
 """
@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.cli import main
-from shared.config import load_config
-from shared.dispatcher import Dispatcher, Outcome
-from shared.ledger import FolderLedger, RunStatus
-from shared.run_backend import DryRunBackend, RunHandle
-from shared.task_render import RESULT_MARKER, RunSpec
+from shared.acr.run_backend import DryRunBackend, RunHandle
+from shared.acr.task import RESULT_MARKER, RunSpec
+from shared.app.cli import main
+from shared.dispatch.dispatcher import Dispatcher, Outcome
+from shared.model.config import load_config
+from shared.platform.ledger import FolderLedger, RunStatus
 from tests.support.agent import Agent
 
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
@@ -194,7 +194,7 @@ def test_render_without_target_or_request_file_says_what_is_missing(
 def test_the_local_example_dispatches_with_azurites_published_key(tmp_path: Path) -> None:
     """examples/slipway.yaml's cache is Azurite's development account, whose key is public: the
     README's local demo needs no SLIPWAY_CACHE_ACCOUNT_KEY for its dry run to be a run."""
-    from shared.ledger import DEVELOPMENT_STORAGE_KEY
+    from shared.platform.ledger import DEVELOPMENT_STORAGE_KEY
 
     root = Path(__file__).resolve().parents[1]
     backend = RecordingBackend()

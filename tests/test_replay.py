@@ -10,8 +10,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.cli import main
-from shared.ledger import RunStatus
+from shared.app.cli import main
+from shared.platform.ledger import RunStatus
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
 
@@ -153,8 +153,8 @@ def test_ops_function_replays_with_the_caller_recorded(rig: Rig, acr_server: Acr
 def test_the_replay_actor_is_only_an_identity_the_platform_vouches_for(
     easy_auth: str | None, header: str | None, actor: str
 ) -> None:
-    from shared.http import HttpRequest
-    from shared.replay import authenticated_actor
+    from shared.dispatch.replay import authenticated_actor
+    from shared.platform.http import HttpRequest
 
     headers = {"X-MS-CLIENT-PRINCIPAL-NAME": header} if header is not None else {}
     settings = {"WEBSITE_AUTH_ENABLED": easy_auth} if easy_auth is not None else {}
@@ -166,7 +166,7 @@ def test_a_replay_sent_by_another_tool_with_the_id_rule_is_dispatched(
     rig: Rig, acr_server: AcrServer
 ) -> None:
     """The portal runbook: re-send the dead letter's body as <id>-r<N>, complete the dead letter."""
-    from shared.queue.port import OutgoingMessage
+    from shared.platform.queue.port import OutgoingMessage
 
     request_id = _refused(rig, acr_server, 5)
     [dead] = rig.queue.peek(dead_letter=True)
@@ -183,7 +183,7 @@ def test_a_replay_sent_by_another_tool_with_the_id_rule_is_dispatched(
 def test_a_replay_reports_its_progress_and_prints_a_table(
     rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.replay import Replayer, ReplaySelection
+    from shared.dispatch.replay import Replayer, ReplaySelection
 
     first, second = _refused(rig, acr_server, 4), _refused(rig, acr_server, 5)
     counts: list[int] = []
@@ -201,7 +201,7 @@ def test_a_dead_letter_without_a_ledger_reason_is_matched_on_its_own_reason(
 ) -> None:
     """Not a BuildRequest (no id, so no record), and one a Service Bus client dead-lettered with a
     reason of its own: ``--reason`` falls back to the queue's reason."""
-    from shared.queue.port import OutgoingMessage
+    from shared.platform.queue.port import OutgoingMessage
 
     rig.queue.send([OutgoingMessage(message_id="junk-1", body=b"{}")])
     rig.drain()
@@ -226,7 +226,7 @@ def test_replay_on_service_bus_matches_the_ledger_reason_of_a_max_delivery_dead_
     Service Bus dead letter says MaxDeliveryCountExceeded, ``slipway replay --reason`` finds it."""
     from azure.servicebus import ServiceBusSubQueue
 
-    from shared.runtime import Runtime, set_runtime
+    from shared.app.runtime import Runtime, set_runtime
     from tests.test_servicebus_queue import FakeClient, make_queue, sdk_message
 
     request_id = _refused(rig, acr_server, 7)

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest, Trigger
-from shared.config import SlipwayConfig, parse_config
-from shared.ledger import RunStatus
-from shared.request_check import request_mismatch
-from shared.routing import request_for_commit
+from shared.dispatch.request_check import request_mismatch
+from shared.intake.routing import request_for_commit
+from shared.model.build_request import BuildRequest, Trigger
+from shared.model.config import SlipwayConfig, parse_config
+from shared.platform.ledger import RunStatus
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
 

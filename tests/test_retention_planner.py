@@ -10,10 +10,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.globs import any_match
-from shared.retention.graph import ManifestNode, RepositoryGraph, TagNode
-from shared.retention.planner import RepositoryPlan, deletion_order, plan_repository
-from shared.retention.rules import ImageRule, parse_duration, rule_for
+from shared.model.globs import any_match
+from shared.pruning.retention.graph import ManifestNode, RepositoryGraph, TagNode
+from shared.pruning.retention.planner import RepositoryPlan, deletion_order, plan_repository
+from shared.pruning.retention.rules import ImageRule, parse_duration, rule_for
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest, Trigger, request_id
-from shared.config import SlipwayConfig
-from shared.events import PushEvent
-from shared.routing import normalize_repo, request_for_commit, route_push, validated_request
-from shared.tags import compute_tags
+from shared.intake.routing import normalize_repo, request_for_commit, route_push, validated_request
+from shared.model.build_request import BuildRequest, Trigger, request_id
+from shared.model.config import SlipwayConfig
+from shared.model.events import PushEvent
+from shared.model.tags import compute_tags
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 SHA = "c72d62bc41d8c5a3fc4b8ab4e6b8ae3d2ea1d6d6"
@@ -134,7 +134,7 @@ def test_feature_branch_imports_default_branch_cache() -> None:
     ],
 )
 def test_https_clone_url_keeps_the_path_case(url: str, expected: str) -> None:
-    from shared.routing import https_clone_url
+    from shared.intake.routing import https_clone_url
 
     assert https_clone_url(url) == expected
 
@@ -150,7 +150,7 @@ def test_https_clone_url_keeps_the_path_case(url: str, expected: str) -> None:
     ],
 )
 def test_valid_refs(ref: str) -> None:
-    from shared.routing import is_valid_ref
+    from shared.intake.routing import is_valid_ref
 
     assert is_valid_ref(ref)
 
@@ -177,7 +177,7 @@ def test_valid_refs(ref: str) -> None:
     ],
 )
 def test_invalid_refs_are_ignored_with_a_reason(ref: str) -> None:
-    from shared.routing import is_valid_ref
+    from shared.intake.routing import is_valid_ref
 
     assert not is_valid_ref(ref)
     out = route_push(_event(ref), _config(branches=["**"], tags=["**"]), correlation_id="c")

@@ -18,18 +18,18 @@ from azure.functions.timer import TimerRequest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.config import ConfigError, SlipwayConfig, parse_config
-from shared.cron import Cron
-from shared.queue.local import LocalQueue
-from shared.queue.port import OutgoingMessage, QueueError
-from shared.runtime import Runtime, set_runtime
-from shared.schedules import (
+from shared.app.runtime import Runtime, set_runtime
+from shared.intake.schedules import (
     ScheduleRecord,
     evaluate_schedules,
     latest_slot,
     schedule_key,
 )
-from shared.state import BlobStateStore, FolderStateStore, StateStore
+from shared.model.config import ConfigError, SlipwayConfig, parse_config
+from shared.model.cron import Cron
+from shared.platform.queue.local import LocalQueue
+from shared.platform.queue.port import OutgoingMessage, QueueError
+from shared.platform.state import BlobStateStore, FolderStateStore, StateStore
 from tests.support.azurite import AzuriteServer
 from tests.support.sending import UnreachableQueue, queued_bodies, store_last_build
 
@@ -344,7 +344,7 @@ def test_the_timers_bind_their_schedule_settings() -> None:
 
     root = Path(__file__).resolve().parents[1]
     sample = json.loads((root / "local.settings.sample.json").read_text())["Values"]
-    from shared.local_host import DEFAULT_SCHEDULES  # what `slipway serve` sets when unset
+    from shared.app.local_host import DEFAULT_SCHEDULES  # what `slipway serve` sets when unset
 
     for function, setting, default in [
         (schedules.scheduled_rebuilds, "SLIPWAY_SCHEDULE_TIMER", "0 * * * * *"),

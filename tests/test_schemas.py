@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.build_request import OCI_TAG_RE, BuildRequest, build_request_json_schema
-from shared.config import config_json_schema, load_config
-from shared.routing import request_for_commit
-from shared.schemas import (
+from shared.intake.routing import request_for_commit
+from shared.model.build_request import OCI_TAG_RE, BuildRequest, build_request_json_schema
+from shared.model.config import config_json_schema, load_config
+from shared.model.schemas import (
     BUILD_REQUEST_SCHEMA_FILE,
     CONFIG_SCHEMA_FILE,
     SCHEMA_DIR,
@@ -16,7 +16,7 @@ from shared.schemas import (
     stale_schemas,
     write_schemas,
 )
-from shared.tags import compute_tags
+from shared.model.tags import compute_tags
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "examples" / "slipway.yaml"
@@ -113,6 +113,6 @@ def test_example_build_request_is_what_the_example_config_produces() -> None:
         default_branch="master",
     )
     assert rebuilt == request, (
-        "examples/build-request.json no longer matches what shared.routing builds for that push; "
+        "examples/build-request.json no longer matches what shared.intake.routing builds for that push; "
         "regenerate it with request_for_commit (see this test) if the change is intended"
     )

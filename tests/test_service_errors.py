@@ -1,13 +1,13 @@
-"""One rule for "a remote service failed" (shared/service_errors.py)."""
+"""One rule for "a remote service failed" (shared/platform/errors.py)."""
 
 from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
-from shared.cache_gc.store import CacheStoreError
-from shared.oci import NotFound, RegistryError
-from shared.service_errors import is_service_error, one_line
+from shared.platform.errors import is_service_error, one_line
+from shared.platform.oci import NotFound, RegistryError
+from shared.pruning.cache_gc.store import CacheStoreError
 
 
 @pytest.mark.parametrize(

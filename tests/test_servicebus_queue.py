@@ -18,7 +18,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusMessageState, ServiceBusSubQueue
 from azure.servicebus.exceptions import ServiceBusConnectionError
 
-from shared.queue import (
+from shared.platform.queue import (
     NOT_LOCKED,
     MessageState,
     OutgoingMessage,
@@ -442,8 +442,8 @@ def test_connection_string_builds_a_client_without_connecting() -> None:
 def test_importing_the_adapter_does_not_import_the_sdk() -> None:
     script = (
         "import sys\n"
-        "import shared.queue, shared.queue.servicebus, shared.queue.port\n"
-        "from shared.queue import ServiceBusQueue\n"
+        "import shared.platform.queue, shared.platform.queue.servicebus, shared.platform.queue.port\n"
+        "from shared.platform.queue import ServiceBusQueue\n"
         "heavy = ('azure.servicebus', 'azure.identity', 'azure.core', 'sqlite3')\n"
         "loaded = [m for m in heavy if m in sys.modules]\n"
         "print(','.join(loaded))\n"

@@ -11,14 +11,8 @@ import pytest
 from azure.core.pipeline import PipelineResponse
 from azure.storage.blob import ContainerClient, LinearRetry
 
-from shared.build_request import BuildRequest, request_id
-from shared.last_build import (
-    is_default_branch_push,
-    last_build_key,
-    read_last_build,
-    record_last_build,
-)
-from shared.state import (
+from shared.model.build_request import BuildRequest, request_id
+from shared.platform.state import (
     BlobStateStore,
     FolderStateStore,
     StateConflict,
@@ -26,6 +20,12 @@ from shared.state import (
     state_from_settings,
     update,
     validate_key,
+)
+from shared.runs.last_build import (
+    is_default_branch_push,
+    last_build_key,
+    read_last_build,
+    record_last_build,
 )
 from tests.support.azurite import AzuriteServer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, parse_config
-from shared.supply_chain import is_secret_build_arg
+from shared.model.config import ConfigError, parse_config
+from shared.model.supply_chain import is_secret_build_arg
 
 TARGET = """registry: r.azurecr.io
 {top}targets:

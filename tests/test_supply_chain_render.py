@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.supply_chain import Scanner
-from shared.task_render import RenderError, RunSecrets, render_run
+from shared.acr.task import RenderError, RunSecrets, render_run
+from shared.model.supply_chain import Scanner
 from tests.support.agent import FAKE_DIGEST, Agent
 from tests.test_task_render import SHELLS, _config, _request, _task
 

@@ -1,4 +1,4 @@
-"""Image tag rules: placeholders, conditions, semver, sanitising (shared/tags.py)."""
+"""Image tag rules: placeholders, conditions, semver, sanitising (shared/model/tags.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.build_request import OCI_TAG_RE
-from shared.config import TagRule, default_image_tags
-from shared.tags import (
+from shared.model.build_request import OCI_TAG_RE
+from shared.model.config import TagRule, default_image_tags
+from shared.model.tags import (
     PLACEHOLDERS,
     RuleTemplateError,
     SemVer,
@@ -325,7 +325,7 @@ def test_planned_tags_follow_each_commit_of_a_ref(
 ) -> None:
     """The per-ref plan is reused across pushes: each push still gets its own commit's tags,
     the same tags as a first push of that ref would get."""
-    from shared import tags as module
+    from shared.model import tags as module
 
     for name, is_tag, commit in pushes:
         ref = ("refs/tags/" if is_tag else "refs/heads/") + name

@@ -25,9 +25,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.build_request import BuildRequest, Cache, Source
-from shared.config import SlipwayConfig, ToolImages
-from shared.task_render import RenderError, RunSecrets, RunSpec, dump_task, render_run
+from shared.acr.task import RenderError, RunSecrets, RunSpec, dump_task, render_run
+from shared.model.build_request import BuildRequest, Cache, Source
+from shared.model.config import SlipwayConfig, ToolImages
 from tests.support.agent import FAKE_DIGEST, Agent
 
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
@@ -667,8 +667,8 @@ def test_head_build_runs_on_the_agent(agent: Agent) -> None:
 
 @pytest.mark.skipif(shutil.which("base64") is None, reason="needs base64 (coreutils or busybox)")
 def test_the_steps_print_the_runs_own_marker_and_only_it_is_read_back(agent: Agent) -> None:
-    from shared.run_report import parse_run_report
-    from shared.task_render import RESULT_MARKER_RE, new_result_marker
+    from shared.acr.run_report import parse_run_report
+    from shared.acr.task import RESULT_MARKER_RE, new_result_marker
 
     marker = new_result_marker()
     assert RESULT_MARKER_RE.match(marker) and marker != new_result_marker()

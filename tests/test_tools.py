@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.config import ConfigError, SlipwayConfig, ToolImages, parse_config
-from shared.image_refs import parse_image_reference
-from shared.task_render import RenderError, RunSecrets, render_run
-from shared.tool_images import import_plan, resolve_tools
+from shared.acr.task import RenderError, RunSecrets, render_run
+from shared.model.config import ConfigError, SlipwayConfig, ToolImages, parse_config
+from shared.model.image_refs import parse_image_reference
+from shared.model.tool_images import import_plan, resolve_tools
 from tests.support.agent import Agent
 from tests.test_task_render import _request
 

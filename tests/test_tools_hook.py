@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.config import ToolImages
-from shared.image_refs import parse_image_reference
+from shared.model.config import ToolImages
+from shared.model.image_refs import parse_image_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "infra" / "hooks" / "import-tools.sh"

@@ -38,8 +38,13 @@ from urllib.parse import unquote, urlencode
 import pytest
 import trustme
 
-from shared.oci import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, compute_digest
-from shared.retention.acr_backend import AcrRetentionBackend
+from shared.platform.oci import (
+    MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    compute_digest,
+)
+from shared.pruning.retention.acr_backend import AcrRetentionBackend
 from tests.support.registry import Answer, FakeAcr, RecordedRequest, _covers, loopback_tls, serve_loopback
 
 API_VERSION = "2021-07-01"

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from shared.config import ToolImages
-from shared.task_render import RunSpec
+from shared.acr.task import RunSpec
+from shared.model.config import ToolImages
 
 DOCKER_CLI = ToolImages().docker_cli
 

@@ -14,18 +14,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from shared.build_request import BuildRequest
-from shared.config import parse_config
-from shared.ledger import FolderLedger
-from shared.local_host import LocalHost, QueueTrigger
-from shared.queue.local import LocalQueue
-from shared.queue.port import ReceivedMessage
-from shared.rebuild_queue import send_requests
-from shared.routing import cache_names
-from shared.run_backend import AcrBackend, RunBackend
-from shared.runtime import Runtime, set_runtime
-from shared.state import FolderStateStore
-from shared.tags import compute_tags
+from shared.acr.run_backend import AcrBackend, RunBackend
+from shared.app.local_host import LocalHost, QueueTrigger
+from shared.app.runtime import Runtime, set_runtime
+from shared.intake.rebuild_queue import send_requests
+from shared.intake.routing import cache_names
+from shared.model.build_request import BuildRequest
+from shared.model.config import parse_config
+from shared.model.tags import compute_tags
+from shared.platform.ledger import FolderLedger
+from shared.platform.queue.local import LocalQueue
+from shared.platform.queue.port import ReceivedMessage
+from shared.platform.state import FolderStateStore
 from tests.support.acr_server import AcrServer, StaticTokenCredential
 
 ROOT = Path(__file__).resolve().parents[2]

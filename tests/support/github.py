@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.http import HttpRequest
-from shared.receivers.github import sign
+from shared.intake.receivers.github import sign
+from shared.platform.http import HttpRequest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "github"
 SECRET = "It's a Secret to Everybody"

@@ -44,7 +44,7 @@ import pytest
 import trustme
 from azure.core.credentials import AccessToken
 
-from shared.oci import (
+from shared.platform.oci import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_LAYER,
@@ -784,7 +784,7 @@ class FakeAcr:
     """
 
     tenant_id = "72f988bf-0000-4000-8000-2d7cd011db47"
-    #: ``azure-containerregistry`` sends no tenant; ``shared.oci.AcrTokenProvider`` does.
+    #: ``azure-containerregistry`` sends no tenant; ``shared.platform.oci.AcrTokenProvider`` does.
     require_tenant = True
 
     def __init__(self, ca_path: str) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from shared.build_request import BuildRequest
-from shared.config import SlipwayConfig
-from shared.http import HttpRequest
-from shared.queue.local import LocalQueue
-from shared.receivers.base import ReceiverContext
-from shared.state import StateStore
+from shared.intake.receivers.base import ReceiverContext
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig
+from shared.platform.http import HttpRequest
+from shared.platform.queue.local import LocalQueue
+from shared.platform.state import StateStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ACR = "azure-container-registry"

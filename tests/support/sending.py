@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.last_build import LastBuild, last_build_key
-from shared.queue.local import LocalQueue
-from shared.queue.port import OutgoingMessage, QueueError
-from shared.state import StateStore
+from shared.platform.queue.local import LocalQueue
+from shared.platform.queue.port import OutgoingMessage, QueueError
+from shared.platform.state import StateStore
+from shared.runs.last_build import LastBuild, last_build_key
 
 
 class UnreachableQueue:

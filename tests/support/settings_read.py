@@ -19,7 +19,7 @@ _CONSTANT = re.compile(r"""^[A-Z_]+_SETTING\s*=\s*["']([A-Za-z0-9_]+)["']""", re
 _OWN = re.compile(
     r"""["']((?:SLIPWAY|ACR|GITHUB|GITLAB|BITBUCKET|GITEA|AZURE_DEVOPS|EVENTGRID|DOCKERHUB)_[A-Z0-9_]+)["']"""
 )
-# Strings that look like settings but are not: a heredoc delimiter; a constant in shared/oci.py;
+# Strings that look like settings but are not: a heredoc delimiter; a constant in shared/platform/oci/;
 # what App Service sets by itself on every app (read by ``slipway doctor`` to tell it runs there),
 # and when its authentication module is on (read by the ops endpoint to trust the caller's name).
 NOT_SETTINGS = frozenset({"SLIPWAY_SCRIPT", "ACR_AUDIENCE", "WEBSITE_SITE_NAME", "WEBSITE_AUTH_ENABLED"})

@@ -1,0 +1,1 @@
+"""Azure Container Registry runs: the task YAML, its preparation, the run API, quarantine."""

@@ -1,0 +1,126 @@
+"""The one way a BuildRequest becomes the run ACR gets: the dispatcher's and ``slipway render``'s.
+
+Both resolve the target's secrets from settings and render with ``render_run``; only what they do
+with the result differs. A secret whose setting is not set gets a *placeholder* value, so the
+task has exactly the shape a real run has (the ``slipway-secrets`` volume, its mounts, the Git
+token line): ``slipway render`` shows the task the dispatcher sends, and a dry run records it. The
+secret values never reach the task text either way (they are ``{{.Values.x}}`` placeholders), so
+the two tasks are equal but for the run's result marker.
+
+``missing`` names the settings a real run lacks: the dispatcher refuses such a run (a real
+backend) or records that it could not run (the dry run). Azurite's development account, the local
+example's cache, needs no setting: its key is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.acr.task import RESULT_MARKER, SECRET_PLACEHOLDERS, RunSecrets, RunSpec, render_run
+from shared.model.build_request import BuildRequest
+from shared.model.config import SlipwayConfig, Target
+from shared.platform.ledger import DEVELOPMENT_STORAGE_BLOB_ENDPOINT, DEVELOPMENT_STORAGE_KEY
+
+__all__ = [
+    "CACHE_SETTINGS",
+    "MissingSecret",
+    "PreparedRun",
+    "prepare_run",
+    "resolve_secrets",
+    "secret_settings",
+]
+
+# RunSecrets attribute -> the app setting that holds it, for each cache authentication.
+CACHE_SETTINGS: Mapping[str, Mapping[str, str]] = {
+    "account-key": {"cache_account_key": "SLIPWAY_CACHE_ACCOUNT_KEY"},
+    "service-principal": {
+        "cache_tenant_id": "SLIPWAY_CACHE_TENANT_ID",
+        "cache_client_id": "SLIPWAY_CACHE_CLIENT_ID",
+        "cache_client_secret": "SLIPWAY_CACHE_CLIENT_SECRET",
+    },
+}
+
+
+class MissingSecret(Exception):
+    """A setting the target needs for a real run is not set."""
+
+
+def secret_settings(config: SlipwayConfig, target: Target) -> dict[str, str]:
+    """RunSecrets attribute -> setting name, for every secret a run of ``target`` needs."""
+    needed: dict[str, str] = {}
+    if config.cache is not None:
+        needed |= CACHE_SETTINGS[config.cache.auth]
+    if target.git_token_setting:
+        needed["git_token"] = target.git_token_setting
+    return needed
+
+
+def _lookup(
+    config: SlipwayConfig, target: Target, settings: Mapping[str, str]
+) -> tuple[dict[str, str | None], list[str]]:
+    values: dict[str, str | None] = {}
+    missing: list[str] = []
+    for attr, setting in secret_settings(config, target).items():
+        values[attr] = settings.get(setting) or None
+        if values[attr] is None:
+            missing.append(setting)
+    return values, missing
+
+
+def _public_default(config: SlipwayConfig, attr: str) -> str | None:
+    """Azurite's development account (the local example's cache) has a published key, which the
+    cache collector uses too (``shared.pruning.cache_gc.store.cache_service``): a run needs no setting for
+    it. (``slipway doctor`` still asks for the setting: from an ACR agent 127.0.0.1 is no cache.)"""
+    if (
+        attr == "cache_account_key"
+        and config.cache is not None
+        and config.cache.account_url.rstrip("/") == DEVELOPMENT_STORAGE_BLOB_ENDPOINT
+    ):
+        return DEVELOPMENT_STORAGE_KEY
+    return None
+
+
+def resolve_secrets(
+    config: SlipwayConfig, target: Target, settings: Mapping[str, str], *, required: bool
+) -> RunSecrets:
+    """Secrets from app settings (Key Vault references in Azure); ``required``: raise on a missing one."""
+    values, missing = _lookup(config, target, settings)
+    if missing and required:
+        raise MissingSecret(f"setting {missing[0]} is not set")
+    return RunSecrets(**values)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """The run for a request, and the settings (if any) whose placeholders stand in for a secret."""
+
+    spec: RunSpec
+    missing: tuple[str, ...] = ()
+
+    @property
+    def missing_detail(self) -> str:
+        """``setting X is not set`` (or ``settings X, Y are not set``)."""
+        if len(self.missing) == 1:
+            return f"setting {self.missing[0]} is not set"
+        return f"settings {', '.join(self.missing)} are not set"
+
+
+def prepare_run(
+    request: BuildRequest,
+    config: SlipwayConfig,
+    target: Target,
+    settings: Mapping[str, str],
+    *,
+    result_marker: str = RESULT_MARKER,
+) -> PreparedRun:
+    """Render the run of ``request``; a secret whose setting is unset gets its placeholder.
+
+    Raises ``RenderError`` (naming the field) for a request or configuration that cannot run.
+    """
+    values, _ = _lookup(config, target, settings)
+    values = {attr: value or _public_default(config, attr) for attr, value in values.items()}
+    missing = [setting for attr, setting in secret_settings(config, target).items() if values[attr] is None]
+    filled = {attr: value or SECRET_PLACEHOLDERS[attr] for attr, value in values.items()}
+    spec = render_run(request, config, RunSecrets(**filled), result_marker=result_marker)
+    return PreparedRun(spec, tuple(missing))

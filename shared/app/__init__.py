@@ -1,0 +1,1 @@
+"""Composition: the runtime that wires adapters, the local host, the CLI and doctor."""

@@ -1,0 +1,1 @@
+"""One queued request in, at most one ACR run out: claims, retries, coalescing, budgets, replay."""

@@ -1,0 +1,197 @@
+"""Bitbucket Cloud: ``repo:push`` signed with ``X-Hub-Signature: sha256=<hex>``.
+
+One push may carry several changes (``push.changes[]``: branches and tags moved, created or
+closed together); each becomes a ``PushEvent``, routed on its own, with one merged answer.
+Bitbucket lists no changed files in push payloads, so ``changed_files`` is None and paths
+filters are not applied (the answer notes it).
+
+Delivery id: ``X-Request-UUID`` (one per delivery), else ``X-Hook-UUID``, which names the
+webhook rather than the delivery and so only serves to correlate logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from pydantic import Field
+
+from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
+from shared.intake.receivers.common import (
+    Delivery,
+    PayloadModel,
+    check_json_request,
+    conflict_response,
+    event_not_handled,
+    https_clone_url,
+    ignored_response,
+    parse_json,
+    pong_response,
+    repository_conflict,
+    require_json_object,
+    required_setting,
+    route_events,
+    run_receiver,
+    unique_urls,
+)
+from shared.intake.receivers.signatures import verify_hmac_sha256
+from shared.intake.routing import Ignored
+from shared.model.build_request import COMMIT_RE
+from shared.model.events import ZERO_COMMIT, PushEvent
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
+
+PROVIDER = "bitbucket"
+SECRET_SETTING = "BITBUCKET_WEBHOOK_SECRET"
+SIGNATURE_HEADER = "X-Hub-Signature"
+SIGNATURE_PREFIX = "sha256="
+EVENT_HEADER = "X-Event-Key"
+PUSH_EVENT = "repo:push"
+PING_EVENT = "diagnostics:ping"
+NO_FILES_REASON = "Bitbucket push events do not list changed files"
+CLOUD_HOST = "https://bitbucket.org"
+_REF_PREFIXES = {"branch": "refs/heads/", "tag": "refs/tags/"}
+logger = logging.getLogger("slipway.webhooks.bitbucket")
+
+
+class BitbucketTarget(PayloadModel):
+    hash: str = ""
+    message: str | None = None
+
+
+class BitbucketRef(PayloadModel):
+    type: str = ""
+    name: str = ""
+    target: BitbucketTarget | None = None
+
+
+class BitbucketChange(PayloadModel):
+    old: BitbucketRef | None = None
+    new: BitbucketRef | None = None
+    created: bool = False
+    closed: bool = False
+    forced: bool = False
+
+
+class BitbucketPushDetails(PayloadModel):
+    changes: list[BitbucketChange] = Field(default_factory=list)
+
+
+class BitbucketHref(PayloadModel):
+    href: str | None = None
+
+
+class BitbucketRepoLinks(PayloadModel):
+    html: BitbucketHref | None = None
+
+
+class BitbucketBranchName(PayloadModel):
+    name: str | None = None
+
+
+class BitbucketRepository(PayloadModel):
+    full_name: str | None = None
+    links: BitbucketRepoLinks | None = None
+    mainbranch: BitbucketBranchName | None = None
+
+
+class BitbucketPush(PayloadModel):
+    push: BitbucketPushDetails
+    repository: BitbucketRepository
+
+
+def repository_urls(repo: BitbucketRepository) -> tuple[str, ...]:
+    """The repository's web link and the Bitbucket Cloud URL its ``full_name`` gives, each once."""
+    html = repo.links.html.href if repo.links and repo.links.html else None
+    return unique_urls(html, f"{CLOUD_HOST}/{repo.full_name}" if repo.full_name else None)
+
+
+def to_push_events(
+    push: BitbucketPush, *, delivery_id: str | None, received_at: datetime
+) -> tuple[list[PushEvent], list[Ignored]]:
+    """A ``PushEvent`` per branch or tag change; other changes (Mercurial, malformed) are ignored.
+
+    Raises ``RequestRejected`` (400) when a new ref's target is not a full commit id.
+    """
+    repo = push.repository
+    repo_urls = repository_urls(repo)
+    clone_url = https_clone_url(*repo_urls)
+    default_branch = repo.mainbranch.name if repo.mainbranch else None
+    events: list[PushEvent] = []
+    ignored: list[Ignored] = []
+    for index, change in enumerate(push.push.changes):
+        ref = change.new or change.old
+        prefix = _REF_PREFIXES.get(ref.type) if ref else None
+        if ref is None or prefix is None or not ref.name:
+            what = f"a {ref.type[:32]!r} change" if ref and ref.type else "a change without a ref"
+            ignored.append(Ignored(None, f"{what} is neither a branch nor a tag"))
+            continue
+        deleted = change.closed or change.new is None
+        after = ZERO_COMMIT
+        if not deleted:
+            after = change.new.target.hash if change.new and change.new.target else ""
+            if not COMMIT_RE.match(after):
+                raise RequestRejected(
+                    400,
+                    "bad_request",
+                    f"push payload: push.changes.{index}.new.target.hash is not a commit id",
+                )
+        old_target = change.old.target if change.old else None
+        new_target = change.new.target if change.new else None
+        events.append(
+            PushEvent(
+                provider=PROVIDER,
+                delivery_id=delivery_id,
+                received_at=received_at,
+                repo_urls=repo_urls,
+                clone_url=clone_url,
+                ref=prefix + ref.name,
+                after=after,
+                before=old_target.hash if old_target and old_target.hash else None,
+                created=not deleted and (change.created or change.old is None),
+                deleted=deleted,
+                forced=change.forced,
+                default_branch=default_branch,
+                head_message=new_target.message if new_target else None,
+                changed_files=None,
+                incomplete_reason=NO_FILES_REASON,
+            )
+        )
+    return events, ignored
+
+
+def receive_bitbucket(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/bitbucket``: never raises; every outcome is a JSON response."""
+    delivery_id = safe_delivery_id(req.header("X-Request-UUID")) or safe_delivery_id(
+        req.header("X-Hook-UUID")
+    )
+    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=delivery_id, logger=logger)
+
+
+def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
+    check_json_request(req, ctx)
+    secret = required_setting(ctx, SECRET_SETTING)
+    signature = req.header(SIGNATURE_HEADER)
+    if not signature:
+        raise RequestRejected(401, "unauthorized", f"{SIGNATURE_HEADER} is missing")
+    if not verify_hmac_sha256(secret.encode(), req.body, signature, prefix=SIGNATURE_PREFIX):
+        raise RequestRejected(401, "unauthorized", f"{SIGNATURE_HEADER} does not match the body")
+
+    event = (req.header(EVENT_HEADER) or "").strip()
+    if not event:
+        raise RequestRejected(400, "bad_request", f"{EVENT_HEADER} is missing")
+    if event != PUSH_EVENT:
+        require_json_object(req.body)  # well-formed, even when it is not acted on
+        if event == PING_EVENT:
+            return pong_response(delivery.correlation_id)
+        return event_not_handled(delivery.correlation_id, event)
+
+    push = parse_json(BitbucketPush, req.body, what="push payload")
+    if not push.push.changes:
+        return ignored_response(delivery.correlation_id, "the push lists no changes")
+    if (conflict := repository_conflict(repository_urls(push.repository))) is not None:
+        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
+    received_at = ctx.clock()
+    events, ignored = to_push_events(push, delivery_id=delivery.delivery_id, received_at=received_at)
+    return route_events(
+        events, ctx, correlation_id=delivery.correlation_id, received_at=received_at, ignored=ignored
+    )

@@ -1,0 +1,199 @@
+"""GitLab: ``X-Gitlab-Token`` shared secret, ``Push Hook`` / ``Tag Push Hook`` and push system hooks.
+
+GitLab signs nothing: it sends the configured secret token as is, so the token is compared in
+constant time before the body is read. Project webhooks send ``Push Hook`` and ``Tag Push
+Hook``; instance system hooks send ``System Hook`` with the event in the body's ``event_name``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from pydantic import Field, field_validator
+
+from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
+from shared.intake.receivers.common import (
+    Delivery,
+    PayloadModel,
+    check_json_request,
+    conflict_response,
+    event_not_handled,
+    https_clone_url,
+    ignored_response,
+    is_zero_commit,
+    parse_json,
+    repository_conflict,
+    require_json_object,
+    required_setting,
+    route_events,
+    run_receiver,
+    unique_urls,
+)
+from shared.intake.receivers.signatures import tokens_equal
+from shared.model.build_request import COMMIT_RE
+from shared.model.events import ZERO_COMMIT, PushEvent
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
+
+PROVIDER = "gitlab"
+TOKEN_SETTING = "GITLAB_WEBHOOK_TOKEN"
+TOKEN_HEADER = "X-Gitlab-Token"
+EVENT_HEADER = "X-Gitlab-Event"
+PUSH_EVENTS = frozenset({"Push Hook", "Tag Push Hook"})
+SYSTEM_HOOK = "System Hook"
+SYSTEM_PUSH_EVENTS = frozenset({"push", "tag_push"})
+logger = logging.getLogger("slipway.webhooks.gitlab")
+
+
+class GitLabCommit(PayloadModel):
+    id: str = ""
+    message: str = ""
+    # None (absent), unlike [], means GitLab did not say: system hooks omit the file lists.
+    added: list[str] | None = None
+    modified: list[str] | None = None
+    removed: list[str] | None = None
+
+    @property
+    def lists_files(self) -> bool:
+        return self.added is not None or self.modified is not None or self.removed is not None
+
+
+class GitLabProject(PayloadModel):
+    web_url: str | None = None
+    git_http_url: str | None = None
+    git_ssh_url: str | None = None
+    http_url: str | None = None
+    ssh_url: str | None = None
+    url: str | None = None
+    homepage: str | None = None
+    default_branch: str | None = None
+
+
+class GitLabRepository(PayloadModel):
+    url: str | None = None
+    homepage: str | None = None
+    git_http_url: str | None = None
+    git_ssh_url: str | None = None
+
+
+class GitLabPush(PayloadModel):
+    """The fields of a push or tag push (webhook or system hook) that Slipway reads."""
+
+    ref: str = Field(min_length=1)
+    before: str | None = None
+    after: str
+    checkout_sha: str | None = None
+    project: GitLabProject
+    repository: GitLabRepository | None = None
+    commits: list[GitLabCommit] = Field(default_factory=list)
+    total_commits_count: int | None = None
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        if not COMMIT_RE.match(value):
+            raise ValueError("after is not a commit id")
+        return value
+
+    @field_validator("checkout_sha")
+    @classmethod
+    def _checkout_sha(cls, value: str | None) -> str | None:
+        if value is not None and not COMMIT_RE.match(value):
+            raise ValueError("checkout_sha is not a commit id")
+        return value
+
+
+class _SystemHookKind(PayloadModel):
+    event_name: str | None = None
+
+
+def _incomplete_reason(push: GitLabPush, created: bool) -> str | None:
+    """Why the commits GitLab lists do not tell every changed file, if they do not."""
+    if created:
+        return "new ref: GitLab's commit list does not describe a new branch or tag"
+    total = push.total_commits_count
+    if total is not None and total > len(push.commits):
+        # GitLab lists at most 20 commits per push; total_commits_count is the real number.
+        return f"GitLab listed {len(push.commits)} of {total} commits"
+    if not all(commit.lists_files for commit in push.commits):
+        return "GitLab did not list the changed files; system hooks never do"
+    return None
+
+
+def to_push_event(push: GitLabPush, *, delivery_id: str | None, received_at: datetime) -> PushEvent:
+    """Normalise; the commit built is ``checkout_sha`` (for an annotated tag ``after`` is the tag)."""
+    project, repo = push.project, push.repository or GitLabRepository()
+    # GitLab sends checkout_sha null when the ref no longer exists; absent means an older sender.
+    gone = "checkout_sha" in push.model_fields_set and push.checkout_sha is None
+    deleted = is_zero_commit(push.after) or gone
+    created = not deleted and is_zero_commit(push.before)
+    commit = ZERO_COMMIT if deleted else (push.checkout_sha or push.after)
+    files: set[str] = set()
+    for item in push.commits:
+        files.update(item.added or (), item.modified or (), item.removed or ())
+    incomplete = None if deleted else _incomplete_reason(push, created)
+    head = next((c for c in push.commits if c.id == commit), None)
+    return PushEvent(
+        provider=PROVIDER,
+        delivery_id=delivery_id,
+        received_at=received_at,
+        repo_urls=unique_urls(
+            project.git_http_url,
+            project.http_url,
+            project.web_url,
+            project.homepage,
+            project.git_ssh_url,
+            project.ssh_url,
+            project.url,
+            repo.git_http_url,
+            repo.homepage,
+            repo.git_ssh_url,
+            repo.url,
+        ),
+        clone_url=https_clone_url(project.git_http_url, project.http_url, repo.git_http_url, project.web_url),
+        ref=push.ref,
+        after=commit,
+        before=push.before,
+        created=created,
+        deleted=deleted,
+        default_branch=project.default_branch,
+        head_message=head.message if head else None,
+        changed_files=None if incomplete else frozenset(files),
+        incomplete_reason=incomplete,
+    )
+
+
+def receive_gitlab(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/gitlab``: never raises; every outcome is a JSON response."""
+    delivery_id = safe_delivery_id(req.header("X-Gitlab-Event-UUID")) or safe_delivery_id(
+        req.header("Idempotency-Key")
+    )
+    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=delivery_id, logger=logger)
+
+
+def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
+    check_json_request(req, ctx)
+    token = required_setting(ctx, TOKEN_SETTING)
+    presented = req.header(TOKEN_HEADER)
+    if not presented:
+        raise RequestRejected(401, "unauthorized", f"{TOKEN_HEADER} is missing")
+    if not tokens_equal(token, presented):
+        raise RequestRejected(401, "unauthorized", f"{TOKEN_HEADER} does not match")
+
+    event = (req.header(EVENT_HEADER) or "").strip()
+    if not event:
+        raise RequestRejected(400, "bad_request", f"{EVENT_HEADER} is missing")
+    if event == SYSTEM_HOOK:
+        kind = parse_json(_SystemHookKind, req.body).event_name or ""
+        if kind not in SYSTEM_PUSH_EVENTS:
+            return ignored_response(delivery.correlation_id, f"system hook {kind[:64]!r} is not handled")
+    elif event not in PUSH_EVENTS:
+        require_json_object(req.body)  # well-formed, even when it is not acted on
+        return event_not_handled(delivery.correlation_id, event)
+
+    push = parse_json(GitLabPush, req.body, what="push payload")
+    received_at = ctx.clock()
+    push_event = to_push_event(push, delivery_id=delivery.delivery_id, received_at=received_at)
+    if (conflict := repository_conflict(push_event.repo_urls)) is not None:
+        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
+    return route_events([push_event], ctx, correlation_id=delivery.correlation_id, received_at=received_at)

@@ -1,0 +1,1 @@
+"""Garbage collection: the BuildKit azblob cache and old images in registries."""

@@ -1,0 +1,257 @@
+"""The Blob Storage side of the collector: list, read and conditionally delete cache blobs.
+
+``CacheStore`` is the port the collector needs; ``AzureCacheStore`` implements it over
+azure-storage-blob (Azure or Azurite); tests add an in-memory one. Every delete is conditional on
+the ETag the collector saw (``If-Match``), so a blob or manifest rewritten since it was listed is
+never deleted: the service answers 412 and the collector re-reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+    from shared.model.config import CacheStorage
+
+CONNECTION_SETTING = "SLIPWAY_CACHE_CONNECTION_STRING"
+MAX_BATCH = 256  # the Blob batch API's limit per request
+LIST_PAGE_SIZE = 5000  # the service's maximum page
+# Batch refused as a whole (not per item): an endpoint without the batch API.
+_BATCH_UNSUPPORTED = frozenset({400, 405, 501})
+
+
+class CacheStoreError(Exception):
+    """Storage cannot be used (missing container, no access); one line for the operator."""
+
+
+class DeleteOutcome(Enum):
+    DELETED = "deleted"
+    GONE = "gone"  # 404: already deleted by someone else
+    CHANGED = "changed"  # 412: rewritten since it was listed
+    FAILED = "failed"  # anything else (reported, not retried)
+
+
+class CacheStore(Protocol):
+    """What the collector needs from storage."""
+
+    @property
+    def container(self) -> str: ...
+
+    def list_manifests(self) -> list[BlobEntry]:
+        """Every blob under the manifests prefix (one listing; names, ETags, times)."""
+        ...
+
+    def manifest_etags(self) -> dict[str, str]:
+        """Key -> ETag of every manifest (one listing, the collector's re-check before a delete
+        batch: it runs once per batch, so it must cost as little as a listing can)."""
+        ...
+
+    def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
+        """Content, ETag and last-modified time of one manifest; None if it no longer exists."""
+        ...
+
+    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
+        """The blobs under the blobs prefix, one listing page at a time."""
+        ...
+
+    def write_blob(self, key: str, data: bytes) -> None:
+        """Create or replace one blob (the collector's candidates document)."""
+        ...
+
+    def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
+        """Delete at most MAX_BATCH blobs, each only if its ETag is unchanged; one outcome each."""
+        ...
+
+
+class AzureCacheStore:
+    """``CacheStore`` over one container; the SDK is imported lazily (the timer's cold start)."""
+
+    def __init__(self, container_client: ContainerClient, layout: CacheLayout) -> None:
+        self._client = container_client
+        self._layout = layout
+        self._batch = True
+
+    @property
+    def container(self) -> str:
+        name: str = self._client.container_name
+        return name
+
+    def list_manifests(self) -> list[BlobEntry]:
+        return [entry for page in self._pages(self._layout.manifests_prefix) for entry in page]
+
+    def manifest_etags(self) -> dict[str, str]:
+        """Names and ETags from the raw listing XML, without the SDK's model deserialisation.
+
+        ``list_blobs`` builds a ``BlobProperties`` per blob: about 300 us of CPU each, so 1.5 s per
+        re-check at 5,000 manifests (measured against Azurite). ``list_blob_names`` requests the same
+        List Blobs pages but skips that deserialisation, and its page iterator keeps each page's
+        raw XML in ``_response`` (azure-sdk-for-python,
+        sdk/storage/azure-storage-blob/azure/storage/blob/_list_blobs_helper.py,
+        ``BlobNamesPaged._extract_data_cb``; ``_container_client.py`` ``list_blob_names``). Every
+        ``<Blob>`` there carries ``<Name>`` and ``<Properties><Etag>`` (List Blobs response,
+        https://learn.microsoft.com/rest/api/storageservices/list-blobs#response-body). That is a
+        private attribute: when it is not the XML element expected, the full listing is used.
+        """
+        pages = self._client.list_blob_names(
+            name_starts_with=self._layout.manifests_prefix, results_per_page=LIST_PAGE_SIZE
+        ).by_page()
+        found: dict[str, str] = {}
+        for page in pages:
+            etags = etags_from_listing(getattr(pages, "_response", None), len(list(page)))
+            if etags is None:
+                return {e.name: e.etag for e in self.list_manifests()}
+            found.update(etags)
+        return found
+
+    def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self._client.download_blob(key)
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        return data, _quoted(downloader.properties.etag), downloader.properties.last_modified
+
+    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
+        return self._pages(self._layout.blobs_prefix)
+
+    def write_blob(self, key: str, data: bytes) -> None:
+        self._client.upload_blob(key, data, overwrite=True)
+
+    def _pages(self, prefix: str) -> Iterator[list[BlobEntry]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        pages = self._client.list_blobs(name_starts_with=prefix, results_per_page=LIST_PAGE_SIZE).by_page()
+        try:
+            for page in pages:
+                yield [BlobEntry(p.name, p.size, p.last_modified, _quoted(p.etag)) for p in page]
+        except ResourceNotFoundError as exc:
+            raise CacheStoreError(f"container {self.container!r} does not exist") from exc
+
+    def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        if len(blobs) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} blobs per batch, got {len(blobs)}")
+        if not blobs:
+            return []
+        if self._batch:
+            items = [
+                {
+                    "name": b.name,
+                    "etag": b.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                    "delete_snapshots": "include",
+                }
+                for b in blobs
+            ]
+            try:
+                responses = self._client.delete_blobs(*items, raise_on_any_failure=False)
+                return [_outcome(r.status_code) for r in responses]
+            except HttpResponseError as exc:
+                if exc.status_code not in _BATCH_UNSUPPORTED:
+                    raise
+                self._batch = False
+        return [self._delete_one(b) for b in blobs]
+
+    def _delete_one(self, blob: BlobEntry) -> DeleteOutcome:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self._client.delete_blob(
+                blob.name,
+                etag=blob.etag,
+                match_condition=MatchConditions.IfNotModified,
+                delete_snapshots="include",
+            )
+        except HttpResponseError as exc:
+            return _outcome(exc.status_code or 0)
+        return DeleteOutcome.DELETED
+
+
+def etags_from_listing(page: Any, expected: int) -> dict[str, str] | None:
+    """Name -> ETag of one raw List Blobs page (an ElementTree ``EnumerationResults``); None when
+    it is not that, or does not hold the ``expected`` number of blobs."""
+    from urllib.parse import unquote
+
+    blobs = page.find("Blobs") if page is not None and hasattr(page, "find") else None
+    entries = [] if blobs is None else blobs.findall("Blob")
+    if len(entries) != expected:
+        return None
+    found: dict[str, str] = {}
+    for entry in entries:
+        name = entry.find("Name")
+        etag = entry.findtext("Properties/Etag")
+        if name is None or name.text is None or not etag:
+            return None
+        # Names with characters XML cannot carry come percent-encoded (Encoded="true").
+        found[unquote(name.text) if name.get("Encoded") == "true" else name.text] = _quoted(etag)
+    return found
+
+
+def _quoted(etag: str) -> str:
+    """One form for comparisons: listings give ETags bare (``0x8D...``), downloads quoted."""
+    return etag if etag.startswith(('"', "W/")) else f'"{etag}"'
+
+
+def _outcome(status: int) -> DeleteOutcome:
+    if 200 <= status < 300:
+        return DeleteOutcome.DELETED
+    if status == 404:
+        return DeleteOutcome.GONE
+    if status == 412:
+        return DeleteOutcome.CHANGED
+    return DeleteOutcome.FAILED
+
+
+def cache_service(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> BlobServiceClient:
+    """The cache's storage: ``SLIPWAY_CACHE_CONNECTION_STRING`` if set, else ``account_url`` with
+    the app's identity (a managed identity in Azure, ``az login`` on a laptop).
+
+    The identity follows ``shared.platform.identity``'s rule: ``SLIPWAY_CACHE_CONNECTION_STRING__clientId``
+    if set, else ``AZURE_CLIENT_ID`` (the template's user-assigned identity; the app has no
+    system-assigned one); ``__credential=managedidentity`` restricts to managed identity.
+    """
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.platform.identity import credential
+    from shared.platform.ledger import (
+        DEVELOPMENT_STORAGE_ACCOUNT,
+        DEVELOPMENT_STORAGE_BLOB_ENDPOINT,
+        DEVELOPMENT_STORAGE_KEY,
+        blob_service_from_settings,
+    )
+
+    if (settings.get(CONNECTION_SETTING) or "").strip():
+        return blob_service_from_settings(settings, CONNECTION_SETTING, **options)
+    if urlsplit(cache.account_url).scheme == "http":
+        # No token goes over plain http (the SDK refuses it). Azurite's well-known development
+        # account is what the local example points at: use its public key, as
+        # UseDevelopmentStorage=true does. Anything else needs a connection string.
+        if cache.account_url.rstrip("/") == DEVELOPMENT_STORAGE_BLOB_ENDPOINT:
+            key = {"account_name": DEVELOPMENT_STORAGE_ACCOUNT, "account_key": DEVELOPMENT_STORAGE_KEY}
+            return BlobServiceClient(cache.account_url, credential=key, **options)
+        raise CacheStoreError(
+            f"cache.account_url {cache.account_url} is plain http, where no Entra ID token is sent: "
+            f"set {CONNECTION_SETTING} (for Azurite: UseDevelopmentStorage=true)"
+        )
+    return BlobServiceClient(
+        cache.account_url, credential=credential(settings, CONNECTION_SETTING), **options
+    )
+
+
+def cache_store(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> AzureCacheStore:
+    layout = CacheLayout(cache.prefix)
+    container = cache_service(cache, settings, **options).get_container_client(cache.container)
+    return AzureCacheStore(container, layout)

@@ -1,0 +1,1 @@
+"""Following runs after dispatch: reconciliation, outcomes, build and commit statuses."""
