@@ -48,10 +48,9 @@ def dispatch(msg: func.ServiceBusMessage) -> None:
     """Returning completes the message: started, duplicate, superseded, or rescheduled as a copy."""
     from shared.dispatch.dispatcher import Outcome
 
-    result = (
-        runtime()
-        .dispatcher()
-        .dispatch(msg.get_body(), message_id=msg.message_id, delivery_count=msg.delivery_count or 1)
+    rt = runtime()
+    result = rt.dispatcher().dispatch(
+        msg.get_body(), message_id=msg.message_id, delivery_count=msg.delivery_count or 1
     )
     if result.outcome is Outcome.RETRY:
         raise DispatchRetry(result.description or "transient failure")

@@ -14,4 +14,5 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 def prune_cache(timer: func.TimerRequest) -> None:
     from shared.pruning.cache_gc.prune import prune_on_schedule
 
-    prune_on_schedule(runtime())
+    rt = runtime()
+    prune_on_schedule(rt.config(), rt.settings)

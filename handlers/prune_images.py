@@ -19,4 +19,5 @@ def prune_images(timer: func.TimerRequest) -> None:
 
     if timer.past_due:
         logger.warning("prune_images is running late (the host missed its slot); pruning now")
-    run_scheduled_prune(runtime())
+    rt = runtime()
+    run_scheduled_prune(rt.config(), rt.settings)

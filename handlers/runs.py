@@ -12,4 +12,5 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("reconcile_runs")
 @bp.timer_trigger(arg_name="timer", schedule="%SLIPWAY_RECONCILE_SCHEDULE%", use_monitor=False)
 def reconcile_runs(timer: func.TimerRequest) -> None:
-    runtime().reconciler().run()
+    rt = runtime()
+    rt.reconciler().run()

@@ -29,6 +29,7 @@ from shared.pruning.cache_gc.prune import prune_on_schedule
 from shared.pruning.cache_gc.store import AzureCacheStore, DeleteOutcome
 from tests.support.azurite import AzuriteServer
 from tests.support.ports import free_port
+from tests.support.timer_parts import timer_parts
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -326,7 +327,7 @@ def test_timer_logs_one_line_and_returns_quickly_without_cache(
     caplog.set_level(logging.INFO, logger="slipway.cache_gc")
     bare = tmp_path / "bare.yaml"
     bare.write_text("registry: r.azurecr.io\n")
-    assert prune_on_schedule(Runtime({"SLIPWAY_CONFIG": str(bare)}, app_root=tmp_path)) is None
+    assert prune_on_schedule(*timer_parts(Runtime({"SLIPWAY_CONFIG": str(bare)}, app_root=tmp_path))) is None
     assert json.loads(caplog.records[-1].getMessage())["event"] == "cache_prune_skipped"
 
     upload(container, CacheLayout().blob_key(orphan()), b"young")
@@ -335,7 +336,7 @@ def test_timer_logs_one_line_and_returns_quickly_without_cache(
         "SLIPWAY_CACHE_CONNECTION_STRING": azurite.connection_string,
     }
     caplog.clear()
-    report = prune_on_schedule(Runtime(settings, app_root=tmp_path))
+    report = prune_on_schedule(*timer_parts(Runtime(settings, app_root=tmp_path)))
     assert report is not None and report.complete
     [record] = caplog.records
     line = json.loads(record.getMessage())
@@ -387,7 +388,7 @@ def test_another_http_account_is_one_clear_error_logged_by_the_timer(
         "  container: buildkit-cache\n"
     )
     with pytest.raises(CacheStoreError, match=r"plain http.*SLIPWAY_CACHE_CONNECTION_STRING"):
-        prune_on_schedule(Runtime({"SLIPWAY_CONFIG": str(path)}, app_root=tmp_path))
+        prune_on_schedule(*timer_parts(Runtime({"SLIPWAY_CONFIG": str(path)}, app_root=tmp_path)))
     [line] = [json.loads(r.getMessage()) for r in caplog.records]
     assert line["event"] == "cache_prune_failed" and "plain http" in line["error"]
 

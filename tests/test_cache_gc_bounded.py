@@ -238,6 +238,7 @@ def test_a_bad_bound_setting_is_one_clear_error_before_anything_runs(
 ) -> None:
     from shared.app.runtime import Runtime
     from shared.pruning.cache_gc.prune import PruneSettingError, prune_on_schedule
+    from tests.support.timer_parts import timer_parts
 
     caplog.set_level(logging.INFO, logger="slipway.cache_gc")
     path = tmp_path / "slipway.yaml"
@@ -248,6 +249,6 @@ def test_a_bad_bound_setting_is_one_clear_error_before_anything_runs(
     )
     settings = {"SLIPWAY_CONFIG": str(path), "SLIPWAY_CACHE_PRUNE_MAX_SECONDS": value}
     with pytest.raises(PruneSettingError, match=f"SLIPWAY_CACHE_PRUNE_MAX_SECONDS .*{value!r}"):
-        prune_on_schedule(Runtime(settings, app_root=tmp_path))
+        prune_on_schedule(*timer_parts(Runtime(settings, app_root=tmp_path)))
     [line] = [json.loads(r.getMessage()) for r in caplog.records]
     assert line["event"] == "cache_prune_failed" and "SLIPWAY_CACHE_PRUNE_MAX_SECONDS" in line["error"]

@@ -17,6 +17,7 @@ from shared.pruning.retention.oci_backend import OciRetentionBackend
 from shared.pruning.retention.prune import prune_images, run_scheduled_prune
 from shared.pruning.retention.rules import ImageRule
 from tests.support.registry import OciRegistry
+from tests.support.timer_parts import timer_parts
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
@@ -174,7 +175,7 @@ def test_timer_without_rules_returns_at_once(tmp_path: Path, caplog: pytest.LogC
     caplog.set_level(logging.INFO)
     (tmp_path / "slipway.yaml").write_text("registry: myregistry.azurecr.io\n")
     runtime = Runtime({"SLIPWAY_CONFIG": "slipway.yaml"}, app_root=tmp_path)
-    assert run_scheduled_prune(runtime) is None
+    assert run_scheduled_prune(*timer_parts(runtime)) is None
     assert [e["event"] for e in _events(caplog)] == ["image_prune_skipped"]
 
 
@@ -191,12 +192,12 @@ def test_timer_prunes_the_configured_registry(
         "images:\n  - repositories: ['app/*']\n    keep_tags: [latest]\n    min_age: 7d\n"
     )
     settings = {"SLIPWAY_CONFIG": "slipway.yaml", "SLIPWAY_IMAGE_PRUNE_DRY_RUN": "true"}
-    dry = run_scheduled_prune(Runtime(settings, app_root=tmp_path))
+    dry = run_scheduled_prune(*timer_parts(Runtime(settings, app_root=tmp_path)))
     assert dry is not None and dry.dry_run
     client = registry.client()
     assert not gone(client, repo, doomed)
     report = run_scheduled_prune(
-        Runtime({**settings, "SLIPWAY_IMAGE_PRUNE_DRY_RUN": "false"}, app_root=tmp_path)
+        *timer_parts(Runtime({**settings, "SLIPWAY_IMAGE_PRUNE_DRY_RUN": "false"}, app_root=tmp_path))
     )
     assert report is not None and report.ok
     events = _events(caplog)

@@ -12,8 +12,7 @@ from shared.pruning.cache_gc.layout import CacheLayout
 from shared.pruning.cache_gc.planner import Policy
 
 if TYPE_CHECKING:
-    from shared.app.runtime import Runtime
-    from shared.model.config import CacheStorage
+    from shared.model.config import CacheStorage, SlipwayConfig
     from shared.pruning.cache_gc.collector import CacheCollector, Progress
     from shared.pruning.cache_gc.report import CacheReport
 
@@ -96,22 +95,21 @@ def collector_for(
     )
 
 
-def prune_on_schedule(rt: Runtime) -> CacheReport | None:
+def prune_on_schedule(config: SlipwayConfig, settings: Mapping[str, str]) -> CacheReport | None:
     """The timer's work: nothing without a ``cache:`` section; else one run, logged as one line."""
-    config = rt.config()
     cache = config.cache
     if cache is None:
         log_event(logger, "cache_prune_skipped", reason="no cache section in the configuration")
         return None
     policy = policy_for(cache, run_timeout=timedelta(seconds=config.run.timeout))
     try:
-        max_deletes, max_seconds = work_bounds(rt.settings)
+        max_deletes, max_seconds = work_bounds(settings)
     except PruneSettingError as exc:
         log_event(logger, "cache_prune_failed", level=logging.ERROR, error=str(exc))
         raise
     try:
         collector = collector_for(
-            cache, rt.settings, policy=policy, max_deletes=max_deletes, max_seconds=max_seconds
+            cache, settings, policy=policy, max_deletes=max_deletes, max_seconds=max_seconds
         )
         report = collector.collect()
     except Exception as exc:

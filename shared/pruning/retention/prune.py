@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.model.globs import glob_match
 from shared.platform.errors import is_service_error
@@ -25,6 +25,9 @@ from shared.pruning.retention.backend import RetentionBackend, TagDeleteUnsuppor
 from shared.pruning.retention.graph import RepositoryGraph
 from shared.pruning.retention.planner import RepositoryPlan, plan_repository
 from shared.pruning.retention.rules import ImageRule, rule_for
+
+if TYPE_CHECKING:
+    from shared.model.config import SlipwayConfig
 
 logger = logging.getLogger(__name__)
 
@@ -339,15 +342,13 @@ def guess_api(registry: str) -> str:
     return "acr" if is_acr(registry) else "oci"
 
 
-def run_scheduled_prune(runtime: Any) -> PruneReport | None:
+def run_scheduled_prune(config: SlipwayConfig, settings: Mapping[str, str]) -> PruneReport | None:
     """The timer's work: prune the configured registry by ``images:``; None when there are no rules."""
     from shared.platform.logs import log_event
 
-    config = runtime.config()
     if not config.images:
         log_event(logger, "image_prune_skipped", reason="no images: rules in the configuration")
         return None
-    settings = runtime.settings
     dry_run = (settings.get("SLIPWAY_IMAGE_PRUNE_DRY_RUN") or "").strip().lower() in {"1", "true", "yes"}
     backend = backend_from_settings(settings, config.registry)
     report = prune_images(backend, config.images, dry_run=dry_run)
