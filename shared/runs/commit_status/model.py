@@ -1,0 +1,191 @@
+"""The host-neutral part of a commit status: its states, its fields, its link, where its repository lives.
+
+Nothing here does I/O; the host clients map these values onto their APIs and ``transport``
+sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from shared.model.build_request import COMMIT_RE
+from shared.platform.logs import log_event
+
+logger = logging.getLogger("slipway.commit_status")
+
+PORTAL_URL = "https://portal.azure.com"
+_SCP_RE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/).+)$")
+
+
+class CommitState(StrEnum):
+    """Slipway's states; each client maps them onto its host's vocabulary."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """One status for one commit, host-neutral; clients truncate fields to their host's limits.
+
+    ``context`` names the status so later ones replace it (``context_for(target)``). A
+    ``target_url`` that is not a plain http(s) link, or that carries credentials (user info, a
+    SAS ``sig``), is dropped: statuses are public to every reader of the repository.
+    """
+
+    repo_url: str
+    commit: str
+    state: CommitState
+    description: str
+    context: str
+    target_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not COMMIT_RE.match(self.commit):
+            raise ValueError("commit must be a full lowercase hex commit id")
+        object.__setattr__(self, "state", CommitState(self.state))
+        if self.target_url is not None and not _is_shareable_link(self.target_url):
+            log_event(
+                logger,
+                "commit_status_link_dropped",
+                level=logging.WARNING,
+                commit=self.commit,
+                context=self.context,
+                reason="not a plain http(s) link without credentials",
+            )
+            object.__setattr__(self, "target_url", None)
+
+
+def context_for(target: str) -> str:
+    """The status name of a target: one status per target and commit, updated in place."""
+    return f"slipway/{target}"
+
+
+def portal_run_url(
+    subscription_id: str,
+    resource_group: str,
+    registry: str,
+    run_id: str,
+    *,
+    tenant: str = "",
+    portal: str = PORTAL_URL,
+) -> str:
+    """The Azure portal link to an ACR run, for a status' target URL.
+
+    The form is the portal's generic resource deep link, ``<portal>/#@<tenant>/resource<ARM id>``,
+    here with the run's ARM id (``.../registries/<registry>/runs/<run id>``, the id the
+    management API returns for the run). It needs the reader to sign in with access to the
+    registry, which is the point: unlike a SAS log link it grants nothing. An empty ``tenant``
+    opens the reader's default directory; pass the tenant's domain or id when readers belong
+    to several. ``portal`` serves sovereign clouds (``https://portal.azure.us``...).
+    """
+    parts = [subscription_id, resource_group, registry, run_id]
+    if not all(parts):
+        raise ValueError("subscription id, resource group, registry and run id are all required")
+    sub, rg, reg, run = (quote(p, safe="") for p in parts)
+    resource_id = (
+        f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry"
+        f"/registries/{reg}/runs/{run}"
+    )
+    return f"{portal.rstrip('/')}/#@{quote(tenant, safe='.-')}/resource{resource_id}"
+
+
+class StatusPostError(Exception):
+    """A status could not be posted; ``retryable`` says whether trying again may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class StatusClient(Protocol):
+    """Posts statuses to one Git host; ``provider`` names it in logs."""
+
+    provider: str
+
+    def post(self, status: CommitStatus) -> None: ...
+
+
+def _is_shareable_link(url: str) -> bool:
+    """A plain http(s) link without credentials: a status is public to every reader of the repository."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return False
+    query_names = {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    return "sig" not in query_names  # an Azure Storage SAS: a credential, not a link
+
+
+def truncate(text: str, limit: int) -> str:
+    """One line of at most ``limit`` characters, ending in an ellipsis when cut."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+# -- repository URLs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepoLocation:
+    """Where a repository lives: host (lowercased), port, and path segments (decoded, case kept)."""
+
+    host: str
+    port: int | None
+    segments: tuple[str, ...]
+
+    @property
+    def netloc(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def display(self) -> str:
+        """``host/path`` for logs: never user info, whatever the URL carried."""
+        return "/".join((self.host, *self.segments))
+
+
+def parse_repo_url(url: str) -> RepoLocation | None:
+    """https, http, ssh:// and scp-like ``git@host:path`` forms, with or without ``.git``."""
+    text = url.strip()
+    scp = _SCP_RE.match(text) if "://" not in text else None
+    port: int | None = None
+    if scp:
+        host, path = scp.group("host"), scp.group("path")
+    else:
+        try:
+            parts = urlsplit(text if "://" in text else f"https://{text}")
+            host, path, port = parts.hostname or "", parts.path, parts.port
+        except ValueError:
+            return None
+        if parts.scheme not in ("http", "https"):
+            port = None  # an ssh port says nothing about the web/API port
+    path = path.strip("/").removesuffix(".git")
+    segments = tuple(unquote(s) for s in path.split("/") if s)
+    if not host or not segments:
+        return None
+    return RepoLocation(host.lower(), port, segments)
+
+
+def require_location(repo_url: str, *, min_segments: int) -> RepoLocation:
+    """The parsed repository URL, or a non-retryable ``StatusPostError`` when it has no such path."""
+    loc = parse_repo_url(repo_url)
+    if loc is None or len(loc.segments) < min_segments:
+        raise StatusPostError("the repository URL has no owner/repository path", retryable=False)
+    return loc
