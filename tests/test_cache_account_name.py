@@ -30,9 +30,10 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError, RunSecrets, render_run
-from shared.intake.routing import https_clone_url, request_for_commit
+from shared.intake.routing import request_for_commit
 from shared.model.build_request import BuildRequest, Trigger
 from shared.model.config import ConfigError, SlipwayConfig, load_config, parse_config, storage_account_name
+from shared.model.repo_urls import https_clone_url
 from shared.pruning.cache_gc.layout import CacheLayout
 from shared.pruning.cache_gc.planner import Policy
 from shared.pruning.cache_gc.prune import collector_for

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError
 from shared.intake.base_images import rebuild_request
-from shared.intake.routing import RouteResult, https_clone_url, route_push
+from shared.intake.routing import RouteResult, route_push
 from shared.model.build_request import Trigger
 from shared.model.config import ConfigError, SlipwayConfig, check_config_text, parse_config
 from shared.model.events import PushEvent
+from shared.model.repo_urls import https_clone_url
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 COMMIT = "8339b7affbd7c70bbacd0276f581d1ca44df0853"

@@ -34,9 +34,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared.acr.run_prepare import prepare_run
-from shared.intake.routing import https_clone_url, request_for_commit
+from shared.intake.routing import request_for_commit
 from shared.model.build_request import Trigger
 from shared.model.config import ConfigError, SlipwayConfig, parse_config
+from shared.model.repo_urls import https_clone_url
 from tests.support.agent import Agent
 
 COMMIT = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"

@@ -4,10 +4,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.intake.routing import normalize_repo, request_for_commit, route_push, validated_request
+from shared.intake.routing import request_for_commit, route_push, validated_request
 from shared.model.build_request import BuildRequest, Trigger, request_id
 from shared.model.config import SlipwayConfig
 from shared.model.events import PushEvent
+from shared.model.repo_urls import normalize_repo
 from shared.model.tags import compute_tags
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -134,7 +135,7 @@ def test_feature_branch_imports_default_branch_cache() -> None:
     ],
 )
 def test_https_clone_url_keeps_the_path_case(url: str, expected: str) -> None:
-    from shared.intake.routing import https_clone_url
+    from shared.model.repo_urls import https_clone_url
 
     assert https_clone_url(url) == expected
 

@@ -17,10 +17,11 @@ still build what it named if the new configuration allows it.
 
 from __future__ import annotations
 
-from shared.intake.routing import cache_names, normalize_repo, ref_refusal
+from shared.intake.routing import cache_names, ref_refusal
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig, Target
 from shared.model.default_branch import default_branch_for
+from shared.model.repo_urls import normalize_repo
 from shared.model.tags import compute_tags
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import urlsplit
 
 from shared.model.build_request import (
     CACHE_NAME_RE,
@@ -26,35 +25,11 @@ from shared.model.default_branch import default_branch_for
 from shared.model.events import ZERO_COMMIT, PushEvent
 from shared.model.globs import any_match
 from shared.model.pinned_cache import PinnedCache
+from shared.model.repo_urls import https_clone_url as https_clone_url
+from shared.model.repo_urls import normalize_repo as normalize_repo
 from shared.model.tags import compute_tags
 
 SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
-_SSH_SCP_RE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/).+)$")
-
-
-@lru_cache(maxsize=4096)
-def normalize_repo(url: str) -> str:
-    """``host/owner/repo`` for any URL form of the same repository.
-
-    https, http, git, ssh:// and scp-like ``git@host:owner/repo`` forms, with or without
-    ``.git`` or a trailing slash, all map to one key (lowercased: hosts and most forges are
-    case-insensitive).
-    """
-    text = url.strip()
-    scp = _SSH_SCP_RE.match(text) if "://" not in text else None
-    if scp:
-        host, path = scp.group("host"), scp.group("path")
-    else:
-        try:
-            parts = urlsplit(text)
-            host, path = parts.hostname or "", parts.path
-        except ValueError:  # e.g. "http://[abc": not a URL at all, so it matches nothing else
-            return text.lower()
-        if not host:
-            host, _, path = text.partition("/")
-    path = path.strip("/")
-    path = path.removesuffix(".git")
-    return f"{host.lower()}/{path.lower()}"
 
 
 _REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
@@ -81,34 +56,6 @@ def is_valid_ref(ref: str) -> bool:
 
 class NoImageTags(ValueError):
     """No tag rule of the target produces a tag for this ref."""
-
-
-@lru_cache(maxsize=1024)
-def https_clone_url(url: str) -> str:
-    """An https clone URL for a configured repository in any form (https, ssh, scp-like).
-
-    Every request's ``source.repo_url`` comes from here, from the target's ``repo``: never from a
-    URL a payload carried. Keeps the path's case (some hosts care) and the port of an http(s)
-    form; drops user information and an ssh port (it is not the https port).
-    """
-    text = url.strip()
-    scp = _SSH_SCP_RE.match(text) if "://" not in text else None
-    if scp:
-        host, path = scp.group("host").lower(), scp.group("path")
-    else:
-        parts = urlsplit(text if "://" in text else f"https://{text}")
-        host = (parts.hostname or "").lower()
-        if parts.port and parts.scheme in ("https", "http"):
-            host = f"{host}:{parts.port}"
-        path = parts.path
-    path = path.strip("/").removesuffix(".git")
-    if "_git" in path.split("/"):
-        # Azure DevOps (Services and Server) names the repository by the segment after _git; its
-        # clone URLs carry no .git (MicrosoftDocs/azure-devops-docs docs/repos/git/clone.md:
-        # ``git clone https://dev.azure.com/fabrikam/DefaultCollection/_git/Fabrikam``), and a
-        # name with .git appended is another repository's name (404 TF401019).
-        return f"https://{host}/{path}"
-    return f"https://{host}/{path}.git"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.intake.routing import https_clone_url
+from shared.model.repo_urls import https_clone_url
 from shared.runs.commit_status import CommitState, CommitStatus, StatusReporter, context_for, portal_run_url
 
 if TYPE_CHECKING:

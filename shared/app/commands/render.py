@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace, config: SlipwayConfig, target: Target) -> BuildRequest:
     """The request a push of ``--commit`` to ``--ref`` would queue (``--default-branch`` for tags)."""
-    from shared.intake.routing import https_clone_url, request_for_commit
+    from shared.intake.routing import request_for_commit
     from shared.model.build_request import Trigger
+    from shared.model.repo_urls import https_clone_url
 
     trigger = Trigger(
         kind="tag" if args.ref.startswith("refs/tags/") else "manual",

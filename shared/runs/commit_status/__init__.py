@@ -14,6 +14,7 @@ which token it needs, with the least privilege; ``choose`` picks the client for 
 
 from __future__ import annotations
 
+from shared.model.repo_urls import RepoLocation, parse_repo_url
 from shared.runs.commit_status.azure_devops import (
     AzureDevOpsRepo,
     AzureDevOpsStatusClient,
@@ -28,11 +29,9 @@ from shared.runs.commit_status.model import (
     PORTAL_URL,
     CommitState,
     CommitStatus,
-    RepoLocation,
     StatusClient,
     StatusPostError,
     context_for,
-    parse_repo_url,
     portal_run_url,
     truncate,
 )

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from shared.model.repo_urls import parse_repo_url
 from shared.runs.commit_status.model import (
     CommitState,
     CommitStatus,
     StatusPostError,
-    parse_repo_url,
     truncate,
 )
 from shared.runs.commit_status.transport import DEFAULT_TIMEOUT_S, Transport

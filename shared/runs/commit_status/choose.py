@@ -11,13 +11,14 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from shared.model.repo_urls import RepoLocation, parse_repo_url
 from shared.platform.logs import log_event
 from shared.runs.commit_status.azure_devops import AzureDevOpsStatusClient, parse_azure_devops_repo
 from shared.runs.commit_status.bitbucket import BitbucketStatusClient
 from shared.runs.commit_status.gitea import GiteaStatusClient
 from shared.runs.commit_status.github import GitHubStatusClient
 from shared.runs.commit_status.gitlab import GitLabStatusClient
-from shared.runs.commit_status.model import RepoLocation, StatusClient, parse_repo_url
+from shared.runs.commit_status.model import StatusClient
 from shared.runs.commit_status.transport import api_base
 
 logger = logging.getLogger("slipway.commit_status")

@@ -7,19 +7,18 @@ sends them.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.model.build_request import COMMIT_RE
+from shared.model.repo_urls import RepoLocation, parse_repo_url
 from shared.platform.logs import log_event
 
 logger = logging.getLogger("slipway.commit_status")
 
 PORTAL_URL = "https://portal.azure.com"
-_SCP_RE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/).+)$")
 
 
 class CommitState(StrEnum):
@@ -141,46 +140,6 @@ def truncate(text: str, limit: int) -> str:
 
 
 # -- repository URLs ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RepoLocation:
-    """Where a repository lives: host (lowercased), port, and path segments (decoded, case kept)."""
-
-    host: str
-    port: int | None
-    segments: tuple[str, ...]
-
-    @property
-    def netloc(self) -> str:
-        return self.host if self.port is None else f"{self.host}:{self.port}"
-
-    @property
-    def display(self) -> str:
-        """``host/path`` for logs: never user info, whatever the URL carried."""
-        return "/".join((self.host, *self.segments))
-
-
-def parse_repo_url(url: str) -> RepoLocation | None:
-    """https, http, ssh:// and scp-like ``git@host:path`` forms, with or without ``.git``."""
-    text = url.strip()
-    scp = _SCP_RE.match(text) if "://" not in text else None
-    port: int | None = None
-    if scp:
-        host, path = scp.group("host"), scp.group("path")
-    else:
-        try:
-            parts = urlsplit(text if "://" in text else f"https://{text}")
-            host, path, port = parts.hostname or "", parts.path, parts.port
-        except ValueError:
-            return None
-        if parts.scheme not in ("http", "https"):
-            port = None  # an ssh port says nothing about the web/API port
-    path = path.strip("/").removesuffix(".git")
-    segments = tuple(unquote(s) for s in path.split("/") if s)
-    if not host or not segments:
-        return None
-    return RepoLocation(host.lower(), port, segments)
 
 
 def require_location(repo_url: str, *, min_segments: int) -> RepoLocation:

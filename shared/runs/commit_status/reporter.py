@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shared.model.repo_urls import parse_repo_url
 from shared.platform.logs import log_event
 from shared.runs.commit_status.choose import client_for
-from shared.runs.commit_status.model import CommitStatus, StatusClient, StatusPostError, parse_repo_url
+from shared.runs.commit_status.model import CommitStatus, StatusClient, StatusPostError
 
 logger = logging.getLogger("slipway.commit_status")
 
