@@ -21,12 +21,10 @@ def _request_type() -> type[HttpRequest]:
 
 
 def to_plain(req: func.HttpRequest) -> HttpRequest:
-    # azure.functions keeps the headers lower-cased in a plain dict: copying it skips a Mapping walk.
-    lowered = getattr(req.headers, "__http_headers__", None)
     return _request_type()(
         method=req.method,
         url=req.url,
-        headers=dict(lowered) if isinstance(lowered, dict) else dict(req.headers.items()),
+        headers=dict(req.headers.items()),
         body=req.get_body(),
         query=dict(req.params.items()),
     )
