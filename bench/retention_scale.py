@@ -23,9 +23,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.graph import ManifestNode, RepositoryGraph, TagNode
 from shared.pruning.retention.planner import plan_repository
-from shared.pruning.retention.rules import ImageRule
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 RULE = ImageRule(repositories=["app"], keep_tags=["latest"], keep_newest=10, min_age="7d")

@@ -20,10 +20,11 @@ from pydantic import ValidationError
 
 from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError
+from shared.app.config_check import check_config_text
 from shared.intake.base_images import rebuild_request
 from shared.intake.routing import RouteResult, route_push
 from shared.model.build_request import Trigger
-from shared.model.config import ConfigError, SlipwayConfig, check_config_text, parse_config
+from shared.model.config import ConfigError, SlipwayConfig, parse_config
 from shared.model.events import PushEvent
 from shared.model.repo_urls import https_clone_url
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.acr_backend import AcrRetentionBackend
 from shared.pruning.retention.prune import guess_api, prune_images
-from shared.pruning.retention.rules import ImageRule
 from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
     AcrDataPlane,
     MovesLatestAtFirstDelete,

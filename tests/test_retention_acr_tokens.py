@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 from azure.containerregistry import ContainerRegistryClient
 
+from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.acr_backend import AcrRetentionBackend
 from shared.pruning.retention.acr_tokens import RENEW_MARGIN_S, route_key, token_expiry
 from shared.pruning.retention.prune import prune_images
-from shared.pruning.retention.rules import ImageRule
 from tests.support.acr_dataplane import AcrDataPlane, acr_dataplane  # noqa: F401 (fixture)
 from tests.support.registry import fake_jwt
 

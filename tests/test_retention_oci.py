@@ -12,10 +12,10 @@ import pytest
 
 from shared.app.cli import main
 from shared.app.runtime import Runtime
+from shared.model.retention_rules import ImageRule
 from shared.platform.oci import NotFound, RegistryClient
 from shared.pruning.retention.oci_backend import OciRetentionBackend
 from shared.pruning.retention.prune import prune_images, run_scheduled_prune
-from shared.pruning.retention.rules import ImageRule
 from tests.support.registry import OciRegistry
 from tests.support.timer_parts import timer_parts
 

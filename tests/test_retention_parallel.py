@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.acr_backend import AcrRetentionBackend
 from shared.pruning.retention.graph import ManifestNode, RepositoryGraph, TagNode
 from shared.pruning.retention.planner import deletion_order
 from shared.pruning.retention.prune import MAX_DELETE_CONCURRENCY, deletion_waves, prune_images
-from shared.pruning.retention.rules import ImageRule
 from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
     AcrDataPlane,
     MovesLatestAtFirstDelete,

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.model.globs import any_match
+from shared.model.retention_rules import ImageRule, parse_duration, rule_for
 from shared.pruning.retention.graph import ManifestNode, RepositoryGraph, TagNode
 from shared.pruning.retention.planner import RepositoryPlan, deletion_order, plan_repository
-from shared.pruning.retention.rules import ImageRule, parse_duration, rule_for
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -249,7 +249,8 @@ def _stderr() -> Console:
 
 
 def run_config_validate(args: argparse.Namespace) -> int:
-    from shared.model.config import ConfigError, check_config_file
+    from shared.app.config_check import check_config_file
+    from shared.model.config import ConfigError
 
     path = _config_file(args)
     try:

@@ -9,7 +9,9 @@ renders a representative request of each target exactly as the dispatcher would
 tag when it builds tags, and a head build when base images or a schedule rebuild it. Each refusal
 is reported at the configuration field it comes from.
 
-Imported lazily (by ``config.check_config_text``): it pulls in routing and the renderer.
+``check_config_file``/``check_config_text`` hand these checks to the model's loader
+(``shared.model.config.parse_checked``), which locates each finding at its line. Imported lazily
+(by ``config validate`` and ``doctor``): it pulls in routing and the renderer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -32,7 +35,17 @@ from shared.intake.routing import (
     request_for_commit,
 )
 from shared.model.build_request import BuildRequest, Trigger, TriggerKind
-from shared.model.config import FieldPath, RunSettings, SlipwayConfig, Target, TargetCache, ToolImages
+from shared.model.config import (
+    CheckedConfig,
+    FieldPath,
+    RunSettings,
+    SlipwayConfig,
+    Target,
+    TargetCache,
+    ToolImages,
+    parse_checked,
+    read_config_text,
+)
 from shared.model.default_branch import (
     default_branch_for,
     host_reports_default_branch,
@@ -267,3 +280,16 @@ def default_branch_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]
                 )
             )
     return warnings
+
+
+def check_config_file(path: str | Path) -> CheckedConfig:
+    """``load_config`` plus the renderer's verdict on each target (``config validate``, ``doctor``)."""
+    return check_config_text(read_config_text(path), source=str(path))
+
+
+def check_config_text(text: str, *, source: str) -> CheckedConfig:
+    """``parse_config``, then render a representative build of each target as the dispatcher would
+    (``render_problems``): a refusal there is a problem here, at the field it comes from, so a
+    configuration that checks renders for every target. Also warns where ``default_branch`` is
+    needed and unset. Raises ``ConfigError``."""
+    return parse_checked(text, source=source, refusals=render_problems, warnings=default_branch_warnings)

@@ -192,7 +192,8 @@ class Doctor:
     # --- configuration and settings --------------------------------------------------------
 
     def _check_config(self) -> str:
-        from shared.model.config import ConfigError, check_config_file, config_path
+        from shared.app.config_check import check_config_file
+        from shared.model.config import ConfigError, config_path
 
         path = config_path(self.settings, self.app_root)
         if not path.is_file():

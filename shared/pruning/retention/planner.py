@@ -27,8 +27,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.model.globs import any_match
+from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.graph import RepositoryGraph
-from shared.pruning.retention.rules import ImageRule
 
 ManifestAction = Literal["delete", "keep", "keep-referenced"]
 TagAction = Literal["keep", "untag", "delete-with-manifest"]

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.model.globs import glob_match
+from shared.model.retention_rules import ImageRule, rule_for
 from shared.platform.errors import is_service_error
 from shared.pruning.retention.backend import RetentionBackend, TagDeleteUnsupported
 from shared.pruning.retention.graph import RepositoryGraph
 from shared.pruning.retention.planner import RepositoryPlan, plan_repository
-from shared.pruning.retention.rules import ImageRule, rule_for
 
 if TYPE_CHECKING:
     from shared.model.config import SlipwayConfig
