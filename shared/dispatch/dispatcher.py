@@ -6,9 +6,10 @@ out the quiet period; skip a request superseded by a newer one on its coalesce k
 the run budgets; claim the request id in the ledger with a conditional create (a redelivered or
 duplicated message finds the claim and starts nothing); start the run; record it.
 
-The steps live beside it: the ledger lifecycle of a claim in ``shared.dispatch.claims``, waits
-and retries as delayed copies in ``shared.dispatch.retry``, superseded requests and runs in
-``shared.dispatch.supersede``, the answers in ``shared.dispatch.outcome``.
+Only the order is here; each step lives beside it: the ledger lifecycle of a claim in
+``shared.dispatch.claims``, waits and retries as delayed copies in ``shared.dispatch.retry``, a
+superseded request in ``shared.dispatch.supersede``, what follows a started run in
+``shared.dispatch.started``, and the answers the queue trigger acts on in ``shared.dispatch.outcome``.
 """
 
 from __future__ import annotations

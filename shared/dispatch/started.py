@@ -61,8 +61,11 @@ class StartedRuns:
         delivery_count: int,
         event: str = "run_started",
     ) -> DispatchResult:
-        correlation_id = request.trigger.correlation_id
+        """``handle`` runs for ``request``, whose claim is ``record`` (``etag``): record it all.
 
+        ``event`` names how: ``run_started``, or ``run_recovered`` for a run a dead claim started.
+        """
+        correlation_id = request.trigger.correlation_id
         dispatched = self._claims.settle(
             record,
             etag,
