@@ -4,7 +4,7 @@ The run exists from here on, so nothing below may turn into a retry (which could
 run): the claim is settled ``dispatched``; a default-branch push becomes the target's last build
 (what base-image updates rebuild); the run is remembered on its coalesce key, and the older runs
 it supersedes are cancelled when the target asks; the Git host hears ``pending``. Each of these
-is best effort and logged when it fails; reconciliation catches up on the ledger and statuses.
+is best effort: a failure is logged, and the answer stays ``dispatched``.
 """
 
 from __future__ import annotations
