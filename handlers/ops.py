@@ -25,6 +25,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.route(route="ops/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     """Body: ``{"ids": [...], "reason", "target", "since": "2h", "limit", "note", "dry_run"}``."""
-    from shared.dispatch.replay import receive_replay
+    from shared.dispatch.replay import ReplaySources, receive_replay
 
-    return to_func(receive_replay(to_plain(req), runtime()))
+    rt = runtime()
+    sources = ReplaySources(queue=rt.queue, ledger=rt.ledger, settings=rt.settings)
+    return to_func(receive_replay(to_plain(req), sources))

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.dispatch.budgets import claim_standing
-from shared.dispatch.dispatcher import new_record
+from shared.dispatch.claims import new_record
 from shared.model.config import parse_config
 from shared.platform.ledger import FolderLedger, LedgerRecord, RecordSummary, RunStatus
 from tests.support.dispatch_harness import CONFIG, make_request

@@ -15,7 +15,7 @@ import yaml
 from shared.acr import run_backend
 from shared.acr.run_backend import AcrBackend, RunHandle
 from shared.acr.task import RunSpec
-from shared.dispatch.dispatcher import CLAIM_LEASE
+from shared.dispatch.claims import CLAIM_LEASE
 from shared.model.build_request import BuildRequest
 from shared.platform.ledger import LedgerRecord, RunStatus
 from shared.platform.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.acr.run_backend import DryRunBackend
-from shared.dispatch.dispatcher import CLAIM_LEASE, Dispatcher, Outcome
+from shared.dispatch.claims import CLAIM_LEASE
+from shared.dispatch.dispatcher import Dispatcher, Outcome
 from shared.model.config import load_config
 from shared.platform.ledger import FolderLedger, RunStatus
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.app.runtime import DEFAULT_QUEUE
-from shared.dispatch.dispatcher import CLAIM_LEASE
+from shared.dispatch.claims import CLAIM_LEASE
 from shared.model.dispatch_settings import DispatchSettings
 from shared.platform.ledger import DEFAULT_CONTAINER
 from shared.platform.queue.port import (

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.dispatch.claims import new_record, reopened
 from shared.dispatch.failures import replay_message_id
 from shared.model.build_request import BuildRequest
 from shared.model.durations import Duration
@@ -31,7 +32,6 @@ from shared.platform.logs import log_event
 from shared.platform.queue.port import OutgoingMessage, ReceivedMessage
 
 if TYPE_CHECKING:
-    from shared.app.runtime import Runtime
     from shared.platform.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger("slipway.replay")
@@ -252,8 +252,6 @@ class Replayer:
         now: datetime,
     ) -> str:
         """Mark the request claimable again and note who replayed it, when and why."""
-        from shared.dispatch.dispatcher import new_record, reopened
-
         detail = (
             f"by {actor}: {note} (dead letter {message.message_id}, "
             f"{reason or 'no reason'}; sent as {new_id})"
@@ -323,7 +321,17 @@ def authenticated_actor(req: HttpRequest, settings: Mapping[str, str]) -> str:
     return f"http:{name}" if name else _MASTER_KEY_ACTOR
 
 
-def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
+@dataclass(frozen=True)
+class ReplaySources:
+    """What the ops endpoint replays with. The adapters are built on first use, once the request
+    is known to be valid: a malformed request never opens the queue or the ledger."""
+
+    queue: Callable[[], object]  # replays only if it is a DeadLetterQueue
+    ledger: Callable[[], Ledger]
+    settings: Mapping[str, str]  # EASY_AUTH_SETTING: whether the caller's principal header holds
+
+
+def receive_replay(req: HttpRequest, sources: ReplaySources) -> HttpResponse:
     """``POST /api/ops/replay``; the host has checked the master key before this runs.
 
     The same guards as the webhooks: method, size, content type, then the body; every outcome a
@@ -352,11 +360,11 @@ def receive_replay(req: HttpRequest, rt: Runtime) -> HttpResponse:
         since=options.since,
         limit=options.limit,
     )
-    queue = rt.queue()
+    queue = sources.queue()
     if not isinstance(queue, DeadLetterQueue):
         return HttpResponse(503, {"error": "queue_unavailable", "reason": "this queue cannot replay"})
-    replayer = Replayer(queue, rt.ledger(), clock=lambda: datetime.now(UTC))
-    actor = authenticated_actor(req, rt.settings)
+    replayer = Replayer(queue, sources.ledger(), clock=lambda: datetime.now(UTC))
+    actor = authenticated_actor(req, sources.settings)
     try:
         report = replayer.replay(selection, actor=actor, note=options.note, dry_run=options.dry_run)
     except QueueError as exc:

@@ -21,7 +21,7 @@ task name), so the run is found by *time*, then told apart by *its log* and by *
    no other unsettled claim in the ledger could own it (another ``dispatching`` claim, or a start
    that got no answer, in the same window): that is the orphan, adopt it. Otherwise ambiguous:
    dead-letter ``DispatchInterrupted`` naming the candidates. A replay of that request looks again
-   (``shared.dispatch.dispatcher.reopened`` keeps the doubt), by which time the logs usually tell.
+   (``shared.dispatch.claims.reopened`` keeps the doubt), by which time the logs usually tell.
 
 The remaining window: a run started by hand (outside Slipway) within ~2 minutes of a crash and
 still queued would be adopted as the orphan — one build skipped, never a second run.
