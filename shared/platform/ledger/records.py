@@ -1,8 +1,9 @@
 """The ledger's record: one build request's claim and outcome, and the names it is stored under.
 
 The record is the stored schema (indented JSON, one per request id, ``runs/<id>.json`` in a
-container or a folder). Every store validates ids through ``validate_request_id``, since an id
-becomes a blob name and a file name.
+container or a folder) and holds what an operator needs (``slipway runs list/show``): status,
+run id, timestamps, the task YAML and the redacted run request. Every store validates ids
+through ``validate_request_id``, since an id becomes a blob name and a file name.
 """
 
 from __future__ import annotations
