@@ -369,7 +369,7 @@ def _cache(account_url: str) -> CacheStorage:
 def test_azurites_development_account_needs_no_setting() -> None:
     """The local example points at Azurite's well-known account over http, where no token may go:
     its public development key is used, as UseDevelopmentStorage=true does."""
-    from shared.platform.ledger import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_BLOB_ENDPOINT
+    from shared.platform.storage import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_BLOB_ENDPOINT
     from shared.pruning.cache_gc.store import cache_service
 
     service = cache_service(_cache(DEVELOPMENT_STORAGE_BLOB_ENDPOINT), {})

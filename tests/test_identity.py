@@ -215,8 +215,9 @@ def test_app_credential(app_service: IdentityEndpoint) -> None:
 
 
 def test_ledger_and_state_storage(app_service: IdentityEndpoint) -> None:
-    from shared.platform.ledger import BlobLedger, storage_credential
+    from shared.platform.ledger import BlobLedger
     from shared.platform.state import BlobStateStore
+    from shared.platform.storage import storage_credential
 
     settings = template_settings()
     assert resolved(storage_credential(settings)) == UAMI_CLIENT_ID
@@ -225,7 +226,7 @@ def test_ledger_and_state_storage(app_service: IdentityEndpoint) -> None:
 
 
 def test_storage_without_its_own_client_id_uses_azure_client_id(app_service: IdentityEndpoint) -> None:
-    from shared.platform.ledger import storage_credential
+    from shared.platform.storage import storage_credential
 
     settings = {k: v for k, v in template_settings().items() if k != "AzureWebJobsStorage__clientId"}
     assert resolved(storage_credential(settings)) == UAMI_CLIENT_ID
@@ -360,7 +361,7 @@ def test_azure_identity_is_imported_only_when_a_credential_is_built() -> None:
     """Resolving the identity (at every cold start, for the queue) must not load azure-identity."""
     script = (
         "import sys\n"
-        "from shared.platform import identity, ledger\n"
+        "from shared.platform import identity, ledger, storage\n"
         "from shared.pruning.cache_gc import store\n"
         "from shared.platform.queue.servicebus import ServiceBusConnection\n"
         "settings = {'AZURE_CLIENT_ID': 'x', 'ServiceBusConnection__fullyQualifiedNamespace': 'n'}\n"

@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from shared.platform.atomic_files import (
-    FileChanged,
+from shared.platform.documents import (
+    BlobDocuments,
+    DocumentChanged,
     content_etag,
     create_exclusive,
     delete_if_unchanged,
     folder_lock,
     replace_if_unchanged,
 )
-from shared.platform.ledger import blob_service_from_settings, storage_configured
+from shared.platform.storage import container_from_settings, storage_configured
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobClient, ContainerClient
+    from azure.storage.blob import ContainerClient
 
 STATE_CONTAINER_SETTING = "SLIPWAY_STATE_CONTAINER"
 DEFAULT_STATE_CONTAINER = "slipway-state"
@@ -159,99 +158,47 @@ def state_from_settings(settings: Mapping[str, str], *, state_dir: Path) -> Stat
 class BlobStateStore:
     """Documents as blobs named by their key in one container; ETags guard every write.
 
-    As in the ledger, every write carries a random marker in the blob's metadata: when the SDK
-    retries a write whose response was lost, the retry fails its condition, and the marker shows
-    that the write was ours after all.
+    The conditional writes are ``shared.platform.documents.BlobDocuments``, as in the ledger:
+    every write carries a random marker in the blob's metadata, so that when the SDK retries a
+    write whose response was lost, the marker shows that the write was ours after all.
     """
 
     def __init__(self, container_client: ContainerClient) -> None:
         self._container = container_client
+        self._documents = BlobDocuments(container_client, _WRITE_MARK)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str], **options: Any) -> BlobStateStore:
         """Container ``SLIPWAY_STATE_CONTAINER`` (default ``slipway-state``) in the host storage."""
-        name = (settings.get(STATE_CONTAINER_SETTING) or "").strip() or DEFAULT_STATE_CONTAINER
-        return cls(blob_service_from_settings(settings, **options).get_container_client(name))
+        return cls(
+            container_from_settings(settings, STATE_CONTAINER_SETTING, DEFAULT_STATE_CONTAINER, **options)
+        )
 
     @property
     def container_client(self) -> ContainerClient:
         return self._container
 
     def ensure_container(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        with suppress(ResourceExistsError):
-            self._container.create_container()
+        self._documents.ensure_container()
 
     def get(self, key: str) -> Versioned | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        blob = self._container.get_blob_client(validate_key(key))
-        try:
-            downloader = blob.download_blob()
-            data = downloader.readall()
-        except ResourceNotFoundError:
-            return None
-        etag: str = downloader.properties.etag
-        return Versioned(_decode(key, data), etag)
+        found = self._documents.read(validate_key(key))
+        return None if found is None else Versioned(_decode(key, found[0]), found[1])
 
     def create(self, key: str, value: Mapping[str, Any]) -> str | None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-        blob = self._container.get_blob_client(validate_key(key))
-        data, mark = _encode(value), uuid.uuid4().hex
-        try:
-            try:
-                return self._upload(blob, data, mark, match_condition=MatchConditions.IfMissing)
-            except ResourceNotFoundError as exc:
-                if getattr(exc, "error_code", None) != "ContainerNotFound":
-                    raise
-                self.ensure_container()
-                return self._upload(blob, data, mark, match_condition=MatchConditions.IfMissing)
-        except HttpResponseError as exc:
-            if exc.status_code in (409, 412):  # it exists; perhaps because our lost write landed
-                return self._written_by(blob, mark)
-            raise
+        return self._documents.create(validate_key(key), _encode(value))
 
     def replace(self, key: str, value: Mapping[str, Any], etag: str) -> str:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError
-
-        blob = self._container.get_blob_client(validate_key(key))
-        mark = uuid.uuid4().hex
         try:
-            return self._upload(
-                blob, _encode(value), mark, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except HttpResponseError as exc:
-            if exc.status_code not in (404, 409, 412):
-                raise
-            own = self._written_by(blob, mark)
-            if own is not None:
-                return own
-            reason = "it no longer exists" if exc.status_code == 404 else "it changed since it was read"
-            raise StateConflict(key, reason) from exc
+            return self._documents.replace(validate_key(key), _encode(value), etag)
+        except DocumentChanged as exc:
+            raise StateConflict(key, exc.reason) from exc
 
     def delete(self, key: str, *, etag: str | None = None) -> bool:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-        blob = self._container.get_blob_client(validate_key(key))
         try:
-            if etag is None:
-                blob.delete_blob()
-            else:
-                blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
-        except ResourceNotFoundError:
-            if etag is not None:
-                raise StateConflict(key, "it no longer exists") from None
-            return False
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                raise StateConflict(key, "it changed since it was read") from exc
-            raise
-        return True
+            return self._documents.delete(validate_key(key), etag)
+        except DocumentChanged as exc:
+            raise StateConflict(key, exc.reason) from exc
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         from azure.core.exceptions import ResourceNotFoundError
@@ -261,35 +208,6 @@ class BlobStateStore:
         except ResourceNotFoundError:  # no container yet: no documents
             return
         yield from names
-
-    @staticmethod
-    def _upload(blob: BlobClient, data: bytes, mark: str, **conditions: Any) -> str:
-        from azure.storage.blob import ContentSettings
-
-        result = blob.upload_blob(
-            data,
-            blob_type="BlockBlob",
-            overwrite=True,
-            content_settings=ContentSettings(content_type="application/json"),
-            metadata={_WRITE_MARK: mark},
-            **conditions,
-        )
-        etag: str = result["etag"]
-        return etag
-
-    @staticmethod
-    def _written_by(blob: BlobClient, mark: str) -> str | None:
-        """The blob's ETag if its current content is the write carrying ``mark``, else None."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            properties = blob.get_blob_properties()
-        except ResourceNotFoundError:
-            return None
-        if (properties.metadata or {}).get(_WRITE_MARK) != mark:
-            return None
-        etag: str = properties.etag
-        return etag
 
 
 # --------------------------------------------------------------------------- local folder
@@ -326,14 +244,14 @@ class FolderStateStore:
         with folder_lock(self.root):
             try:
                 return replace_if_unchanged(self._path(key), _encode(value), etag)
-            except FileChanged as exc:
+            except DocumentChanged as exc:
                 raise StateConflict(key, exc.reason) from None
 
     def delete(self, key: str, *, etag: str | None = None) -> bool:
         with folder_lock(self.root):
             try:
                 return delete_if_unchanged(self._path(key), etag)
-            except FileChanged as exc:
+            except DocumentChanged as exc:
                 raise StateConflict(key, exc.reason) from None
 
     def keys(self, prefix: str = "") -> Iterator[str]:

@@ -232,7 +232,7 @@ def fresh_azurite() -> Iterator[AzuriteServer]:
 def dead_storage_connection_string(port: int) -> str:
     """A connection string for Azurite's development account on ``port``, where nothing listens
     (``free_port()``)."""
-    from shared.platform.ledger import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_KEY
+    from shared.platform.storage import DEVELOPMENT_STORAGE_ACCOUNT, DEVELOPMENT_STORAGE_KEY
 
     return (
         f"DefaultEndpointsProtocol=http;AccountName={DEVELOPMENT_STORAGE_ACCOUNT};"

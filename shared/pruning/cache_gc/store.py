@@ -217,38 +217,26 @@ def _outcome(status: int) -> DeleteOutcome:
 
 def cache_service(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> BlobServiceClient:
     """The cache's storage: ``SLIPWAY_CACHE_CONNECTION_STRING`` if set, else ``account_url`` with
-    the app's identity (a managed identity in Azure, ``az login`` on a laptop).
+    the app's identity (a managed identity in Azure, ``az login`` on a laptop); both read by
+    ``shared.platform.storage``, as the ledger's and the state store's connections are.
 
     The identity follows ``shared.platform.identity``'s rule: ``SLIPWAY_CACHE_CONNECTION_STRING__clientId``
     if set, else ``AZURE_CLIENT_ID`` (the template's user-assigned identity; the app has no
     system-assigned one); ``__credential=managedidentity`` restricts to managed identity.
     """
-    from azure.storage.blob import BlobServiceClient
-
-    from shared.platform.identity import credential
-    from shared.platform.ledger import (
-        DEVELOPMENT_STORAGE_ACCOUNT,
-        DEVELOPMENT_STORAGE_BLOB_ENDPOINT,
-        DEVELOPMENT_STORAGE_KEY,
-        blob_service_from_settings,
-    )
+    from shared.platform.storage import blob_service_at, blob_service_from_settings, is_development_storage
 
     if (settings.get(CONNECTION_SETTING) or "").strip():
         return blob_service_from_settings(settings, CONNECTION_SETTING, **options)
-    if urlsplit(cache.account_url).scheme == "http":
+    if urlsplit(cache.account_url).scheme == "http" and not is_development_storage(cache.account_url):
         # No token goes over plain http (the SDK refuses it). Azurite's well-known development
-        # account is what the local example points at: use its public key, as
-        # UseDevelopmentStorage=true does. Anything else needs a connection string.
-        if cache.account_url.rstrip("/") == DEVELOPMENT_STORAGE_BLOB_ENDPOINT:
-            key = {"account_name": DEVELOPMENT_STORAGE_ACCOUNT, "account_key": DEVELOPMENT_STORAGE_KEY}
-            return BlobServiceClient(cache.account_url, credential=key, **options)
+        # account is what the local example points at: ``blob_service_at`` uses its public key,
+        # as UseDevelopmentStorage=true does. Anything else needs a connection string.
         raise CacheStoreError(
             f"cache.account_url {cache.account_url} is plain http, where no Entra ID token is sent: "
             f"set {CONNECTION_SETTING} (for Azurite: UseDevelopmentStorage=true)"
         )
-    return BlobServiceClient(
-        cache.account_url, credential=credential(settings, CONNECTION_SETTING), **options
-    )
+    return blob_service_at(cache.account_url, settings, CONNECTION_SETTING, **options)
 
 
 def cache_store(cache: CacheStorage, settings: Mapping[str, str], **options: Any) -> AzureCacheStore:
