@@ -194,7 +194,7 @@ def test_render_without_target_or_request_file_says_what_is_missing(
 def test_the_local_example_dispatches_with_azurites_published_key(tmp_path: Path) -> None:
     """examples/slipway.yaml's cache is Azurite's development account, whose key is public: the
     README's local demo needs no SLIPWAY_CACHE_ACCOUNT_KEY for its dry run to be a run."""
-    from shared.platform.ledger import DEVELOPMENT_STORAGE_KEY
+    from shared.platform.storage import DEVELOPMENT_STORAGE_KEY
 
     root = Path(__file__).resolve().parents[1]
     backend = RecordingBackend()

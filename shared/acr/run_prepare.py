@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from shared.acr.task import RESULT_MARKER, SECRET_PLACEHOLDERS, RunSecrets, RunSpec, render_run
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig, Target
-from shared.platform.ledger import DEVELOPMENT_STORAGE_BLOB_ENDPOINT, DEVELOPMENT_STORAGE_KEY
+from shared.platform.storage import DEVELOPMENT_STORAGE_BLOB_ENDPOINT, DEVELOPMENT_STORAGE_KEY
 
 __all__ = [
     "CACHE_SETTINGS",

@@ -27,8 +27,9 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.app.local_host import DEFAULT_SCHEDULES
 from shared.app.runtime import APP_ROOT, Runtime, acr_configured, service_bus_configured
-from shared.platform.ledger import STORAGE_SETTING, BlobLedger, storage_configured
+from shared.platform.ledger import BlobLedger
 from shared.platform.state import BlobStateStore
+from shared.platform.storage import STORAGE_SETTING, storage_configured
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient

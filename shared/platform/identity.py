@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from shared.platform.app_settings import setting
+
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
@@ -40,22 +42,17 @@ CLIENT_ID_SETTING = "AZURE_CLIENT_ID"
 MANAGED_IDENTITY = "managedidentity"  # the host's ``<connection>__credential`` value (see above)
 
 
-def _setting(settings: Mapping[str, str], name: str) -> str | None:
-    value = settings.get(name)
-    return value.strip() if value and value.strip() else None
-
-
 def client_id(settings: Mapping[str, str], connection: str | None = None) -> str | None:
     """The user-assigned identity to use: ``<connection>__clientId``, else ``AZURE_CLIENT_ID``."""
-    own = _setting(settings, f"{connection}__clientId") if connection else None
-    return own or _setting(settings, CLIENT_ID_SETTING)
+    own = setting(settings, f"{connection}__clientId") if connection else None
+    return own or setting(settings, CLIENT_ID_SETTING)
 
 
 def managed_identity_only(settings: Mapping[str, str], connection: str | None) -> bool:
     """``<connection>__credential=managedidentity``: no developer credentials in the chain."""
     if connection is None:
         return False
-    return (_setting(settings, f"{connection}__credential") or "").lower() == MANAGED_IDENTITY
+    return (setting(settings, f"{connection}__credential") or "").lower() == MANAGED_IDENTITY
 
 
 def credential(settings: Mapping[str, str], connection: str | None = None) -> TokenCredential:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from shared.platform.app_settings import setting
+
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -25,12 +27,6 @@ DEVELOPMENT_STORAGE_ACCOUNT = "devstoreaccount1"
 DEVELOPMENT_STORAGE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
-
-
-def setting(settings: Mapping[str, str], name: str) -> str | None:
-    """A setting's value stripped, or None when it is unset or blank."""
-    value = settings.get(name)
-    return value.strip() if value and value.strip() else None
 
 
 def storage_configured(settings: Mapping[str, str], prefix: str = STORAGE_SETTING) -> bool:

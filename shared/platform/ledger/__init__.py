@@ -34,10 +34,3 @@ from shared.platform.ledger.settings import ledger_from_settings as ledger_from_
 from shared.platform.ledger.settings import retention_from_settings as retention_from_settings
 from shared.platform.ledger.summary import RecordSummary as RecordSummary
 from shared.platform.ledger.summary import is_active as is_active
-from shared.platform.storage import DEVELOPMENT_STORAGE_ACCOUNT as DEVELOPMENT_STORAGE_ACCOUNT
-from shared.platform.storage import DEVELOPMENT_STORAGE_BLOB_ENDPOINT as DEVELOPMENT_STORAGE_BLOB_ENDPOINT
-from shared.platform.storage import DEVELOPMENT_STORAGE_KEY as DEVELOPMENT_STORAGE_KEY
-from shared.platform.storage import STORAGE_SETTING as STORAGE_SETTING
-from shared.platform.storage import blob_service_from_settings as blob_service_from_settings
-from shared.platform.storage import storage_configured as storage_configured
-from shared.platform.storage import storage_credential as storage_credential

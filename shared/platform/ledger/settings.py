@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from shared.platform.app_settings import setting
 from shared.platform.ledger.blob import BlobLedger
 from shared.platform.ledger.folder import FolderLedger
 from shared.platform.ledger.protocol import Ledger
-from shared.platform.storage import setting, storage_configured
+from shared.platform.storage import storage_configured
 
 RETENTION_SETTING = "SLIPWAY_LEDGER_RETENTION"
 EXPORT_SETTING = "SLIPWAY_LEDGER_EXPORT_DIR"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from shared.model.repo_urls import RepoLocation, parse_repo_url
+from shared.platform.app_settings import setting
 from shared.platform.logs import log_event
 from shared.runs.commit_status.azure_devops import AzureDevOpsStatusClient, parse_azure_devops_repo
 from shared.runs.commit_status.bitbucket import BitbucketStatusClient
@@ -39,11 +40,6 @@ _HINT_ALIASES = {
 }
 
 
-def _setting(settings: Mapping[str, str], name: str) -> str | None:
-    value = (settings.get(name) or "").strip()
-    return value or None
-
-
 def _host_of(url: str | None) -> str | None:
     if not url:
         return None
@@ -64,14 +60,14 @@ def _provider_for(loc: RepoLocation, hint: str | None, settings: Mapping[str, st
         return "azure-devops"
     if host == "bitbucket.org":
         return "bitbucket"
-    if host == _host_of(_setting(settings, "GITEA_BASE_URL")):
+    if host == _host_of(setting(settings, "GITEA_BASE_URL")):
         return "gitea"
     named = _HINT_ALIASES.get((hint or "").strip().lower())
     if named in ("github", "gitlab"):
         return named
-    if host == _host_of(_setting(settings, "GITHUB_API_URL")):
+    if host == _host_of(setting(settings, "GITHUB_API_URL")):
         return "github"
-    if host == _host_of(_setting(settings, "GITLAB_API_URL")):
+    if host == _host_of(setting(settings, "GITLAB_API_URL")):
         return "gitlab"
     return None  # Gitea elsewhere than GITEA_BASE_URL, Bitbucket/Azure DevOps servers: unsupported
 
@@ -88,10 +84,10 @@ def client_for(repo_url: str, provider_hint: str | None, settings: Mapping[str, 
         return None
     provider = _provider_for(loc, provider_hint, settings)
     if provider == "github":
-        token = _setting(settings, "GITHUB_STATUS_TOKEN")
+        token = setting(settings, "GITHUB_STATUS_TOKEN")
         if token is None:
             return None
-        if (api := _setting(settings, "GITHUB_API_URL")) is None:
+        if (api := setting(settings, "GITHUB_API_URL")) is None:
             if loc.host == "github.com":
                 api = "https://api.github.com"
             elif loc.host.endswith(".ghe.com"):
@@ -101,32 +97,32 @@ def client_for(repo_url: str, provider_hint: str | None, settings: Mapping[str, 
         base = _checked_base(api, "GITHUB_API_URL")
         return GitHubStatusClient(token, api_url=base) if base else None
     if provider == "gitlab":
-        token = _setting(settings, "GITLAB_STATUS_TOKEN")
+        token = setting(settings, "GITLAB_STATUS_TOKEN")
         if token is None:
             return None
-        api = _setting(settings, "GITLAB_API_URL") or f"https://{loc.netloc}/api/v4"
+        api = setting(settings, "GITLAB_API_URL") or f"https://{loc.netloc}/api/v4"
         base = _checked_base(api, "GITLAB_API_URL")
         return GitLabStatusClient(token, api_url=base) if base else None
     if provider == "azure-devops":
-        token = _setting(settings, "AZURE_DEVOPS_STATUS_TOKEN")
+        token = setting(settings, "AZURE_DEVOPS_STATUS_TOKEN")
         if token is None or parse_azure_devops_repo(repo_url) is None:
             return None
         base = _checked_base(
-            _setting(settings, "AZURE_DEVOPS_API_URL") or "https://dev.azure.com", "AZURE_DEVOPS_API_URL"
+            setting(settings, "AZURE_DEVOPS_API_URL") or "https://dev.azure.com", "AZURE_DEVOPS_API_URL"
         )
         return AzureDevOpsStatusClient(token, api_url=base) if base else None
     if provider == "bitbucket":
-        token = _setting(settings, "BITBUCKET_STATUS_TOKEN")
+        token = setting(settings, "BITBUCKET_STATUS_TOKEN")
         if token is None:
             return None
         base = _checked_base(
-            _setting(settings, "BITBUCKET_API_URL") or "https://api.bitbucket.org", "BITBUCKET_API_URL"
+            setting(settings, "BITBUCKET_API_URL") or "https://api.bitbucket.org", "BITBUCKET_API_URL"
         )
-        user = _setting(settings, "BITBUCKET_STATUS_USER")
+        user = setting(settings, "BITBUCKET_STATUS_USER")
         return BitbucketStatusClient(token, user=user, api_url=base) if base else None
     if provider == "gitea":
-        token = _setting(settings, "GITEA_STATUS_TOKEN")
-        base_setting = _setting(settings, "GITEA_BASE_URL")
+        token = setting(settings, "GITEA_STATUS_TOKEN")
+        base_setting = setting(settings, "GITEA_BASE_URL")
         if token is None or base_setting is None:
             return None
         base = _checked_base(base_setting, "GITEA_BASE_URL")
