@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +31,7 @@ import pytest
 
 from shared.platform import identity
 from tests.support import bicep
+from tests.support.loopback_server import LoopbackServer, bind_loopback, port_of, serving
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -141,22 +141,19 @@ def app_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[IdentityEndpoint]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    for name in _FOREIGN_ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in template_settings().items():  # App Service exposes app settings as variables
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", endpoint.header)
-    identity._shared_credential.cache_clear()  # credentials read the sandbox when they are built
-    try:
-        yield endpoint
-    finally:
-        identity._shared_credential.cache_clear()
-        server.shutdown()
-        server.server_close()
+    server = bind_loopback(LoopbackServer, Handler)
+    with serving(server, name="identity-endpoint"):
+        for name in _FOREIGN_ENVIRONMENT:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in template_settings().items():  # App Service exposes app settings as variables
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{port_of(server)}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", endpoint.header)
+        identity._shared_credential.cache_clear()  # credentials read the sandbox when they are built
+        try:
+            yield endpoint
+        finally:
+            identity._shared_credential.cache_clear()
 
 
 def resolved(credential: TokenCredential) -> str:

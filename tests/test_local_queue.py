@@ -610,7 +610,7 @@ def test_the_look_ahead_and_the_duplicate_sweep_are_index_searches(tmp_path: Pat
     answers each (CREATE INDEX IF NOT EXISTS also adds them to a queue file an older version made)."""
     import sqlite3
 
-    from shared.platform.queue import local
+    from shared.platform.queue.local import schema
 
     queue = LocalQueue(tmp_path / "queue.sqlite3")
     queue.send([OutgoingMessage(message_id="m1", body=b'{"coalesce_key": "web:refs/heads/main"}')])
@@ -621,7 +621,7 @@ def test_the_look_ahead_and_the_duplicate_sweep_are_index_searches(tmp_path: Pat
     with sqlite3.connect(tmp_path / "queue.sqlite3") as conn:
         look_ahead = conn.execute(
             f"EXPLAIN QUERY PLAN SELECT body FROM messages WHERE queue = ? AND sub_queue = ?"  # noqa: S608
-            f" AND {local._COALESCE_KEY} = ? ORDER BY seq",
+            f" AND {schema.COALESCE_KEY} = ? ORDER BY seq",
             ("build-requests", "active", "k"),
         ).fetchall()
         sweep = conn.execute(

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import shared.platform.queue.intake as intake
-import shared.platform.queue.local as local
+import shared.platform.queue.local.journal as intake
 from shared.platform.queue import LocalQueue, OutgoingMessage
-from shared.platform.queue.intake import IntakeJournal
+from shared.platform.queue.local.journal import IntakeJournal
 
 
 def msg(message_id: str, body: bytes = b"{}") -> OutgoingMessage:
@@ -84,7 +83,6 @@ def test_rotation_keeps_every_message_and_senders_with_an_open_journal_follow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(intake, "ROTATE_BYTES", 2048)
-    monkeypatch.setattr(local, "ROTATE_BYTES", 2048)
     path = tmp_path / "queue.sqlite3"
     receiver, other_sender = LocalQueue(path), LocalQueue(path)
     generations = set()
@@ -220,7 +218,6 @@ def test_threads_sharing_one_queue_survive_rotation_under_them(
     import types
 
     monkeypatch.setattr(intake, "ROTATE_BYTES", 1024)
-    monkeypatch.setattr(local, "ROTATE_BYTES", 1024)
 
     def slow_write(fd: int, data: bytes) -> int:
         time.sleep(0.0005)  # widen the window between taking the descriptor and writing to it

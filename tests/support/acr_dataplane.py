@@ -45,7 +45,9 @@ from shared.platform.oci import (
     compute_digest,
 )
 from shared.pruning.retention.acr_backend import AcrRetentionBackend
-from tests.support.registry import Answer, FakeAcr, RecordedRequest, _covers, loopback_tls, serve_loopback
+from tests.support.fake_acr import FakeAcr
+from tests.support.loopback_server import Answer, RecordedRequest, loopback_tls, serve_loopback
+from tests.support.token_realm import covers
 
 API_VERSION = "2021-07-01"
 _DELETE_DENIED = "The operation is disallowed on this registry, repository or image."
@@ -328,7 +330,7 @@ class AcrDataPlane(FakeAcr):
             granted = (
                 self._access_tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
             )
-        if granted is None or not _covers(granted, scope):
+        if granted is None or not covers(granted, scope):
             challenge = (
                 f'Bearer realm="{self.url}/oauth2/token",service="{self.login_server}",scope="{scope}"'
             )

@@ -26,20 +26,28 @@ import contextlib
 import json
 import re
 import socket
-import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import trustme
 from azure.core.credentials import AccessToken
+
+from tests.support.loopback_server import (
+    LoopbackHandler,
+    LoopbackServer,
+    bind_loopback,
+    loopback_tls,
+    make_test_ca,
+    port_of,
+    serving,
+)
 
 API_VERSION = "2025-03-01-preview"
 TEST_TOKEN = "test-token"
@@ -371,20 +379,14 @@ def _check_run_request(body: Any) -> str | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
+    timeout = 30
+    # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK add ~40 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK add ~40 ms.
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.settimeout(30)
-        self.request.do_handshake()
-
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -423,43 +425,25 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = _serve
     do_DELETE = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest shows failures
-        return
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     state: AcrServer
 
 
 @pytest.fixture(scope="session")
 def acr_test_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, str]:
     """One test CA per session (key generation is the slow part); its PEM path for clients."""
-    ca = trustme.CA()
-    path = tmp_path_factory.mktemp("acr-ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return ca, str(path)
+    return make_test_ca(tmp_path_factory, "acr-ca")
 
 
 @pytest.fixture
 def acr_server(acr_test_ca: tuple[trustme.CA, str]) -> Iterator[AcrServer]:
     """A fresh server per test: run ids start again at ``ca1``."""
     ca, ca_path = acr_test_ca
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    # The handshake happens in the handler thread, so a stuck client cannot block accept().
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
-    port = httpd.server_address[1]
-    httpd.state = AcrServer(f"https://127.0.0.1:{port}", ca_path)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="acr-server", daemon=True)
-    thread.start()
-    try:
+    httpd = bind_loopback(_Server, _Handler, tls=loopback_tls(ca))
+    httpd.state = AcrServer(f"https://127.0.0.1:{port_of(httpd)}", ca_path)
+    with serving(httpd, name="acr-server"):
         yield httpd.state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def decoded_task(request: RecordedRequest) -> str:

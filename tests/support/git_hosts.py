@@ -18,11 +18,12 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.support.loopback_server import LoopbackHandler, LoopbackServer, bind_loopback, port_of, serving
 
 SHA = r"(?P<sha>[0-9a-f]{40}|[0-9a-f]{64})"
 # Paths as sent on the wire: GitLab's project path stays percent-encoded (one segment).
@@ -119,13 +120,12 @@ class GitHostServer:
         return 201, {}, {"id": len(self.requests), **request.body}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -155,28 +155,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = _serve
     do_DELETE = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest shows failures
-        return
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     state: GitHostServer
 
 
 @pytest.fixture
 def git_host_server() -> Iterator[GitHostServer]:
     """A fresh server per test on an ephemeral loopback port."""
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.state = GitHostServer(f"http://127.0.0.1:{httpd.server_address[1]}")
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), name="git-host-server", daemon=True)
-    thread.start()
-    try:
+    httpd = bind_loopback(_Server, _Handler)
+    httpd.state = GitHostServer(f"http://127.0.0.1:{port_of(httpd)}")
+    with serving(httpd, name="git-host-server", poll_interval=0.01):
         yield httpd.state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 __all__ = ["ROUTES", "GitHostServer", "RecordedRequest", "git_host_server"]

@@ -1,5 +1,8 @@
 """The local queue's intake journal: a send is one locked ``write()`` to an append-only file.
 
+Everything about the file's format lives here; the queue (``store.py``) only keeps the
+(generation, offset) this module hands back, in SQLite, and asks whether to rotate.
+
 A SQLite transaction costs tens of microseconds even in WAL mode, more than everything else a
 webhook does. So ``LocalQueue.send`` appends the batch here and returns, and the next operation
 that reads the queue (receive, peek, count: all of them run in a SQLite write transaction) folds
@@ -199,6 +202,12 @@ class IntakeJournal:
                 self.ensure()
         raise QueueError(f"intake journal {self.path} keeps being replaced")
 
+    def append_batch(
+        self, queue: str, sent_at_us: int, duplicate_window_us: int, messages: Sequence[OutgoingMessage]
+    ) -> None:
+        """Record one send (a batch of ``queue``'s messages) as one record."""
+        self.append(encode_record(queue, sent_at_us, duplicate_window_us, messages))
+
     def append(self, record: bytes) -> None:
         """One ``write`` under the lock; a short write (disk full) is cut off again and raised."""
         with self._thread_lock:
@@ -235,8 +244,12 @@ class IntakeJournal:
             return None
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    def read(self, generation: str | None, offset: int) -> IntakeBatch | None:
-        """Every whole record after ``offset`` (from the start if the file's generation differs)."""
+    def read(self, generation: str | None = None, offset: int = HEADER_LEN) -> IntakeBatch | None:
+        """Every whole record after ``offset`` (from the start if the file's generation differs).
+
+        ``generation`` and ``offset`` are where the previous read ended (``IntakeBatch``); none
+        yet: the whole file.
+        """
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - locked and closed below
         except FileNotFoundError:
@@ -293,6 +306,16 @@ class IntakeJournal:
         return messages, position
 
     # --- rotation -----------------------------------------------------------------------------
+
+    @staticmethod
+    def worth_rotating(offset: int) -> bool:
+        """Whether a journal folded up to ``offset`` is big enough to start afresh."""
+        return offset >= ROTATE_BYTES
+
+    def rotate(self, generation: str, offset: int) -> tuple[str, int] | None:
+        """``rotate_if_folded``, answering where reading the fresh file starts (generation, offset)."""
+        new_generation = self.rotate_if_folded(generation, offset)
+        return None if new_generation is None else (new_generation, HEADER_LEN)
 
     def rotate_if_folded(self, generation: str, offset: int) -> str | None:
         """Replace the file by an empty one if everything up to its end was folded.
