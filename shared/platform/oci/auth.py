@@ -13,16 +13,20 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from shared.platform.oci.errors import RegistryError, Unauthorized
+from shared.model.image_refs import DOCKER_HUB
+from shared.model.loopback import is_loopback
+from shared.platform.oci.errors import RegistryError, Unauthorized, UntrustedRealm
 from shared.platform.oci.transport import (
     DEFAULT_TIMEOUT,
     RegistryTransport,
+    display,
     json_object,
+    origin,
     parse_base,
     raise_for_status,
 )
@@ -35,6 +39,11 @@ ACR_AUDIENCE = "https://containerregistry.azure.net/.default"
 MAX_TOKEN_BODY = 1024 * 1024
 DEFAULT_TOKEN_LIFETIME = 60.0  # the distribution token spec's default for a missing expires_in
 _UNKNOWN_JWT_LIFETIME = 60.0  # an ACR token whose expiry cannot be read is not kept long
+# Docker Hub's registry sends clients to a token realm on another host: its challenge is
+# ``Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`` (Docker's
+# "Registry authentication" reference, https://docs.docker.com/reference/api/registry/auth/).
+# It is the one well-known realm that lives off the registry's host; any other must be named.
+_KNOWN_TOKEN_REALMS = {DOCKER_HUB: frozenset({"auth.docker.io"})}
 _CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
 
 
@@ -216,6 +225,84 @@ class AcrTokenProvider:
         return json_object(response, target)
 
 
+class RealmTokens:
+    """Tokens from a Bearer challenge's realm (the distribution token spec) for one registry.
+
+    ``credentials`` go only to a realm on the registry's own host, Docker Hub's
+    ``auth.docker.io``, or a host in ``trusted_realm_hosts``, over https (plain http only on
+    loopback): a hijacked or hostile registry cannot collect them by pointing its challenge
+    elsewhere. Without credentials the realm is asked anonymously.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        base_url: str,
+        transport: RegistryTransport,
+        *,
+        credentials: tuple[str, str] | None,
+        trusted_realm_hosts: Iterable[str],
+        clock: Callable[[], float],
+    ) -> None:
+        self._registry = registry
+        self._transport = transport
+        self._credentials = credentials
+        self._clock = clock
+        self._hosts = (
+            frozenset({urlsplit(base_url).hostname or ""})
+            | _KNOWN_TOKEN_REALMS.get(registry, frozenset())
+            | frozenset(h.strip().lower() for h in trusted_realm_hosts if h.strip())
+        )
+
+    def check(self, realm: str) -> None:
+        """Refuse a realm our password may not go to (another host, or plain http off loopback)."""
+        parts = urlsplit(realm)
+        host = (parts.hostname or "").lower()
+        if host not in self._hosts:
+            raise UntrustedRealm(
+                f"{self._registry}: refusing to send the registry credentials to the token realm "
+                f"{display(realm)}, which is not on the registry's host; if it is the registry's own "
+                "token service, name its host in SLIPWAY_REGISTRY_AUTH_REALMS"
+            )
+        if parts.scheme.lower() != "https" and not is_loopback(host):
+            raise UntrustedRealm(
+                f"{self._registry}: refusing to send the registry credentials over plain http to "
+                f"{display(realm)}"
+            )
+
+    def fetch(self, challenge: Challenge, scope: str) -> CachedToken:
+        """GET the realm with service and scope (Basic credentials if we have them)."""
+        realm = challenge.realm
+        if not realm or urlsplit(realm).scheme not in {"http", "https"} or not urlsplit(realm).netloc:
+            raise RegistryError(f"{self._registry}: the bearer challenge has no usable realm ({realm!r})")
+        params = [("service", challenge.service)] if challenge.service else []
+        params += [("scope", s) for s in scope.split()]
+        url = realm + (("&" if urlsplit(realm).query else "?") + urlencode(params) if params else "")
+        authorization = None
+        if self._credentials is not None:
+            self.check(realm)
+            authorization = basic_header(*self._credentials)
+        response = self._transport.send(
+            "GET",
+            url,
+            headers={"Accept": "application/json"},
+            authorization=authorization,
+            auth_origin=origin(realm),
+            max_body=MAX_TOKEN_BODY,
+        )
+        target = f"GET {display(url)}"
+        raise_for_status(response, target, (200,))
+        data = json_object(response, target)
+        value = data.get("token") or data.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise RegistryError(f"{target}: no token in the answer")
+        expires_in = data.get("expires_in")
+        lifetime = DEFAULT_TOKEN_LIFETIME
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+            lifetime = float(expires_in)
+        return CachedToken(value, good_until(self._clock(), lifetime))
+
+
 def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
@@ -225,6 +312,7 @@ __all__ = [
     "AcrTokenProvider",
     "CachedToken",
     "Challenge",
+    "RealmTokens",
     "TokenProvider",
     "basic_header",
     "good_until",

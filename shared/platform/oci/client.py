@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from shared.model.image_refs import (
-    DOCKER_HUB,
     ImageReference,
     check_digest,
     check_reference,
@@ -23,19 +22,16 @@ from shared.model.image_refs import (
     is_digest,
     parse_image_reference,
 )
-from shared.model.loopback import is_loopback
 from shared.platform.http.client import Response
 from shared.platform.oci.auth import (
-    DEFAULT_TOKEN_LIFETIME,
-    MAX_TOKEN_BODY,
     CachedToken,
     Challenge,
+    RealmTokens,
     TokenProvider,
     basic_header,
-    good_until,
     parse_challenges,
 )
-from shared.platform.oci.errors import RegistryError, UntrustedRealm
+from shared.platform.oci.errors import RegistryError
 from shared.platform.oci.manifests import MANIFEST_ACCEPT, Manifest, compute_digest, verify_digest
 from shared.platform.oci.transport import (
     DEFAULT_TIMEOUT,
@@ -50,11 +46,6 @@ from shared.platform.oci.transport import (
 
 DEFAULT_MAX_BLOB_BYTES = 32 * 1024 * 1024  # configs and small artifacts, not whole layers
 _MAX_TAG_PAGES = 10_000
-# Docker Hub's registry sends clients to a token realm on another host: its challenge is
-# ``Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`` (Docker's
-# "Registry authentication" reference, https://docs.docker.com/reference/api/registry/auth/).
-# It is the one well-known realm that lives off the registry's host; any other must be named.
-_KNOWN_TOKEN_REALMS = {DOCKER_HUB: frozenset({"auth.docker.io"})}
 _LINK_NEXT_RE = re.compile(r'<([^>]*)>\s*;[^,]*\brel\s*=\s*"?next"?', re.IGNORECASE)
 
 
@@ -96,11 +87,6 @@ class RegistryClient:
         self.registry, self.base_url = parse_base(registry, insecure=insecure)
         self._credentials = credentials
         self._token_provider = token_provider
-        self._realm_hosts = (
-            frozenset({urlsplit(self.base_url).hostname or ""})
-            | _KNOWN_TOKEN_REALMS.get(self.registry, frozenset())
-            | frozenset(h.strip().lower() for h in trusted_realm_hosts if h.strip())
-        )
         self._max_blob_bytes = max_blob_bytes
         self._clock = clock
         self._transport = RegistryTransport(
@@ -108,6 +94,14 @@ class RegistryClient:
             timeout=timeout,
             allow_http=self.base_url.startswith("http://"),
             auth_origin=self.base_url,
+        )
+        self._realms = RealmTokens(
+            self.registry,
+            self.base_url,
+            self._transport,
+            credentials=credentials,
+            trusted_realm_hosts=trusted_realm_hosts,
+            clock=clock,
         )
         self._lock = threading.Lock()
         self._bearer: Challenge | None = None  # realm and service, learned from the first challenge
@@ -348,57 +342,9 @@ class RegistryClient:
             cached = self._tokens.get(wanted)
             if cached is not None and not force and self._clock() < cached.expires_at:
                 return f"Bearer {cached.value}"
-            token = self._fetch_token(self._bearer, wanted)
+            token = self._realms.fetch(self._bearer, wanted)
             self._tokens[wanted] = token
             return f"Bearer {token.value}"
-
-    def _check_realm(self, realm: str) -> None:
-        """Refuse a realm our password may not go to (another host, or plain http off loopback)."""
-        parts = urlsplit(realm)
-        host = (parts.hostname or "").lower()
-        if host not in self._realm_hosts:
-            raise UntrustedRealm(
-                f"{self.registry}: refusing to send the registry credentials to the token realm "
-                f"{display(realm)}, which is not on the registry's host; if it is the registry's own "
-                "token service, name its host in SLIPWAY_REGISTRY_AUTH_REALMS"
-            )
-        if parts.scheme.lower() != "https" and not is_loopback(host):
-            raise UntrustedRealm(
-                f"{self.registry}: refusing to send the registry credentials over plain http to "
-                f"{display(realm)}"
-            )
-
-    def _fetch_token(self, challenge: Challenge, scope: str) -> CachedToken:
-        """GET the realm with service and scope (Basic credentials if we have them)."""
-        realm = challenge.realm
-        if not realm or urlsplit(realm).scheme not in {"http", "https"} or not urlsplit(realm).netloc:
-            raise RegistryError(f"{self.registry}: the bearer challenge has no usable realm ({realm!r})")
-        params = [("service", challenge.service)] if challenge.service else []
-        params += [("scope", s) for s in scope.split()]
-        url = realm + (("&" if urlsplit(realm).query else "?") + urlencode(params) if params else "")
-        authorization = None
-        if self._credentials is not None:
-            self._check_realm(realm)
-            authorization = basic_header(*self._credentials)
-        response = self._transport.send(
-            "GET",
-            url,
-            headers={"Accept": "application/json"},
-            authorization=authorization,
-            auth_origin=origin(realm),
-            max_body=MAX_TOKEN_BODY,
-        )
-        target = f"GET {display(url)}"
-        raise_for_status(response, target, (200,))
-        data = json_object(response, target)
-        value = data.get("token") or data.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise RegistryError(f"{target}: no token in the answer")
-        expires_in = data.get("expires_in")
-        lifetime = DEFAULT_TOKEN_LIFETIME
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-            lifetime = float(expires_in)
-        return CachedToken(value, good_until(self._clock(), lifetime))
 
 
 def _pull(repository: str) -> str:
