@@ -48,7 +48,6 @@ from shared.platform.oci.manifests import Descriptor as Descriptor
 from shared.platform.oci.manifests import Manifest as Manifest
 from shared.platform.oci.manifests import Platform as Platform
 from shared.platform.oci.manifests import compute_digest as compute_digest
-from shared.platform.oci.transport import ACR_SUFFIXES as ACR_SUFFIXES
 from shared.platform.oci.transport import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from shared.platform.oci.transport import MAX_MANIFEST_BYTES as MAX_MANIFEST_BYTES
 from shared.platform.oci.transport import is_acr as is_acr
@@ -56,7 +55,6 @@ from shared.platform.oci.transport import registry_base as registry_base
 
 __all__ = [
     "ACR_AUDIENCE",
-    "ACR_SUFFIXES",
     "ATTESTATION_REFERENCE_TYPE",
     "DEFAULT_MAX_BLOB_BYTES",
     "DEFAULT_REGISTRY",

@@ -200,7 +200,6 @@ def json_object(response: Response, target: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "ACR_SUFFIXES",
     "DEFAULT_TIMEOUT",
     "MAX_MANIFEST_BYTES",
     "RegistryTransport",
