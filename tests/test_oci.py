@@ -569,10 +569,10 @@ def test_which_realms_may_receive_credentials(
 ) -> None:
     client = RegistryClient(registry, credentials=("u", "p"), trusted_realm_hosts=trusted)
     if allowed:
-        client._check_realm(realm)
+        client._realms.check(realm)
     else:
         with pytest.raises(UntrustedRealm):
-            client._check_realm(realm)
+            client._realms.check(realm)
 
 
 def test_retention_backend_trusts_the_realms_the_setting_names(

@@ -15,7 +15,6 @@ lock for the SDK's whole backoff and could start a second run after an ambiguous
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import time
 from collections.abc import Mapping
@@ -138,10 +137,9 @@ class DryRunBackend:
 
 
 def _retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``/``x-ms-retry-after-ms`` or ``Retry-After``.
+    """Seconds to wait from ARM's ``retry-after-ms``/``x-ms-retry-after-ms``, else ``Retry-After``."""
+    from shared.platform.http.client import parse_retry_after  # urllib and ssl: not at cold start
 
-    ``Retry-After`` may be a number of seconds or an HTTP date (RFC 9110).
-    """
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -152,18 +150,8 @@ def _retry_after(headers: Mapping[str, str] | None, *, now: float | None = None)
                 return max(0.0, float(raw) / 1000.0)
             except ValueError:
                 pass
-    raw = lowered.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    at = time.time() if now is None else now
+    return parse_retry_after(lowered.get("retry-after"), now=lambda: at)
 
 
 def _is_transient_status(status: int) -> bool:

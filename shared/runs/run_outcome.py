@@ -20,7 +20,6 @@ marks already set are read back and not sent twice.
 from __future__ import annotations
 
 import logging
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -167,19 +166,22 @@ def read_log_lines(
 ) -> Iterator[str]:
     """Stream a log blob line by line, at most ``max_bytes``. ``url`` is a secret: never echo it.
 
-    ``verify`` is the ARM client's TLS setting: True (the system's CAs) or a CA bundle path.
+    ``verify`` is the ARM client's TLS setting: True (the system's CAs) or a CA bundle path. A
+    failure raises ``OSError`` (``ConnectionFailed``, or the blob's HTTP status) without the URL's
+    query, where the signature is.
     """
-    import ssl
+    from shared.platform.http.client import HttpClient, tls_context
 
     if not url.startswith("https://"):
         raise ValueError("the run log link must be https")
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
     if verify is False:
         raise ValueError("refusing to read a run log without TLS verification")
-    request = urllib.request.Request(url, method="GET")  # noqa: S310 (https checked above)
+    client = HttpClient(timeout=timeout, tls=tls_context(verify))
     read = 0
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
-        for raw in response:
+    with client.open("GET", url) as response:
+        if not 200 <= response.status < 300:
+            raise OSError(f"reading the run log failed: HTTP {response.status}")
+        for raw in response.lines():
             read += len(raw)
             if read > max_bytes:
                 return
