@@ -39,7 +39,7 @@ def _platform_patterns(platform: str) -> str:
 def platform_check_script(request: BuildRequest, b: BuildValues) -> str:
     ref = f'{q(b.repository)}@"$digest"'
     lines = [
-        *header(STEP_PLATFORM_CHECK, request),
+        *header(STEP_PLATFORM_CHECK, request, __name__),
         *prelude(reads_secrets=False),
         *digest_functions(),
         "read_digest",
@@ -75,7 +75,7 @@ def _report_name(platform: str) -> str:
 def scan_script(request: BuildRequest, b: BuildValues, scan: ScanGate) -> str:
     """Runs in the scanner image (its registry login is the run's, from ``HOME=/acb/home``)."""
     lines = [
-        *header(STEP_SCAN, request),
+        *header(STEP_SCAN, request, __name__),
         *prelude(reads_secrets=False),
         *digest_functions(),
         "read_digest",
@@ -113,7 +113,7 @@ def scan_script(request: BuildRequest, b: BuildValues, scan: ScanGate) -> str:
 def scan_gate_script(request: BuildRequest, b: BuildValues, scan: ScanGate) -> str:
     """Runs in the ORAS image: keeps the reports with the image, then enforces the verdict."""
     lines = [
-        *header(STEP_SCAN_GATE, request),
+        *header(STEP_SCAN_GATE, request, __name__),
         *prelude(reads_secrets=False),
         *digest_functions(),
         "read_digest",
@@ -145,7 +145,7 @@ def scan_gate_script(request: BuildRequest, b: BuildValues, scan: ScanGate) -> s
 
 def release_tags_script(request: BuildRequest, b: BuildValues) -> str:
     lines = [
-        *header(STEP_RELEASE_TAGS, request),
+        *header(STEP_RELEASE_TAGS, request, __name__),
         *prelude(reads_secrets=False),
         *digest_functions(),
         "read_digest",
