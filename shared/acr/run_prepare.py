@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.acr.task import RESULT_MARKER, SECRET_PLACEHOLDERS, RunSecrets, RunSpec, render_run
+from shared.acr.task.secrets import needed_slots
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig, Target
 from shared.platform.storage import DEVELOPMENT_STORAGE_BLOB_ENDPOINT, DEVELOPMENT_STORAGE_KEY
 
 __all__ = [
-    "CACHE_SETTINGS",
     "MissingSecret",
     "PreparedRun",
     "prepare_run",
@@ -31,28 +31,22 @@ __all__ = [
     "secret_settings",
 ]
 
-# RunSecrets attribute -> the app setting that holds it, for each cache authentication.
-CACHE_SETTINGS: Mapping[str, Mapping[str, str]] = {
-    "account-key": {"cache_account_key": "SLIPWAY_CACHE_ACCOUNT_KEY"},
-    "service-principal": {
-        "cache_tenant_id": "SLIPWAY_CACHE_TENANT_ID",
-        "cache_client_id": "SLIPWAY_CACHE_CLIENT_ID",
-        "cache_client_secret": "SLIPWAY_CACHE_CLIENT_SECRET",
-    },
-}
-
 
 class MissingSecret(Exception):
     """A setting the target needs for a real run is not set."""
 
 
 def secret_settings(config: SlipwayConfig, target: Target) -> dict[str, str]:
-    """RunSecrets attribute -> setting name, for every secret a run of ``target`` needs."""
+    """RunSecrets attribute -> setting name, for every secret a run of ``target`` needs.
+
+    The renderer's rule (``shared.acr.task.secrets.needed_slots``): the cache's secrets by its
+    authentication, each in its fixed setting, and the Git token in the setting the target names.
+    """
     needed: dict[str, str] = {}
-    if config.cache is not None:
-        needed |= CACHE_SETTINGS[config.cache.auth]
-    if target.git_token_setting:
-        needed["git_token"] = target.git_token_setting
+    for slot in needed_slots(config, git_token=bool(target.git_token_setting)):
+        setting = slot.setting or target.git_token_setting
+        if setting:
+            needed[slot.attr] = setting
     return needed
 
 
