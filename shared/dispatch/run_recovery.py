@@ -12,7 +12,7 @@ task name), so the run is found by *time*, then told apart by *its log* and by *
    flight: from the claim (minus clock skew) to the claim plus the call's own time bound;
 2. drop every run the ledger already knows (each started request records its run id);
 3. read the log of each run left: the build step prints ``slipway: request <id>, correlation
-   <id>`` (``shared/acr/task/``, ``_build_script``) before it builds. A run whose log names
+   <id>`` (``build_script`` in ``shared/acr/task/scripts.py``) before it builds. A run whose log names
    this request is the orphan: adopt it. A run whose log names another request is not this
    request's. A run whose log names none stays a candidate: it may be queued, in an earlier step,
    this request's run failed before building (ending it never makes a second run right), or a
@@ -45,7 +45,7 @@ CLOCK_SKEW = timedelta(seconds=30)
 START_CALL_BOUND = timedelta(seconds=CONNECTION_TIMEOUT + READ_TIMEOUT)
 # How far back the ledger is read for known run ids: a replayed request can be days old.
 LEDGER_LOOKBACK = timedelta(days=14)
-# The line the build step prints first (shared/acr/task/, _build_script), and how much of a
+# The line the build step prints first (shared/acr/task/scripts.py, build_script), and how much of a
 # log is read to find it: the steps before the build print little.
 _REQUEST_LINE = re.compile(r"slipway: request (?P<id>[A-Za-z0-9][A-Za-z0-9._-]*), correlation ")
 LOG_HEAD_BYTES = 1024 * 1024
