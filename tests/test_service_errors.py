@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
-from shared.platform.errors import is_service_error, one_line
+from shared.acr.run_backend import PermanentBackendError, TransientBackendError
+from shared.platform.errors import ServiceError, is_service_error, one_line
 from shared.platform.oci import NotFound, RegistryError
+from shared.platform.queue.port import QueueError
 from shared.pruning.cache_gc.store import CacheStoreError
+from shared.runs.commit_status import StatusPostError
 
 
 @pytest.mark.parametrize(
@@ -39,3 +42,19 @@ def test_one_line_keeps_the_first_line_or_names_the_type() -> None:
     )
     assert one_line(TimeoutError()) == "TimeoutError"
     assert one_line(ValueError("  \n")) == "ValueError"
+
+
+@pytest.mark.parametrize(
+    "error_type",
+    [
+        RegistryError,
+        CacheStoreError,
+        QueueError,
+        TransientBackendError,
+        PermanentBackendError,
+        StatusPostError,
+    ],
+)
+def test_every_adapters_failure_has_the_one_base(error_type: type[Exception]) -> None:
+    """A caller that catches ``ServiceError`` catches a failure of any adapter, whichever it is."""
+    assert issubclass(error_type, ServiceError)

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.acr.task import RunSpec
+from shared.platform.errors import ServiceError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -97,7 +98,7 @@ class RunCanceller(Protocol):
     def cancel(self, run_id: str) -> None: ...
 
 
-class TransientBackendError(Exception):
+class TransientBackendError(ServiceError):
     """Throttling, a server error, a timeout or no connection: the same request may succeed later."""
 
     def __init__(
@@ -108,7 +109,7 @@ class TransientBackendError(Exception):
         self.retry_after = retry_after
 
 
-class PermanentBackendError(Exception):
+class PermanentBackendError(ServiceError):
     """The service refused the request (4xx other than 408/429): resending it cannot help."""
 
     def __init__(self, message: str, *, status_code: int | None = None, code: str | None = None) -> None:

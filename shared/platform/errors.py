@@ -1,18 +1,22 @@
 """Which exceptions mean a remote service failed (a registry, Azure Storage, the network): one rule.
 
-The prune commands turn them into one line for the operator (exit 1), and the image prune
-records them per repository and goes on with the next. Anything else is a bug in Slipway and
-keeps its traceback.
+Every adapter's failure type derives from ``ServiceError``: a registry's, the cache store's, the
+queue's, the ACR run API's, a Git host's status API's. The prune commands turn service errors into
+one line for the operator (exit 1), and the image prune records them per repository and goes on
+with the next. Anything else is a bug in Slipway and keeps its traceback. ``OSError`` (a refused
+connection, a timeout) and the Azure SDK's ``AzureError`` are service failures too: they come from
+below every adapter.
 """
 
 from __future__ import annotations
 
 
-def is_service_error(exc: BaseException) -> bool:
-    from shared.platform.oci import RegistryError
-    from shared.pruning.cache_gc.store import CacheStoreError
+class ServiceError(Exception):
+    """A remote service failed or refused: the one base of every adapter's error type."""
 
-    if isinstance(exc, RegistryError | CacheStoreError | OSError):
+
+def is_service_error(exc: BaseException) -> bool:
+    if isinstance(exc, ServiceError | OSError):
         return True
     try:
         from azure.core.exceptions import AzureError

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shared.platform.errors import ServiceError
 
-class RegistryError(Exception):
+
+class RegistryError(ServiceError):
     """A registry call failed; ``status`` is the HTTP status when there was one."""
 
     def __init__(self, message: str, *, status: int | None = None, codes: Sequence[str] = ()) -> None:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from shared.platform.errors import ServiceError
+
 PropertyValue = str | int | float | bool
 
 # Service Bus's limit on MessageId; checked here so both adapters refuse the same ids.
@@ -37,7 +39,7 @@ QUEUE_MAX_DELIVERY_COUNT = 10
 QUEUE_DUPLICATE_DETECTION_WINDOW = timedelta(minutes=10)
 
 
-class QueueError(Exception):
+class QueueError(ServiceError):
     """The queue cannot do what was asked (unreachable, misconfigured, unknown message)."""
 
 

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from shared.platform.errors import ServiceError
 from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ LIST_PAGE_SIZE = 5000  # the service's maximum page
 _BATCH_UNSUPPORTED = frozenset({400, 405, 501})
 
 
-class CacheStoreError(Exception):
+class CacheStoreError(ServiceError):
     """Storage cannot be used (missing container, no access); one line for the operator."""
 
 

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.model.build_request import COMMIT_RE
 from shared.model.repo_urls import RepoLocation, parse_repo_url
+from shared.platform.errors import ServiceError
 from shared.platform.logs import log_event
 
 logger = logging.getLogger("slipway.commit_status")
@@ -96,7 +97,7 @@ def portal_run_url(
     return f"{portal.rstrip('/')}/#@{quote(tenant, safe='.-')}/resource{resource_id}"
 
 
-class StatusPostError(Exception):
+class StatusPostError(ServiceError):
     """A status could not be posted; ``retryable`` says whether trying again may succeed."""
 
     def __init__(
