@@ -7,32 +7,21 @@ and every error message is redacted of the client's secrets before anyone sees i
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.model.loopback import is_loopback
 from shared.runs.commit_status.model import StatusPostError
 
+if TYPE_CHECKING:
+    from shared.platform.http.client import HttpClient
+
 USER_AGENT = "slipway-commit-status/1"
 DEFAULT_TIMEOUT_S = 10.0
 _ERROR_EXCERPT_CHARS = 300
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow a redirect: urllib would resend the Authorization header to the new host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -44,18 +33,18 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
 
 
 def _retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds from ``Retry-After`` (seconds or an HTTP date), else GitHub's rate-limit reset."""
+    """Seconds from ``Retry-After`` (the one parser), else GitHub's rate-limit reset.
+
+    GitHub's REST docs ("Rate limits for the REST API", "Exceeding the rate limit"): wait for
+    ``retry-after`` when present, else until ``x-ratelimit-reset`` (epoch seconds) when
+    ``x-ratelimit-remaining`` is 0.
+    """
+    from shared.platform.http.client import parse_retry_after
+
     lowered = {k.lower(): v for k, v in headers.items()}
-    raw = lowered.get("retry-after")
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            pass
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(raw).timestamp() - now)
-        except (TypeError, ValueError):
-            pass
+    seconds = parse_retry_after(lowered.get("retry-after"), now=lambda: now)
+    if seconds is not None:
+        return seconds
     if lowered.get("x-ratelimit-remaining") == "0" and lowered.get("x-ratelimit-reset", "").isdigit():
         return max(0.0, float(lowered["x-ratelimit-reset"]) - now)
     return None
@@ -68,44 +57,58 @@ def _is_rate_limited(status: int, headers: Mapping[str, str]) -> bool:
 
 
 class Transport:
-    """POSTs JSON; turns every failure into a ``StatusPostError`` with the secrets redacted."""
+    """POSTs JSON through the one outbound client (``shared.platform.http.client``: no redirect is
+    ever followed, so a token is never resent to another host); turns every failure into a
+    ``StatusPostError`` with the secrets redacted."""
 
     def __init__(self, secrets: tuple[str, ...], timeout: float) -> None:
         self._secrets = tuple(s for s in secrets if s)
         self._timeout = timeout
+        self._client: HttpClient | None = None
+
+    def _http(self) -> HttpClient:
+        if self._client is None:
+            from shared.platform.http.client import HttpClient
+
+            self._client = HttpClient(timeout=self._timeout, user_agent=USER_AGENT)
+        return self._client
 
     def post_json(self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]) -> None:
+        from shared.platform.http.client import ConnectionFailed
+
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method="POST")  # noqa: S310 - scheme checked
-        for name, value in {
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-            **headers,
-        }.items():
-            request.add_header(name, value)
+        sent = {"Accept": "application/json", "Content-Type": "application/json", **headers}
         where = redact(url, self._secrets)
         try:
-            with _OPENER.open(request, timeout=self._timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            with exc:
-                excerpt = exc.read(_ERROR_EXCERPT_CHARS * 4).decode("utf-8", "replace")
-            excerpt = " ".join(redact(excerpt, self._secrets).split())[:_ERROR_EXCERPT_CHARS]
-            code = exc.code
-            resp_headers = dict(exc.headers.items()) if exc.headers else {}
-            retryable = code in (408, 429) or code >= 500 or _is_rate_limited(code, resp_headers)
+            answer = self._http().request(
+                "POST", url, headers=sent, body=data, max_body=_ERROR_EXCERPT_CHARS * 4
+            )
+        except ConnectionFailed as exc:
             raise StatusPostError(
-                f"POST {where} answered {code}: {excerpt or exc.reason}",
-                retryable=retryable,
-                status=code,
-                retry_after=_retry_after_seconds(resp_headers, time.time()) if retryable else None,
+                f"POST {where} failed: {redact(str(exc.reason), self._secrets)}", retryable=True
             ) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise StatusPostError(
-                f"POST {where} failed: {redact(str(reason), self._secrets)}", retryable=True
-            ) from None
+        if 200 <= answer.status < 300:
+            return
+        excerpt = answer.body.decode("utf-8", "replace")
+        excerpt = " ".join(redact(excerpt, self._secrets).split())[:_ERROR_EXCERPT_CHARS]
+        code = answer.status
+        resp_headers = dict(answer.headers.items())
+        retryable = code in (408, 429) or code >= 500 or _is_rate_limited(code, resp_headers)
+        raise StatusPostError(
+            f"POST {where} answered {code}: {excerpt or _reason(code)}",
+            retryable=retryable,
+            status=code,
+            retry_after=_retry_after_seconds(resp_headers, time.time()) if retryable else None,
+        )
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "no reason given"
 
 
 def api_base(url: str) -> str | None:
