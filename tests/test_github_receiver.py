@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -11,16 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.intake.receivers.base import ReceiverContext
 from shared.intake.receivers.github import receive_github, sign, verify_github_signature
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
+from tests.support.receiving import DIFFERENT_REPOSITORIES, NOW, queued, receiver_context
+from tests.support.receiving import queue as queue
 from tests.support.sending import UnreachableQueue
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 CONFIG = SlipwayConfig.model_validate(
     {
@@ -72,18 +71,8 @@ CONFIG = SlipwayConfig.model_validate(
 )
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
-
-
 def _ctx(queue: object, **settings: str) -> ReceiverContext:
-    values = {"GITHUB_WEBHOOK_SECRET": SECRET, **settings}
-    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
-
-
-def _queued(queue: LocalQueue) -> list[BuildRequest]:
-    return [BuildRequest.from_json(m.body) for m in queue.peek()]
+    return receiver_context(queue, CONFIG, {"GITHUB_WEBHOOK_SECRET": SECRET, **settings})
 
 
 def test_signed_push_is_queued_as_one_build_request(queue: LocalQueue) -> None:
@@ -186,7 +175,7 @@ def test_tag_push_from_ghes(queue: LocalQueue) -> None:
     [accepted] = resp.body["accepted"]
     assert accepted["target"] == "hello-ghes"
     assert "simple-tag" in accepted["tags"]
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.trigger.kind == "tag"
     assert request.source.ref == "refs/tags/simple-tag"
 
@@ -397,9 +386,6 @@ def test_a_ref_with_a_lone_surrogate_escape_is_ignored_not_a_500(queue: LocalQue
     assert queue.count() == 0
 
 
-DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
-
-
 @pytest.mark.parametrize(
     ("field", "url"),
     [
@@ -433,6 +419,6 @@ def test_the_build_clones_the_configured_repo_not_a_payload_url(queue: LocalQueu
     )
     resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
     assert resp.status == 202, resp.body
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.target == "hello"
     assert request.source.repo_url == "https://github.com/Codertocat/Hello-World.git"
