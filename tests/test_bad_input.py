@@ -22,10 +22,9 @@ from shared.intake.receivers.github import receive_github
 from shared.intake.receivers.pipeline import Delivery, ReceiverContext, run_receiver
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
-from shared.platform.queue.local import LocalQueue
 from tests.support.fuzz import nested, with_field
 from tests.support.github import SECRET, fixture_bytes, signed_request
-from tests.support.receiving import NOW, receiver_context
+from tests.support.receiving import clocked_queue, receiver_context
 
 PUSH = fixture_bytes("push-branch-signed-aspnet.json")
 # The source's own number, for the message (jiter's DEFAULT_RECURSION_LIMIT, see above).
@@ -46,7 +45,7 @@ CONFIG = SlipwayConfig.model_validate(
 
 
 def _ctx(tmp_path: Path) -> ReceiverContext:
-    queue = LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path)
     return receiver_context(queue, CONFIG, {"GITHUB_WEBHOOK_SECRET": SECRET})
 
 

@@ -18,7 +18,7 @@ from shared.intake.receivers.dockerhub import receive_dockerhub
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from shared.platform.state import FolderStateStore
-from tests.support.receiving import NOW, fixture_bytes, fixture_json, queued
+from tests.support.receiving import NOW, clocked_queue, fixture_bytes, fixture_json, queued
 from tests.support.receiving import queue as queue
 from tests.support.registry_hooks import DOCKER_HUB, DOCKERHUB_TOKEN, context, dockerhub_request
 
@@ -137,7 +137,7 @@ def test_fuzz_never_5xx_and_never_queues_without_the_token(
     method: str,
     authenticate: bool,
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if authenticate:
         query = {**query, "token": DOCKERHUB_TOKEN}
         headers = {**headers, "Content-Type": "application/json"}

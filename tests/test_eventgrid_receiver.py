@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from shared.intake.receivers.eventgrid import receive_eventgrid
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
-from tests.support.receiving import NOW, fixture_bytes, fixture_headers, fixture_json, queued
+from tests.support.receiving import clocked_queue, fixture_bytes, fixture_headers, fixture_json, queued
 from tests.support.receiving import queue as queue
 from tests.support.registry_hooks import (
     ACI_DIGEST,
@@ -308,7 +308,7 @@ def test_fuzz_never_5xx_and_never_queues_without_the_token(
     method: str,
     authenticate: bool,
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if authenticate:
         query = {**query, "token": EVENTGRID_TOKEN}
     sent = {"Content-Type": content_type, **headers}

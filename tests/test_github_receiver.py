@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -16,8 +15,8 @@ from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
-from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
-from tests.support.receiving import DIFFERENT_REPOSITORIES, NOW, queued, receiver_context
+from tests.support.github import FIXTURES, SECRET, fixture_bytes, fixture_json, signed_request
+from tests.support.receiving import DIFFERENT_REPOSITORIES, clocked_queue, queued, receiver_context
 from tests.support.receiving import queue as queue
 from tests.support.sending import UnreachableQueue
 
@@ -324,7 +323,7 @@ header_names = st.sampled_from(
 def test_fuzz_never_5xx_and_never_queues_without_a_valid_signature(
     tmp_path_factory: pytest.TempPathFactory, body: bytes, headers: dict[str, str], method: str, sign_it: bool
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if sign_it:
         headers = {**headers, "X-Hub-Signature-256": sign(SECRET.encode(), body)}
     resp = receive_github(HttpRequest(method, "http://x/api/hooks/github", headers, body), _ctx(queue))
@@ -349,11 +348,7 @@ _EVENTS = {
 
 @pytest.mark.parametrize(
     "name",
-    sorted(
-        p.name
-        for p in (Path(__file__).parent / "fixtures" / "github").glob("*.json")
-        if not p.name.endswith(".headers.json")
-    ),
+    sorted(p.name for p in FIXTURES.glob("*.json") if not p.name.endswith(".headers.json")),
 )
 def test_every_published_github_sample(queue: LocalQueue, name: str) -> None:
     event = _EVENTS[name.split("-")[0]]

@@ -19,7 +19,7 @@ from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from tests.support import receiving
 from tests.support.fuzz import json_mutations
-from tests.support.receiving import DIFFERENT_REPOSITORIES, NOW, queued, receiver_context
+from tests.support.receiving import DIFFERENT_REPOSITORIES, clocked_queue, queued, receiver_context
 from tests.support.receiving import queue as queue
 
 FIXTURES = receiving.FIXTURES / "bitbucket"
@@ -281,7 +281,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 ) -> None:
     base = bitbucket_request(body, signature=None if sign_it else "").headers
     headers = {**base, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_bitbucket(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -294,7 +294,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_mutations(fixture_bytes()))
 def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_bitbucket(bitbucket_request(body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body

@@ -18,7 +18,7 @@ from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from tests.support import receiving
 from tests.support.fuzz import json_mutations
-from tests.support.receiving import DIFFERENT_REPOSITORIES, NOW, ZERO, queued, receiver_context
+from tests.support.receiving import DIFFERENT_REPOSITORIES, ZERO, clocked_queue, queued, receiver_context
 from tests.support.receiving import queue as queue
 
 SAMPLE = "push-docs.json"
@@ -330,7 +330,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
     sign_it: bool,
 ) -> None:
     headers = {**gitea_request(body, signed=sign_it).headers, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitea(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -343,7 +343,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(json_mutations(fixture_bytes()), json_mutations(_modern())))
 def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitea(gitea_request(body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body

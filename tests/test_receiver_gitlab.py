@@ -16,7 +16,7 @@ from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from tests.support import receiving
 from tests.support.fuzz import json_mutations
-from tests.support.receiving import DIFFERENT_REPOSITORIES, NOW, ZERO, queued, receiver_context
+from tests.support.receiving import DIFFERENT_REPOSITORIES, ZERO, clocked_queue, queued, receiver_context
 from tests.support.receiving import queue as queue
 from tests.support.sending import UnreachableQueue
 
@@ -424,7 +424,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_the_token(
     authenticate: bool,
 ) -> None:
     headers = {**gitlab_request(body, token=TOKEN if authenticate else None).headers, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitlab(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -442,7 +442,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_the_token(
 def test_fuzz_authenticated_bodies_never_5xx(
     tmp_path_factory: pytest.TempPathFactory, body: bytes, hook: str
 ) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitlab(gitlab_request(body, event=hook), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body

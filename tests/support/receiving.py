@@ -28,10 +28,15 @@ ZERO = "0" * 40
 DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
 
 
+def clocked_queue(folder: Path) -> LocalQueue:
+    """A local queue in ``folder`` on the test clock (``NOW``); hypothesis tests make one per example."""
+    return LocalQueue(folder / "queue.sqlite3", clock=lambda: NOW)
+
+
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[LocalQueue]:
     """A local queue on the test clock (``NOW``)."""
-    with LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW) as local:
+    with clocked_queue(tmp_path) as local:
         yield local
 
 
