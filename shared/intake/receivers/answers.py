@@ -15,13 +15,7 @@ from typing import TYPE_CHECKING, Generic
 
 from shared.intake.rebuild_queue import send_requests
 from shared.intake.receivers.checks import repository_conflict
-from shared.intake.receivers.pipeline import (
-    Delivery,
-    Normalise,
-    PayloadT,
-    ReceiverContext,
-    ignored_response,
-)
+from shared.intake.receivers.pipeline import Delivery, PayloadT, ReceiverContext, ignored_response
 from shared.intake.routing import Ignored, RouteResult, route_push
 from shared.platform.http import HttpResponse, RequestRejected
 from shared.platform.logs import log_event
@@ -33,6 +27,8 @@ if TYPE_CHECKING:
     from shared.model.events import PushEvent
 
 logger = logging.getLogger("slipway.webhooks")
+# (payload, delivery id, received at): the pushes, and what was ignored on the way.
+Normalise = Callable[[PayloadT, str | None, datetime], tuple[Sequence["PushEvent"], Sequence[Ignored]]]
 
 
 def load_config(ctx: ReceiverContext) -> SlipwayConfig:

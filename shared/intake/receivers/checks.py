@@ -98,7 +98,8 @@ class _AnyObject(PayloadModel):
 
 
 def require_json_object(body: bytes, media_type: str = "application/json") -> None:
-    """A delivery that is not acted on must still be a well-formed JSON object."""
+    """A delivery that is not acted on must still be a well-formed JSON object (any media type:
+    the signature of ``EventHeader.well_formed``)."""
     parse_json(_AnyObject, body)
 
 

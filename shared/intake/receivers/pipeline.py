@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -32,9 +32,7 @@ from shared.platform.http import (
 from shared.platform.logs import log_event
 
 if TYPE_CHECKING:
-    from shared.intake.routing import Ignored
     from shared.model.config import SlipwayConfig
-    from shared.model.events import PushEvent
     from shared.platform.queue.port import QueueSender
     from shared.platform.state import StateStore
 
@@ -89,8 +87,6 @@ Handler = Callable[[HttpRequest, ReceiverContext, Delivery], HttpResponse]
 Authenticate = Callable[[HttpRequest, ReceiverContext], None]
 # (request, media type, delivery): an answer for a delivery that is not acted on, or None to go on.
 Triage = Callable[[HttpRequest, str, Delivery], HttpResponse | None]
-# (payload, delivery id, received at): the pushes, and what was ignored on the way.
-Normalise = Callable[[PayloadT, str | None, datetime], tuple[Sequence["PushEvent"], Sequence["Ignored"]]]
 
 
 def _no_delivery_id(req: HttpRequest) -> str | None:
