@@ -120,7 +120,27 @@ def route_events(
     With several pushes (Azure DevOps ref updates, Bitbucket changes) each ignore reason names
     its ref, so the sender's delivery log says which ref was skipped and why.
     """
-    merged = RouteResult(ignored=list(ignored))
+    skipped = list(ignored)
+    if len(events) == 1 and not skipped:
+        # One push: its result as routed (nothing to merge, prefix or deduplicate).
+        merged = route_push(
+            events[0], load_config(ctx), correlation_id=correlation_id, received_at=received_at
+        )
+    else:
+        merged = _merged(events, ctx, correlation_id=correlation_id, received_at=received_at, ignored=skipped)
+    subject = "tag" if events and all(e.tag is not None for e in events) else "push"
+    return enqueue(merged, ctx, correlation_id=correlation_id, subject=subject)
+
+
+def _merged(
+    events: Sequence[PushEvent],
+    ctx: ReceiverContext,
+    *,
+    correlation_id: str,
+    received_at: datetime,
+    ignored: list[Ignored],
+) -> RouteResult:
+    merged = RouteResult(ignored=ignored)
     if events:
         config = load_config(ctx)
         for event in events:
@@ -129,13 +149,11 @@ def route_events(
             merged.accepted.extend(result.accepted)
             merged.ignored.extend(Ignored(i.target, prefix + i.reason) for i in result.ignored)
             merged.notes.extend(result.notes)
-    merged = RouteResult(
+    return RouteResult(
         accepted=list({r.id: r for r in merged.accepted}.values()),
         ignored=list(dict.fromkeys(merged.ignored)),
         notes=list(dict.fromkeys(merged.notes)),
     )
-    subject = "tag" if events and all(e.tag is not None for e in events) else "push"
-    return enqueue(merged, ctx, correlation_id=correlation_id, subject=subject)
 
 
 def _nothing(payload: object) -> str | None:
@@ -147,22 +165,29 @@ class Pushes(Generic[PayloadT]):
     """A Git host's answer: its payload as pushes, each routed, one merged answer.
 
     In order: a payload with nothing to build is ignored (``nothing_to_build`` says why), one
-    whose repository URLs contradict each other is ignored (``compared_urls``), the rest is
-    normalised (``normalise``) and routed.
+    whose repository URLs contradict each other is ignored, the rest is normalised
+    (``normalise``) and routed. The URLs compared are ``compared_urls`` of the payload, checked
+    before normalising, or (None) those the pushes carry.
     """
 
     normalise: Normalise[PayloadT]
-    compared_urls: Callable[[PayloadT], tuple[str, ...]]
+    compared_urls: Callable[[PayloadT], tuple[str, ...]] | None = None
     nothing_to_build: Callable[[PayloadT], str | None] = _nothing
 
     def __call__(self, payload: PayloadT, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
         correlation_id = delivery.correlation_id
         if (reason := self.nothing_to_build(payload)) is not None:
             return ignored_response(correlation_id, reason)
-        if (conflict := repository_conflict(self.compared_urls(payload))) is not None:
+        if self.compared_urls is not None and (conflict := repository_conflict(self.compared_urls(payload))):
             return conflict_response(conflict, ctx, correlation_id=correlation_id)
         received_at = ctx.clock()
         events, ignored = self.normalise(payload, delivery.delivery_id, received_at)
+        if self.compared_urls is None and (conflict := repository_conflict(_carried_urls(events))):
+            return conflict_response(conflict, ctx, correlation_id=correlation_id)
         return route_events(
             events, ctx, correlation_id=correlation_id, received_at=received_at, ignored=ignored
         )
+
+
+def _carried_urls(events: Sequence[PushEvent]) -> tuple[str, ...]:
+    return events[0].repo_urls if len(events) == 1 else tuple(u for e in events for u in e.repo_urls)

@@ -138,13 +138,15 @@ def payload_clone_url(*candidates: str | None) -> str:
     """``PushEvent.clone_url``: the first usable candidate in https form, "" when none is.
 
     Informational only: a request clones its target's configured ``repo``, and both go through
-    the one conversion, ``shared.intake.routing.https_clone_url``.
+    the one conversion, ``shared.intake.routing.https_clone_url`` (cached: pushes repeat URLs).
     """
-    for url in unique_urls(*candidates):
-        try:
-            return https_clone_url(url)
-        except ValueError:  # e.g. a port that is not a number
-            continue
+    for url in candidates:
+        text = (url or "").strip()
+        if text:
+            try:
+                return https_clone_url(text)
+            except ValueError:  # not a URL at all (``http://[oops``, a port that is not a number)
+                continue
     return ""
 
 

@@ -153,7 +153,7 @@ SENDER = Sender(
     authenticate=authenticate,
     triage=EventHeader(EVENT_HEADERS, frozenset({"push"}), ping="ping"),
     parse=json_body(GiteaPush, what="push payload"),
-    answer=Pushes(normalise=to_push_events, compared_urls=repository_urls),
+    answer=Pushes(normalise=to_push_events),
 )
 
 

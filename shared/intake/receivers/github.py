@@ -165,7 +165,7 @@ SENDER = Sender(
     authenticate=authenticate,
     triage=EventHeader(("X-GitHub-Event",), frozenset({"push"}), ping="ping", well_formed=_decode_body),
     parse=_parse_push,
-    answer=Pushes(normalise=to_push_events, compared_urls=_urls),
+    answer=Pushes(normalise=to_push_events),
 )
 
 

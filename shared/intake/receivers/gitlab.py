@@ -191,7 +191,7 @@ SENDER = Sender(
     authenticate=authenticate,
     triage=triage,
     parse=json_body(GitLabPush, what="push payload"),
-    answer=Pushes(normalise=to_push_events, compared_urls=repository_urls),
+    answer=Pushes(normalise=to_push_events),
 )
 
 

@@ -192,7 +192,10 @@ def first_delivery_id(*names: str) -> Callable[[HttpRequest], str | None]:
     """A spec's ``delivery_id``: the first of the headers ``names`` that holds a safe id."""
 
     def delivery_id(req: HttpRequest) -> str | None:
-        return next((d for d in (safe_delivery_id(req.header(n)) for n in names) if d is not None), None)
+        for name in names:
+            if (found := safe_delivery_id(req.header(name))) is not None:
+                return found
+        return None
 
     return delivery_id
 
