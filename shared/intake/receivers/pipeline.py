@@ -3,8 +3,9 @@
 Each sender module declares how its sender authenticates, which events it acts on, which model
 parses the body and how that becomes events; ``Sender.receive`` runs the steps in one order for
 all of them: method, size cap, content type, authentication (before the body is parsed), triage,
-parsing, answer. A ``RequestRejected`` raised by any step becomes the JSON error answer, logged
-once as ``webhook_rejected``. What the answer does with the events (route, enqueue) is in
+parsing, answer (a sender with an OPTIONS handshake, Event Grid, authenticates first). A
+``RequestRejected`` raised by any step becomes the JSON error answer, logged once as
+``webhook_rejected``. What the answer does with the events (route, enqueue) is in
 ``shared.intake.receivers.answers``.
 """
 
