@@ -14,22 +14,9 @@ from shared.intake.receivers.acr import bearer_token, receive_acr
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from shared.platform.state import FolderStateStore
-from tests.support.registry_hooks import (
-    ACR,
-    ACR_TOKEN,
-    NOW,
-    acr_request,
-    context,
-    fixture_bytes,
-    fixture_headers,
-    fixture_json,
-    queued,
-)
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
+from tests.support.receiving import clocked_queue, fixture_bytes, fixture_headers, fixture_json, queued
+from tests.support.receiving import queue as queue
+from tests.support.registry_hooks import ACR, ACR_TOKEN, acr_request, context
 
 
 def test_published_push_rebuilds_its_dependent(queue: LocalQueue) -> None:
@@ -246,7 +233,7 @@ def test_fuzz_never_5xx_and_never_queues_without_the_token(
     method: str,
     authenticate: bool,
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if authenticate:
         headers = {**headers, "Authorization": f"Bearer {ACR_TOKEN}"}
     resp = receive_acr(HttpRequest(method, "http://x/api/hooks/acr", headers, body), context(queue))

@@ -8,7 +8,6 @@ near the interpreter's recursion limit (1000 by default), which was a 500.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,17 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.dispatch.replay import receive_replay
-from shared.intake.receivers.base import ReceiverContext
-from shared.intake.receivers.common import Delivery, PayloadModel, parse_json, run_receiver
+from shared.intake.receivers.checks import PayloadModel, parse_json
 from shared.intake.receivers.github import receive_github
-from shared.intake.receivers.image_push import parse_json as image_push_parse_json
+from shared.intake.receivers.pipeline import Delivery, ReceiverContext, run_receiver
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
-from shared.platform.queue.local import LocalQueue
 from tests.support.fuzz import nested, with_field
 from tests.support.github import SECRET, fixture_bytes, signed_request
+from tests.support.receiving import clocked_queue, receiver_context
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PUSH = fixture_bytes("push-branch-signed-aspnet.json")
 # The source's own number, for the message (jiter's DEFAULT_RECURSION_LIMIT, see above).
 JITER_RECURSION_LIMIT = 200
@@ -48,13 +45,8 @@ CONFIG = SlipwayConfig.model_validate(
 
 
 def _ctx(tmp_path: Path) -> ReceiverContext:
-    queue = LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
-    return ReceiverContext(
-        settings={"GITHUB_WEBHOOK_SECRET": SECRET},
-        config=lambda: CONFIG,
-        queue=lambda: queue,
-        clock=lambda: NOW,
-    )
+    queue = clocked_queue(tmp_path)
+    return receiver_context(queue, CONFIG, {"GITHUB_WEBHOOK_SECRET": SECRET})
 
 
 def _is_depth_refusal(response: HttpResponse) -> bool:
@@ -107,7 +99,7 @@ class _Anything(PayloadModel):
 
 
 def test_the_shared_parser_of_the_other_senders_names_the_depth() -> None:
-    # GitLab, Gitea, Bitbucket, Azure DevOps, ACR and Docker Hub parse through parse_json.
+    # GitLab, Gitea, Bitbucket, Azure DevOps, ACR and Docker Hub parse through checks.parse_json.
     with pytest.raises(RequestRejected) as caught:
         parse_json(_Anything, b'{"a":' + nested(1000) + b"}")
     assert caught.value.status == 400
@@ -117,9 +109,9 @@ def test_the_shared_parser_of_the_other_senders_names_the_depth() -> None:
 
 
 def test_the_image_push_senders_name_the_depth() -> None:
-    # ACR, Docker Hub and Event Grid parse through image_push.parse_json / describe_error.
+    # ACR, Docker Hub and Event Grid parse through the same parse_json / describe_error.
     with pytest.raises(RequestRejected) as caught:
-        image_push_parse_json(_Anything, b'{"a":' + nested(1000, "{") + b"}", what="event")
+        parse_json(_Anything, b'{"a":' + nested(1000, "{") + b"}", what="event")
     assert caught.value.status == 400 and caught.value.reason.startswith("body is nested too deeply")
 
 

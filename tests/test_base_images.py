@@ -412,7 +412,7 @@ class Loop:
         )
 
     def context(self) -> Any:
-        from shared.intake.receivers.base import ReceiverContext
+        from shared.intake.receivers.pipeline import ReceiverContext
 
         return ReceiverContext(
             settings={**SETTINGS, "GITHUB_WEBHOOK_SECRET": github.SECRET},
@@ -516,7 +516,7 @@ def test_tags_are_not_recorded(tmp_path: Path, state: StateStore) -> None:
 
 
 def test_a_spread_fan_out_reaches_the_queue_as_scheduled_messages(tmp_path: Path) -> None:
-    from shared.intake.receivers.base import ReceiverContext
+    from shared.intake.receivers.pipeline import ReceiverContext
 
     config = _config(
         [_target(f"t{i}", "jolovcr.azurecr.io/samples/nginx:latest") for i in range(5)],

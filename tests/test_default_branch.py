@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from shared.acr.run_backend import DryRunBackend
 from shared.dispatch.dispatcher import Dispatcher, Outcome
 from shared.intake.base_images import rebuild_request
-from shared.intake.receivers.base import ReceiverContext
 from shared.intake.receivers.bitbucket import receive_bitbucket
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.routing import RouteResult
 from shared.model.build_request import BuildRequest, Trigger
 from shared.model.config import SlipwayConfig, Target

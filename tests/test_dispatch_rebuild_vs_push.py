@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shared.intake.receivers.acr import receive_acr
-from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.schedules import evaluate_schedules
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig, parse_config
@@ -25,7 +25,8 @@ from shared.platform.ledger import RunStatus
 from shared.runs.last_build import read_last_build
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
-from tests.support.registry_hooks import ACR, SETTINGS, acr_request, fixture_bytes
+from tests.support.receiving import fixture_bytes
+from tests.support.registry_hooks import ACR, SETTINGS, acr_request
 
 # The image of the ACR webhook reference's push sample (tests/fixtures/azure-container-registry).
 TARGET_EXTRA = '    base_images: ["myregistry.azurecr.io/hello-world:v1"]\n    schedule: "0 * * * *"'

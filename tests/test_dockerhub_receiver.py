@@ -18,23 +18,11 @@ from shared.intake.receivers.dockerhub import receive_dockerhub
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from shared.platform.state import FolderStateStore
-from tests.support.registry_hooks import (
-    DOCKER_HUB,
-    DOCKERHUB_TOKEN,
-    NOW,
-    context,
-    dockerhub_request,
-    fixture_bytes,
-    fixture_json,
-    queued,
-)
+from tests.support.receiving import NOW, clocked_queue, fixture_bytes, fixture_json, queued
+from tests.support.receiving import queue as queue
+from tests.support.registry_hooks import DOCKER_HUB, DOCKERHUB_TOKEN, context, dockerhub_request
 
 SAMPLE = "push-docs.json"
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
 
 
 def test_published_push_rebuilds_its_dependent(queue: LocalQueue) -> None:
@@ -149,7 +137,7 @@ def test_fuzz_never_5xx_and_never_queues_without_the_token(
     method: str,
     authenticate: bool,
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if authenticate:
         query = {**query, "token": DOCKERHUB_TOKEN}
         headers = {**headers, "Content-Type": "application/json"}

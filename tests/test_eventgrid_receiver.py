@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,28 +12,20 @@ from hypothesis import strategies as st
 from shared.intake.receivers.eventgrid import receive_eventgrid
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
+from tests.support.receiving import clocked_queue, fixture_bytes, fixture_headers, fixture_json, queued
+from tests.support.receiving import queue as queue
 from tests.support.registry_hooks import (
     ACI_DIGEST,
     EVENT_GRID,
     EVENTGRID_TOKEN,
     NGINX_DIGEST,
-    NOW,
     as_array,
     context,
     eventgrid_request,
-    fixture_bytes,
-    fixture_headers,
-    fixture_json,
-    queued,
 )
 
 CLOUD_EVENT = "application/cloudevents+json; charset=utf-8"
 CLOUD_EVENT_BATCH = "application/cloudevents-batch+json; charset=utf-8"
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
 
 
 # --- the published samples --------------------------------------------------------------------
@@ -317,7 +308,7 @@ def test_fuzz_never_5xx_and_never_queues_without_the_token(
     method: str,
     authenticate: bool,
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if authenticate:
         query = {**query, "token": EVENTGRID_TOKEN}
     sent = {"Content-Type": content_type, **headers}

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.intake.receivers.base import ReceiverContext
 from shared.intake.receivers.github import receive_github, sign, verify_github_signature
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
-from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
+from tests.support.github import FIXTURES, SECRET, fixture_bytes, fixture_json, signed_request
+from tests.support.receiving import DIFFERENT_REPOSITORIES, clocked_queue, queued, receiver_context
+from tests.support.receiving import queue as queue
 from tests.support.sending import UnreachableQueue
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 CONFIG = SlipwayConfig.model_validate(
     {
@@ -72,18 +70,8 @@ CONFIG = SlipwayConfig.model_validate(
 )
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> LocalQueue:
-    return LocalQueue(tmp_path / "queue.sqlite3", clock=lambda: NOW)
-
-
 def _ctx(queue: object, **settings: str) -> ReceiverContext:
-    values = {"GITHUB_WEBHOOK_SECRET": SECRET, **settings}
-    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
-
-
-def _queued(queue: LocalQueue) -> list[BuildRequest]:
-    return [BuildRequest.from_json(m.body) for m in queue.peek()]
+    return receiver_context(queue, CONFIG, {"GITHUB_WEBHOOK_SECRET": SECRET, **settings})
 
 
 def test_signed_push_is_queued_as_one_build_request(queue: LocalQueue) -> None:
@@ -186,7 +174,7 @@ def test_tag_push_from_ghes(queue: LocalQueue) -> None:
     [accepted] = resp.body["accepted"]
     assert accepted["target"] == "hello-ghes"
     assert "simple-tag" in accepted["tags"]
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.trigger.kind == "tag"
     assert request.source.ref == "refs/tags/simple-tag"
 
@@ -335,7 +323,7 @@ header_names = st.sampled_from(
 def test_fuzz_never_5xx_and_never_queues_without_a_valid_signature(
     tmp_path_factory: pytest.TempPathFactory, body: bytes, headers: dict[str, str], method: str, sign_it: bool
 ) -> None:
-    queue = LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW)
+    queue = clocked_queue(tmp_path_factory.mktemp("q"))
     if sign_it:
         headers = {**headers, "X-Hub-Signature-256": sign(SECRET.encode(), body)}
     resp = receive_github(HttpRequest(method, "http://x/api/hooks/github", headers, body), _ctx(queue))
@@ -360,11 +348,7 @@ _EVENTS = {
 
 @pytest.mark.parametrize(
     "name",
-    sorted(
-        p.name
-        for p in (Path(__file__).parent / "fixtures" / "github").glob("*.json")
-        if not p.name.endswith(".headers.json")
-    ),
+    sorted(p.name for p in FIXTURES.glob("*.json") if not p.name.endswith(".headers.json")),
 )
 def test_every_published_github_sample(queue: LocalQueue, name: str) -> None:
     event = _EVENTS[name.split("-")[0]]
@@ -395,9 +379,6 @@ def test_a_ref_with_a_lone_surrogate_escape_is_ignored_not_a_500(queue: LocalQue
     assert resp.body["ignored"][0]["reason"] == "ref is not a valid Git branch or tag name"
     assert json.loads(resp.body_bytes()) == resp.body
     assert queue.count() == 0
-
-
-DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
 
 
 @pytest.mark.parametrize(
@@ -433,6 +414,6 @@ def test_the_build_clones_the_configured_repo_not_a_payload_url(queue: LocalQueu
     )
     resp = receive_github(signed_request(json.dumps(payload).encode()), _ctx(queue))
     assert resp.status == 202, resp.body
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.target == "hello"
     assert request.source.repo_url == "https://github.com/Codertocat/Hello-World.git"

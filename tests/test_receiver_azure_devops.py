@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,20 +11,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from shared.intake.receivers.azure_devops import receive_azure_devops
-from shared.intake.receivers.base import ReceiverContext
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
+from tests.support import receiving
 from tests.support.fuzz import json_mutations
+from tests.support.receiving import DIFFERENT_REPOSITORIES, ZERO, clocked_queue, queued, receiver_context
+from tests.support.receiving import queue as queue
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "azure-devops"
 SAMPLE = "git.push-aspnet-webhooks.json"
 URL = "http://localhost/api/hooks/azure-devops"
 USER = "slipway"
 PASSWORD = "correct horse battery staple"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-ZERO = "0" * 40
 COMMIT = "c8e823a60a85381732726d6a9b6a276e71e6ce12"
 TAG_COMMIT = "1d3f6c1b2b0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d"
 
@@ -55,7 +52,7 @@ CONFIG = SlipwayConfig.model_validate(
 
 
 def fixture_bytes(name: str = SAMPLE) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return receiving.fixture_bytes("azure-devops", name)
 
 
 def fixture_json(name: str = SAMPLE) -> Any:
@@ -77,19 +74,16 @@ def ado_request(body: bytes, *, authorization: str | None = None) -> HttpRequest
     return HttpRequest("POST", URL, headers, body)
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[LocalQueue]:
-    with LocalQueue(tmp_path / "q.sqlite3", clock=lambda: NOW) as q:
-        yield q
+def _queued(queue: LocalQueue) -> list[BuildRequest]:
+    return queued(queue, key=lambda r: r.source.ref)
 
 
 def _ctx(queue: object, **overrides: str) -> ReceiverContext:
-    values = {"AZURE_DEVOPS_WEBHOOK_USER": USER, "AZURE_DEVOPS_WEBHOOK_PASSWORD": PASSWORD, **overrides}
-    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
-
-
-def _queued(queue: LocalQueue) -> list[BuildRequest]:
-    return sorted((BuildRequest.from_json(m.body) for m in queue.peek()), key=lambda r: r.source.ref)
+    return receiver_context(
+        queue,
+        CONFIG,
+        {"AZURE_DEVOPS_WEBHOOK_USER": USER, "AZURE_DEVOPS_WEBHOOK_PASSWORD": PASSWORD, **overrides},
+    )
 
 
 def test_the_sample_push_is_queued_with_a_paths_note(queue: LocalQueue) -> None:
@@ -298,7 +292,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_credentials(
 ) -> None:
     base = ado_request(body, authorization=None if authenticate else "").headers
     headers = {**base, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_azure_devops(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -311,14 +305,11 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_credentials(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_mutations(fixture_bytes()))
 def test_fuzz_authenticated_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_azure_devops(ado_request(body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
-
-
-DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
 
 
 @pytest.mark.parametrize(

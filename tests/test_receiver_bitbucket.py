@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.intake.receivers.base import ReceiverContext
 from shared.intake.receivers.bitbucket import receive_bitbucket
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.receivers.signatures import hmac_sha256_hex
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
+from tests.support import receiving
 from tests.support.fuzz import json_mutations
+from tests.support.receiving import DIFFERENT_REPOSITORIES, clocked_queue, queued, receiver_context
+from tests.support.receiving import queue as queue
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitbucket"
+FIXTURES = receiving.FIXTURES / "bitbucket"
 SAMPLES = ["repo-push-aspnet-functionaltest.json", "repo-push-aspnet-webhooks-PushMessage.json"]
 URL = "http://localhost/api/hooks/bitbucket"
 SECRET = "bitbucket secret for the tests"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 COMMIT = "8339b7affbd7c70bbacd0276f581d1ca44df0853"
 TAG_COMMIT = "b05057cd04921697c0f119ca40fe4a5afa481074"
 REQUEST_UUID = "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
@@ -50,7 +49,7 @@ CONFIG = SlipwayConfig.model_validate(
 
 
 def fixture_bytes(name: str = SAMPLES[0]) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return receiving.fixture_bytes("bitbucket", name)
 
 
 def fixture_json(name: str = SAMPLES[0]) -> Any:
@@ -80,19 +79,12 @@ def bitbucket_request(
     return HttpRequest("POST", URL, headers, body)
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[LocalQueue]:
-    with LocalQueue(tmp_path / "q.sqlite3", clock=lambda: NOW) as q:
-        yield q
+def _queued(queue: LocalQueue) -> list[BuildRequest]:
+    return queued(queue, key=lambda r: r.source.ref)
 
 
 def _ctx(queue: object, **overrides: str) -> ReceiverContext:
-    values = {"BITBUCKET_WEBHOOK_SECRET": SECRET, **overrides}
-    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
-
-
-def _queued(queue: LocalQueue) -> list[BuildRequest]:
-    return sorted((BuildRequest.from_json(m.body) for m in queue.peek()), key=lambda r: r.source.ref)
+    return receiver_context(queue, CONFIG, {"BITBUCKET_WEBHOOK_SECRET": SECRET, **overrides})
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -289,7 +281,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 ) -> None:
     base = bitbucket_request(body, signature=None if sign_it else "").headers
     headers = {**base, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_bitbucket(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -302,14 +294,11 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_mutations(fixture_bytes()))
 def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_bitbucket(bitbucket_request(body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
-
-
-DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
 
 
 @pytest.mark.parametrize(

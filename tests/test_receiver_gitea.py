@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.intake.receivers.base import ReceiverContext
 from shared.intake.receivers.gitea import receive_gitea
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.receivers.signatures import hmac_sha256_hex
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
+from tests.support import receiving
 from tests.support.fuzz import json_mutations
+from tests.support.receiving import DIFFERENT_REPOSITORIES, ZERO, clocked_queue, queued, receiver_context
+from tests.support.receiving import queue as queue
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitea"
 SAMPLE = "push-docs.json"
 URL = "http://localhost/api/hooks/gitea"
 SECRET = "gitea secret for the tests"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-ZERO = "0" * 40
 COMMIT = "bffeb74224043ba2feb48d137756c8a9331c449a"
 DELIVERY = "f6266f16-1bf3-46a5-9ea4-602e06ead473"
 
@@ -62,7 +59,7 @@ BUILT_FROM = {
 
 
 def fixture_bytes(name: str = SAMPLE) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return receiving.fixture_bytes("gitea", name)
 
 
 def fixture_json(name: str = SAMPLE) -> Any:
@@ -86,19 +83,12 @@ def gitea_request(
     return HttpRequest("POST", URL, headers, body)
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[LocalQueue]:
-    with LocalQueue(tmp_path / "q.sqlite3", clock=lambda: NOW) as q:
-        yield q
+def _queued(queue: LocalQueue) -> list[BuildRequest]:
+    return queued(queue, key=lambda r: r.target)
 
 
 def _ctx(queue: object, **overrides: str) -> ReceiverContext:
-    values = {"GITEA_WEBHOOK_SECRET": SECRET, **overrides}
-    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
-
-
-def _queued(queue: LocalQueue) -> list[BuildRequest]:
-    return sorted((BuildRequest.from_json(m.body) for m in queue.peek()), key=lambda r: r.target)
+    return receiver_context(queue, CONFIG, {"GITEA_WEBHOOK_SECRET": SECRET, **overrides})
 
 
 def _modern(**changes: Any) -> bytes:
@@ -340,7 +330,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
     sign_it: bool,
 ) -> None:
     headers = {**gitea_request(body, signed=sign_it).headers, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitea(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -353,14 +343,11 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_a_valid_signature(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(json_mutations(fixture_bytes()), json_mutations(_modern())))
 def test_fuzz_signed_bodies_never_5xx(tmp_path_factory: pytest.TempPathFactory, body: bytes) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitea(gitea_request(body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
-
-
-DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
 
 
 @pytest.mark.parametrize(

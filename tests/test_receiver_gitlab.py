@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.intake.receivers.base import ReceiverContext
 from shared.intake.receivers.gitlab import receive_gitlab
-from shared.model.build_request import BuildRequest
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
+from tests.support import receiving
 from tests.support.fuzz import json_mutations
+from tests.support.receiving import DIFFERENT_REPOSITORIES, ZERO, clocked_queue, queued, receiver_context
+from tests.support.receiving import queue as queue
 from tests.support.sending import UnreachableQueue
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab"
+FIXTURES = receiving.FIXTURES / "gitlab"
 URL = "http://localhost/api/hooks/gitlab"
 TOKEN = "gitlab token for the tests"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-ZERO = "0" * 40
 
 CONFIG = SlipwayConfig.model_validate(
     {
@@ -66,7 +63,7 @@ CONFIG = SlipwayConfig.model_validate(
 
 
 def fixture_bytes(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return receiving.fixture_bytes("gitlab", name)
 
 
 def fixture_json(name: str) -> Any:
@@ -87,19 +84,8 @@ def gitlab_request(body: bytes, *, event: str = "Push Hook", token: str | None =
     return HttpRequest("POST", URL, headers, body)
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[LocalQueue]:
-    with LocalQueue(tmp_path / "q.sqlite3", clock=lambda: NOW) as q:
-        yield q
-
-
 def _ctx(queue: object, **overrides: str) -> ReceiverContext:
-    values = {"GITLAB_WEBHOOK_TOKEN": TOKEN, **overrides}
-    return ReceiverContext(settings=values, config=lambda: CONFIG, queue=lambda: queue, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
-
-
-def _queued(queue: LocalQueue) -> list[BuildRequest]:
-    return [BuildRequest.from_json(m.body) for m in queue.peek()]
+    return receiver_context(queue, CONFIG, {"GITLAB_WEBHOOK_TOKEN": TOKEN, **overrides})
 
 
 # (sample, target, ref, commit, some expected tags, delivery id, note fragment)
@@ -196,7 +182,7 @@ def test_every_push_sample_is_queued(
     [accepted] = resp.body["accepted"]
     assert accepted["target"] == target
     assert tags <= set(accepted["tags"])
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.id == accepted["id"]
     assert (request.source.ref, request.source.commit) == (ref, commit)
     assert request.source.repo_url.startswith("https://")
@@ -217,14 +203,14 @@ def test_complete_file_lists_apply_paths_filters(queue: LocalQueue) -> None:
     assert resp.body["ignored"] == [
         {"target": "flight-docs", "reason": "no changed file matches the paths filters"}
     ]
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.source.repo_url == "https://gitlab.example.com/flightjs/Flight.git"
 
 
 def test_http_only_instances_are_cloned_over_https(queue: LocalQueue) -> None:
     name = "push-hook-docs.json"
     receive_gitlab(HttpRequest("POST", URL, sample_headers(name), fixture_bytes(name)), _ctx(queue))
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.source.repo_url == "https://example.com/mike/diaspora.git"
 
 
@@ -291,7 +277,7 @@ def test_a_null_checkout_sha_means_the_ref_is_gone(queue: LocalQueue) -> None:
     del payload["checkout_sha"]  # an older sender without the field: after is the commit
     resp = receive_gitlab(gitlab_request(json.dumps(payload).encode()), _ctx(queue))
     assert resp.status == 202
-    assert _queued(queue)[0].source.commit == payload["after"]
+    assert queued(queue)[0].source.commit == payload["after"]
 
 
 def test_new_branch_builds_with_a_note(queue: LocalQueue) -> None:
@@ -438,7 +424,7 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_the_token(
     authenticate: bool,
 ) -> None:
     headers = {**gitlab_request(body, token=TOKEN if authenticate else None).headers, **overrides}
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitlab(HttpRequest(method, URL, headers, body), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status < 500, resp.body
@@ -456,14 +442,11 @@ def test_fuzz_headers_never_5xx_and_never_queue_without_the_token(
 def test_fuzz_authenticated_bodies_never_5xx(
     tmp_path_factory: pytest.TempPathFactory, body: bytes, hook: str
 ) -> None:
-    with LocalQueue(tmp_path_factory.mktemp("q") / "q.sqlite3", clock=lambda: NOW) as queue:
+    with clocked_queue(tmp_path_factory.mktemp("q")) as queue:
         resp = receive_gitlab(gitlab_request(body, event=hook), _ctx(queue))
         event(f"status {resp.status}")
         assert resp.status in (200, 202, 400), resp.body
         assert (queue.count() > 0) == (resp.status == 202)
-
-
-DIFFERENT_REPOSITORIES = "the payload's repository URLs name different repositories"
 
 
 @pytest.mark.parametrize(
@@ -486,7 +469,7 @@ def test_a_payload_whose_urls_disagree_is_ignored(
     assert resp.body["accepted"] == []
     [ignored] = resp.body["ignored"]
     assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
-    assert _queued(queue) == []
+    assert queued(queue) == []
 
 
 def test_an_ssh_host_apart_from_the_web_host_still_routes(queue: LocalQueue) -> None:
@@ -501,7 +484,7 @@ def test_an_ssh_host_apart_from_the_web_host_still_routes(queue: LocalQueue) -> 
     )
     resp = receive_gitlab(gitlab_request(json.dumps(payload).encode()), _ctx(queue))
     assert resp.status == 202, resp.body
-    [request] = _queued(queue)
+    [request] = queued(queue)
     assert request.target == "diaspora"
     assert (
         request.source.repo_url == "https://example.com/mike/diaspora.git"

@@ -27,13 +27,7 @@ from pydantic import ValidationError
 from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError
 from shared.intake.base_images import rebuild_request
-from shared.intake.routing import (
-    NoImageTags,
-    RouteResult,
-    https_clone_url,
-    normalize_repo,
-    request_for_commit,
-)
+from shared.intake.routing import NoImageTags, RouteResult, request_for_commit
 from shared.model.build_request import BuildRequest, Trigger, TriggerKind
 from shared.model.config import (
     CheckedConfig,
@@ -52,6 +46,7 @@ from shared.model.default_branch import (
     is_plain_branch,
     single_plain_branch,
 )
+from shared.model.repo_urls import https_clone_url, normalize_repo
 from shared.model.supply_chain import Attestations
 
 # Any full commit id: the renderer checks its form only.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.acr.run_backend import RunBackend
     from shared.dispatch.dispatcher import Dispatcher
-    from shared.intake.receivers.base import ReceiverContext
+    from shared.intake.receivers.pipeline import ReceiverContext
     from shared.model.config import SlipwayConfig
     from shared.platform.ledger import Ledger
     from shared.platform.queue.port import QueueSender
@@ -189,7 +189,7 @@ class Runtime:
     def receiver_context(self) -> ReceiverContext:
         """One context for every webhook: it only holds this runtime's accessors."""
         if self._receiver_context is None:
-            from shared.intake.receivers.base import ReceiverContext
+            from shared.intake.receivers.pipeline import ReceiverContext
 
             self._receiver_context = ReceiverContext(
                 settings=self.settings,

@@ -30,20 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 
-from shared.intake.routing import (
-    Ignored,
-    NoImageTags,
-    RouteResult,
-    https_clone_url,
-    normalize_repo,
-    request_for_commit,
-)
+from shared.intake.routing import Ignored, NoImageTags, RouteResult, request_for_commit
 from shared.model.build_request import BuildRequest, Trigger
 from shared.model.config import RebuildSettings, SlipwayConfig, Target
 from shared.model.default_branch import default_branch_for
 from shared.model.events import ImagePushedEvent
 from shared.model.globs import any_match
 from shared.model.image_refs import ImageReference, parse_image_reference
+from shared.model.repo_urls import https_clone_url, normalize_repo
 from shared.runs.last_build import LastBuild
 
 LastBuildLookup = Callable[[str], LastBuild | None]

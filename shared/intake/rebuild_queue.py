@@ -1,6 +1,6 @@
 """Sending build requests to the queue: one message per request, its id the request id.
 
-Webhook receivers (``shared.intake.receivers.base.enqueue``, which turns a failure into a 503 for the
+Webhook receivers (``shared.intake.receivers.answers.enqueue``, which turns a failure into a 503 for the
 sender) and timers (schedules, base-image polling, which retry on their next tick) both send
 through here. Message ids are the request ids, so a second send of the same request (a
 redelivery, a double fire, a second instance) is absorbed by duplicate detection.

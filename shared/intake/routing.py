@@ -25,8 +25,7 @@ from shared.model.default_branch import default_branch_for
 from shared.model.events import ZERO_COMMIT, PushEvent
 from shared.model.globs import any_match
 from shared.model.pinned_cache import PinnedCache
-from shared.model.repo_urls import https_clone_url as https_clone_url
-from shared.model.repo_urls import normalize_repo as normalize_repo
+from shared.model.repo_urls import https_clone_url, normalize_repo
 from shared.model.tags import compute_tags
 
 SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")

@@ -12,9 +12,9 @@ import hashlib
 import re
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_V1 = "slipway.build-request/v1"
 
@@ -39,6 +39,16 @@ REGISTRY_RE = re.compile(
 )
 BUILD_ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 CACHE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _commit_id(value: str) -> str:
+    if not COMMIT_RE.match(value):
+        raise ValueError("not a commit id (40 or 64 lowercase hex characters)")
+    return value
+
+
+# A full commit id as a pydantic field type, for payload models that must carry one.
+CommitId = Annotated[str, AfterValidator(_commit_id)]
 
 
 class _Strict(BaseModel):

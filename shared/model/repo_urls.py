@@ -47,7 +47,8 @@ def https_clone_url(url: str) -> str:
 
     Every request's ``source.repo_url`` comes from here, from the target's ``repo``: never from a
     URL a payload carried. Keeps the path's case (some hosts care) and the port of an http(s)
-    form; drops user information and an ssh port (it is not the https port).
+    form; drops user information and an ssh port (it is not the https port). The receivers put a
+    payload's URL through it too, for the informational ``PushEvent.clone_url`` only.
     """
     text = url.strip()
     scp = _SCP_RE.match(text) if "://" not in text else None

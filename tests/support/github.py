@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from shared.intake.receivers.github import sign
 from shared.platform.http import HttpRequest
+from tests.support import receiving
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "github"
+FIXTURES = receiving.FIXTURES / "github"
 SECRET = "It's a Secret to Everybody"
 
 
 def fixture_bytes(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return receiving.fixture_bytes("github", name)
 
 
 def fixture_json(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(fixture_bytes(name))
+    data: dict[str, Any] = receiving.fixture_json("github", name)
     return data
 
 

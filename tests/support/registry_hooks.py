@@ -4,19 +4,15 @@ requests authenticated the way each sender is configured to authenticate."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from shared.intake.receivers.base import ReceiverContext
-from shared.model.build_request import BuildRequest
+from shared.intake.receivers.pipeline import ReceiverContext
 from shared.model.config import SlipwayConfig
 from shared.platform.http import HttpRequest
-from shared.platform.queue.local import LocalQueue
 from shared.platform.state import StateStore
+from tests.support.receiving import fixture_json, receiver_context
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ACR = "azure-container-registry"
 EVENT_GRID = "azure-event-grid"
 DOCKER_HUB = "dockerhub"
@@ -29,7 +25,6 @@ SETTINGS = {
     "EVENTGRID_WEBHOOK_TOKEN": EVENTGRID_TOKEN,
     "DOCKERHUB_WEBHOOK_TOKEN": DOCKERHUB_TOKEN,
 }
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NGINX_DIGEST = "sha256:57a94fc99816c6aa225678b738ac40d85422e75dbb96115f1bb9b6ed77176166"
 ACI_DIGEST = "sha256:213bbc182920ab41e18edc2001e06abcca6735d87782d9cef68abd83941cf0e5"
 
@@ -71,33 +66,10 @@ CONFIG = SlipwayConfig.model_validate(
 )
 
 
-def fixture_bytes(folder: str, name: str) -> bytes:
-    return (FIXTURES / folder / name).read_bytes()
-
-
-def fixture_json(folder: str, name: str) -> Any:
-    return json.loads(fixture_bytes(folder, name))
-
-
-def fixture_headers(folder: str, name: str) -> dict[str, str]:
-    path = FIXTURES / folder / name.replace(".json", ".headers.json")
-    return json.loads(path.read_bytes()) if path.is_file() else {}
-
-
 def context(
     queue: object, *, state: StateStore | None = None, config: SlipwayConfig = CONFIG, **settings: str
 ) -> ReceiverContext:
-    return ReceiverContext(
-        settings={**SETTINGS, **settings},
-        config=lambda: config,
-        queue=lambda: queue,  # type: ignore[arg-type,return-value]
-        clock=lambda: NOW,
-        state=(lambda: state) if state is not None else None,
-    )
-
-
-def queued(queue: LocalQueue) -> list[BuildRequest]:
-    return [BuildRequest.from_json(m.body) for m in queue.peek()]
+    return receiver_context(queue, config, {**SETTINGS, **settings}, state=state)
 
 
 def acr_request(

@@ -17,31 +17,20 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from shared.intake.receivers.base import ReceiverContext
-from shared.intake.receivers.common import Delivery, required_setting, run_receiver
-from shared.intake.receivers.image_push import (
-    ImageNameError,
-    PayloadModel,
+from shared.intake.receivers.checks import PayloadModel, json_body, required_setting, shown
+from shared.intake.receivers.image_push import ImageNameError, image_pushed, route_and_enqueue
+from shared.intake.receivers.pipeline import (
+    Delivery,
+    ReceiverContext,
+    Sender,
     ignored_response,
-    image_pushed,
-    parse_json,
-    route_and_enqueue,
-    shown,
-    tokens_match,
+    pong_response,
 )
-from shared.platform.http import (
-    HttpRequest,
-    HttpResponse,
-    RequestRejected,
-    check_media_type,
-    check_method,
-    check_size,
-)
-from shared.platform.http import max_body_bytes as _max_body_bytes
+from shared.intake.receivers.signatures import tokens_equal
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
 TOKEN_SETTING = "ACR_WEBHOOK_TOKEN"
 PROVIDER = "acr"
-MEDIA_TYPES = ("application/json",)
 logger = logging.getLogger("slipway.webhooks.acr")
 
 _IGNORED_ACTIONS = {
@@ -82,39 +71,26 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def check_bearer(req: HttpRequest, ctx: ReceiverContext) -> None:
+def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     expected = required_setting(ctx, TOKEN_SETTING)
     header = req.header("Authorization")
     if header is None:
         raise RequestRejected(401, "unauthorized", "Authorization is missing")
-    if not tokens_match(expected, bearer_token(header)):
+    if not tokens_equal(expected, bearer_token(header)):
         raise RequestRejected(401, "unauthorized", "Authorization is not the configured bearer token")
 
 
-def receive_acr(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/acr``: never raises; every outcome is a JSON response."""
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_method(req)
-    check_size(req, _max_body_bytes(ctx.settings))
-    check_media_type(req, MEDIA_TYPES)
-    check_bearer(req, ctx)
-
-    event = parse_json(AcrEvent, req.body, what="ACR event")
+def answer(event: AcrEvent, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
+    """A tagged push is routed to rebuilds; every other action is answered with why it is not."""
     delivery.identify(event.id)
     action = (event.action or "").strip()
     if action != "push":
         if not action:
-            return ignored_response(delivery.correlation_id, ["the event names no action"])
+            return ignored_response(delivery.correlation_id, "the event names no action")
         if action == "ping":
-            return HttpResponse(
-                200,
-                {"correlation_id": delivery.correlation_id, "status": "pong", "accepted": [], "ignored": []},
-            )
+            return pong_response(delivery.correlation_id)
         reason = _IGNORED_ACTIONS.get(action, "only image pushes trigger rebuilds")
-        return ignored_response(delivery.correlation_id, [f"action {shown(action)}: {reason}"])
+        return ignored_response(delivery.correlation_id, f"action {shown(action)}: {reason}")
 
     notes: list[str] = []
     target = event.target or AcrTarget()
@@ -133,3 +109,17 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     except ImageNameError as exc:
         raise RequestRejected(400, "bad_request", f"ACR push event: {exc}") from None
     return route_and_enqueue([pushed], ctx, delivery, logger=logger, notes=notes)
+
+
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    authenticate=authenticate,
+    parse=json_body(AcrEvent, what="ACR event"),
+    answer=answer,
+)
+
+
+def receive_acr(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/acr``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

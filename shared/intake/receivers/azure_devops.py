@@ -17,30 +17,32 @@ which commit it points to, so such a tag is built from the id the payload gives.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
-from shared.intake.receivers.common import (
-    Delivery,
+from shared.intake.receivers.answers import Pushes
+from shared.intake.receivers.checks import (
     PayloadModel,
-    check_json_request,
-    conflict_response,
-    event_not_handled,
-    https_clone_url,
-    ignored_response,
     is_zero_commit,
+    json_body,
     parse_json,
-    repository_conflict,
+    payload_clone_url,
     required_setting,
-    route_events,
-    run_receiver,
     unique_urls,
 )
+from shared.intake.receivers.pipeline import (
+    Delivery,
+    ReceiverContext,
+    Sender,
+    event_not_handled,
+    safe_delivery_id,
+)
 from shared.intake.receivers.signatures import basic_auth_matches
-from shared.model.build_request import COMMIT_RE
+from shared.intake.routing import Ignored
+from shared.model.build_request import CommitId
 from shared.model.events import PushEvent
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
@@ -78,14 +80,7 @@ class AzureDevOpsEnvelope(_AdoModel):
 class AzureDevOpsRefUpdate(_AdoModel):
     name: str = Field(min_length=1)
     old_object_id: str | None = None
-    new_object_id: str
-
-    @field_validator("new_object_id")
-    @classmethod
-    def _new_object_id(cls, value: str) -> str:
-        if not COMMIT_RE.match(value):
-            raise ValueError("newObjectId is not a commit id")
-        return value
+    new_object_id: CommitId
 
 
 class AzureDevOpsCommit(_AdoModel):
@@ -111,7 +106,7 @@ class AzureDevOpsPush(AzureDevOpsEnvelope):
     resource: AzureDevOpsResource
 
 
-def comparable_urls(repo: AzureDevOpsRepository) -> tuple[str, ...]:
+def comparable_urls(push: AzureDevOpsPush) -> tuple[str, ...]:
     """The repository URLs that must agree: ``remoteUrl``, ``webUrl`` and a Services ``sshUrl``.
 
     Azure DevOps Services writes one repository three ways (``https://org@dev.azure.com/org/
@@ -122,6 +117,7 @@ def comparable_urls(repo: AzureDevOpsRepository) -> tuple[str, ...]:
     """
     from shared.runs.commit_status import parse_azure_devops_repo  # only pushes from Azure DevOps need it
 
+    repo = push.resource.repository
     urls = []
     for url in unique_urls(repo.remote_url, repo.web_url, repo.ssh_url):
         services = parse_azure_devops_repo(url)
@@ -135,12 +131,12 @@ def comparable_urls(repo: AzureDevOpsRepository) -> tuple[str, ...]:
 
 
 def to_push_events(
-    push: AzureDevOpsPush, *, delivery_id: str | None, received_at: datetime
-) -> list[PushEvent]:
+    push: AzureDevOpsPush, delivery_id: str | None, received_at: datetime
+) -> tuple[Sequence[PushEvent], Sequence[Ignored]]:
     """One ``PushEvent`` per updated ref, in the order Azure DevOps lists them."""
     repo = push.resource.repository
     repo_urls = unique_urls(repo.remote_url, repo.web_url, repo.ssh_url, repo.url)
-    clone_url = https_clone_url(repo.remote_url, repo.web_url)
+    clone_url = payload_clone_url(repo.remote_url, repo.web_url)
     default_branch = repo.default_branch.removeprefix("refs/heads/") if repo.default_branch else None
     messages = {c.commit_id: c.comment for c in push.resource.commits if c.commit_id}
     events = []
@@ -164,18 +160,10 @@ def to_push_events(
                 incomplete_reason=NO_FILES_REASON,
             )
         )
-    return events
+    return events, []
 
 
-def receive_azure_devops(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/azure-devops``: never raises; every outcome is a JSON response."""
-    return run_receiver(
-        _receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger, challenge=CHALLENGE
-    )
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_json_request(req, ctx)
+def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     user = required_setting(ctx, USER_SETTING)
     password = required_setting(ctx, PASSWORD_SETTING)
     authorization = req.header("Authorization")
@@ -184,18 +172,33 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     if not basic_auth_matches(authorization, user, password):
         raise RequestRejected(401, "unauthorized", "HTTP Basic credentials do not match")
 
+
+def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | None:
+    """By the event's ``eventType`` (Azure DevOps sends no event header); the event names the delivery."""
     envelope = parse_json(AzureDevOpsEnvelope, req.body, what="service hook event")
     delivery.identify(envelope.delivery_id())
     if not envelope.event_type:
         raise RequestRejected(400, "bad_request", "service hook event: eventType is missing")
     if envelope.event_type != PUSH_EVENT_TYPE:
         return event_not_handled(delivery.correlation_id, envelope.event_type)
+    return None
 
-    push = parse_json(AzureDevOpsPush, req.body, what="push payload")
-    if not push.resource.ref_updates:
-        return ignored_response(delivery.correlation_id, "the push updates no ref")
-    if (conflict := repository_conflict(comparable_urls(push.resource.repository))) is not None:
-        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
-    received_at = ctx.clock()
-    events = to_push_events(push, delivery_id=delivery.delivery_id, received_at=received_at)
-    return route_events(events, ctx, correlation_id=delivery.correlation_id, received_at=received_at)
+
+def _no_ref_updates(push: AzureDevOpsPush) -> str | None:
+    return None if push.resource.ref_updates else "the push updates no ref"
+
+
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    challenge=CHALLENGE,
+    authenticate=authenticate,
+    triage=triage,
+    parse=json_body(AzureDevOpsPush, what="push payload"),
+    answer=Pushes(normalise=to_push_events, compared_urls=comparable_urls, nothing_to_build=_no_ref_updates),
+)
+
+
+def receive_azure_devops(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/azure-devops``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

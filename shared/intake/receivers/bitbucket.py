@@ -12,28 +12,20 @@ webhook rather than the delivery and so only serves to correlate logs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import Field
 
-from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
-from shared.intake.receivers.common import (
-    Delivery,
+from shared.intake.receivers.answers import Pushes
+from shared.intake.receivers.checks import (
     PayloadModel,
-    check_json_request,
-    conflict_response,
-    event_not_handled,
-    https_clone_url,
-    ignored_response,
-    parse_json,
-    pong_response,
-    repository_conflict,
-    require_json_object,
+    json_body,
+    payload_clone_url,
     required_setting,
-    route_events,
-    run_receiver,
     unique_urls,
 )
+from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
 from shared.intake.receivers.signatures import verify_hmac_sha256
 from shared.intake.routing import Ignored
 from shared.model.build_request import COMMIT_RE
@@ -99,22 +91,23 @@ class BitbucketPush(PayloadModel):
     repository: BitbucketRepository
 
 
-def repository_urls(repo: BitbucketRepository) -> tuple[str, ...]:
+def repository_urls(push: BitbucketPush) -> tuple[str, ...]:
     """The repository's web link and the Bitbucket Cloud URL its ``full_name`` gives, each once."""
+    repo = push.repository
     html = repo.links.html.href if repo.links and repo.links.html else None
     return unique_urls(html, f"{CLOUD_HOST}/{repo.full_name}" if repo.full_name else None)
 
 
 def to_push_events(
-    push: BitbucketPush, *, delivery_id: str | None, received_at: datetime
-) -> tuple[list[PushEvent], list[Ignored]]:
+    push: BitbucketPush, delivery_id: str | None, received_at: datetime
+) -> tuple[Sequence[PushEvent], Sequence[Ignored]]:
     """A ``PushEvent`` per branch or tag change; other changes (Mercurial, malformed) are ignored.
 
     Raises ``RequestRejected`` (400) when a new ref's target is not a full commit id.
     """
     repo = push.repository
-    repo_urls = repository_urls(repo)
-    clone_url = https_clone_url(*repo_urls)
+    repo_urls = repository_urls(push)
+    clone_url = payload_clone_url(*repo_urls)
     default_branch = repo.mainbranch.name if repo.mainbranch else None
     events: list[PushEvent] = []
     ignored: list[Ignored] = []
@@ -159,16 +152,7 @@ def to_push_events(
     return events, ignored
 
 
-def receive_bitbucket(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/bitbucket``: never raises; every outcome is a JSON response."""
-    delivery_id = safe_delivery_id(req.header("X-Request-UUID")) or safe_delivery_id(
-        req.header("X-Hook-UUID")
-    )
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=delivery_id, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_json_request(req, ctx)
+def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     secret = required_setting(ctx, SECRET_SETTING)
     signature = req.header(SIGNATURE_HEADER)
     if not signature:
@@ -176,22 +160,23 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     if not verify_hmac_sha256(secret.encode(), req.body, signature, prefix=SIGNATURE_PREFIX):
         raise RequestRejected(401, "unauthorized", f"{SIGNATURE_HEADER} does not match the body")
 
-    event = (req.header(EVENT_HEADER) or "").strip()
-    if not event:
-        raise RequestRejected(400, "bad_request", f"{EVENT_HEADER} is missing")
-    if event != PUSH_EVENT:
-        require_json_object(req.body)  # well-formed, even when it is not acted on
-        if event == PING_EVENT:
-            return pong_response(delivery.correlation_id)
-        return event_not_handled(delivery.correlation_id, event)
 
-    push = parse_json(BitbucketPush, req.body, what="push payload")
-    if not push.push.changes:
-        return ignored_response(delivery.correlation_id, "the push lists no changes")
-    if (conflict := repository_conflict(repository_urls(push.repository))) is not None:
-        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
-    received_at = ctx.clock()
-    events, ignored = to_push_events(push, delivery_id=delivery.delivery_id, received_at=received_at)
-    return route_events(
-        events, ctx, correlation_id=delivery.correlation_id, received_at=received_at, ignored=ignored
-    )
+def _no_changes(push: BitbucketPush) -> str | None:
+    return None if push.push.changes else "the push lists no changes"
+
+
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    # X-Hook-UUID names the webhook, not the delivery: it only correlates logs.
+    delivery_id=first_delivery_id("X-Request-UUID", "X-Hook-UUID"),
+    authenticate=authenticate,
+    triage=EventHeader((EVENT_HEADER,), frozenset({PUSH_EVENT}), ping=PING_EVENT),
+    parse=json_body(BitbucketPush, what="push payload"),
+    answer=Pushes(normalise=to_push_events, compared_urls=repository_urls, nothing_to_build=_no_changes),
+)
+
+
+def receive_bitbucket(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/bitbucket``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

@@ -26,33 +26,16 @@ import logging
 from datetime import datetime
 
 from shared.intake.rebuild_limit import DOCKERHUB_SETTING, admit, limit_from_settings
-from shared.intake.receivers.base import ReceiverContext
-from shared.intake.receivers.common import Delivery, run_receiver
-from shared.intake.receivers.image_push import (
-    ImageNameError,
-    PayloadModel,
-    check_query_token,
-    ignored_response,
-    image_pushed,
-    parse_json,
-    route_and_enqueue,
-)
+from shared.intake.receivers.checks import PayloadModel, json_body, query_token
+from shared.intake.receivers.image_push import ImageNameError, image_pushed, route_and_enqueue
+from shared.intake.receivers.pipeline import Delivery, ReceiverContext, Sender, ignored_response
 from shared.model.events import ImagePushedEvent
 from shared.model.image_refs import DOCKER_HUB
-from shared.platform.http import (
-    HttpRequest,
-    HttpResponse,
-    RequestRejected,
-    check_media_type,
-    check_method,
-    check_size,
-)
-from shared.platform.http import max_body_bytes as _max_body_bytes
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 from shared.platform.logs import log_event
 
 TOKEN_SETTING = "DOCKERHUB_WEBHOOK_TOKEN"
 PROVIDER = "dockerhub"
-MEDIA_TYPES = ("application/json",)
 logger = logging.getLogger("slipway.webhooks.dockerhub")
 
 
@@ -73,18 +56,8 @@ class DockerHubPush(PayloadModel):
     repository: DockerHubRepository
 
 
-def receive_dockerhub(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/dockerhub``: never raises; every outcome is a JSON response."""
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_method(req)
-    check_size(req, _max_body_bytes(ctx.settings))
-    check_media_type(req, MEDIA_TYPES)
-    check_query_token(req, ctx, TOKEN_SETTING)
-
-    push = parse_json(DockerHubPush, req.body, what="Docker Hub push")
+def answer(push: DockerHubPush, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
+    """The push routed to rebuilds, unless the image's update ceiling is reached."""
     notes = ["Docker Hub deliveries are unsigned hints: no digest is taken from them"]
     try:
         pushed = image_pushed(
@@ -102,7 +75,7 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
         raise RequestRejected(400, "bad_request", f"Docker Hub push: {exc}") from None
     refused = _over_limit(pushed, ctx)
     if refused is not None:
-        return ignored_response(delivery.correlation_id, [refused])
+        return ignored_response(delivery.correlation_id, refused)
     return route_and_enqueue([pushed], ctx, delivery, logger=logger, notes=notes)
 
 
@@ -138,3 +111,17 @@ def _over_limit(pushed: ImagePushedEvent, ctx: ReceiverContext) -> str | None:
         return None
     log_event(logger, "rebuild_rate_limited", level=logging.WARNING, image=image, limit=str(limit))
     return f"{image}: more than {limit} updates in the window ({DOCKERHUB_SETTING}); not built"
+
+
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    authenticate=query_token(TOKEN_SETTING),
+    parse=json_body(DockerHubPush, what="Docker Hub push"),
+    answer=answer,
+)
+
+
+def receive_dockerhub(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/dockerhub``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

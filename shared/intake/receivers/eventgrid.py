@@ -33,29 +33,18 @@ from typing import Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.intake.receivers.acr import AcrEvent
-from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
-from shared.intake.receivers.common import Delivery, run_receiver
-from shared.intake.receivers.image_push import (
-    ImageNameError,
-    PayloadModel,
-    check_query_token,
-    describe_error,
+from shared.intake.receivers.checks import PayloadModel, describe_error, query_token, shown
+from shared.intake.receivers.image_push import ImageNameError, image_pushed, route_and_enqueue
+from shared.intake.receivers.pipeline import (
+    Delivery,
+    ReceiverContext,
+    Sender,
     ignored_response,
-    image_pushed,
-    route_and_enqueue,
-    shown,
+    safe_delivery_id,
 )
 from shared.intake.routing import Ignored
 from shared.model.events import ImagePushedEvent
-from shared.platform.http import (
-    HttpRequest,
-    HttpResponse,
-    RequestRejected,
-    check_media_type,
-    check_method,
-    check_size,
-)
-from shared.platform.http import max_body_bytes as _max_body_bytes
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
 TOKEN_SETTING = "EVENTGRID_WEBHOOK_TOKEN"
 PROVIDER = "eventgrid"
@@ -108,21 +97,10 @@ _EVENT_GRID_BATCH = TypeAdapter(list[EventGridEvent])
 _CLOUD_EVENT_BATCH = TypeAdapter(list[CloudEvent])
 
 
-def receive_eventgrid(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST`` and ``OPTIONS /api/hooks/eventgrid``: never raises; every outcome is a JSON response."""
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=None, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_query_token(req, ctx, TOKEN_SETTING)
-    check_method(req, ("POST", "OPTIONS"))
-    if req.method.upper() == "OPTIONS":
-        return _abuse_protection(req, delivery)
-    check_size(req, _max_body_bytes(ctx.settings))
-    media_type = check_media_type(req, MEDIA_TYPES)
-    events = _parse(media_type, req.body)
+def answer(events: list[_Event], ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
+    """The validation handshake, or each image push routed; other events are ignored with why."""
     if not events:
-        return ignored_response(delivery.correlation_id, ["the delivery holds no events"])
+        return ignored_response(delivery.correlation_id, "the delivery holds no events")
     delivery.identify(events[0].id)
 
     validation = next((e for e in events if e.type == VALIDATION_EVENT), None)
@@ -150,7 +128,7 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     return route_and_enqueue(pushes, ctx, delivery, logger=logger, ignored=ignored, notes=notes)
 
 
-def _parse(media_type: str, body: bytes) -> list[_Event]:
+def _parse(body: bytes, media_type: str) -> list[_Event]:
     try:
         if media_type == EVENT_GRID_JSON:
             return [_Event(e.id, e.eventType, e.data) for e in _EVENT_GRID_BATCH.validate_json(body)]
@@ -202,3 +180,19 @@ def _abuse_protection(req: HttpRequest, delivery: Delivery) -> HttpResponse:
         {"correlation_id": delivery.correlation_id, "status": "webhook_allowed", "origin": origin},
         {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST, OPTIONS"},
     )
+
+
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    media_types=MEDIA_TYPES,
+    authenticate=query_token(TOKEN_SETTING),
+    handshake=_abuse_protection,
+    parse=_parse,
+    answer=answer,
+)
+
+
+def receive_eventgrid(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST`` and ``OPTIONS /api/hooks/eventgrid``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

@@ -12,30 +12,24 @@ JSON, not the form body it sends, so the signature cannot be checked before pars
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
-from shared.intake.receivers.common import (
-    Delivery,
+from shared.intake.receivers.answers import Pushes
+from shared.intake.receivers.checks import (
     PayloadModel,
-    check_json_request,
-    conflict_response,
-    event_not_handled,
-    https_clone_url,
     is_zero_commit,
-    parse_json,
-    pong_response,
-    repository_conflict,
-    require_json_object,
+    json_body,
+    payload_clone_url,
     required_setting,
-    route_events,
-    run_receiver,
     unique_urls,
 )
+from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
 from shared.intake.receivers.signatures import verify_hmac_sha256
-from shared.model.build_request import COMMIT_RE
+from shared.intake.routing import Ignored
+from shared.model.build_request import CommitId
 from shared.model.events import PushEvent
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
@@ -76,18 +70,11 @@ class GiteaRepository(PayloadModel):
 class GiteaPush(PayloadModel):
     ref: str = Field(min_length=1)
     before: str | None = None
-    after: str
+    after: CommitId
     commits: list[GiteaCommit] = Field(default_factory=list)
     total_commits: int | None = None
     head_commit: GiteaCommit | None = None
     repository: GiteaRepository
-
-    @field_validator("after")
-    @classmethod
-    def _after(cls, value: str) -> str:
-        if not COMMIT_RE.match(value):
-            raise ValueError("after is not a commit id")
-        return value
 
 
 def _incomplete_reason(push: GiteaPush, created: bool) -> str | None:
@@ -101,7 +88,14 @@ def _incomplete_reason(push: GiteaPush, created: bool) -> str | None:
     return None
 
 
-def to_push_event(push: GiteaPush, *, delivery_id: str | None, received_at: datetime) -> PushEvent:
+def repository_urls(push: GiteaPush) -> tuple[str, ...]:
+    repo = push.repository
+    return unique_urls(repo.clone_url, repo.html_url, repo.ssh_url)
+
+
+def to_push_events(
+    push: GiteaPush, delivery_id: str | None, received_at: datetime
+) -> tuple[Sequence[PushEvent], Sequence[Ignored]]:
     repo = push.repository
     deleted = is_zero_commit(push.after)
     created = not deleted and is_zero_commit(push.before)
@@ -110,12 +104,12 @@ def to_push_event(push: GiteaPush, *, delivery_id: str | None, received_at: date
         files.update(commit.added or (), commit.modified or (), commit.removed or ())
     incomplete = None if deleted else _incomplete_reason(push, created)
     head = push.head_commit or next((c for c in push.commits if c.id == push.after), None)
-    return PushEvent(
+    event = PushEvent(
         provider=PROVIDER,
         delivery_id=delivery_id,
         received_at=received_at,
-        repo_urls=unique_urls(repo.clone_url, repo.html_url, repo.ssh_url),
-        clone_url=https_clone_url(repo.clone_url, repo.html_url),
+        repo_urls=repository_urls(push),
+        clone_url=payload_clone_url(repo.clone_url, repo.html_url),
         ref=push.ref,
         after=push.after,
         before=push.before,
@@ -126,15 +120,7 @@ def to_push_event(push: GiteaPush, *, delivery_id: str | None, received_at: date
         changed_files=None if incomplete else frozenset(files),
         incomplete_reason=incomplete,
     )
-
-
-def _first_header(req: HttpRequest, names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` present with a non-blank value."""
-    for name in names:
-        value = (req.header(name) or "").strip()
-        if value:
-            return value
-    return None
+    return [event], []
 
 
 def signature_matches(secret: bytes, req: HttpRequest) -> bool | None:
@@ -150,16 +136,7 @@ def signature_matches(secret: bytes, req: HttpRequest) -> bool | None:
     return any(results)
 
 
-def receive_gitea(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/gitea``: never raises; every outcome is a JSON response."""
-    delivery_id = next(
-        (d for d in (safe_delivery_id(req.header(n)) for n in DELIVERY_HEADERS) if d is not None), None
-    )
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=delivery_id, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_json_request(req, ctx)
+def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     secret = required_setting(ctx, SECRET_SETTING)
     matched = signature_matches(secret.encode(), req)
     if matched is None:
@@ -168,18 +145,18 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     if not matched:
         raise RequestRejected(401, "unauthorized", "the signature does not match the body")
 
-    event = _first_header(req, EVENT_HEADERS)
-    if event is None:
-        raise RequestRejected(400, "bad_request", f"no event header ({', '.join(EVENT_HEADERS)})")
-    if event != "push":
-        require_json_object(req.body)  # well-formed, even when it is not acted on
-        if event == "ping":
-            return pong_response(delivery.correlation_id)
-        return event_not_handled(delivery.correlation_id, event)
 
-    push = parse_json(GiteaPush, req.body, what="push payload")
-    received_at = ctx.clock()
-    push_event = to_push_event(push, delivery_id=delivery.delivery_id, received_at=received_at)
-    if (conflict := repository_conflict(push_event.repo_urls)) is not None:
-        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
-    return route_events([push_event], ctx, correlation_id=delivery.correlation_id, received_at=received_at)
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    delivery_id=first_delivery_id(*DELIVERY_HEADERS),
+    authenticate=authenticate,
+    triage=EventHeader(EVENT_HEADERS, frozenset({"push"}), ping="ping"),
+    parse=json_body(GiteaPush, what="push payload"),
+    answer=Pushes(normalise=to_push_events),
+)
+
+
+def receive_gitea(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/gitea``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

@@ -6,27 +6,20 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
-from shared.intake.receivers.base import ReceiverContext, enqueue, load_config, safe_delivery_id
-from shared.intake.receivers.common import Delivery, conflict_response, repository_conflict, run_receiver
-from shared.intake.routing import route_push
-from shared.model.build_request import COMMIT_RE
+from shared.intake.receivers.answers import Pushes
+from shared.intake.receivers.checks import PayloadModel, payload_clone_url, required_setting
+from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
+from shared.intake.routing import Ignored
+from shared.model.build_request import CommitId
 from shared.model.events import PushEvent
-from shared.platform.http import (
-    HttpRequest,
-    HttpResponse,
-    RequestRejected,
-    check_media_type,
-    check_method,
-    check_size,
-    is_too_deep,
-    too_deep,
-)
-from shared.platform.http import max_body_bytes as _max_body_bytes
+from shared.platform.http import HttpRequest, HttpResponse, RequestRejected, is_too_deep, too_deep
 
 SECRET_SETTING = "GITHUB_WEBHOOK_SECRET"
 MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
@@ -47,11 +40,7 @@ def verify_github_signature(secret: bytes, body: bytes, header: str | None) -> b
     return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class GitHubCommit(_Model):
+class GitHubCommit(PayloadModel):
     id: str = ""
     message: str = ""
     added: list[str] = Field(default_factory=list)
@@ -59,7 +48,7 @@ class GitHubCommit(_Model):
     removed: list[str] = Field(default_factory=list)
 
 
-class GitHubRepository(_Model):
+class GitHubRepository(PayloadModel):
     full_name: str | None = None
     clone_url: str | None = None
     html_url: str | None = None
@@ -70,10 +59,10 @@ class GitHubRepository(_Model):
     master_branch: str | None = None
 
 
-class GitHubPush(_Model):
+class GitHubPush(PayloadModel):
     ref: str
     before: str | None = None
-    after: str
+    after: CommitId
     created: bool = False
     deleted: bool = False
     forced: bool = False
@@ -81,15 +70,8 @@ class GitHubPush(_Model):
     head_commit: GitHubCommit | None = None
     repository: GitHubRepository
 
-    @field_validator("after")
-    @classmethod
-    def _after(cls, value: str) -> str:
-        if not COMMIT_RE.match(value):
-            raise ValueError("after is not a commit id")
-        return value
 
-
-def _decode_body(media_type: str, body: bytes) -> dict[str, Any]:
+def _decode_body(body: bytes, media_type: str) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
         if media_type == "application/x-www-form-urlencoded":
@@ -111,12 +93,12 @@ def _decode_body(media_type: str, body: bytes) -> dict[str, Any]:
     return data
 
 
-def _parse_push(media_type: str, body: bytes) -> GitHubPush:
+def _parse_push(body: bytes, media_type: str) -> GitHubPush:
     """Parse and validate in one pass (pydantic's JSON parser skips what the model ignores)."""
     try:
         if media_type == "application/json":
             return GitHubPush.model_validate_json(body)
-        return GitHubPush.model_validate(_decode_body(media_type, body))
+        return GitHubPush.model_validate(_decode_body(body, media_type))
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid" and is_too_deep(first["msg"]):
@@ -127,9 +109,15 @@ def _parse_push(media_type: str, body: bytes) -> GitHubPush:
         raise RequestRejected(400, "bad_request", f"push payload: {where}: {first['msg']}") from None
 
 
-def to_push_event(push: GitHubPush, *, delivery_id: str | None, received_at: Any) -> PushEvent:
+def _urls(push: GitHubPush) -> tuple[str, ...]:
     repo = push.repository
-    clone_url = repo.clone_url or (f"{repo.html_url}.git" if repo.html_url else "")
+    return tuple(u for u in (repo.clone_url, repo.html_url, repo.ssh_url, repo.git_url) if u)
+
+
+def to_push_events(
+    push: GitHubPush, delivery_id: str | None, received_at: datetime
+) -> tuple[Sequence[PushEvent], Sequence[Ignored]]:
+    repo = push.repository
     files: set[str] = set()
     for commit in push.commits:
         files.update(commit.added, commit.modified, commit.removed)
@@ -140,12 +128,12 @@ def to_push_event(push: GitHubPush, *, delivery_id: str | None, received_at: Any
         incomplete = "forced push: the listed commits do not describe the change"
     elif len(push.commits) >= MAX_LISTED_COMMITS:
         incomplete = f"more than {MAX_LISTED_COMMITS} commits"
-    return PushEvent(
+    event = PushEvent(
         provider="github",
         delivery_id=delivery_id,
         received_at=received_at,
-        repo_urls=tuple(u for u in (repo.clone_url, repo.html_url, repo.ssh_url, repo.git_url) if u),
-        clone_url=clone_url,
+        repo_urls=_urls(push),
+        clone_url=payload_clone_url(repo.clone_url, repo.html_url),
         ref=push.ref,
         after=push.after,
         before=push.before,
@@ -157,50 +145,30 @@ def to_push_event(push: GitHubPush, *, delivery_id: str | None, received_at: Any
         changed_files=None if incomplete else frozenset(files),
         incomplete_reason=incomplete,
     )
+    return [event], []
 
 
-def receive_github(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/github``: never raises; every outcome is a JSON response."""
-    delivery_id = safe_delivery_id(req.header("X-GitHub-Delivery"))
-    return run_receiver(_receive, req, ctx, provider="github", delivery_id=delivery_id, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    delivery_id, correlation_id = delivery.delivery_id, delivery.correlation_id
-    check_method(req)
-    check_size(req, _max_body_bytes(ctx.settings))
-    media_type = check_media_type(req, MEDIA_TYPES)
-    secret = ctx.settings.get(SECRET_SETTING, "")
-    if not secret:
-        raise RequestRejected(503, "receiver_not_configured", f"{SECRET_SETTING} is not set")
+def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
+    secret = required_setting(ctx, SECRET_SETTING)
     signature = req.header("X-Hub-Signature-256")
     if signature is None:
         raise RequestRejected(401, "unauthorized", "X-Hub-Signature-256 is missing")
     if not verify_github_signature(secret.encode(), req.body, signature):
         raise RequestRejected(401, "unauthorized", "X-Hub-Signature-256 does not match the body")
 
-    event = (req.header("X-GitHub-Event") or "").strip()
-    if not event:
-        raise RequestRejected(400, "bad_request", "X-GitHub-Event is missing")
-    if event != "push":
-        _decode_body(media_type, req.body)  # well-formed, even when it is not acted on
-        if event == "ping":
-            return HttpResponse(
-                200, {"correlation_id": correlation_id, "status": "pong", "accepted": [], "ignored": []}
-            )
-        return HttpResponse(
-            200,
-            {
-                "correlation_id": correlation_id,
-                "accepted": [],
-                "ignored": [{"target": None, "reason": f"event {event[:64]!r} is not handled"}],
-            },
-        )
-    push = _parse_push(media_type, req.body)
-    received_at = ctx.clock()
-    push_event = to_push_event(push, delivery_id=delivery_id, received_at=received_at)
-    if (conflict := repository_conflict(push_event.repo_urls)) is not None:
-        return conflict_response(conflict, ctx, correlation_id=correlation_id)
-    config = load_config(ctx)
-    result = route_push(push_event, config, correlation_id=correlation_id, received_at=received_at)
-    return enqueue(result, ctx, correlation_id=correlation_id, subject="push" if push_event.branch else "tag")
+
+SENDER = Sender(
+    provider="github",
+    logger=logger,
+    delivery_id=first_delivery_id("X-GitHub-Delivery"),
+    media_types=MEDIA_TYPES,
+    authenticate=authenticate,
+    triage=EventHeader(("X-GitHub-Event",), frozenset({"push"}), ping="ping", well_formed=_decode_body),
+    parse=_parse_push,
+    answer=Pushes(normalise=to_push_events),
+)
+
+
+def receive_github(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/github``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

@@ -8,30 +8,33 @@ Hook``; instance system hooks send ``System Hook`` with the event in the body's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from shared.intake.receivers.base import ReceiverContext, safe_delivery_id
-from shared.intake.receivers.common import (
-    Delivery,
+from shared.intake.receivers.answers import Pushes
+from shared.intake.receivers.checks import (
     PayloadModel,
-    check_json_request,
-    conflict_response,
-    event_not_handled,
-    https_clone_url,
-    ignored_response,
     is_zero_commit,
+    json_body,
     parse_json,
-    repository_conflict,
-    require_json_object,
+    payload_clone_url,
     required_setting,
-    route_events,
-    run_receiver,
+    shown,
     unique_urls,
 )
+from shared.intake.receivers.pipeline import (
+    Delivery,
+    EventHeader,
+    ReceiverContext,
+    Sender,
+    first_delivery_id,
+    ignored_response,
+)
 from shared.intake.receivers.signatures import tokens_equal
-from shared.model.build_request import COMMIT_RE
+from shared.intake.routing import Ignored
+from shared.model.build_request import CommitId
 from shared.model.events import ZERO_COMMIT, PushEvent
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
@@ -81,26 +84,12 @@ class GitLabPush(PayloadModel):
 
     ref: str = Field(min_length=1)
     before: str | None = None
-    after: str
-    checkout_sha: str | None = None
+    after: CommitId
+    checkout_sha: CommitId | None = None
     project: GitLabProject
     repository: GitLabRepository | None = None
     commits: list[GitLabCommit] = Field(default_factory=list)
     total_commits_count: int | None = None
-
-    @field_validator("after")
-    @classmethod
-    def _after(cls, value: str) -> str:
-        if not COMMIT_RE.match(value):
-            raise ValueError("after is not a commit id")
-        return value
-
-    @field_validator("checkout_sha")
-    @classmethod
-    def _checkout_sha(cls, value: str | None) -> str | None:
-        if value is not None and not COMMIT_RE.match(value):
-            raise ValueError("checkout_sha is not a commit id")
-        return value
 
 
 class _SystemHookKind(PayloadModel):
@@ -120,7 +109,26 @@ def _incomplete_reason(push: GitLabPush, created: bool) -> str | None:
     return None
 
 
-def to_push_event(push: GitLabPush, *, delivery_id: str | None, received_at: datetime) -> PushEvent:
+def repository_urls(push: GitLabPush) -> tuple[str, ...]:
+    project, repo = push.project, push.repository or GitLabRepository()
+    return unique_urls(
+        project.git_http_url,
+        project.http_url,
+        project.web_url,
+        project.homepage,
+        project.git_ssh_url,
+        project.ssh_url,
+        project.url,
+        repo.git_http_url,
+        repo.homepage,
+        repo.git_ssh_url,
+        repo.url,
+    )
+
+
+def to_push_events(
+    push: GitLabPush, delivery_id: str | None, received_at: datetime
+) -> tuple[Sequence[PushEvent], Sequence[Ignored]]:
     """Normalise; the commit built is ``checkout_sha`` (for an annotated tag ``after`` is the tag)."""
     project, repo = push.project, push.repository or GitLabRepository()
     # GitLab sends checkout_sha null when the ref no longer exists; absent means an older sender.
@@ -133,24 +141,14 @@ def to_push_event(push: GitLabPush, *, delivery_id: str | None, received_at: dat
         files.update(item.added or (), item.modified or (), item.removed or ())
     incomplete = None if deleted else _incomplete_reason(push, created)
     head = next((c for c in push.commits if c.id == commit), None)
-    return PushEvent(
+    event = PushEvent(
         provider=PROVIDER,
         delivery_id=delivery_id,
         received_at=received_at,
-        repo_urls=unique_urls(
-            project.git_http_url,
-            project.http_url,
-            project.web_url,
-            project.homepage,
-            project.git_ssh_url,
-            project.ssh_url,
-            project.url,
-            repo.git_http_url,
-            repo.homepage,
-            repo.git_ssh_url,
-            repo.url,
+        repo_urls=repository_urls(push),
+        clone_url=payload_clone_url(
+            project.git_http_url, project.http_url, repo.git_http_url, project.web_url
         ),
-        clone_url=https_clone_url(project.git_http_url, project.http_url, repo.git_http_url, project.web_url),
         ref=push.ref,
         after=commit,
         before=push.before,
@@ -161,18 +159,10 @@ def to_push_event(push: GitLabPush, *, delivery_id: str | None, received_at: dat
         changed_files=None if incomplete else frozenset(files),
         incomplete_reason=incomplete,
     )
+    return [event], []
 
 
-def receive_gitlab(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
-    """``POST /api/hooks/gitlab``: never raises; every outcome is a JSON response."""
-    delivery_id = safe_delivery_id(req.header("X-Gitlab-Event-UUID")) or safe_delivery_id(
-        req.header("Idempotency-Key")
-    )
-    return run_receiver(_receive, req, ctx, provider=PROVIDER, delivery_id=delivery_id, logger=logger)
-
-
-def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> HttpResponse:
-    check_json_request(req, ctx)
+def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     token = required_setting(ctx, TOKEN_SETTING)
     presented = req.header(TOKEN_HEADER)
     if not presented:
@@ -180,20 +170,31 @@ def _receive(req: HttpRequest, ctx: ReceiverContext, delivery: Delivery) -> Http
     if not tokens_equal(token, presented):
         raise RequestRejected(401, "unauthorized", f"{TOKEN_HEADER} does not match")
 
-    event = (req.header(EVENT_HEADER) or "").strip()
-    if not event:
-        raise RequestRejected(400, "bad_request", f"{EVENT_HEADER} is missing")
-    if event == SYSTEM_HOOK:
+
+_PROJECT_HOOKS = EventHeader((EVENT_HEADER,), PUSH_EVENTS)
+
+
+def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | None:
+    """Project hooks by their event header; a system hook by the ``event_name`` in its body."""
+    if (req.header(EVENT_HEADER) or "").strip() == SYSTEM_HOOK:
         kind = parse_json(_SystemHookKind, req.body).event_name or ""
         if kind not in SYSTEM_PUSH_EVENTS:
-            return ignored_response(delivery.correlation_id, f"system hook {kind[:64]!r} is not handled")
-    elif event not in PUSH_EVENTS:
-        require_json_object(req.body)  # well-formed, even when it is not acted on
-        return event_not_handled(delivery.correlation_id, event)
+            return ignored_response(delivery.correlation_id, f"system hook {shown(kind)} is not handled")
+        return None
+    return _PROJECT_HOOKS(req, media_type, delivery)
 
-    push = parse_json(GitLabPush, req.body, what="push payload")
-    received_at = ctx.clock()
-    push_event = to_push_event(push, delivery_id=delivery.delivery_id, received_at=received_at)
-    if (conflict := repository_conflict(push_event.repo_urls)) is not None:
-        return conflict_response(conflict, ctx, correlation_id=delivery.correlation_id)
-    return route_events([push_event], ctx, correlation_id=delivery.correlation_id, received_at=received_at)
+
+SENDER = Sender(
+    provider=PROVIDER,
+    logger=logger,
+    delivery_id=first_delivery_id("X-Gitlab-Event-UUID", "Idempotency-Key"),
+    authenticate=authenticate,
+    triage=triage,
+    parse=json_body(GitLabPush, what="push payload"),
+    answer=Pushes(normalise=to_push_events),
+)
+
+
+def receive_gitlab(req: HttpRequest, ctx: ReceiverContext) -> HttpResponse:
+    """``POST /api/hooks/gitlab``: never raises; every outcome is a JSON response."""
+    return SENDER.receive(req, ctx)

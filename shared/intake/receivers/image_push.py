@@ -9,17 +9,13 @@ the three answer alike.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.intake.base_images import LastBuildLookup, route_image_pushes
-from shared.intake.receivers.base import ReceiverContext, enqueue, load_config
-from shared.intake.receivers.common import Delivery, required_setting
+from shared.intake.receivers.answers import enqueue, load_config
+from shared.intake.receivers.pipeline import Delivery, ReceiverContext, ignored_response
 from shared.intake.routing import Ignored
 from shared.model.events import ImagePushedEvent
 from shared.model.image_refs import (
@@ -31,76 +27,11 @@ from shared.model.image_refs import (
     normalize_registry,
     normalize_repository,
 )
-from shared.platform.http import HttpRequest, HttpResponse, RequestRejected, is_too_deep, too_deep
+from shared.platform.http import HttpResponse, RequestRejected
 from shared.platform.logs import log_event
 from shared.runs.last_build import LastBuild, read_last_build
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-_REASON_CHARS = 64
 _MAX_HOST_CHARS = 259  # a DNS name and a port
-_SHAPE_ERRORS = ("json_type", "model_type", "model_attributes_type", "list_type")
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-class PayloadModel(BaseModel):
-    """Unknown fields are ignored: senders add fields freely."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-def tokens_match(expected: str, presented: str | None) -> bool:
-    """Constant-time comparison of the whole token (any text a header or query can carry)."""
-    if presented is None:
-        return False
-    return hmac.compare_digest(
-        expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass")
-    )
-
-
-def check_query_token(req: HttpRequest, ctx: ReceiverContext, setting: str) -> None:
-    """``?token=`` must equal the setting (Event Grid and Docker Hub cannot send a secret header)."""
-    expected = required_setting(ctx, setting)
-    presented = req.query.get("token")
-    if presented is None:
-        raise RequestRejected(401, "unauthorized", "the token query parameter is missing")
-    if not tokens_match(expected, presented):
-        raise RequestRejected(401, "unauthorized", "the token query parameter is wrong")
-
-
-def parse_json(model: type[ModelT], body: bytes, *, what: str) -> ModelT:
-    """Parse and validate in one pass; any problem is the sender's: 400 saying where."""
-    try:
-        return model.model_validate_json(body.removeprefix(_UTF8_BOM))
-    except ValidationError as exc:
-        raise RequestRejected(400, "bad_request", describe_error(exc, what=what)) from None
-
-
-def describe_error(exc: ValidationError, *, what: str, whole: str = "body") -> str:
-    """The first problem, located: ``<what>: <field path>: <message>``, or ``<whole>`` is the wrong shape."""
-    first = exc.errors(include_url=False)[0]
-    if first["type"] == "json_invalid":
-        return too_deep().reason if is_too_deep(first["msg"]) else f"{whole} is not valid JSON"
-    if first["type"] in _SHAPE_ERRORS and not first["loc"]:
-        return f"{whole} is not a JSON {'array' if first['type'] == 'list_type' else 'object'}"
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{what}: {where}: {first['msg']}"[:300]
-
-
-def shown(value: str) -> str:
-    """A sender's word (an event type, an action) as it may appear in an answer: short and quoted."""
-    return repr(value[:_REASON_CHARS])
-
-
-def ignored_response(correlation_id: str, reasons: Iterable[str]) -> HttpResponse:
-    """200: authenticated, understood, deliberately not built."""
-    return HttpResponse(
-        200,
-        {
-            "correlation_id": correlation_id,
-            "accepted": [],
-            "ignored": [{"target": None, "reason": reason} for reason in reasons],
-        },
-    )
 
 
 class ImageNameError(ValueError):
@@ -182,7 +113,7 @@ def route_and_enqueue(
     """Route the delivery's pushes to rebuild requests and queue them (scheduled past the burst)."""
     if not events:
         result_ignored = list(ignored) or [Ignored(None, "the delivery holds no image push")]
-        return ignored_response(delivery.correlation_id, [i.reason for i in result_ignored])
+        return ignored_response(delivery.correlation_id, *(i.reason for i in result_ignored))
     config = load_config(ctx)
     result = route_image_pushes(
         events,
