@@ -26,6 +26,7 @@ from shared.model.events import ZERO_COMMIT, PushEvent
 from shared.model.globs import any_match
 from shared.model.pinned_cache import PinnedCache
 from shared.model.repo_urls import https_clone_url, normalize_repo
+from shared.model.request_prototypes import request_from_prototype
 from shared.model.tags import compute_tags
 
 SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
@@ -124,26 +125,27 @@ def request_for_commit(
         raise NoImageTags(f"no image tag rule of {target.name!r} applies to {ref}")
     build_id = request_id(target.name, ref, commit or "", ",".join(target.platforms), *id_parts)
     # The same few refs push again and again, and everything but the commit, its tags, the id
-    # and the trigger depends on the target and the ref alone: validate that once per ref.
-    owners, key = (config, target), (ref, repo_url, branch_default)
-    prototype = _PROTOTYPES.get(owners, key)
-    if prototype is not None:
-        return prototype.for_commit(id=build_id, commit=commit, tags=tags, trigger=trigger)
-    request = validated_request(
-        config,
-        target,
-        build_id=build_id,
-        ref=ref,
+    # and the trigger depends on the target and the ref alone: validate that once per ref
+    # (shared.model.request_prototypes says why, with the measurement).
+    return request_from_prototype(
+        (config, target),
+        (ref, repo_url, branch_default),
+        id=build_id,
         commit=commit,
         tags=tags,
-        repo_url=repo_url,
         trigger=trigger,
-        default_branch=branch_default,
+        validate=lambda: validated_request(
+            config,
+            target,
+            build_id=build_id,
+            ref=ref,
+            commit=commit,
+            tags=tags,
+            repo_url=repo_url,
+            trigger=trigger,
+            default_branch=branch_default,
+        ),
     )
-    return _PROTOTYPES.put(owners, key, request)
-
-
-_PROTOTYPES: PinnedCache[BuildRequest] = PinnedCache(1024)
 
 
 def validated_request(

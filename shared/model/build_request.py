@@ -12,7 +12,7 @@ import hashlib
 import re
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -52,11 +52,11 @@ CommitId = Annotated[str, AfterValidator(_commit_id)]
 
 
 class _Strict(BaseModel):
-    # Frozen: a request is a value (``for_commit`` shares the parts two requests have in common).
+    # Frozen: a request is a value (``request_prototypes`` shares the parts two requests have in common).
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-def _check_head_build(commit: str | None, kind: str) -> None:
+def check_head_build(commit: str | None, kind: str) -> None:
     # A push or tag build names the commit the sender reported; building whatever the ref
     # points at later would build something nobody pushed.
     if commit is None and kind not in HEAD_BUILD_TRIGGERS:
@@ -192,31 +192,8 @@ class BuildRequest(_Strict):
 
     @model_validator(mode="after")
     def _head_builds(self) -> BuildRequest:
-        _check_head_build(self.source.commit, self.trigger.kind)
+        check_head_build(self.source.commit, self.trigger.kind)
         return self
-
-    def for_commit(self, *, id: str, commit: str | None, tags: list[str], trigger: Trigger) -> BuildRequest:
-        """This request for another commit of the same target and ref, with no full validation pass.
-
-        Routing keeps one validated request per target and ref and derives each push's request
-        from it (one pass costs more than the rest of a webhook). The fields that differ are
-        checked by the model's own validators, so the result is what ``model_validate`` accepts;
-        a property test holds the two equal. The models are frozen, so sharing the unchanged
-        parts is safe.
-        """
-        BuildRequest._id(id)
-        Source._commit(commit)
-        if not tags:
-            raise ValueError("image.tags must not be empty")
-        Image._tags(tags)
-        _check_head_build(commit, trigger.kind)
-        return _replaced(
-            self,
-            id=id,
-            trigger=trigger,
-            source=_replaced(self.source, commit=commit),
-            image=_replaced(self.image, tags=list(tags)),
-        )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=False)
@@ -241,23 +218,6 @@ class BuildRequest(_Strict):
         if self.source.commit is not None:  # a property cannot be null
             properties["commit"] = self.source.commit
         return properties
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def _replaced(model: ModelT, **changes: object) -> ModelT:
-    """``model`` with ``changes``, for already-checked values: what ``model_copy(update=...)`` does,
-    at a quarter of its cost (it copies through ``copy.copy``, which matters on every webhook).
-
-    Sets the instance attributes pydantic documents for ``BaseModel``; ``model_construct`` does the same.
-    """
-    copy = type(model).__new__(type(model))
-    object.__setattr__(copy, "__dict__", {**model.__dict__, **changes})
-    object.__setattr__(copy, "__pydantic_fields_set__", model.__pydantic_fields_set__ | changes.keys())
-    object.__setattr__(copy, "__pydantic_extra__", None)
-    object.__setattr__(copy, "__pydantic_private__", None)
-    return copy
 
 
 def _json_string_array(values: tuple[str, ...]) -> str:
