@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.ports import free_port
+from tests.support.child_server import ChildServer, spawn, start_on_free_port
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -37,23 +35,19 @@ ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 STARTUP_TIMEOUT = 30.0
-_PORT_ATTEMPTS = 3
 
 
 class AzuriteUnavailable(RuntimeError):
     """Azurite is not installed or did not start; the message says what to do."""
 
 
-class AzuriteServer:
+class AzuriteServer(ChildServer):
     """One running ``azurite-blob`` process and the coordinates a client needs."""
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path, work_dir: Path) -> None:
-        self.process = process
-        self.port = port
+        super().__init__(process, port, log_path, work_dir)
         self.account_name = ACCOUNT_NAME
         self.account_key = ACCOUNT_KEY
-        self._log_path = log_path
-        self._work_dir = work_dir
         self._clients: list[BlobServiceClient | ContainerClient] = []
 
     @property
@@ -86,27 +80,13 @@ class AzuriteServer:
         self._clients.append(container)
         return container
 
-    def output(self) -> str:
-        """What Azurite wrote to stdout/stderr so far (for error messages)."""
-        try:
-            return self._log_path.read_text(errors="replace").strip()
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        """Terminate, then kill if it does not exit within 10 s; close the clients handed out."""
+        """Close the clients handed out, then stop the process."""
         for client in self._clients:
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        shutil.rmtree(self._work_dir, ignore_errors=True)
+        super().stop()
 
 
 def _container_name(prefix: str) -> str:
@@ -145,30 +125,21 @@ def _answers(server: AzuriteServer) -> bool:
 
 
 def _launch(executable: Path, port: int) -> AzuriteServer:
+    # A private working directory, so that nothing lands in the repository.
     work_dir = Path(tempfile.mkdtemp(prefix="azurite-"))
-    log_path = work_dir / "azurite.log"
-    with log_path.open("wb") as log:
-        # A file, not a pipe: nobody drains a pipe while the tests run, and a full pipe would
-        # block Azurite. Its working directory is private so that nothing lands in the repo.
-        process = subprocess.Popen(
-            [
-                str(executable),
-                "--silent",
-                "--inMemoryPersistence",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(port),
-            ],
-            cwd=work_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "NODE_NO_WARNINGS": "1"},
-        )
-    return AzuriteServer(process, port, log_path, work_dir)
+    command = [
+        str(executable),
+        "--silent",
+        "--inMemoryPersistence",
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+    ]
+    process = spawn(command, work_dir, "azurite.log", env={**os.environ, "NODE_NO_WARNINGS": "1"})
+    return AzuriteServer(process, port, work_dir / "azurite.log", work_dir)
 
 
 def start_azurite(*, root: Path = REPO_ROOT, timeout: float = STARTUP_TIMEOUT) -> AzuriteServer:
@@ -178,29 +149,15 @@ def start_azurite(*, root: Path = REPO_ROOT, timeout: float = STARTUP_TIMEOUT) -
     before Azurite does; an instance that exits early with "address in use" is retried on a new port.
     """
     executable = azurite_executable(root)
-    for attempt in range(1, _PORT_ATTEMPTS + 1):
-        server = _launch(executable, free_port())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                break
-            if _answers(server):
-                return server
-            time.sleep(0.1)
-        exited = server.process.poll() is not None
-        output = server.output()
-        server.stop()
-        if exited and "EADDRINUSE" in output and attempt < _PORT_ATTEMPTS:
-            continue
-        state = (
-            f"exited with code {server.process.returncode}"
-            if exited
-            else f"did not answer within {timeout:.0f} s"
-        )
-        raise AzuriteUnavailable(
-            f"Azurite ({executable}) on 127.0.0.1:{server.port} {state}. Its output:\n{output or '(none)'}"
-        )
-    raise AssertionError("unreachable")  # pragma: no cover
+    return start_on_free_port(
+        lambda port: _launch(executable, port),
+        _answers,
+        name=f"Azurite ({executable})",
+        port_in_use="EADDRINUSE",
+        timeout=timeout,
+        interval=0.1,
+        unavailable=AzuriteUnavailable,
+    )
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -36,10 +35,9 @@ from shared.platform.oci import (
     RegistryClient,
     compute_digest,
 )
-from tests.support.ports import free_port
+from tests.support.child_server import ChildServer, spawn, start_on_free_port
 
 STARTUP_TIMEOUT = 20.0
-_PORT_ATTEMPTS = 3
 IN_TOTO_MEDIA_TYPE = "application/vnd.in-toto+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 PROVENANCE_PREDICATE = "https://slsa.dev/provenance/v0.2"
@@ -100,16 +98,13 @@ class PushedImage:
     config_digest: str
 
 
-class OciRegistry:
+class OciRegistry(ChildServer):
     """One running ``docker-registry serve`` and helpers that push test content through the OCI API."""
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, work_dir: Path, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.work_dir = work_dir
+        super().__init__(process, port, log_path, work_dir)
         self.storage = work_dir / "storage"
         self.config_path = work_dir / "config.yml"
-        self._log_path = log_path
         self._client: RegistryClient | None = None
 
     @property
@@ -133,12 +128,6 @@ class OciRegistry:
     def new_repo(self, prefix: str = "test") -> str:
         """A repository name nobody else uses in this registry (``<prefix>/<12 hex>``)."""
         return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-    def output(self) -> str:
-        try:
-            return self._log_path.read_text(errors="replace").strip()
-        except OSError:
-            return ""
 
     # -- pushing content -------------------------------------------------------------------------
 
@@ -348,19 +337,6 @@ class OciRegistry:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
         return done.stdout + done.stderr
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Terminate, then kill if it does not exit within 10 s; remove its storage."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
 
 _REGISTRY_CONFIG = """\
 version: 0.1
@@ -392,16 +368,8 @@ def _launch(executable: str, port: int) -> OciRegistry:
     (work_dir / "storage").mkdir()
     config = work_dir / "config.yml"
     config.write_text(_REGISTRY_CONFIG.format(root=work_dir / "storage", port=port))
-    log_path = work_dir / "registry.log"
-    with log_path.open("wb") as log:  # a file, not a pipe nobody drains
-        process = subprocess.Popen(
-            [executable, "serve", str(config)],
-            cwd=work_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return OciRegistry(process, port, work_dir, log_path)
+    process = spawn([executable, "serve", str(config)], work_dir, "registry.log")
+    return OciRegistry(process, port, work_dir, work_dir / "registry.log")
 
 
 def start_registry(*, timeout: float = STARTUP_TIMEOUT) -> OciRegistry:
@@ -411,29 +379,15 @@ def start_registry(*, timeout: float = STARTUP_TIMEOUT) -> OciRegistry:
     with "address already in use" is retried on a new port.
     """
     executable = registry_executable()
-    for attempt in range(1, _PORT_ATTEMPTS + 1):
-        registry = _launch(executable, free_port())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if registry.process.poll() is not None:
-                break
-            if _answers(registry.url):
-                return registry
-            time.sleep(0.05)
-        exited = registry.process.poll() is not None
-        output = registry.output()
-        registry.stop()
-        if exited and "address already in use" in output and attempt < _PORT_ATTEMPTS:
-            continue
-        state = (
-            f"exited with code {registry.process.returncode}"
-            if exited
-            else f"did not answer within {timeout:.0f} s"
-        )
-        raise RegistryUnavailable(
-            f"docker-registry ({executable}) on {registry.host} {state}. Its output:\n{output or '(none)'}"
-        )
-    raise AssertionError("unreachable")  # pragma: no cover
+    return start_on_free_port(
+        lambda port: _launch(executable, port),
+        lambda registry: _answers(registry.url),
+        name=f"docker-registry ({executable})",
+        port_in_use="address already in use",
+        timeout=timeout,
+        interval=0.05,
+        unavailable=RegistryUnavailable,
+    )
 
 
 @contextlib.contextmanager

@@ -39,6 +39,24 @@ class PayloadModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class ListedCommit(PayloadModel):
+    """A pushed commit as GitLab and Gitea send it: its file lists may be absent.
+
+    None (absent), unlike [], means the sender did not say: GitLab's system hooks and old Gitea
+    versions send no file lists, so a path filter cannot be decided from the payload.
+    """
+
+    id: str = ""
+    message: str = ""
+    added: list[str] | None = None
+    modified: list[str] | None = None
+    removed: list[str] | None = None
+
+    @property
+    def lists_files(self) -> bool:
+        return self.added is not None or self.modified is not None or self.removed is not None
+
+
 def required_setting(ctx: ReceiverContext, name: str) -> str:
     """A receiver's secret setting; unset means the operator has not configured it: 503, not 401."""
     value = ctx.settings.get(name, "")

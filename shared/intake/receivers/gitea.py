@@ -19,6 +19,7 @@ from pydantic import Field
 
 from shared.intake.receivers.answers import Pushes
 from shared.intake.receivers.checks import (
+    ListedCommit,
     PayloadModel,
     is_zero_commit,
     json_body,
@@ -47,19 +48,6 @@ DELIVERY_HEADERS = ("X-Gitea-Delivery", "X-Forgejo-Delivery")
 logger = logging.getLogger("slipway.webhooks.gitea")
 
 
-class GiteaCommit(PayloadModel):
-    id: str = ""
-    message: str = ""
-    # None (absent), unlike [], means Gitea did not say: old versions send no file lists.
-    added: list[str] | None = None
-    modified: list[str] | None = None
-    removed: list[str] | None = None
-
-    @property
-    def lists_files(self) -> bool:
-        return self.added is not None or self.modified is not None or self.removed is not None
-
-
 class GiteaRepository(PayloadModel):
     clone_url: str | None = None
     html_url: str | None = None
@@ -71,9 +59,9 @@ class GiteaPush(PayloadModel):
     ref: str = Field(min_length=1)
     before: str | None = None
     after: CommitId
-    commits: list[GiteaCommit] = Field(default_factory=list)
+    commits: list[ListedCommit] = Field(default_factory=list)
     total_commits: int | None = None
-    head_commit: GiteaCommit | None = None
+    head_commit: ListedCommit | None = None
     repository: GiteaRepository
 
 

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from shared.intake.receivers.answers import Pushes
 from shared.intake.receivers.checks import (
+    ListedCommit,
     PayloadModel,
     is_zero_commit,
     json_body,
@@ -48,19 +49,6 @@ SYSTEM_PUSH_EVENTS = frozenset({"push", "tag_push"})
 logger = logging.getLogger("slipway.webhooks.gitlab")
 
 
-class GitLabCommit(PayloadModel):
-    id: str = ""
-    message: str = ""
-    # None (absent), unlike [], means GitLab did not say: system hooks omit the file lists.
-    added: list[str] | None = None
-    modified: list[str] | None = None
-    removed: list[str] | None = None
-
-    @property
-    def lists_files(self) -> bool:
-        return self.added is not None or self.modified is not None or self.removed is not None
-
-
 class GitLabProject(PayloadModel):
     web_url: str | None = None
     git_http_url: str | None = None
@@ -88,7 +76,7 @@ class GitLabPush(PayloadModel):
     checkout_sha: CommitId | None = None
     project: GitLabProject
     repository: GitLabRepository | None = None
-    commits: list[GitLabCommit] = Field(default_factory=list)
+    commits: list[ListedCommit] = Field(default_factory=list)
     total_commits_count: int | None = None
 
 
