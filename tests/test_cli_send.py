@@ -41,7 +41,7 @@ SECRETS = {
     "GITEA_WEBHOOK_SECRET": "gt-secret-0b2e",
     "ACR_WEBHOOK_TOKEN": "acr-token-6d91",
     "EVENTGRID_WEBHOOK_TOKEN": "eg-token-3a7c",
-    "DOCKERHUB_WEBHOOK_TOKEN": "dh-token-8e24",
+    "DOCKERHUB_WEBHOOK_TOKEN": "dh+token&8e24=/ %",  # what a URL must escape
 }
 # The setting each receiver checks (azure-devops: both of its parts).
 SETTINGS = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,7 @@ def _github(trial: Trial) -> list[Outgoing]:
 
     key = os.environ.get(github.SECRET_SETTING, "")
     if not key and is_loopback(urlsplit(trial.url).hostname or ""):
-        # What `slipway serve` itself signs with on loopback when the setting is unset.
+        # What `slipway serve` itself checks against on loopback when the setting is unset.
         key = LOCAL_SECRET
         print(f"{github.SECRET_SETTING} is not set: signing with serve's local default", file=sys.stderr)
     key = key or secret(github.SECRET_SETTING)
@@ -190,7 +191,8 @@ def _azure_devops(trial: Trial) -> list[Outgoing]:
 
 
 # --- Bitbucket Cloud -----------------------------------------------------------------------------
-# Headers (X-Event-Key, X-Request-UUID, X-Attempt-Number, X-Hub-Signature: sha256=<hex HMAC>):
+# Headers (X-Event-Key, X-Hook-UUID, X-Request-UUID, X-Attempt-Number, X-Hub-Signature:
+# sha256=<hex HMAC>):
 # https://support.atlassian.com/bitbucket-cloud/docs/event-payloads/ (HTTP headers) and
 # https://support.atlassian.com/bitbucket-cloud/docs/manage-webhooks/ (secure webhooks).
 def _bitbucket(trial: Trial) -> list[Outgoing]:
@@ -200,6 +202,8 @@ def _bitbucket(trial: Trial) -> list[Outgoing]:
     key = secret(bitbucket.SECRET_SETTING)
     out = _post(trial)
     out.add(bitbucket.EVENT_HEADER, trial.event or bitbucket.PUSH_EVENT)
+    # X-Hook-UUID names the webhook, so it stays the same for every send to one URL.
+    out.add("X-Hook-UUID", str(uuid.uuid5(uuid.NAMESPACE_URL, trial.url)))
     out.add("X-Request-UUID", trial.delivery)
     out.add("X-Attempt-Number", "1")
     out.add(
