@@ -54,6 +54,13 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def basic_auth_header(user: str, password: str) -> str:
+    """The ``Authorization`` value a sender configured with ``user`` and ``password`` sends: the
+    inverse of ``parse_basic_auth`` (RFC 7617 §2: ``Basic`` base64(user ":" password), UTF-8)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
 def basic_auth_matches(header: str | None, user: str, password: str) -> bool:
     """Both parts compared in constant time, and both always compared (no early exit on the user)."""
     credentials = parse_basic_auth(header)
