@@ -29,7 +29,7 @@ from shared.acr.run_prepare import resolve_secrets as resolve_secrets  # re-expo
 from shared.acr.task import RenderError, RunSpec, new_result_marker
 from shared.dispatch import failures
 from shared.dispatch.claims import Adopt, Claims, build_fingerprint, new_record
-from shared.dispatch.coalesce import Coalescer, PendingRequests, is_rebuild
+from shared.dispatch.coalesce import Coalescer, PendingRequests, is_rebuild, is_rerun
 from shared.dispatch.failures import RetryPolicy
 from shared.dispatch.outcome import DispatchResult as DispatchResult
 from shared.dispatch.outcome import Outcome as Outcome
@@ -250,7 +250,9 @@ class Dispatcher:
     ) -> DispatchResult | None:
         """Wait out the quiet period, skip a superseded request, or wait for budget; None: go on."""
         settings = config.dispatch
-        quiet_until = request.trigger.received_at + settings.quiet_period
+        # A rerun waits for no newer commit: it is never coalesced (``shared.dispatch.coalesce``).
+        quiet = timedelta(0) if is_rerun(request) else settings.quiet_period
+        quiet_until = request.trigger.received_at + quiet
         newer = self._coalescer.superseded_by(request, buildable=lambda other: _buildable(other, config))
         if (
             newer is not None
