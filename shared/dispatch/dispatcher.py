@@ -250,9 +250,7 @@ class Dispatcher:
     ) -> DispatchResult | None:
         """Wait out the quiet period, skip a superseded request, or wait for budget; None: go on."""
         settings = config.dispatch
-        # A rerun waits for no newer commit: it is never coalesced (``shared.dispatch.coalesce``).
-        quiet = timedelta(0) if is_rerun(request) else settings.quiet_period
-        quiet_until = request.trigger.received_at + quiet
+        quiet_until = request.trigger.received_at + settings.quiet_period
         newer = self._coalescer.superseded_by(request, buildable=lambda other: _buildable(other, config))
         if (
             newer is not None
@@ -272,7 +270,8 @@ class Dispatcher:
             return self._superseding.supersede(request, newer, now, message_id)
         if not self._later.can_wait:
             return None  # waiting needs a delayed copy: abandoning would burn deliveries instead
-        if now < quiet_until:
+        # A rerun waits for no newer commit: it is never coalesced (``shared.dispatch.coalesce``).
+        if now < quiet_until and not is_rerun(request):
             return self._later.wait(request, quiet_until, "quiet period: a newer commit may follow")
         from shared.dispatch.budgets import check_budget
 
