@@ -129,6 +129,8 @@ def test_rerun_queues_the_same_build_under_a_new_id_and_records_who_and_why(
     assert planned["commit"] == original["source"]["commit"] and planned["tags"] == original["image"]["tags"]
     assert rig.queue.peek() == []
     assert not any(e["event"] == "rerun" for e in _record(rig, original_id).history)
+    assert main(["rerun", original_id, "--dry-run"]) == 0  # the human table, ids whole
+    assert f"{original_id}-r1" in capsys.readouterr().out
 
     first = _json(capsys, "rerun", original_id, "--reason", "flaky network", "--actor", "alice")
     second = _json(capsys, "rerun", original_id)  # before the first is dispatched: the next number
@@ -249,6 +251,8 @@ def test_cancel_a_running_request_cancels_its_acr_run_once(
     posted = len(git_host_server.requests)
     again = _json(capsys, "cancel", request_id)
     assert again["action"] == "already_cancelled"
+    assert main(["cancel", request_id]) == 0  # the human table
+    assert "already cancelled" in capsys.readouterr().out
     assert acr_server.cancelled() == [run_id] and len(git_host_server.requests) == posted
 
     # Reconciliation follows it to its end and posts nothing new; then it is settled.
