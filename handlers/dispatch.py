@@ -45,7 +45,8 @@ class DispatchRefused(Exception):
 @bp.function_name("dispatch")
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%BUILD_QUEUE%")
 def dispatch(msg: func.ServiceBusMessage) -> None:
-    """Returning completes the message: started, duplicate, superseded, or rescheduled as a copy."""
+    """Returning completes the message: started, duplicate, superseded, cancelled, or rescheduled as a
+    copy."""
     from shared.dispatch.dispatcher import Outcome
 
     rt = runtime()

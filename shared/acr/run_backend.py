@@ -361,7 +361,13 @@ class AcrBackend:
         ]
 
     def cancel(self, run_id: str) -> None:
-        """Cancel a run (``runs.cancel``); a run that already ended is not an error."""
+        """Cancel a run (``runs.cancel``); a run that already ended is not an error.
+
+        ``POST .../registries/{registryName}/runs/{runId}/cancel`` (operation ``Runs_Cancel``,
+        api-version 2025-03-01-preview; Learn, ContainerRegistryRunResource.Cancel), answered
+        200 with no body: azure-mgmt-containerregistry's v2025_03_01_preview
+        ``_runs_operations.build_cancel_request`` and ``RunsOperations.cancel`` (synchronous).
+        """
         from azure.core.exceptions import AzureError
 
         try:

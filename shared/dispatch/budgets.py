@@ -80,7 +80,8 @@ def may_start_run(record: RecordSummary, *, now: datetime) -> bool:
     if record.status is RunStatus.RETRYING:
         return record.start_uncertain_at is not None
     return (
-        record.status is RunStatus.DISPATCHED
+        # A cancelled run counts until ACR says it ended: cancelling takes a moment.
+        record.status in (RunStatus.DISPATCHED, RunStatus.CANCELLED)
         and record.following
         and (record.run_status or "") not in TERMINAL_RUN_STATUSES
     )

@@ -22,7 +22,14 @@ from shared.acr.run_backend import PermanentBackendError, RunBackend, RunHandle,
 from shared.acr.task import RunSpec
 from shared.dispatch import failures
 from shared.dispatch.failures import RetryPolicy
-from shared.dispatch.outcome import DispatchResult, dead_letter, duplicate, ledger_failed, retry_now
+from shared.dispatch.outcome import (
+    DispatchResult,
+    cancelled,
+    dead_letter,
+    duplicate,
+    ledger_failed,
+    retry_now,
+)
 from shared.dispatch.retry import Rescheduler
 from shared.model.build_request import BuildRequest
 from shared.platform.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
@@ -188,6 +195,9 @@ class Claims:
                 existing.failure_reason or failures.RUN_REJECTED,
                 existing.error or "the run was refused earlier",
             )
+        if existing.status is RunStatus.CANCELLED:
+            # Every copy, redelivery or wait of a cancelled request ends here: no run starts.
+            return cancelled(request, f"cancelled by {existing.cancelled_by or 'an operator'}")
         if existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED):
             return duplicate(request, f"already {existing.status.value} (run {existing.run_id or '-'})")
         return None

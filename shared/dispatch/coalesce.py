@@ -24,6 +24,11 @@ last built, only for a reason outside the repository. So:
 * A rebuild is served by any run on its key that started after the rebuild was received; a run
   that started before cannot contain an update that came later, so the rebuild builds.
 * Between pending rebuilds, the one received last wins.
+
+A *rerun* (``slipway rerun``) stands apart: an operator asked for that exact build again (often
+of an older commit), so it is never superseded, never supersedes another request and is not
+remembered on its key (it would otherwise pass for the newest push and cancel the runs of newer
+commits).
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ class PendingRequests(Protocol):
 def is_rebuild(request: BuildRequest) -> bool:
     """A base-image or scheduled rebuild: it builds the branch's last build, not a pushed commit."""
     return request.trigger.kind in HEAD_BUILD_TRIGGERS
+
+
+def is_rerun(request: BuildRequest) -> bool:
+    """An operator's rerun of a finished request: outside coalescing (see above)."""
+    return request.trigger.kind == "rerun"
 
 
 def _order(request: BuildRequest) -> tuple[datetime, str]:
@@ -177,6 +187,8 @@ class Coalescer:
         dispatcher will refuse (a forged or stale message) must not supersede one it would build.
         A pending push wins over a pending rebuild, whichever was received first.
         """
+        if is_rerun(request):
+            return None
         if self._pending is not None:
             for body in self._pending.pending_with_coalesce_key(request.coalesce_key):
                 try:
@@ -185,6 +197,7 @@ class Coalescer:
                     continue
                 if (
                     other.id != request.id
+                    and not is_rerun(other)
                     and other.coalesce_key == request.coalesce_key
                     and outranks(other, request)
                     and (buildable is None or buildable(other))
@@ -216,7 +229,7 @@ class Coalescer:
         rebuild only the rebuild it replaces (never a push's run). Best effort: the run has
         started, so a failure here is logged, never retried.
         """
-        if self._state is None:
+        if self._state is None or is_rerun(request):
             return []
         from shared.platform.state import update
 

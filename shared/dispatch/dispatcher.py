@@ -29,7 +29,7 @@ from shared.acr.run_prepare import resolve_secrets as resolve_secrets  # re-expo
 from shared.acr.task import RenderError, RunSpec, new_result_marker
 from shared.dispatch import failures
 from shared.dispatch.claims import Adopt, Claims, build_fingerprint, new_record
-from shared.dispatch.coalesce import Coalescer, PendingRequests, is_rebuild
+from shared.dispatch.coalesce import Coalescer, PendingRequests, is_rebuild, is_rerun
 from shared.dispatch.failures import RetryPolicy
 from shared.dispatch.outcome import DispatchResult as DispatchResult
 from shared.dispatch.outcome import Outcome as Outcome
@@ -270,7 +270,8 @@ class Dispatcher:
             return self._superseding.supersede(request, newer, now, message_id)
         if not self._later.can_wait:
             return None  # waiting needs a delayed copy: abandoning would burn deliveries instead
-        if now < quiet_until:
+        # A rerun waits for no newer commit: it is never coalesced (``shared.dispatch.coalesce``).
+        if now < quiet_until and not is_rerun(request):
             return self._later.wait(request, quiet_until, "quiet period: a newer commit may follow")
         from shared.dispatch.budgets import check_budget
 

@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     SUPERSEDED = "superseded"  # a newer request on the coalesce key builds instead: complete
     RESCHEDULED = "rescheduled"  # a copy comes back later (wait or retry): complete the original
+    CANCELLED = "cancelled"  # an operator cancelled the request before it started: complete
     RETRY = "retry"  # abandon: redelivered at once (no queue to schedule a copy on)
     DEAD_LETTER = "dead-letter"
 
@@ -45,6 +46,18 @@ def duplicate(request: BuildRequest, why: str) -> DispatchResult:
         reason=why,
     )
     return DispatchResult(Outcome.DUPLICATE, request.id, reason=why)
+
+
+def cancelled(request: BuildRequest, why: str) -> DispatchResult:
+    """An operator cancelled the request (``slipway cancel``): start nothing, complete the message."""
+    log_event(
+        logger,
+        "cancelled_request_settled",
+        correlation_id=request.trigger.correlation_id,
+        request_id=request.id,
+        reason=why,
+    )
+    return DispatchResult(Outcome.CANCELLED, request.id, reason="Cancelled", description=why)
 
 
 def retry_now(request: BuildRequest, why: str) -> DispatchResult:

@@ -263,7 +263,7 @@ class Replayer:
                     return "created, retrying"
                 continue
             existing, etag = found
-            settled = existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED)
+            settled = existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED, RunStatus.CANCELLED)
             updated = (
                 existing.with_event(now, "replayed", detail) if settled else reopened(existing, now, detail)
             )

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 SCHEMA_V1 = "slipway.build-request/v1"
 
-TriggerKind = Literal["push", "tag", "base-image", "schedule", "manual", "replay"]
+TriggerKind = Literal["push", "tag", "base-image", "schedule", "manual", "replay", "rerun"]
 # Triggers that may build the head of a ref rather than a known commit: a base-image update or a
 # schedule can fire before any push of the target was seen.
 HEAD_BUILD_TRIGGERS: frozenset[str] = frozenset({"base-image", "schedule"})
@@ -74,6 +74,19 @@ class Trigger(_Strict):
     delivery_id: str | None = Field(default=None, description="The sender's delivery id, if any.")
     received_at: datetime
     correlation_id: str = Field(description="Follows the request from the webhook to the ACR run.")
+    # Set by an operator's trigger (``slipway rerun``) and left out of the JSON when unset, so the
+    # body of every other request is unchanged.
+    actor: str | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="Who asked for a rerun (OS user@host)."
+    )
+    reason: str | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="Why, as the operator said (--reason)."
+    )
+    rerun_of: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The request a rerun builds again (same commit, tags and target).",
+    )
 
 
 class Source(_Strict):

@@ -62,6 +62,9 @@ def describe(record: LedgerRecord) -> str:
     run = f"ACR run {record.run_id}" if record.run_id else "the ACR run"
     status = record.run_status or ""
     took = _duration(record.run_started_at, record.run_finished_at)
+    if record.cancelled_by and status != "Succeeded":  # a run that ended first keeps its outcome
+        who = record.cancelled_by[:60]
+        return f"{run} cancelled by {who}" if record.run_id else f"Cancelled by {who} before it started"
     if status == "Succeeded":
         return f"Built and pushed {repository}:{tags[0]}" + (f" in {took}" if took else "")
     if status == "Timeout":

@@ -139,7 +139,7 @@ class Reconciler:
     def _follows(self, record: LedgerRecord | RecordSummary) -> bool:
         return (
             record.following
-            and record.status is RunStatus.DISPATCHED
+            and record.status in (RunStatus.DISPATCHED, RunStatus.CANCELLED)
             and record.run_id is not None
             and record.backend == self._backend.name
         )

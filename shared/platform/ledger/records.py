@@ -31,6 +31,9 @@ class RunStatus(StrEnum):
     RETRYING = "retrying"  # starting failed transiently; the next delivery reclaims the record once
     FAILED = "failed"  # ACR refused the run for good (``error`` says why)
     SUPERSEDED = "superseded"  # a newer request for the same coalesce key made this one moot
+    # An operator cancelled it (``slipway cancel``): before it started (no run), or its ACR run,
+    # which reconciliation follows until ACR says it ended (``following``).
+    CANCELLED = "cancelled"
 
 
 def validate_request_id(request_id: str) -> str:
@@ -102,6 +105,9 @@ class LedgerRecord(BaseModel):
     )
     commit_status: str | None = Field(
         default=None, description="The last commit status posted to the Git host (pending, success...)."
+    )
+    cancelled_by: str | None = Field(
+        default=None, description="Who cancelled the request (``slipway cancel``); why is in the history."
     )
     attempts: int = 0
     history: list[dict[str, Any]] = Field(

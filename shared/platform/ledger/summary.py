@@ -77,7 +77,8 @@ def is_active(summary: RecordSummary) -> bool:
     (failed, superseded, a run no longer followed) is settled and only ages towards expiry."""
     if summary.status in (RunStatus.DISPATCHING, RunStatus.RETRYING):
         return True
-    return summary.status is RunStatus.DISPATCHED and summary.following
+    # A cancelled run is followed until ACR says it ended (a pending request cancelled is not).
+    return summary.status in (RunStatus.DISPATCHED, RunStatus.CANCELLED) and summary.following
 
 
 _SUMMARY_FIELDS = tuple(f.name for f in dataclass_fields(RecordSummary))
