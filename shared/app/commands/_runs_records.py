@@ -1,0 +1,218 @@
+"""What ``slipway runs`` reads of the ledger: a record by request or run id, the filtered pages of
+``runs list``, and the derived columns (trigger, duration, portal link)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.app.cli import CliError
+
+if TYPE_CHECKING:
+    from shared.acr.run_backend import AcrBackend
+    from shared.app.runtime import Runtime
+    from shared.platform.ledger import Cursor, Ledger, LedgerRecord
+
+# A filtered page reads at most this many records (matching or not) before it stops and hands
+# out the cursor to go on from: a filter that matches nothing costs a bounded page, not the history.
+SCAN_LIMIT = 500
+
+
+def find_record(ledger: Ledger, ident: str) -> LedgerRecord | None:
+    """The record of a request id, else of an ACR run id (from the summaries: a Blob ledger answers
+    from one listing instead of downloading every record, then reads that one record)."""
+    try:
+        found = ledger.get(ident)
+    except ValueError:  # not a valid request id: maybe a run id
+        found = None
+    if found is None:
+        every = ledger.list_summaries(since=datetime(1970, 1, 1, tzinfo=UTC))
+        match = next((s for s in every if s.run_id == ident), None)
+        found = ledger.get(match.request_id) if match is not None else None
+    return found[0] if found else None
+
+
+def require_record(ledger: Ledger, ident: str) -> LedgerRecord:
+    record = find_record(ledger, ident)
+    if record is None:
+        raise CliError(f"no run with request id or run id {ident!r}")
+    return record
+
+
+def trigger_of(record: LedgerRecord) -> str | None:
+    """What caused the request (push, tag, base-image, schedule, replay, rerun...), as recorded."""
+    trigger = record.request.get("trigger")
+    kind = trigger.get("kind") if isinstance(trigger, dict) else None
+    return str(kind) if kind else None
+
+
+def duration_seconds(record: LedgerRecord, now: datetime) -> float | None:
+    """run_started_at to run_finished_at; for a run still going, the time it has run so far."""
+    from shared.acr.run_backend import TERMINAL_RUN_STATUSES
+
+    started = record.run_started_at
+    if started is None:
+        return None
+    if record.run_finished_at is not None:
+        return max(0.0, (record.run_finished_at - started).total_seconds())
+    if record.run_status in TERMINAL_RUN_STATUSES:
+        return None  # ended, end time unknown
+    return max(0.0, (now - started).total_seconds())
+
+
+def duration_text(record: LedgerRecord, now: datetime) -> str | None:
+    from datetime import timedelta
+
+    from shared.model.durations import format_duration
+
+    seconds = duration_seconds(record, now)
+    if seconds is None:
+        return None
+    text = format_duration(timedelta(seconds=round(seconds)))
+    return text if record.run_finished_at is not None else f"running {text}"
+
+
+def summary(record: LedgerRecord, now: datetime) -> dict[str, Any]:
+    """One row of ``runs list --json`` (and the head of ``runs show --json``): see the README."""
+    source = record.request.get("source", {})
+    return {
+        "request_id": record.request_id,
+        "target": record.target,
+        "status": str(record.status),
+        "backend": record.backend,
+        "run_id": record.run_id,
+        "run_status": record.run_status,
+        "trigger": trigger_of(record),
+        "ref": source.get("ref"),
+        "commit": source.get("commit"),
+        "correlation_id": record.correlation_id,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "error": record.error,
+        "run_started_at": record.run_started_at.isoformat() if record.run_started_at else None,
+        "run_finished_at": record.run_finished_at.isoformat() if record.run_finished_at else None,
+        "duration_seconds": duration_seconds(record, now),
+        "run_error": record.run_error,
+        "following": record.following,
+        "commit_status": record.commit_status,
+    }
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: a duration back from now (``2h``, ``3d``) or an ISO time (naive means UTC)."""
+    from shared.model.durations import parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except ValueError as duration_error:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"{duration_error}, nor an ISO time (2026-12-01T08:00Z)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """``runs list``'s filters; an empty one keeps everything."""
+
+    target: str | None = None
+    statuses: tuple[str, ...] = ()  # ledger statuses or ACR run statuses, any case
+    ref: str | None = None
+    since: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.target or self.statuses or self.ref or self.since)
+
+    def matches(self, record: LedgerRecord) -> bool:
+        if self.target is not None and record.target != self.target:
+            return False
+        if self.statuses:
+            have = {str(record.status).lower(), (record.run_status or "").lower()}
+            if not have & {s.lower() for s in self.statuses}:
+                return False
+        if self.ref is not None:
+            ref = str(record.request.get("source", {}).get("ref") or "")
+            wanted = self.ref
+            if ref != wanted and ref not in (f"refs/heads/{wanted}", f"refs/tags/{wanted}"):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[LedgerRecord]
+    after: LedgerRecord | None  # the next page starts after this record (None: nothing older)
+    scanned: int  # records read for this page
+    scan_limited: bool  # the page stopped at SCAN_LIMIT, not at --limit
+
+
+def select(
+    ledger: Ledger, where: RunFilter, *, limit: int, before: Cursor | None, scan_limit: int = SCAN_LIMIT
+) -> Page:
+    """One page of matching records, newest first, filtered while paging.
+
+    The ledger lists newest first and reads records lazily, so the page stops at ``limit``
+    matches, at the first record older than ``since`` (nothing older can match), or after
+    ``scan_limit`` records read; the cursor continues right after the last record read, so
+    ``--before`` pages through a filtered listing as through a plain one."""
+    records: list[LedgerRecord] = []
+    if not where.active:
+        records = list(ledger.list(limit=limit, before=before))
+        full = len(records) == limit
+        return Page(records, records[-1] if full else None, len(records), False)
+    scanned = 0
+    listing: Iterator[LedgerRecord] = ledger.list(before=before)
+    for record in listing:
+        if where.since is not None and record.created_at < where.since:
+            break  # newest first: nothing older can match
+        scanned += 1
+        if where.matches(record):
+            records.append(record)
+            if len(records) >= limit:
+                return Page(records, record, scanned, False)
+        if scanned >= scan_limit:
+            return Page(records, record, scanned, True)
+    return Page(records, None, scanned, False)
+
+
+def acr_backend_for(rt: Runtime, record: LedgerRecord) -> AcrBackend | None:
+    """The ACR backend to read the record's run with; None for a dry run (no ACR run exists).
+
+    A record of an ACR run read where no ACR is configured is a one-line error naming the settings."""
+    from shared.acr.run_backend import AcrBackend
+
+    if record.backend != "acr" or not record.run_id:
+        return None
+    backend = rt.backend()
+    if not isinstance(backend, AcrBackend):
+        raise CliError(
+            f"{record.request_id} ran on ACR (run {record.run_id}), but no registry is configured here: "
+            "set ACR_SUBSCRIPTION_ID, ACR_RESOURCE_GROUP and ACR_NAME"
+        )
+    return backend
+
+
+def portal_link(settings: Mapping[str, str], record: LedgerRecord) -> str | None:
+    """The run in the Azure portal (the same link commit statuses carry; never the SAS log link)."""
+    from shared.runs.commit_status.model import portal_run_url
+
+    names = [settings.get(k) for k in ("ACR_SUBSCRIPTION_ID", "ACR_RESOURCE_GROUP", "ACR_NAME")]
+    if record.backend != "acr" or not record.run_id or not all(names):
+        return None
+    subscription, group, registry = (str(n) for n in names)
+    return portal_run_url(
+        subscription, group, registry, record.run_id, tenant=settings.get("SLIPWAY_PORTAL_TENANT", "")
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def status_values(statuses: Sequence[str] | None) -> tuple[str, ...]:
+    """``--status a,b --status c`` -> (a, b, c)."""
+    return tuple(s.strip() for group in statuses or () for s in group.split(",") if s.strip())
