@@ -151,7 +151,7 @@ class Page:
 
 
 def select(
-    ledger: Ledger, where: RunFilter, *, limit: int, before: Cursor | None, scan_limit: int = SCAN_LIMIT
+    ledger: Ledger, where: RunFilter, *, limit: int, before: Cursor | None, scan_limit: int | None = None
 ) -> Page:
     """One page of matching records, newest first, filtered while paging.
 
@@ -164,6 +164,7 @@ def select(
         records = list(ledger.list(limit=limit, before=before))
         full = len(records) == limit
         return Page(records, records[-1] if full else None, len(records), False)
+    scan_limit = SCAN_LIMIT if scan_limit is None else scan_limit
     scanned = 0
     listing: Iterator[LedgerRecord] = ledger.list(before=before)
     for record in listing:
