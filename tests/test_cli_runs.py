@@ -497,3 +497,25 @@ def test_watch_without_exit_status_exits_zero_and_prints_plain_lines(
     assert f"run {run_id}: Queued" in err and f"run {run_id}: Running" in err
     assert err.count("Running") == 1  # one line per change, not per look
     assert out.strip().startswith(f"run {run_id} ({request_id}): Failed") and "exit status 1" in out
+
+
+def test_watch_waits_for_the_dispatcher_then_reports_a_refused_request(
+    cli: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = cli.ledger()
+    ledger.create(_record("r1", NOW, status=RunStatus.DISPATCHING))
+
+    def refuse() -> None:
+        found = ledger.get("r1")
+        assert found is not None
+        refused = found[0].model_copy(
+            update={"status": RunStatus.FAILED, "error": "HTTP 400 InvalidRequestBody"}
+        )
+        ledger.replace(refused, found[1])
+
+    script = _Script([lambda: None, refuse])
+    monkeypatch.setattr(_runs_watch, "sleep", script)
+    code, out, err = _run(capsys, "runs", "watch", "r1", "--exit-status")
+    assert code == 3 and len(script.waits) == 2
+    assert "r1: dispatching, no run yet" in err
+    assert out.strip() == "r1: failed, no run was started: HTTP 400 InvalidRequestBody"
