@@ -519,3 +519,27 @@ def test_watch_waits_for_the_dispatcher_then_reports_a_refused_request(
     assert code == 3 and len(script.waits) == 2
     assert "r1: dispatching, no run yet" in err
     assert out.strip() == "r1: failed, no run was started: HTTP 400 InvalidRequestBody"
+
+
+def test_watch_on_a_terminal_shows_a_spinner_and_keeps_stdout_for_the_outcome(
+    acr_cli: tuple[Runtime, AcrServer], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, server = acr_cli
+    request_id, run_id = _dispatch(runtime)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the streams as a terminal
+    script = _Script([lambda: server.set_status(run_id, "Succeeded")])
+    monkeypatch.setattr(_runs_watch, "sleep", script)
+    code, out, err = _run(capsys, "runs", "watch", request_id, "--exit-status")
+    assert code == 0
+    assert "\x1b[?25l" in err and f"run {run_id}: Queued" in err  # a live display (cursor hidden)
+    assert f"{run_id}" in out and "Succeeded" in out
+
+
+def test_logs_of_a_run_without_a_log_yet_say_so(
+    acr_cli: tuple[Runtime, AcrServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime, _server = acr_cli
+    request_id, run_id = _dispatch(runtime)  # Queued: the log blob does not exist yet (404)
+    code, out, err = _run(capsys, "runs", "logs", request_id)
+    assert code == 0 and out == ""
+    assert f"run {run_id} has no log yet" in err

@@ -68,6 +68,7 @@ def _print_log(backend: AcrBackend, run_id: str, *, follow: bool) -> None:
         return handle
 
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    read = 0
     try:
         for chunk in read_log(
             lambda: backend.log_link(run_id),
@@ -75,11 +76,14 @@ def _print_log(backend: AcrBackend, run_id: str, *, follow: bool) -> None:
             verify=backend.tls_verify,
             sleep=lambda seconds: sleep(seconds),
         ):
+            read += len(chunk)
             sys.stdout.write(decoder.decode(chunk))
             sys.stdout.flush()
     except (TransientBackendError, PermanentBackendError, LogReadError, ConnectionFailed) as exc:
         raise CliError(f"run {run_id}: {exc}") from None
     sys.stdout.write(decoder.decode(b"", final=True))
     sys.stdout.flush()
+    if not read:
+        print(f"note: run {run_id} has no log yet (or an empty one)", file=sys.stderr)
     if follow and last:
         print(f"run {run_id}: {last[0].status}", file=sys.stderr)
