@@ -2,14 +2,15 @@
 
 The link comes from ``runs.get_log_sas_url`` (REST ``POST .../registries/{registry}/runs/{runId}
 /listLogSasUrl``, answer ``RunGetLogResult.logLink``:
-https://learn.microsoft.com/rest/api/containerregistry/runs/get-log-sas-url). It points at an
+https://learn.microsoft.com/rest/api/containerregistry/runs/getlogsasurl). It points at an
 append blob that ACR extends while the run writes; this module reads it from an offset with
 ``Range: bytes=<offset>-``, which Blob Storage answers with 206 and the bytes from the offset to
 the blob's end, or 416 when the offset is at or past the end ("Format 1: bytes=startByte-",
 versions 2011-08-18 and later:
 https://learn.microsoft.com/rest/api/storageservices/specifying-the-range-header-for-blob-service-operations).
 
-The end of the log: ``az acr task logs`` (azure-cli, ``acr/_stream_utils.py``) reads the blob by
+The end of the log: ``az acr task logs`` (azure-cli, ``src/azure-cli/azure/cli/command_modules/acr/
+_stream_utils.py``, https://github.com/Azure/azure-cli) reads the blob by
 ranges and stops once the blob's metadata holds ``Complete`` (Get Blob returns metadata as
 ``x-ms-meta-<name>`` headers: https://learn.microsoft.com/rest/api/storageservices/get-blob), backing
 off from 1 s to 15 s while nothing new arrives. Here the log also ends once a read made after the

@@ -8,6 +8,9 @@ It serves the two operations Slipway uses, shaped like the REST API (2025-03-01-
 * ``GET .../registries/{reg}/runs?$filter=...&$top=N`` lists runs (``and`` of ``Field op value``
   clauses on runId, runType, status, createTime, finishTime, taskName, agentPoolName).
 * ``POST .../registries/{reg}/runs/{runId}/cancel`` moves a run to ``Canceled``.
+* ``POST .../runs/{runId}/listLogSasUrl`` hands out a SAS-signed link to the run's log blob, an
+  append blob served with ``Range: bytes=N-`` as Blob Storage serves it (206, or 416 past the end)
+  and the ``x-ms-meta-Complete`` metadata once ``set_log(..., complete=True)``; ``append_log`` grows it.
 
 Faults: ``fail_next`` (any status, e.g. 429 with ``Retry-After``), ``reset_next`` (the connection
 is dropped without an answer) and ``slow_next`` (the answer comes late).
