@@ -543,3 +543,23 @@ def test_logs_of_a_run_without_a_log_yet_say_so(
     code, out, err = _run(capsys, "runs", "logs", request_id)
     assert code == 0 and out == ""
     assert f"run {run_id} has no log yet" in err
+
+
+def test_logs_ask_for_a_new_link_when_the_old_one_is_refused(
+    acr_cli: tuple[Runtime, AcrServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime, server = acr_cli
+    request_id, run_id = _dispatch(runtime)
+    server.set_log(run_id, "line\n", complete=True)
+    refused: list[bool] = []
+
+    def expire_once(request: Any) -> ScriptedResponse | None:
+        if request.path.startswith("/logs/") and not refused:
+            refused.append(True)
+            return ScriptedResponse(403, {}, {"error": "AuthenticationFailed"})  # an expired SAS
+        return None
+
+    server.fault_hook = expire_once
+    code, out, _err = _run(capsys, "runs", "logs", request_id)
+    assert code == 0 and out == "line\n"
+    assert len([r for r in server.requests if r.path.endswith("/listLogSasUrl")]) == 2
