@@ -96,10 +96,15 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"runs": rows, "next": cursor})
         return 0
+    from datetime import UTC
+
     from shared.app.commands._runs_records import duration_text
 
     for row, record in zip(rows, page.records, strict=True):
+        # Compact cells so the table fits beside the ids (which never fold): --json has them whole.
         row["commit"] = (row["commit"] or "")[:12]
+        row["ref"] = str(row["ref"] or "").removeprefix("refs/heads/").removeprefix("refs/tags/")
+        row["created_at"] = record.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
         row["duration"] = duration_text(record, now)
         row["acr_status"] = row["run_status"]
     print_table(
