@@ -53,6 +53,7 @@ def _build(index: int, spec: tuple[int, str, str, RunStatus, str]) -> LedgerReco
     since_minutes=st.sampled_from([None, 0, 36 * 60]),
     limit=st.integers(min_value=1, max_value=6),
     scan_limit=st.integers(min_value=1, max_value=10),
+    by_summaries=st.booleans(),
 )
 def test_pages_of_a_filtered_listing_add_up_to_the_filtered_history(
     specs: list[tuple[int, str, str, RunStatus, str]],
@@ -62,6 +63,7 @@ def test_pages_of_a_filtered_listing_add_up_to_the_filtered_history(
     since_minutes: int | None,
     limit: int,
     scan_limit: int,
+    by_summaries: bool,
 ) -> None:
     records = [_build(i, spec) for i, spec in enumerate(specs)]
     since = START + timedelta(minutes=since_minutes) if since_minutes is not None else None
@@ -77,6 +79,11 @@ def test_pages_of_a_filtered_listing_add_up_to_the_filtered_history(
             and (since is None or r.created_at >= since)
         )
 
+    def wanted_summary(r: LedgerRecord) -> bool:
+        return (target is None or r.target == target) and (
+            not statuses or bool({str(r.status), (r.run_status or "").lower()} & set(statuses))
+        )
+
     expected = [
         r.request_id
         for r in sorted(records, key=lambda r: (r.created_at, r.request_id), reverse=True)
@@ -90,10 +97,14 @@ def test_pages_of_a_filtered_listing_add_up_to_the_filtered_history(
         before = None
         for _page in range(len(records) + 2):
             reads = ledger.record_reads
-            page = select(ledger, where, limit=limit, before=before, scan_limit=scan_limit)
+            page = select(
+                ledger, where, limit=limit, before=before, scan_limit=scan_limit, by_summaries=by_summaries
+            )
             assert len(page.records) <= limit
             if where.active:
                 assert ledger.record_reads - reads <= scan_limit + 1  # +1: the one older than since
+            if by_summaries and where.on_summaries:  # only records whose summary passed are read
+                assert ledger.record_reads - reads <= sum(1 for r in records if wanted_summary(r))
             got += [r.request_id for r in page.records]
             if page.after is None:
                 break

@@ -13,7 +13,7 @@ from shared.app.cli import CliError
 if TYPE_CHECKING:
     from shared.acr.run_backend import AcrBackend
     from shared.app.runtime import Runtime
-    from shared.platform.ledger import Cursor, Ledger, LedgerRecord
+    from shared.platform.ledger import Cursor, Ledger, LedgerRecord, RecordSummary
 
 # A filtered page reads at most this many records (matching or not) before it stops and hands
 # out the cursor to go on from: a filter that matches nothing costs a bounded page, not the history.
@@ -127,13 +127,24 @@ class RunFilter:
     def active(self) -> bool:
         return bool(self.target or self.statuses or self.ref or self.since)
 
-    def matches(self, record: LedgerRecord) -> bool:
-        if self.target is not None and record.target != self.target:
+    @property
+    def on_summaries(self) -> bool:
+        """Whether part of the filter can be decided from a record's summary alone."""
+        return bool(self.target or self.statuses)
+
+    def matches_summary(self, summary: LedgerRecord | RecordSummary) -> bool:
+        """The target and status filters, which a summary (or a record) answers."""
+        if self.target is not None and summary.target != self.target:
             return False
         if self.statuses:
-            have = {str(record.status).lower(), (record.run_status or "").lower()}
+            have = {str(summary.status).lower(), (summary.run_status or "").lower()}
             if not have & {s.lower() for s in self.statuses}:
                 return False
+        return True
+
+    def matches(self, record: LedgerRecord) -> bool:
+        if not self.matches_summary(record):
+            return False
         if self.ref is not None:
             ref = str(record.request.get("source", {}).get("ref") or "")
             wanted = self.ref
@@ -151,22 +162,38 @@ class Page:
 
 
 def select(
-    ledger: Ledger, where: RunFilter, *, limit: int, before: Cursor | None, scan_limit: int | None = None
+    ledger: Ledger,
+    where: RunFilter,
+    *,
+    limit: int,
+    before: Cursor | None,
+    scan_limit: int | None = None,
+    by_summaries: bool | None = None,
 ) -> Page:
     """One page of matching records, newest first, filtered while paging.
 
     The ledger lists newest first and reads records lazily, so the page stops at ``limit``
     matches, at the first record older than ``since`` (nothing older can match), or after
     ``scan_limit`` records read; the cursor continues right after the last record read, so
-    ``--before`` pages through a filtered listing as through a plain one."""
+    ``--before`` pages through a filtered listing as through a plain one.
+
+    ``by_summaries`` (default: on a Blob ledger, whose listing carries every summary anyway)
+    decides the target and status filters from the summaries, so only records that pass them
+    are downloaded."""
     records: list[LedgerRecord] = []
     if not where.active:
         records = list(ledger.list(limit=limit, before=before))
         full = len(records) == limit
         return Page(records, records[-1] if full else None, len(records), False)
     scan_limit = SCAN_LIMIT if scan_limit is None else scan_limit
+    if by_summaries is None:
+        from shared.platform.ledger import BlobLedger
+
+        by_summaries = isinstance(ledger, BlobLedger)
+    listing = _by_summaries(ledger, where, before) if by_summaries and where.on_summaries else None
+    if listing is None:
+        listing = ledger.list(before=before)
     scanned = 0
-    listing: Iterator[LedgerRecord] = ledger.list(before=before)
     for record in listing:
         if where.since is not None and record.created_at < where.since:
             break  # newest first: nothing older can match
@@ -178,6 +205,27 @@ def select(
         if scanned >= scan_limit:
             return Page(records, record, scanned, True)
     return Page(records, None, scanned, False)
+
+
+def _by_summaries(ledger: Ledger, where: RunFilter, before: Cursor | None) -> Iterator[LedgerRecord]:
+    """Records newest first, read only when their summary passes the target and status filters."""
+    from shared.platform.ledger.paging import older
+
+    since = where.since or datetime(1970, 1, 1, tzinfo=UTC)
+    keep = [
+        s
+        for s in ledger.list_summaries(since=since)
+        if older((s.created_at, s.request_id), before) and s.created_at >= since and where.matches_summary(s)
+    ]
+    keep.sort(key=lambda s: (s.created_at, s.request_id), reverse=True)
+    seen: set[str] = set()
+    for summary in keep:
+        if summary.request_id in seen:  # listed twice (a crash between two writes): read once
+            continue
+        seen.add(summary.request_id)
+        found = ledger.get(summary.request_id)
+        if found is not None:
+            yield found[0]
 
 
 def acr_backend_for(rt: Runtime, record: LedgerRecord) -> AcrBackend | None:
