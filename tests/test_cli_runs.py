@@ -567,3 +567,30 @@ def test_logs_ask_for_a_new_link_when_the_old_one_is_refused(
     code, out, _err = _run(capsys, "runs", "logs", request_id)
     assert code == 0 and out == "line\n"
     assert len([r for r in server.requests if r.path.endswith("/listLogSasUrl")]) == 2
+
+
+def test_logs_follow_waits_for_a_request_still_being_dispatched(
+    acr_cli: tuple[Runtime, AcrServer], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, server = acr_cli
+    request_id, run_id = _dispatch(runtime)
+    ledger = runtime.ledger()
+    found = ledger.get(request_id)
+    assert found is not None
+    dispatched, etag = found
+    pending = dispatched.model_copy(
+        update={"status": RunStatus.DISPATCHING, "run_id": None, "backend": None, "run_status": None}
+    )
+    etag = ledger.replace(pending, etag)
+
+    def run_starts() -> None:
+        ledger.replace(dispatched, etag)
+        server.set_log(run_id, "started\n", complete=True)
+        server.set_status(run_id, "Succeeded")
+
+    script = _Script([run_starts])
+    monkeypatch.setattr(_runs_logs, "sleep", script)
+    code, out, err = _run(capsys, "runs", "logs", request_id, "--follow")
+    assert code == 0, err
+    assert out == "started\n" and script.waits == [_runs_logs.DISPATCH_POLL]
+    assert "dispatching, no run yet; waiting for its run" in err

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 # Replaced by tests that follow a run without waiting in real time.
 sleep = time.sleep
+DISPATCH_POLL = 5.0  # seconds between two reads of a record still being dispatched
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,11 +32,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_logs(args: argparse.Namespace) -> int:
     from shared.app.cli import CliError
-    from shared.app.commands._runs_records import acr_backend_for, require_record
+    from shared.app.commands._runs_records import acr_backend_for, require_record, wait_for_dispatch
     from shared.app.runtime import runtime
 
     rt = runtime()
     record = require_record(rt.ledger(), args.id)
+    if args.follow:  # a request still being dispatched: its log is about to exist
+        shown: list[str] = []
+
+        def note(text: str) -> None:
+            if not shown:
+                print(f"note: {text}; waiting for its run", file=sys.stderr)
+            shown.append(text)
+
+        record = wait_for_dispatch(rt, record, interval=DISPATCH_POLL, sleep=lambda s: sleep(s), show=note)
     backend = acr_backend_for(rt, record)
     if backend is None:
         if record.backend == "acr" or not record.task_yaml:

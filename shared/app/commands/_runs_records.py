@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -226,6 +226,27 @@ def _by_summaries(ledger: Ledger, where: RunFilter, before: Cursor | None) -> It
         found = ledger.get(summary.request_id)
         if found is not None:
             yield found[0]
+
+
+def wait_for_dispatch(
+    rt: Runtime,
+    record: LedgerRecord,
+    *,
+    interval: float,
+    sleep: Callable[[float], None],
+    show: Callable[[str], None],
+) -> LedgerRecord:
+    """The record once it has a run, or once the dispatcher gave up on it (failed, superseded):
+    a request still being dispatched (or retried) is read again from the ledger every ``interval``."""
+    from shared.platform.ledger import RunStatus
+
+    while record.run_id is None and record.status not in (RunStatus.FAILED, RunStatus.SUPERSEDED):
+        show(f"{record.request_id}: {record.status}, no run yet")
+        sleep(interval)
+        found = rt.ledger().get(record.request_id)
+        if found is not None:
+            record = found[0]
+    return record
 
 
 def acr_backend_for(rt: Runtime, record: LedgerRecord) -> AcrBackend | None:

@@ -97,19 +97,12 @@ def run_watch(args: argparse.Namespace) -> int:
 
 
 def _wait(rt: Runtime, record: LedgerRecord, interval: float, show: Callable[[str], None]) -> _Outcome:
-    from shared.app.commands._runs_records import acr_backend_for
+    from shared.app.commands._runs_records import acr_backend_for, wait_for_dispatch
     from shared.platform.ledger import RunStatus
 
-    while record.run_id is None:  # not started yet: the dispatcher still holds it, or gave up
-        if record.status is RunStatus.FAILED:
-            return _Outcome(record, None, EXIT_FAILED)
-        if record.status is RunStatus.SUPERSEDED:
-            return _Outcome(record, None, EXIT_CANCELED)
-        show(f"{record.request_id}: {record.status}, no run yet")
-        sleep(interval)
-        found = rt.ledger().get(record.request_id)
-        if found is not None:
-            record = found[0]
+    record = wait_for_dispatch(rt, record, interval=interval, sleep=lambda s: sleep(s), show=show)
+    if record.run_id is None:  # the dispatcher gave up on it
+        return _Outcome(record, None, EXIT_CANCELED if record.status is RunStatus.SUPERSEDED else EXIT_FAILED)
     backend = acr_backend_for(rt, record)
     if backend is None:  # a dry run: nothing runs, nothing to wait for
         from shared.acr.run_backend import RunHandle
