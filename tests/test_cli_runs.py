@@ -226,6 +226,7 @@ def test_a_filter_that_matches_little_reads_a_bounded_page(
         (["--before", "not-a-cursor"], "--before"),
         (["--limit", "0"], "positive"),
         (["--limit", "x"], "positive"),
+        (["--status", "running,finished"], "unknown status finished"),
     ],
 )
 def test_bad_list_options_are_one_line(

@@ -284,5 +284,22 @@ def utcnow() -> datetime:
 
 
 def status_values(statuses: Sequence[str] | None) -> tuple[str, ...]:
-    """``--status a,b --status c`` -> (a, b, c)."""
-    return tuple(s.strip() for group in statuses or () for s in group.split(",") if s.strip())
+    """``--status a,b --status c`` -> (a, b, c); ValueError naming the known statuses for another."""
+    values = tuple(s.strip() for group in statuses or () for s in group.split(",") if s.strip())
+    if not values:
+        return values
+    known = known_statuses()
+    unknown = [v for v in values if v.lower() not in {k.lower() for k in known}]
+    if unknown:
+        raise ValueError(f"unknown status {', '.join(unknown)} (known: {', '.join(known)})")
+    return values
+
+
+def known_statuses() -> list[str]:
+    """The ledger's statuses, then ACR's run statuses as the management SDK's ``RunStatus`` enum
+    lists them, then the dry-run backend's."""
+    from azure.mgmt.containerregistry.v2025_03_01_preview.models import RunStatus as AcrRunStatus
+
+    from shared.platform.ledger import RunStatus
+
+    return [*(s.value for s in RunStatus), *(s.value for s in AcrRunStatus), "DryRun"]

@@ -10,7 +10,7 @@ from typing import Any
 from shared.app.commands.output import print_json, print_table
 
 LEDGER_STATUSES = "dispatching, dispatched, retrying, failed, superseded"
-RUN_STATUSES = "Queued, Running, Succeeded, Failed, Canceled, Error, Timeout, DryRun"
+RUN_STATUSES = "Queued, Started, Running, Succeeded, Failed, Canceled, Error, Timeout, DryRun"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,7 +89,12 @@ def list_runs(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --since: {exc}", file=sys.stderr)
         return 2
-    where = RunFilter(target=args.target, statuses=status_values(args.status), ref=args.ref, since=since)
+    try:
+        statuses = status_values(args.status)
+    except ValueError as exc:
+        print(f"error: --status: {exc}", file=sys.stderr)
+        return 2
+    where = RunFilter(target=args.target, statuses=statuses, ref=args.ref, since=since)
     page = select(runtime().ledger(), where, limit=args.limit, before=before)
     rows = [summary(r, now) for r in page.records]
     cursor = format_cursor(page.after) if page.after is not None else None
