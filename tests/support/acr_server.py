@@ -8,6 +8,9 @@ It serves the two operations Slipway uses, shaped like the REST API (2025-03-01-
 * ``GET .../registries/{reg}/runs?$filter=...&$top=N`` lists runs (``and`` of ``Field op value``
   clauses on runId, runType, status, createTime, finishTime, taskName, agentPoolName).
 * ``POST .../registries/{reg}/runs/{runId}/cancel`` moves a run to ``Canceled``.
+* ``POST .../runs/{runId}/listLogSasUrl`` hands out a SAS-signed link to the run's log blob, an
+  append blob served with ``Range: bytes=N-`` as Blob Storage serves it (206, or 416 past the end)
+  and the ``x-ms-meta-Complete`` metadata once ``set_log(..., complete=True)``; ``append_log`` grows it.
 
 Faults: ``fail_next`` (any status, e.g. 429 with ``Retry-After``), ``reset_next`` (the connection
 is dropped without an answer) and ``slow_next`` (the answer comes late).
@@ -127,6 +130,7 @@ class AcrServer:
         self.requests: list[RecordedRequest] = []
         self.runs: dict[str, dict[str, Any]] = {}
         self.logs: dict[str, str] = {}
+        self.logs_complete: set[str] = set()  # runs whose log blob carries the Complete metadata
         self.run_request_ids: dict[str, str | None] = {}
         self._scripted: list[ScriptedResponse] = []
         self._next_run = 1
@@ -220,10 +224,22 @@ class AcrServer:
             return scripted.status, scripted.headers, scripted.body
         return self._answer(request)
 
-    def set_log(self, run_id: str, text: str) -> None:
-        """The run's log, served behind the SAS link that ``listLogSasUrl`` hands out."""
+    def set_log(self, run_id: str, text: str, *, complete: bool = False) -> None:
+        """The run's log, served behind the SAS link that ``listLogSasUrl`` hands out; ``complete``
+        adds the blob metadata ACR sets when the log is whole (``x-ms-meta-Complete``)."""
         with self._lock:
             self.logs[run_id] = text
+            if complete:
+                self.logs_complete.add(run_id)
+
+    def append_log(self, run_id: str, text: str) -> None:
+        """More of a run's log, as ACR appends blocks to the append blob while the run writes."""
+        with self._lock:
+            self.logs[run_id] = self.logs.get(run_id, "") + text
+
+    def log_reads(self, run_id: str) -> list[RecordedRequest]:
+        """The reads of a run's log blob, in order."""
+        return [r for r in self.requests if r.method == "GET" and r.path == f"/logs/{run_id}"]
 
     def _answer(self, request: RecordedRequest) -> tuple[int, dict[str, str], Any]:
         if request.method == "GET" and (m := _LOG_BLOB_RE.match(request.path)):
@@ -232,7 +248,10 @@ class AcrServer:
                 return 403, {}, {"error": "AuthenticationFailed"}
             with self._lock:
                 text = self.logs.get(m.group("run"))
-            return (200, {}, text.encode()) if text is not None else (404, {}, {"error": "BlobNotFound"})
+                complete = m.group("run") in self.logs_complete
+            if text is None:
+                return 404, {}, {"error": "BlobNotFound"}
+            return _log_answer(text.encode(), request.headers.get("range"), complete)
         if request.params.get("api-version") != API_VERSION:
             return _error(400, "InvalidApiVersionParameter", f"api-version must be {API_VERSION}")
         auth = request.headers.get("authorization", "")
@@ -333,6 +352,27 @@ def _matches(properties: dict[str, Any], query: str | None) -> bool:
         if not ok:
             return False
     return True
+
+
+def _log_answer(blob: bytes, range_header: str | None, complete: bool) -> tuple[int, dict[str, str], Any]:
+    """Get Blob on the append blob: the whole blob, or ``Range: bytes=N-`` as Blob Storage answers
+    it (206 with the bytes from N, or 416 when N is at or past the end)."""
+    headers = {"x-ms-blob-type": "AppendBlob"}
+    if complete:
+        headers["x-ms-meta-Complete"] = "successful"
+    if range_header is None:
+        return 200, headers, blob
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
+    if match is None:
+        return 400, headers, {"error": "InvalidRange"}
+    start = int(match.group(1))
+    end = int(match.group(2)) if match.group(2) else len(blob) - 1
+    if start >= len(blob):
+        headers["Content-Range"] = f"bytes */{len(blob)}"
+        return 416, headers, {"error": "InvalidRange"}
+    end = min(end, len(blob) - 1)
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(blob)}"
+    return 206, headers, blob[start : end + 1]
 
 
 def _parse_time(text: str) -> datetime:
