@@ -526,6 +526,27 @@ def test_watch_waits_for_the_dispatcher_then_reports_a_refused_request(
     assert out.strip() == "r1: failed, no run was started: HTTP 400 InvalidRequestBody"
 
 
+def test_watch_and_follow_end_when_a_pending_request_is_cancelled(
+    cli: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled before its run started ends the wait: watch says cancelled (exit 4),
+    logs --follow stops, rather than both waiting for a run that will never exist."""
+    ledger = cli.ledger()
+    ledger.create(_record("r1", NOW, status=RunStatus.RETRYING))
+
+    def cancel() -> None:
+        assert main(["cancel", "r1", "--reason", "not needed", "--actor", "ops"]) == 0
+
+    script = _Script([cancel])
+    monkeypatch.setattr(_runs_watch, "sleep", script)
+    code, _out, _err = _run(capsys, "runs", "watch", "r1", "--exit-status")
+    assert code == 4 and len(script.waits) == 1
+    found = ledger.get("r1")
+    assert found is not None and found[0].status is RunStatus.CANCELLED
+    code, out, err = _run(capsys, "runs", "logs", "r1", "--follow")
+    assert "cancelled" in (out + err)
+
+
 def test_watch_on_a_terminal_shows_a_spinner_and_keeps_stdout_for_the_outcome(
     acr_cli: tuple[Runtime, AcrServer], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

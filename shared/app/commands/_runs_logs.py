@@ -48,7 +48,7 @@ def run_logs(args: argparse.Namespace) -> int:
         record = wait_for_dispatch(rt, record, interval=DISPATCH_POLL, sleep=lambda s: sleep(s), show=note)
     backend = acr_backend_for(rt, record)
     if backend is None:
-        if record.backend == "acr" or not record.task_yaml:
+        if record.backend == "acr" or record.run_id is None or not record.task_yaml:
             raise CliError(f"no ACR run was started for {record.request_id} (status {record.status})")
         print(
             f"note: {record.request_id} is a dry run (backend {record.backend or 'none'}): no ACR run "

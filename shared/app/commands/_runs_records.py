@@ -236,11 +236,15 @@ def wait_for_dispatch(
     sleep: Callable[[float], None],
     show: Callable[[str], None],
 ) -> LedgerRecord:
-    """The record once it has a run, or once the dispatcher gave up on it (failed, superseded):
+    """The record once it has a run, or once it ended without one (failed, superseded, cancelled):
     a request still being dispatched (or retried) is read again from the ledger every ``interval``."""
     from shared.platform.ledger import RunStatus
 
-    while record.run_id is None and record.status not in (RunStatus.FAILED, RunStatus.SUPERSEDED):
+    while record.run_id is None and record.status not in (
+        RunStatus.FAILED,
+        RunStatus.SUPERSEDED,
+        RunStatus.CANCELLED,
+    ):
         show(f"{record.request_id}: {record.status}, no run yet")
         sleep(interval)
         found = rt.ledger().get(record.request_id)

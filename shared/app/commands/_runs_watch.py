@@ -101,8 +101,9 @@ def _wait(rt: Runtime, record: LedgerRecord, interval: float, show: Callable[[st
     from shared.platform.ledger import RunStatus
 
     record = wait_for_dispatch(rt, record, interval=interval, sleep=lambda s: sleep(s), show=show)
-    if record.run_id is None:  # the dispatcher gave up on it
-        return _Outcome(record, None, EXIT_CANCELED if record.status is RunStatus.SUPERSEDED else EXIT_FAILED)
+    if record.run_id is None:  # it ended before a run started: the dispatcher or an operator
+        moot = record.status in (RunStatus.SUPERSEDED, RunStatus.CANCELLED)
+        return _Outcome(record, None, EXIT_CANCELED if moot else EXIT_FAILED)
     backend = acr_backend_for(rt, record)
     if backend is None:  # a dry run: nothing runs, nothing to wait for
         from shared.acr.run_backend import RunHandle
