@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("slipway.cancel")
 # How many queued messages a cancel looks through for a request the ledger does not know yet.
+# On Service Bus a queue's peek includes locked, deferred and scheduled messages (a retry waiting
+# for its time is one), but not dead-lettered ones: Microsoft Learn, "Message browsing", table of
+# the message types Peek returns ("Scheduled messages: Yes for queues").
 QUEUE_SCAN_LIMIT = 1000
 
 
