@@ -41,3 +41,27 @@ def test_other_long_values_still_fold_to_the_terminal(
     out = capsys.readouterr().out
     assert REQUEST_ID in out and long_ref not in out  # folded over several lines
     assert "x" * 5 in out
+
+
+def test_optional_columns_give_way_in_order_and_are_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    row = {"request_id": REQUEST_ID, "a": "alpha", "b": "bravo", "c": "charlie", "d": "delta", "e": "echo"}
+    print_table("t", ["request_id", "a", "b", "c", "d", "e"], [row], optional=["e", "d", "c"])
+    captured = capsys.readouterr()
+    assert REQUEST_ID in captured.out
+    assert max(len(line) for line in captured.out.splitlines()) <= 80
+    # 1 + (43 + 3) + 11 per other column: five others need 102, so e and d go, c stays.
+    assert "e, d left out" in captured.err
+    assert "charlie" in captured.out and "delta" not in captured.out and "echo" not in captured.out
+
+
+def test_nothing_is_left_out_when_the_table_fits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    row = {"request_id": REQUEST_ID, "a": "alpha", "e": "echo"}
+    print_table("t", ["request_id", "a", "e"], [row], optional=["e", "a"])
+    captured = capsys.readouterr()
+    assert "echo" in captured.out and "alpha" in captured.out and captured.err == ""

@@ -237,17 +237,27 @@ def test_bad_list_options_are_one_line(
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_ids_stay_whole_in_a_narrow_terminal(
-    cli: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("width", [60, 100, 120, 200])
+def test_ids_stay_whole_and_the_table_fits_the_terminal(
+    cli: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, width: int
 ) -> None:
-    long_id = "web.0123456789abcdef0123456789abcdef0123456789abcdef"
+    long_id = "web.0123456789abcdef0123456789abcdef"  # the length request ids have
     cli.ledger().create(_record(long_id, NOW, kind="schedule"))
-    monkeypatch.setenv("COLUMNS", "60")
-    code, out, _err = _run(capsys, "runs", "list")
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = _run(capsys, "runs", "list")
     assert code == 0
     assert long_id in out and f"run-{long_id}" in out
-    for column in ("acr", "trigger", "duration"):  # other headings may fold, ids never
-        assert column in out
+    widest = max(len(line) for line in out.splitlines())
+    ids = len(long_id) + len(f"run-{long_id}") + 3 * 3 + 1  # the two ids, their padding, borders
+    if width >= ids + 8 * 11:  # the ids and the other columns at a readable width
+        assert widest <= width, out
+    if width >= 200:  # room for everything: nothing left out
+        assert "left out" not in err
+        for heading in ("acr", "trigger", "duration", "created"):
+            assert heading in out
+    if width <= 120:  # the least needed columns give way first, and the operator is told
+        assert "created at" in err and "--json" in err
+        assert "status" in out and "target" in out
 
 
 def test_show_prints_the_whole_task_and_the_portal_link(

@@ -25,31 +25,58 @@ def _is_id(column: str) -> bool:
     return column == "id" or column.endswith("_id")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+def _needed_width(column: str, values: Sequence[str]) -> int:
+    """Columns' share of the table's width: ids their widest value, others the folded minimum
+    (each column adds its padding and a border)."""
+    if _is_id(column):
+        return max([len(column), *(len(value) for value in values)]) + 3
+    return _MIN_FOLDED + 3
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    optional: Sequence[str] = (),
+) -> None:
     """A table that fits the terminal by folding long values, except ids (``id``, ``*_id``): an
-    operator copies those into the next command, so they keep one line and their full width."""
+    operator copies those into the next command, so they keep one line and their full width.
+
+    ``optional`` columns, in the order they give way, are left out while the table would not fit
+    otherwise; a note on stderr names them (``--json`` has every field).
+    """
     from rich.console import Console
     from rich.table import Table
 
-    cells = [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    cells = {c: ["" if row.get(c) is None else str(row.get(c)) for row in rows] for c in columns}
+    console = Console()
+    shown = list(columns)
+    hidden: list[str] = []
+    for column in optional:
+        if 1 + sum(_needed_width(c, cells[c]) for c in shown) <= console.width:
+            break
+        if column in shown:
+            shown.remove(column)
+            hidden.append(column)
     table = Table(title=title, title_justify="left")
-    needed = 1  # the left border; each column adds its padding and a border
-    for index, column in enumerate(columns):
+    for column in shown:
         heading = column.replace("_", " ")
         if _is_id(column):
-            widest = max([len(heading), *(len(line[index]) for line in cells)])
-            table.add_column(heading, no_wrap=True, overflow="ignore", min_width=widest)
-            needed += widest + 3
+            table.add_column(
+                heading, no_wrap=True, overflow="ignore", min_width=_needed_width(column, cells[column]) - 3
+            )
         else:
             table.add_column(heading, overflow="fold")
-            needed += _MIN_FOLDED + 3
-    for line in cells:
-        table.add_row(*line)
-    console = Console()
-    # A terminal too narrow for the ids gets a wider table (its lines wrap on screen, but each id
-    # stays one string) rather than ids cut or other columns squeezed to nothing.
-    console.width = max(console.width, needed)
+    for index in range(len(rows)):
+        table.add_row(*(cells[c][index] for c in shown))
+    # A terminal too narrow even for the ids gets a wider table (its lines wrap on screen, but
+    # each id stays one string) rather than ids cut or other columns squeezed to nothing.
+    console.width = max(console.width, 1 + sum(_needed_width(c, cells[c]) for c in shown))
     console.print(table)
+    if hidden:
+        names = ", ".join(c.replace("_", " ") for c in hidden)
+        print(f"({names} left out to fit the terminal; a wider one or --json shows them)", file=sys.stderr)
 
 
 @contextmanager

@@ -127,6 +127,7 @@ def list_runs(args: argparse.Namespace) -> int:
             "duration",
         ],
         rows,
+        optional=["created_at", "commit", "duration", "acr_status", "ref", "trigger"],
     )
     if cursor is not None:
         more = f"slipway runs list --limit {args.limit} --before {cursor}"
