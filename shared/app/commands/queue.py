@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send = sub.add_parser("send", help="validate a BuildRequest JSON file and enqueue it")
     send.add_argument("file", type=Path, help="BuildRequest v1 JSON file ('-' for stdin)")
     send.add_argument("--json", action="store_true", help="print the result as JSON")
-    send.set_defaults(handler=send_request)
+    send.set_defaults(handler=send_request, creates_state=True)
 
 
 def _message_row(message: Any) -> dict[str, Any]:

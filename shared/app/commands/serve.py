@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from shared.app.runtime import APP_ROOT
 
@@ -31,13 +30,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="port (default 7071, like the Functions host)")
-    parser.add_argument("--config", help="slipway.yaml to use (sets SLIPWAY_CONFIG)")
-    parser.add_argument("--state-dir", help="local state folder (sets SLIPWAY_STATE_DIR; default .slipway)")
-    parser.add_argument(
-        "--settings",
-        default="local.settings.json",
-        help="local.settings.json whose Values become settings; the environment wins",
-    )
     parser.add_argument(
         "--poll-base-images",
         action="store_true",
@@ -51,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "with this machine's credentials (off by default locally; SLIPWAY_IMAGE_PRUNE_DRY_RUN=true "
         "makes the image timer plan only)",
     )
-    parser.set_defaults(handler=run)
+    # --config, --state-dir and --settings are the CLI's global options (shared.app.cli), applied
+    # before this handler runs; serve is the command that creates the state folder.
+    parser.set_defaults(handler=run, creates_state=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
         LocalHost,
         apply_settings,
         discover,
-        load_local_settings,
         main_loop,
     )
     from shared.app.runtime import Runtime, set_runtime
@@ -71,15 +64,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
-    if args.config:
-        os.environ["SLIPWAY_CONFIG"] = str(Path(args.config).resolve())
-    if args.state_dir:
-        os.environ["SLIPWAY_STATE_DIR"] = str(Path(args.state_dir).resolve())
-    try:
-        apply_settings(load_local_settings(Path(args.settings)))
-    except (OSError, ValueError) as exc:
-        print(f"error: {args.settings}: {exc}", file=sys.stderr)
-        return 1
     exposed = _exposure(args.host, os.environ)
     secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
     if exposed and secret in ("", LOCAL_SECRET):

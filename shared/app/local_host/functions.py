@@ -11,7 +11,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ def load_local_settings(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in values.items()}
 
 
-def apply_settings(values: Mapping[str, str], environ: dict[str, str] | None = None) -> None:
+def apply_settings(values: Mapping[str, str], environ: MutableMapping[str, str] | None = None) -> None:
     """Expose settings as environment variables; variables already set win."""
     env = os.environ if environ is None else environ
     for key, value in values.items():
