@@ -79,6 +79,7 @@ def test_local_defaults_are_all_green_and_create_nothing(
     assert set(checks) == {
         "config",
         "settings",
+        "schedules",
         "secrets",
         "queue",
         "ledger",

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         discover,
         main_loop,
     )
+    from shared.app.local_host.functions import invalid_schedules
     from shared.app.runtime import Runtime, set_runtime
     from shared.platform.http import max_body_bytes
 
@@ -85,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
             os.environ.setdefault(f"AzureWebJobs.{name}.Disabled", "true")
     os.environ.setdefault("BUILD_QUEUE", "build-requests")
     apply_settings(DEFAULT_SCHEDULES)
+    # A timer schedule the Functions host would refuse: name the setting, not a parser traceback.
+    bad_schedules = invalid_schedules(os.environ)
+    for problem in bad_schedules:
+        print(f"error: timer schedule {problem}", file=sys.stderr)
+    if bad_schedules:
+        return 1
     # The local host feeds its queue trigger from the local queue, so webhooks must send there too,
     # whatever Service Bus settings local.settings.json carries.
     rt = Runtime()
