@@ -210,6 +210,32 @@ def test_config_option_for_the_commands_that_read_the_configuration(
     assert not (here / ".slipway").exists()
 
 
+MINIMAL_CONFIG = """
+registry: slipway.azurecr.io
+targets:
+  - name: azure-test
+    repo: https://github.com/dougbu/AzureTest
+    image: dougbu/azure-test
+    branches: ["**"]
+"""
+
+
+def test_config_option_for_prune(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A configuration without cache: and images: sections: each collector says so, naming the file.
+    (here / "bare.yaml").write_text(MINIMAL_CONFIG)
+    assert main(["prune", "cache", "--dry-run", "--config", "bare.yaml"]) == 1
+    assert (
+        capsys.readouterr().err
+        == "slipway: error: bare.yaml: no cache: section, so there is no cache to prune\n"
+    )
+    assert main(["prune", "images", "--dry-run", "--config", "bare.yaml"]) == 0
+    assert capsys.readouterr().out == "bare.yaml: no images: rules; nothing to prune\n"
+    # Through SLIPWAY_CONFIG from a settings file, the same.
+    (here / "s.json").write_text(json.dumps({"Values": {"SLIPWAY_CONFIG": str(here / "bare.yaml")}}))
+    assert main(["prune", "images", "--dry-run", "--settings", "s.json"]) == 0
+    assert capsys.readouterr().out == f"{here / 'bare.yaml'}: no images: rules; nothing to prune\n"
+
+
 def test_schedules_and_polls_name_a_missing_or_invalid_configuration(
     here: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
