@@ -22,6 +22,7 @@ from shared.app.runtime import current_runtime
 from shared.dispatch.dispatcher import Dispatcher
 from shared.model.config import load_config
 from shared.platform.ledger import FolderLedger
+from tests.support.azurite import AzuriteServer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "examples" / "slipway.yaml"
@@ -262,3 +263,30 @@ def test_queue_send_creates_the_state_folder(here: Path) -> None:
     state = here / "new-state"
     assert main(["queue", "send", str(EXAMPLE_REQUEST), "--state-dir", str(state)]) == 0
     assert (state / "queue.sqlite3").is_file()
+
+
+def test_settings_pointing_at_azurite_read_the_blob_ledger_and_need_no_local_folder(
+    here: Path, azurite: AzuriteServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.platform.ledger import BlobLedger
+
+    values = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "SLIPWAY_LEDGER_CONTAINER": azurite.new_container("ledger").container_name,
+        "SLIPWAY_STATE_CONTAINER": azurite.new_container("state").container_name,
+        "SLIPWAY_CONFIG": str(EXAMPLE_CONFIG),
+    }
+    config = load_config(EXAMPLE_CONFIG)
+    ledger = BlobLedger.from_settings(values)
+    dispatcher = Dispatcher(config=lambda: config, ledger=ledger, backend=DryRunBackend(), settings={})
+    request_id = str(dispatcher.dispatch(EXAMPLE_REQUEST.read_bytes(), message_id="m-1").request_id)
+    (here / "azurite.settings.json").write_text(json.dumps({"Values": values}))
+    flags = ["--settings", "azurite.settings.json"]
+    assert [r["request_id"] for r in _json(capsys, "runs", "list", *flags)["runs"]] == [request_id]
+    assert _json(capsys, "runs", "show", request_id, *flags)["backend"] == "dry-run"
+    assert [s["target"] for s in _json(capsys, "schedules", "list", *flags)["schedules"]] == ["azure-test"]
+    assert _json(capsys, "polls", "list", *flags)["images"]
+    # The queue is still the local one (no Service Bus setting): it lives in the state folder.
+    assert main(["queue", "list", *flags]) == 1
+    assert "no state folder" in capsys.readouterr().err
+    assert sorted(p.name for p in here.iterdir()) == ["azurite.settings.json"]
