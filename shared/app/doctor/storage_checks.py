@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from shared.app.doctor.report import Failed, Status, error_text, first_line, status_code
 from shared.app.runtime import service_bus_configured
 from shared.platform.ledger import BlobLedger
-from shared.platform.state import BlobStateStore
+from shared.platform.ledger.blob import CONTAINER_SETTING as LEDGER_CONTAINER_SETTING
+from shared.platform.state import STATE_CONTAINER_SETTING, BlobStateStore
 from shared.platform.storage import STORAGE_SETTING, storage_configured
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def check_queue(doc: Doctor) -> str:
 
 
 @contextmanager
-def _storage_errors(what: str, role: str) -> Iterator[None]:
+def _storage_errors(what: str, role: str, setting: str | None = None) -> Iterator[None]:
     from azure.core.exceptions import AzureError, ResourceNotFoundError, ServiceRequestError
 
     try:
@@ -75,7 +76,9 @@ def _storage_errors(what: str, role: str) -> Iterator[None]:
     except ResourceNotFoundError as exc:
         raise Failed(
             f"{what} does not exist",
-            f"create it (the azd template does; the doctor never creates containers), then grant {role}",
+            "create it (the azd template does; the doctor never creates containers)"
+            + (f" or set {setting} to the one the app uses" if setting else "")
+            + f", then grant {role}",
         ) from exc
     except AzureError as exc:
         denied = status_code(exc) in (401, 403)
@@ -93,25 +96,25 @@ def _container(doc: Doctor, store: type[BlobLedger | BlobStateStore]) -> Contain
         raise Failed(str(exc), f"set {STORAGE_SETTING} (or its identity-based form)") from exc
 
 
-def _check_container(doc: Doctor, store: type[BlobLedger | BlobStateStore], what: str) -> str:
+def _check_container(doc: Doctor, store: type[BlobLedger | BlobStateStore], what: str, setting: str) -> str:
     if not storage_configured(doc.settings):
         folder = doc.runtime.state_dir / what
         where = "exists" if folder.is_dir() else "does not exist yet (created on first use)"
         return f"local {what} folder {folder} {where}"
     container = _container(doc, store)
     name = container.container_name
-    with _storage_errors(f"{what} container {name!r}", _CONTRIBUTOR):
+    with _storage_errors(f"{what} container {name!r}", _CONTRIBUTOR, setting):
         container.get_container_properties()
         next(iter(container.list_blobs(results_per_page=1).by_page()), None)
     return f"{what} container {name!r} readable"
 
 
 def check_ledger(doc: Doctor) -> str:
-    return _check_container(doc, BlobLedger, "ledger")
+    return _check_container(doc, BlobLedger, "ledger", LEDGER_CONTAINER_SETTING)
 
 
 def check_state(doc: Doctor) -> str:
-    return _check_container(doc, BlobStateStore, "state")
+    return _check_container(doc, BlobStateStore, "state", STATE_CONTAINER_SETTING)
 
 
 def check_ledger_write(doc: Doctor) -> tuple[Status, str] | str:
