@@ -11,7 +11,8 @@ pydantic models and YAML are imported inside the command functions.
 Every command takes the global options ``--config``, ``--state-dir`` and ``--settings`` (the
 meaning ``slipway serve`` gives them): ``build_parser`` adds them to each leaf command after the
 plug-ins registered, so a plug-in never declares them, and ``main`` applies them to the process
-environment before the handler runs (and puts it back afterwards, for in-process callers).
+environment before the handler runs (and puts it back afterwards, for in-process callers); the
+options themselves live in ``shared.app.cli_options``.
 
 Exit codes: 0 success, 1 failure (an invalid configuration, an I/O error), 2 usage errors.
 Errors go to stderr as one line.
@@ -24,9 +25,17 @@ import importlib
 import os
 import pkgutil
 import sys
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, cast
+
+from shared.app.cli_options import (
+    GlobalOptionError,
+    add_global_options,
+    apply_global_options,
+    install_runtime,
+    leaf_parsers,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,9 +51,6 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 COMMANDS_PACKAGE = "shared.app.commands"
 PROG = "slipway"
-# The options every command takes, as ``slipway serve`` defines them.
-GLOBAL_OPTIONS = ("--config", "--state-dir", "--settings")
-DEFAULT_SETTINGS_FILE = Path("local.settings.json")  # read when present, as the Functions host does
 
 
 class CliError(Exception):
@@ -134,80 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if callable(register):
             register(subparsers)
-    for leaf in _leaf_parsers(parser):
+    for leaf in leaf_parsers(parser):
         add_global_options(leaf)
     return parser
-
-
-def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """The parsers that run a command: those without subcommands of their own (aliases once)."""
-    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not groups:
-        return [parser]
-    children = {id(child): child for group in groups for child in group.choices.values()}
-    return [leaf for child in children.values() for leaf in _leaf_parsers(child)]
-
-
-def add_global_options(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--state-dir``, ``--settings`` on ``parser``, each unless it has it already."""
-    have = parser._option_string_actions
-    missing = [option for option in GLOBAL_OPTIONS if option not in have]
-    if not missing:
-        return
-    group = parser.add_argument_group("global options (every command)")
-    if "--config" in missing:
-        group.add_argument(
-            "--config",
-            type=Path,
-            metavar="FILE",
-            help="slipway.yaml to use (sets SLIPWAY_CONFIG; default: that setting, else slipway.yaml)",
-        )
-    if "--state-dir" in missing:
-        group.add_argument(
-            "--state-dir",
-            type=Path,
-            metavar="DIR",
-            help="the local state folder: queue, ledger, state (sets SLIPWAY_STATE_DIR; default .slipway)",
-        )
-    if "--settings" in missing:
-        group.add_argument(
-            "--settings",
-            type=Path,
-            metavar="FILE",
-            help="local.settings.json whose Values become settings; the environment wins "
-            f"(default: {DEFAULT_SETTINGS_FILE} when it exists)",
-        )
-
-
-def apply_global_options(args: argparse.Namespace, environ: MutableMapping[str, str] | None = None) -> None:
-    """Put ``--config``, ``--state-dir`` and ``--settings`` into the settings, as ``serve`` does.
-
-    ``--config`` and ``--state-dir`` are resolved against the working directory and set outright;
-    then the Values of the settings file fill in what the environment does not set. A file named
-    on the command line must exist (``CliError``); the default local.settings.json may be absent."""
-    env = os.environ if environ is None else environ
-    config: Path | None = getattr(args, "config", None)
-    if config is not None:
-        if not Path(config).is_file():
-            raise CliError(f"--config {config}: no such file")
-        env["SLIPWAY_CONFIG"] = str(Path(config).resolve())
-    state_dir: Path | None = getattr(args, "state_dir", None)
-    if state_dir is not None:
-        if Path(state_dir).exists() and not Path(state_dir).is_dir():
-            raise CliError(f"--state-dir {state_dir}: not a folder")
-        env["SLIPWAY_STATE_DIR"] = str(Path(state_dir).resolve())
-    named: Path | None = getattr(args, "settings", None)
-    if named is not None and not Path(named).is_file():
-        raise CliError(f"--settings {named}: no such file")
-    path = Path(named) if named is not None else DEFAULT_SETTINGS_FILE
-    if not path.is_file():
-        return
-    from shared.app.local_host.functions import HostError, apply_settings, load_local_settings
-
-    try:
-        apply_settings(load_local_settings(path), env)
-    except (OSError, ValueError, HostError) as exc:
-        raise CliError(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,11 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         handler: Handler = args.handler
         apply_global_options(args)
-        installed = _install_runtime(creates_state=bool(getattr(args, "creates_state", False)))
+        installed = install_runtime(creates_state=bool(getattr(args, "creates_state", False)))
         return handler(args)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_FAILURE)
-    except CliError as exc:
+    except (CliError, GlobalOptionError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
@@ -264,18 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ != saved:
             os.environ.clear()
             os.environ.update(saved)
-
-
-def _install_runtime(*, creates_state: bool) -> bool:
-    """The runtime the command uses, unless the caller installed one (tests): it refuses to create
-    a missing local state folder for a command that only reads state (``creates_state`` unset), so
-    a mistyped ``--state-dir`` is an error, not an empty ``.slipway/`` and an empty answer."""
-    from shared.app import runtime as app_runtime
-
-    if app_runtime.current_runtime() is not None:
-        return False
-    app_runtime.set_runtime(app_runtime.Runtime(require_state=not creates_state))
-    return True
 
 
 # --- slipway config ---------------------------------------------------------------------------
