@@ -43,13 +43,50 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
 
 def test_queue_send_validates_and_enqueues(local: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     assert _json(capsys, "queue", "send", str(EXAMPLE_REQUEST)) == {
-        "sent": json.loads(EXAMPLE_REQUEST.read_text())["id"]
+        "sent": json.loads(EXAMPLE_REQUEST.read_text())["id"],
+        "duplicate_dropped": False,
     }
     listed = _json(capsys, "queue", "list")
     [message] = listed["messages"]  # type: ignore[index]
     assert message["message_id"] == json.loads(EXAMPLE_REQUEST.read_text())["id"]
     assert message["target"] == json.loads(EXAMPLE_REQUEST.read_text())["target"]
     assert _json(capsys, "queue", "list", "--dead-letter") == {"dead_letter": True, "messages": []}
+
+
+def test_queue_send_says_when_duplicate_detection_dropped_the_message(
+    local: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = json.loads(EXAMPLE_REQUEST.read_text())["id"]
+    assert main(["queue", "send", str(EXAMPLE_REQUEST)]) == 0
+    assert capsys.readouterr().out == f"sent {request_id}\n"
+    # The same id again, inside the duplicate-detection window: the queue drops it, and says so.
+    assert main(["queue", "send", str(EXAMPLE_REQUEST)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"not queued: {request_id} was sent within the last 10 minutes")
+    assert "duplicate detection dropped" in out
+    assert _json(capsys, "queue", "send", str(EXAMPLE_REQUEST))["duplicate_dropped"] is True  # type: ignore[index]
+    assert [m.message_id for m in local.local_queue().peek()] == [request_id]  # one message
+
+
+def test_queue_list_labels_a_scheduled_time_as_scheduled(
+    local: Runtime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.platform.queue.port import OutgoingMessage
+
+    queue = local.local_queue()
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    queue.send([OutgoingMessage(body=b"{}", message_id="now-1")])
+    queue.send([OutgoingMessage(body=b"{}", message_id="later-1", scheduled_enqueue_time=later)])
+    [now_row, later_row] = _json(capsys, "queue", "list")["messages"]  # type: ignore[index]
+    assert (later_row["state"], later_row["scheduled_enqueue_time"]) == ("scheduled", later.isoformat())
+    assert now_row["state"] == "active" and now_row["scheduled_enqueue_time"] is None
+    monkeypatch.setenv("COLUMNS", "200")  # one line per message
+    assert main(["queue", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"scheduled for {later.isoformat()}" in next(line for line in lines if "later-1" in line)
+    assert "enqueued 20" in next(line for line in lines if "now-1" in line)
 
 
 def test_queue_send_refuses_an_invalid_request(

@@ -57,7 +57,7 @@ def _tree(root: Path) -> list[str]:
 
 
 def _doctor_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
-    code = main(["doctor", "--json", "--settings", "absent.json", *args])
+    code = main(["doctor", "--json", *args])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -79,6 +79,7 @@ def test_local_defaults_are_all_green_and_create_nothing(
     assert set(checks) == {
         "config",
         "settings",
+        "schedules",
         "secrets",
         "queue",
         "ledger",
@@ -114,7 +115,7 @@ def test_local_state_in_use_is_checked_and_the_probe_is_removed(
 
 
 def test_table_output_and_exit_code(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["doctor", "--settings", "absent.json"]) == 0
+    assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "all checks passed" in out and "ledger write" in out
 

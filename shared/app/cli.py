@@ -8,6 +8,12 @@ command every installation needs.
 Importing this module must stay cheap (it is imported for ``--help``): argparse only. ``rich``,
 pydantic models and YAML are imported inside the command functions.
 
+Every command takes the global options ``--config``, ``--state-dir`` and ``--settings`` (the
+meaning ``slipway serve`` gives them): ``build_parser`` adds them to each leaf command after the
+plug-ins registered, so a plug-in never declares them, and ``main`` applies them to the process
+environment before the handler runs (and puts it back afterwards, for in-process callers); the
+options themselves live in ``shared.app.cli_options``.
+
 Exit codes: 0 success, 1 failure (an invalid configuration, an I/O error), 2 usage errors.
 Errors go to stderr as one line.
 """
@@ -22,6 +28,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, cast
+
+from shared.app.cli_options import (
+    GlobalOptionError,
+    add_global_options,
+    apply_global_options,
+    install_runtime,
+    leaf_parsers,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -126,19 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if callable(register):
             register(subparsers)
+    for leaf in leaf_parsers(parser):
+        add_global_options(leaf)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (``--help`` and usage errors included, for in-process use)."""
+    """Run the CLI; returns the exit code (``--help`` and usage errors included, for in-process use).
+
+    The settings the global options apply, and the process-wide runtime the command builds, last
+    as long as the command: an in-process caller (the tests) finds its environment as it was."""
     parser = build_parser()
+    saved = dict(os.environ)
+    installed = False
     try:
         args = parser.parse_args(argv)
         handler: Handler = args.handler
+        apply_global_options(args)
+        installed = install_runtime(creates_state=bool(getattr(args, "creates_state", False)))
         return handler(args)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_FAILURE)
-    except CliError as exc:
+    except (CliError, GlobalOptionError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
@@ -151,6 +174,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+    except Exception as exc:
+        # Failures every command can meet, reported the same way wherever they surface.
+        from shared.app.runtime import StateFolderMissing
+        from shared.model.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            last = exc.problems[-1] if exc.problems else None
+            if len(exc.problems) == 1 and last is not None and last.line is None:  # the file itself
+                hint = "pass --config FILE or set SLIPWAY_CONFIG"
+                print(f"{PROG}: error: {last.file}: {last.message} ({hint})", file=sys.stderr)
+            else:
+                _print_problems(exc.problems, exc.problems[0].file if exc.problems else "configuration")
+            return EXIT_FAILURE
+        if isinstance(exc, StateFolderMissing):
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+    finally:
+        if installed:
+            from shared.app.runtime import set_runtime
+
+            set_runtime(None)
+        if os.environ != saved:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 # --- slipway config ---------------------------------------------------------------------------

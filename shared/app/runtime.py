@@ -29,6 +29,10 @@ APP_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QUEUE = "build-requests"
 
 
+class StateFolderMissing(Exception):
+    """A command that only reads state found no local state folder (it creates none)."""
+
+
 def service_bus_configured(settings: Mapping[str, str]) -> bool:
     return bool(
         settings.get("ServiceBusConnection") or settings.get("ServiceBusConnection__fullyQualifiedNamespace")
@@ -52,9 +56,12 @@ class Runtime:
         backend: RunBackend | None = None,
         state: StateStore | None = None,
         clock: Callable[[], datetime] | None = None,
+        require_state: bool = False,
     ) -> None:
         """Adapters passed here win over the ones the settings would choose (local host, tests);
-        ``clock`` drives the dispatcher's waits and retries (tests)."""
+        ``clock`` drives the dispatcher's waits and retries (tests). With ``require_state`` a
+        local adapter is built only in an existing state folder (``StateFolderMissing``): the CLI's
+        read-only commands must not leave an empty ``.slipway/`` behind a mistyped path."""
         self.settings: Mapping[str, str] = settings if settings is not None else os.environ
         self.app_root = app_root
         self._lock = threading.Lock()
@@ -64,6 +71,7 @@ class Runtime:
         self._backend = backend
         self._state = state
         self._clock = clock
+        self._require_state = require_state
         self._receiver_context: ReceiverContext | None = None
 
     @property
@@ -79,7 +87,10 @@ class Runtime:
         from shared.model.config import config_path, load_config
 
         path = config_path(self.settings, self.app_root)
-        mtime = path.stat().st_mtime
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return load_config(path)  # raises ConfigError naming the file and why it cannot be read
         cached = self._config_cache
         if cached and cached[0] == path and cached[1] == mtime:
             return cached[2]
@@ -98,9 +109,18 @@ class Runtime:
                     self._queue = self.local_queue()
             return self._queue
 
+    def _local_state(self) -> None:
+        """Before a local adapter is built: the state folder exists, or may be created."""
+        if self._require_state and not self.state_dir.is_dir():
+            raise StateFolderMissing(
+                f"no state folder {self.state_dir}: nothing has run with this state yet; point at the "
+                "one `slipway serve` uses with --state-dir DIR (or SLIPWAY_STATE_DIR, or --settings FILE)"
+            )
+
     def local_queue(self) -> LocalQueue:
         from shared.platform.queue.local import LocalQueue
 
+        self._local_state()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return LocalQueue(self.state_dir / "queue.sqlite3", name=self.queue_name)
 
@@ -108,7 +128,10 @@ class Runtime:
         with self._lock:
             if self._ledger is None:
                 from shared.platform.ledger import ledger_from_settings
+                from shared.platform.storage import storage_configured
 
+                if not storage_configured(self.settings):
+                    self._local_state()
                 self._ledger = ledger_from_settings(self.settings, state_dir=self.state_dir)
             return self._ledger
 
@@ -117,7 +140,10 @@ class Runtime:
         with self._lock:
             if self._state is None:
                 from shared.platform.state import state_from_settings
+                from shared.platform.storage import storage_configured
 
+                if not storage_configured(self.settings):
+                    self._local_state()
                 self._state = state_from_settings(self.settings, state_dir=self.state_dir)
             return self._state
 
@@ -217,6 +243,11 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         _runtime = Runtime()
+    return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The installed runtime, if any (``runtime()`` would build one)."""
     return _runtime
 
 

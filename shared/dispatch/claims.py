@@ -369,14 +369,17 @@ class Claims:
     ) -> DispatchResult:
         """Refuse a request before any claim, recorded as ``failed`` with why.
 
-        Only when it has no record yet: one left by an earlier attempt stays as it is. Like any
-        failed request it then needs a replay once the cause is fixed (a redelivery is refused
-        again from the ledger), which is what the dead letter asks for anyway.
+        A request with no record gets one. A ``retrying`` record (a replay reopened it, or a retry
+        was pending) is settled ``failed`` with this refusal: the request is dead-lettered again,
+        and a record left ``retrying`` would say it is coming back when nothing is queued. Any
+        other record (dispatched, failed, a live claim) stays as it is. Like any failed request it
+        then needs a replay once the cause is fixed, which is what the dead letter asks for anyway.
         """
+        now = self._clock()
         record = new_record(
             request,
             RunStatus.FAILED,
-            self._clock(),
+            now,
             "refused",
             description,
             error=description,
@@ -384,10 +387,35 @@ class Claims:
             dead_letter_message_id=message_id,
         )
         try:
-            self._ledger.create(record)
+            if not self._ledger.create(record):
+                self._refuse_retrying(request.id, now, reason, description, message_id)
         except Exception as exc:  # the refusal stands; only its reason is not recorded
             ledger_failed(request.id, exc)
         return dead_letter(request, reason, description)
+
+    def _refuse_retrying(
+        self, request_id: str, now: datetime, reason: str, description: str, message_id: str | None
+    ) -> None:
+        """``failed`` for a ``retrying`` record refused before its claim (see ``refuse_unclaimed``)."""
+        for _ in range(3):  # a conflict is another delivery or a replay moving the record on
+            found = self._ledger.get(request_id)
+            if found is None or found[0].status is not RunStatus.RETRYING:
+                return
+            existing, etag = found
+            refused = existing.with_event(
+                now,
+                "refused",
+                description,
+                status=RunStatus.FAILED,
+                error=description,
+                failure_reason=reason,
+                dead_letter_message_id=message_id,
+            )
+            try:
+                self._ledger.replace(refused, etag)
+            except ConflictError:
+                continue
+            return
 
     def _refuse_interrupted(
         self, request: BuildRequest, existing: LedgerRecord, etag: str, description: str

@@ -6,8 +6,11 @@ duplicate-detection window would be dropped silently. The copy's body is the req
 ``attempt`` reset and ``replay_of`` naming the dead letter. Before the copy is sent, the ledger
 record of the request is marked ``retrying`` with a ``replayed`` history entry (who, when, why),
 so the dispatcher claims it again; a request with no record yet (refused before any claim, e.g.
-an unknown target) gets one. Then the dead letter is completed. A crash between send and
-complete leaves the dead letter in place; replaying it again is absorbed by the ledger.
+an unknown target) gets one. Then the dead letter is completed. A copy refused again (the cause
+is not fixed) settles the record ``failed`` once more, with the copy as its dead letter, whether
+ACR refused the run or the request was refused before its claim (``claims.refuse_unclaimed``).
+A crash between send and complete leaves the dead letter in place; replaying it again is
+absorbed by the ledger.
 
 Works on any queue adapter with ``peek`` and ``resend_dead_letters`` (local, Service Bus).
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.app.cli import EXIT_OK, CliError, Subparsers, load_command_config
@@ -39,7 +38,6 @@ def register(commands: Subparsers) -> None:
         "the app's identity: SLIPWAY_CACHE_CONNECTION_STRING__clientId, else AZURE_CLIENT_ID, else "
         "DefaultAzureCredential's own (Storage Blob Data Contributor on the container).",
     )
-    parser.add_argument("--config", type=Path, help="slipway.yaml (default: the setting SLIPWAY_CONFIG)")
     parser.add_argument("--grace", type=_duration, metavar="D", help="override cache.grace (e.g. 24h)")
     parser.add_argument("--max-age", type=_duration, metavar="D", help="override cache.max_age (e.g. 14d)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.app.cli import EXIT_FAILURE, EXIT_OK, CliError, Subparsers, load_command_config
@@ -27,7 +26,6 @@ def register(commands: Subparsers) -> None:
         "kept ever loses a manifest it references. Lists every manifest to delete with the rule that "
         "selected it, and every manifest kept only because something references it.",
     )
-    parser.add_argument("--config", type=Path, help="slipway.yaml (default: the setting SLIPWAY_CONFIG)")
     parser.add_argument(
         "--registry", help="registry to prune, host or https://host (default: registry: in the config)"
     )

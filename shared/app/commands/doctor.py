@@ -22,27 +22,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "queue, the ledger, state and cache containers and the registry answer with the rights "
         "Slipway needs. Creates nothing that outlives it. Exit 1 when any check fails.",
     )
-    parser.add_argument(
-        "--settings",
-        type=Path,
-        default=Path("local.settings.json"),
-        help="local.settings.json whose Values become settings; the environment wins (default: %(default)s)",
-    )
     parser.add_argument("--json", action="store_true", help="stable JSON for scripts")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.app.cli import CliError
     from shared.app.doctor import Doctor, report_rows
-    from shared.app.local_host import HostError, load_local_settings
 
-    try:
-        local = load_local_settings(args.settings)
-    except (OSError, ValueError, HostError) as exc:
-        raise CliError(f"{args.settings}: {exc}") from exc
+    # --settings (a global option) has put its Values into the environment already.
     # The CLI runs in a checkout or a deployment folder: its working directory is the app root.
-    report = Doctor({**local, **os.environ}, app_root=Path(".")).run()
+    report = Doctor(dict(os.environ), app_root=Path(".")).run()
     rows = report_rows(report)
     if args.json:
         print_json({"ok": report.ok, "mode": report.mode, "checks": rows})

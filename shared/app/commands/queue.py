@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send = sub.add_parser("send", help="validate a BuildRequest JSON file and enqueue it")
     send.add_argument("file", type=Path, help="BuildRequest v1 JSON file ('-' for stdin)")
     send.add_argument("--json", action="store_true", help="print the result as JSON")
-    send.set_defaults(handler=send_request)
+    send.set_defaults(handler=send_request, creates_state=True)
 
 
 def _message_row(message: Any) -> dict[str, Any]:
@@ -61,7 +61,13 @@ def list_messages(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"dead_letter": args.dead_letter, "messages": rows})
         return 0
-    columns = ["message_id", "target", "state", "delivery_count", "enqueued_time"]
+    for row in rows:
+        # A scheduled message (a delayed retry, a wait) is not there yet: say when it will be.
+        if row["state"] == "scheduled" and row["scheduled_enqueue_time"]:
+            row["time_utc"] = f"scheduled for {row['scheduled_enqueue_time']}"
+        else:
+            row["time_utc"] = f"enqueued {row['enqueued_time']}"
+    columns = ["message_id", "target", "state", "delivery_count", "time_utc"]
     if args.dead_letter:
         columns += ["dead_letter_reason", "dead_letter_description"]
     title = "dead-letter queue" if args.dead_letter else "build queue"
@@ -88,15 +94,31 @@ def send_request(args: argparse.Namespace) -> int:
         for error in exc.errors():
             print(f"  {'.'.join(str(p) for p in error['loc']) or '(body)'}: {error['msg']}", file=sys.stderr)
         return 1
+    from shared.platform.queue.local import LocalQueue
+    from shared.platform.queue.port import QUEUE_DUPLICATE_DETECTION_WINDOW
+
+    window = int(QUEUE_DUPLICATE_DETECTION_WINDOW.total_seconds() // 60)
     try:
-        runtime().queue().send([request_message(request, subject=request.trigger.kind)])
+        queue = runtime().queue()
+        # The local queue can say whether its duplicate detection will drop this id; Service Bus
+        # drops a duplicate without telling the sender, so there it is "unknown" (None).
+        dropped = queue.duplicate_held(request.id) if isinstance(queue, LocalQueue) else None
+        queue.send([request_message(request, subject=request.trigger.kind)])
     except QueueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print_json({"sent": request.id})
-    else:
+        print_json({"sent": request.id, "duplicate_dropped": dropped})
+    elif dropped:
         print(
-            f"sent {request.id} (a message with the same id inside the duplicate-detection window is dropped)"
+            f"not queued: {request.id} was sent within the last {window} minutes, so duplicate detection "
+            "dropped this copy (send it with a new id to queue it again)"
         )
+    elif dropped is None:
+        print(
+            f"sent {request.id} (Service Bus drops it without saying so if the same id was sent within "
+            "the queue's duplicate-detection window)"
+        )
+    else:
+        print(f"sent {request.id}")
     return 0

@@ -34,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="render this BuildRequest JSON (a queue message, `slipway runs show --json`'s request) "
         "instead of --target/--commit/--ref",
     )
-    parser.add_argument("--config", type=Path, help="slipway.yaml (default: SLIPWAY_CONFIG or slipway.yaml)")
     parser.add_argument("--scripts", action="store_true", help="also print the step scripts, decoded")
     parser.add_argument("--request", action="store_true", help="print the BuildRequest JSON instead")
     parser.set_defaults(handler=run)
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.model.build_request import BuildRequest
     from shared.model.config import ConfigError, config_path, load_config
 
-    path = args.config or config_path(os.environ, APP_ROOT)
+    path = config_path(os.environ, APP_ROOT)  # the global --config sets SLIPWAY_CONFIG
     try:
         config = load_config(path)
     except (ConfigError, OSError) as exc:

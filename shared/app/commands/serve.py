@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from shared.app.runtime import APP_ROOT
 
@@ -31,13 +30,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="port (default 7071, like the Functions host)")
-    parser.add_argument("--config", help="slipway.yaml to use (sets SLIPWAY_CONFIG)")
-    parser.add_argument("--state-dir", help="local state folder (sets SLIPWAY_STATE_DIR; default .slipway)")
-    parser.add_argument(
-        "--settings",
-        default="local.settings.json",
-        help="local.settings.json whose Values become settings; the environment wins",
-    )
     parser.add_argument(
         "--poll-base-images",
         action="store_true",
@@ -51,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "with this machine's credentials (off by default locally; SLIPWAY_IMAGE_PRUNE_DRY_RUN=true "
         "makes the image timer plan only)",
     )
-    parser.set_defaults(handler=run)
+    # --config, --state-dir and --settings are the CLI's global options (shared.app.cli), applied
+    # before this handler runs; serve is the command that creates the state folder.
+    parser.set_defaults(handler=run, creates_state=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,24 +56,15 @@ def run(args: argparse.Namespace) -> int:
         LocalHost,
         apply_settings,
         discover,
-        load_local_settings,
         main_loop,
     )
+    from shared.app.local_host.functions import invalid_schedules
     from shared.app.runtime import Runtime, set_runtime
     from shared.platform.http import max_body_bytes
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
-    if args.config:
-        os.environ["SLIPWAY_CONFIG"] = str(Path(args.config).resolve())
-    if args.state_dir:
-        os.environ["SLIPWAY_STATE_DIR"] = str(Path(args.state_dir).resolve())
-    try:
-        apply_settings(load_local_settings(Path(args.settings)))
-    except (OSError, ValueError) as exc:
-        print(f"error: {args.settings}: {exc}", file=sys.stderr)
-        return 1
     exposed = _exposure(args.host, os.environ)
     secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "")
     if exposed and secret in ("", LOCAL_SECRET):
@@ -101,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
             os.environ.setdefault(f"AzureWebJobs.{name}.Disabled", "true")
     os.environ.setdefault("BUILD_QUEUE", "build-requests")
     apply_settings(DEFAULT_SCHEDULES)
+    # A timer schedule the Functions host would refuse: name the setting, not a parser traceback.
+    bad_schedules = invalid_schedules(os.environ)
+    for problem in bad_schedules:
+        print(f"error: timer schedule {problem}", file=sys.stderr)
+    if bad_schedules:
+        return 1
     # The local host feeds its queue trigger from the local queue, so webhooks must send there too,
     # whatever Service Bus settings local.settings.json carries.
     rt = Runtime()

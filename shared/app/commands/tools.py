@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="The tool images of slipway.yaml (tools:, scanner.image). With tools.mirror, "
         "runs pull copies under the mirror; --import-plan prints what `az acr import` must copy.",
     )
-    listing.add_argument("--config", type=Path, help="slipway.yaml (default: SLIPWAY_CONFIG or slipway.yaml)")
     output = listing.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="stable JSON for scripts")
     output.add_argument(
@@ -44,7 +42,7 @@ def list_tools(args: argparse.Namespace) -> int:
     from shared.model.config import ConfigError, config_path, load_config
     from shared.model.tool_images import import_plan, mirror_prefix, resolve_tools
 
-    path = args.config or config_path(os.environ, APP_ROOT)
+    path = config_path(os.environ, APP_ROOT)  # the global --config sets SLIPWAY_CONFIG
     try:
         config = load_config(path)
     except ConfigError as exc:

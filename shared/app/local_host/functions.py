@@ -11,13 +11,13 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shared.model.cron import Cron
+from shared.model.cron import Cron, CronError
 
 # The local host's stand-in for the Functions host's master key (``_master``).
 MASTER_KEY_SETTING = "SLIPWAY_LOCAL_MASTER_KEY"
@@ -31,6 +31,41 @@ DEFAULT_SCHEDULES = {
     "SLIPWAY_CACHE_PRUNE_SCHEDULE": "0 30 3 * * *",
     "SLIPWAY_IMAGE_PRUNE_SCHEDULE": "0 0 4 * * *",
 }
+
+
+# Microsoft Learn, "Timer trigger for Azure Functions" (functions-bindings-timer, section "CRON
+# expressions", titled "NCRONTAB expressions" in later revisions; MicrosoftDocs/azure-docs
+# articles/azure-functions/functions-bindings-timer.md): "Azure Functions uses the NCronTab
+# library to interpret CRON expressions. A CRON expression includes six fields: {second} {minute}
+# {hour} {day} {month} {day-of-week}". The same page: "A TimeSpan can be used only for a function
+# app that runs on an App Service Plan", so a TimeSpan ("01:00:00") is refused here too.
+NCRONTAB_FIELDS = 6
+NCRONTAB_FORM = "{second} {minute} {hour} {day} {month} {day-of-week}"
+
+
+def schedule_problem(expression: str) -> str | None:
+    """Why the Functions host would refuse ``expression`` as a timer schedule (None: it is fine)."""
+    fields = expression.split()
+    if len(fields) != NCRONTAB_FIELDS:
+        return f"{len(fields)} field(s), NCRONTAB needs six: {NCRONTAB_FORM}"
+    try:
+        Cron.parse(expression)
+    except CronError as exc:
+        return str(exc)
+    return None
+
+
+def invalid_schedules(settings: Mapping[str, str]) -> list[str]:
+    """One line per timer schedule setting that is set but not a valid NCRONTAB expression."""
+    problems = []
+    for name in DEFAULT_SCHEDULES:
+        value = settings.get(name)
+        if value is None or not value.strip():
+            continue
+        problem = schedule_problem(value)
+        if problem is not None:
+            problems.append(f"{name}={value!r}: {problem}")
+    return problems
 
 
 class HostError(Exception):
@@ -48,7 +83,7 @@ def load_local_settings(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in values.items()}
 
 
-def apply_settings(values: Mapping[str, str], environ: dict[str, str] | None = None) -> None:
+def apply_settings(values: Mapping[str, str], environ: MutableMapping[str, str] | None = None) -> None:
     """Expose settings as environment variables; variables already set win."""
     env = os.environ if environ is None else environ
     for key, value in values.items():
@@ -155,6 +190,9 @@ def discover(app_module: str, settings: Mapping[str, str]) -> AppFunctions:
             found.queues.append(QueueTrigger(name, queue, trigger["name"], user_function))
         elif trigger["type"] == "timerTrigger":
             schedule = resolve(trigger["schedule"], settings)
+            problem = schedule_problem(schedule)
+            if problem is not None:
+                raise HostError(f"timer {name}: schedule {trigger['schedule']} = {schedule!r}: {problem}")
             found.timers.append(
                 TimerTrigger(
                     name,

@@ -60,6 +60,16 @@ class LocalQueue(QueueStore):
             self.name, to_us(self._clock()), self.duplicate_detection_window // ONE_US, messages
         )
 
+    def duplicate_held(self, message_id: str) -> bool:
+        """Whether a message sent now with ``message_id`` would be dropped: a message with that id
+        was sent within the duplicate-detection window (the operator's ``queue send`` says so)."""
+        with self._write() as (conn, now):
+            row = conn.execute(
+                "SELECT 1 FROM duplicates WHERE queue = ? AND message_id = ? AND expires_at > ?",
+                (self.name, message_id, now),
+            ).fetchone()
+        return row is not None
+
     def cancel_scheduled(self, sequence_number: int) -> None:
         """Remove a still-scheduled message; as in Service Bus, its id stays in the duplicate history."""
         with self._write() as (conn, now):
