@@ -34,12 +34,14 @@ from shared.intake.receivers.checks import (
     unique_urls,
 )
 from shared.intake.receivers.pipeline import (
+    Deferred,
     Delivery,
     ReceiverContext,
     Sender,
     event_not_handled,
     safe_delivery_id,
 )
+from shared.intake.receivers.pull_requests import PullRequests, read_azure_devops
 from shared.intake.receivers.signatures import basic_auth_matches
 from shared.intake.routing import Ignored
 from shared.model.build_request import CommitId
@@ -50,6 +52,12 @@ PROVIDER = "azure-devops"
 USER_SETTING = "AZURE_DEVOPS_WEBHOOK_USER"
 PASSWORD_SETTING = "AZURE_DEVOPS_WEBHOOK_PASSWORD"
 PUSH_EVENT_TYPE = "git.push"
+# Service hooks events page (learn.microsoft.com/azure/devops/service-hooks/events): "Pull request
+# created", "Pull request updated", "Pull request merge attempted".
+PULL_REQUEST_EVENT_TYPES = frozenset(
+    {"git.pullrequest.created", "git.pullrequest.updated", "git.pullrequest.merged"}
+)
+_PULL_REQUESTS = PullRequests(PROVIDER, read_azure_devops)
 NO_FILES_REASON = "Azure DevOps push events do not list changed files"
 CHALLENGE = 'Basic realm="slipway", charset="UTF-8"'
 logger = logging.getLogger("slipway.webhooks.azure_devops")
@@ -173,12 +181,14 @@ def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
         raise RequestRejected(401, "unauthorized", "HTTP Basic credentials do not match")
 
 
-def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | None:
+def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | Deferred | None:
     """By the event's ``eventType`` (Azure DevOps sends no event header); the event names the delivery."""
     envelope = parse_json(AzureDevOpsEnvelope, req.body, what="service hook event")
     delivery.identify(envelope.delivery_id())
     if not envelope.event_type:
         raise RequestRejected(400, "bad_request", "service hook event: eventType is missing")
+    if envelope.event_type in PULL_REQUEST_EVENT_TYPES:
+        return _PULL_REQUESTS(req, media_type, delivery)
     if envelope.event_type != PUSH_EVENT_TYPE:
         return event_not_handled(delivery.correlation_id, envelope.event_type)
     return None

@@ -26,6 +26,7 @@ from shared.intake.receivers.checks import (
     unique_urls,
 )
 from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
+from shared.intake.receivers.pull_requests import BITBUCKET_EVENTS, PullRequests, bitbucket_reader
 from shared.intake.receivers.signatures import verify_hmac_sha256
 from shared.intake.routing import Ignored
 from shared.model.build_request import COMMIT_RE
@@ -171,7 +172,12 @@ SENDER = Sender(
     # X-Hook-UUID names the webhook, not the delivery: it only correlates logs.
     delivery_id=first_delivery_id("X-Request-UUID", "X-Hook-UUID"),
     authenticate=authenticate,
-    triage=EventHeader((EVENT_HEADER,), frozenset({PUSH_EVENT}), ping=PING_EVENT),
+    triage=EventHeader(
+        (EVENT_HEADER,),
+        frozenset({PUSH_EVENT}),
+        ping=PING_EVENT,
+        others=tuple((key, PullRequests(PROVIDER, bitbucket_reader(key))) for key in BITBUCKET_EVENTS),
+    ),
     parse=json_body(BitbucketPush, what="push payload"),
     answer=Pushes(normalise=to_push_events, compared_urls=repository_urls, nothing_to_build=_no_changes),
 )
