@@ -12,11 +12,12 @@ What each host sends, and how it is read:
 - GitLab ``Merge Request Hook``: ``object_attributes.action`` ``open``, ``reopen``, ``close``,
   ``merge``, ``update``; an update with ``oldrev`` moved the head, one with ``changes.labels``
   changed labels (``previous``/``current``), any other update (title...) is not acted on.
-- Azure DevOps ``git.pullrequest.created|updated|merged``: the status tells a closed request
-  (``completed`` merged, ``abandoned``); an ``updated`` of an active request does not say what
-  changed and is read as ``updated`` (the cautious reading: a new push). No label events.
-- Bitbucket Cloud ``pullrequest:created|updated|fulfilled|rejected`` (the action is the event
-  key); no labels; the head commit is abbreviated (12 hex digits).
+- Azure DevOps ``git.pullrequest.created|updated|merged`` (read in ``azure_devops``): the
+  status tells a closed request (``completed`` merged, ``abandoned``); an ``updated`` of an
+  active request does not say what changed and is read as ``updated`` (the cautious reading: a
+  new push). No label events.
+- Bitbucket Cloud ``pullrequest:created|updated|fulfilled|rejected`` (read in ``bitbucket``;
+  the action is the event key); no labels; the head commit is abbreviated (12 hex digits).
 - Gitea/Forgejo ``pull_request``: ``opened``, ``reopened``, ``synchronized``, ``closed``,
   ``label_updated`` (the new set only: ``labels_added`` is None), ``label_cleared``.
 
@@ -31,12 +32,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError
 
 from shared.intake.receivers.checks import PayloadModel, describe_error, parse_json, shown, unique_urls
 from shared.intake.receivers.pipeline import Deferred, Delivery, ReceiverContext, ignored_response
-from shared.model.build_request import COMMIT_RE, CommitId
+from shared.model.build_request import CommitId
 from shared.model.events import PullRequestAction, PullRequestEvent
 from shared.model.repo_urls import normalize_repo
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
@@ -85,9 +85,7 @@ def branch_ref(name: str) -> str:
     return name if name.startswith("refs/") else f"refs/heads/{name}"
 
 
-def _is_fork(
-    head_id: object, base_id: object, head_urls: tuple[str, ...], base_urls: tuple[str, ...]
-) -> bool:
+def is_fork(head_id: object, base_id: object, head_urls: tuple[str, ...], base_urls: tuple[str, ...]) -> bool:
     """The head lives in another repository; when nothing tells, it is taken to (the safe side)."""
     if head_id is not None and base_id is not None:
         return bool(head_id != base_id)
@@ -176,7 +174,7 @@ def github_reader(decode: Callable[[bytes, str], dict[str, Any]]) -> Read:
             head_ref=branch_ref(pr.head.ref),
             head_repo_urls=head_urls,
             base_ref=branch_ref(pr.base.ref),
-            fork=pr.head.repo is None or _is_fork(head_id, base_id, head_urls, base_urls),
+            fork=pr.head.repo is None or is_fork(head_id, base_id, head_urls, base_urls),
             labels=frozenset(label.name for label in pr.labels),
             labels_added=added,
             merged=bool(pr.merged),
@@ -236,7 +234,7 @@ def read_gitea(
     head_urls = _github_urls(pr.head.repo)
     head_id = pr.head.repo_id if pr.head.repo_id is not None else (pr.head.repo.id if pr.head.repo else None)
     base_id = pr.base.repo_id if pr.base.repo_id is not None else (pr.base.repo.id if pr.base.repo else None)
-    fork = _is_fork(head_id, base_id, head_urls, base_urls)
+    fork = is_fork(head_id, base_id, head_urls, base_urls)
     if not fork and not head_urls:  # the same repository id, its URLs left out
         head_urls = base_urls
     return PullRequestEvent(
@@ -349,189 +347,9 @@ def read_gitlab(
         head_ref=branch_ref(attrs.source_branch),
         head_repo_urls=head_urls,
         base_ref=branch_ref(attrs.target_branch),
-        fork=_is_fork(
-            attrs.source_project_id, attrs.target_project_id, head_urls, _gitlab_urls(attrs.target)
-        ),
+        fork=is_fork(attrs.source_project_id, attrs.target_project_id, head_urls, _gitlab_urls(attrs.target)),
         labels=frozenset(label.title for label in payload.labels),
         labels_added=added,
         merged=attrs.action == "merge",
         sender_action=attrs.action,
     )
-
-
-# --- Azure DevOps ---------------------------------------------------------------------------
-
-
-class _AdoModel(PayloadModel):
-    model_config = ConfigDict(alias_generator=to_camel)
-
-
-class _AdoRepository(_AdoModel):
-    id: str | None = None
-    remote_url: str | None = None
-    web_url: str | None = None
-    ssh_url: str | None = None
-
-
-class _AdoCommit(_AdoModel):
-    commit_id: CommitId
-
-
-class _AdoForkRef(_AdoModel):
-    repository: _AdoRepository | None = None
-
-
-class _AdoLabel(_AdoModel):
-    name: str = ""
-    active: bool | None = None
-
-
-class _AdoPullRequest(_AdoModel):
-    pull_request_id: int
-    status: str | None = None
-    source_ref_name: str = Field(min_length=1)
-    target_ref_name: str = Field(min_length=1)
-    last_merge_source_commit: _AdoCommit
-    repository: _AdoRepository
-    # GitPullRequest.forkSource: "If this is a PR from a fork this will contain information about
-    # its source." (learn.microsoft.com/rest/api/azure/devops/git/pull-requests/get-pull-request)
-    fork_source: _AdoForkRef | None = None
-    labels: list[_AdoLabel] = Field(default_factory=list)
-
-
-class AzureDevOpsPullRequestPayload(_AdoModel):
-    event_type: str
-    resource: _AdoPullRequest
-
-
-def _ado_urls(repo: _AdoRepository | None) -> tuple[str, ...]:
-    return unique_urls(repo.remote_url, repo.web_url, repo.ssh_url) if repo else ()
-
-
-def read_azure_devops(
-    body: bytes, media_type: str, delivery_id: str | None, received_at: datetime
-) -> PullRequestEvent | str:
-    payload = parse_json(AzureDevOpsPullRequestPayload, body, what=WHAT)
-    pr = payload.resource
-    status = (pr.status or "").lower()
-    action: PullRequestAction
-    if status in ("completed", "abandoned"):
-        action = "closed"
-    elif payload.event_type == "git.pullrequest.created":
-        action = "opened"
-    else:
-        # updated (or a merge commit made for an active request): it does not say whether the
-        # source branch moved, so it is read as if it did.
-        action = "updated"
-    fork_repo = pr.fork_source.repository if pr.fork_source else None
-    base_urls = _ado_urls(pr.repository)
-    return PullRequestEvent(
-        provider="azure-devops",
-        delivery_id=delivery_id,
-        received_at=received_at,
-        repo_urls=base_urls,
-        number=pr.pull_request_id,
-        action=action,
-        head_commit=pr.last_merge_source_commit.commit_id,
-        head_ref=branch_ref(pr.source_ref_name),
-        head_repo_urls=_ado_urls(fork_repo) if pr.fork_source else base_urls,
-        base_ref=branch_ref(pr.target_ref_name),
-        fork=pr.fork_source is not None,
-        labels=frozenset(x.name for x in pr.labels if x.active is not False),
-        merged=status == "completed",
-        sender_action=payload.event_type,
-    )
-
-
-# --- Bitbucket Cloud ------------------------------------------------------------------------
-
-BITBUCKET_CLOUD = "https://bitbucket.org"
-_BITBUCKET_ACTIONS: dict[str, tuple[PullRequestAction, bool]] = {
-    "pullrequest:created": ("opened", False),
-    "pullrequest:updated": ("updated", False),
-    "pullrequest:fulfilled": ("closed", True),
-    "pullrequest:rejected": ("closed", False),
-}
-BITBUCKET_EVENTS = tuple(_BITBUCKET_ACTIONS)
-
-
-class _BitbucketHref(PayloadModel):
-    href: str | None = None
-
-
-class _BitbucketLinks(PayloadModel):
-    html: _BitbucketHref | None = None
-
-
-class _BitbucketRepository(PayloadModel):
-    uuid: str | None = None
-    full_name: str | None = None
-    links: _BitbucketLinks | None = None
-
-
-class _BitbucketBranch(PayloadModel):
-    name: str = Field(min_length=1)
-
-
-class _BitbucketCommit(PayloadModel):
-    hash: str = Field(pattern=r"^[0-9a-f]{7,64}$")
-
-
-class _BitbucketEnd(PayloadModel):
-    branch: _BitbucketBranch
-    commit: _BitbucketCommit
-    repository: _BitbucketRepository | None = None
-
-
-class _BitbucketPr(PayloadModel):
-    id: int
-    source: _BitbucketEnd
-    destination: _BitbucketEnd
-
-
-class BitbucketPullRequestPayload(PayloadModel):
-    pullrequest: _BitbucketPr
-    repository: _BitbucketRepository
-
-
-def _bitbucket_urls(repo: _BitbucketRepository | None) -> tuple[str, ...]:
-    if repo is None:
-        return ()
-    html = repo.links.html.href if repo.links and repo.links.html else None
-    return unique_urls(html, f"{BITBUCKET_CLOUD}/{repo.full_name}" if repo.full_name else None)
-
-
-def _named(repo: _BitbucketRepository | None) -> tuple[str, ...]:
-    return (f"{BITBUCKET_CLOUD}/{repo.full_name}",) if repo and repo.full_name else ()
-
-
-def bitbucket_reader(event_key: str) -> Read:
-    """The reader for one ``X-Event-Key``: Bitbucket says the action in the key, not the body."""
-    action, merged = _BITBUCKET_ACTIONS[event_key]
-
-    def read(
-        body: bytes, media_type: str, delivery_id: str | None, received_at: datetime
-    ) -> PullRequestEvent | str:
-        payload = parse_json(BitbucketPullRequestPayload, body, what=WHAT)
-        pr = payload.pullrequest
-        head, base = pr.source.repository, pr.destination.repository or payload.repository
-        commit = pr.source.commit.hash
-        full = COMMIT_RE.match(commit) is not None
-        return PullRequestEvent(
-            provider="bitbucket",
-            delivery_id=delivery_id,
-            received_at=received_at,
-            repo_urls=_bitbucket_urls(payload.repository),
-            number=pr.id,
-            action=action,
-            head_commit=commit if full else None,
-            head_commit_abbrev=None if full else commit,
-            head_ref=branch_ref(pr.source.branch.name),
-            head_repo_urls=_bitbucket_urls(head),
-            base_ref=branch_ref(pr.destination.branch.name),
-            fork=_is_fork(head.uuid if head else None, base.uuid, _named(head), _named(base)),
-            merged=merged,
-            sender_action=event_key,
-        )
-
-    return read
