@@ -10,6 +10,7 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import pytest
 
@@ -468,3 +469,26 @@ def test_an_azure_devops_fork_source_makes_a_fork() -> None:
     event = read_azure_devops(json.dumps(payload).encode(), JSON, None, NOW)
     assert isinstance(event, PullRequestEvent)
     assert (event.fork, event.head_repo_urls) == (True, (fork_url,))
+
+
+def test_a_form_encoded_github_pull_request_is_read(queue: LocalQueue) -> None:
+    body = urlencode({"payload": fixture_bytes("github", "pull_request-synchronize.json").decode()}).encode()
+    request = github_request(body)
+    form = HttpRequest(
+        "POST", request.url, {**request.headers, "Content-Type": "application/x-www-form-urlencoded"}, body
+    )
+    resp = receive_github(form, _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["ignored"][0]["reason"].startswith("pull request #2 updated: ")
+
+
+def test_forgejo_headers_are_enough(queue: LocalQueue) -> None:
+    body = fixture_bytes("gitea", "pull_request-label_updated-forgejo-woodpecker.json")
+    headers = {
+        "Content-Type": JSON,
+        "X-Forgejo-Event": "pull_request",
+        "X-Forgejo-Signature": hmac_sha256_hex(SECRET.encode(), body),
+    }
+    resp = receive_gitea(HttpRequest("POST", "http://x/api/hooks/gitea", headers, body), _ctx(queue))
+    assert resp.status == 200, resp.body
+    assert resp.body["ignored"][0]["reason"].startswith("pull request #1 labeled: ")

@@ -201,7 +201,7 @@ class _AdoPullRequest(_AdoModel):
     last_merge_source_commit: _AdoCommit
     repository: _AdoRepository
     # GitPullRequest.forkSource: "If this is a PR from a fork this will contain information about
-    # its source." (learn.microsoft.com/rest/api/azure/devops/git/pull-requests/get-pull-request)
+    # its source." (learn.microsoft.com/javascript/api/azure-devops-extension-api/gitpullrequest)
     fork_source: _AdoForkRef | None = None
     labels: list[_AdoLabel] = Field(default_factory=list)
 
