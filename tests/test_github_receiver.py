@@ -342,6 +342,7 @@ _EVENTS = {
     "package": "package",
     "registry_package": "registry_package",
     "workflow_run": "workflow_run",
+    "pull_request": "pull_request",
     "example": "issues",
 }
 

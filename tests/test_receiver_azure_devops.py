@@ -156,11 +156,11 @@ def test_subscription_and_notification_ids_when_the_event_has_no_id(queue: Local
 
 def test_other_event_types_are_ignored(queue: LocalQueue) -> None:
     payload = fixture_json()
-    payload["eventType"] = "git.pullrequest.created"
+    payload["eventType"] = "git.pullrequest.commented"
     resp = receive_azure_devops(ado_request(json.dumps(payload).encode()), _ctx(queue))
     assert resp.status == 200
     assert resp.body["ignored"] == [
-        {"target": None, "reason": "event 'git.pullrequest.created' is not handled"}
+        {"target": None, "reason": "event 'git.pullrequest.commented' is not handled"}
     ]
     assert resp.body["correlation_id"] == payload["id"]
     assert queue.count() == 0

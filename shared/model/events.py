@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal, get_args
 
 ZERO_COMMIT = "0" * 40
 
@@ -76,3 +77,49 @@ class ImagePushedEvent:
         if self.delivery_id:
             return f"event:{self.delivery_id}"
         return None
+
+
+# The actions a pull/merge request event is normalised to, whichever host sent it. "updated"
+# means the head moved (a new push): it is what removes a maintainer's trust label's effect.
+PullRequestAction = Literal["opened", "updated", "closed", "labeled", "unlabeled", "reopened"]
+PULL_REQUEST_ACTIONS: tuple[PullRequestAction, ...] = get_args(PullRequestAction)
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequestEvent:
+    """A pull request (GitHub, Gitea, Bitbucket, Azure DevOps) or merge request (GitLab) event.
+
+    ``repo_urls`` name the base (target) repository, the one a target's ``repo`` matches;
+    ``head_repo_urls`` name the repository the head branch lives in. ``head_ref`` and ``base_ref``
+    are full refs (``refs/heads/<branch>``), whatever form the host sends. ``fork`` is True when the
+    two differ: the head's code is then not the base repository's own. ``head_commit`` is a full
+    commit id, or None when the host sends only an abbreviation (Bitbucket Cloud sends 12 hex
+    digits), kept in ``head_commit_abbrev``. ``labels`` are the labels on the request after the
+    event; ``labels_added`` those this event added, or None when the host does not say (Gitea's
+    ``label_updated`` carries only the new set).
+    """
+
+    provider: str
+    delivery_id: str | None
+    received_at: datetime
+    repo_urls: tuple[str, ...]
+    number: int
+    action: PullRequestAction
+    head_commit: str | None
+    head_ref: str
+    head_repo_urls: tuple[str, ...]
+    base_ref: str
+    fork: bool
+    labels: frozenset[str] = frozenset()
+    labels_added: frozenset[str] | None = frozenset()
+    merged: bool = False
+    head_commit_abbrev: str | None = None
+    sender_action: str = ""
+
+    @property
+    def head_branch(self) -> str:
+        return self.head_ref.removeprefix("refs/heads/")
+
+    @property
+    def base_branch(self) -> str:
+        return self.base_ref.removeprefix("refs/heads/")

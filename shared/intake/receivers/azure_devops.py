@@ -34,22 +34,29 @@ from shared.intake.receivers.checks import (
     unique_urls,
 )
 from shared.intake.receivers.pipeline import (
+    Deferred,
     Delivery,
     ReceiverContext,
     Sender,
     event_not_handled,
     safe_delivery_id,
 )
+from shared.intake.receivers.pull_requests import WHAT, PullRequests, branch_ref
 from shared.intake.receivers.signatures import basic_auth_matches
 from shared.intake.routing import Ignored
 from shared.model.build_request import CommitId
-from shared.model.events import PushEvent
+from shared.model.events import PullRequestAction, PullRequestEvent, PushEvent
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
 PROVIDER = "azure-devops"
 USER_SETTING = "AZURE_DEVOPS_WEBHOOK_USER"
 PASSWORD_SETTING = "AZURE_DEVOPS_WEBHOOK_PASSWORD"
 PUSH_EVENT_TYPE = "git.push"
+# Service hooks events page (learn.microsoft.com/azure/devops/service-hooks/events): "Pull request
+# created", "Pull request updated", "Pull request merge attempted".
+PULL_REQUEST_EVENT_TYPES = frozenset(
+    {"git.pullrequest.created", "git.pullrequest.updated", "git.pullrequest.merged"}
+)
 NO_FILES_REASON = "Azure DevOps push events do not list changed files"
 CHALLENGE = 'Basic realm="slipway", charset="UTF-8"'
 logger = logging.getLogger("slipway.webhooks.azure_devops")
@@ -163,6 +170,89 @@ def to_push_events(
     return events, []
 
 
+# Pull requests (issue #20): read into PullRequestEvent, see shared.intake.receivers.pull_requests.
+
+
+class _AdoRepository(_AdoModel):
+    id: str | None = None
+    remote_url: str | None = None
+    web_url: str | None = None
+    ssh_url: str | None = None
+
+
+class _AdoCommit(_AdoModel):
+    commit_id: CommitId
+
+
+class _AdoForkRef(_AdoModel):
+    repository: _AdoRepository | None = None
+
+
+class _AdoLabel(_AdoModel):
+    name: str = ""
+    active: bool | None = None
+
+
+class _AdoPullRequest(_AdoModel):
+    pull_request_id: int
+    status: str | None = None
+    source_ref_name: str = Field(min_length=1)
+    target_ref_name: str = Field(min_length=1)
+    last_merge_source_commit: _AdoCommit
+    repository: _AdoRepository
+    # GitPullRequest.forkSource: "If this is a PR from a fork this will contain information about
+    # its source." (learn.microsoft.com/javascript/api/azure-devops-extension-api/gitpullrequest)
+    fork_source: _AdoForkRef | None = None
+    labels: list[_AdoLabel] = Field(default_factory=list)
+
+
+class AzureDevOpsPullRequestPayload(_AdoModel):
+    event_type: str
+    resource: _AdoPullRequest
+
+
+def _ado_urls(repo: _AdoRepository | None) -> tuple[str, ...]:
+    return unique_urls(repo.remote_url, repo.web_url, repo.ssh_url) if repo else ()
+
+
+def read_azure_devops(
+    body: bytes, media_type: str, delivery_id: str | None, received_at: datetime
+) -> PullRequestEvent | str:
+    payload = parse_json(AzureDevOpsPullRequestPayload, body, what=WHAT)
+    pr = payload.resource
+    status = (pr.status or "").lower()
+    action: PullRequestAction
+    if status in ("completed", "abandoned"):
+        action = "closed"
+    elif payload.event_type == "git.pullrequest.created":
+        action = "opened"
+    else:
+        # updated (or a merge commit made for an active request): it does not say whether the
+        # source branch moved, so it is read as if it did.
+        action = "updated"
+    fork_repo = pr.fork_source.repository if pr.fork_source else None
+    base_urls = _ado_urls(pr.repository)
+    return PullRequestEvent(
+        provider="azure-devops",
+        delivery_id=delivery_id,
+        received_at=received_at,
+        repo_urls=base_urls,
+        number=pr.pull_request_id,
+        action=action,
+        head_commit=pr.last_merge_source_commit.commit_id,
+        head_ref=branch_ref(pr.source_ref_name),
+        head_repo_urls=_ado_urls(fork_repo) if pr.fork_source else base_urls,
+        base_ref=branch_ref(pr.target_ref_name),
+        fork=pr.fork_source is not None,
+        labels=frozenset(x.name for x in pr.labels if x.active is not False),
+        merged=status == "completed",
+        sender_action=payload.event_type,
+    )
+
+
+_PULL_REQUESTS = PullRequests(PROVIDER, read_azure_devops)
+
+
 def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     user = required_setting(ctx, USER_SETTING)
     password = required_setting(ctx, PASSWORD_SETTING)
@@ -173,12 +263,14 @@ def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
         raise RequestRejected(401, "unauthorized", "HTTP Basic credentials do not match")
 
 
-def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | None:
+def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | Deferred | None:
     """By the event's ``eventType`` (Azure DevOps sends no event header); the event names the delivery."""
     envelope = parse_json(AzureDevOpsEnvelope, req.body, what="service hook event")
     delivery.identify(envelope.delivery_id())
     if not envelope.event_type:
         raise RequestRejected(400, "bad_request", "service hook event: eventType is missing")
+    if envelope.event_type in PULL_REQUEST_EVENT_TYPES:
+        return _PULL_REQUESTS(req, media_type, delivery)
     if envelope.event_type != PUSH_EVENT_TYPE:
         return event_not_handled(delivery.correlation_id, envelope.event_type)
     return None

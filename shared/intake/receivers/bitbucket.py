@@ -21,15 +21,17 @@ from shared.intake.receivers.answers import Pushes
 from shared.intake.receivers.checks import (
     PayloadModel,
     json_body,
+    parse_json,
     payload_clone_url,
     required_setting,
     unique_urls,
 )
 from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
+from shared.intake.receivers.pull_requests import WHAT, PullRequests, Read, branch_ref, is_fork
 from shared.intake.receivers.signatures import verify_hmac_sha256
 from shared.intake.routing import Ignored
 from shared.model.build_request import COMMIT_RE
-from shared.model.events import ZERO_COMMIT, PushEvent
+from shared.model.events import ZERO_COMMIT, PullRequestAction, PullRequestEvent, PushEvent
 from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 
 PROVIDER = "bitbucket"
@@ -152,6 +154,90 @@ def to_push_events(
     return events, ignored
 
 
+# Pull requests (issue #20): read into PullRequestEvent, see shared.intake.receivers.pull_requests.
+_BITBUCKET_ACTIONS: dict[str, tuple[PullRequestAction, bool]] = {
+    "pullrequest:created": ("opened", False),
+    "pullrequest:updated": ("updated", False),
+    "pullrequest:fulfilled": ("closed", True),
+    "pullrequest:rejected": ("closed", False),
+}
+BITBUCKET_EVENTS = tuple(_BITBUCKET_ACTIONS)
+
+
+class _BitbucketRepository(PayloadModel):
+    uuid: str | None = None
+    full_name: str | None = None
+    links: BitbucketRepoLinks | None = None
+
+
+class _BitbucketBranch(PayloadModel):
+    name: str = Field(min_length=1)
+
+
+class _BitbucketCommit(PayloadModel):
+    hash: str = Field(pattern=r"^[0-9a-f]{7,64}$")
+
+
+class _BitbucketEnd(PayloadModel):
+    branch: _BitbucketBranch
+    commit: _BitbucketCommit
+    repository: _BitbucketRepository | None = None
+
+
+class _BitbucketPr(PayloadModel):
+    id: int
+    source: _BitbucketEnd
+    destination: _BitbucketEnd
+
+
+class BitbucketPullRequestPayload(PayloadModel):
+    pullrequest: _BitbucketPr
+    repository: _BitbucketRepository
+
+
+def _bitbucket_urls(repo: _BitbucketRepository | None) -> tuple[str, ...]:
+    if repo is None:
+        return ()
+    html = repo.links.html.href if repo.links and repo.links.html else None
+    return unique_urls(html, f"{CLOUD_HOST}/{repo.full_name}" if repo.full_name else None)
+
+
+def _named(repo: _BitbucketRepository | None) -> tuple[str, ...]:
+    return (f"{CLOUD_HOST}/{repo.full_name}",) if repo and repo.full_name else ()
+
+
+def bitbucket_reader(event_key: str) -> Read:
+    """The reader for one ``X-Event-Key``: Bitbucket says the action in the key, not the body."""
+    action, merged = _BITBUCKET_ACTIONS[event_key]
+
+    def read(
+        body: bytes, media_type: str, delivery_id: str | None, received_at: datetime
+    ) -> PullRequestEvent | str:
+        payload = parse_json(BitbucketPullRequestPayload, body, what=WHAT)
+        pr = payload.pullrequest
+        head, base = pr.source.repository, pr.destination.repository or payload.repository
+        commit = pr.source.commit.hash
+        full = COMMIT_RE.match(commit) is not None
+        return PullRequestEvent(
+            provider="bitbucket",
+            delivery_id=delivery_id,
+            received_at=received_at,
+            repo_urls=_bitbucket_urls(payload.repository),
+            number=pr.id,
+            action=action,
+            head_commit=commit if full else None,
+            head_commit_abbrev=None if full else commit,
+            head_ref=branch_ref(pr.source.branch.name),
+            head_repo_urls=_bitbucket_urls(head),
+            base_ref=branch_ref(pr.destination.branch.name),
+            fork=is_fork(head.uuid if head else None, base.uuid, _named(head), _named(base)),
+            merged=merged,
+            sender_action=event_key,
+        )
+
+    return read
+
+
 def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
     secret = required_setting(ctx, SECRET_SETTING)
     signature = req.header(SIGNATURE_HEADER)
@@ -171,7 +257,12 @@ SENDER = Sender(
     # X-Hook-UUID names the webhook, not the delivery: it only correlates logs.
     delivery_id=first_delivery_id("X-Request-UUID", "X-Hook-UUID"),
     authenticate=authenticate,
-    triage=EventHeader((EVENT_HEADER,), frozenset({PUSH_EVENT}), ping=PING_EVENT),
+    triage=EventHeader(
+        (EVENT_HEADER,),
+        frozenset({PUSH_EVENT}),
+        ping=PING_EVENT,
+        others=tuple((key, PullRequests(PROVIDER, bitbucket_reader(key))) for key in BITBUCKET_EVENTS),
+    ),
     parse=json_body(BitbucketPush, what="push payload"),
     answer=Pushes(normalise=to_push_events, compared_urls=repository_urls, nothing_to_build=_no_changes),
 )

@@ -28,6 +28,7 @@ from shared.intake.receivers.checks import (
     unique_urls,
 )
 from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
+from shared.intake.receivers.pull_requests import PullRequests, read_gitea
 from shared.intake.receivers.signatures import verify_hmac_sha256
 from shared.intake.routing import Ignored
 from shared.model.build_request import CommitId
@@ -139,7 +140,13 @@ SENDER = Sender(
     logger=logger,
     delivery_id=first_delivery_id(*DELIVERY_HEADERS),
     authenticate=authenticate,
-    triage=EventHeader(EVENT_HEADERS, frozenset({"push"}), ping="ping"),
+    # Gitea sends "pull_request" for label and synchronize changes too (HookEventType.Event()).
+    triage=EventHeader(
+        EVENT_HEADERS,
+        frozenset({"push"}),
+        ping="ping",
+        others=(("pull_request", PullRequests(PROVIDER, read_gitea)),),
+    ),
     parse=json_body(GiteaPush, what="push payload"),
     answer=Pushes(normalise=to_push_events),
 )

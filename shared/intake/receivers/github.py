@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from shared.intake.receivers.answers import Pushes
 from shared.intake.receivers.checks import PayloadModel, payload_clone_url, required_setting
 from shared.intake.receivers.pipeline import EventHeader, ReceiverContext, Sender, first_delivery_id
+from shared.intake.receivers.pull_requests import PullRequests, github_reader
 from shared.intake.routing import Ignored
 from shared.model.build_request import CommitId
 from shared.model.events import PushEvent
@@ -163,7 +164,13 @@ SENDER = Sender(
     delivery_id=first_delivery_id("X-GitHub-Delivery"),
     media_types=MEDIA_TYPES,
     authenticate=authenticate,
-    triage=EventHeader(("X-GitHub-Event",), frozenset({"push"}), ping="ping", well_formed=_decode_body),
+    triage=EventHeader(
+        ("X-GitHub-Event",),
+        frozenset({"push"}),
+        ping="ping",
+        well_formed=_decode_body,
+        others=(("pull_request", PullRequests("github", github_reader(_decode_body))),),
+    ),
     parse=_parse_push,
     answer=Pushes(normalise=to_push_events),
 )

@@ -26,6 +26,7 @@ from shared.intake.receivers.checks import (
     unique_urls,
 )
 from shared.intake.receivers.pipeline import (
+    Deferred,
     Delivery,
     EventHeader,
     ReceiverContext,
@@ -33,6 +34,7 @@ from shared.intake.receivers.pipeline import (
     first_delivery_id,
     ignored_response,
 )
+from shared.intake.receivers.pull_requests import PullRequests, read_gitlab
 from shared.intake.receivers.signatures import tokens_equal
 from shared.intake.routing import Ignored
 from shared.model.build_request import CommitId
@@ -45,6 +47,7 @@ TOKEN_HEADER = "X-Gitlab-Token"
 EVENT_HEADER = "X-Gitlab-Event"
 PUSH_EVENTS = frozenset({"Push Hook", "Tag Push Hook"})
 SYSTEM_HOOK = "System Hook"
+MERGE_REQUEST_HOOK = "Merge Request Hook"
 SYSTEM_PUSH_EVENTS = frozenset({"push", "tag_push"})
 logger = logging.getLogger("slipway.webhooks.gitlab")
 
@@ -159,10 +162,12 @@ def authenticate(req: HttpRequest, ctx: ReceiverContext) -> None:
         raise RequestRejected(401, "unauthorized", f"{TOKEN_HEADER} does not match")
 
 
-_PROJECT_HOOKS = EventHeader((EVENT_HEADER,), PUSH_EVENTS)
+_PROJECT_HOOKS = EventHeader(
+    (EVENT_HEADER,), PUSH_EVENTS, others=((MERGE_REQUEST_HOOK, PullRequests(PROVIDER, read_gitlab)),)
+)
 
 
-def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | None:
+def triage(req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | Deferred | None:
     """Project hooks by their event header; a system hook by the ``event_name`` in its body."""
     if (req.header(EVENT_HEADER) or "").strip() == SYSTEM_HOOK:
         kind = parse_json(_SystemHookKind, req.body).event_name or ""

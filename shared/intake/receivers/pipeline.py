@@ -86,8 +86,13 @@ class Delivery:
 Handler = Callable[[HttpRequest, ReceiverContext, Delivery], HttpResponse]
 # Raises RequestRejected (503 unset setting, 401 missing or wrong credential); returns on success.
 Authenticate = Callable[[HttpRequest, ReceiverContext], None]
-# (request, media type, delivery): an answer for a delivery that is not acted on, or None to go on.
-Triage = Callable[[HttpRequest, str, Delivery], HttpResponse | None]
+# An answer that needs the context (the clock, the configuration): what a triage returns for an
+# event the spec's ``parse``/``answer`` do not handle but another part of the sender does
+# (pull requests, ``shared.intake.receivers.pull_requests``).
+Deferred = Callable[["ReceiverContext"], HttpResponse]
+# (request, media type, delivery): an answer for a delivery not taken on by ``parse``/``answer``
+# (now, or deferred), or None to go on.
+Triage = Callable[[HttpRequest, str, Delivery], HttpResponse | Deferred | None]
 
 
 def _no_delivery_id(req: HttpRequest) -> str | None:
@@ -176,7 +181,7 @@ class Sender(Generic[PayloadT]):
         if self.handshake is None:
             self.authenticate(req, ctx)
         if self.triage is not None and (early := self.triage(req, media_type, delivery)) is not None:
-            return early
+            return early if isinstance(early, HttpResponse) else early(ctx)
         return self.answer(self.parse(req.body, media_type), ctx, delivery)
 
 
@@ -206,20 +211,27 @@ class EventHeader:
     """A Git host's triage by event header: pushes go on, a ping is answered pong, the rest ignored.
 
     A delivery that is not acted on must still be well-formed (``well_formed``), as for pushes.
+    ``others`` hands other events to their own triage (pull requests), as ``(event, triage)``.
     """
 
     names: tuple[str, ...]
     pushes: frozenset[str]
     ping: str | None = None
     well_formed: Callable[[bytes, str], object] = require_json_object
+    others: tuple[tuple[str, Triage], ...] = ()
 
-    def __call__(self, req: HttpRequest, media_type: str, delivery: Delivery) -> HttpResponse | None:
+    def __call__(
+        self, req: HttpRequest, media_type: str, delivery: Delivery
+    ) -> HttpResponse | Deferred | None:
         event = first_header(req, self.names)
         if event is None:
             missing = f"{self.names[0]} is missing" if len(self.names) == 1 else None
             raise RequestRejected(400, "bad_request", missing or f"no event header ({', '.join(self.names)})")
         if event in self.pushes:
             return None
+        for name, other in self.others:
+            if event == name:
+                return other(req, media_type, delivery)
         self.well_formed(req.body, media_type)
         if event == self.ping:
             return pong_response(delivery.correlation_id)

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from shared.model.build_request import BUILD_ARG_NAME_RE, OCI_REPOSITORY_RE, PLATFORM_RE, TARGET_NAME_RE
 from shared.model.config.base import LocatedValueError, StrictModel
+from shared.model.config.pull_requests import PullRequestPolicy
 from shared.model.cron import Cron, CronError
 from shared.model.git_auth import GIT_TOKEN_USER_RE
 from shared.model.image_refs import parse_image_reference
@@ -157,6 +158,10 @@ class Target(StrictModel):
         default=None,
         description="Scan gate: push by digest, scan every platform, tag only when the scan passes.",
     )
+    pull_requests: PullRequestPolicy = Field(
+        default_factory=PullRequestPolicy,
+        description="Pull/merge request builds (in progress: PR events are read, not built yet).",
+    )
     platform_check: bool = Field(
         default=True,
         description="Fail the run unless the pushed index holds every requested platform; release tags "
@@ -264,6 +269,24 @@ class Target(StrictModel):
                 f"{', '.join(secret)} look secret: use min, or pass the secret as a build secret",
                 at=("attestations", "provenance"),
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pull_requests_fit_the_target(self) -> Target:
+        policy = self.pull_requests
+        if policy.scratch_repository is not None and policy.scratch_repository == self.image:
+            raise LocatedValueError(
+                "scratch_repository must differ from image: "
+                "pull requests never push to the release repository",
+                at=("pull_requests", "scratch_repository"),
+            )
+        for index, platform in enumerate(policy.platforms or ()):
+            if platform not in self.platforms:
+                raise LocatedValueError(
+                    f"platform {platform!r} is not one of the target's platforms "
+                    f"({', '.join(self.platforms)})",
+                    at=("pull_requests", "platforms", index),
+                )
         return self
 
     @field_validator("base_images")

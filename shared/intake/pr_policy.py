@@ -1,0 +1,101 @@
+"""Whether a target builds a pull request event, by its ``pull_requests:`` policy (issue #20).
+
+A pure function of the event and the target; not wired to the queue yet (PR builds come later).
+The rules, in order:
+
+1. the policy is off: never built;
+2. a ``closed`` or ``unlabeled`` event builds nothing (a close will cancel, not build);
+3. the base branch must match the policy's ``branches`` (default: the target's);
+4. a fork request (head in another repository): ``forks: off`` never builds it; ``forks: on``
+   treats it as any other; ``forks: label`` builds it only on the event that *adds* the label: a
+   new push (``updated``), an opening or a reopening builds nothing, so a new push removes the
+   trust until a maintainer labels again. Hosts that do not say which label an event added
+   (Gitea's ``label_updated``) or send no label events (Azure DevOps, Bitbucket) never build a
+   fork request under ``forks: label``;
+5. a ``labeled`` event of a request that is not a fork builds nothing (its head did not move);
+6. ``paths``: when the changed files are known, one must match; when not (no Git host lists them
+   in a PR event), the request is built with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.model.config.targets import Target
+from shared.model.events import PullRequestEvent
+from shared.model.globs import any_match
+
+BUILDS_ON = frozenset({"opened", "reopened", "updated"})
+
+
+@dataclass(frozen=True)
+class PullRequestDecision:
+    """``build`` or not, and why; ``platforms`` are those to build when built."""
+
+    build: bool
+    reason: str
+    platforms: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _ignore(reason: str) -> PullRequestDecision:
+    return PullRequestDecision(build=False, reason=reason)
+
+
+def _fork_refusal(event: PullRequestEvent, target: Target) -> str | None:
+    """Why a fork request is not built under the target's fork policy, or None when it is."""
+    policy = target.pull_requests
+    if policy.forks == "off":
+        return "fork pull request: forks are off for this target"
+    if policy.forks == "on":
+        return None
+    label = policy.label or ""
+    if event.action == "labeled":
+        if event.labels_added is None:
+            return (
+                f"fork pull request: {event.provider} does not say which label was added, "
+                f"so {label!r} cannot be told apart from an older label"
+            )
+        if label in event.labels_added and label in event.labels:
+            return None
+        return f"fork pull request: the label added is not {label!r}"
+    if event.action == "updated" and label in event.labels:
+        return f"fork pull request: a new push removes the trust; add the label {label!r} again"
+    return f"fork pull request: waiting for a maintainer to add the label {label!r}"
+
+
+def decide(
+    event: PullRequestEvent, target: Target, *, changed_files: Iterable[str] | None = None
+) -> PullRequestDecision:
+    """Build or ignore ``event`` for ``target``; ``changed_files`` when known (None: not known)."""
+    policy = target.pull_requests
+    if not policy.enabled:
+        return _ignore("pull-request builds are off for this target")
+    if event.action in ("closed", "unlabeled"):
+        return _ignore(f"pull request {event.action}: nothing to build")
+    branches = policy.branches if policy.branches is not None else target.branches
+    if not any_match(branches, event.base_branch):
+        return _ignore(f"base branch {event.base_branch!r} does not match the pull request branch filters")
+    if event.fork:
+        if (refusal := _fork_refusal(event, target)) is not None:
+            return _ignore(refusal)
+    elif event.action not in BUILDS_ON:
+        return _ignore(f"pull request {event.action}: its head did not move")
+    notes: list[str] = []
+    if policy.paths:
+        if changed_files is None:
+            notes.append("paths filter not applied (the changed files are not known); building")
+        elif not any(any_match(policy.paths, path) for path in changed_files):
+            return _ignore("no changed file matches the pull request paths filter")
+    if event.head_commit is None:
+        notes.append(
+            f"the host sent an abbreviated head commit ({event.head_commit_abbrev}); resolve it first"
+        )
+    platforms = tuple(policy.platforms or target.platforms)
+    why = (
+        "fork pull request trusted by its label"
+        if event.fork and policy.forks == "label"
+        else "policy allows it"
+    )
+    return PullRequestDecision(build=True, reason=why, platforms=platforms, notes=tuple(notes))
