@@ -117,6 +117,9 @@ class Outcome:
 def _start_serve(state_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACR_", "SLIPWAY_", "AzureWebJobs"))}
     env.update(_settings(state_dir))
+    # An empty settings file, so that a local.settings.json in the checkout is not read.
+    no_settings = state_dir / "no-local.settings.json"
+    no_settings.write_text('{"IsEncrypted": false, "Values": {}}')
     command = [
         sys.executable,
         "-c",
@@ -125,7 +128,7 @@ def _start_serve(state_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], i
         "--port",
         "0",
         "--settings",
-        str(state_dir / "no-local.settings.json"),
+        str(no_settings),
     ]
     with log.open("wb") as out:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
