@@ -11,7 +11,6 @@ or O(page) rather than O(history).
 from __future__ import annotations
 
 import builtins
-import itertools
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
@@ -44,6 +43,8 @@ CONTAINER_SETTING = "SLIPWAY_LEDGER_CONTAINER"
 _WRITE_MARK = "slipwaywrite"
 # Blob metadata carrying the record's summary, so that a listing answers budget questions alone.
 _SUMMARY = "slipwaysummary"
+# Properties requests of ``list_active`` in flight at once.
+_HEAD_THREADS = 8
 # Blob creation times are the server's, records' times the writer's.
 _CLOCK_SLACK = timedelta(minutes=1)
 
@@ -230,31 +231,32 @@ class BlobLedger:
         for a record written before summaries were stored (read once, then it has none either).
         For orphan recovery (rare) and ``runs show <run id>``: budgets read ``list_active``.
 
-        Newest first by blob creation time; stops at the first blob created more than a minute
-        before ``since`` (creation times are the server's, records' times the writer's).
+        Newest first by the records' own ``created_at``. Blobs last written more than a minute
+        before ``since`` are not even parsed (a record is written when it is created or later;
+        blob times are the server's, records' the writer's). Not ordered by blob time: an
+        overwrite moves a blob's creation time on Azurite.
         """
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
             listed = [
-                (props.creation_time or props.last_modified, props.name, props.metadata or {})
+                (props.last_modified or props.creation_time, props.name, props.metadata or {})
                 for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"])
                 if props.name.endswith(".json")
             ]
         except ResourceNotFoundError:
             return
-        listed.sort(key=lambda item: item[0], reverse=True)
         try:
             cutoff = since - _CLOCK_SLACK
         except OverflowError:  # since is datetime.min: everything
             cutoff = since
-        for created, group in itertools.groupby(listed, key=lambda item: item[0]):
-            if created < cutoff:
-                return
-            summaries = [s for _, name, metadata in group if (s := self._summary(name, metadata)) is not None]
-            # Blob times have one-second granularity: within one, the record's own time decides.
-            summaries.sort(key=lambda s: (s.created_at, s.request_id), reverse=True)
-            yield from summaries
+        summaries = [
+            summary
+            for written, name, metadata in listed
+            if written >= cutoff and (summary := self._summary(name, metadata)) is not None
+        ]
+        summaries.sort(key=lambda s: (s.created_at, s.request_id), reverse=True)
+        yield from summaries
 
     def _summary(self, name: str, metadata: Mapping[str, str]) -> RecordSummary | None:
         summary = RecordSummary.from_metadata(metadata.get(_SUMMARY, ""))
@@ -280,8 +282,14 @@ class BlobLedger:
             self._index.mark_built(ACTIVE_BUILT)
         else:
             active = []
-            for request_id, marker_etag in self._index.markers():
-                found = self._head(request_id)
+            from concurrent.futures import ThreadPoolExecutor
+
+            marked = self._index.markers()
+            # One properties request per marker, a few at a time (latency, not work: each is
+            # independent, and the listing that decides what is counted is already made).
+            with ThreadPoolExecutor(max(1, min(_HEAD_THREADS, len(marked)))) as pool:
+                heads = list(pool.map(self._head, [request_id for request_id, _ in marked]))
+            for (request_id, marker_etag), found in zip(marked, heads, strict=True):
                 if found is None:
                     continue  # no record (yet): a create may be between its marker and its record
                 summary, etag, metadata = found

@@ -29,7 +29,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -175,6 +174,8 @@ class BlobIndex:
 
     def backfill_entries(self, keys: Iterable[Cursor]) -> None:
         """An entry for each (created_at, request_id), ``_BACKFILL_THREADS`` uploads at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(_BACKFILL_THREADS) as pool:
             for _ in pool.map(lambda key: self.put_entry(*key), keys):
                 pass
