@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
             ["--sizes", "100", "400", "--repeats", "2", "--record-kb", "2"],
             "ratio at 400 vs 100 records",
         ),
+        (
+            "bench.ledger_scale",
+            ["--store", "blob", "--sizes", "20", "60", "--repeats", "1"],
+            "ratio at 60 vs 20 records",
+        ),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(module: str, arguments: list[str], expected: str) -> None:

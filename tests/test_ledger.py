@@ -325,7 +325,7 @@ def test_blob_layout_and_content_type(azurite: AzuriteServer) -> None:
     record = make_record("app.layout")
     ledger.create(record)
 
-    [blob] = list(container.list_blobs())
+    [blob] = list(container.list_blobs(name_starts_with="runs/"))  # the index lives beside it
     assert blob.name == "runs/app.layout.json"
     assert blob.content_settings.content_type == "application/json"
     assert LedgerRecord.from_json(container.download_blob(blob.name).readall()) == record

@@ -369,15 +369,16 @@ def test_a_record_written_during_expiry_is_kept(ledger: Ledger, monkeypatch: pyt
         ledger.replace(found[0].model_copy(update={"status": RunStatus.RETRYING}), found[1])
 
     if isinstance(ledger, BlobLedger):
-        container = ledger.container_client
-        real_list = container.list_blobs
+        # It decides from each record's properties (the hour entries only name the records).
+        real_head = ledger._head
 
-        def list_then_reopen(*args: Any, **kwargs: Any) -> Any:
-            listed = list(real_list(*args, **kwargs))
-            reopen()
-            return listed
+        def head_then_reopen(request_id: str) -> Any:
+            found = real_head(request_id)
+            if found is not None and found[0].status is not RunStatus.RETRYING:
+                reopen()
+            return found
 
-        monkeypatch.setattr(container, "list_blobs", list_then_reopen)
+        monkeypatch.setattr(ledger, "_head", head_then_reopen)
     else:
         assert isinstance(ledger, FolderLedger)
         real_read = ledger._read_entries

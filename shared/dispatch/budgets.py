@@ -25,7 +25,8 @@ https://learn.microsoft.com/azure/storage/blobs/concurrency-manage), and a claim
 start a run stays counted (``dispatching``, then ``dispatched``, both active). So that listing counted
 ``limit + 1`` and the claim would have backed off: contradiction. The folder ledger publishes a
 record with ``link(2)``, then its active index entry with ``rename(2)``, before the writer's
-create returns and so before it lists, which gives the same order. No claim-time or
+create returns and so before it lists, which gives the same order; the Blob ledger lists its
+``active/`` markers, each uploaded before its record is written (``ledger.blob_index``). No claim-time or
 clock comparison enters the safety argument; claim times only decide who waits rather than
 backs off (liveness: without that, claimants arriving together could all back off forever).
 

@@ -8,7 +8,8 @@ on the same record cannot both win. This is the shape of Powertools' idempotency
 layer, over Blob ETags.
 
 ``records`` (the stored schema), ``summary`` (what budgets read of each record), ``paging``
-(cursors), ``protocol`` (the ``Ledger`` port), ``blob`` and ``folder`` (the two stores) and
+(cursors, index entry names), ``protocol`` (the ``Ledger`` port), ``blob`` and ``folder`` (the
+two stores), ``blob_index`` (the Blob store's active markers and hour entries) and
 ``settings``. Connection settings are ``shared.platform.storage``'s, re-exported here for the
 modules that import them from the ledger.
 """

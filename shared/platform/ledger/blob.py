@@ -3,24 +3,25 @@
 The conditional writes (``If-None-Match: *`` to claim, ``If-Match`` to replace, the write mark
 that recognises our own write after a lost response) are ``shared.platform.documents.BlobDocuments``,
 shared with the state store. What is the ledger's own: every write also stores the record's
-summary as blob metadata, so one listing request per 5,000 records answers the budgets'
-questions without downloading a record per run.
+summary as blob metadata, and an index (``blob_index``: a marker per active record, an entry
+per record by creation hour) keeps budgets, reconciliation, paging and expiry O(active runs)
+or O(page) rather than O(history).
 """
 
 from __future__ import annotations
 
 import builtins
-import itertools
 import logging
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from shared.platform.documents import BlobDocuments, DocumentChanged, create_exclusive
-from shared.platform.ledger.paging import Cursor, older, readable
+from shared.platform.ledger.blob_index import ACTIVE_BUILT, CREATED_BUILT, BlobIndex
+from shared.platform.ledger.paging import Cursor, hour, older, readable
 from shared.platform.ledger.records import (
     DEFAULT_CONTAINER,
     RECORD_PREFIX,
@@ -42,6 +43,8 @@ CONTAINER_SETTING = "SLIPWAY_LEDGER_CONTAINER"
 _WRITE_MARK = "slipwaywrite"
 # Blob metadata carrying the record's summary, so that a listing answers budget questions alone.
 _SUMMARY = "slipwaysummary"
+# Properties requests of ``list_active`` in flight at once.
+_HEAD_THREADS = 8
 # Blob creation times are the server's, records' times the writer's.
 _CLOCK_SLACK = timedelta(minutes=1)
 
@@ -54,11 +57,32 @@ class BlobLedger:
     a response is lost and the SDK retries a write that did succeed, the retry fails its
     condition, and the marker shows the write was ours (otherwise a claim would look taken by
     someone else and the build would never run).
+
+    The index (``blob_index``) is written around each record write, in the folder ledger's
+    spirit (the reader tolerates a stale entry, never a missing one), with the order reversed
+    where Blob Storage has no lock to hold across blobs:
+
+    - a write that leaves the record active uploads ``active/<id>`` **first** (unconditionally,
+      so its ETag changes), then the record: an active record never lacks its marker, and a
+      crash in between leaves a marker whose record is settled or absent, which readers skip;
+    - a write that settles the record reads the marker's ETag, writes the record, then deletes
+      the marker ``If-Match`` that ETag. A writer reactivating the record meanwhile read the
+      settled record after our write, so its upload of the marker came after our read and
+      changed the ETag: the delete fails and its marker stays;
+    - ``list_active`` lists the markers and reads each record's properties (its summary); a
+      marker of a settled record is removed there: first the record's metadata is rewritten
+      unchanged ``If-Match`` its ETag (a writer still holding that ETag now fails), then the
+      marker ``If-Match`` the listed ETag (a writer who uploaded it since keeps it). A marker
+      whose record does not exist is left: a create may be between its two uploads;
+    - a create uploads its hour entry and marker before the record; when the create finds a
+      record (a redelivery), the entry is removed unless the existing record was created at
+      that very time. Paging skips an entry whose record is missing or created at another time.
     """
 
     def __init__(self, container_client: ContainerClient) -> None:
         self._container = container_client
         self._documents = BlobDocuments(container_client, _WRITE_MARK)
+        self._index = BlobIndex(container_client)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str], **options: Any) -> BlobLedger:
@@ -77,20 +101,38 @@ class BlobLedger:
         return self.create_versioned(record) is not None
 
     def create_versioned(self, record: LedgerRecord) -> str | None:
-        """Conditional create (``If-None-Match: *``). Creates the container on first use."""
-        return self._documents.create(record_name(record.request_id), record.to_json(), _metadata(record))
+        """Conditional create (``If-None-Match: *``), after its index entry and (active) marker.
+        Creates the container on first use."""
+        self._index.put_entry(record.created_at, record.request_id)
+        if is_active(RecordSummary.of(record)):
+            self._index.put_marker(record.request_id)
+        etag = self._documents.create(record_name(record.request_id), record.to_json(), _metadata(record))
+        if etag is None:  # someone else's record: our entry is stale unless it names that record
+            found = self._head(record.request_id)
+            if found is None or found[0].created_at != record.created_at:
+                self._index.drop_entry(record.created_at, record.request_id)
+        return etag
 
     def get(self, request_id: str) -> tuple[LedgerRecord, str] | None:
         found = self._documents.read(record_name(request_id))
         return None if found is None else (LedgerRecord.from_json(found[0]), found[1])
 
     def replace(self, record: LedgerRecord, etag: str) -> str:
-        """Overwrite with ``If-Match: <etag>``; ConflictError on 412 (changed) or 404 (gone)."""
+        """Overwrite with ``If-Match: <etag>``; ConflictError on 412 (changed) or 404 (gone).
+        The marker is uploaded before (active) or removed after (settled): see the class."""
         name = record_name(record.request_id)
+        marker = None
+        if is_active(RecordSummary.of(record)):
+            self._index.put_marker(record.request_id)
+        else:
+            marker = self._index.marker_etag(record.request_id)
         try:
-            return self._documents.replace(name, record.to_json(), etag, _metadata(record))
+            new_etag = self._documents.replace(name, record.to_json(), etag, _metadata(record))
         except DocumentChanged as exc:
             raise ConflictError(record.request_id, exc.reason) from exc
+        if marker is not None:
+            self._index.drop_marker(record.request_id, marker)
+        return new_etag
 
     def _read_listed(self, name: str) -> tuple[LedgerRecord, str] | None:
         found = self._documents.read(name)
@@ -102,6 +144,48 @@ class BlobLedger:
             log_event(logger, "ledger_record_unreadable", level=logging.WARNING, blob=name, error=str(exc))
             return None
 
+    def _head(self, request_id: str) -> tuple[RecordSummary, str, dict[str, str]] | None:
+        """The record's summary, ETag and metadata from its properties (one request, no download
+        unless an older version wrote it without a summary); None when there is no record."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        name = record_name(request_id)
+        try:
+            props = self._container.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        metadata = dict(props.metadata or {})
+        summary = self._summary(name, metadata)
+        return None if summary is None else (summary, str(props.etag), metadata)
+
+    def _listing(self) -> builtins.list[tuple[RecordSummary, str, str]] | None:
+        """(summary, blob name, ETag) of every record from the metadata listing (one request per
+        5,000 records): the way in before the index exists. None when there is no container."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            listed = list(self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"]))
+        except ResourceNotFoundError:
+            return None
+        return [
+            (summary, props.name, str(props.etag))
+            for props in listed
+            if props.name.endswith(".json")
+            and (summary := self._summary(props.name, props.metadata or {})) is not None
+        ]
+
+    def _ensure_entries(self) -> builtins.list[tuple[RecordSummary, str, str]] | None:
+        """Backfill the hour entries of a container an older version wrote (once): the full
+        listing, which is returned for the caller to answer from. None when the index is built."""
+        if self._index.built(CREATED_BUILT):
+            return None
+        listed = self._listing()
+        if listed is None:
+            return []
+        self._index.backfill_entries((summary.created_at, summary.request_id) for summary, _, _ in listed)
+        self._index.mark_built(CREATED_BUILT)
+        return listed
+
     def list(self, *, limit: int | None = None, before: Cursor | None = None) -> Iterator[LedgerRecord]:
         for record, _etag in self.list_versioned(limit=limit, before=before):
             yield record
@@ -111,56 +195,68 @@ class BlobLedger:
     ) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        Ordered from the listing's summaries (one request per 5,000 records, names and metadata
-        only); records are downloaded lazily, so ``limit`` bounds the downloads. A record that
-        cannot be parsed is logged and skipped, so one bad blob does not hide the others.
+        Orders by the hour entries' names (one listing of the hours, then one per hour until
+        ``limit`` records are read); records are downloaded lazily, so ``limit`` bounds the
+        downloads. A record that cannot be parsed is logged and skipped.
         """
-        from azure.core.exceptions import ResourceNotFoundError
-
         if limit is not None and limit <= 0:
             return
-        try:
-            listed = [
-                (summary, props.name)
-                for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"])
-                if props.name.endswith(".json")
-                and (summary := self._summary(props.name, props.metadata or {})) is not None
-                and older((summary.created_at, summary.request_id), before)
-            ]
-        except ResourceNotFoundError:  # no container yet: no records
+        listed = self._ensure_entries()
+        if listed is not None:  # the first listing of an older container: answer from it
+            keys = [(s.created_at, s.request_id, name) for s, name, _ in listed]
+            keys = [key for key in keys if older(key[:2], before)]
+            keys.sort(reverse=True)
+            yield from readable((self._read_listed(name) for _, _, name in keys), limit)
             return
-        listed.sort(key=lambda item: (item[0].created_at, item[0].request_id), reverse=True)
-        yield from readable((self._read_listed(name) for _summary, name in listed), limit)
+        yield from readable(self._paged(before), limit)
+
+    def _paged(self, before: Cursor | None) -> Iterator[tuple[LedgerRecord, str] | None]:
+        seen: set[str] = set()
+        last_hour = hour(before[0]) if before is not None else None
+        for at_hour in self._index.hours():
+            if last_hour is not None and at_hour > last_hour:
+                continue
+            for created, request_id in sorted(
+                (key for key in self._index.entries(at_hour) if older(key, before)), reverse=True
+            ):
+                read = None if request_id in seen else self._read_listed(record_name(request_id))
+                if read is not None and read[0].created_at == created:
+                    seen.add(request_id)
+                    yield read
+                else:  # gone, or a stale entry (a crash after it, a create that found a record)
+                    yield None
 
     def list_summaries(self, *, since: datetime) -> Iterator[RecordSummary]:
         """From the listing's metadata alone: one request per 5,000 records, no download, except
         for a record written before summaries were stored (read once, then it has none either).
+        For orphan recovery (rare) and ``runs show <run id>``: budgets read ``list_active``.
 
-        Newest first by blob creation time; stops at the first blob created more than a minute
-        before ``since`` (creation times are the server's, records' times the writer's).
+        Newest first by the records' own ``created_at``. Blobs last written more than a minute
+        before ``since`` are not even parsed (a record is written when it is created or later;
+        blob times are the server's, records' the writer's). Not ordered by blob time: an
+        overwrite moves a blob's creation time on Azurite.
         """
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
             listed = [
-                (props.creation_time or props.last_modified, props.name, props.metadata or {})
+                (props.last_modified or props.creation_time, props.name, props.metadata or {})
                 for props in self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"])
                 if props.name.endswith(".json")
             ]
         except ResourceNotFoundError:
             return
-        listed.sort(key=lambda item: item[0], reverse=True)
         try:
             cutoff = since - _CLOCK_SLACK
         except OverflowError:  # since is datetime.min: everything
             cutoff = since
-        for created, group in itertools.groupby(listed, key=lambda item: item[0]):
-            if created < cutoff:
-                return
-            summaries = [s for _, name, metadata in group if (s := self._summary(name, metadata)) is not None]
-            # Blob times have one-second granularity: within one, the record's own time decides.
-            summaries.sort(key=lambda s: (s.created_at, s.request_id), reverse=True)
-            yield from summaries
+        summaries = [
+            summary
+            for written, name, metadata in listed
+            if written >= cutoff and (summary := self._summary(name, metadata)) is not None
+        ]
+        summaries.sort(key=lambda s: (s.created_at, s.request_id), reverse=True)
+        yield from summaries
 
     def _summary(self, name: str, metadata: Mapping[str, str]) -> RecordSummary | None:
         summary = RecordSummary.from_metadata(metadata.get(_SUMMARY, ""))
@@ -170,47 +266,98 @@ class BlobLedger:
         return summary
 
     def list_active(self) -> Iterator[RecordSummary]:
-        """The active summaries, filtered from the metadata listing (one request per 5,000 records,
-        no record is downloaded): O(records) requests, not O(active runs).
+        """The active summaries: one listing of ``active/`` and one properties read per marker,
+        O(active runs) whatever the history. Markers of settled records are removed on the way.
 
-        Not blob index tags: "it might take some time before the blob index updates" after a
-        write (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs,
-        "Finding data using blob index tags"), and the budgets need a listing that sees every
-        claim written before it (see ``shared.dispatch.budgets``).
+        A container an older version wrote has no markers: the first call answers from the full
+        metadata listing, uploads a marker per active record, then ``index/active.v1``.
         """
-        for summary in self.list_summaries(since=datetime.min.replace(tzinfo=UTC)):
-            if is_active(summary):
-                yield summary
+        if not self._index.built(ACTIVE_BUILT):
+            listed = self._listing()
+            if listed is None:
+                return
+            active = [summary for summary, _, _ in listed if is_active(summary)]
+            for summary in active:
+                self._index.put_marker(summary.request_id)
+            self._index.mark_built(ACTIVE_BUILT)
+        else:
+            active = []
+            from concurrent.futures import ThreadPoolExecutor
+
+            marked = self._index.markers()
+            # One properties request per marker, a few at a time (latency, not work: each is
+            # independent, and the listing that decides what is counted is already made).
+            with ThreadPoolExecutor(max(1, min(_HEAD_THREADS, len(marked)))) as pool:
+                heads = list(pool.map(self._head, [request_id for request_id, _ in marked]))
+            for (request_id, marker_etag), found in zip(marked, heads, strict=True):
+                if found is None:
+                    continue  # no record (yet): a create may be between its marker and its record
+                summary, etag, metadata = found
+                if is_active(summary):
+                    active.append(summary)
+                else:
+                    self._drop_stale_marker(request_id, marker_etag, etag, metadata)
+        yield from sorted(active, key=lambda s: (s.created_at, s.request_id), reverse=True)
+
+    def _drop_stale_marker(
+        self, request_id: str, marker_etag: str, etag: str, metadata: dict[str, str]
+    ) -> None:
+        """Remove the marker of a record that is settled at ``etag`` (see the class docstring)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        blob = self._container.get_blob_client(record_name(request_id))
+        try:  # a writer still holding ``etag`` (about to reactivate the record) now fails
+            blob.set_blob_metadata(metadata, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                return  # written or deleted since: its writer handled the marker
+            raise
+        self._index.drop_marker(request_id, marker_etag)
 
     def expire(self, *, before: datetime, export: Path | None = None) -> builtins.list[str]:
         """Delete records created and last updated before ``before`` (see FolderLedger.expire),
-        each conditional on the ETag listed (``If-Match``): a record written since is kept.
-        Exported first when asked. One listing request per 5,000 records, then one per delete."""
+        each conditional on the ETag read (``If-Match``): a record written since is kept.
+
+        Reads the hour entries up to ``before``'s hour (one listing per hour) and one properties
+        request per record there: after the first pass, what expires since the last one. The
+        record goes first, then its marker (``If-Match`` as read before) and its entry.
+        Exported first when asked.
+        """
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceNotFoundError
 
         expired: builtins.list[str] = []
-        try:
-            listed = list(self._container.list_blobs(name_starts_with=RECORD_PREFIX, include=["metadata"]))
-        except ResourceNotFoundError:
-            return expired
-        for props in listed:
-            if not props.name.endswith(".json"):
+        self._ensure_entries()
+        last_hour = hour(before)
+        for at_hour in self._index.hours():
+            if at_hour > last_hour:
                 continue
-            summary = self._summary(props.name, props.metadata or {})
-            if summary is None or max(summary.created_at, summary.updated_at) >= before:
-                continue
-            if export is not None:
-                downloader = self._container.download_blob(
-                    props.name, etag=props.etag, match_condition=MatchConditions.IfNotModified
-                )
-                export.mkdir(parents=True, exist_ok=True)
-                create_exclusive(export / f"{summary.request_id}.json", downloader.readall())
-            try:
-                self._documents.delete(props.name, props.etag)
-            except DocumentChanged:
-                continue
-            expired.append(summary.request_id)
+            for created, request_id in self._index.entries(at_hour):
+                if created >= before:
+                    continue
+                found = self._head(request_id)
+                if found is None or found[0].created_at != created:
+                    self._index.drop_entry(created, request_id)  # a stale entry (no create is that old)
+                    continue
+                summary, etag, _metadata_now = found
+                if max(summary.created_at, summary.updated_at) >= before:
+                    continue
+                marker = self._index.marker_etag(request_id)
+                name = record_name(request_id)
+                if export is not None:
+                    downloader = self._container.download_blob(
+                        name, etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+                    export.mkdir(parents=True, exist_ok=True)
+                    create_exclusive(export / f"{request_id}.json", downloader.readall())
+                try:
+                    self._documents.delete(name, etag)
+                except DocumentChanged:
+                    continue
+                if marker is not None:
+                    self._index.drop_marker(request_id, marker)
+                self._index.drop_entry(created, request_id)
+                expired.append(request_id)
         return expired
 
 

@@ -26,7 +26,9 @@ from shared.platform.documents import (
     folder_lock,
     replace_if_unchanged,
 )
-from shared.platform.ledger.paging import Cursor, older, readable
+from shared.platform.ledger.paging import Cursor, entry_key, older, readable
+from shared.platform.ledger.paging import entry_name as _entry_name_of
+from shared.platform.ledger.paging import hour as _hour
 from shared.platform.ledger.records import RECORD_PREFIX, ConflictError, LedgerRecord, record_name
 from shared.platform.ledger.summary import RecordSummary, is_active
 from shared.platform.logs import log_event
@@ -296,25 +298,8 @@ class FolderLedger:
         return True
 
 
-_STAMP = "%Y%m%dT%H%M%S%f"
-
-
 def _entry_name(summary: RecordSummary) -> str:
-    """An index entry's file name, ``<created_at UTC, µs>~<request id>.json``: listings order by
-    names without opening the entries (created_at never changes after the claim)."""
-    return f"{summary.created_at.astimezone(UTC).strftime(_STAMP)}~{summary.request_id}.json"
+    return _entry_name_of(summary.created_at, summary.request_id)
 
 
-def _entry_key(name: str) -> Cursor | None:
-    stamp, sep, rest = name.partition("~")
-    if not sep or not rest.endswith(".json"):
-        return None
-    try:
-        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC), rest.removesuffix(".json")
-    except ValueError:
-        return None
-
-
-def _hour(when: datetime) -> str:
-    """A settled entry's bucket: its UTC creation hour, ``2026-12-03T11`` (sorts as it reads)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H")
+_entry_key = entry_key

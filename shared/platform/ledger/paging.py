@@ -43,3 +43,28 @@ def readable(
 def older(key: Cursor, before: Cursor | None) -> bool:
     """Whether ``key`` comes after ``before`` in a newest-first listing (always, without one)."""
     return before is None or key < before
+
+
+_STAMP = "%Y%m%dT%H%M%S%f"
+
+
+def entry_name(created_at: datetime, request_id: str) -> str:
+    """An index entry's name, ``<created_at UTC, µs>~<request id>.json``: listings order by names
+    without opening the entries (created_at never changes after the claim). Both stores use it."""
+    return f"{created_at.astimezone(UTC).strftime(_STAMP)}~{request_id}.json"
+
+
+def entry_key(name: str) -> Cursor | None:
+    """``entry_name``'s (created_at, request_id) back; None for a name that is not an entry."""
+    stamp, sep, rest = name.partition("~")
+    if not sep or not rest.endswith(".json"):
+        return None
+    try:
+        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC), rest.removesuffix(".json")
+    except ValueError:
+        return None
+
+
+def hour(when: datetime) -> str:
+    """An entry's bucket: its UTC creation hour, ``2026-12-03T11`` (sorts as it reads)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H")
