@@ -18,23 +18,24 @@ The safety argument, which the property tests check on random graphs:
 
 from __future__ import annotations
 
-import heapq
+import gc
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.model.globs import any_match
 from shared.model.retention_rules import ImageRule
-from shared.pruning.retention.graph import RepositoryGraph
+from shared.pruning.retention.graph import ManifestNode, RepositoryGraph
 
 ManifestAction = Literal["delete", "keep", "keep-referenced"]
 TagAction = Literal["keep", "untag", "delete-with-manifest"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManifestDecision:
     digest: str
     action: ManifestAction
@@ -45,7 +46,7 @@ class ManifestDecision:
     referenced_by: tuple[str, ...] = ()  # for keep-referenced: the kept manifests that need it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TagDecision:
     tag: str
     digest: str
@@ -69,26 +70,68 @@ class RepositoryPlan:
 
 def effective_created(graph: RepositoryGraph) -> dict[str, datetime | None]:
     """Each manifest's age: its own timestamp, else (an index) its newest child's."""
+    derived = _derived_created(graph.manifests)
+    return {d: derived.get(d, n.created) for d, n in graph.manifests.items()}
+
+
+def _derived_created(manifests: Mapping[str, ManifestNode]) -> dict[str, datetime | None]:
+    """The ages of the indexes without a time of their own (the only ones not on their node)."""
     memo: dict[str, datetime | None] = {}
+    for digest, node in manifests.items():
+        if node.created is None and node.children and digest not in memo:
+            _newest_child(manifests, digest, memo, set())
+    return {d: v for d, v in memo.items() if manifests[d].created is None and manifests[d].children}
 
-    def visit(digest: str, trail: frozenset[str]) -> datetime | None:
-        if digest in memo:
-            return memo[digest]
-        node = graph.manifests[digest]
-        value = node.created
-        if value is None and node.children:
-            known = [
-                v
-                for c in node.children
-                if c in graph.manifests and c not in trail and (v := visit(c, trail | {digest})) is not None
-            ]
-            value = max(known) if known else None
-        memo[digest] = value
-        return value
 
-    for digest in graph.manifests:
-        visit(digest, frozenset())
-    return memo
+def _newest_child(
+    manifests: Mapping[str, ManifestNode],
+    digest: str,
+    memo: dict[str, datetime | None],
+    visiting: set[str],
+) -> datetime | None:
+    """An index without a time of its own: its newest child's (recursively; cycles cut)."""
+    visiting.add(digest)
+    known = []
+    for child in manifests[digest].children:
+        if child in manifests and child not in visiting:
+            node = manifests[child]
+            if node.created is not None or not node.children:
+                value = node.created
+            else:
+                value = memo[child] if child in memo else _newest_child(manifests, child, memo, visiting)
+            if value is not None:
+                known.append(value)
+    visiting.discard(digest)
+    memo[digest] = max(known) if known else None
+    return memo[digest]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic collector off while planning: the planner makes no reference cycles (refcounting
+    frees its garbage), and at 100k manifests the collections it triggers walk the whole graph
+    again and again (issue 22.5). Process-wide, so only for this short CPU-bound stretch."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def reference_map(graph: RepositoryGraph) -> dict[str, tuple[str, ...]]:
+    """``graph.references`` of every manifest that references something, computed once."""
+    manifests = graph.manifests
+    refs: dict[str, tuple[str, ...]] = {}
+    for digest, node in manifests.items():
+        if node.children or node.subject is not None:
+            found = [c for c in node.children if c in manifests]
+            if node.subject is not None and node.subject in manifests:
+                found.append(node.subject)
+            if found:
+                refs[digest] = tuple(dict.fromkeys(found))
+    return refs
 
 
 def _young(when: datetime | None, now: datetime, min_age: timedelta) -> bool:
@@ -99,7 +142,7 @@ def _decide_tags(
     graph: RepositoryGraph,
     rule: ImageRule,
     now: datetime,
-    created: Mapping[str, datetime | None],
+    created: Callable[[str], datetime | None],
     written: AbstractSet[str],
 ) -> dict[str, str | None]:
     """tag → why it is kept, or None when the rule drops it."""
@@ -116,7 +159,7 @@ def _decide_tags(
         elif any_match(rule.keep_tags, tag.name):
             reasons[tag.name] = "keep_tags"
         else:
-            others.append((tag.updated or created.get(tag.digest), tag.name))
+            others.append((tag.updated or created(tag.digest), tag.name))
     # Newest first; a tag of unknown time counts as newest (it cannot be shown to be old).
     others.sort(key=lambda item: (0, 0.0, item[1]) if item[0] is None else (1, -item[0].timestamp(), item[1]))
     for rank, (when, name) in enumerate(others):
@@ -144,23 +187,49 @@ def plan_repository(
     ``written`` names tags that moved or appeared since the pass first read the repository: they
     are kept whatever the rule says (their time is unknown on ``/v2/``, and someone just chose them).
     """
+    with paused_gc():
+        return _plan(graph, rule, now, rule_name, written)
+
+
+def _plan(
+    graph: RepositoryGraph, rule: ImageRule, now: datetime, rule_name: str, written: AbstractSet[str]
+) -> RepositoryPlan:
+    """``plan_repository``'s work. Each map below holds only the manifests it has something for
+    (most manifests are leaves nothing refers to), and each reference is followed once."""
+    manifests = graph.manifests
     min_age = rule.min_age_delta
-    created = effective_created(graph)
+    derived = _derived_created(manifests)  # indexes without a time: their newest child's
+
+    def created(digest: str) -> datetime | None:
+        return derived.get(digest, manifests[digest].created)
+
     tag_reasons = _decide_tags(graph, rule, now, created, written)
-    incoming = graph.referrers()
-    owners = graph.owners()
+    refs = reference_map(graph)
+    listed_by: dict[str, list[str]] = {}  # digest -> the indexes listing it
+    about: dict[str, list[str]] = {}  # digest -> its referrers (the manifests whose subject it is)
+    for digest, node in manifests.items():
+        for child in dict.fromkeys(node.children) if node.children else ():
+            if child in manifests and child != digest:
+                listed_by.setdefault(child, []).append(digest)
+        subject = node.subject
+        if subject is not None and subject in manifests:
+            about.setdefault(subject, []).append(digest)
     kept_tags_of: dict[str, list[str]] = {}
     dropped_tags_of: dict[str, list[str]] = {}
     for tag in graph.tags.values():
-        if tag.digest in graph.manifests:
-            target = kept_tags_of if tag_reasons[tag.name] is not None else dropped_tags_of
-            target.setdefault(tag.digest, []).append(tag.name)
+        if tag.digest in manifests:
+            by_digest = kept_tags_of if tag_reasons[tag.name] is not None else dropped_tags_of
+            by_digest.setdefault(tag.digest, []).append(tag.name)
 
     # 1. Roots, with the reason each is kept.
     roots: dict[str, str] = {}
-    for digest, node in graph.manifests.items():
-        top_level = not owners[digest]
-        when = created[digest] if top_level else node.created
+    young = f"younger than min_age {rule.min_age}"
+    for digest, node in manifests.items():
+        # Owned: listed by an index, or a referrer of a manifest here (its subject owns it).
+        subject = node.subject
+        owned = digest in listed_by or (subject is not None and subject != digest and subject in manifests)
+        top_level = not owned
+        when = node.created if owned else derived.get(digest, node.created)
         if digest in kept_tags_of:
             roots[digest] = "; ".join(
                 f"tag {name} ({tag_reasons[name]})" for name in sorted(kept_tags_of[digest])
@@ -168,7 +237,7 @@ def plan_repository(
         elif node.locked:
             roots[digest] = "locked"
         elif _young(when, now, min_age):
-            roots[digest] = f"younger than min_age {rule.min_age}"
+            roots[digest] = young
         elif top_level and when is None:
             roots[digest] = "age unknown"
         elif top_level and digest not in dropped_tags_of and rule.untagged == "keep":
@@ -180,23 +249,27 @@ def plan_repository(
     seen = set(roots)
     while queue:
         digest = queue.popleft()
-        related = list(graph.references(digest))
-        related += [r for r in incoming[digest] if graph.manifests[r].subject == digest]
-        for other in related:
+        for other in (*refs.get(digest, ()), *about.get(digest, ())):
             if other not in seen:
                 seen.add(other)
                 kept_by[other] = digest
                 queue.append(other)
 
-    # 3. Decisions.
+    # 3. Decisions, made in the listing's order (each map above was filled in that order, so their
+    # entries are read front to back instead of at random) and then sorted by digest once.
     decisions: list[ManifestDecision] = []
-    for digest in sorted(graph.manifests):
-        node = graph.manifests[digest]
-        tags = tuple(sorted(kept_tags_of.get(digest, []) + dropped_tags_of.get(digest, [])))
+    deleted: set[str] = set()
+    reasons = _DeleteReasons(rule, rule_name, dropped_tags_of, listed_by, manifests)
+    for digest, node in manifests.items():
+        when = derived.get(digest, node.created)
+        kept_names, dropped_names = kept_tags_of.get(digest), dropped_tags_of.get(digest)
+        tags = (
+            tuple(sorted((kept_names or []) + (dropped_names or []))) if kept_names or dropped_names else ()
+        )
         if digest in roots:
-            decision = ManifestDecision(digest, "keep", roots[digest], node.kind, tags, created[digest])
+            decision = ManifestDecision(digest, "keep", roots[digest], node.kind, tags, when)
         elif digest in seen:
-            needers = {r for r in incoming[digest] if r in seen}
+            needers = {r for r in (*listed_by.get(digest, ()), *about.get(digest, ())) if r in seen}
             if node.subject is not None and node.subject in seen:
                 needers.add(node.subject)
             by = tuple(sorted(needers)) or (kept_by[digest],)
@@ -206,21 +279,15 @@ def plan_repository(
                 "referenced by " + ", ".join(_short(d) for d in by),
                 node.kind,
                 tags,
-                created[digest],
+                when,
                 by,
             )
         else:
-            decision = ManifestDecision(
-                digest,
-                "delete",
-                _delete_reason(digest, rule, rule_name, dropped_tags_of, owners),
-                node.kind,
-                tags,
-                created[digest],
-            )
+            deleted.add(digest)
+            decision = ManifestDecision(digest, "delete", reasons.of(digest, node), node.kind, tags, when)
         decisions.append(decision)
+    decisions.sort(key=_by_digest)
 
-    deleted = {d.digest for d in decisions if d.action == "delete"}
     tag_decisions: list[TagDecision] = []
     untags: list[str] = []
     for name in sorted(graph.tags):
@@ -240,55 +307,100 @@ def plan_repository(
         rule=rule_name,
         manifests=tuple(decisions),
         tags=tuple(tag_decisions),
-        deletions=deletion_order(graph, deleted),
+        deletions=_order(refs, deleted, [d.digest for d in decisions if d.action == "delete"]),
         untags=tuple(untags),
     )
 
 
-def _delete_reason(
-    digest: str,
-    rule: ImageRule,
-    rule_name: str,
-    dropped_tags_of: Mapping[str, list[str]],
-    owners: Mapping[str, list[str]],
-) -> str:
-    parts = []
-    if digest in dropped_tags_of:
-        parts.append(f"{rule_name}: tags {', '.join(sorted(dropped_tags_of[digest]))} not kept")
-    if owners[digest]:
-        parts.append("with " + ", ".join(_short(d) for d in sorted(owners[digest])))
-    elif digest not in dropped_tags_of:
-        parts.append(f"{rule_name}: untagged, older than min_age {rule.min_age}")
-    return "; ".join(parts)
+class _DeleteReasons:
+    """Why each deleted manifest goes. The children of one index share one reason string (made
+    once, not once per child), and so do all untagged leftovers."""
+
+    def __init__(
+        self,
+        rule: ImageRule,
+        rule_name: str,
+        dropped_tags_of: Mapping[str, list[str]],
+        listed_by: Mapping[str, list[str]],
+        manifests: Mapping[str, ManifestNode],
+    ) -> None:
+        self.rule_name, self.dropped_tags_of, self.listed_by = rule_name, dropped_tags_of, listed_by
+        self.manifests = manifests
+        self.untagged = f"{rule_name}: untagged, older than min_age {rule.min_age}"
+        self.with_one: dict[str, str] = {}
+
+    def of(self, digest: str, node: ManifestNode) -> str:
+        dropped = self.dropped_tags_of.get(digest)
+        owners = list(self.listed_by.get(digest, ()))
+        subject = node.subject
+        if subject is not None and subject != digest and subject in self.manifests:
+            owners.append(subject)
+        parts = []
+        if dropped is not None:
+            parts.append(f"{self.rule_name}: tags {', '.join(sorted(dropped))} not kept")
+        if len(owners) == 1:
+            owner = owners[0]
+            shared = self.with_one.get(owner)
+            if shared is None:
+                shared = self.with_one[owner] = "with " + _short(owner)
+            parts.append(shared)
+        elif owners:
+            parts.append("with " + ", ".join(_short(d) for d in sorted(owners)))
+        elif dropped is None:
+            return self.untagged
+        return parts[0] if len(parts) == 1 else "; ".join(parts)
 
 
 def deletion_order(graph: RepositoryGraph, deleted: AbstractSet[str]) -> tuple[str, ...]:
-    """``deleted`` ordered so that a manifest comes before everything it references.
+    """``deleted`` ordered so that a manifest comes before everything it references."""
+    return _order(reference_map(graph), deleted)
 
-    Kahn's topological sort with a heap of ready digests: O((n + e) log n), smallest digest first
-    among the ready ones, so the order is deterministic. (It used to re-sort the whole ready list
-    after every step, which was quadratic: 45 of 49 s at 102k manifests, issue 22.5.)
+
+def _order(
+    refs: Mapping[str, tuple[str, ...]], deleted: AbstractSet[str], by_digest: list[str] | None = None
+) -> tuple[str, ...]:
+    """Kahn's topological sort by layers: first every manifest nothing deleted references, then
+    those that layer frees, and so on; within a layer by digest. The layers are found unsorted and
+    the digests then dealt into them in order (``by_digest``: ``deleted`` sorted, which the plan
+    has already), so there is no sort here at all. (It used to re-sort the whole ready list after
+    every step, quadratic: 45 of 49 s at 102k manifests; then a heap; issue 22.5.)
     """
-    pending = {d: [r for r in graph.references(d) if r in deleted and r != d] for d in deleted}
-    indegree = dict.fromkeys(deleted, 0)
-    for targets in pending.values():
-        for target in targets:
-            indegree[target] += 1
-    ready = [d for d, n in indegree.items() if n == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        digest = heapq.heappop(ready)
-        order.append(digest)
-        for target in pending[digest]:
-            indegree[target] -= 1
-            if indegree[target] == 0:
-                heapq.heappush(ready, target)
-    # Content addressing makes reference cycles impossible; keep any leftovers rather than lose them.
-    if len(order) < len(deleted):
-        placed = set(order)
-        order.extend(sorted(d for d in deleted if d not in placed))
-    return tuple(order)
+    pending: dict[str, list[str]] = {}
+    indegree: dict[str, int] = {}
+    for digest, targets in refs.items():
+        if digest in deleted:
+            found = [t for t in targets if t in deleted and t != digest]
+            if found:
+                pending[digest] = found
+                for target in found:
+                    indegree[target] = indegree.get(target, 0) + 1
+    level: dict[str, int] = {}  # the layers past the first
+    layer = [d for d in pending if d not in indegree]  # only these can free anything
+    depth = 0
+    while layer:
+        depth += 1
+        freed = []
+        for digest in layer:
+            for target in pending.get(digest, ()):
+                indegree[target] -= 1
+                if indegree[target] == 0:
+                    freed.append(target)
+                    level[target] = depth
+        layer = freed
+    layers: list[list[str]] = [[] for _ in range(depth + 1)]
+    stuck: list[str] = []  # in a reference cycle, which content addressing makes impossible
+    for digest in by_digest if by_digest is not None else sorted(deleted):
+        if digest in level:
+            layers[level[digest]].append(digest)
+        elif indegree.get(digest, 0) == 0:
+            layers[0].append(digest)
+        else:
+            stuck.append(digest)
+    return tuple(digest for part in (*layers, stuck) for digest in part)
+
+
+def _by_digest(decision: ManifestDecision) -> str:
+    return decision.digest
 
 
 def _short(digest: str) -> str:
