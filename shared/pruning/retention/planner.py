@@ -120,6 +120,34 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def _links(
+    manifests: Mapping[str, ManifestNode],
+) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]], dict[str, list[str]]]:
+    """In one pass over the manifests: ``reference_map``; digest -> the indexes listing it;
+    digest -> its referrers (the manifests whose subject it is). Only leaves' neighbours get
+    entries; a leaf nothing points at costs two attribute reads."""
+    refs: dict[str, tuple[str, ...]] = {}
+    listed_by: dict[str, list[str]] = {}
+    about: dict[str, list[str]] = {}
+    for digest, node in manifests.items():
+        children, subject = node.children, node.subject
+        if not children and subject is None:
+            continue
+        found = []
+        for child in children:
+            if child in manifests:
+                found.append(child)
+        for child in dict.fromkeys(found) if found else ():
+            if child != digest:
+                listed_by.setdefault(child, []).append(digest)
+        if subject is not None and subject in manifests:
+            found.append(subject)
+            about.setdefault(subject, []).append(digest)
+        if found:
+            refs[digest] = tuple(dict.fromkeys(found))
+    return refs, listed_by, about
+
+
 def reference_map(graph: RepositoryGraph) -> dict[str, tuple[str, ...]]:
     """``graph.references`` of every manifest that references something, computed once."""
     manifests = graph.manifests
@@ -204,16 +232,7 @@ def _plan(
         return derived.get(digest, manifests[digest].created)
 
     tag_reasons = _decide_tags(graph, rule, now, created, written)
-    refs = reference_map(graph)
-    listed_by: dict[str, list[str]] = {}  # digest -> the indexes listing it
-    about: dict[str, list[str]] = {}  # digest -> its referrers (the manifests whose subject it is)
-    for digest, node in manifests.items():
-        for child in dict.fromkeys(node.children) if node.children else ():
-            if child in manifests and child != digest:
-                listed_by.setdefault(child, []).append(digest)
-        subject = node.subject
-        if subject is not None and subject in manifests:
-            about.setdefault(subject, []).append(digest)
+    refs, listed_by, about = _links(manifests)
     kept_tags_of: dict[str, list[str]] = {}
     dropped_tags_of: dict[str, list[str]] = {}
     for tag in graph.tags.values():
