@@ -4,20 +4,27 @@ Planning only, no I/O: each size is a generated repository shaped like a busy bu
 (an index per build with two platform images and two attestations, a signature on every tenth
 index, a tag on every fourth, untagged leftovers), mostly older than ``min_age``, so nearly all of
 it is deleted and the deletion order covers almost every manifest. The figure is microseconds per
-manifest (the fastest of at least ``--repeats`` plans; small sizes get more); the ratio is each
-size's figure against the smallest size's, measured in the same run; flat is 1.0. A floor is
-timed beside it on the same graph: one linear pass that builds the referrer map (a dict entry per
-manifest, a lookup per reference). Python's dicts slow down per entry as they outgrow the CPU
-caches, so the floor's own growth is printed too, and ``plan/floor`` shows what the planner adds
-on top. Never a pass/fail.
+manifest of CPU time (the process's, not wall time: on a shared machine a plan of seconds is
+always preempted, one of milliseconds rarely, which made wall-clock ratios grow with load; the
+least of ``--repeats`` plans, small sizes get more), and the ratio is each size's figure against
+the smallest size's in the same run; flat is 1.0.
 
-    .venv/bin/python -m bench.retention_scale [--sizes 1000 10000 100000] [--repeats 3]
+The floor, timed beside the plan on the same graph (alternating with it, with the cyclic
+collector paused as the planner pauses it), is the least any plan must do with these data
+structures: visit every manifest, look up each reference, make one small record per manifest
+and sort the records by digest (a plan lists its decisions by digest). Per manifest, a Python
+object graph gets slower as it outgrows the CPU caches; the floor's own growth shows how much of
+the plan's growth is that, and ``plan/floor`` what the planner adds on top. ``--runs`` repeats the
+whole measurement and prints min/median/max of each ratio. Never a pass/fail.
+
+    .venv/bin/python -m bench.retention_scale [--sizes 1000 10000 100000] [--repeats 3] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +32,7 @@ from functools import partial
 
 from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.graph import ManifestNode, RepositoryGraph, TagNode
-from shared.pruning.retention.planner import plan_repository
+from shared.pruning.retention.planner import paused_gc, plan_repository
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 RULE = ImageRule(repositories=["app"], keep_tags=["latest"], keep_newest=10, min_age="7d")
@@ -64,47 +71,83 @@ def generate(size: int) -> RepositoryGraph:
     return RepositoryGraph("app", manifests, tags)
 
 
-def _best_s(action: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` runs: on a shared machine, the one least disturbed by others."""
-    samples = []
+def floor(graph: RepositoryGraph) -> list[tuple[str, str, int]]:
+    """The least a plan does: every manifest visited, each reference looked up, one record each,
+    the records sorted by digest."""
+    manifests = graph.manifests
+    records = []
+    for digest, node in manifests.items():
+        found = 0
+        for child in node.children:
+            found += child in manifests
+        if node.subject is not None:
+            found += node.subject in manifests
+        records.append((digest, node.kind, found))
+    records.sort()
+    return records
+
+
+def _paused_floor(graph: RepositoryGraph) -> object:
+    with paused_gc():
+        return floor(graph)
+
+
+def _best_pair(plan: Callable[[], object], base: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """The least CPU time of ``repeats`` runs of each, alternating, so both see the same machine."""
+    plans: list[float] = []
+    bases: list[float] = []
     for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return min(samples)
+        for action, samples in ((plan, plans), (base, bases)):
+            started = time.process_time()
+            action()
+            samples.append(time.process_time() - started)
+    return min(plans), min(bases)
 
 
-def measure(sizes: list[int], repeats: int) -> list[tuple[int, float, float, int]]:
-    """(manifests, plan µs per manifest, floor µs per manifest, deletions) per size."""
+def measure(graphs: list[RepositoryGraph], repeats: int) -> list[tuple[int, float, float, int]]:
+    """(manifests, plan µs per manifest, floor µs per manifest, deletions) per graph."""
     rows = []
-    for size in sizes:
-        graph = generate(size)
+    for graph in graphs:
         count = len(graph.manifests)
         times = max(repeats, 100_000 // count)  # small sizes get more runs: same total time
-        plan = _best_s(partial(plan_repository, graph, RULE, now=NOW), times)
-        floor = _best_s(graph.referrers, times)
+        plan, base = _best_pair(
+            partial(plan_repository, graph, RULE, now=NOW), partial(_paused_floor, graph), times
+        )
         deletions = len(plan_repository(graph, RULE, now=NOW).deletions)
-        rows.append((count, plan / count * 1e6, floor / count * 1e6, deletions))
+        rows.append((count, plan / count * 1e6, base / count * 1e6, deletions))
     return rows
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}/{statistics.median(values):.2f}/{max(values):.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    rows = measure(args.sizes, args.repeats)
-    base_plan, base_floor = rows[0][1], rows[0][2]
-    for count, plan, floor, deletions in rows:
-        print(
-            f"{count:>7} manifests: plan {plan:6.2f} us/manifest x{plan / base_plan:.2f} "
-            f"({plan * count / 1e6:6.3f} s, {deletions} deletions); floor {floor:5.2f} us "
-            f"x{floor / base_floor:.2f}; plan/floor {plan / floor:5.1f}"
-        )
-    count, plan, floor, _ = rows[-1]
+    graphs = [generate(size) for size in args.sizes]
+    ratios: dict[str, list[float]] = {"plan": [], "floor": [], "plan/floor": []}
+    for run in range(1, args.runs + 1):
+        rows = measure(graphs, args.repeats)
+        base_plan, base_floor = rows[0][1], rows[0][2]
+        print(f"run {run}:")
+        for count, plan, base, deletions in rows:
+            print(
+                f"  {count:>7} manifests: plan {plan:6.2f} us/manifest x{plan / base_plan:.2f} "
+                f"({plan * count / 1e6:6.3f} s, {deletions} deletions); floor {base:5.2f} us "
+                f"x{base / base_floor:.2f}; plan/floor {plan / base:5.1f}"
+            )
+        count, plan, base, _ = rows[-1]
+        ratios["plan"].append(plan / base_plan)
+        ratios["floor"].append(base / base_floor)
+        ratios["plan/floor"].append((plan / base) / (base_plan / base_floor))
     print(
-        f"ratio per manifest at {count} vs {rows[0][0]} manifests: plan {plan / base_plan:.2f}, "
-        f"floor {floor / base_floor:.2f}, plan/floor {(plan / floor) / (base_plan / base_floor):.2f}"
+        f"ratio per manifest at {rows[-1][0]} vs {rows[0][0]} manifests (min/median/max of {args.runs} "
+        f"runs): plan {_spread(ratios['plan'])}, floor {_spread(ratios['floor'])}, "
+        f"plan/floor {_spread(ratios['plan/floor'])}"
     )
 
 

@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
         ("bench.render", ["--renders", "5", "--rounds", "1"], "ratio pure / C"),
         ("bench.queue_scale", ["--sizes", "200", "1000", "--repeats", "5"], "ratio at 1000 vs 200 queued"),
         ("bench.burst", ["--pushes", "8", "--clients", "2", "--timeout", "120"], "ratio serve / floor"),
-        ("bench.retention_scale", ["--sizes", "100", "1000", "--repeats", "1"], "ratio per manifest at"),
+        (
+            "bench.retention_scale",
+            ["--sizes", "100", "1000", "--repeats", "1", "--runs", "1"],
+            "ratio per manifest at",
+        ),
         (
             "bench.ledger_scale",
             ["--sizes", "100", "400", "--repeats", "2", "--record-kb", "2"],

@@ -15,6 +15,7 @@ from tests.support.acr_dataplane import (  # noqa: F401 (fixture)
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
+NOTATION = "application/vnd.cncf.notary.signature"
 RULES = [ImageRule(repositories=["app", "team/*"], keep_tags=["latest", "v*"], keep_newest=1, min_age="7d")]
 
 
@@ -48,11 +49,8 @@ def test_prune_on_acr_respects_locks_indexes_and_untags(acr_dataplane: AcrDataPl
     plane.tag("app", "frozen", locked_tag_image, updated=OLD - timedelta(days=9), locked=True)
     leftover = plane.add_platform_image("app", created=OLD)
     young = plane.add_platform_image("app", created=NOW)
-    signature = plane.add_platform_image(
-        "app",
-        created=OLD,
-        subject={"mediaType": "application/vnd.oci.image.index.v1+json", "digest": latest, "size": 1},
-    )
+    # A Notation signature as an OCI 1.1 referrer (its own config type, so its JSON is read).
+    signature = plane.add_referrer("app", latest, artifact_type=NOTATION, annotations={}, created=OLD)
     team_old = plane.add_platform_image("team/api", created=OLD)
     plane.tag("team/api", "sha-abc", team_old, updated=OLD - timedelta(days=1))
     team_new = plane.add_platform_image("team/api", created=OLD)
@@ -120,8 +118,9 @@ def test_a_rollback_of_latest_mid_pass_keeps_the_manifest(acr_dataplane: AcrData
     plane.tag("app", "build-1", rollback, updated=OLD - timedelta(days=3))
     newest = plane.add_platform_image("app", created=OLD)
     plane.tag("app", "build-2", newest, updated=OLD)  # keep_newest 1
-    descriptor = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": rollback, "size": 1}
-    signature = plane.add_platform_image("app", created=OLD, subject=descriptor)  # deleted first
+    signature = plane.add_referrer(  # deleted first
+        "app", rollback, artifact_type=NOTATION, annotations={}, created=OLD
+    )
     sdk = backend(plane)
     watched = MovesLatestAtFirstDelete(sdk.client, sdk.registry)
     watched.plane, watched.target = plane, rollback

@@ -49,6 +49,7 @@ def test_a_prune_pass_exchanges_tokens_per_route_not_per_manifest(
         for _ in range(count):
             plane.add_platform_image(repository, created=OLD)  # old and untagged: all deleted
     backend = AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+    backend.read_everything = True  # plain images are not read any more: make every one a GET
 
     report = prune_images(backend, RULES, dry_run=False)
 
@@ -70,6 +71,7 @@ def test_a_token_near_its_expiry_is_not_sent_again(acr_dataplane: AcrDataPlane) 
     for _ in range(4):
         plane.add_platform_image("small", created=OLD)
     backend = AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+    backend.read_everything = True  # four GETs of the same route
 
     report = prune_images(backend, RULES, dry_run=True)
 

@@ -301,7 +301,7 @@ def test_the_deletion_order_is_a_topological_order_of_what_is_deleted(
     case: tuple[RepositoryGraph, set[str]],
 ) -> None:
     """Every deleted manifest exactly once, each before everything it references (issue 22.5:
-    the order is computed with a heap now, not by re-sorting a list at every step)."""
+    the order is computed by layers now, not by re-sorting a list at every step)."""
     graph, deleted = case
     order = deletion_order(graph, deleted)
     assert sorted(order) == sorted(deleted)
@@ -315,7 +315,7 @@ def test_the_deletion_order_is_a_topological_order_of_what_is_deleted(
 
 def test_the_deletion_order_stays_linear_on_a_wide_repository() -> None:
     """3,000 indexes with a child each: the old sort-per-step made ~10^7 digest comparisons here,
-    the heap ~10^5. Counted, not timed (machines are too noisy for timings)."""
+    the layered order ~10^5. Counted, not timed (machines are too noisy for timings)."""
     compared = 0
 
     class Counting(str):

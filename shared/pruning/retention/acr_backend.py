@@ -1,27 +1,23 @@
 """Retention on Azure Container Registry through ``azure-containerregistry`` (Entra ID auth).
 
-ACR lists every manifest of a repository with its timestamps, tags and locks, so untagged
-leftovers are visible here (unlike on a plain distribution registry). The SDK does not expose
-what a manifest references, so each manifest's JSON is read to build the graph. Age is the
-manifest's ``createdTime``; a tag's time is its ``lastUpdateTime``. ``deleteEnabled: false`` on a
-manifest or a tag is a lock: never deleted. The SDK is imported when a backend is built.
+ACR lists every manifest of a repository with its timestamps, tags, locks and media types, so
+untagged leftovers are visible here (unlike on a plain distribution registry), and only the
+JSON the graph needs is read: indexes (their children) and possible referrers (their subject),
+never a plain image (``acr_listing``). Age is the manifest's ``createdTime``; a tag's time is its
+``lastUpdateTime``. ``deleteEnabled: false`` on a manifest or a tag is a lock: never deleted. The
+SDK is imported when a backend is built.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from shared.platform.oci import Manifest, RegistryError
-from shared.pruning.retention.graph import (
-    ManifestNode,
-    RepositoryGraph,
-    TagNode,
-    mark_attestations,
-    node_from_manifest,
-)
+from shared.pruning.retention.acr_listing import ListedManifest, graph_from_listing, raw_fields
+from shared.pruning.retention.graph import RepositoryGraph, TagNode
 
 if TYPE_CHECKING:
     from azure.containerregistry import ContainerRegistryClient
@@ -84,27 +80,55 @@ class AcrRetentionBackend:
             for tag in self.client.list_tag_properties(repository)
         ]
 
-    def read_graph(self, repository: str) -> RepositoryGraph:
-        """The listing, then every manifest's JSON (references are only there), read in parallel
-        on the one client (``delete_concurrency`` at a time, in listing order)."""
-        listed = list(self.client.list_manifest_properties(repository))
-        with ThreadPoolExecutor(max_workers=self.delete_concurrency, thread_name_prefix="acr-read") as pool:
-            read = list(pool.map(lambda p: self._read(repository, p), listed))
-        manifests: dict[str, ManifestNode] = {}
-        indexes: list[Manifest] = []
-        for properties, manifest in zip(listed, read, strict=True):
-            manifests[manifest.digest] = node_from_manifest(
-                manifest, created=properties.created_on, locked=_locked(properties)
-            )
-            if manifest.is_index:
-                indexes.append(manifest)
-        for index in indexes:
-            mark_attestations(manifests, index)
-        tags = {tag.name: tag for tag in self.read_tags(repository)}
-        return RepositoryGraph(repository, manifests, tags)
+    read_everything = False  # True: read every manifest's JSON (the old way; tests compare both)
 
-    def _read(self, repository: str, properties: Any) -> Manifest:
-        digest = str(properties.digest)
+    def read_graph(self, repository: str) -> RepositoryGraph:
+        """The listing, then the JSON of only the manifests ``acr_listing.needs_read`` names, read
+        in parallel on the one client (``delete_concurrency`` at a time, in listing order)."""
+        listed = self.list_manifests(repository)
+        tags = {tag.name: tag for tag in self.read_tags(repository)}
+        return graph_from_listing(
+            repository,
+            listed,
+            lambda digests: self._read_many(repository, digests),
+            tags,
+            read_everything=self.read_everything,
+        )
+
+    def list_manifests(self, repository: str) -> list[ListedManifest]:
+        """Every manifest with the listing's media types.
+
+        ``azure-containerregistry`` 1.2.0 drops ``mediaType`` and ``configMediaType`` (its generated
+        ``ManifestAttributesBase`` maps only digest, imageSize, createdTime, lastUpdateTime,
+        architecture, os, references, tags and changeableAttributes), so each page's JSON is also
+        read through azure-core's ``raw_response_hook`` (``CustomHookPolicy``, in the SDK's
+        pipeline). A page without them leaves the types None: that manifest is read.
+        """
+        raw: dict[str, Mapping[str, Any]] = {}
+
+        def capture(response: Any) -> None:
+            try:
+                page = json.loads(response.http_response.text())
+            except (ValueError, UnicodeDecodeError):
+                return
+            entries = page.get("manifests") if isinstance(page, dict) else None
+            for entry in entries if isinstance(entries, list) else ():
+                if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                    raw[entry["digest"]] = entry
+
+        listed = []
+        for properties in self.client.list_manifest_properties(repository, raw_response_hook=capture):
+            digest = str(properties.digest)
+            media_type, config, references = raw_fields(raw.pop(digest, {}))
+            created, locked = properties.created_on, _locked(properties)
+            listed.append(ListedManifest(digest, created, locked, media_type, config, references))
+        return listed
+
+    def _read_many(self, repository: str, digests: Sequence[str]) -> dict[str, Manifest]:
+        with ThreadPoolExecutor(max_workers=self.delete_concurrency, thread_name_prefix="acr-read") as pool:
+            return dict(zip(digests, pool.map(lambda d: self._read(repository, d), digests), strict=True))
+
+    def _read(self, repository: str, digest: str) -> Manifest:
         result = self.client.get_manifest(repository, digest)
         return _parse(result.manifest, digest, result.media_type)
 
