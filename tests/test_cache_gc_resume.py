@@ -213,3 +213,37 @@ def test_every_blob_is_visited_within_a_bounded_number_of_runs(
         elif kind == "invalidate":
             store.invalidate()
     assert since == {}
+
+
+def test_the_azure_store_takes_a_400_to_a_stored_token_as_a_refusal() -> None:
+    """Only the first request carries a stored token; a 400 there is a refusal (list from the start),
+    a 400 anywhere else is an error."""
+    from typing import Any
+
+    import pytest
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.pruning.cache_gc.store import AzureCacheStore
+
+    class Pages:
+        continuation_token: str | None = None
+
+        def __iter__(self) -> Pages:
+            return self
+
+        def __next__(self) -> list[Any]:
+            error = HttpResponseError(message="One of the request inputs is out of range.")
+            error.status_code = 400
+            raise error
+
+    class Client:
+        container_name = "cache"
+
+        def list_blobs(self, **_options: Any) -> Any:
+            return type("Listing", (), {"by_page": lambda _self, continuation_token=None: Pages()})()
+
+    store = AzureCacheStore(Client(), CacheLayout())  # type: ignore[arg-type]
+    with pytest.raises(ListingTokenRefusedError):
+        next(store.blob_pages("2!96!stale"))
+    with pytest.raises(HttpResponseError):
+        next(store.blob_pages(None))
