@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +20,7 @@ from shared.pruning.cache_gc.collector import CacheCollector
 from shared.pruning.cache_gc.layout import CacheLayout
 from shared.pruning.cache_gc.planner import Policy
 from shared.pruning.cache_gc.report import CacheReport
-from shared.pruning.cache_gc.store import BlobPage, ListingTokenRefusedError
+from shared.pruning.cache_gc.store import AzureCacheStore, BlobPage, ListingTokenRefusedError
 from tests.test_cache_gc import HOUR, NOW, MemoryStore, as_if_recorded, digest, manifest_json
 
 OLD = NOW - 48 * HOUR
@@ -218,12 +220,7 @@ def test_every_blob_is_visited_within_a_bounded_number_of_runs(
 def test_the_azure_store_takes_a_400_to_a_stored_token_as_a_refusal() -> None:
     """Only the first request carries a stored token; a 400 there is a refusal (list from the start),
     a 400 anywhere else is an error."""
-    from typing import Any
-
-    import pytest
     from azure.core.exceptions import HttpResponseError
-
-    from shared.pruning.cache_gc.store import AzureCacheStore
 
     class Pages:
         continuation_token: str | None = None
