@@ -1,32 +1,32 @@
 """Cache collection at scale: the planner over a generated listing, and the collector on Azurite.
 
-Part 1, planning (no storage): 5,000 manifests with realistic sharing (a global pool of base
-layers, a pool per target shared by its branches, a few layers of its own per name) and a
-streamed listing of 1,000,000 blobs. The collector's work (parse the manifests, expire, mark,
-classify every blob) against the floor measured in the same run: ``json.loads`` of the same
-manifests and a bare iteration of the same listing. Each side runs in its own process, so its
-peak RSS is its own; shown at 250k and 1M blobs (the goal: the same RSS at both).
-Goals: ratio <= 2, RSS independent of the number of unreferenced blobs.
+Every ratio comes from paired runs: the floor and the collector back to back, the order
+alternating from pair to pair, one ratio per pair, printed as min / median / max.
 
-Part 1b, the collector's runs over a generated store (no storage): the same 5,000 manifests and
-1,000,000 blobs through ``CacheCollector`` itself, a recording run and then the deleting run (every
-unreferenced blob ripe: about 3,700 delete batches, each re-checked against the manifests). The
-re-check's listing is parsed from a generated List Blobs XML page of the 5,000 manifests, as the
-Azure store parses the service's. Printed: the re-check listings, the manifests downloaded again,
-the planning + re-check cost, and the whole deleting run, unbounded and bounded as the timer bounds
-it (``--max-deletes``), against a floor measured in the same run: one pass over the blob listing,
-``json.loads`` of every manifest and one parse of the manifest listing.
+Part 1, planning (no storage): 5,000 manifests with realistic sharing (``bench.cache_gc_data``)
+and a streamed listing of 1,000,000 blobs. The collector's work (parse the manifests, expire,
+mark, classify every blob) against ``json.loads`` of the same manifests and a bare iteration of
+the same listing. Each side runs in its own process, so its peak RSS is its own; shown at 250k and
+1M blobs (the goal: the same RSS at both). Goals: ratio <= 2, RSS independent of the number of
+unreferenced blobs.
+
+Part 1b, the collector's runs over a generated store (``bench.cache_gc_runs``): the recording run
+and a deleting run bounded by ``--max-deletes``; then a full cycle of runs bounded by
+``--max-seconds`` (a recording lap and a deleting lap over the 1M blobs), each run's time against
+the timer's 300 s, and the names each lap listed (each resumed run lists from its token).
 
 Part 2, on Azurite (a fresh process per run: its delete cost grows with the container and its
 background sweep stalls after tens of thousands of deletions): a few thousand blobs, most of them
 unreferenced, the rest referenced by a few hundred manifests (``--azurite-manifests``). Deletion
 is two-phase, so an untimed first run records them; the collector's wall time (the second,
-deleting run) against (a) listing the blobs and batch-deleting the same
-unreferenced set with no logic, and (b) deleting that set one blob at a time.
+deleting run) against (a) listing the blobs and batch-deleting the same unreferenced set with no
+logic (paired), and (b) deleting that set one blob at a time (once). Then a deleting lap of runs
+bounded by 500 deletes, listing 500 names a page, against (a): the pages it listed.
 Goals: <= 1.5x (a), faster than (b). Never a pass/fail.
 
-    .venv/bin/python -m bench.cache_gc [--part plan|runs|azurite|all] [--blobs 1000000] [--azurite-blobs 3000]
-        [--azurite-manifests 300] [--max-deletes 25600]
+    .venv/bin/python -m bench.cache_gc [--part plan|runs|cycle|azurite|all] [--blobs 1000000]
+        [--pairs 3] [--max-deletes 25600] [--max-seconds 60] [--azurite-blobs 3000]
+        [--azurite-manifests 300]
 """
 
 from __future__ import annotations
@@ -35,96 +35,31 @@ import argparse
 import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout, parse_manifest
+from bench.cache_gc_data import (
+    NAMES_PER_TARGET,
+    NOW,
+    POLICY,
+    TARGETS,
+    digest,
+    generate_manifests,
+    listing_pages,
+    manifest_bytes,
+)
+from bench.cache_gc_runs import cycle_part, paired, ratios_line, runs_part
+from shared.pruning.cache_gc.layout import CacheLayout, parse_manifest
 from shared.pruning.cache_gc.planner import MarkSweepPlanner, Policy
-from shared.pruning.cache_gc.store import LIST_PAGE_SIZE, DeleteOutcome, etags_from_listing
 
 ROOT = Path(__file__).resolve().parents[1]
-NOW = datetime(2026, 11, 30, tzinfo=UTC)
-TARGETS, NAMES_PER_TARGET = 500, 10
-BASE_POOL, TARGET_POOL = 30, 40
-BASE_PER_NAME, TARGET_PER_NAME, OWN_PER_NAME = 4, 12, 6
-POLICY = Policy(grace=timedelta(hours=24), max_age=timedelta(days=14), keep_names=("*-main",))
-
-
-# --- part 1: planning -------------------------------------------------------------------------
-
-
-def _digest(rng: random.Random) -> str:
-    return f"sha256:{rng.getrandbits(256):064x}"
-
-
-def _manifest_bytes(rng: random.Random, digests: list[str]) -> bytes:
-    """A BuildKit cache config (layers with annotations, one record per layer), as exported."""
-    layers = [
-        {
-            "blob": d,
-            "parent": i - 1,
-            "annotations": {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "diffID": _digest(rng),
-                "size": rng.randrange(100, 50_000_000),
-                "createdAt": "2026-11-22T20:20:38.875151572Z",
-            },
-        }
-        for i, d in enumerate(digests)
-    ]
-    records = [
-        {
-            "digest": _digest(rng),
-            "inputs": [[{"selector": "", "link": max(i - 1, 0)}]],
-            "layers": [{"layer": i, "createdAt": "2026-11-22T20:20:38.876105686Z"}],
-        }
-        for i in range(len(digests))
-    ]
-    return json.dumps({"layers": layers, "records": records}, separators=(",", ":")).encode()
-
-
-def generate_manifests(seed: int = 8) -> tuple[list[tuple[str, bytes, datetime]], list[str]]:
-    """(name, bytes, last export) for every name, and every referenced digest (unique)."""
-    rng = random.Random(seed)
-    base = [_digest(rng) for _ in range(BASE_POOL)]
-    referenced = list(base)
-    manifests = []
-    for target in range(TARGETS):
-        pool = [_digest(rng) for _ in range(TARGET_POOL)]
-        referenced += pool
-        for branch in range(NAMES_PER_TARGET):
-            own = [_digest(rng) for _ in range(OWN_PER_NAME)]
-            referenced += own
-            digests = rng.sample(base, BASE_PER_NAME) + rng.sample(pool, TARGET_PER_NAME) + own
-            name = f"t{target}-main" if branch == 0 else f"t{target}-feature-{branch}"
-            exported = NOW - timedelta(hours=rng.randrange(0, 30 * 24))
-            manifests.append((name, _manifest_bytes(rng, digests), exported))
-    return manifests, referenced
-
-
-def listing_pages(total: int, referenced: list[str], layout: CacheLayout) -> Iterator[list[BlobEntry]]:
-    """``total`` blobs in pages of 5,000 (as the service lists them): every referenced digest,
-    the rest unreferenced. Streamed: one page exists at a time."""
-    times = [NOW - timedelta(hours=h) for h in range(0, 60 * 24, 7)]
-    prefix = layout.blobs_prefix
-    every = max(1, total // max(1, len(referenced)))
-    ref = iter(referenced)
-    page: list[BlobEntry] = []
-    for i in range(total):
-        digest = next(ref, None) if i % every == 0 else None
-        name = prefix + (digest or f"sha256:{i:064x}")
-        page.append(BlobEntry(name, 1000 + (i & 1023), times[i % len(times)], '"0x1"'))
-        if len(page) == LIST_PAGE_SIZE:
-            yield page
-            page = []
-    if page:
-        yield page
 
 
 def _child(mode: str, total: int) -> dict[str, Any]:
@@ -180,147 +115,36 @@ def _run_child(mode: str, total: int) -> dict[str, Any]:
     return result
 
 
-def plan_part(total: int, repeat: int = 3) -> None:
+def plan_part(total: int, pairs: int) -> None:
     print(f"== planning: {TARGETS * NAMES_PER_TARGET} manifests, streamed listing (no storage)")
     for blobs in sorted({total // 4, total}):
-        # Best of three, alternating: the machine is shared, and the minimum is the least noisy.
-        runs = [(_run_child("floor", blobs), _run_child("plan", blobs)) for _ in range(repeat)]
-        floor = min((f for f, _ in runs), key=lambda r: r["seconds"])
-        plan = min((p for _, p in runs), key=lambda r: r["seconds"])
-        counts = plan["counts"]
+        floors: list[dict[str, Any]] = []
+        plans: list[dict[str, Any]] = []
+
+        def child(mode: str, into: list[dict[str, Any]], blobs: int = blobs) -> float:
+            into.append(_run_child(mode, blobs))
+            return float(into[-1]["seconds"])
+
+        results = paired(partial(child, "floor", floors), partial(child, "plan", plans), pairs)
+        fastest = min(floors, key=lambda r: r["seconds"])
+        best = min(plans, key=lambda r: r["seconds"])
+        counts = best["counts"]
         print(
-            f"{blobs:>9,} blobs: floor {blobs / floor['seconds']:>10,.0f} blobs/s ({floor['seconds']:.2f} s, "
-            f"peak RSS {floor['peak_rss_mib']:.0f} MiB) | "
-            f"collector {blobs / plan['seconds']:>10,.0f} blobs/s "
-            f"({plan['seconds']:.2f} s, peak RSS {plan['peak_rss_mib']:.0f} MiB) | ratio "
-            f"{plan['seconds'] / floor['seconds']:.2f} (goal <= 2)"
+            f"{blobs:>9,} blobs: floor best {fastest['seconds']:.2f} s "
+            f"({blobs / fastest['seconds']:,.0f} blobs/s, peak RSS {fastest['peak_rss_mib']:.0f} MiB) | "
+            f"collector best {best['seconds']:.2f} s ({blobs / best['seconds']:,.0f} blobs/s, "
+            f"peak RSS {best['peak_rss_mib']:.0f} MiB)"
         )
+        print(f"{'':>16} collector/floor {ratios_line(results)} (goal <= 2)")
         print(
-            f"{'':>16} manifests: floor {floor['manifest_seconds']:.2f} s, collector "
-            f"{plan['manifest_seconds']:.2f} s; listing: floor {floor['listing_seconds']:.2f} s, "
-            f"collector {plan['listing_seconds']:.2f} s"
+            f"{'':>16} manifests: floor {fastest['manifest_seconds']:.2f} s, collector "
+            f"{best['manifest_seconds']:.2f} s; listing: floor {fastest['listing_seconds']:.2f} s, "
+            f"collector {best['listing_seconds']:.2f} s"
         )
         print(
             f"{'':>16} live {counts['live']:,}, grace {counts['grace']:,}, delete {counts['delete']:,}; "
             f"{counts['manifests_expired']:,} names expired; live set {counts['live_set']:,} digests"
         )
-
-
-# --- part 1b: the collector's runs over a generated store --------------------------------------
-
-
-def _listing_xml(entries: list[tuple[str, str]]) -> bytes:
-    """One List Blobs response page as the service writes it (Name, Properties/Etag and the rest)."""
-    blobs = "".join(
-        f"<Blob><Name>{name}</Name><Properties><Creation-Time>Mon, 30 Nov 2026 00:00:00 GMT"
-        f"</Creation-Time><Last-Modified>Mon, 30 Nov 2026 00:00:00 GMT</Last-Modified>"
-        f"<Etag>{etag}</Etag><Content-Length>4096</Content-Length><Content-Type>"
-        "application/octet-stream</Content-Type><BlobType>BlockBlob</BlobType><AccessTier>Hot"
-        "</AccessTier><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState>"
-        "<ServerEncrypted>true</ServerEncrypted></Properties><OrMetadata /></Blob>"
-        for name, etag in entries
-    )
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://a.blob.'
-        'core.windows.net/" ContainerName="cache"><Prefix>manifests/</Prefix><MaxResults>5000'
-        f"</MaxResults><Blobs>{blobs}</Blobs><NextMarker /></EnumerationResults>"
-    ).encode()
-
-
-class GeneratedStore:
-    """``CacheStore`` over the generated manifests and listing; deletes succeed and cost nothing."""
-
-    container = "generated"
-
-    def __init__(self, total: int) -> None:
-        self.layout = CacheLayout()
-        manifests, self.referenced = generate_manifests()
-        self.total = total
-        self.manifests = {
-            self.layout.manifest_key(n): (d, f'"0x{i:x}"', t) for i, (n, d, t) in enumerate(manifests)
-        }
-        self.xml = _listing_xml([(k, etag[1:-1]) for k, (_d, etag, _t) in self.manifests.items()])
-        self.documents: dict[str, bytes] = {}
-        self.listings = 0
-        self.listing_seconds = 0.0
-        self.downloads = 0
-
-    def list_manifests(self) -> list[BlobEntry]:
-        return [BlobEntry(k, len(d), t, e) for k, (d, e, t) in self.manifests.items()]
-
-    def manifest_etags(self) -> dict[str, str]:
-        from xml.etree import ElementTree
-
-        started = time.perf_counter()
-        page = ElementTree.fromstring(self.xml)  # noqa: S314 (generated here)
-        found = etags_from_listing(page, len(self.manifests))
-        assert found is not None
-        self.listings += 1
-        self.listing_seconds += time.perf_counter() - started
-        return found
-
-    def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
-        if key in self.documents:
-            return self.documents[key], '"doc"', NOW
-        found = self.manifests.get(key)
-        if found is None:
-            return None
-        self.downloads += 1
-        return found
-
-    def blob_pages(self) -> Iterator[list[BlobEntry]]:
-        return listing_pages(self.total, self.referenced, self.layout)
-
-    def write_blob(self, key: str, data: bytes) -> None:
-        self.documents[key] = data
-
-    def delete(self, blobs: Any) -> list[DeleteOutcome]:
-        return [DeleteOutcome.DELETED] * len(blobs)
-
-
-def _run_floor(store: GeneratedStore) -> float:
-    from xml.etree import ElementTree
-
-    started = time.perf_counter()
-    for data, _etag, _t in store.manifests.values():
-        json.loads(data)
-    ElementTree.fromstring(store.xml)  # noqa: S314 (generated here)
-    for page in store.blob_pages():
-        for entry in page:
-            _ = entry.name
-    return time.perf_counter() - started
-
-
-def runs_part(total: int, max_deletes: int) -> None:
-    from shared.pruning.cache_gc.collector import CacheCollector
-
-    print(f"== collector runs: {TARGETS * NAMES_PER_TARGET} manifests, {total:,} blobs (generated store)")
-    policy = Policy(grace=POLICY.grace, max_age=POLICY.max_age, keep_names=POLICY.keep_names, settle=HOUR)
-    store = GeneratedStore(total)
-    floor = _run_floor(store)
-    print(f"floor (one listing pass, json.loads of the manifests, one manifest listing): {floor:.2f} s")
-
-    def run(label: str, at: datetime, bound: int | None, keep: bool) -> None:
-        saved = dict(store.documents)
-        store.listings, store.listing_seconds, store.downloads = 0, 0.0, 0
-        report = CacheCollector(store, store.layout, policy, clock=lambda: at, max_deletes=bound).collect()
-        assert report.complete, report
-        if not keep:
-            store.documents = saved
-        recheck = store.listing_seconds
-        print(
-            f"{label:<26}: {report.duration_seconds:6.2f} s (ratio {report.duration_seconds / floor:5.2f}); "
-            f"deleted {report.blobs_deleted:,}, recorded {report.blobs_candidates:,}; "
-            f"{report.manifest_listings} manifest listings ({store.listings} re-checks, {recheck:.2f} s, "
-            f"ratio {recheck / floor:.2f}), {report.manifests_reread} manifests read again"
-        )
-
-    run("recording run", NOW, None, keep=True)
-    run("deleting run, unbounded", NOW + 2 * HOUR, None, keep=False)
-    run(f"deleting run, <= {max_deletes:,}", NOW + 2 * HOUR, max_deletes, keep=True)
-
-
-HOUR = timedelta(hours=1)
 
 
 # --- part 2: Azurite ---------------------------------------------------------------------------
@@ -337,10 +161,10 @@ def _set_manifests(count: int) -> None:
 def _seed(container: Any, layout: CacheLayout, blobs: int) -> list[str]:
     """``blobs`` blobs, a fifth referenced by MANIFESTS manifests; returns the unreferenced names."""
     rng = random.Random(2)
-    names = [layout.blob_key(_digest(rng)) for _ in range(blobs)]
+    names = [layout.blob_key(digest(rng)) for _ in range(blobs)]
     live = names[: blobs // 5]
     manifests = {
-        layout.manifest_key(f"name-{i}"): _manifest_bytes(
+        layout.manifest_key(f"name-{i}"): manifest_bytes(
             rng, [n.removeprefix(layout.blobs_prefix) for n in live[i::MANIFESTS]]
         )
         for i in range(MANIFESTS)
@@ -412,32 +236,74 @@ def _one_by_one(container: Any, layout: CacheLayout, doomed: list[str]) -> int:
     return len(doomed)
 
 
-def azurite_part(blobs: int) -> None:
+def _bounded_lap(container: Any, layout: CacheLayout, doomed: list[str]) -> int:
+    """The deleting lap as bounded runs (500 deletes each), 500 names a listing page."""
+    from shared.pruning.cache_gc import store as store_module
+    from shared.pruning.cache_gc.collector import CacheCollector
+
+    saved, store_module.LIST_PAGE_SIZE = store_module.LIST_PAGE_SIZE, 500
+    try:
+        store = store_module.AzureCacheStore(container, layout)
+        deleted = pages = runs = 0
+        while True:
+            report = CacheCollector(store, layout, _BENCH_POLICY, max_deletes=500).collect()
+            assert report.complete and not report.resume_token_refused, report
+            deleted, pages, runs = deleted + report.blobs_deleted, pages + report.listing_pages, runs + 1
+            if report.stopped_after is None:
+                break
+        _LAP.update(runs=runs, pages=pages)
+        assert deleted == len(doomed), (deleted, len(doomed))
+        return deleted
+    finally:
+        store_module.LIST_PAGE_SIZE = saved
+
+
+_LAP: dict[str, int] = {}
+
+
+def azurite_part(blobs: int, pairs: int) -> None:
     print(
         f"== on Azurite: {blobs:,} blobs, {MANIFESTS} manifests, {blobs - blobs // 5:,} unreferenced "
         "(a fresh Azurite per run)"
     )
-    collector, n = _timed_on_fresh_azurite(blobs, _collector, _record_candidates)
-    batch, _ = _timed_on_fresh_azurite(blobs, _list_and_batch)
+    counted: list[int] = []
+
+    def collector() -> float:
+        seconds, deleted = _timed_on_fresh_azurite(blobs, _collector, _record_candidates)
+        counted.append(deleted)
+        return seconds
+
+    def batch() -> float:
+        return _timed_on_fresh_azurite(blobs, _list_and_batch)[0]
+
+    results = paired(batch, collector, pairs)
     single, _ = _timed_on_fresh_azurite(blobs, _one_by_one)
-    print(f"collector                        : {collector:6.2f} s  ({n / collector:,.0f} deletions/s)")
+    floor = statistics.median(f for f, _ in results)
+    collected = statistics.median(c for _, c in results)
+    rate = counted[0] / collected
+    print(f"collector                        : {collected:6.2f} s median ({rate:,.0f} deletions/s)")
+    print(f"(a) list + batch delete, no logic: {floor:6.2f} s median")
+    print(f"collector/(a): {ratios_line(results)} (goal <= 1.5)")
     print(
-        f"(a) list + batch delete, no logic: {batch:6.2f} s  "
-        f"ratio collector/(a) {collector / batch:.2f} (goal <= 1.5)"
+        f"(b) delete one by one            : {single:6.2f} s; "
+        f"collector/(b) {collected / single:.2f} (goal < 1)"
     )
+    lap, _ = _timed_on_fresh_azurite(blobs, _bounded_lap, _record_candidates)
     print(
-        f"(b) delete one by one            : {single:6.2f} s  "
-        f"ratio collector/(b) {collector / single:.2f} (goal < 1)"
+        f"deleting lap, runs of <= 500 deletes: {lap:.2f} s in {_LAP['runs']} runs, ratio to (a) "
+        f"{lap / floor:.2f}; {_LAP['pages']} listing pages of 500 (the container: {-(-blobs // 500)})"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["plan", "runs", "azurite", "all"], default="all")
+    parser.add_argument("--part", choices=["plan", "runs", "cycle", "azurite", "all"], default="all")
     parser.add_argument("--blobs", type=int, default=1_000_000, help="listing size for planning")
+    parser.add_argument("--pairs", type=int, default=3, help="paired floor/collector runs per figure")
     parser.add_argument("--azurite-blobs", type=int, default=3000, help="blobs per Azurite run")
     parser.add_argument("--azurite-manifests", type=int, default=MANIFESTS, help="manifests on Azurite")
     parser.add_argument("--max-deletes", type=int, default=25_600, help="the bounded deleting run's bound")
+    parser.add_argument("--max-seconds", type=float, default=60, help="the cycle's bound per run")
     parser.add_argument("--child", choices=["floor", "plan"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     _set_manifests(args.azurite_manifests)
@@ -445,11 +311,17 @@ def main() -> None:
         print(json.dumps(_child(args.child, args.blobs)))
         return
     if args.part in ("plan", "all"):
-        plan_part(args.blobs)
-    if args.part in ("plan", "runs", "all"):
-        runs_part(args.blobs, args.max_deletes)
+        plan_part(args.blobs, args.pairs)
+    if args.part in ("runs", "all"):
+        runs_part(args.blobs, args.max_deletes, args.pairs)
+    if args.part in ("cycle", "all"):
+        cycle_part(args.blobs, args.max_seconds, TIMER_LIMIT)
     if args.part in ("azurite", "all"):
-        azurite_part(args.azurite_blobs)
+        azurite_part(args.azurite_blobs, args.pairs)
+
+
+# host.json's functionTimeout for the prune_cache timer (shared.pruning.cache_gc.prune).
+TIMER_LIMIT = 300.0
 
 
 if __name__ == "__main__":

@@ -15,9 +15,24 @@ ROOT = Path(__file__).resolve().parents[1]
     ("module", "arguments", "expected"),
     [
         ("bench.ingest", ["--count", "120"], "ratio handler / floor"),
-        ("bench.coalesce", ["--pushes", "20"], "runs started, quiet period"),
+        (
+            "bench.coalesce",
+            ["--pushes", "20", "--queued", "100", "300", "--calls", "10"],
+            "ratio look-ahead / dispatch",
+        ),
         ("bench.coldstart", ["--runs", "3"], "ratio app / azure.functions"),
-        ("bench.cache_gc", ["--part", "plan", "--blobs", "2000"], "collector"),
+        ("bench.cache_gc", ["--part", "plan", "--blobs", "2000", "--pairs", "1"], "collector/floor ratio"),
+        (
+            "bench.cache_gc",
+            ["--part", "runs", "--blobs", "2000", "--pairs", "1", "--max-deletes", "300"],
+            "deleting run, <= 300",
+        ),
+        ("bench.cache_gc", ["--part", "cycle", "--blobs", "60000", "--max-seconds", "30"], "deleting lap"),
+        (
+            "bench.cache_gc",
+            ["--part", "azurite", "--azurite-blobs", "300", "--azurite-manifests", "20", "--pairs", "1"],
+            "deleting lap, runs of",
+        ),
         ("bench.render", ["--renders", "5", "--rounds", "1"], "ratio pure / C"),
         ("bench.queue_scale", ["--sizes", "200", "1000", "--repeats", "5"], "ratio at 1000 vs 200 queued"),
         ("bench.burst", ["--pushes", "8", "--clients", "2", "--timeout", "120"], "ratio serve / floor"),

@@ -25,7 +25,7 @@ from shared.pruning.cache_gc.layout import (
     parse_manifest,
 )
 from shared.pruning.cache_gc.planner import BlobDecision, MarkSweepPlanner, Policy
-from shared.pruning.cache_gc.store import DeleteOutcome
+from shared.pruning.cache_gc.store import BlobPage, DeleteOutcome
 
 FIXTURE = Path(__file__).parent / "fixtures" / "buildkit-azblob-cache"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -271,15 +271,25 @@ class MemoryStore:
         found = self.items.get(key)
         return None if found is None else (found[0], found[3], found[2])
 
-    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
+    def blob_pages(self, token: str | None = None) -> Iterator[BlobPage]:
+        """Azurite's tokens: a page's ``NextMarker`` is its last name, the next lists names after it."""
         self.before_read()
         listing = self._listing(self.layout.blobs_prefix)  # a snapshot, as a paged listing may be
+        if token is not None:
+            listing = [b for b in listing if b.name > token]
         for start in range(0, len(listing), self.page_size):
-            yield listing[start : start + self.page_size]
+            page = listing[start : start + self.page_size]
+            more = start + self.page_size < len(listing)
+            yield BlobPage(page, token, page[-1].name if more else None)
+            token = page[-1].name
             self.before_read()
 
-    def write_blob(self, key: str, data: bytes) -> None:
+    def write_blob(self, key: str, data: bytes, *, etag: str | None = None, force: bool = False) -> bool:
+        current = self.items.get(key)
+        if not force and (current[3] if current is not None else None) != etag:
+            return False
         self.put(key, data, NOW)
+        return True
 
     def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
         assert len(blobs) <= 256
@@ -320,7 +330,7 @@ def as_if_recorded(store: MemoryStore) -> None:
         e.name[start:]: Candidate(e.etag, NOW - 1000 * HOUR)
         for e in store._listing(store.layout.blobs_prefix)
     }
-    store.write_blob(store.layout.candidates_key, render_candidates(recorded))
+    store.write_blob(store.layout.candidates_key, render_candidates(recorded), force=True)
 
 
 def test_a_corrupt_manifest_stops_everything() -> None:

@@ -26,7 +26,7 @@ from shared.pruning.cache_gc.collector import CacheCollector
 from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout
 from shared.pruning.cache_gc.planner import Policy
 from shared.pruning.cache_gc.prune import prune_on_schedule
-from shared.pruning.cache_gc.store import AzureCacheStore, DeleteOutcome
+from shared.pruning.cache_gc.store import AzureCacheStore, BlobPage, DeleteOutcome
 from tests.support.azurite import AzuriteServer
 from tests.support.ports import free_port
 from tests.support.timer_parts import timer_parts
@@ -211,15 +211,15 @@ class ExportDuringListing:
     def read_manifest(self, key: str) -> tuple[bytes, str, datetime] | None:
         return self.inner.read_manifest(key)
 
-    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
-        for page in self.inner.blob_pages():
+    def blob_pages(self, token: str | None = None) -> Iterator[BlobPage]:
+        for page in self.inner.blob_pages(token):
             yield page  # classified by the collector before the generator resumes
             if not self.exported:
                 upload(self.container_client, self.key, self.manifest)
                 self.exported = True
 
-    def write_blob(self, key: str, data: bytes) -> None:
-        self.inner.write_blob(key, data)
+    def write_blob(self, key: str, data: bytes, *, etag: str | None) -> bool:
+        return self.inner.write_blob(key, data, etag=etag)
 
     def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
         return self.inner.delete(blobs)

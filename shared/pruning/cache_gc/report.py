@@ -60,6 +60,15 @@ class CacheReport(BaseModel):
     stopped_after: str | None = Field(
         default=None, description="The run reached max_deletes/max_seconds here; the next resumes after it."
     )
+    listing_pages: int = Field(default=0, description="Blob listing pages requested by the sweep.")
+    resume_token_refused: bool = Field(
+        default=False,
+        description="The service refused the stored listing token: the sweep listed from the start.",
+    )
+    state_conflict: bool = Field(
+        default=False,
+        description="Another run replaced the candidates document meanwhile: this run's was not written.",
+    )
     complete: bool = Field(default=False, description="False when the sweep was stopped (see error).")
     error: str | None = None
     names: list[NameReport] = Field(default_factory=list)

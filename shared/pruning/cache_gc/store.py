@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from shared.platform.errors import ServiceError
@@ -31,6 +31,25 @@ _BATCH_UNSUPPORTED = frozenset({400, 405, 501})
 
 class CacheStoreError(ServiceError):
     """Storage cannot be used (missing container, no access); one line for the operator."""
+
+
+class ListingTokenRefusedError(Exception):
+    """The service refused a stored continuation token: the caller lists from the start instead."""
+
+
+class BlobPage(NamedTuple):
+    """One List Blobs page, with the continuation tokens that list it again and the page after it.
+
+    A token is the service's ``NextMarker``, "an opaque string value" to the client, passed back as
+    ``marker`` for the next page (https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources,
+    "Retrieve partial list results with markers"); listings are "in alphabetical order" (same
+    page), so a page listed again from its token starts where it started before, minus what was
+    deleted, plus what was created there since.
+    """
+
+    blobs: Sequence[BlobEntry]
+    token: str | None  # lists this page again (None: the first page)
+    next_token: str | None  # lists the page after it (None: this was the last page)
 
 
 class DeleteOutcome(Enum):
@@ -59,12 +78,15 @@ class CacheStore(Protocol):
         """Content, ETag and last-modified time of one manifest; None if it no longer exists."""
         ...
 
-    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
-        """The blobs under the blobs prefix, one listing page at a time."""
+    def blob_pages(self, token: str | None = None) -> Iterator[BlobPage]:
+        """The blobs under the blobs prefix, one listing page at a time, from ``token`` (a page's
+        ``token`` or ``next_token`` of an earlier listing) or from the start. Raises
+        ``ListingTokenRefusedError`` (before any page) when the service refuses ``token``."""
         ...
 
-    def write_blob(self, key: str, data: bytes) -> None:
-        """Create or replace one blob (the collector's candidates document)."""
+    def write_blob(self, key: str, data: bytes, *, etag: str | None) -> bool:
+        """Write one blob (the collector's candidates document) only if it is unchanged: its ETag
+        is still ``etag``, or (``etag`` None) it does not exist. False when that condition failed."""
         ...
 
     def delete(self, blobs: Sequence[BlobEntry]) -> list[DeleteOutcome]:
@@ -122,11 +144,62 @@ class AzureCacheStore:
             return None
         return data, _quoted(downloader.properties.etag), downloader.properties.last_modified
 
-    def blob_pages(self) -> Iterator[Sequence[BlobEntry]]:
-        return self._pages(self._layout.blobs_prefix)
+    def blob_pages(self, token: str | None = None) -> Iterator[BlobPage]:
+        """``list_blobs(...).by_page(continuation_token=token)``: azure-core's ``PageIterator``
+        (azure/core/paging.py, ``__next__``) fetches a page with its ``continuation_token`` and then
+        sets that attribute to the token the page returned; the blob listing's page iterator sends
+        the token as ``marker`` and returns the response's ``next_marker`` (azure-storage-blob
+        12.31, azure/storage/blob/_list_blobs_helper.py, ``BlobPropertiesPaged._get_next_cb`` and
+        ``_extract_data_cb``). So before each page the attribute lists that page, after it the next.
 
-    def write_blob(self, key: str, data: bytes) -> None:
-        self._client.upload_blob(key, data, overwrite=True)
+        (The 2026-02-06 service version adds ``startFrom``, a name to list from, and this SDK has
+        ``start_from``; Azurite 3.35 implements API 2025-11-05 and would ignore it, and the token
+        works on every version.) The error a refused marker returns is not documented: a 400 to
+        the first request, the only one that carries a stored token, is taken as a refusal.
+        """
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        pages = self._client.list_blobs(
+            name_starts_with=self._layout.blobs_prefix, results_per_page=LIST_PAGE_SIZE
+        ).by_page(continuation_token=token)
+        current = token
+        while True:
+            try:
+                page = next(pages, None)
+            except ResourceNotFoundError as exc:
+                raise CacheStoreError(f"container {self.container!r} does not exist") from exc
+            except HttpResponseError as exc:
+                if current is not None and current == token and exc.status_code == 400:
+                    raise ListingTokenRefusedError(str(exc).splitlines()[0]) from exc
+                raise
+            if page is None:
+                return
+            blobs = [BlobEntry(p.name, p.size, p.last_modified, _quoted(p.etag)) for p in page]
+            following: str | None = getattr(pages, "continuation_token", None) or None
+            yield BlobPage(blobs, current, following)
+            if following is None:
+                return
+            current = following
+
+    def write_blob(self, key: str, data: bytes, *, etag: str | None) -> bool:
+        """``If-Match`` the ETag read, or ``If-None-Match: *`` (the SDK's ``overwrite=False``,
+        azure/storage/blob/_upload_helpers.py) when there was none; 412 or 409 (exists): False
+        (Put Blob's conditional headers, https://learn.microsoft.com/rest/api/storageservices/put-blob)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            if etag is None:
+                self._client.upload_blob(key, data, overwrite=False)
+            else:
+                self._client.upload_blob(
+                    key, data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                return False
+            raise
+        return True
 
     def _pages(self, prefix: str) -> Iterator[list[BlobEntry]]:
         from azure.core.exceptions import ResourceNotFoundError
