@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import shutil
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -452,3 +453,107 @@ def test_slipway_render_prints_the_pull_request_task(
     assert output in printed and f"name={target.name}-pr-7," in printed
     # The same function the dispatcher renders with: the configuration read back gives the same task.
     assert load_config(config_file).target(target.name) is not None
+
+
+# --- every gate combination, as the supply-chain tests check push builds -------------------------
+
+GATES = {  # the target's gate settings, as YAML flow mappings' contents
+    "none": "platform_check: false",
+    "platform-check": "platform_check: true",
+    "scan": "platform_check: false, scan: {severity: [CRITICAL]}",
+    "both": "scan: {}",
+}
+TRIVY = "docker.io/aquasec/trivy:0.58.1@sha256:" + "7" * 64
+
+
+def _gated_config(gate: str, push: str) -> SlipwayConfig:
+    scratch = ", push: scratch, scratch_repository: team/app-pr" if push == "scratch" else ""
+    text = CONFIG_TEXT.replace(
+        "    pull_requests: {enabled: true, push: scratch, scratch_repository: team/app-pr}\n",
+        f"    pull_requests: {{enabled: true{scratch}}}\n"
+        f"    attestations: {{sbom: true, provenance: min}}\n"
+        + "".join(f"    {item.strip()}\n" for item in re.split(r",\s*(?![^{]*\})", GATES[gate])),
+    )
+    return parse_config(text + f"scanner: {{image: '{TRIVY}'}}\n", source="slipway.yaml")
+
+
+@pytest.mark.parametrize(("gate", "push"), [(g, p) for g in GATES for p in ("none", "scratch")])
+def test_every_gate_combination_of_a_pull_request_task(gate: str, push: str) -> None:
+    from tests.test_supply_chain_render import _ancestors
+
+    config = _gated_config(gate, push)
+    app = config.targets[0]
+    event = _event(app)
+    spec = render_run(
+        request_for_pull_request(event, config, app, decide(event, app), correlation_id="c"), config, SECRETS
+    )
+    _check_structure(spec)
+    steps = _task(spec)["steps"]
+    ids = [s["id"] for s in steps]
+    for step in steps:
+        assert "ignoreErrors" not in step
+        for shell in SHELLS:
+            subprocess.run([shell, "-n"], input=spec.scripts[f"{step['id']}.sh"], text=True, check=True)
+    everything = "".join(spec.scripts.values())
+    assert f"{REGISTRY}/team/app:" not in everything and f"{REGISTRY}/team/app@" not in everything
+    if push == "none":
+        assert ids == ["binfmt", "setup-builder", "build"]  # nothing pushed: no gate to run
+        assert "type=cacheonly" in spec.scripts["build.sh"] and "--sbom=false" in spec.scripts["build.sh"]
+        return
+    tagging = [i for i in ids if "--tag" in spec.scripts[f"{i}.sh"]]
+    if gate == "none":  # no gate: the build tags as it pushes, in the scratch repository
+        assert tagging == ["build"] and "release-tags" not in ids
+    else:
+        assert tagging == ["release-tags"] and ids[-1] == "release-tags"
+        needed = set(ids) - {"binfmt", "setup-builder", "build", "release-tags"}
+        assert needed and needed <= _ancestors(steps, "release-tags")
+    assert set(re.findall(r"--tag (\S+)", everything)) == {
+        f"{REGISTRY}/team/app-pr:pr-7",
+        f"{REGISTRY}/team/app-pr:pr-7-3f5a0c9e1b7d",
+    }
+
+
+# --- the isolation property at the renderer, over generated configurations ----------------------
+
+REF_NAMES = st.from_regex(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,30}(/[A-Za-z0-9][A-Za-z0-9_-]{0,20}){0,2}", fullmatch=True
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=TARGETS, template=TEMPLATES, base=REF_NAMES, others=st.lists(REF_NAMES, max_size=4),
+    number=st.integers(1, 10**9),
+)  # fmt: skip
+def test_a_rendered_pull_request_task_writes_no_name_any_branch_task_reads(
+    name: str, template: str, base: str, others: list[str], number: int
+) -> None:
+    assume(name != "bare")
+    config = parse_config(
+        "registry: slipway.azurecr.io\n"
+        "cache: {account_url: 'https://slipwaycache.blob.core.windows.net', auth: account-key}\n"
+        "targets:\n"
+        f"  - {{name: '{name}', repo: 'https://github.com/o/a', image: team/a, branches: ['**'],\n"
+        f"     cache: {{name: '{template}'}}, pull_requests: {{enabled: true}}}}\n"
+        "  - {name: bare, repo: 'https://github.com/o/b', image: team/b, branches: ['**'],\n"
+        "     cache: {name: '{branch}'}}\n",
+        source="slipway.yaml",
+    )
+    target = config.targets[0]
+    event = replace(_event(target, number=number, base=base), repo_urls=("https://github.com/o/a.git",))
+    spec = render_run(
+        request_for_pull_request(event, config, target, decide(event, target), correlation_id="c"),
+        config,
+        SECRETS,
+    )
+    [written] = re.findall(r"cache_to='?[^'\n]*,name=([^,']+),", spec.scripts["build.sh"])
+    assert written == f"{name}-pr-{number}"
+    trigger = Trigger(kind="push", provider="github", received_at=NOW, correlation_id="c")
+    adversarial = [f"pr-{number}", f"pr/{number}", f"{name}-pr-{number}", base, *others]
+    for branch_target in config.targets:
+        for branch in adversarial:
+            push = request_for_commit(
+                config, branch_target, ref=f"refs/heads/{branch}", commit=HEAD,
+                repo_url="https://github.com/o/x.git", trigger=trigger, default_branch=base,
+            )  # fmt: skip
+            assert written not in {push.cache.name, *push.cache.from_names}
