@@ -557,3 +557,20 @@ def test_a_rendered_pull_request_task_writes_no_name_any_branch_task_reads(
                 repo_url="https://github.com/o/x.git", trigger=trigger, default_branch=base,
             )  # fmt: skip
             assert written not in {push.cache.name, *push.cache.from_names}
+
+
+# --- config validate renders a pull request of each target that builds them ---------------------
+
+
+def test_config_validate_refuses_a_scratch_repository_that_is_a_release_repository() -> None:
+    from shared.app.config_check import check_config_text
+    from shared.model.config import ConfigError
+
+    check_config_text(CONFIG_TEXT, source="slipway.yaml")  # the PR samples of app and web render
+    with pytest.raises(ConfigError) as caught:
+        check_config_text(
+            CONFIG_TEXT.replace("image: team/docs", "image: team/app-pr"), source="slipway.yaml"
+        )
+    text = str(caught.value)
+    assert "slipway.yaml:12: targets[0].pull_requests.scratch_repository" in text
+    assert "every pull-request build would be refused" in text and "release repository" in text
