@@ -574,3 +574,11 @@ def test_config_validate_refuses_a_scratch_repository_that_is_a_release_reposito
     text = str(caught.value)
     assert "slipway.yaml:12: targets[0].pull_requests.scratch_repository" in text
     assert "every pull-request build would be refused" in text and "release repository" in text
+
+
+@given(first=TARGETS, second=TARGETS, n=st.integers(1, 10**18), m=st.integers(1, 10**18))
+def test_two_pull_requests_never_share_a_cache_name(first: str, second: str, n: int, m: int) -> None:
+    if (first, n) != (second, m):
+        assert pr_cache_name(first, n) != pr_cache_name(second, m)
+    # Also when the generated names are built to look alike: a target named like another's PR cache.
+    assert pr_cache_name(f"{first}-pr-{n}", m) != pr_cache_name(first, n)
