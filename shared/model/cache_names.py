@@ -8,7 +8,7 @@ alphabet, and as its last step rewrites a trailing ``-pr-<digits>`` to ``-pr_<di
 literally named ``pr-7`` of target ``app`` caches as ``app-pr_7``, never as ``app-pr-7``, the name
 pull request 7 of ``app`` writes. The rewrite keeps the length and the alphabet, and its result
 ends in ``_<digits>``, which the reserved suffix cannot match, so the two sets of names are disjoint
-whatever the templates, target names and refs are (``tests/test_pr_isolation.py`` holds it as a
+whatever the templates, target names and refs are (``tests/test_pr_build.py`` holds it as a
 property). The renderer checks both sides again (``shared.acr.task.pr_isolation``).
 """
 
@@ -20,7 +20,7 @@ from functools import lru_cache
 from shared.model.build_request import CACHE_NAME_RE, PR_TAG_RE
 
 # The reserved suffix of pull-request cache names; no branch or tag cache name ends with it.
-PR_CACHE_SUFFIX_RE = re.compile(r"-pr-[0-9]+$")
+PR_CACHE_SUFFIX_RE = re.compile(r"-pr-[0-9]+\Z")
 _UNSAFE_RUN_RE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_CACHE_NAME = 128
 
