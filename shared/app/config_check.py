@@ -6,8 +6,9 @@ ACR Linux agent can build, build argument values, the cache's attribute values, 
 A configuration the models accept could still have every build refused at dispatch. So a check
 renders a representative request of each target exactly as the dispatcher would
 (``run_prepare.prepare_run`` with placeholder secrets): a push of its default branch, a push of a
-tag when it builds tags, and a head build when base images or a schedule rebuild it. Each refusal
-is reported at the configuration field it comes from.
+tag when it builds tags, a head build when base images or a schedule rebuild it, and a pull
+request when its ``pull_requests:`` policy builds them. Each refusal is reported at the
+configuration field it comes from.
 
 ``check_config_file``/``check_config_text`` hand these checks to the model's loader
 (``shared.model.config.parse_checked``), which locates each finding at its line. Imported lazily
@@ -27,6 +28,8 @@ from pydantic import ValidationError
 from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError
 from shared.intake.base_images import rebuild_request
+from shared.intake.pr_policy import PullRequestDecision
+from shared.intake.pr_routing import request_for_pull_request
 from shared.intake.routing import NoImageTags, RouteResult, request_for_commit
 from shared.model.build_request import BuildRequest, Trigger, TriggerKind
 from shared.model.config import (
@@ -40,12 +43,14 @@ from shared.model.config import (
     parse_checked,
     read_config_text,
 )
+from shared.model.config.pull_requests import PullRequestPolicy
 from shared.model.default_branch import (
     default_branch_for,
     host_reports_default_branch,
     is_plain_branch,
     single_plain_branch,
 )
+from shared.model.events import PullRequestEvent
 from shared.model.repo_urls import https_clone_url, normalize_repo
 from shared.model.supply_chain import Attestations
 
@@ -107,6 +112,8 @@ def _samples(target: Target) -> Iterator[_Sample]:
 
 def _field_path(field: str, index: int, sample: _Sample) -> FieldPath:
     target: FieldPath = ("targets", index)
+    if sample.kind == "pull-request" and field.startswith("image."):
+        return (*target, "pull_requests", "scratch_repository")
     if field == "source.ref":
         return (*target, *sample.ref_path)
     if field in _TARGET_FIELDS:
@@ -180,6 +187,37 @@ def _target_problems(config: SlipwayConfig, index: int) -> Iterator[tuple[FieldP
         yield from _request_problems(config, index, sample, head)
 
 
+def _pull_request_problems(config: SlipwayConfig, index: int) -> Iterator[tuple[FieldPath, str]]:
+    """The renderer's verdict on a pull request of the target (issue #20), when it builds them."""
+    target = config.targets[index]
+    if not target.pull_requests.enabled:
+        return
+    branch, branch_path = _sample_branch(target)
+    sample = _Sample("pull-request", f"refs/heads/{branch}", branch_path, REPRESENTATIVE_COMMIT)
+    event = PullRequestEvent(
+        provider="config-check",
+        delivery_id=None,
+        received_at=_CHECKED_AT,
+        repo_urls=(target.repo,),
+        number=1,
+        action="opened",
+        head_commit=REPRESENTATIVE_COMMIT,
+        head_ref="refs/heads/slipway-check",
+        head_repo_urls=(target.repo,),
+        base_ref=sample.ref,
+        fork=False,
+    )
+    verdict = PullRequestDecision(
+        build=True, reason="check", platforms=tuple(target.pull_requests.platforms or target.platforms)
+    )
+    try:
+        build = request_for_pull_request(event, config, target, verdict, correlation_id="check")
+    except ValidationError as exc:
+        yield from _validation_problems(exc, index, sample)
+        return
+    yield from _request_problems(config, index, sample, build)
+
+
 # What stands in for a refused value so that rendering goes on to the next field (the renderer
 # stops at the first refusal; an operator wants every problem at once).
 _TARGET_STAND_INS: dict[str, object] = {
@@ -196,6 +234,7 @@ _TARGET_STAND_INS: dict[str, object] = {
     "default_branch": "main",
     "branches": ["main"],
     "tags": [],
+    "pull_requests": PullRequestPolicy(),
 }
 _MAX_ROUNDS = 24
 
@@ -238,7 +277,9 @@ def render_problems(config: SlipwayConfig) -> list[tuple[FieldPath, str]]:
         for _round in range(_MAX_ROUNDS):
             if current is None:
                 break
-            first = next(_target_problems(current, index), None)
+            first = next(_target_problems(current, index), None) or next(
+                _pull_request_problems(current, index), None
+            )
             if first is None:
                 break
             problems[first] = None

@@ -27,6 +27,13 @@ from shared.model.tags import compute_tags
 
 def request_mismatch(request: BuildRequest, config: SlipwayConfig, target: Target) -> str | None:
     """Why ``request`` asks for more than ``target`` allows, or None when it does not."""
+    if request.pull_request is not None or request.trigger.kind == "pull-request":
+        # Rendered and isolated (shared.acr.task.pr_isolation), but not run until a fork's run
+        # gets no secrets and a new head or a close cancels the older build (issue #20, 5 and 6).
+        return (
+            "pull-request builds are not enabled yet: they run once secrets are withheld from "
+            "them and a new head or a close cancels the older build (issue #20)"
+        )
     source, image = request.source, request.image
     if normalize_repo(source.repo_url) != normalize_repo(target.repo):
         return f"source.repo_url {source.repo_url!r} is not the target's repository {target.repo!r}"

@@ -13,13 +13,13 @@ from functools import lru_cache
 from typing import Literal
 
 from shared.model.build_request import (
-    CACHE_NAME_RE,
     BuildRequest,
     Cache,
     Trigger,
     TriggerKind,
     request_id,
 )
+from shared.model.cache_names import branch_cache_name
 from shared.model.config import SlipwayConfig, Target
 from shared.model.default_branch import default_branch_for
 from shared.model.events import ZERO_COMMIT, PushEvent
@@ -76,11 +76,6 @@ def _skip_directive(message: str | None) -> str | None:
     return next((d for d in SKIP_DIRECTIVES if d in lowered), None)
 
 
-def _sanitize_cache_name(value: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip(".-_")[:128]
-    return cleaned if CACHE_NAME_RE.match(cleaned) else "cache"
-
-
 def cache_names(target: Target, *, ref: str, default_branch: str | None) -> Cache:
     """Export to the ref's own cache name; import from it and the default branch's (if one is known)."""
     return _cache_names(target.cache.name, target.name, target.cache.mode, ref, default_branch)
@@ -90,12 +85,12 @@ def cache_names(target: Target, *, ref: str, default_branch: str | None) -> Cach
 def _cache_names(
     template: str, target: str, mode: Literal["min", "max"], ref: str, default_branch: str | None
 ) -> Cache:
-    # The same few branches push again and again: name them once.
-    ref_name = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
-    name = _sanitize_cache_name(template.format(target=target, branch=ref_name))
+    # The same few branches push again and again: name them once. Never a pull request's name
+    # (shared.model.cache_names says why and how).
+    name = branch_cache_name(template, target, ref)
     if default_branch is None:  # no default known: a name no export writes would only miss
         return Cache(name=name, from_names=[], mode=mode)
-    default = _sanitize_cache_name(template.format(target=target, branch=default_branch))
+    default = branch_cache_name(template, target, f"refs/heads/{default_branch}")
     return Cache(name=name, from_names=[default] if default != name else [], mode=mode)
 
 

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 SCHEMA_V1 = "slipway.build-request/v1"
 
-TriggerKind = Literal["push", "tag", "base-image", "schedule", "manual", "replay", "rerun"]
+TriggerKind = Literal["push", "tag", "base-image", "schedule", "manual", "replay", "rerun", "pull-request"]
 # Triggers that may build the head of a ref rather than a known commit: a base-image update or a
 # schedule can fire before any push of the target was seen.
 HEAD_BUILD_TRIGGERS: frozenset[str] = frozenset({"base-image", "schedule"})
@@ -39,6 +39,8 @@ REGISTRY_RE = re.compile(
 )
 BUILD_ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 CACHE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The only tags a pull-request build has: pr-<number>[-<hex of its head commit>] (issue #20).
+PR_TAG_RE = re.compile(r"^pr-([1-9][0-9]{0,18})(?:-[0-9a-f]{7,64})?$")
 
 
 def _commit_id(value: str) -> str:
@@ -157,6 +159,59 @@ class Cache(_Strict):
         return value
 
 
+class PullRequest(_Strict):
+    """The pull (merge) request a ``pull-request`` build builds (issue #20).
+
+    ``push`` says where the result goes: ``none`` builds every platform and writes only the
+    request's own cache (the renderer exports with ``type=cacheonly`` and ignores ``image``, which
+    only names what is built); ``scratch`` pushes to ``scratch_repository`` under ``pr-<number>``
+    tags only, never to the target's repository.
+    """
+
+    number: int = Field(ge=1, le=10**18, description="The request's number on its host.")
+    head_commit: str = Field(description="The head commit built (full hex id).")
+    head_ref: str = Field(description="The head branch, as a full ref (in the head repository).")
+    base_ref: str = Field(description="The base (target) branch, as a full ref.")
+    fork: bool = Field(description="The head is in another repository than the target's.")
+    push: Literal["none", "scratch"]
+    scratch_repository: str | None = Field(
+        default=None, description="Where push: scratch pushes (never the target's repository)."
+    )
+
+    @field_validator("head_commit")
+    @classmethod
+    def _head_commit(cls, value: str) -> str:
+        return _commit_id(value)
+
+    @field_validator("scratch_repository")
+    @classmethod
+    def _scratch(cls, value: str | None) -> str | None:
+        if value is not None and not OCI_REPOSITORY_RE.match(value):
+            raise ValueError("scratch_repository does not match the OCI repository grammar")
+        return value
+
+    @model_validator(mode="after")
+    def _push(self) -> PullRequest:
+        if (self.push == "scratch") != (self.scratch_repository is not None):
+            raise ValueError("scratch_repository is set exactly when push is scratch")
+        return self
+
+
+def check_pull_request(request: BuildRequest) -> None:
+    """A ``pull-request`` trigger goes with a ``pull_request`` section, its head commit and its push."""
+    pr = request.pull_request
+    if (request.trigger.kind == "pull-request") != (pr is not None):
+        raise ValueError("a pull_request section goes with trigger.kind pull-request, and only with it")
+    if pr is None:
+        return
+    if request.source.commit != pr.head_commit:
+        raise ValueError("source.commit must be the pull request's head commit")
+    if pr.push == "scratch" and request.image.repository != pr.scratch_repository:
+        raise ValueError("a pull-request build with push: scratch pushes to its scratch_repository only")
+    if any((m := PR_TAG_RE.match(tag)) is None or int(m.group(1)) != pr.number for tag in request.image.tags):
+        raise ValueError(f"a pull-request build has pr-{pr.number} tags only")
+
+
 class BuildRequest(_Strict):
     """One build. ``id`` is deterministic so Service Bus duplicate detection absorbs retries."""
 
@@ -165,6 +220,9 @@ class BuildRequest(_Strict):
     target: str
     trigger: Trigger
     source: Source
+    # For a pull-request build: pr-<number> tags only; with push: scratch in the scratch
+    # repository, with push: none the target's name of what is built, never pushed
+    # (``check_pull_request``; the renderer exports such a build to the cache only).
     image: Image
     platforms: list[str] = Field(min_length=1)
     build_args: dict[str, str] = Field(default_factory=dict)
@@ -172,6 +230,11 @@ class BuildRequest(_Strict):
     coalesce_key: str = Field(description="Requests sharing it supersede each other (target + ref).")
     attempt: int = Field(default=0, ge=0)
     replay_of: str | None = None
+    pull_request: PullRequest | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Set for trigger.kind pull-request only: the request built and where it goes.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -206,6 +269,7 @@ class BuildRequest(_Strict):
     @model_validator(mode="after")
     def _head_builds(self) -> BuildRequest:
         check_head_build(self.source.commit, self.trigger.kind)
+        check_pull_request(self)
         return self
 
     def to_json(self) -> str:

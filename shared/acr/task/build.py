@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.acr.task.pr_isolation import check_branch_caches, check_pull_request_task
 from shared.acr.task.secrets import RunSecrets
 from shared.acr.task.spec import RESULT_MARKER, RenderError
 from shared.acr.task.validate import (
@@ -62,6 +63,8 @@ class BuildValues:
     scan: ScanGate | None
     marker: str = RESULT_MARKER  # printed before every report line (RESULT_MARKER_RE)
     sbom_generator: str = ""  # the generator image as the run pulls it (set with sbom)
+    # A pull-request build with push: none: ``--output type=cacheonly``, no image, no digest.
+    cache_only: bool = False
 
     @property
     def gated(self) -> bool:
@@ -101,21 +104,15 @@ def validate_build(
         )
     context = f"{git_url}#{commit or ref}" + ("" if context_dir == "." else f":{context_dir}")
 
-    registry = check("image.registry", request.image.registry, REGISTRY_RE, "must be a registry login server")
-    repository = check(
-        "image.repository",
-        request.image.repository,
-        OCI_REPOSITORY_RE,
-        "must match the OCI repository grammar",
-    )
-    if not request.image.tags:
-        raise RenderError("image.tags", "at least one tag is required")
+    pr = request.pull_request
+    if pr is not None:  # the isolation rules of a pull-request build (its module says them)
+        check_pull_request_task(request, config, target)
+    else:
+        check_branch_caches(request)
     images: list[str] = []
-    for tag in request.image.tags:
-        check("image.tags", tag, OCI_TAG_RE, f"{tag!r} does not match the OCI tag grammar")
-        image = f"{registry}/{repository}:{tag}"
-        if image not in images:
-            images.append(image)
+    pushed_to = _image_names(request.image.registry, request.image.repository, request.image.tags, images)
+    if pr is not None and pr.push == "none":  # built and cached, pushed nowhere: no image names
+        images, pushed_to = [], ""
 
     build_args: list[tuple[str, str]] = []
     for name, value in request.build_args.items():
@@ -165,12 +162,29 @@ def validate_build(
         cache_to=cache_to,
         cache_key=use_key,
         git_auth=git_auth(git_url, target.git_token_user) if secrets.git_token else None,
-        repository=f"{registry}/{repository}",
-        sbom=target.attestations.sbom,
-        provenance=_provenance(target, build_args),
-        platform_check=target.platform_check,
-        scan=target.scan,
+        repository=pushed_to,
+        # push: none exports to the cache only: nothing to attest, inspect or scan; every platform
+        # is still built, which is the check a build that pushes nothing can have.
+        sbom=target.attestations.sbom and bool(pushed_to),
+        provenance=_provenance(target, build_args) if pushed_to else "off",
+        platform_check=target.platform_check and bool(pushed_to),
+        scan=target.scan if pushed_to else None,
+        cache_only=not pushed_to,
     )
+
+
+def _image_names(registry: str, repository: str, tags: list[str], images: list[str]) -> str:
+    """Append each ``registry/repository:tag`` to ``images``, all checked; ``registry/repository``."""
+    check("image.registry", registry, REGISTRY_RE, "must be a registry login server")
+    check("image.repository", repository, OCI_REPOSITORY_RE, "must match the OCI repository grammar")
+    if not tags:
+        raise RenderError("image.tags", "at least one tag is required")
+    for tag in tags:
+        check("image.tags", tag, OCI_TAG_RE, f"{tag!r} does not match the OCI tag grammar")
+        image = f"{registry}/{repository}:{tag}"
+        if image not in images:
+            images.append(image)
+    return f"{registry}/{repository}"
 
 
 def _provenance(target: Target, build_args: list[tuple[str, str]]) -> str:
@@ -192,6 +206,9 @@ def run_target(request: BuildRequest, config: SlipwayConfig) -> Target:
     found = config.target(request.target)
     if found is not None:
         return found
+    # A pull-request build of a target no longer configured: its release repository is unknown.
+    if request.pull_request is not None:
+        raise RenderError("target", f"{request.target!r} is not configured; its pull requests are not built")
     return Target.model_construct(
         name=request.target, repo=request.source.repo_url, image=request.image.repository
     )

@@ -199,6 +199,16 @@ def build_script(request: BuildRequest, b: BuildValues) -> str:
                 f'[ "${auth.env}" != "basic " ] || fail "cannot encode the Git token (base64)"',
             ]
         lines += [f"export {auth.env}", arg("--secret", f"id={auth.secret_id},env={auth.env}")]
+    if b.cache_only:
+        # A pull-request build with push: none: every platform is built and the cache exported,
+        # nothing is pushed. "cacheonly: doesn't export a build output, but runs the build and
+        # creates a cache" (docs.docker.com/build/exporters/, "Exporters overview").
+        lines += [
+            arg("--output", "type=cacheonly"),
+            'docker buildx build "$@" ' + q(b.context) + " </dev/null",
+            f"printf '{b.marker} built %s cache-only\\n' {q(','.join(b.platforms))}",
+        ]
+        return "\n".join(lines) + "\n"
     if b.gated:
         # No tag yet: the gate steps decide whether the release tags may point at this digest.
         output = f"type=image,name={b.repository},push-by-digest=true,name-canonical=true,push=true"
