@@ -234,7 +234,13 @@ def test_a_bitbucket_fork_gets_no_status_and_is_not_retried(
 def test_the_bitbucket_client_refuses_a_fork_even_when_asked_directly(git_host_server: GitHostServer) -> None:
     fork = PullRequestRef(number=3, head_branch="patch-1", fork=True)
     status = CommitStatus(
-        "https://bitbucket.org/atlassian/widgets", HEAD, "pending", "Building", "slipway/bb/pr", None, fork
+        "https://bitbucket.org/atlassian/widgets",
+        HEAD,
+        CommitState.PENDING,
+        "Building",
+        "slipway/bb/pr",
+        None,
+        fork,
     )
     reporter = StatusReporter(git_host_server.settings(**TOKENS), max_attempts=3, sleep=lambda _s: None)
     assert reporter.report(status) is False
