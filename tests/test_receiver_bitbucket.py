@@ -1,4 +1,4 @@
-"""The Bitbucket Cloud receiver against recorded ``repo:push`` bodies, signed by the test."""
+"""The Bitbucket Cloud receiver against recorded ``repo:push`` and ``pullrequest:updated`` bodies."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.intake.receivers.bitbucket import receive_bitbucket
+from shared.intake.receivers.bitbucket import bitbucket_reader, receive_bitbucket
 from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.receivers.signatures import hmac_sha256_hex
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
+from shared.model.events import PullRequestEvent
 from shared.platform.http import HttpRequest
 from shared.platform.queue.local import LocalQueue
 from tests.support import receiving
@@ -319,3 +320,44 @@ def test_a_payload_whose_urls_disagree_is_ignored(queue: LocalQueue, change: dic
     [ignored] = resp.body["ignored"]
     assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
     assert _queued(queue) == []
+
+
+# --- pull requests: the published pullrequest:updated (tests/fixtures/bitbucket/SOURCES.md) -----
+UPDATED = "pullrequest-updated-drone-go-scm.json"
+
+
+def test_a_published_pullrequest_updated_is_read_as_a_new_head() -> None:
+    read = bitbucket_reader("pullrequest:updated")
+    pr = read(fixture_bytes(UPDATED), "application/json", "bb-delivery", receiving.NOW)
+
+    # The values, read from the file by hand: pullrequest.id 1, source develop @ 0704fc5beccc,
+    # destination master, both sides brydzewski/foo ({bc771cbf-...}), state OPEN.
+    assert isinstance(pr, PullRequestEvent)
+    assert (pr.provider, pr.number, pr.action, pr.sender_action) == (
+        "bitbucket",
+        1,
+        "updated",
+        "pullrequest:updated",
+    )
+    assert (pr.head_commit, pr.head_commit_abbrev) == (None, "0704fc5beccc")
+    assert (pr.head_ref, pr.base_ref) == ("refs/heads/develop", "refs/heads/master")
+    assert pr.fork is False and pr.merged is False
+    assert "https://bitbucket.org/brydzewski/foo" in pr.repo_urls
+    assert pr.delivery_id == "bb-delivery"
+
+
+def test_a_published_pullrequest_updated_is_accepted_by_the_receiver(queue: LocalQueue) -> None:
+    body = fixture_bytes(UPDATED)
+    resp = receive_bitbucket(bitbucket_request(body, event_key="pullrequest:updated"), _ctx(queue))
+
+    # Authenticated and read (what it was read as: the test above); 200 while pull-request builds
+    # are not enabled, or no target builds brydzewski/foo; never refused.
+    assert resp.status in (200, 202), resp.body
+    assert resp.body["correlation_id"] == REQUEST_UUID
+
+
+def test_a_forged_pullrequest_updated_is_refused(queue: LocalQueue) -> None:
+    body = fixture_bytes(UPDATED)
+    request = bitbucket_request(body, event_key="pullrequest:updated", signature=sign(body, "not the secret"))
+    assert receive_bitbucket(request, _ctx(queue)).status == 401
+    assert queue.count() == 0

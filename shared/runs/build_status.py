@@ -3,20 +3,33 @@
 The dispatcher posts ``pending`` once a run has started; reconciliation posts the outcome when
 the run ends. Both go through ``BuildStatusNotifier`` so the wording, the link and the rules
 (no status for a dry run, nor for a build of a branch head whose commit is unknown) are the same.
+A pull-request build's status is its own (``slipway/<target>/pr``) and goes where its host shows
+it on the request (``CommitStatus.pull_request``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.model.repo_urls import https_clone_url
-from shared.runs.commit_status import CommitState, CommitStatus, StatusReporter, context_for, portal_run_url
+from shared.platform.logs import log_event
+from shared.runs.commit_status import (
+    CommitState,
+    CommitStatus,
+    PullRequestRef,
+    StatusReporter,
+    context_for,
+    portal_run_url,
+)
 
 if TYPE_CHECKING:
     from shared.model.config import SlipwayConfig
     from shared.platform.ledger import LedgerRecord
+
+logger = logging.getLogger("slipway.commit_status")
 
 _STATE_FOR_RUN = {
     "Succeeded": CommitState.SUCCESS,
@@ -66,7 +79,14 @@ def describe(record: LedgerRecord) -> str:
         who = record.cancelled_by[:60]
         return f"{run} cancelled by {who}" if record.run_id else f"Cancelled by {who} before it started"
     if status == "Succeeded":
-        return f"Built and pushed {repository}:{tags[0]}" + (f" in {took}" if took else "")
+        # A pull request's push: none build exported its cache only: its image went nowhere.
+        cache_only = (record.request.get("pull_request") or {}).get("push") == "none"
+        built = (
+            f"Built {repository}:{tags[0]}, pushed nowhere"
+            if cache_only
+            else f"Built and pushed {repository}:{tags[0]}"
+        )
+        return built + (f" in {took}" if took else "")
     if status == "Timeout":
         return f"{run} timed out" + (f" after {took}" if took else "")
     if status == "Canceled":
@@ -79,6 +99,27 @@ def describe(record: LedgerRecord) -> str:
         return f"Slipway stopped following {run}: {record.run_error or 'no outcome'}"
     platforms = ", ".join(record.request.get("platforms") or [])
     return f"Building {repository}:{tags[0]} for {platforms} ({run})"
+
+
+def _provider(record: LedgerRecord) -> str | None:
+    provider = record.request.get("trigger", {}).get("provider")
+    return provider if isinstance(provider, str) else None
+
+
+def _pull_request_of(request: Mapping[str, Any]) -> PullRequestRef | None:
+    """The request a pull-request build builds (its ``pull_request`` section), or None.
+
+    The section was checked when the request was (``BuildRequest``: its head commit is
+    ``source.commit``); this only reads it back from the record.
+    """
+    section = request.get("pull_request")
+    if not isinstance(section, Mapping):
+        return None
+    return PullRequestRef(
+        number=int(section["number"]),
+        head_branch=str(section["head_ref"]).removeprefix("refs/heads/"),
+        fork=bool(section["fork"]),
+    )
 
 
 class BuildStatusNotifier:
@@ -111,8 +152,9 @@ class BuildStatusNotifier:
         return https_clone_url(found.repo) if found is not None else None
 
     def status_for(self, record: LedgerRecord, state: CommitState) -> CommitStatus | None:
-        """None when no status applies: a dry run, a rebuild of a ref's head (no commit), or a
-        target no longer configured (no repository Slipway vouches for)."""
+        """None when no status applies: a dry run, a rebuild of a ref's head (no commit), a
+        target no longer configured (no repository Slipway vouches for), or a pull request whose
+        host has nowhere Slipway's token may put it (a Bitbucket fork's)."""
         source: Mapping[str, Any] = record.request.get("source", {})
         commit = source.get("commit")
         if record.backend != "acr" or not commit:
@@ -120,22 +162,38 @@ class BuildStatusNotifier:
         repo_url = self._configured_repo(record.target)
         if repo_url is None:
             return None
-        return CommitStatus(
+        pull_request = _pull_request_of(record.request)
+        status = CommitStatus(
             repo_url=repo_url,
             commit=commit,
             state=state,
             description=describe(record),
-            context=context_for(record.target),
+            context=context_for(record.target, pull_request=pull_request is not None),
             target_url=self._run_link(record.run_id),
+            pull_request=pull_request,
         )
+        if pull_request is not None:
+            refusal = self._reporter.refusal(status, provider_hint=_provider(record))
+            if refusal is not None:
+                log_event(
+                    logger,
+                    "commit_status_not_postable",
+                    correlation_id=record.correlation_id,
+                    target=record.target,
+                    pull_request=pull_request.number,
+                    reason=refusal,
+                )
+                return None
+        return status
 
     def notify(self, record: LedgerRecord, state: CommitState) -> bool:
         """True when the host accepted the status (False also when none applies)."""
         status = self.status_for(record, state)
         if status is None:
             return False
-        provider = record.request.get("trigger", {}).get("provider")
-        return self._reporter.report(status, provider_hint=provider, correlation_id=record.correlation_id)
+        return self._reporter.report(
+            status, provider_hint=_provider(record), correlation_id=record.correlation_id
+        )
 
     def _run_link(self, run_id: str | None) -> str | None:
         """The run in the Azure portal (never a SAS log link: a status is public to repo readers)."""

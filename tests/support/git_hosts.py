@@ -2,10 +2,10 @@
 Cloud and Gitea, so the status clients are tested over real HTTP.
 
 It records every request (method, raw path, query, headers, parsed JSON body) and answers like
-the host would: 201 with the created status for the five documented routes, 401 without any
-credential header, 404 for anything else. ``fail_next`` scripts failures (outages, throttling
-with ``Retry-After``, revoked tokens). It speaks plain HTTP on 127.0.0.1, which the clients
-accept for loopback only.
+the host would: 201 with the created status for the documented routes (Azure DevOps: a commit's
+and a pull request's), 401 without any credential header, 404 for anything else. ``fail_next``
+scripts failures (outages, throttling with ``Retry-After``, revoked tokens). It speaks plain
+HTTP on 127.0.0.1, which the clients accept for loopback only.
 
 Every API lives under one root: point ``GITHUB_API_URL``, ``GITLAB_API_URL``,
 ``AZURE_DEVOPS_API_URL``, ``BITBUCKET_API_URL`` and ``GITEA_BASE_URL`` at ``settings()``.
@@ -33,6 +33,11 @@ ROUTES: dict[str, re.Pattern[str]] = {
     "azure-devops": re.compile(
         rf"^/ado/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/git/repositories/(?P<repo>[^/]+)"
         rf"/commits/{SHA}/statuses$"
+    ),
+    # Pull Request Statuses - Create: .../repositories/{repositoryId}/pullRequests/{pullRequestId}/statuses
+    "azure-devops-pr": re.compile(
+        r"^/ado/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/git/repositories/(?P<repo>[^/]+)"
+        r"/pullRequests/(?P<number>[1-9][0-9]*)/statuses$"
     ),
     "bitbucket": re.compile(
         rf"^/bitbucket/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/{SHA}/statuses/build$"
@@ -113,7 +118,7 @@ class GitHostServer:
             return 404, {}, {"message": "404 Not Found"}
         if not any(request.headers.get(h) for h in _CREDENTIAL_HEADERS):
             return 401, {}, {"message": "401 Unauthorized"}
-        if host == "azure-devops" and request.params.get("api-version") != "7.1":
+        if host.startswith("azure-devops") and request.params.get("api-version") != "7.1":
             return 400, {}, {"message": "api-version must be 7.1"}
         if not isinstance(request.body, dict) or "state" not in request.body:
             return 400, {}, {"message": "state is required"}

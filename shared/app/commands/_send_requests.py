@@ -4,6 +4,8 @@ The routes are handlers/webhooks.py's; the signatures come from ``shared.intake.
 implementation of each rule); the secrets from the settings the receivers read. Each request
 keeps two views: what is sent, and what may be shown, every credential as ``<redacted: SETTING>``.
 The headers are the ones each provider documents for its deliveries, cited beside each builder.
+A pull request's event header is told from its body (``_send_pull_requests.event_of_file``), and
+``--pull-request`` bodies are made there too.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from shared.app.commands._send_pull_requests import event_of_file, gitea_event_type
 
 DEFAULT_URL = "http://127.0.0.1:7071/api/"
 # The routes of handlers/webhooks.py, relative to the app's /api/ prefix.
@@ -127,10 +131,12 @@ def _github(trial: Trial) -> list[Outgoing]:
         print(f"{github.SECRET_SETTING} is not set: signing with serve's local default", file=sys.stderr)
     key = key or secret(github.SECRET_SETTING)
     payload = _payload(trial.body)
-    # A ping's payload has zen and hook_id (GitHub's "ping" event); anything else defaults to push.
+    # A ping's payload has zen and hook_id (GitHub's "ping" event), a pull request's its
+    # pull_request (``event_of_file``); anything else defaults to push.
     pinged = isinstance(payload, dict) and "zen" in payload and "hook_id" in payload
     out = _post(trial)
-    out.add("X-GitHub-Event", trial.event or ("ping" if pinged else "push"))
+    event = trial.event or ("ping" if pinged else event_of_file("github", payload) or "push")
+    out.add("X-GitHub-Event", event)
     out.add("X-GitHub-Delivery", trial.delivery)
     out.add(
         "X-Hub-Signature-256",
@@ -200,8 +206,9 @@ def _bitbucket(trial: Trial) -> list[Outgoing]:
     from shared.intake.receivers.signatures import hmac_sha256_hex
 
     key = secret(bitbucket.SECRET_SETTING)
+    event = trial.event or event_of_file("bitbucket", _payload(trial.body)) or bitbucket.PUSH_EVENT
     out = _post(trial)
-    out.add(bitbucket.EVENT_HEADER, trial.event or bitbucket.PUSH_EVENT)
+    out.add(bitbucket.EVENT_HEADER, event)
     # X-Hook-UUID names the webhook, so it stays the same for every send to one URL.
     out.add("X-Hook-UUID", str(uuid.uuid5(uuid.NAMESPACE_URL, trial.url)))
     out.add("X-Request-UUID", trial.delivery)
@@ -226,12 +233,14 @@ def _gitea(trial: Trial) -> list[Outgoing]:
     key = secret(gitea.SECRET_SETTING)
     signature = hmac_sha256_hex(key.encode(), trial.body)
     shown = redacted("HMAC-SHA256 of the body with " + gitea.SECRET_SETTING)
-    event = trial.event or "push"
+    payload = _payload(trial.body)
+    event = trial.event or event_of_file("gitea", payload) or "push"
+    event_type = gitea_event_type(event, payload)  # pull_request_sync, pull_request_label...
     out = _post(trial)
     for prefix in ("X-Gitea", "X-Gogs", "X-GitHub"):
         out.add(f"{prefix}-Delivery", trial.delivery)
         out.add(f"{prefix}-Event", event)
-        out.add(f"{prefix}-Event-Type", event)
+        out.add(f"{prefix}-Event-Type", event_type)
     out.add("X-Gitea-Signature", signature, shown)
     out.add("X-Gogs-Signature", signature, shown)
     out.add("X-Hub-Signature-256", "sha256=" + signature, "sha256=" + shown)

@@ -4,7 +4,9 @@ For local trials: the sender's route, event headers and authentication, with the
 setting the receiver checks, read from the environment (where ``--settings`` puts a
 local.settings.json). A secret is never printed: a dry run and ``--json`` show each credential
 redacted. A delivery id is new for each send unless ``--delivery`` repeats one (a redelivery).
-The requests themselves are built in ``shared.app.commands._send_requests``.
+The requests themselves are built in ``shared.app.commands._send_requests``; ``--pull-request``
+makes a pull (merge) request event of the five Git hosts (``_send_pull_requests``) and sends it
+the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.app.commands._send_pull_requests import (
+    ACTIONS,
+    NotSendable,
+    PullRequestSpec,
+    pull_request_body,
+)
 from shared.app.commands._send_requests import (
     DEFAULT_URL,
     EVENT_GRID_ORIGIN,
@@ -40,12 +48,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="sign a webhook payload and send it to a running 'slipway serve' as its sender would",
         description="Send FILE to a running 'slipway serve' the way SENDER delivers it: its route, event "
         "headers and authentication (an HMAC signature, a token header, HTTP Basic, a bearer token or "
-        "the URL's ?token=), with the secret from the same setting the receiver checks. Prints the "
-        "server's answer; exits 1 when it is not 2xx.",
+        "the URL's ?token=), with the secret from the same setting the receiver checks. With "
+        "--pull-request ACTION --repo URL instead of FILE, a Git host's pull (merge) request event is made "
+        "(the shape of the host's own) and sent so. Prints the server's answer; exits 1 when it is not 2xx.",
     )
     parser.add_argument("--sender", required=True, choices=SENDERS, help="who the delivery comes from")
     parser.add_argument(
-        "file", type=Path, metavar="FILE", help="the payload, sent byte for byte ('-' for stdin)"
+        "file",
+        type=Path,
+        metavar="FILE",
+        nargs="?",
+        help="the payload, sent byte for byte ('-' for stdin); or --pull-request instead",
     )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the app's API root (default {DEFAULT_URL})")
     parser.add_argument(
@@ -60,6 +73,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dry-run", action="store_true", help="print the request(s), credentials redacted; send nothing"
     )
     parser.add_argument("--json", action="store_true", help="print requests and answers as one JSON object")
+    pr = parser.add_argument_group(
+        "pull requests", "make a pull (merge) request event of the Git host SENDER instead of reading FILE"
+    )
+    pr.add_argument("--pull-request", choices=ACTIONS, metavar="ACTION", help=f"one of {', '.join(ACTIONS)}")
+    pr.add_argument("--repo", help="the base repository, as a target's repo names it (required)")
+    pr.add_argument("--number", type=int, default=1, help="the request's number (default 1)")
+    pr.add_argument("--head", help="the head commit, 40 hex digits (default: one made up from the others)")
+    pr.add_argument("--head-branch", default="feature", help="the source branch (default feature)")
+    pr.add_argument("--base", default="main", help="the target branch (default main)")
+    pr.add_argument("--head-repo", help="the head's repository: another one makes a fork request")
+    pr.add_argument(
+        "--label", action="append", default=[], help="a label on the request (repeat; labeled adds the last)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -83,6 +109,29 @@ def _read(file: Path) -> bytes:
         raise CliError(f"{file}: {exc.strerror or exc}") from None
 
 
+def _pull_request(args: argparse.Namespace, delivery: str) -> tuple[bytes, str | None]:
+    """The body and event header of ``--pull-request``, from its options."""
+    from shared.app.cli import CliError
+
+    if args.file is not None:
+        raise CliError("FILE and --pull-request: give one or the other")
+    if args.event is not None:
+        raise CliError("--event: --pull-request sends the event its host sends for the action")
+    if not args.repo:
+        raise CliError("--pull-request needs --repo, the base repository (as a target's repo names it)")
+    spec = PullRequestSpec(
+        action=args.pull_request,
+        repo=args.repo,
+        number=args.number,
+        head=args.head,
+        head_branch=args.head_branch,
+        base_branch=args.base,
+        head_repo=args.head_repo,
+        labels=tuple(args.label),
+    )
+    return pull_request_body(args.sender, spec, delivery)
+
+
 def prepare(args: argparse.Namespace) -> list[Outgoing]:
     """The requests ``args`` ask for; any problem with them is one ``CliError`` line."""
     from shared.app.cli import CliError
@@ -92,8 +141,19 @@ def prepare(args: argparse.Namespace) -> list[Outgoing]:
     if args.delivery is not None and args.sender in _NO_DELIVERY_ID:
         raise CliError(f"--delivery: {args.sender} sends no delivery id header")
     url = _route_url(args.url, args.sender)
-    trial = Trial(args.sender, _read(args.file), url, args.event, args.delivery or str(uuid.uuid4()))
-    return build_requests(trial)
+    delivery = args.delivery or str(uuid.uuid4())
+    try:
+        if args.pull_request is not None:
+            body, event = _pull_request(args, delivery)
+        elif args.file is None:
+            raise CliError("FILE: the payload to send (or --pull-request ACTION --repo URL)")
+        elif args.repo is not None or args.head_repo is not None or args.label:
+            raise CliError("--repo, --head-repo and --label go with --pull-request")
+        else:
+            body, event = _read(args.file), args.event
+        return build_requests(Trial(args.sender, body, url, event, delivery))
+    except NotSendable as exc:
+        raise CliError(str(exc)) from None
 
 
 @dataclass(frozen=True)

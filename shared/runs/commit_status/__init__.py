@@ -1,7 +1,8 @@
 """Commit statuses: show a build's outcome on the commit, on the Git host of its repository.
 
 Slipway posts ``pending`` when it dispatches a run and ``success``/``failure``/``error`` when
-the run ends, for pushes and for rebuilds of a known commit. The link (``target_url``) is the
+the run ends, for pushes, rebuilds of a known commit and pull requests (on their head commit,
+where each host shows it on the request: ``CommitStatus.pull_request``). The link (``target_url``) is the
 run in the Azure portal (``portal_run_url``), never a SAS log URL: a status is readable by
 everyone who can read the repository, and a SAS URL is a credential. Posting is best effort:
 ``StatusReporter.report`` retries what can succeed later, logs what cannot, and never raises.
@@ -29,7 +30,9 @@ from shared.runs.commit_status.model import (
     PORTAL_URL,
     CommitState,
     CommitStatus,
+    PullRequestRef,
     StatusClient,
+    StatusNotPostable,
     StatusPostError,
     context_for,
     portal_run_url,
@@ -47,8 +50,10 @@ __all__ = [
     "GitHubStatusClient",
     "GitLabStatusClient",
     "GiteaStatusClient",
+    "PullRequestRef",
     "RepoLocation",
     "StatusClient",
+    "StatusNotPostable",
     "StatusPostError",
     "StatusReporter",
     "client_for",

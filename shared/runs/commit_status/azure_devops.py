@@ -78,6 +78,19 @@ class AzureDevOpsStatusClient:
 
     The context ``slipway/<target>`` becomes genre ``slipway`` and name ``<target>``: Azure
     DevOps identifies a status (and a branch policy's required status) by the pair.
+
+    A pull-request build's status goes to the pull request instead:
+    ``POST .../repositories/{repo}/pullRequests/{id}/statuses`` (Pull Request Statuses - Create,
+    learn.microsoft.com/rest/api/azure/devops/git/pull-request-statuses/create). That is the
+    status the PR details view shows and a branch policy's "Status checks" reads ("Customize and
+    extend pull request workflows with pull request status", Azure Repos docs); a commit status
+    is neither. The same body; "only the latest [status] is shown for each unique context". It
+    is posted to the request as a whole, without ``iterationId``: finding the iteration of a head
+    means listing the request's iterations, which needs ``vso.code`` (read code), more than the
+    ``vso.code_status`` this token has. The description names the head commit, and a new head's
+    build posts ``pending`` under the same context, replacing the older outcome. A fork's
+    request lives in the configured (target) repository like any other, so forks need nothing
+    else.
     """
 
     provider = "azure-devops"
@@ -118,9 +131,14 @@ class AzureDevOpsStatusClient:
         }
         if status.target_url:
             body["targetUrl"] = status.target_url
+        repository = f"{self.api_url}/{org}/{project}/_apis/git/repositories/{name}"
+        where = (
+            f"commits/{status.commit}"
+            if status.pull_request is None
+            else f"pullRequests/{status.pull_request.number}"
+        )
         self._http.post_json(
-            f"{self.api_url}/{org}/{project}/_apis/git/repositories/{name}/commits/{status.commit}"
-            f"/statuses?api-version={self.API_VERSION}",
+            f"{repository}/{where}/statuses?api-version={self.API_VERSION}",
             {"Authorization": self._authorization},
             body,
         )

@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from typing import ClassVar
 from urllib.parse import quote
 
-from shared.runs.commit_status.model import CommitState, CommitStatus, require_location, truncate
+from shared.runs.commit_status.model import (
+    CommitState,
+    CommitStatus,
+    StatusNotPostable,
+    require_location,
+    truncate,
+)
 from shared.runs.commit_status.transport import DEFAULT_TIMEOUT_S, Transport
 
 
@@ -25,7 +31,19 @@ class BitbucketStatusClient:
 
     Bitbucket refuses a ``key`` over 40 characters, so a longer context is shortened to a
     stable 40-character key (the pending and the final status must share it); ``url`` is
-    required, so the repository page stands in when there is no run link.
+    required, so the repository page stands in when there is no run link. "If the specified key
+    already exists, the existing status object will be overwritten" (Commit statuses, Create a
+    build status for a commit, developer.atlassian.com/cloud/bitbucket/rest/api-group-commit-
+    statuses/): a commit's statuses are keyed by ``key``.
+
+    A pull request's status needs ``refname``: "To associate a commit status to a pull request,
+    the refname field must be set to the source branch of the pull request" (the same page). A
+    commit status belongs to the repository holding the commit, and a fork's head commit is
+    the fork's: the configured repository answers 404 for it (appveyor/ci#2714, where only the
+    head repository accepted it), and Jenkins' Bitbucket Branch Source posts a request's status
+    to the head's repository (``BitbucketSCMSource.buildBitbucketClient(PullRequestSCMHead)``).
+    Slipway's token is the configured repository's and has no rights on a contributor's fork,
+    so a fork's request gets no status (``refuses``).
     """
 
     provider = "bitbucket"
@@ -66,18 +84,33 @@ class BitbucketStatusClient:
         digest = hashlib.sha256(context.encode("utf-8")).hexdigest()[:12]
         return f"{context[: cls.KEY_LIMIT - 13]}-{digest}"
 
+    @staticmethod
+    def refuses(status: CommitStatus) -> str | None:
+        """Why this host has nowhere for ``status`` that Slipway's token may write, or None."""
+        if status.pull_request is not None and status.pull_request.fork:
+            return (
+                "a fork's pull request shows the statuses of the fork's own commit, in the fork: "
+                "the configured repository's token cannot post there"
+            )
+        return None
+
     def post(self, status: CommitStatus) -> None:
+        if (reason := self.refuses(status)) is not None:
+            raise StatusNotPostable(reason)
         loc = require_location(status.repo_url, min_segments=2)
         workspace, slug = loc.segments[:2]
+        body = {
+            "key": self.key_for(status.context),
+            "state": self.STATES[status.state],
+            "name": status.context[: self.TEXT_LIMIT],
+            "url": status.target_url or f"https://bitbucket.org/{workspace}/{slug}",
+            "description": truncate(status.description, self.TEXT_LIMIT),
+        }
+        if status.pull_request is not None:
+            body["refname"] = status.pull_request.head_branch
         self._http.post_json(
             f"{self.api_url}/2.0/repositories/{quote(workspace, safe='')}/{quote(slug, safe='')}"
             f"/commit/{status.commit}/statuses/build",
             {"Authorization": self._authorization},
-            {
-                "key": self.key_for(status.context),
-                "state": self.STATES[status.state],
-                "name": status.context[: self.TEXT_LIMIT],
-                "url": status.target_url or f"https://bitbucket.org/{workspace}/{slug}",
-                "description": truncate(status.description, self.TEXT_LIMIT),
-            },
+            body,
         )

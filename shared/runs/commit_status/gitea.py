@@ -23,7 +23,14 @@ from shared.runs.commit_status.transport import DEFAULT_TIMEOUT_S, Transport
 
 
 class GiteaStatusClient:
-    """``POST {base}/api/v1/repos/{owner}/{repo}/statuses/{sha}`` (Forgejo: the same API)."""
+    """``POST {base}/api/v1/repos/{owner}/{repo}/statuses/{sha}`` (Forgejo: the same API).
+
+    A pull request's status is posted the same way, on the configured (base) repository for the
+    head commit, fork or not: Gitea reads a request's statuses from its base repository for its
+    head commit (``GetPullRequestCommitStatusState`` in services/pull/commit_status.go:
+    ``GetLatestCommitStatus(ctx, pr.BaseRepo.ID, sha, ...)``, the latest status per context), and
+    the base repository holds the head under ``refs/pull/<n>/head``.
+    """
 
     provider = "gitea"
     DESCRIPTION_LIMIT = 255  # no documented limit; one readable line

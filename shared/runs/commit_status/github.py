@@ -17,7 +17,17 @@ from shared.runs.commit_status.transport import DEFAULT_TIMEOUT_S, Transport
 
 
 class GitHubStatusClient:
-    """``POST /repos/{owner}/{repo}/statuses/{sha}``; GitHub rejects descriptions over 140 chars."""
+    """``POST /repos/{owner}/{repo}/statuses/{sha}``; GitHub rejects descriptions over 140 chars.
+
+    A pull request's status is posted the same way, on the configured (base) repository for the
+    head commit, fork or not: "commits in a pull request are available in a repository even
+    before the pull request is merged" (GitHub docs, "Checking out pull requests locally": the
+    base repository's ``refs/pull/<n>/head``), a pull request's own ``statuses_url`` is the base
+    repository's ``/statuses/<head sha>``, and the request shows its head commit's statuses in
+    its merge box and commit list ("About status checks"; its Checks tab lists check runs only,
+    not commit statuses). Statuses are per repository, commit and ``context`` ("a limit of 1000
+    statuses per sha and context within a repository", Create a commit status).
+    """
 
     provider = "github"
     DESCRIPTION_LIMIT = 140

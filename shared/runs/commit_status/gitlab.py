@@ -28,6 +28,26 @@ class GitLabStatusClient:
 
     GitLab documents 255 characters for ``description`` and ``target_url``; a longer link is
     left out rather than failing the whole status.
+
+    A merge request's status needs its ``ref`` ("The ref (branch or tag) to which the status
+    refers", docs.gitlab.com/api/commits/#set-commit-pipeline-status). Without one GitLab takes
+    the ref of the newest pipeline of the commit, else the first branch containing it, else
+    answers 404 "References for commit" (``Ci::CreateCommitStatusService#ref``,
+    app/services/ci/create_commit_status_service.rb); the status joins the newest pipeline of
+    that commit and ref, or a new ``external`` one. A merge request shows the merge-request
+    pipelines of its own ``iid`` and the source project's pipelines of its source branch at its
+    commits (``Ci::PipelinesForMergeRequestFinder#all``, app/finders/ci/
+    pipelines_for_merge_request_finder.rb). So:
+
+    * same project: ``ref`` is the source branch; the status lands in (or creates) a pipeline of
+      that branch, which the merge request shows;
+    * from a fork: the configured (target) project holds the head commit only under
+      ``refs/merge-requests/<iid>/head``, no branch contains it (no ``ref``: 404). That ref is
+      sent: the status joins the merge-request pipeline the target project runs for the head
+      ("Run pipelines in the parent project"), which the merge request shows; without one it
+      makes an external pipeline of the target project, which the merge request does not show.
+      The source project's pipelines (what it shows otherwise) are the fork's: Slipway's token
+      has, and should have, no rights there.
     """
 
     provider = "gitlab"
@@ -71,6 +91,8 @@ class GitLabStatusClient:
         }
         if status.target_url and len(status.target_url) <= self.URL_LIMIT:
             body["target_url"] = status.target_url
+        if (pr := status.pull_request) is not None:
+            body["ref"] = f"refs/merge-requests/{pr.number}/head" if pr.fork else pr.head_branch
         try:
             self._http.post_json(
                 f"{self.api_url}/projects/{project}/statuses/{status.commit}",

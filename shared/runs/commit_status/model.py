@@ -32,12 +32,32 @@ class CommitState(StrEnum):
 
 
 @dataclass(frozen=True)
+class PullRequestRef:
+    """The pull (merge) request a status is for: where each host shows a PR build's status.
+
+    ``number`` is the request's number on its host (GitLab's ``iid``, Azure DevOps'
+    ``pullRequestId``), ``head_branch`` the source branch without ``refs/heads/``, ``fork`` whether
+    that branch lives in another repository than the configured one.
+    """
+
+    number: int
+    head_branch: str
+    fork: bool
+
+
+class StatusNotPostable(Exception):
+    """The host has nowhere Slipway's token may put this status (reported, never retried)."""
+
+
+@dataclass(frozen=True)
 class CommitStatus:
     """One status for one commit, host-neutral; clients truncate fields to their host's limits.
 
     ``context`` names the status so later ones replace it (``context_for(target)``). A
     ``target_url`` that is not a plain http(s) link, or that carries credentials (user info, a
     SAS ``sig``), is dropped: statuses are public to every reader of the repository.
+    ``pull_request`` is set for a pull-request build: each client then puts the status where the
+    host shows it on the request (``commit`` is then the request's head commit).
     """
 
     repo_url: str
@@ -46,6 +66,7 @@ class CommitStatus:
     description: str
     context: str
     target_url: str | None = None
+    pull_request: PullRequestRef | None = None
 
     def __post_init__(self) -> None:
         if not COMMIT_RE.match(self.commit):
@@ -63,9 +84,18 @@ class CommitStatus:
             object.__setattr__(self, "target_url", None)
 
 
-def context_for(target: str) -> str:
-    """The status name of a target: one status per target and commit, updated in place."""
-    return f"slipway/{target}"
+def context_for(target: str, *, pull_request: bool = False) -> str:
+    """The status name of a target: one status per target and commit, updated in place.
+
+    A pull-request build's is ``slipway/<target>/pr``: every host keys a commit's statuses by this
+    name (GitHub and Gitea by context, GitLab by name, Bitbucket by key, Azure DevOps by genre and
+    name), and the commit a PR builds is often a branch head a push build of the same target
+    also builds. Its own name keeps a PR build (cache-only, or pushed to a scratch repository,
+    maybe for fewer platforms) from ever replacing the push build's status, or standing in for
+    it in a required check; a target name has no ``/``, so no target's push status is named so.
+    The number is left out so the name is fixed, as a required check needs.
+    """
+    return f"slipway/{target}/pr" if pull_request else f"slipway/{target}"
 
 
 def portal_run_url(

@@ -11,7 +11,7 @@ from typing import Any
 from shared.model.repo_urls import parse_repo_url
 from shared.platform.logs import log_event
 from shared.runs.commit_status.choose import client_for
-from shared.runs.commit_status.model import CommitStatus, StatusClient, StatusPostError
+from shared.runs.commit_status.model import CommitStatus, StatusClient, StatusNotPostable, StatusPostError
 
 logger = logging.getLogger("slipway.commit_status")
 
@@ -72,6 +72,9 @@ class StatusReporter:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 client.post(status)
+            except StatusNotPostable as exc:
+                log_event(logger, "commit_status_not_postable", reason=str(exc), **fields)
+                return False
             except StatusPostError as exc:
                 delay = self._delay(attempt, exc)
                 if not exc.retryable or attempt == self._max_attempts or delay is None:
@@ -111,6 +114,19 @@ class StatusReporter:
                 log_event(logger, "commit_status_posted", attempt=attempt, **fields)
                 return True
         return False  # pragma: no cover - the loop returns on its last attempt
+
+    def refusal(self, status: CommitStatus, *, provider_hint: str | None = None) -> str | None:
+        """Why ``status``'s host has nowhere Slipway may post it (a Bitbucket fork's request), or None.
+
+        Asked before posting so that a status that can never be posted is not retried either.
+        """
+        try:
+            client = self._client_factory(status.repo_url, provider_hint, self._settings)
+        except Exception:  # report() logs it; here it only means "no known refusal"
+            return None
+        refuses = getattr(client, "refuses", None)
+        reason = refuses(status) if callable(refuses) else None
+        return reason if isinstance(reason, str) else None
 
     def _delay(self, attempt: int, exc: StatusPostError) -> float | None:
         """Seconds before the next attempt, or None when the host asks for more than ``max_delay``."""
