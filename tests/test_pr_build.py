@@ -585,3 +585,14 @@ def test_two_pull_requests_never_share_a_cache_name(first: str, second: str, n: 
         assert pr_cache_name(first, n) != pr_cache_name(second, m)
     # Also when the generated names are built to look alike: a target named like another's PR cache.
     assert pr_cache_name(f"{first}-pr-{n}", m) != pr_cache_name(first, n)
+
+
+@given(target=TARGETS, number=st.integers(1, 10**18), template=TEMPLATES, branch=BRANCHES)
+def test_a_pull_request_cache_name_reads_back_as_its_target_and_number(
+    target: str, number: int, template: str, branch: str
+) -> None:
+    """What the cache collector reads to find the request a cache belongs to (its close expires it)."""
+    from shared.model.cache_names import parse_pr_cache_name
+
+    assert parse_pr_cache_name(pr_cache_name(target, number)) == (target, number)
+    assert parse_pr_cache_name(branch_cache_name(template, target, f"refs/heads/{branch}")) is None

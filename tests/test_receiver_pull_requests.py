@@ -421,7 +421,9 @@ def test_each_published_payload_is_answered_by_a_target_that_builds_pull_request
         assert found is not None and found.value["closed"] is True
         assert found.value["merged"] is expected["merged"]
     else:  # a label on a request that is no fork trusts nothing new; an unlabel builds nothing
-        assert ignored["reason"].endswith("its head did not move" if action == "labeled" else "nothing to build")
+        assert ignored["reason"].endswith(
+            "its head did not move" if action == "labeled" else "nothing to build"
+        )
         assert found is None
 
 
