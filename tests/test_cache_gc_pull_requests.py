@@ -61,7 +61,7 @@ def _config(container: str, keep: str = "[]") -> str:
 
 def _seed(container: ContainerClient) -> datetime:
     """The fixture's blobs, and its manifests as three names; the last upload time."""
-    last = None
+    last: datetime | None = None
     for entry in LISTING:
         if entry["name"].startswith("blobs/"):
             container.get_blob_client(entry["name"]).upload_blob(os.urandom(entry["size"]), overwrite=True)

@@ -69,6 +69,11 @@ targets:
     image: test-it/ci-thing
     branches: ["**"]
     pull_requests: {enabled: true}
+  - name: test-2
+    repo: https://bitbucket.org/anbraten/test-2
+    image: anbraten/test-2
+    branches: ["**"]
+    pull_requests: {enabled: true}
 """
 
 
@@ -378,3 +383,33 @@ def test_a_close_record_tells_the_builds_of_the_closed_request_from_those_after_
         == 2
     )
     assert read_state(store, "other", 2) is None  # per target
+
+
+def test_a_bitbucket_request_is_built_from_its_resolved_head_and_cancelled_by_its_decline(life: Life) -> None:
+    from shared.intake.receivers.bitbucket import receive_bitbucket
+    from tests.support.loopback_server import Answer, serve_loopback
+    from tests.test_receiver_pull_requests import bitbucket_request
+
+    full = "f90e18fc9d45" + "0" * 28  # the declined sample's head, as Bitbucket's API would spell it
+
+    def commits(request: object) -> Answer:
+        return Answer(200, {"Content-Type": "application/json"}, json.dumps({"hash": full}).encode())
+
+    body = fixture_bytes("bitbucket", "pullrequest-rejected-woodpecker.json")
+    with serve_loopback(commits) as port:
+        life.ctx.settings = {
+            **SETTINGS,
+            "BITBUCKET_STATUS_TOKEN": "token",
+            "BITBUCKET_API_URL": f"http://127.0.0.1:{port}",
+        }
+        # The same body under the key of a new head (no updated sample is published).
+        request_id = _accepted(
+            life.deliver(receive_bitbucket, bitbucket_request(body, "pullrequest:updated"))
+        )
+    life.settle()
+    [run] = life.runs_of(request_id)
+    assert BuildRequest.model_validate(life.record(request_id).request).source.commit == full
+    declined = life.deliver(receive_bitbucket, bitbucket_request(body, "pullrequest:rejected"))
+    assert declined.status == 200, declined.body
+    life.reconcile()
+    assert life.status(run) == "Canceled" and life.record(request_id).status is RunStatus.CANCELLED

@@ -22,7 +22,7 @@ Routing is as for pushes: the event's base repository URLs are matched against e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from shared.intake.pr_policy import decide
 from shared.intake.pr_routing import NotBuildable, request_for_pull_request
@@ -43,9 +43,9 @@ logger = logging.getLogger("slipway.webhooks.pull_requests")
 SUBJECT = "pull-request"
 # Actions that show the request is open: a request recorded closed before them is open again.
 REOPENING = frozenset({"opened", "reopened", "updated"})
-# (event, target) -> the full head commit of an event that carries an abbreviation; raises
-# ``NotBuildable`` saying why it cannot be had.
-Resolve = Callable[[PullRequestEvent, Target], str]
+# (event, target, settings) -> the full head commit of an event that carries an abbreviation;
+# raises ``NotBuildable`` saying why it cannot be had (``shared.intake.commit_lookup``).
+Resolve = Callable[[PullRequestEvent, Target, Mapping[str, str]], str]
 
 
 def targets_of(config: SlipwayConfig, repo_urls: Sequence[str]) -> list[Target]:
@@ -87,7 +87,7 @@ def answer_pull_request(
             result.ignored.append(Ignored(target.name, prefix + _record_close(event, target, store)))
             continue
         try:
-            request = _build(event, config, target, store, correlation_id, resolve, result.notes)
+            request = _build(event, config, target, store, ctx, correlation_id, resolve, result.notes)
         except NotBuildable as exc:
             result.ignored.append(Ignored(target.name, prefix + str(exc)))
             continue
@@ -129,6 +129,7 @@ def _build(
     config: SlipwayConfig,
     target: Target,
     store: StateStore | None,
+    ctx: ReceiverContext,
     correlation_id: str,
     resolve: Resolve | None,
     notes: list[str],
@@ -159,7 +160,7 @@ def _build(
                 f"the host sent an abbreviated head commit ({event.head_commit_abbrev}) and it cannot "
                 "be resolved here; nothing is built"
             )
-        head = resolve(event, target)
+        head = resolve(event, target, ctx.settings)
     notes.extend(f"{target.name}: {note}" for note in decision.notes if "abbreviated" not in note)
     return request_for_pull_request(
         event,
