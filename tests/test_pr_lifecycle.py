@@ -413,3 +413,16 @@ def test_a_bitbucket_request_is_built_from_its_resolved_head_and_cancelled_by_it
     assert declined.status == 200, declined.body
     life.reconcile()
     assert life.status(run) == "Canceled" and life.record(request_id).status is RunStatus.CANCELLED
+
+
+def test_a_close_cancels_a_build_waiting_to_retry_its_start(life: Life) -> None:
+    request_id = _accepted(life.github("opened"))
+    life.rig.clock.advance(30)  # past the quiet period
+    life.acr.fail_next(503)  # ACR refuses the start for now: a retry is scheduled
+    life.rig.drain()
+    assert life.record(request_id).status is RunStatus.RETRYING and life.acr.runs == {}
+    assert life.github("closed", delivery="gh-close").status == 200
+    life.settle()
+    record = life.record(request_id)
+    assert (record.status, record.cancelled_by) == (RunStatus.CANCELLED, "the close of pull request #2")
+    assert life.acr.runs == {}
