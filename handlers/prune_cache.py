@@ -15,4 +15,4 @@ def prune_cache(timer: func.TimerRequest) -> None:
     from shared.pruning.cache_gc.prune import prune_on_schedule
 
     rt = runtime()
-    prune_on_schedule(rt.config(), rt.settings)
+    prune_on_schedule(rt.config(), rt.settings, rt.state())

@@ -187,16 +187,19 @@ def test_old_messages_are_unchanged_and_the_section_goes_with_its_trigger() -> N
             BuildRequest.model_validate({**body, **bad})
 
 
-def test_the_dispatcher_refuses_pull_request_builds_until_they_are_wired(tmp_path: Path) -> None:
+def test_the_dispatcher_runs_a_routed_pull_request_build(tmp_path: Path) -> None:
     request = _pr_request(APP)
-    reason = request_mismatch(request, CONFIG, APP)
-    assert reason is not None and "pull-request builds are not enabled yet" in reason
+    assert request_mismatch(request, CONFIG, APP) is None
     dispatcher = Dispatcher(
-        config=lambda: CONFIG, ledger=FolderLedger(tmp_path / "ledger"), backend=DryRunBackend(), settings={}
+        config=lambda: CONFIG,
+        ledger=FolderLedger(tmp_path / "ledger"),
+        backend=DryRunBackend(),
+        settings={"SLIPWAY_CACHE_ACCOUNT_KEY": ACCOUNT_KEY},
     )
     result = dispatcher.dispatch(request.to_json(), message_id="m-1")
-    assert result.outcome is Outcome.DEAD_LETTER
-    assert result.description is not None and "pull-request builds are not enabled yet" in result.description
+    assert result.outcome is Outcome.DISPATCHED, result
+    # The same message again: the ledger holds the claim, nothing starts twice.
+    assert dispatcher.dispatch(request.to_json(), message_id="m-1").outcome is Outcome.DUPLICATE
 
 
 # --- the rendered task ------------------------------------------------------------------------
@@ -582,3 +585,14 @@ def test_two_pull_requests_never_share_a_cache_name(first: str, second: str, n: 
         assert pr_cache_name(first, n) != pr_cache_name(second, m)
     # Also when the generated names are built to look alike: a target named like another's PR cache.
     assert pr_cache_name(f"{first}-pr-{n}", m) != pr_cache_name(first, n)
+
+
+@given(target=TARGETS, number=st.integers(1, 10**18), template=TEMPLATES, branch=BRANCHES)
+def test_a_pull_request_cache_name_reads_back_as_its_target_and_number(
+    target: str, number: int, template: str, branch: str
+) -> None:
+    """What the cache collector reads to find the request a cache belongs to (its close expires it)."""
+    from shared.model.cache_names import parse_pr_cache_name
+
+    assert parse_pr_cache_name(pr_cache_name(target, number)) == (target, number)
+    assert parse_pr_cache_name(branch_cache_name(template, target, f"refs/heads/{branch}")) is None

@@ -1,7 +1,8 @@
 """Every Git host's pull/merge request events, from published payloads (tests/fixtures/*/SOURCES.md).
 
-The expected values are read from the fixture files by hand. PR builds are not enabled yet: each
-event must be read, answered 200 with an ignored reason saying so, and nothing queued.
+The expected values are read from the fixture files by hand. Each event is read, then answered as
+a target whose ``pull_requests`` policy builds its repository's requests would answer it: the
+head queued (202) when it moved or opened, a close recorded, anything else ignored with a reason.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -23,11 +25,13 @@ from shared.intake.receivers.github import sign as github_sign
 from shared.intake.receivers.gitlab import receive_gitlab
 from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.receivers.signatures import hmac_sha256_hex
+from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
 from shared.model.events import PullRequestEvent
 from shared.platform.http import HttpRequest, HttpResponse
 from shared.platform.queue.local import LocalQueue
-from tests.support.receiving import NOW, fixture_bytes, receiver_context
+from shared.platform.state import FolderStateStore
+from tests.support.receiving import DIFFERENT_REPOSITORIES, NOW, fixture_bytes, receiver_context
 from tests.support.receiving import queue as queue
 
 SECRET = "pull request secret for the tests"
@@ -336,6 +340,7 @@ CASES = [
         {
             "number": 1,
             "action": "opened",
+            "head_commit": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
             "head_ref": "refs/heads/feature/changes",
             "fork": True,
             "head_repo_urls": (),
@@ -356,19 +361,78 @@ def test_each_published_payload_is_read_as_written(case: Case) -> None:
     assert {name: getattr(event, name) for name in case.expected} == case.expected
 
 
+def _building(repo: str) -> SlipwayConfig:
+    """A target building the pull requests of ``repo``, forks included."""
+    return SlipwayConfig.model_validate(
+        {
+            "registry": "slipway.azurecr.io",
+            "targets": [
+                {
+                    "name": "app",
+                    "repo": repo,
+                    "image": "o/app",
+                    "branches": ["**"],
+                    "pull_requests": {"enabled": True, "forks": "on"},
+                }
+            ],
+        }
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_each_published_payload_is_answered_not_built(queue: LocalQueue, case: Case) -> None:
+def test_each_published_payload_is_answered_by_a_target_that_builds_pull_requests(
+    queue: LocalQueue, tmp_path: Path, case: Case
+) -> None:
     body = fixture_bytes(case.host, case.file)
-    resp = case.receive(case.request(body, case.event), _ctx(queue))
-    assert resp.status == 200, resp.body
-    assert resp.body["accepted"] == []
-    [ignored] = resp.body["ignored"]
-    assert ignored["target"] is None
+    event = case.read(body, JSON, None, NOW)
+    assert isinstance(event, PullRequestEvent)
+    state = FolderStateStore(tmp_path / "state")
+    ctx = receiver_context(queue, _building(event.repo_urls[0]), SETTINGS, state=state)
+    resp = case.receive(case.request(body, case.event), ctx)
     expected = case.expected
-    assert ignored["reason"].startswith(f"pull request #{expected['number']} {expected['action']}: ")
-    assert "pull-request builds are not enabled yet" in ignored["reason"]
+    number, action = expected["number"], expected["action"]
     if case.delivery:
         assert resp.body["correlation_id"] == case.delivery
+    [ignored] = resp.body["ignored"] or [None]
+    if case.file == "pullrequest-created-woodpecker.json":
+        # This trimmed payload names two repositories (api.bitbucket.org/team_name, user_name).
+        assert resp.status == 200 and ignored is not None
+        assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+        assert queue.count() == 0
+        return
+    if action in ("opened", "reopened", "updated"):
+        assert resp.status == 202, resp.body
+        [queued] = [BuildRequest.from_json(m.body) for m in queue.peek()]
+        head = expected["head_commit"]
+        assert isinstance(head, str)
+        assert resp.body["accepted"] == [{"id": queued.id, "target": "app", "tags": queued.image.tags}]
+        assert queued.trigger.kind == "pull-request" and queued.source.commit == head
+        assert queued.pull_request is not None and queued.pull_request.number == number
+        assert queued.image.tags == [f"pr-{number}", f"pr-{number}-{head[:12]}"]
+        assert (queued.cache.name, queued.coalesce_key) == (f"app-pr-{number}", f"app:pr-{number}")
+        return
+    assert resp.status == 200, resp.body
+    assert resp.body["accepted"] == [] and queue.count() == 0
+    assert ignored is not None and ignored["target"] == "app"
+    assert ignored["reason"].startswith(f"pull request #{number} {action}: ")
+    found = state.get(f"pull-requests/app/pr-{number}.json")
+    if action == "closed":
+        assert "recorded closed" in ignored["reason"]
+        assert found is not None and found.value["closed"] is True
+        assert found.value["merged"] is expected["merged"]
+    else:  # a label on a request that is no fork trusts nothing new; an unlabel builds nothing
+        assert ignored["reason"].endswith(
+            "its head did not move" if action == "labeled" else "nothing to build"
+        )
+        assert found is None
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.expected["action"] != "closed"][:3], ids=_id)
+def test_without_a_target_for_the_repository_nothing_is_queued(queue: LocalQueue, case: Case) -> None:
+    resp = case.receive(case.request(fixture_bytes(case.host, case.file), case.event), _ctx(queue))
+    assert resp.status == 200, resp.body
+    [ignored] = resp.body["ignored"]
+    assert ignored["target"] is None and "no target builds" in ignored["reason"]
     assert queue.count() == 0
 
 

@@ -17,9 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.dispatch.request_check import request_mismatch
+from shared.intake.pr_policy import decide
+from shared.intake.pr_routing import request_for_pull_request
 from shared.intake.routing import request_for_commit
 from shared.model.build_request import BuildRequest, Trigger
-from shared.model.config import SlipwayConfig, parse_config
+from shared.model.config import SlipwayConfig, Target, parse_config
+from shared.model.events import PullRequestEvent
 from shared.platform.ledger import RunStatus
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
@@ -162,3 +165,129 @@ def test_a_forged_queue_message_is_dead_lettered_with_the_reason_and_starts_noth
     record = found[0]
     assert (record.status, record.failure_reason) == (RunStatus.FAILED, "RequestNotAllowedForTarget")
     assert "attacker" in (record.error or "") and record.run_id is None
+
+
+# -- pull-request requests: held against the target's pull_requests policy ------------------------
+
+PR_CONFIG: SlipwayConfig = parse_config(
+    """
+registry: slipway.azurecr.io
+targets:
+  - name: web
+    repo: https://github.com/contoso/web
+    image: contoso/web
+    branches: [main, "release/*"]
+    platforms: [linux/amd64, linux/arm64]
+    build_args: {PYTHON_VERSION: "3.12"}
+    pull_requests: {enabled: true, branches: [main], push: scratch, scratch_repository: contoso/web-pr}
+  - name: api
+    repo: https://github.com/contoso/api
+    image: contoso/api
+    pull_requests: {enabled: true, forks: "on", platforms: [linux/amd64]}
+""",
+    source="slipway.yaml",
+)
+PR_WEB, PR_API = PR_CONFIG.targets
+
+
+def _pr_event(target: Target, number: int, commit: str, *, fork: bool = False) -> PullRequestEvent:
+    repo = f"https://github.com/contoso/{target.name}.git"
+    return PullRequestEvent(
+        provider="github",
+        delivery_id="d-1",
+        received_at=TRIGGER.received_at,
+        repo_urls=(repo,),
+        number=number,
+        action="opened",
+        head_commit=commit,
+        head_ref="refs/heads/feature/x",
+        head_repo_urls=("https://github.com/someone/fork.git",) if fork else (repo,),
+        base_ref="refs/heads/main",
+        fork=fork,
+    )
+
+
+def _pr_routed(target: Target = PR_WEB, number: int = 7, commit: str = COMMIT, **kw: Any) -> BuildRequest:
+    event = _pr_event(target, number, commit, **kw)
+    return request_for_pull_request(event, PR_CONFIG, target, decide(event, target), correlation_id="c")
+
+
+@given(
+    number=st.integers(1, 10**9),
+    commit=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40),
+    generation=st.integers(0, 5),
+    api=st.booleans(),
+    fork=st.booleans(),
+)
+def test_every_pull_request_request_routing_gives_passes(
+    number: int, commit: str, generation: int, api: bool, fork: bool
+) -> None:
+    target = PR_API if api else PR_WEB
+    event = _pr_event(target, number, commit, fork=fork and api)
+    request = request_for_pull_request(
+        event, PR_CONFIG, target, decide(event, target), correlation_id="c", generation=generation
+    )
+    assert request_mismatch(request, PR_CONFIG, target) is None
+
+
+def _pr_with(part: str, **changes: Any) -> Callable[[BuildRequest], BuildRequest]:
+    def change(request: BuildRequest) -> BuildRequest:
+        if part == "request":
+            return request.model_copy(update=changes)
+        return request.model_copy(update={part: getattr(request, part).model_copy(update=changes)})
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("forge", "words"),
+    [
+        (_pr_with("source", repo_url="https://github.com/attacker/web.git"), "source.repo_url"),
+        (_pr_with("source", default_branch="main"), "source.default_branch"),
+        (_pr_with("source", dockerfile="evil/Dockerfile"), "dockerfile"),
+        (_pr_with("source", ref="refs/tags/v1"), "source.ref"),
+        # the base branch of the policy (main), not another branch the target builds
+        (_pr_with("pull_request", base_ref="refs/heads/release/1.0"), "base branch 'release/1.0'"),
+        (_pr_with("pull_request", fork=True), "fork pull requests are off"),
+        (_pr_with("pull_request", push="none", scratch_repository=None), "pull_request.push"),
+        (_pr_with("image", repository="contoso/web"), "image slipway.azurecr.io/contoso/web"),
+        (_pr_with("image", registry="evil.azurecr.io"), "image evil.azurecr.io"),
+        (_pr_with("image", tags=["pr-7", "pr-7-0123456789ab"]), "image.tags ['pr-7-0123456789ab']"),
+        (_pr_with("cache", name="web-main"), "cache 'web-main'"),  # the release cache
+        (_pr_with("cache", name="web-pr-8"), "cache 'web-pr-8'"),  # another request's
+        (_pr_with("cache", from_names=["web-release-1.0"]), "cache"),
+        (_pr_with("cache", from_names=["web-pr-8"]), "cache"),
+        # a key of another build: its start would supersede (and cancel) that build
+        (_pr_with("request", coalesce_key="web:refs/heads/main"), "coalesce_key"),
+        (_pr_with("request", coalesce_key="web:pr-8"), "coalesce_key"),
+        (_pr_with("request", platforms=["linux/s390x"]), "platforms ['linux/s390x']"),
+        (_pr_with("request", build_args={"PYTHON_VERSION": "2.7"}), "build_args ['PYTHON_VERSION']"),
+    ],
+)
+def test_a_pull_request_request_asking_for_more_than_the_policy_is_refused(
+    forge: Callable[[BuildRequest], BuildRequest], words: str
+) -> None:
+    routed = _pr_routed()
+    assert request_mismatch(routed, PR_CONFIG, PR_WEB) is None
+    reason = request_mismatch(forge(routed), PR_CONFIG, PR_WEB)
+    assert reason is not None and words in reason
+
+
+def test_a_pull_request_request_is_refused_once_the_policy_is_off_or_narrower() -> None:
+    routed = _pr_routed(PR_API, fork=True)
+    assert request_mismatch(routed, PR_CONFIG, PR_API) is None
+    off = PR_API.model_copy(
+        update={"pull_requests": PR_API.pull_requests.model_copy(update={"enabled": False})}
+    )
+    reason = request_mismatch(routed, PR_CONFIG, off)
+    assert reason is not None and "pull-request builds are off" in reason
+    no_forks = PR_API.model_copy(
+        update={"pull_requests": PR_API.pull_requests.model_copy(update={"forks": "off"})}
+    )
+    reason = request_mismatch(routed, PR_CONFIG, no_forks)
+    assert reason is not None and "fork" in reason
+    # the policy's platform subset: the target's other platform is not the request's to ask for
+    wider = routed.model_copy(update={"platforms": ["linux/amd64", "linux/arm64"]})
+    api_two = PR_API.model_copy(update={"platforms": ["linux/amd64", "linux/arm64"]})
+    reason = request_mismatch(wider, PR_CONFIG, api_two)
+    assert reason is not None and "linux/arm64" in reason

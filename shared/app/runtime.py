@@ -201,8 +201,10 @@ class Runtime:
                 log_lines=AcrRunLog(backend),
                 quarantine=lambda registry: quarantine_client_from_settings(self.settings, registry),
             )
+        from shared.dispatch.pr_closed import ClosedPullRequests
         from shared.platform.ledger import export_from_settings, retention_from_settings
 
+        closed = ClosedPullRequests(self.ledger(), backend, self.state(), self._clock or _utcnow)
         return Reconciler(
             ledger=self.ledger(),
             backend=backend,
@@ -210,6 +212,7 @@ class Runtime:
             on_finished=on_finished,
             retention=retention_from_settings(self.settings),
             export=export_from_settings(self.settings),
+            cancel_if=closed.cancel_if_closed,
         )
 
     def receiver_context(self) -> ReceiverContext:

@@ -1,8 +1,9 @@
 """The dispatcher: one queue message in, at most one ACR run out (the orchestration).
 
 Order matters: validate (a message that can never succeed is refused before any side
-effect); look at the ledger (a request already started or refused is settled at once); wait
-out the quiet period; skip a request superseded by a newer one on its coalesce key; respect
+effect); look at the ledger (a request already started or refused is settled at once); cancel a
+pull-request build whose request was closed (``shared.dispatch.pr_closed``); wait out the quiet
+period; skip a request superseded by a newer one on its coalesce key; respect
 the run budgets; claim the request id in the ledger with a conditional create (a redelivered or
 duplicated message finds the claim and starts nothing); start the run; record it.
 
@@ -34,6 +35,7 @@ from shared.dispatch.failures import RetryPolicy
 from shared.dispatch.outcome import DispatchResult as DispatchResult
 from shared.dispatch.outcome import Outcome as Outcome
 from shared.dispatch.outcome import dead_letter, ledger_failed, retry_now
+from shared.dispatch.pr_closed import ClosedPullRequests
 from shared.dispatch.request_check import request_mismatch
 from shared.dispatch.retry import Rescheduler
 from shared.dispatch.started import StartedRuns
@@ -94,6 +96,7 @@ class Dispatcher:
         self._later = Rescheduler(queue, clock)
         self._claims = Claims(ledger, backend, clock, self._later)
         self._superseding = Superseding(ledger, backend)
+        self._closed = ClosedPullRequests(ledger, backend, state, clock)
         self._started = StartedRuns(
             ledger=ledger,
             backend=backend,
@@ -154,7 +157,11 @@ class Dispatcher:
             if settled is not None:
                 return settled
         if found is None or found[0].status is RunStatus.RETRYING:
-            # Nothing started yet for this request: it may still wait, be superseded or be deferred.
+            # Nothing started yet for this request: it may be of a closed pull request, still wait,
+            # be superseded or be deferred.
+            closed = self._closed.settle(request, found, message_id)
+            if closed is not None:
+                return closed
             deferred = self._defer(request, target, config, now, message_id)
             if deferred is not None:
                 return deferred

@@ -3,7 +3,8 @@
 The run exists from here on, so nothing below may turn into a retry (which could start a second
 run): the claim is settled ``dispatched``; a default-branch push becomes the target's last build
 (what base-image updates rebuild); the run is remembered on its coalesce key, and the older runs
-it supersedes are cancelled when the target asks; the Git host hears ``pending``. Each of these
+it supersedes are cancelled when the target asks (always for a pull request's: its older head is
+moot); the Git host hears ``pending``. Each of these
 is best effort: a failure is logged, and the answer stays ``dispatched``.
 """
 
@@ -148,9 +149,15 @@ class StartedRuns:
         )
 
     def _supersede_older_runs(self, request: BuildRequest, target: Target, run_id: str) -> None:
-        """Remember this run as started on its key; cancel the older ones if the target asks."""
+        """Remember this run as started on its key; cancel the older ones if the target asks.
+
+        A pull request's older build is always cancelled: nobody merges its older head, and it
+        holds a run (and writes the request's cache) for nothing. Its key is the request's own
+        (``<target>:pr-<n>``, checked by ``request_check``), so only that request's builds are.
+        """
+        cancel = target.cancel_superseded or request.pull_request is not None
         for previous in self._coalescer.record_started(request, run_id, now=self._clock()):
-            if previous.run_id is not None and previous.run_id != run_id and target.cancel_superseded:
+            if previous.run_id is not None and previous.run_id != run_id and cancel:
                 self._cancel_superseded(request, previous)
 
     def _cancel_superseded(self, request: BuildRequest, previous: Started) -> None:

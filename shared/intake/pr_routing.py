@@ -1,7 +1,7 @@
 """The BuildRequest of a pull request a target's policy decided to build (issue #20, item 3).
 
-Not wired to the queue yet: the receivers still answer "not enabled", and the dispatcher's request
-check refuses any pull-request request until secrets (item 5) and the lifecycle (item 6) are done.
+The receivers queue it (``shared.intake.receivers.pr_answers``) and the dispatcher holds it against
+the target's policy again (``shared.dispatch.request_check``).
 
 What the request carries, against a push build of the same commit:
 
@@ -14,7 +14,10 @@ What the request carries, against a push build of the same commit:
   renderer reads ``pull_request.push`` and exports to the cache only, so nothing is pushed;
 * an id of its own (the request number is part of it), so it never shares Service Bus duplicate
   detection with a push build of the same commit, and a coalesce key per request
-  (``<target>:pr-<n>``), so a new head supersedes the older build of the same request.
+  (``<target>:pr-<n>``), so a new head supersedes the older build of the same request. After the
+  request was closed and reopened, the id also holds how many closes were recorded
+  (``generation``, ``shared.runs.pull_request_state``): the reopened request's build of the same
+  head is a new build, not the cancelled one, and a retried delivery still has the same id.
 """
 
 from __future__ import annotations
@@ -41,16 +44,29 @@ def request_for_pull_request(
     *,
     correlation_id: str,
     received_at: datetime | None = None,
+    generation: int = 0,
+    head_commit: str | None = None,
 ) -> BuildRequest:
-    """The request building ``event``'s head for ``target``; raises ``NotBuildable`` when it can't."""
+    """The request building ``event``'s head for ``target``; raises ``NotBuildable`` when it can't.
+
+    ``generation``: the closes recorded for the request (0: never closed, the id as it always was);
+    ``head_commit``: the full head commit when the event only had an abbreviation (resolved).
+    """
     if not decision.build:
         raise NotBuildable(f"{target.name}: {decision.reason}")
-    if event.head_commit is None:
+    commit = event.head_commit or head_commit
+    if commit is None:
         raise NotBuildable(
             f"{target.name}: the host sent an abbreviated head commit ({event.head_commit_abbrev})"
         )
+    if event.head_commit_abbrev is not None and not commit.startswith(event.head_commit_abbrev):
+        raise NotBuildable(
+            f"{target.name}: {commit} is not the head {event.head_commit_abbrev} the host sent"
+        )
     policy = target.pull_requests
-    number, commit = event.number, event.head_commit
+    number = event.number
+    # After a reopening: a new build even of the same head (its cancelled build holds the old id).
+    reopened = (f"generation-{generation}",) if generation else ()
     platforms = list(decision.platforms or target.platforms)
     # push: none names the target's image only to say what is built: nothing is pushed (the
     # renderer exports to the cache only, from pull_request.push), and its tags are pr-<n> ones.
@@ -61,7 +77,7 @@ def request_for_pull_request(
         {
             # "pull-request" and the number: never the id of a push build of the same commit.
             "id": request_id(
-                target.name, "pull-request", str(number), commit, ",".join(platforms), policy.push
+                target.name, "pull-request", str(number), commit, ",".join(platforms), policy.push, *reopened
             ),
             "target": target.name,
             "trigger": Trigger(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from shared.model.build_request import CACHE_NAME_RE, PR_TAG_RE
+from shared.model.build_request import CACHE_NAME_RE, PR_TAG_RE, TARGET_NAME_RE
 
 # The reserved suffix of pull-request cache names; no branch or tag cache name ends with it.
 PR_CACHE_SUFFIX_RE = re.compile(r"-pr-[0-9]+\Z")
@@ -51,11 +51,27 @@ def pr_cache_name(target: str, number: int) -> str:
     return f"{target}-pr-{number}"
 
 
+def parse_pr_cache_name(name: str) -> tuple[str, int] | None:
+    """The (target, number) whose pull request writes ``name``, or None when no target's can.
+
+    The number is the digits after the last ``-pr-``; what precedes is the target, which must be a
+    target name (``app-pr-3-pr-7`` is pull request 7 of target ``app-pr-3``).
+    """
+    match = PR_CACHE_SUFFIX_RE.search(name)
+    if match is None:
+        return None
+    target, digits = name[: match.start()], match.group(0)[4:]
+    if not TARGET_NAME_RE.match(target) or digits.startswith("0") or len(digits) > 19:
+        return None
+    return target, int(digits)
+
+
 SHORT_SHA = 12
 __all__ = [
     "PR_TAG_RE",
     "branch_cache_name",
     "is_pr_cache_name",
+    "parse_pr_cache_name",
     "pr_cache_name",
     "pr_tags",
     "sanitize_cache_name",

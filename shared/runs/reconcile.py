@@ -13,6 +13,10 @@ that could not be posted leaves the record followed, so the next tick posts it a
 
 With a retention (``SLIPWAY_LEDGER_RETENTION``), each pass then expires the records not written
 for that long (``Ledger.expire``), so the ledger stops growing with history.
+
+``cancel_if`` sees every running (``dispatched``) record first and may cancel its run: the builds
+of a closed pull request (``shared.dispatch.pr_closed``). What it cancelled is then followed as
+any cancelled run, to ACR's ``Canceled``; what it could not cancel is offered again next tick.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class ReconcileReport:
     errors: list[str] = field(default_factory=list)
     throttled_for: float | None = None
     expired: int = 0
+    cancelled: list[str] = field(default_factory=list)
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,7 @@ class ReconcileReport:
             "errors": len(self.errors),
             "throttled_for": self.throttled_for,
             "expired": self.expired,
+            "cancelled": len(self.cancelled),
         }
 
 
@@ -80,8 +86,10 @@ class Reconciler:
         on_finished: Callable[[LedgerRecord, RunHandle], LedgerRecord] | None = None,
         retention: timedelta | None = None,
         export: Path | None = None,
+        cancel_if: Callable[[LedgerRecord], bool] | None = None,
     ) -> None:
-        """``on_finished`` sees each run once it ended (gates, quarantine) and may amend its record.
+        """``on_finished`` sees each run once it ended (gates, quarantine) and may amend its record;
+        ``cancel_if`` each running one first, and says whether it cancelled it (see above).
 
         ``retention``: after each pass, records not written for that long are deleted (copied to
         ``export`` first when given); None keeps them forever.
@@ -95,6 +103,7 @@ class Reconciler:
         self._on_finished = on_finished
         self._retention = retention
         self._export = export
+        self._cancel_if = cancel_if
 
     def run(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -111,6 +120,11 @@ class Reconciler:
             listed, etag = found
             report.checked += 1
             try:
+                if self._cancel(listed, report):
+                    found = self._ledger.get(listed.request_id)
+                    if found is None:
+                        continue
+                    listed, etag = found
                 self._reconcile(listed, etag, now, report)
             except TransientBackendError as exc:
                 report.errors.append(f"{listed.request_id}: {exc}")
@@ -135,6 +149,15 @@ class Reconciler:
                 report.errors.append(f"expiry: {type(exc).__name__}: {exc}")
         log_event(logger, "reconcile_pass", **report.as_log())
         return report
+
+    def _cancel(self, record: LedgerRecord, report: ReconcileReport) -> bool:
+        """Whether ``cancel_if`` cancelled this running record's run now (then read it again)."""
+        if self._cancel_if is None or record.status is not RunStatus.DISPATCHED:
+            return False
+        if not self._cancel_if(record):
+            return False
+        report.cancelled.append(record.request_id)
+        return True
 
     def _follows(self, record: LedgerRecord | RecordSummary) -> bool:
         return (

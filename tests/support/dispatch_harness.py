@@ -104,8 +104,11 @@ class Rig:
         *,
         dispatch: str = "  quiet_period: 0s",
         target_extra: str = "",
+        config: str | None = None,
     ) -> None:
-        (tmp_path / "slipway.yaml").write_text(CONFIG.format(dispatch=dispatch, target_extra=target_extra))
+        """``config``: the whole slipway.yaml instead of the rig's own (its one target)."""
+        text = config if config is not None else CONFIG.format(dispatch=dispatch, target_extra=target_extra)
+        (tmp_path / "slipway.yaml").write_text(text)
         self.clock = clock
         self.queue = LocalQueue(tmp_path / "queue.sqlite3", clock=clock)
         self.ledger = FolderLedger(tmp_path / "ledger")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from rich.progress import Progress as RichProgress
 
+    from shared.platform.state import StateStore
     from shared.pruning.cache_gc.report import CacheReport
 
 SUMMARY_FIELDS = (
@@ -32,8 +33,9 @@ def register(commands: Subparsers) -> None:
     parser = commands.add_parser(
         "cache",
         help="delete cache blobs no manifest needs, after expiring old cache names",
-        description="Expire BuildKit cache manifests (max_age, max_bytes; never keep_names), then delete "
-        "every blob no remaining manifest references and older than the grace period. Reads the cache: "
+        description="Expire BuildKit cache manifests (max_age, max_bytes, closed pull requests; never "
+        "keep_names), then delete every blob no remaining manifest references and older than the grace "
+        "period. Reads the cache: "
         "section of slipway.yaml. Storage: SLIPWAY_CACHE_CONNECTION_STRING if set, else account_url with "
         "the app's identity: SLIPWAY_CACHE_CONNECTION_STRING__clientId, else AZURE_CLIENT_ID, else "
         "DefaultAzureCredential's own (Storage Blob Data Contributor on the container).",
@@ -54,6 +56,16 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _pull_request_state() -> StateStore | None:
+    """Where the closes of pull requests are recorded (their caches expire), if there is one."""
+    from shared.app.runtime import StateFolderMissing, runtime
+
+    try:
+        return runtime().state()
+    except StateFolderMissing:
+        return None
+
+
 # Someone is waiting at a terminal: retry a blip, but not with the SDK's backoff (15 s, then
 # growing: over a minute before a dead endpoint is reported). A few seconds here.
 _CLI_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 1, "increment_base": 2}
@@ -70,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"grace": args.grace}
     if args.max_age is not None:
         overrides["max_age"] = args.max_age
-    policy = policy_for(config.cache, **overrides)
+    policy = policy_for(config.cache, state=_pull_request_state(), **overrides)
     if policy.grace.total_seconds() < config.run.timeout:
         print(
             f"warning: grace {format_duration(policy.grace)} is shorter than run.timeout "

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from pydantic import Field
 
+from shared.intake.commit_lookup import resolve_bitbucket_head
 from shared.intake.receivers.answers import Pushes
 from shared.intake.receivers.checks import (
     PayloadModel,
@@ -261,7 +262,11 @@ SENDER = Sender(
         (EVENT_HEADER,),
         frozenset({PUSH_EVENT}),
         ping=PING_EVENT,
-        others=tuple((key, PullRequests(PROVIDER, bitbucket_reader(key))) for key in BITBUCKET_EVENTS),
+        # Its head commit is abbreviated: resolved through Bitbucket's API (commit_lookup).
+        others=tuple(
+            (key, PullRequests(PROVIDER, bitbucket_reader(key), resolve=resolve_bitbucket_head))
+            for key in BITBUCKET_EVENTS
+        ),
     ),
     parse=json_body(BitbucketPush, what="push payload"),
     answer=Pushes(normalise=to_push_events, compared_urls=repository_urls, nothing_to_build=_no_changes),

@@ -1,8 +1,8 @@
 """Pull and merge request events of every Git host, read into ``PullRequestEvent`` (issue #20).
 
 Each host's spec hands its PR events here from its triage (after the same authentication as a
-push): the body is parsed and normalised, then answered. PR builds are not enabled yet, so every
-PR event is answered 200 with an ``ignored`` reason saying so and nothing reaches the queue.
+push): the body is parsed and normalised, then answered by ``shared.intake.receivers.pr_answers``
+(the builds the targets' policies allow are queued; a close is recorded).
 
 What each host sends, and how it is read:
 
@@ -36,6 +36,7 @@ from pydantic import Field, ValidationError
 
 from shared.intake.receivers.checks import PayloadModel, describe_error, parse_json, shown, unique_urls
 from shared.intake.receivers.pipeline import Deferred, Delivery, ReceiverContext, ignored_response
+from shared.intake.receivers.pr_answers import Resolve, answer_pull_request
 from shared.model.build_request import CommitId
 from shared.model.events import PullRequestAction, PullRequestEvent
 from shared.model.repo_urls import normalize_repo
@@ -43,7 +44,6 @@ from shared.platform.http import HttpRequest, HttpResponse, RequestRejected
 from shared.platform.logs import log_event
 
 logger = logging.getLogger("slipway.webhooks.pull_requests")
-NOT_ENABLED = "pull-request builds are not enabled yet: the event was read, nothing is built"
 WHAT = "pull request payload"
 # (body, media type, delivery id, received at) -> the event, or why the event is not acted on.
 Read = Callable[[bytes, str, str | None, datetime], PullRequestEvent | str]
@@ -51,10 +51,14 @@ Read = Callable[[bytes, str, str | None, datetime], PullRequestEvent | str]
 
 @dataclass(frozen=True)
 class PullRequests:
-    """A host triage's handler for its PR event: read it, then answer (not built yet)."""
+    """A host triage's handler for its PR event: read it, then answer (``pr_answers``).
+
+    ``resolve`` gives the full head commit of an event that carries an abbreviation (Bitbucket).
+    """
 
     provider: str
     read: Read
+    resolve: Resolve | None = None
 
     def __call__(self, req: HttpRequest, media_type: str, delivery: Delivery) -> Deferred:
         def answer(ctx: ReceiverContext) -> HttpResponse:
@@ -70,8 +74,7 @@ class PullRequests:
                 action=outcome.action,
                 fork=outcome.fork,
             )
-            reason = f"pull request #{outcome.number} {outcome.action}: {NOT_ENABLED}"
-            return ignored_response(delivery.correlation_id, reason)
+            return answer_pull_request(outcome, ctx, delivery, resolve=self.resolve)
 
         return answer
 

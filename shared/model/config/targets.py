@@ -160,7 +160,7 @@ class Target(StrictModel):
     )
     pull_requests: PullRequestPolicy = Field(
         default_factory=PullRequestPolicy,
-        description="Pull/merge request builds (in progress: PR events are read, not built yet).",
+        description="Pull/merge request builds: which requests are built, and where they go.",
     )
     platform_check: bool = Field(
         default=True,

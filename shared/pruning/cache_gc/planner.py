@@ -7,11 +7,12 @@ digest); blobs are classified one at a time and never collected.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 
+from shared.model.cache_names import parse_pr_cache_name
 from shared.model.globs import any_match
 from shared.pruning.cache_gc.layout import BlobEntry, CacheLayout, Manifest
 
@@ -27,6 +28,9 @@ class Policy:
     # How long a blob must have been a candidate (unreferenced, past grace, recorded by an earlier
     # run) before a run deletes it: an export in flight when it was first recorded has landed.
     settle: timedelta = timedelta(0)
+    # (target, number) -> whether that pull request was closed: its cache ``<target>-pr-<number>``
+    # then expires (issue #20). None: pull-request caches expire by age and budget only.
+    pull_request_closed: Callable[[str, int], bool] | None = None
 
 
 class Reason(StrEnum):
@@ -35,6 +39,7 @@ class Reason(StrEnum):
     KEEP_NAMES = "keep_names"  # matches keep_names: never expired
     RECENT = "recent"  # exported within max_age (and within the budget)
     MAX_AGE = "max_age"  # not exported for longer than max_age
+    PR_CLOSED = "pr_closed"  # the cache of a pull request that was closed
     MAX_BYTES = "max_bytes"  # over the budget; older exports go first
     REWRITTEN = "rewritten"  # exported again while the collector ran: kept, re-read
     DELETE_FAILED = "delete_failed"  # expired, but the delete was refused: still there, so kept
@@ -86,6 +91,8 @@ class MarkSweepPlanner:
                 self.keep(manifest, Reason.KEEP_NAMES)
             elif policy.max_age is not None and self.now - manifest.last_modified > policy.max_age:
                 self.names[manifest.name] = NameDecision(manifest, True, Reason.MAX_AGE)
+            elif self._closed_pull_request(manifest.name):
+                self.names[manifest.name] = NameDecision(manifest, True, Reason.PR_CLOSED)
             else:
                 candidates.append(manifest)
         # Most recently exported first; once one name does not fit the budget, it and every
@@ -103,6 +110,13 @@ class MarkSweepPlanner:
                 self.names[manifest.name] = NameDecision(manifest, True, Reason.MAX_BYTES)
             else:
                 self.keep(manifest, Reason.RECENT)
+
+    def _closed_pull_request(self, name: str) -> bool:
+        closed = self.policy.pull_request_closed
+        if closed is None:
+            return False
+        parsed = parse_pr_cache_name(name)
+        return parsed is not None and closed(*parsed)
 
     def keep(self, manifest: Manifest, reason: Reason) -> None:
         """Keep a manifest (also after all: rewritten during the run, or its delete refused); its

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from shared.pruning.cache_gc.planner import Policy
 
 if TYPE_CHECKING:
     from shared.model.config import CacheStorage, SlipwayConfig
+    from shared.platform.state import StateStore
     from shared.pruning.cache_gc.collector import CacheCollector, Progress
     from shared.pruning.cache_gc.report import CacheReport
 
@@ -51,14 +52,36 @@ def work_bounds(settings: Mapping[str, str]) -> tuple[int | None, int | None]:
     )
 
 
+def closed_pull_requests(store: StateStore) -> Callable[[str, int], bool]:
+    """Whether a pull request is recorded closed (``shared.runs.pull_request_state``), for the
+    planner. A document that cannot be read counts as open: the cache then waits for ``max_age``
+    or the next run, and one bad document never stops a collection."""
+    from shared.runs.pull_request_state import read_state
+
+    def closed(target: str, number: int) -> bool:
+        try:
+            state = read_state(store, target, number)
+        except Exception as exc:
+            log_event(
+                logger, "pull_request_state_unreadable", level=logging.WARNING, target=target, number=number,
+                error=str(exc),
+            )  # fmt: skip
+            return False
+        return state is not None and state.closed
+
+    return closed
+
+
 def policy_for(
     cache: CacheStorage,
     *,
     grace: timedelta | None = None,
     max_age: timedelta | None = _UNCHANGED,
     run_timeout: timedelta = DEFAULT_SETTLE,
+    state: StateStore | None = None,
 ) -> Policy:
-    """The configured policy, with the CLI's overrides."""
+    """The configured policy, with the CLI's overrides; with ``state``, the caches of closed pull
+    requests expire too."""
     effective_grace = cache.grace if grace is None else grace
     return Policy(
         grace=effective_grace,
@@ -66,6 +89,7 @@ def policy_for(
         keep_names=tuple(cache.keep_names),
         max_bytes=cache.max_bytes,
         settle=min(effective_grace, run_timeout),
+        pull_request_closed=None if state is None else closed_pull_requests(state),
     )
 
 
@@ -95,13 +119,16 @@ def collector_for(
     )
 
 
-def prune_on_schedule(config: SlipwayConfig, settings: Mapping[str, str]) -> CacheReport | None:
-    """The timer's work: nothing without a ``cache:`` section; else one run, logged as one line."""
+def prune_on_schedule(
+    config: SlipwayConfig, settings: Mapping[str, str], state: StateStore | None = None
+) -> CacheReport | None:
+    """The timer's work: nothing without a ``cache:`` section; else one run, logged as one line.
+    ``state`` holds the pull requests' closes (their caches expire)."""
     cache = config.cache
     if cache is None:
         log_event(logger, "cache_prune_skipped", reason="no cache section in the configuration")
         return None
-    policy = policy_for(cache, run_timeout=timedelta(seconds=config.run.timeout))
+    policy = policy_for(cache, run_timeout=timedelta(seconds=config.run.timeout), state=state)
     try:
         max_deletes, max_seconds = work_bounds(settings)
     except PruneSettingError as exc:

@@ -1,0 +1,163 @@
+"""What Slipway knows of a pull request's life per target: open or closed, since when (issue #20.6).
+
+The close of a pull request must cancel its pending and running builds and expire its cache, but
+the webhook that reports it should stay cheap and the cancellation must not be best effort. So the
+receiver only records the close, durably, as one small document per target and request in the
+state store (``pull-requests/<target>/pr-<number>.json``), and answers; the readers act on it:
+
+* the dispatcher settles any pull-request request of a closed request as ``cancelled`` before it
+  claims it (``shared.dispatch.pr_closed``), whichever copy or redelivery brings it;
+* the reconcile timer cancels a running build of a closed request (the same module), once per
+  tick until ACR says the run ended;
+* the cache collector expires the request's cache (``<target>-pr-<number>``).
+
+A request received before the last close is of that closed request, even once the request is
+reopened (the reopening queues a build of its own). ``closes`` counts the closes recorded: it is
+part of the id of every build asked for after a reopening, so a reopened request whose head is the
+head of the build its close cancelled builds again instead of being taken for that build (whose
+ledger record says ``cancelled``), while the same delivery retried still has the same id. A close
+delivery already applied (by its delivery id) changes nothing, so a retried close that arrives
+after a reopening does not close the request again. The document is never deleted: it is what
+keeps the ids of a reopened request apart (a few hundred bytes per request ever closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.platform.state import StateStore, update, validate_key
+
+KEY_PREFIX = "pull-requests"
+# Close deliveries remembered per request: a retry comes soon after its first delivery.
+REMEMBERED_DELIVERIES = 10
+
+
+def state_key(target: str, number: int) -> str:
+    return validate_key(f"{KEY_PREFIX}/{target}/pr-{number}.json")
+
+
+def _time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PullRequestState:
+    """One target's view of one pull request; ``closed_at`` is the last close, even once reopened."""
+
+    target: str
+    number: int
+    closed: bool = False
+    closed_at: datetime | None = None
+    head: str | None = None  # the head commit when it was closed, when the host said it in full
+    merged: bool = False
+    closes: int = 0
+    reopened_at: datetime | None = None
+    deliveries: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_document(cls, value: Mapping[str, Any]) -> PullRequestState:
+        return cls(
+            target=str(value["target"]),
+            number=int(value["number"]),
+            closed=bool(value.get("closed", False)),
+            closed_at=_time(value.get("closed_at")),
+            head=value.get("head"),
+            merged=bool(value.get("merged", False)),
+            closes=int(value.get("closes", 0)),
+            reopened_at=_time(value.get("reopened_at")),
+            deliveries=tuple(str(d) for d in value.get("deliveries") or ()),
+        )
+
+    def as_document(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "number": self.number,
+            "closed": self.closed,
+            "closed_at": None if self.closed_at is None else self.closed_at.isoformat(),
+            "head": self.head,
+            "merged": self.merged,
+            "closes": self.closes,
+            "reopened_at": None if self.reopened_at is None else self.reopened_at.isoformat(),
+            "deliveries": list(self.deliveries),
+        }
+
+    def closed_for(self, received_at: datetime) -> str | None:
+        """Why a build asked for at ``received_at`` is of a closed request; None when it is not."""
+        if self.closed_at is None:
+            return None
+        if self.closed or received_at <= self.closed_at:
+            return f"pull request #{self.number} was closed at {self.closed_at.isoformat()}"
+        return None
+
+
+def read_state(store: StateStore, target: str, number: int) -> PullRequestState | None:
+    """The document, or None when the request was never closed (nothing recorded)."""
+    found = store.get(state_key(target, number))
+    return None if found is None else PullRequestState.from_document(found.value)
+
+
+def record_close(
+    store: StateStore,
+    target: str,
+    number: int,
+    *,
+    at: datetime,
+    head: str | None,
+    merged: bool,
+    delivery_id: str | None,
+) -> PullRequestState:
+    """Record that the request closed at ``at``; a close already recorded (closed, or the same
+    delivery) changes nothing. Raises ``StateConflict`` (or the store's error) when it cannot."""
+    key = state_key(target, number)
+    result: list[PullRequestState] = []
+
+    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        result.clear()
+        known = (
+            PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
+        )
+        result.append(known)
+        if known.closed or (delivery_id is not None and delivery_id in known.deliveries):
+            return None
+        deliveries = known.deliveries if delivery_id is None else (*known.deliveries, delivery_id)
+        closed = replace(
+            known,
+            closed=True,
+            closed_at=at if known.closed_at is None else max(at, known.closed_at),
+            head=head,
+            merged=merged,
+            closes=known.closes + 1,
+            deliveries=deliveries[-REMEMBERED_DELIVERIES:],
+        )
+        result[0] = closed
+        return closed.as_document()
+
+    update(store, key, change)
+    return result[0]
+
+
+def record_open(store: StateStore, target: str, number: int, *, at: datetime) -> PullRequestState | None:
+    """A sign of life at ``at`` (opened, reopened, a new head): a request closed before is open again.
+
+    Reads only, unless the request is recorded closed before ``at``; None when nothing is recorded.
+    """
+    key = state_key(target, number)
+    result: list[PullRequestState | None] = [None]
+
+    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        known = None if current is None else PullRequestState.from_document(current)
+        result[0] = known
+        if known is None or not known.closed or known.closed_at is None or at <= known.closed_at:
+            return None
+        reopened = replace(known, closed=False, reopened_at=at)
+        result[0] = reopened
+        return reopened.as_document()
+
+    update(store, key, change)
+    return result[0]
