@@ -19,7 +19,8 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from hypothesis import given, settings
+import yaml
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.acr.run_backend import AcrBackend
@@ -464,3 +465,40 @@ def test_no_fork_run_ever_carries_the_git_token_a_build_secret_or_the_runs_own_l
     assert json.dumps(recorded).count('"loginMode": "None"') == 1 and "Default" not in json.dumps(recorded)
     assert all(login.login_server == REGISTRY for login in spec.registry_logins)
     assert TOKEN_PASSWORD not in json.dumps(recorded)
+
+
+def _scripts_of(task_yaml: str) -> list[str]:
+    """The step scripts inside the task as ACR gets it: each volume file is a launcher holding the
+    base64 of its script between its here-document lines (shared/acr/task/scripts.py)."""
+    [volume] = [v for v in yaml.safe_load(task_yaml)["volumes"] if v["name"] == "slipway"]
+    scripts = []
+    for encoded in volume["secret"].values():
+        lines = base64.b64decode(encoded).decode().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.endswith("<<'SLIPWAY_SCRIPT' | sh -eu"))
+        end = lines.index("SLIPWAY_SCRIPT")
+        scripts.append(base64.b64decode("".join(lines[start + 1 : end])).decode())
+    return scripts
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(config=CONFIGS, number=st.integers(1, 10**9))
+def test_no_fork_run_request_acr_receives_holds_a_secret_or_login_mode_default(
+    acr_server: AcrServer, config: SlipwayConfig, number: int
+) -> None:
+    """The same property on the wire: the JSON body the real SDK sends to the loopback ACR."""
+    spec = render_run(
+        _request(config.targets[0], fork=True, config=config, number=number), config, EVERYTHING
+    )
+    before = len(acr_server.requests)
+    _backend(acr_server).start(spec, request_id=f"web.fork.{number}", correlation_id="c")
+    body = acr_server.requests[before].body
+    task = base64.b64decode(body["encodedTaskContent"]).decode()
+    decoded = [task, *_scripts_of(task)]
+    for value in body["values"]:
+        decoded.append(base64.b64decode(value["value"]).decode() if value["isSecret"] else value["value"])
+    everything = json.dumps(body) + "\n".join(decoded)
+    for secret in (GIT_TOKEN, ACCOUNT_KEY, NPM_TOKEN, "GIT_AUTH", "secret_access_key"):
+        assert secret not in everything, secret
+    assert body["credentials"]["sourceRegistry"] == {"loginMode": "None"}
+    assert list(body["credentials"]["customRegistries"]) == [REGISTRY]
+    assert any("docker buildx build" in script for script in decoded)  # the scripts were read
