@@ -63,7 +63,11 @@ targets:
     branches: [main, pr-7, "pr/*"]
     default_branch: main
     platforms: [linux/amd64, linux/arm64]
-    pull_requests: {enabled: true, platforms: [linux/amd64], forks: "on"}
+    pull_requests:
+      enabled: true
+      platforms: [linux/amd64]
+      forks: "on"
+      fork_registry_token_setting: REGISTRY_TOKEN_PR
   - name: docs
     repo: https://github.com/o/docs
     image: team/docs
@@ -226,7 +230,7 @@ def _check_structure(spec: RunSpec) -> None:
 
 
 def test_push_none_builds_every_platform_into_its_own_cache_and_pushes_nothing() -> None:
-    spec = render_run(_pr_request(WEB, fork=True), CONFIG, SECRETS)
+    spec = render_run(_pr_request(WEB), CONFIG, SECRETS)
     _check_structure(spec)
     # No gate step: nothing was pushed to inspect, scan or tag.
     assert [s["id"] for s in _task(spec)["steps"]] == ["setup-builder", "build"]
@@ -267,7 +271,7 @@ def agent(tmp_path: Path, request: pytest.FixtureRequest) -> Agent:
 
 @pytest.mark.skipif(shutil.which("base64") is None, reason="needs base64 (coreutils or busybox)")
 def test_push_none_runs_on_the_agent(agent: Agent) -> None:
-    results = agent.run(render_run(_pr_request(WEB, fork=True), CONFIG, SECRETS))
+    results = agent.run(render_run(_pr_request(WEB), CONFIG, SECRETS))
     assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items()}
     assert "slipway-result: built linux/amd64 cache-only" in results["build"].stdout
     [build] = [c["argv"] for c in agent.docker_calls() if c["argv"][:2] == ["buildx", "build"]]
@@ -431,7 +435,7 @@ def test_no_rendered_pull_request_task_writes_what_a_routed_branch_task_reads(
             )
             read.update([push.cache.name, *push.cache.from_names])
     for target in (APP, WEB):
-        request = _pr_request(target, number=number, fork=target is WEB)
+        request = _pr_request(target, number=number)
         build = _script(render_run(request, CONFIG, SECRETS), "build")
         [written] = re.findall(r"cache_to='?[^'\n]*,name=([^,']+),", build)
         assert written == f"{target.name}-pr-{number}" and written not in read
@@ -447,7 +451,7 @@ def test_slipway_render_prints_the_pull_request_task(
     config_file = tmp_path / "slipway.yaml"
     config_file.write_text(CONFIG_TEXT)
     request_file = tmp_path / "request.json"
-    request_file.write_text(_pr_request(target, fork=target is WEB).to_json())
+    request_file.write_text(_pr_request(target).to_json())
     capsys.readouterr()
     assert (
         main(["render", "--config", str(config_file), "--request-file", str(request_file), "--scripts"]) == 0

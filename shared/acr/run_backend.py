@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.acr.task import RunSpec
+from shared.acr.task.spec import SECRET_OBJECT_OPAQUE
 from shared.platform.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -280,6 +281,7 @@ class AcrBackend:
             agent_configuration=models.AgentProperties(cpu=spec.cpu),
             agent_pool_name=spec.agent_pool,
             is_archive_enabled=False,
+            credentials=_credentials(spec, models),
         )
         from azure.core.exceptions import AzureError
 
@@ -374,6 +376,31 @@ class AcrBackend:
             self._registry_client().runs.cancel(self.resource_group, self.registry_name, run_id)
         except AzureError as exc:
             raise _translate(exc, "runs.cancel") from exc
+
+
+def _credentials(spec: RunSpec, models: Any) -> Any:
+    """``credentials`` of the run request, or None (ACR's default login to its own registry).
+
+    A fork pull request's run (``shared.acr.task.pr_isolation``) sends ``sourceRegistry.loginMode:
+    None`` and its ACR token as ``customRegistries[<login server>]`` with Opaque SecretObjects (the
+    shape of the REST spec's example ``RegistriesScheduleRun_FileTask_WithCustomCredentials``,
+    api 2025-03-01-preview). The password travels only in this body over TLS, never in the YAML.
+    """
+    if spec.source_login_mode is None and not spec.registry_logins:
+        return None
+    source = (
+        models.SourceRegistryCredentials(login_mode=spec.source_login_mode)
+        if spec.source_login_mode is not None
+        else None
+    )
+    custom = {
+        login.login_server: models.CustomRegistryCredentials(
+            user_name=models.SecretObject(value=login.user_name, type=SECRET_OBJECT_OPAQUE),
+            password=models.SecretObject(value=login.password, type=SECRET_OBJECT_OPAQUE),
+        )
+        for login in spec.registry_logins
+    }
+    return models.Credentials(source_registry=source, custom_registries=custom or None)
 
 
 def _odata_time(value: datetime) -> str:

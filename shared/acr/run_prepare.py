@@ -8,8 +8,10 @@ secret values never reach the task text either way (they are ``{{.Values.x}}`` p
 the two tasks are equal but for the run's result marker.
 
 ``missing`` names the settings a real run lacks: the dispatcher refuses such a run (a real
-backend) or records that it could not run (the dry run). Azurite's development account, the local
-example's cache, needs no setting: its key is published.
+backend) or records that it could not run (the dry run). A fork pull request's run needs other
+settings than the target's other runs: never the Git token, the cache's only where a fork may use
+the cache, and the ACR token its policy names (``shared.acr.task.pr_isolation``). Azurite's
+development account, the local example's cache, needs no setting: its key is published.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.acr.task import RESULT_MARKER, SECRET_PLACEHOLDERS, RunSecrets, RunSpec, render_run
-from shared.acr.task.secrets import needed_slots
+from shared.acr.task.pr_isolation import is_fork_run
+from shared.acr.task.secrets import FORK_REGISTRY_TOKEN, needed_slots
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig, Target
 from shared.platform.storage import DEVELOPMENT_STORAGE_BLOB_ENDPOINT, DEVELOPMENT_STORAGE_KEY
@@ -36,26 +39,30 @@ class MissingSecret(Exception):
     """A setting the target needs for a real run is not set."""
 
 
-def secret_settings(config: SlipwayConfig, target: Target) -> dict[str, str]:
+def secret_settings(config: SlipwayConfig, target: Target, *, fork: bool = False) -> dict[str, str]:
     """RunSecrets attribute -> setting name, for every secret a run of ``target`` needs.
 
     The renderer's rule (``shared.acr.task.secrets.needed_slots``): the cache's secrets by its
     authentication, each in its fixed setting, and the Git token in the setting the target names.
+    ``fork``: a fork pull request's run, which gets no Git token and gets the policy's ACR token.
     """
     needed: dict[str, str] = {}
-    for slot in needed_slots(config, git_token=bool(target.git_token_setting)):
+    for slot in needed_slots(config, git_token=bool(target.git_token_setting), fork=fork):
         setting = slot.setting or target.git_token_setting
         if setting:
             needed[slot.attr] = setting
+    token_setting = target.pull_requests.fork_registry_token_setting
+    if fork and token_setting:
+        needed[FORK_REGISTRY_TOKEN.attr] = token_setting
     return needed
 
 
 def _lookup(
-    config: SlipwayConfig, target: Target, settings: Mapping[str, str]
+    config: SlipwayConfig, target: Target, settings: Mapping[str, str], *, fork: bool
 ) -> tuple[dict[str, str | None], list[str]]:
     values: dict[str, str | None] = {}
     missing: list[str] = []
-    for attr, setting in secret_settings(config, target).items():
+    for attr, setting in secret_settings(config, target, fork=fork).items():
         values[attr] = settings.get(setting) or None
         if values[attr] is None:
             missing.append(setting)
@@ -76,10 +83,11 @@ def _public_default(config: SlipwayConfig, attr: str) -> str | None:
 
 
 def resolve_secrets(
-    config: SlipwayConfig, target: Target, settings: Mapping[str, str], *, required: bool
+    config: SlipwayConfig, target: Target, settings: Mapping[str, str], *, required: bool, fork: bool = False
 ) -> RunSecrets:
-    """Secrets from app settings (Key Vault references in Azure); ``required``: raise on a missing one."""
-    values, missing = _lookup(config, target, settings)
+    """Secrets from app settings (Key Vault references in Azure); ``required``: raise on a missing one.
+    ``fork``: those of a fork pull request's run."""
+    values, missing = _lookup(config, target, settings, fork=fork)
     if missing and required:
         raise MissingSecret(f"setting {missing[0]} is not set")
     return RunSecrets(**values)
@@ -112,9 +120,11 @@ def prepare_run(
 
     Raises ``RenderError`` (naming the field) for a request or configuration that cannot run.
     """
-    values, _ = _lookup(config, target, settings)
+    fork = is_fork_run(request)
+    values, _ = _lookup(config, target, settings, fork=fork)
     values = {attr: value or _public_default(config, attr) for attr, value in values.items()}
-    missing = [setting for attr, setting in secret_settings(config, target).items() if values[attr] is None]
+    needed = secret_settings(config, target, fork=fork)
+    missing = [setting for attr, setting in needed.items() if values[attr] is None]
     filled = {attr: value or SECRET_PLACEHOLDERS[attr] for attr, value in values.items()}
     spec = render_run(request, config, RunSecrets(**filled), result_marker=result_marker)
     return PreparedRun(spec, tuple(missing))

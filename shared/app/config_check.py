@@ -7,8 +7,9 @@ A configuration the models accept could still have every build refused at dispat
 renders a representative request of each target exactly as the dispatcher would
 (``run_prepare.prepare_run`` with placeholder secrets): a push of its default branch, a push of a
 tag when it builds tags, a head build when base images or a schedule rebuild it, and a pull
-request when its ``pull_requests:`` policy builds them. Each refusal is reported at the
-configuration field it comes from.
+request when its ``pull_requests:`` policy builds them (a fork's too, when it builds forks: what
+its run may hold is decided by the renderer, ``shared.acr.task.pr_isolation``). Each refusal is
+reported at the configuration field it comes from.
 
 ``check_config_file``/``check_config_text`` hand these checks to the model's loader
 (``shared.model.config.parse_checked``), which locates each finding at its line. Imported lazily
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 
 from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError
+from shared.acr.task.secrets import fork_cache_allowed
 from shared.intake.base_images import rebuild_request
 from shared.intake.pr_policy import PullRequestDecision
 from shared.intake.pr_routing import request_for_pull_request
@@ -73,6 +75,8 @@ _TARGET_FIELDS: dict[str, FieldPath] = {
     "cache.from_names": ("cache", "name"),
     "cache.mode": ("cache", "mode"),
     "attestations.provenance": ("attestations", "provenance"),
+    "git_token_setting": ("git_token_setting",),
+    "pull_requests.fork_registry_token_setting": ("pull_requests", "fork_registry_token_setting"),
 }
 # Renderer field prefixes that name a top-level section of the configuration as they are.
 _TOP_LEVEL = ("cache.", "tools.", "run.", "scanner.")
@@ -188,34 +192,38 @@ def _target_problems(config: SlipwayConfig, index: int) -> Iterator[tuple[FieldP
 
 
 def _pull_request_problems(config: SlipwayConfig, index: int) -> Iterator[tuple[FieldPath, str]]:
-    """The renderer's verdict on a pull request of the target (issue #20), when it builds them."""
+    """The renderer's verdict on a pull request of the target (issue #20), when it builds them: one
+    from the repository itself, and one from a fork when ``forks`` lets forks build."""
     target = config.targets[index]
     if not target.pull_requests.enabled:
         return
     branch, branch_path = _sample_branch(target)
     sample = _Sample("pull-request", f"refs/heads/{branch}", branch_path, REPRESENTATIVE_COMMIT)
-    event = PullRequestEvent(
-        provider="config-check",
-        delivery_id=None,
-        received_at=_CHECKED_AT,
-        repo_urls=(target.repo,),
-        number=1,
-        action="opened",
-        head_commit=REPRESENTATIVE_COMMIT,
-        head_ref="refs/heads/slipway-check",
-        head_repo_urls=(target.repo,),
-        base_ref=sample.ref,
-        fork=False,
-    )
-    verdict = PullRequestDecision(
-        build=True, reason="check", platforms=tuple(target.pull_requests.platforms or target.platforms)
-    )
-    try:
-        build = request_for_pull_request(event, config, target, verdict, correlation_id="check")
-    except ValidationError as exc:
-        yield from _validation_problems(exc, index, sample)
-        return
-    yield from _request_problems(config, index, sample, build)
+    forks = (False, True) if target.pull_requests.forks != "off" else (False,)
+    for fork in forks:
+        event = PullRequestEvent(
+            provider="config-check",
+            delivery_id=None,
+            received_at=_CHECKED_AT,
+            repo_urls=(target.repo,),
+            number=1,
+            action="opened",
+            head_commit=REPRESENTATIVE_COMMIT,
+            head_ref="refs/heads/slipway-check",
+            head_repo_urls=("https://example.invalid/fork/check.git",) if fork else (target.repo,),
+            base_ref=sample.ref,
+            fork=fork,
+        )
+        verdict = PullRequestDecision(
+            build=True, reason="check", platforms=tuple(target.pull_requests.platforms or target.platforms)
+        )
+        try:
+            build = request_for_pull_request(event, config, target, verdict, correlation_id="check")
+        except ValidationError as exc:
+            yield from _validation_problems(exc, index, sample)
+            return
+        for path, message in _request_problems(config, index, sample, build):
+            yield path, message.replace("every pull-request", "every fork pull-request") if fork else message
 
 
 # What stands in for a refused value so that rendering goes on to the next field (the renderer
@@ -318,6 +326,26 @@ def default_branch_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]
     return warnings
 
 
+def fork_cache_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]]:
+    """Targets whose fork pull requests build without the cache (``cache.auth: account-key``)."""
+    if config.cache is None or fork_cache_allowed(config):
+        return []
+    return [
+        (
+            ("targets", index, "pull_requests", "forks"),
+            "fork pull requests build without the cache: with cache.auth account-key the key would "
+            "reach a frontend the fork's Dockerfile names; use cache.auth service-principal",
+        )
+        for index, target in enumerate(config.targets)
+        if target.pull_requests.enabled and target.pull_requests.forks != "off"
+    ]
+
+
+def config_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]]:
+    """Every warning of ``config validate``: the default branch's, and the forks' cache."""
+    return [*default_branch_warnings(config), *fork_cache_warnings(config)]
+
+
 def check_config_file(path: str | Path) -> CheckedConfig:
     """``load_config`` plus the renderer's verdict on each target (``config validate``, ``doctor``)."""
     return check_config_text(read_config_text(path), source=str(path))
@@ -327,5 +355,5 @@ def check_config_text(text: str, *, source: str) -> CheckedConfig:
     """``parse_config``, then render a representative build of each target as the dispatcher would
     (``render_problems``): a refusal there is a problem here, at the field it comes from, so a
     configuration that checks renders for every target. Also warns where ``default_branch`` is
-    needed and unset. Raises ``ConfigError``."""
-    return parse_checked(text, source=source, refusals=render_problems, warnings=default_branch_warnings)
+    needed and unset, and where forks build without the cache. Raises ``ConfigError``."""
+    return parse_checked(text, source=source, refusals=render_problems, warnings=config_warnings)

@@ -1,6 +1,6 @@
 """Whether a target builds a pull request event, by its ``pull_requests:`` policy (issue #20).
 
-A pure function of the event and the target; not wired to the queue yet (PR builds come later).
+A pure function of the event and the target; the receivers (``shared.intake.receivers.pr_answers``) apply it.
 The rules, in order:
 
 1. the policy is off: never built;
@@ -15,6 +15,10 @@ The rules, in order:
 5. a ``labeled`` event of a request that is not a fork builds nothing (its head did not move);
 6. ``paths``: when the changed files are known, one must match; when not (no Git host lists them
    in a PR event), the request is built with a note.
+
+A fork request that is built gets none of the target's secrets (``shared.acr.task.pr_isolation``);
+the build arguments it goes without are named in a note. (A target that needs a Git token cannot
+have ``forks`` on: its configuration is refused.)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from shared.model.config.targets import Target
 from shared.model.events import PullRequestEvent
 from shared.model.globs import any_match
+from shared.model.supply_chain import is_secret_build_arg
 
 BUILDS_ON = frozenset({"opened", "reopened", "updated"})
 
@@ -91,6 +96,11 @@ def decide(
     if event.head_commit is None:
         notes.append(
             f"the host sent an abbreviated head commit ({event.head_commit_abbrev}); resolve it first"
+        )
+    withheld = sorted(name for name in target.build_args if event.fork and is_secret_build_arg(name))
+    if withheld:
+        notes.append(
+            f"build_args {', '.join(withheld)} look secret and are not passed to a fork pull request"
         )
     platforms = tuple(policy.platforms or target.platforms)
     why = (

@@ -17,7 +17,10 @@ What the request carries, against a push build of the same commit:
   (``<target>:pr-<n>``), so a new head supersedes the older build of the same request. After the
   request was closed and reopened, the id also holds how many closes were recorded
   (``generation``, ``shared.runs.pull_request_state``): the reopened request's build of the same
-  head is a new build, not the cancelled one, and a retried delivery still has the same id.
+  head is a new build, not the cancelled one, and a retried delivery still has the same id;
+* the target's build arguments, except, for a fork, those whose names look secret
+  (``is_secret_build_arg``): the fork's Dockerfile reads every build argument, and the renderer
+  refuses a fork's request that carries one (``shared.acr.task.pr_isolation``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from shared.model.cache_names import branch_cache_name, pr_cache_name, pr_tags
 from shared.model.config import SlipwayConfig, Target
 from shared.model.events import PullRequestEvent
 from shared.model.repo_urls import https_clone_url
+from shared.model.supply_chain import is_secret_build_arg
 
 
 class NotBuildable(ValueError):
@@ -100,7 +104,11 @@ def request_for_pull_request(
             },
             "image": image,
             "platforms": platforms,
-            "build_args": dict(target.build_args),
+            "build_args": {
+                name: value
+                for name, value in target.build_args.items()
+                if not (event.fork and is_secret_build_arg(name))
+            },
             "cache": {
                 "name": pr_cache_name(target.name, number),
                 "from_names": [base_cache],

@@ -416,6 +416,38 @@ def _check_run_request(body: Any) -> str | None:
             return f"value {value.get('name')} needs a string value"
         if not isinstance(value.get("isSecret", False), bool):
             return f"value {value.get('name')}: isSecret must be a boolean"
+    return _check_credentials(body.get("credentials"))
+
+
+# containerregistry_build.json (2025-03-01-preview): SourceRegistryLoginMode and SecretObjectType.
+_LOGIN_MODES = {"None", "Default"}
+_SECRET_OBJECT_TYPES = {"Opaque", "Vaultsecret"}
+
+
+def _check_credentials(credentials: Any) -> str | None:
+    """``credentials`` as the REST spec shapes it (Credentials, SourceRegistryCredentials,
+    CustomRegistryCredentials keyed by login server, SecretObject), or what is wrong with it."""
+    if credentials is None:
+        return None
+    if not isinstance(credentials, dict) or set(credentials) - {"sourceRegistry", "customRegistries"}:
+        return "credentials has only sourceRegistry and customRegistries"
+    source = credentials.get("sourceRegistry")
+    if source is not None and (not isinstance(source, dict) or source.get("loginMode") not in _LOGIN_MODES):
+        return "credentials.sourceRegistry.loginMode must be None or Default"
+    custom = credentials.get("customRegistries", {})
+    if not isinstance(custom, dict):
+        return "credentials.customRegistries must be an object keyed by login server"
+    for server, entry in custom.items():
+        if not isinstance(entry, dict) or set(entry) - {"userName", "password", "identity"}:
+            return f"credentials.customRegistries[{server}] has only userName, password and identity"
+        for part in ("userName", "password"):
+            secret = entry.get(part)
+            if secret is None:
+                continue
+            if not isinstance(secret, dict) or secret.get("type") not in _SECRET_OBJECT_TYPES:
+                return f"credentials.customRegistries[{server}].{part}.type must be Opaque or Vaultsecret"
+            if not isinstance(secret.get("value"), str):
+                return f"credentials.customRegistries[{server}].{part}.value must be a string"
     return None
 
 

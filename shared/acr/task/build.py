@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.acr.task.pr_isolation import check_branch_caches, check_pull_request_task
-from shared.acr.task.secrets import RunSecrets
+from shared.acr.task.pr_isolation import (
+    check_branch_caches,
+    check_fork_secrets,
+    check_pull_request_task,
+    is_fork_run,
+)
+from shared.acr.task.secrets import RunSecrets, fork_cache_allowed
 from shared.acr.task.spec import RESULT_MARKER, RenderError
 from shared.acr.task.validate import (
     FRAGMENT_REF_RE,
@@ -105,8 +110,11 @@ def validate_build(
     context = f"{git_url}#{commit or ref}" + ("" if context_dir == "." else f":{context_dir}")
 
     pr = request.pull_request
+    fork = is_fork_run(request)
     if pr is not None:  # the isolation rules of a pull-request build (its module says them)
         check_pull_request_task(request, config, target)
+        if fork:
+            check_fork_secrets(request, target)
     else:
         check_branch_caches(request)
     images: list[str] = []
@@ -123,7 +131,8 @@ def validate_build(
         check("git_token_user", target.git_token_user, GIT_TOKEN_USER_RE, "must be a user name without ':'")
     cache_from = cache_to = None
     use_key = False
-    if config.cache is not None:
+    # A fork builds without the cache when its credentials would reach the fork (pr_isolation).
+    if config.cache is not None and (not fork or fork_cache_allowed(config)):
         account_url, account_name, container, prefix = cache_storage(config.cache)
         names = [request.cache.name, *request.cache.from_names]
         for index, name in enumerate(names):
@@ -161,7 +170,7 @@ def validate_build(
         cache_from=cache_from,
         cache_to=cache_to,
         cache_key=use_key,
-        git_auth=git_auth(git_url, target.git_token_user) if secrets.git_token else None,
+        git_auth=git_auth(git_url, target.git_token_user) if secrets.git_token and not fork else None,
         repository=pushed_to,
         # push: none exports to the cache only: nothing to attest, inspect or scan; every platform
         # is still built, which is the check a build that pushes nothing can have.

@@ -14,14 +14,38 @@ whoever wrote it (routing, an operator, an edited message):
 
 And the other side: a branch or tag build never reads or writes a name of the pull-request
 namespace, so even an edited message cannot make a release build import a request's cache.
+
+A **fork** request's run (``pull_request.fork``: its head is in a repository the target does not
+trust) carries nothing a hostile Dockerfile could use beyond its own build (item 5). Whatever the
+run holds, the Dockerfile can reach through a build secret (``RUN --mount=type=secret``), a build
+argument, or a frontend image it names itself with ``# syntax=``, which BuildKit runs with the
+frontend options of the build: the dockerfile frontend forwards them all to that image
+(moby/buildkit ``frontend/dockerfile/builder/build.go``, ``forwardGateway``), and they include
+``cache-imports``, the JSON of every ``--cache-from`` with its attributes (``client/solve.go``,
+``parseCacheOptions``). So a fork's run gets:
+
+* **no Git token**: a target with ``git_token_setting`` is refused (the model refuses ``forks``
+  there already; the renderer refuses whatever message reaches it);
+* **no build secret**: a build argument whose name looks secret (``is_secret_build_arg``) is
+  refused (routing drops them from a fork's request);
+* **no cache account key**: with ``cache.auth: account-key`` a fork builds without the cache (the
+  key would be in ``cache-imports``); with ``service-principal`` the credentials live in the
+  builder's environment, which no build step and no frontend sees;
+* **no registry login of the run's own**: ``credentials.sourceRegistry.loginMode`` is ``None``,
+  and the only login is the ACR token the target's ``fork_registry_token_setting`` names (read on
+  what the run pulls, write on the scratch repository). A run that pulls its tools from the
+  registry or pushes there without such a token is refused: it could not run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from shared.acr.task.spec import RenderError
 from shared.model.build_request import BuildRequest
 from shared.model.cache_names import PR_TAG_RE, branch_cache_name, is_pr_cache_name, pr_cache_name
 from shared.model.config import SlipwayConfig, Target
+from shared.model.supply_chain import is_secret_build_arg
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -95,3 +119,34 @@ def check_pull_request_task(request: BuildRequest, config: SlipwayConfig, target
         )
     if image.repository in {t.image for t in config.targets} | {target.image}:
         raise RenderError("image.repository", f"{image.repository!r} is a release repository")
+
+
+def is_fork_run(request: BuildRequest) -> bool:
+    """A pull request whose head is in another repository: its run gets no secret of the target's."""
+    return request.pull_request is not None and request.pull_request.fork
+
+
+def check_fork_secrets(request: BuildRequest, target: Target) -> None:
+    """Raise ``RenderError`` when a fork's run would carry the Git token or a secret build argument."""
+    if target.git_token_setting is not None:
+        raise RenderError(
+            "git_token_setting",
+            "a fork pull request's run never gets the Git token (its Dockerfile could read it as a "
+            "build secret), and this repository needs one: forks of it are not built",
+        )
+    secret = sorted(name for name in request.build_args if is_secret_build_arg(name))
+    if secret:
+        raise RenderError(
+            "build_args",
+            f"{', '.join(secret)} look secret, and a fork pull request's run gets no build secret "
+            "(its Dockerfile reads every build argument)",
+        )
+
+
+def fork_registry_needs(registry: str, pulled: Iterable[str], *, pushes: bool) -> str | None:
+    """What a fork's run needs from ``registry`` (the images it pulls from there, a push), or None."""
+    prefix = registry.lower() + "/"
+    images = [image for image in dict.fromkeys(pulled) if image.lower().startswith(prefix)]
+    needs = [f"pulls {', '.join(images)}"] if images else []
+    needs += ["pushes to the scratch repository"] if pushes else []
+    return " and ".join(needs) or None

@@ -59,8 +59,16 @@ from shared.acr.task.gate_scripts import (
     scan_gate_script,
     scan_script,
 )
+from shared.acr.task.pr_isolation import fork_registry_needs, is_fork_run
 from shared.acr.task.scripts import b64, binfmt_script, build_script, launcher, setup_script
-from shared.acr.task.secrets import RunSecrets, SecretSlot, check_secret, needed_slots
+from shared.acr.task.secrets import (
+    FORK_REGISTRY_TOKEN,
+    RunSecrets,
+    SecretSlot,
+    check_secret,
+    needed_slots,
+    registry_login,
+)
 from shared.acr.task.spec import (
     AGENT_ARCHITECTURE,
     AGENT_OS,
@@ -83,9 +91,11 @@ from shared.acr.task.spec import (
     STEP_SCAN_GATE,
     STEP_SETUP,
     TASK_VERSION,
+    RegistryLogin,
     RenderError,
     RunSpec,
     RunValue,
+    SourceLoginMode,
 )
 from shared.acr.task.validate import AGENT_POOL_RE, check, csv_value, tool_image
 from shared.model.build_request import BuildRequest
@@ -157,14 +167,27 @@ def render_run(
         oras = tool_image("tools.oras", tools["oras"].pulled)
 
     # The secrets the run needs (the rule run_prepare reads settings by), those that are set.
+    fork = is_fork_run(request)
     present: list[tuple[SecretSlot, str]] = []
-    for slot in needed_slots(config, git_token=build.git_auth is not None):
+    for slot in needed_slots(config, git_token=build.git_auth is not None, fork=fork):
         value = check_secret(slot, getattr(secrets, slot.attr))
         if value is not None:
             present.append((slot, value))
-    use_sp = config.cache is not None and config.cache.auth == "service-principal"
+    # The builder gets the service principal only when the build uses the cache (a fork may not).
+    use_sp = (
+        build.cache_from is not None and config.cache is not None and config.cache.auth == "service-principal"
+    )
 
     arches = _foreign_arches(build.platforms)
+    # What the run pulls besides the build's own images: with a mirror, from the registry.
+    pulled = [
+        docker_cli,
+        buildkit,
+        *([binfmt] if arches else []),
+        *([build.sbom_generator] if build.sbom else []),
+    ]
+    pulled += [scanner, oras] if scanner is not None and oras is not None else []
+    login_mode, logins = _fork_credentials(request, config, secrets, pulled, pushes=bool(build.repository))
     scripts: dict[str, str] = {}
     if arches:
         scripts[f"{STEP_BINFMT}.sh"] = binfmt_script(request, binfmt, arches)
@@ -255,7 +278,32 @@ def render_run(
         agent_pool=config.run.agent_pool,
         result_marker=result_marker,
         scripts=MappingProxyType(scripts),
+        source_login_mode=login_mode,
+        registry_logins=logins,
     )
+
+
+def _fork_credentials(
+    request: BuildRequest, config: SlipwayConfig, secrets: RunSecrets, pulled: list[str], *, pushes: bool
+) -> tuple[SourceLoginMode | None, tuple[RegistryLogin, ...]]:
+    """The run request's ``credentials``: none for most runs (ACR logs the run in to its registry);
+    for a fork's, ``loginMode: None`` and only the fork's own ACR token (``pr_isolation``)."""
+    if not is_fork_run(request):
+        return None, ()
+    token = check_secret(FORK_REGISTRY_TOKEN, secrets.fork_registry_token)
+    if token is None:
+        needs = fork_registry_needs(config.registry, pulled, pushes=pushes)
+        if needs is not None:
+            raise RenderError(
+                "pull_requests.fork_registry_token_setting",
+                f"a fork pull request's run is never logged in to {config.registry} with the run's "
+                f"own rights, and it {needs}: name the setting of an ACR token that may read those "
+                "and write only the scratch repository (or pull the tools upstream, tools.mirror: "
+                "null, and push: none)",
+            )
+        return "None", ()
+    user, password = registry_login(token)
+    return "None", (RegistryLogin(config.registry, user, password),)
 
 
 _PLACEHOLDER_RE = re.compile(r"\{\{\.Values\.([A-Za-z0-9]+)\}\}")

@@ -25,6 +25,11 @@ Cache credentials, and what each choice exposes:
 
 ``needed_slots`` is the one rule for which secrets a run needs: the renderer makes values of
 those, and ``shared.acr.run_prepare`` reads their settings.
+
+A fork pull request's run (``shared.acr.task.pr_isolation`` says why) gets no Git token, no cache
+account key (a ``# syntax=`` frontend the Dockerfile names receives the cache imports' attributes),
+and instead of the run's own registry login the ACR token of ``FORK_REGISTRY_TOKEN``: not a volume
+file, but the run request's ``credentials.customRegistries`` entry, which acr-builder logs in with.
 """
 
 from __future__ import annotations
@@ -107,6 +112,21 @@ SECRET_SLOTS = (
     ),
 )
 SLOTS = {slot.attr: slot for slot in SECRET_SLOTS}
+# An ACR token's name (5-50 letters, digits, '-' and '_': the registries/tokens resource name,
+# learn.microsoft.com/azure/templates/microsoft.containerregistry/registries/tokens) and one of its
+# passwords, as ``<name>:<password>``: the token name is the user name a client logs in with
+# (learn.microsoft.com/azure/container-registry/container-registry-repository-scoped-permissions,
+# "Authenticate with token"). A service principal's client id (a GUID) fits the name's alphabet.
+_REGISTRY_TOKEN_RE = re.compile(rf"^[A-Za-z0-9_-]{{5,50}}:{_SAFE_PRINTABLE_CLASS}{{1,4096}}$")
+# The fork's registry token: read from the setting the policy names, sent as registry credentials.
+FORK_REGISTRY_TOKEN = SecretSlot(
+    "fork_registry_token",
+    "",  # never a value of the task: the run request's credentials carry it
+    "",
+    _REGISTRY_TOKEN_RE,
+    "must be <token name>:<password> (an ACR token's name, then one of its passwords; no spaces, "
+    "quotes, ',', '$', '`' or '\\')",
+)
 # What stands in for a secret whose setting is not set (``slipway render``, a dry run): each passes
 # its slot's check, so the task keeps the shape a real run has. The key decodes to a note.
 SECRET_PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
@@ -116,6 +136,7 @@ SECRET_PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
         "cache_client_id": "placeholder.invalid",
         "cache_client_secret": "slipway-placeholder",
         "git_token": "slipway-placeholder",
+        "fork_registry_token": "slipway-placeholder:placeholder",
     }
 )
 
@@ -129,22 +150,42 @@ class RunSecrets:
     cache_client_id: str | None = field(default=None, repr=False)
     cache_client_secret: str | None = field(default=None, repr=False)
     git_token: str | None = field(default=None, repr=False)
+    fork_registry_token: str | None = field(default=None, repr=False)  # <token name>:<password>
 
     def __repr__(self) -> str:
-        present = [slot.attr for slot in SECRET_SLOTS if getattr(self, slot.attr)]
+        present = [slot.attr for slot in (*SECRET_SLOTS, FORK_REGISTRY_TOKEN) if getattr(self, slot.attr)]
         return f"RunSecrets(set={present})"
 
 
-def needed_slots(config: SlipwayConfig, *, git_token: bool) -> tuple[SecretSlot, ...]:
-    """The secrets a run needs, in slot order: the cache's (by its authentication), and the Git
-    token when the build fetches with one (``shared.acr.run_prepare`` reads their settings)."""
+# Every secret a run may carry, by RunSecrets attribute (``slipway doctor`` checks each value).
+ALL_SLOTS = {**SLOTS, FORK_REGISTRY_TOKEN.attr: FORK_REGISTRY_TOKEN}
+
+
+def fork_cache_allowed(config: SlipwayConfig) -> bool:
+    """Whether a fork's run may use the cache: not with an account key, which would travel in the
+    cache attributes a frontend of the Dockerfile's choosing receives (``pr_isolation``)."""
+    return config.cache is not None and config.cache.auth != "account-key"
+
+
+def needed_slots(config: SlipwayConfig, *, git_token: bool, fork: bool = False) -> tuple[SecretSlot, ...]:
+    """The volume secrets a run needs, in slot order: the cache's (by its authentication), and the
+    Git token when the build fetches with one (``shared.acr.run_prepare`` reads their settings).
+    A fork's run: never the Git token, and the cache's only where ``fork_cache_allowed``."""
 
     def needed(slot: SecretSlot) -> bool:
         if slot.cache_auth is None:  # the Git token
-            return git_token
+            return git_token and not fork
+        if fork and not fork_cache_allowed(config):
+            return False
         return config.cache is not None and config.cache.auth == slot.cache_auth
 
     return tuple(filter(needed, SECRET_SLOTS))
+
+
+def registry_login(value: str) -> tuple[str, str]:
+    """(user name, password) of a checked ``fork_registry_token`` value."""
+    user, _colon, password = value.partition(":")
+    return user, password
 
 
 def check_secret(slot: SecretSlot, value: str | None) -> str | None:

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 TASK_VERSION = "v1.1.0"
 AGENT_OS = "Linux"
@@ -74,6 +75,31 @@ class RunValue:
         return f"RunValue(name={self.name!r}, value={shown}, is_secret={self.is_secret})"
 
 
+# ``credentials`` of a run request (api 2025-03-01-preview, azure-rest-api-specs
+# specification/containerregistry/resource-manager/Microsoft.ContainerRegistry/RegistryTasks/preview/
+# 2025-03-01-preview/containerregistry_build.json, definitions Credentials,
+# SourceRegistryCredentials, CustomRegistryCredentials, SecretObject): ``sourceRegistry.loginMode``
+# is "None" or "Default", "the authentication mode which determines the source registry login
+# scope. The credentials for the source registry will be generated using the given scope";
+# ``customRegistries`` maps a login server to ``userName``/``password`` SecretObjects, whose type
+# "Opaque" means "the value will be used as is without any modification".
+SourceLoginMode = Literal["None", "Default"]
+SECRET_OBJECT_OPAQUE = "Opaque"
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """A registry login the run request carries (``credentials.customRegistries``); never in the YAML."""
+
+    login_server: str
+    user_name: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        server, user = self.login_server, self.user_name
+        return f"RegistryLogin(login_server={server!r}, user_name={user!r}, password={REDACTED})"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Backend-neutral description of one ACR run: what the dispatcher sends and records."""
@@ -89,6 +115,10 @@ class RunSpec:
     result_marker: str = RESULT_MARKER
     # Decoded step scripts by file name, for humans (``runs show``, dry runs); never sent as such.
     scripts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # None: no ``credentials`` in the request (ACR logs the run in to its registry, loginMode
+    # Default). A fork pull request's run: "None", with at most the fork's own registry token.
+    source_login_mode: SourceLoginMode | None = None
+    registry_logins: tuple[RegistryLogin, ...] = ()
 
     @property
     def encoded_task_content(self) -> str:
@@ -114,7 +144,24 @@ class RunSpec:
         }
         if self.agent_pool is not None:
             request["agentPoolName"] = self.agent_pool
+        if self.source_login_mode is not None or self.registry_logins:
+            request["credentials"] = self._redacted_credentials()
         return request
+
+    def _redacted_credentials(self) -> dict[str, object]:
+        """``credentials`` as the REST API spells it, every password ``***``."""
+        body: dict[str, object] = {}
+        if self.source_login_mode is not None:
+            body["sourceRegistry"] = {"loginMode": self.source_login_mode}
+        if self.registry_logins:
+            body["customRegistries"] = {
+                login.login_server: {
+                    "userName": {"type": SECRET_OBJECT_OPAQUE, "value": login.user_name},
+                    "password": {"type": SECRET_OBJECT_OPAQUE, "value": REDACTED},
+                }
+                for login in self.registry_logins
+            }
+        return body
 
 
 def new_result_marker() -> str:

@@ -121,6 +121,9 @@ def check_schedules(doc: Doctor) -> str:
 
 def check_secrets(doc: Doctor) -> tuple[Status, str] | str:
     """The secrets each target's runs need (cache auth, private repositories), as dispatch does."""
+    from shared.acr.run_prepare import secret_settings
+    from shared.acr.task import RenderError
+    from shared.acr.task.secrets import ALL_SLOTS, check_secret
     from shared.dispatch.dispatcher import MissingSecret, resolve_secrets
 
     if doc.config is None:
@@ -129,10 +132,22 @@ def check_secrets(doc: Doctor) -> tuple[Status, str] | str:
         return Status.SKIP, "dry-run dispatch needs no secrets"
     problems = []
     for target in doc.config.targets:
-        try:
-            resolve_secrets(doc.config, target, doc.settings, required=True)
-        except MissingSecret as exc:
-            problems.append(f"{target.name}: {exc}")
+        policy = target.pull_requests
+        # A fork pull request's run needs its own set (its ACR token, no Git token).
+        forks = (False, True) if policy.enabled and policy.forks != "off" else (False,)
+        for fork in forks:
+            whose = f"{target.name}{' (fork pull requests)' if fork else ''}"
+            try:
+                secrets = resolve_secrets(doc.config, target, doc.settings, required=True, fork=fork)
+            except MissingSecret as exc:
+                problems.append(f"{whose}: {exc}")
+                break
+            # The renderer's check of each value, named by its setting (never quoting the value).
+            for attr, setting in secret_settings(doc.config, target, fork=fork).items():
+                try:
+                    check_secret(ALL_SLOTS[attr], getattr(secrets, attr))
+                except RenderError as exc:
+                    problems.append(f"{whose}: setting {setting} {exc.args[0].partition(': ')[2]}")
     if problems:
         raise Failed("; ".join(problems), "set the settings (Key Vault references in Azure)")
     return f"every target's run secrets are set ({len(doc.config.targets)} targets)"

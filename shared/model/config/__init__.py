@@ -35,6 +35,7 @@ from shared.model.config.problems import ConfigProblem as ConfigProblem
 from shared.model.config.problems import FieldPath as FieldPath
 from shared.model.config.problems import PathPart as PathPart
 from shared.model.config.problems import format_path as format_path
+from shared.model.config.pull_requests import REGISTRY_TOKEN_SETTING_PREFIX as REGISTRY_TOKEN_SETTING_PREFIX
 from shared.model.config.settings import RebuildSettings as RebuildSettings
 from shared.model.config.settings import RunSettings as RunSettings
 from shared.model.config.settings import ToolImages as ToolImages

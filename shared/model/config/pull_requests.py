@@ -3,7 +3,14 @@
 Off unless enabled; fork requests off unless ``forks`` says otherwise. With ``forks: label`` a
 fork request is built only when a maintainer adds ``label``, and a new push to it removes the
 trust: the label must be added again. What is checked against the target itself (the scratch
-repository differs from ``image``, ``platforms`` a subset of the target's) is in ``Target``.
+repository differs from ``image``, ``platforms`` a subset of the target's, no fork builds of a
+target with a Git token) is in ``Target``.
+
+A fork request's run is never logged in to the registry with the run's own rights (item 5 of
+issue #20, ``shared.acr.task.pr_isolation``): what it may read and write there comes only from the
+ACR token named by ``fork_registry_token_setting``. Like ``git_token_setting``, that names an app
+setting whose value Slipway hands to a build, so it must carry a prefix under which Slipway reads
+none of its own settings.
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from shared.model.build_request import OCI_REPOSITORY_RE, PLATFORM_RE
+from shared.model.build_request import BUILD_ARG_NAME_RE, OCI_REPOSITORY_RE, PLATFORM_RE
 from shared.model.config.base import LocatedValueError, StrictModel
 
 # Longest label accepted; GitLab allows 255 characters in a label title, GitHub fewer.
 MAX_LABEL_CHARS = 255
+# Settings a policy may name as a fork's registry token. Slipway reads none of its own under this
+# prefix (tests/test_pr_secrets.py checks it against every setting the code reads).
+REGISTRY_TOKEN_SETTING_PREFIX = "REGISTRY_TOKEN_"
 
 
 class PullRequestPolicy(StrictModel):
@@ -57,6 +67,14 @@ class PullRequestPolicy(StrictModel):
         description="A subset of the target's platforms; default: all of them.",
         json_schema_extra={"items": {"type": "string", "pattern": PLATFORM_RE.pattern}},
     )
+    fork_registry_token_setting: str | None = Field(
+        default=None,
+        description="App setting holding `<token name>:<password>` of an ACR token (a scope map: read "
+        "on the tool mirror and base images, write on scratch_repository only). A fork request's "
+        "run is never logged in to the registry with the run's own rights; it gets this token, "
+        f"or nothing. Its name must start with {REGISTRY_TOKEN_SETTING_PREFIX}.",
+        json_schema_extra={"pattern": f"^{REGISTRY_TOKEN_SETTING_PREFIX}[A-Z0-9_]+$"},
+    )
 
     @field_validator("label")
     @classmethod
@@ -72,6 +90,25 @@ class PullRequestPolicy(StrictModel):
     def _scratch(cls, value: str | None) -> str | None:
         if value is not None and not OCI_REPOSITORY_RE.match(value):
             raise ValueError("scratch_repository must be a repository name such as team/app-pr (lowercase)")
+        return value
+
+    @field_validator("fork_registry_token_setting")
+    @classmethod
+    def _registry_token_setting(cls, value: str | None) -> str | None:
+        # The value is handed to the run as registry credentials (the agent logs in with it): a
+        # config author must not be able to send any other setting there (a webhook secret, the
+        # cache key, a status token).
+        if value is None:
+            return None
+        if not BUILD_ARG_NAME_RE.match(value):  # an app setting name, as git_token_setting's
+            raise ValueError("fork_registry_token_setting must be an app setting name")
+        if not value.startswith(REGISTRY_TOKEN_SETTING_PREFIX) or value == REGISTRY_TOKEN_SETTING_PREFIX:
+            raise ValueError(
+                f"fork_registry_token_setting must name a setting starting with "
+                f"{REGISTRY_TOKEN_SETTING_PREFIX} (e.g. {REGISTRY_TOKEN_SETTING_PREFIX}PR): its value is "
+                "handed to a fork's run as registry credentials, so only settings that hold such a "
+                "token may be named"
+            )
         return value
 
     @field_validator("platforms")
@@ -95,5 +132,10 @@ class PullRequestPolicy(StrictModel):
         if self.scratch_repository is not None and self.push != "scratch":
             raise LocatedValueError(
                 "scratch_repository is used only with push: scratch", at=("scratch_repository",)
+            )
+        if self.fork_registry_token_setting is not None and self.forks == "off":
+            raise LocatedValueError(
+                "fork_registry_token_setting is used only with forks: label or on",
+                at=("fork_registry_token_setting",),
             )
         return self

@@ -287,6 +287,16 @@ class Target(StrictModel):
                     f"({', '.join(self.platforms)})",
                     at=("pull_requests", "platforms", index),
                 )
+        if policy.forks != "off" and self.git_token_setting is not None:
+            # BuildKit fetches the Git context with the token as a build secret, and any RUN step
+            # (or a frontend the Dockerfile names with `# syntax=`) can mount a build secret: a
+            # fork's run never gets it, so a repository that needs one cannot build forks.
+            raise LocatedValueError(
+                f"forks: {policy.forks} cannot build a repository that needs git_token_setting: the "
+                "token reaches the build as a secret the fork's Dockerfile could read "
+                "(RUN --mount=type=secret); use forks: off",
+                at=("pull_requests", "forks"),
+            )
         return self
 
     @field_validator("base_images")
