@@ -426,3 +426,19 @@ def test_a_close_cancels_a_build_waiting_to_retry_its_start(life: Life) -> None:
     record = life.record(request_id)
     assert (record.status, record.cancelled_by) == (RunStatus.CANCELLED, "the close of pull request #2")
     assert life.acr.runs == {}
+
+
+def test_a_pull_request_build_is_not_rerun_by_the_operator(life: Life) -> None:
+    """A rerun stands apart from its coalesce key, so a close could not cancel it: refused."""
+    from shared.dispatch.rerun import Rerunner, RerunRefused
+
+    built = _accepted(life.github("opened"))
+    life.settle()
+    [run] = life.runs_of(built)
+    life.acr.set_log(run, "step build: done\n")
+    life.acr.set_status(run, "Succeeded")
+    life.reconcile()
+    rerunner = Rerunner(life.rig.ledger, life.rig.queue, clock=life.rig.clock)
+    with pytest.raises(RerunRefused, match="pull-request build"):
+        rerunner.rerun(built, actor="ops", reason="again", dry_run=True)
+    assert life.rig.queue.peek() == []

@@ -159,6 +159,14 @@ class Rerunner:
                 f"{record.request_id}: its recorded request is not a valid BuildRequest "
                 f"({exc.error_count()} problem(s)): send a repaired one with `slipway queue send`"
             ) from None
+        if original.pull_request is not None:
+            # A rerun is never superseded nor cancelled by its key (it stands apart, see
+            # ``shared.dispatch.coalesce``): the request's lifecycle (a new head, a close) would not
+            # reach it. The host's own ways to build the request again keep that lifecycle.
+            raise RerunRefused(
+                f"{record.request_id} is a pull-request build: build it again by pushing to the "
+                "request, closing and reopening it, or (a fork under forks: label) labelling it again"
+            )
         if original.source.commit is None:
             raise RerunRefused(
                 f"{record.request_id} built the head of {original.source.ref}, not a recorded commit: "
