@@ -20,7 +20,14 @@ from shared.model.build_request import BuildRequest
 from shared.platform.ledger import LedgerRecord, RunStatus
 from shared.platform.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage
 from tests.support.acr_server import AcrServer, decoded_task
-from tests.support.dispatch_harness import Clock, Rig, acr_backend, acr_backend_arguments, make_request
+from tests.support.dispatch_harness import (
+    Clock,
+    Rig,
+    acr_backend,
+    acr_backend_arguments,
+    make_request,
+    start_run_by_hand,
+)
 
 
 @pytest.fixture
@@ -228,29 +235,14 @@ def test_a_crash_with_two_unknown_runs_in_the_window_asks_the_operator(
     rig.send(request)
     crashed_at = rig.clock()
     _crash_then_redeliver(rig)
-    acr_server.clock = lambda: crashed_at + timedelta(seconds=5)
-    acr_backend(acr_server).start(  # somebody else's run, in the same minute, unknown to the ledger
-        _spec_of(rig, request.id), request_id="manual", correlation_id="manual"
-    )
-    acr_server.clock = rig.clock
+    # Somebody else's run, in the same minute, unknown to the ledger.
+    start_run_by_hand(rig, acr_server, created_at=crashed_at + timedelta(seconds=5))
     rig.run_until_idle()
     _dead, record = _dead_letter_and_record(rig, request.id)
     assert (record.status, record.failure_reason) == (RunStatus.DISPATCHING, "DispatchInterrupted")
     assert "ca1" in (record.error or "") and "ca2" in (record.error or "")
     assert [e["event"] for e in record.history].count("dispatch_interrupted") == 1
     assert _runs(acr_server) == 2  # nothing started a third
-
-
-def _spec_of(rig: Rig, request_id: str) -> RunSpec:
-    from shared.acr.task import render_run
-    from shared.dispatch.dispatcher import resolve_secrets
-    from shared.model.config import load_config
-
-    config = load_config(Path(rig.settings["SLIPWAY_CONFIG"]))
-    request = make_request(99, received_at=rig.clock())
-    target = config.target("azure-test")
-    assert target is not None
-    return render_run(request, config, resolve_secrets(config, target, rig.settings, required=True))
 
 
 def test_a_reclaim_records_the_task_it_actually_sends(
@@ -361,9 +353,7 @@ def _interrupted_beside_a_manual_run(rig: Rig, acr: AcrServer, n: int) -> BuildR
     rig.send(request)
     crashed_at = rig.clock()
     _crash_then_redeliver(rig)
-    acr.clock = lambda: crashed_at + timedelta(seconds=5)
-    acr_backend(acr).start(_spec_of(rig, request.id), request_id="manual", correlation_id="manual")
-    acr.clock = rig.clock
+    start_run_by_hand(rig, acr, created_at=crashed_at + timedelta(seconds=5))
     return request
 
 

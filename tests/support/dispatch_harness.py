@@ -75,6 +75,29 @@ def acr_backend(acr: AcrServer) -> AcrBackend:
     return backend
 
 
+def start_run_by_hand(rig: Rig, acr: AcrServer, *, created_at: datetime) -> str:
+    """Somebody's run, started outside Slipway at ``created_at`` and unknown to the ledger (its
+    ``slipwayRequestId`` is ``manual``): the run id. Beside an interrupted dispatch in the same
+    minute, recovery cannot tell by time alone which run is the request's."""
+    from shared.acr.task import render_run
+    from shared.dispatch.dispatcher import resolve_secrets
+    from shared.model.config import load_config
+
+    config = load_config(Path(rig.settings["SLIPWAY_CONFIG"]))
+    target = config.target("azure-test")
+    assert target is not None
+    spec = render_run(
+        make_request(99, received_at=rig.clock()),
+        config,
+        resolve_secrets(config, target, rig.settings, required=True),
+    )
+    acr.clock = lambda: created_at
+    try:
+        return acr_backend(acr).start(spec, request_id="manual", correlation_id="manual").run_id
+    finally:
+        acr.clock = rig.clock
+
+
 def make_request(n: int, *, received_at: datetime, ref: str = "refs/heads/master") -> BuildRequest:
     """A push of commit ``n`` to ``ref``; its id is unique per (ref, commit).
 
