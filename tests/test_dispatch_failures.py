@@ -365,12 +365,6 @@ def _replay(rig: Rig, request_id: str) -> None:
     )
 
 
-def _record(rig: Rig, request_id: str) -> LedgerRecord:
-    found = rig.ledger.get(request_id)
-    assert found is not None
-    return found[0]
-
-
 def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_second(
     crash_rig: Rig, acr_server: AcrServer
 ) -> None:
@@ -378,13 +372,13 @@ def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_s
     rig = crash_rig
     request = _interrupted_beside_a_manual_run(rig, acr_server, 11)
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.failure_reason) == (RunStatus.DISPATCHING, "DispatchInterrupted")
     # Replayed while both runs are still queued (no log tells whose they are): still interrupted,
     # and nothing started.
     _replay(rig, request.id)
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.failure_reason, record.run_id) == ("DispatchInterrupted", None)
     assert record.start_uncertain_at is not None  # the doubt survives the replay
     assert _runs(acr_server) == 2
@@ -394,7 +388,7 @@ def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_s
         acr_server.set_log(run_id, _printed_log(acr_server, run_id))
     _replay(rig, request.id)
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     assert acr_server.request_id_of("ca1") == request.id
     events = [e["event"] for e in record.history]
@@ -412,7 +406,7 @@ def test_after_the_lease_the_run_whose_log_names_the_request_is_adopted_beside_a
         acr_server.set_status(run_id, "Running")
         acr_server.set_log(run_id, _printed_log(acr_server, run_id))
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     assert [e["event"] for e in record.history][-1] == "run_recovered"
     assert _runs(acr_server) == 2 and rig.queue.peek(dead_letter=True) == []

@@ -12,6 +12,7 @@ good, for a request that ran. Real components: the local queue, a folder ledger,
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,9 +26,10 @@ from hypothesis import strategies as st
 from shared.acr import run_backend
 from shared.app.cli import main
 from shared.model.build_request import BuildRequest
-from shared.platform.ledger import FolderLedger, LedgerRecord, RunStatus
+from shared.platform.ledger import FolderLedger, RunStatus
 from shared.platform.queue import LocalQueue, OutgoingMessage
 from tests.support.acr_server import AcrServer
+from tests.support.cli import cli_json
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request, start_run_by_hand
 
 # What every refusal becomes in Azure (Learn, "Overview of Service Bus dead-letter queues").
@@ -40,17 +42,6 @@ def rig(tmp_path: Path, acr_server: AcrServer, monkeypatch: pytest.MonkeyPatch) 
     rig = Rig(tmp_path, Clock(), acr_backend(acr_server))
     yield rig
     rig.close()
-
-
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    assert main([*argv, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def _record(rig: Rig, request_id: str) -> LedgerRecord:
-    found = rig.ledger.get(request_id)
-    assert found is not None
-    return found[0]
 
 
 def _ids(messages: list[Any]) -> list[str]:
@@ -86,38 +77,38 @@ def test_both_dead_lettered_copies_go_with_one_replay_and_the_run_is_adopted(
     dead = rig.queue.peek(dead_letter=True)
     assert _ids(dead) == [request.id, f"{request.id}-a1"]
     assert {m.dead_letter_reason for m in dead} == {SYSTEM_REASON}
-    assert _record(rig, request.id).failure_reason == "DispatchInterrupted"
+    assert rig.record(request.id).failure_reason == "DispatchInterrupted"
     _logs_name_their_requests(acr_server)
 
-    planned = _json(capsys, "replay", "--reason", "DispatchInterrupted", "--dry-run")
+    planned = cli_json(capsys, "replay", "--reason", "DispatchInterrupted", "--dry-run")
     assert [(i["message_id"], i["new_message_id"]) for i in planned["replayed"]] == [
         (request.id, f"{request.id}-r1")
     ]
     [sibling] = planned["settled"]
     assert sibling["message_id"] == f"{request.id}-a1" and f"replayed as {request.id}-r1" in sibling["note"]
     assert len(rig.queue.peek(dead_letter=True)) == 2 and rig.queue.peek() == []  # a dry run
-    assert _record(rig, request.id).failure_reason == "DispatchInterrupted"
+    assert rig.record(request.id).failure_reason == "DispatchInterrupted"
 
-    done = _json(capsys, "replay", "--reason", "DispatchInterrupted", "--note", "logs are there now")
+    done = cli_json(capsys, "replay", "--reason", "DispatchInterrupted", "--note", "logs are there now")
     assert [i["new_message_id"] for i in done["replayed"]] == [f"{request.id}-r1"]
     assert [s["message_id"] for s in done["settled"]] == [f"{request.id}-a1"]
     assert rig.queue.peek(dead_letter=True) == []
     assert _ids(rig.queue.peek()) == [f"{request.id}-r1"]  # one copy: the request is still queued
-    replayed = [e for e in _record(rig, request.id).history if e["event"] == "replayed"]
+    replayed = [e for e in rig.record(request.id).history if e["event"] == "replayed"]
     assert len(replayed) == 1 and f"{request.id}-a1 are completed" in replayed[0]["detail"]
 
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     assert record.history[-1]["event"] == "run_recovered"
     assert len(acr_server.runs) == 2  # the request's run was adopted, never started again
     assert rig.queue.peek(dead_letter=True) == [] and rig.queue.peek() == []
-    again = _json(capsys, "replay")
+    again = cli_json(capsys, "replay")
     assert (again["replayed"], again["settled"]) == ([], [])
 
 
 def test_a_dead_letter_of_a_request_that_ran_since_is_settled_not_replayed(
-    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
+    rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The retry copy is dead-lettered while no log names a request; the original comes back once
     the logs are there and adopts the run: the copy's dead letter stands for nothing left to do."""
@@ -127,24 +118,31 @@ def test_a_dead_letter_of_a_request_that_ran_since_is_settled_not_replayed(
     assert _ids(rig.queue.peek(dead_letter=True)) == [f"{request.id}-a1"]
     _logs_name_their_requests(acr_server)
     rig.run_until_idle()
-    assert _record(rig, request.id).run_id == "ca1"
-    history = len(_record(rig, request.id).history)
+    assert rig.record(request.id).run_id == "ca1"
+    history = len(rig.record(request.id).history)
 
-    assert _json(capsys, "replay", "--target", "other", "--dry-run")["settled"] == []  # out of scope
-    planned = _json(capsys, "replay", "--reason", "DispatchInterrupted", "--dry-run")
+    assert cli_json(capsys, "replay", "--target", "other", "--dry-run")["settled"] == []  # out of scope
+    planned = cli_json(capsys, "replay", "--reason", "DispatchInterrupted", "--dry-run")
     assert planned["replayed"] == []
     assert [(s["message_id"], s["note"]) for s in planned["settled"]] == [
         (f"{request.id}-a1", "already dispatched as run ca1")
     ]
     assert main(["replay", "--dry-run"]) == 0
     assert "would settle 1 dead letter(s)" in capsys.readouterr().out
-    assert len(rig.queue.peek(dead_letter=True)) == 1 and len(_record(rig, request.id).history) == history
+    assert len(rig.queue.peek(dead_letter=True)) == 1 and len(rig.record(request.id).history) == history
 
     # Whatever reason is asked for: the reason it was once refused no longer matters.
-    done = _json(capsys, "replay", "--reason", "RunRejected", "--note", "runs checked")
+    caplog.set_level(logging.INFO, logger="slipway.replay")
+    done = cli_json(capsys, "replay", "--reason", "RunRejected", "--note", "runs checked")
+    [logged] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "slipway.replay"]
+    assert (logged["event"], logged["message_id"], logged["settled"]) == (
+        "dead_letter_settled",
+        f"{request.id}-a1",
+        "already dispatched as run ca1",
+    )
     assert done["replayed"] == [] and [s["message_id"] for s in done["settled"]] == [f"{request.id}-a1"]
     assert rig.queue.peek(dead_letter=True) == [] and rig.queue.peek() == []  # nothing sent
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     entry = record.history[-1]
     assert entry["event"] == "dead_letters_settled"
@@ -162,12 +160,12 @@ def test_a_dead_letter_of_another_build_under_a_dispatched_id_is_not_settled(
     other = request.model_copy(update={"source": request.source.model_copy(update={"commit": "f" * 40})})
     rig.queue.send([OutgoingMessage(message_id=f"{request.id}-other", body=other.to_json().encode())])
     rig.drain()  # refused IdConflict until dead-lettered
-    before = _record(rig, request.id)
-    [planned] = _json(capsys, "replay", "--dry-run")["replayed"]
+    before = rig.record(request.id)
+    [planned] = cli_json(capsys, "replay", "--dry-run")["replayed"]
     assert planned["message_id"] == f"{request.id}-other" and planned["failure_reason"] is None
-    [done] = _json(capsys, "replay")["replayed"]
+    [done] = cli_json(capsys, "replay")["replayed"]
     assert "IdConflict" in done["ledger"]
-    assert _record(rig, request.id) == before  # the dispatched build's record is not touched
+    assert rig.record(request.id) == before  # the dispatched build's record is not touched
 
 
 def _dead_letter(queue: LocalQueue, message_id: str, body: bytes, replays: int) -> None:

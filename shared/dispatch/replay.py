@@ -364,23 +364,21 @@ class Replayer:
 
 
 def _log(report: ReplayReport) -> None:
-    for item in report.items:
+    """One line a dead letter: replayed (with its copy's id) or settled (with why)."""
+    done = not report.dry_run
+    replayed = "request_replayed" if done else "request_replay_planned"
+    settled = "dead_letter_settled" if done else "dead_letter_settle_planned"
+    lines: list[tuple[str, str | None, str, str | None, str | None]]
+    lines = [(replayed, i.request_id, i.message_id, i.new_message_id, None) for i in report.items]
+    lines += [(settled, s.request_id, s.message_id, None, s.note) for s in report.settled]
+    for event, request_id, message_id, new_message_id, why in lines:
         log_event(
             logger,
-            "request_replay_planned" if report.dry_run else "request_replayed",
-            request_id=item.request_id,
-            message_id=item.message_id,
-            new_message_id=item.new_message_id,
-            actor=report.actor,
-            note=report.note,
-        )
-    for settled in report.settled:
-        log_event(
-            logger,
-            "dead_letter_settle_planned" if report.dry_run else "dead_letter_settled",
-            request_id=settled.request_id,
-            message_id=settled.message_id,
-            settled=settled.note,
+            event,
+            request_id=request_id,
+            message_id=message_id,
+            new_message_id=new_message_id,  # None (settled): left out of the line
+            settled=why,
             actor=report.actor,
             note=report.note,
         )

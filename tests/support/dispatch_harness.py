@@ -22,7 +22,7 @@ from shared.intake.routing import cache_names
 from shared.model.build_request import BuildRequest
 from shared.model.config import parse_config
 from shared.model.tags import compute_tags
-from shared.platform.ledger import FolderLedger
+from shared.platform.ledger import FolderLedger, LedgerRecord
 from shared.platform.queue.local import LocalQueue
 from shared.platform.queue.port import ReceivedMessage
 from shared.platform.state import FolderStateStore
@@ -165,6 +165,12 @@ class Rig:
 
     def send(self, *requests: BuildRequest) -> None:
         send_requests(self.queue, list(requests), correlation_id="test", subject="push")
+
+    def record(self, request_id: str) -> LedgerRecord:
+        """The request's ledger record, which must exist."""
+        found = self.ledger.get(request_id)
+        assert found is not None, f"no ledger record for {request_id}"
+        return found[0]
 
     def invoke(self, message: ReceivedMessage) -> None:
         """Call the trigger's function with ``message`` as the host would, without settling it."""
