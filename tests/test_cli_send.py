@@ -13,11 +13,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +26,8 @@ from shared.app.cli import main
 from shared.intake.receivers.signatures import basic_auth_header, parse_basic_auth
 from tests.support.ports import free_port
 from tests.support.receiving import FIXTURES, fixture_headers, fixture_json
+from tests.support.serve import SLIPWAY, ServeProcess, local_env
 
-SLIPWAY = Path(sys.executable).with_name("slipway")
 SECRETS = {
     "GITHUB_WEBHOOK_SECRET": "gh-secret-5e1f",
     "GITLAB_WEBHOOK_TOKEN": "gl-token-77aa",
@@ -93,38 +89,15 @@ targets:
 """
 
 
-class Serve:
-    """`slipway serve` as a user starts it, on a free loopback port."""
+class Serve(ServeProcess):
+    """`slipway serve` as a user starts it, with every sender's secret from ``settings`` only."""
 
     def __init__(self, folder: Path, **settings: str) -> None:
         (folder / "slipway.yaml").write_text(CONFIG)
-        dropped = ("ServiceBus", "AzureWebJobs", "ACR_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped) and k not in SECRETS}
+        env = local_env(drop=SECRETS)
         env.update(settings, SLIPWAY_STATE_DIR=str(folder / "state"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/"
-        command = [str(SLIPWAY), "serve", "--port", str(self.port), "--config", str(folder / "slipway.yaml")]
-        self.proc = subprocess.Popen(
-            command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("serve did not start listening")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+        super().__init__(folder, env)
+        self.start()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,14 @@ from shared.model.build_request import BuildRequest
 from shared.platform.ledger import LedgerRecord, RunStatus
 from shared.platform.queue.port import QUEUE_MAX_DELIVERY_COUNT, ReceivedMessage
 from tests.support.acr_server import AcrServer, decoded_task
-from tests.support.dispatch_harness import Clock, Rig, acr_backend, acr_backend_arguments, make_request
+from tests.support.dispatch_harness import (
+    Clock,
+    Rig,
+    acr_backend,
+    acr_backend_arguments,
+    make_request,
+    start_run_by_hand,
+)
 
 
 @pytest.fixture
@@ -228,29 +235,14 @@ def test_a_crash_with_two_unknown_runs_in_the_window_asks_the_operator(
     rig.send(request)
     crashed_at = rig.clock()
     _crash_then_redeliver(rig)
-    acr_server.clock = lambda: crashed_at + timedelta(seconds=5)
-    acr_backend(acr_server).start(  # somebody else's run, in the same minute, unknown to the ledger
-        _spec_of(rig, request.id), request_id="manual", correlation_id="manual"
-    )
-    acr_server.clock = rig.clock
+    # Somebody else's run, in the same minute, unknown to the ledger.
+    start_run_by_hand(rig, acr_server, created_at=crashed_at + timedelta(seconds=5))
     rig.run_until_idle()
     _dead, record = _dead_letter_and_record(rig, request.id)
     assert (record.status, record.failure_reason) == (RunStatus.DISPATCHING, "DispatchInterrupted")
     assert "ca1" in (record.error or "") and "ca2" in (record.error or "")
     assert [e["event"] for e in record.history].count("dispatch_interrupted") == 1
     assert _runs(acr_server) == 2  # nothing started a third
-
-
-def _spec_of(rig: Rig, request_id: str) -> RunSpec:
-    from shared.acr.task import render_run
-    from shared.dispatch.dispatcher import resolve_secrets
-    from shared.model.config import load_config
-
-    config = load_config(Path(rig.settings["SLIPWAY_CONFIG"]))
-    request = make_request(99, received_at=rig.clock())
-    target = config.target("azure-test")
-    assert target is not None
-    return render_run(request, config, resolve_secrets(config, target, rig.settings, required=True))
 
 
 def test_a_reclaim_records_the_task_it_actually_sends(
@@ -361,9 +353,7 @@ def _interrupted_beside_a_manual_run(rig: Rig, acr: AcrServer, n: int) -> BuildR
     rig.send(request)
     crashed_at = rig.clock()
     _crash_then_redeliver(rig)
-    acr.clock = lambda: crashed_at + timedelta(seconds=5)
-    acr_backend(acr).start(_spec_of(rig, request.id), request_id="manual", correlation_id="manual")
-    acr.clock = rig.clock
+    start_run_by_hand(rig, acr, created_at=crashed_at + timedelta(seconds=5))
     return request
 
 
@@ -375,12 +365,6 @@ def _replay(rig: Rig, request_id: str) -> None:
     )
 
 
-def _record(rig: Rig, request_id: str) -> LedgerRecord:
-    found = rig.ledger.get(request_id)
-    assert found is not None
-    return found[0]
-
-
 def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_second(
     crash_rig: Rig, acr_server: AcrServer
 ) -> None:
@@ -388,13 +372,13 @@ def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_s
     rig = crash_rig
     request = _interrupted_beside_a_manual_run(rig, acr_server, 11)
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.failure_reason) == (RunStatus.DISPATCHING, "DispatchInterrupted")
     # Replayed while both runs are still queued (no log tells whose they are): still interrupted,
     # and nothing started.
     _replay(rig, request.id)
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.failure_reason, record.run_id) == ("DispatchInterrupted", None)
     assert record.start_uncertain_at is not None  # the doubt survives the replay
     assert _runs(acr_server) == 2
@@ -404,7 +388,7 @@ def test_a_replay_of_an_interrupted_dispatch_adopts_its_run_and_never_starts_a_s
         acr_server.set_log(run_id, _printed_log(acr_server, run_id))
     _replay(rig, request.id)
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     assert acr_server.request_id_of("ca1") == request.id
     events = [e["event"] for e in record.history]
@@ -422,7 +406,7 @@ def test_after_the_lease_the_run_whose_log_names_the_request_is_adopted_beside_a
         acr_server.set_status(run_id, "Running")
         acr_server.set_log(run_id, _printed_log(acr_server, run_id))
     rig.run_until_idle()
-    record = _record(rig, request.id)
+    record = rig.record(request.id)
     assert (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     assert [e["event"] for e in record.history][-1] == "run_recovered"
     assert _runs(acr_server) == 2 and rig.queue.peek(dead_letter=True) == []

@@ -8,8 +8,9 @@ the real queue trigger, one controlled clock. Seeded, so a failure reproduces.
 The worker is killed at points inside the window between ``scheduleRun`` and the ledger: right
 after the call returned, inside the ledger write of the run (before it lands, or after), and
 while adopting an orphaned run. Runs' logs appear as their build steps start, some late, so
-recovery sometimes cannot tell runs apart and dead-letters ``DispatchInterrupted``; an operator
-then replays those dead letters, and no replay may start a second run.
+recovery sometimes cannot tell runs apart and dead-letters ``DispatchInterrupted`` (a request's
+retry copy and its redelivered original alike); an operator then replays those dead letters, no
+replay may start a second run, and no dead letter may stay behind for a request that ran.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import random
 import tempfile
 from collections import Counter
@@ -36,7 +38,8 @@ from tests.support.acr_server import RESET, AcrServer, RecordedRequest, Scripted
 from tests.support.dispatch_harness import Clock, Rig, acr_backend_arguments, make_request
 
 REQUESTS = 1000
-SEED = 20261123
+# SLIPWAY_INVARIANT_SEED=<n> explores other interleavings (the default keeps a failure reproducible).
+SEED = int(os.environ.get("SLIPWAY_INVARIANT_SEED", "20261123"))
 
 
 class FaultyAcr(AcrBackend):
@@ -176,20 +179,24 @@ def test_every_request_runs_once_or_is_dead_lettered_once(
         monkeypatch.setattr(FolderLedger, "replace", write)
         backend.killing = False
         _builds_print(acr_server, rng, 1.0)
-        interrupted = _replay_interrupted(rig)
+        interrupted, _ = _replay_interrupted(rig)
         rig.run_until_idle()
-        assert _replay_interrupted(rig) == 0
+        # One replay resolved it all: every copy of a replayed request went with it, and a dead
+        # letter of a request that ran meanwhile was settled (tests/test_replay_copies.py).
+        assert _replay_interrupted(rig) == (0, 0)
 
         runs = Counter(acr_server.request_id_of(run_id) for run_id in acr_server.runs)
-        dead = Counter(json.loads(m.body)["id"] for m in rig.queue.peek(dead_letter=True, max_count=5000))
+        dead: dict[str, list[str]] = {}
+        for message in rig.queue.peek(dead_letter=True, max_count=5000):
+            dead.setdefault(json.loads(message.body)["id"], []).append(message.message_id)
         assert rig.queue.peek() == []
         for request in requests:
-            started, dead_lettered = runs[request.id], dead[request.id]
+            started, dead_letters = runs[request.id], dead.get(request.id, [])
             record, _ = rig.ledger.get(request.id) or (None, None)
-            assert (started, dead_lettered) in ((1, 0), (0, 1)), (
+            assert (started, len(dead_letters)) in ((1, 0), (0, 1)), (
                 request.id,
                 started,
-                dead_lettered,
+                dead_letters,
                 record and [(e["at"], e["event"], str(e["detail"])[:80]) for e in record.history],
             )
             assert record is not None
@@ -222,8 +229,9 @@ def _builds_print(acr: AcrServer, rng: random.Random, chance: float) -> None:
             acr.set_log(run_id, f"slipway: request {acr.request_id_of(run_id)}, correlation test\n")
 
 
-def _replay_interrupted(rig: Rig) -> int:
-    """``slipway replay --reason DispatchInterrupted``: how many dead letters it sent back."""
+def _replay_interrupted(rig: Rig) -> tuple[int, int]:
+    """``slipway replay --reason DispatchInterrupted``: how many dead letters it sent back, and how
+    many it settled (completed, nothing sent: their request ran, or another copy was sent)."""
     from shared.dispatch.replay import Replayer, ReplaySelection
 
     report = Replayer(rig.queue, rig.ledger, clock=rig.clock).replay(
@@ -232,7 +240,7 @@ def _replay_interrupted(rig: Rig) -> int:
         note="runs checked",
         dry_run=False,
     )
-    return len(report.items)
+    return len(report.items), len(report.settled)
 
 
 def _call(rig: Rig, message: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import azure.functions as func
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from shared.app.cli import main
 from shared.platform.ledger import RunStatus
 from tests.support.acr_server import AcrServer
+from tests.support.cli import cli_json
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
 
 
@@ -21,11 +21,6 @@ def rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
     rig = Rig(tmp_path, Clock(), acr_backend(acr_server))
     yield rig
     rig.close()
-
-
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    assert main([*argv, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
 
 
 # Service Bus's system reason for a message delivered MaxDeliveryCount times (Learn, "Overview of
@@ -46,25 +41,25 @@ def test_a_dead_letter_is_listed_replayed_with_a_new_id_and_dispatched_once(
     rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request_id = _refused(rig, acr_server, 1)
-    [listed] = _json(capsys, "queue", "list", "--dead-letter")["messages"]
+    [listed] = cli_json(capsys, "queue", "list", "--dead-letter")["messages"]
     # As in Azure: the queue only knows the message was never settled; the ledger knows why.
     assert (listed["message_id"], listed["dead_letter_reason"]) == (request_id, SYSTEM_REASON)
     record, _ = rig.ledger.get(request_id) or (None, None)
     assert record is not None and record.failure_reason == "RunRejected"
     assert "fix the quota" in (record.error or "")
 
-    planned = _json(capsys, "replay", "--reason", "runrejected", "--dry-run")
+    planned = cli_json(capsys, "replay", "--reason", "runrejected", "--dry-run")
     assert planned["dry_run"] is True
     assert [i["new_message_id"] for i in planned["replayed"]] == [f"{request_id}-r1"]
     [item] = planned["replayed"]
     assert (item["failure_reason"], item["dead_letter_reason"]) == ("RunRejected", SYSTEM_REASON)
     # The ledger's reason is the one matched: the queue's says nothing about this refusal.
-    assert _json(capsys, "replay", "--reason", "MaxDelivery", "--dry-run")["replayed"] == []
+    assert cli_json(capsys, "replay", "--reason", "MaxDelivery", "--dry-run")["replayed"] == []
     assert len(rig.queue.peek(dead_letter=True)) == 1 and rig.queue.peek() == []  # nothing changed
     record, _ = rig.ledger.get(request_id) or (None, None)
     assert record is not None and record.status is RunStatus.FAILED
 
-    done = _json(capsys, "replay", "--id", request_id, "--note", "quota raised (INC-42)")
+    done = cli_json(capsys, "replay", "--id", request_id, "--note", "quota raised (INC-42)")
     assert [i["new_message_id"] for i in done["replayed"]] == [f"{request_id}-r1"]
     assert rig.queue.peek(dead_letter=True) == []
     [copy] = rig.queue.peek()
@@ -83,22 +78,22 @@ def test_a_dead_letter_is_listed_replayed_with_a_new_id_and_dispatched_once(
     record, _ = rig.ledger.get(request_id) or (None, None)
     assert record is not None and (record.status, record.run_id) == (RunStatus.DISPATCHED, "ca1")
     assert len(acr_server.runs) == 1
-    assert _json(capsys, "replay")["replayed"] == []  # nothing left to replay
+    assert cli_json(capsys, "replay")["replayed"] == []  # nothing left to replay
 
 
 def test_filters_limit_and_a_second_replay_numbers_on(
     rig: Rig, acr_server: AcrServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first, second = _refused(rig, acr_server, 2), _refused(rig, acr_server, 3)
-    assert _json(capsys, "replay", "--target", "other", "--dry-run")["replayed"] == []
-    assert _json(capsys, "replay", "--since", "1h", "--reason", "Unknown", "--dry-run")["replayed"] == []
-    [only] = _json(capsys, "replay", "--limit", "1")["replayed"]
+    assert cli_json(capsys, "replay", "--target", "other", "--dry-run")["replayed"] == []
+    assert cli_json(capsys, "replay", "--since", "1h", "--reason", "Unknown", "--dry-run")["replayed"] == []
+    [only] = cli_json(capsys, "replay", "--limit", "1")["replayed"]
     assert only["message_id"] == first
     acr_server.fail_next(400, body={"error": {"code": "QuotaExceeded", "message": "still no quota"}})
     rig.drain()  # refused again: back in the dead-letter queue as <id>-r1
     ids = sorted(m.message_id for m in rig.queue.peek(dead_letter=True))
     assert ids == sorted([second, f"{first}-r1"])
-    again = _json(capsys, "replay", "--id", first)["replayed"]
+    again = cli_json(capsys, "replay", "--id", first)["replayed"]
     assert [i["new_message_id"] for i in again] == [f"{first}-r2"]
     assert main(["replay", "--since", "forever"]) == 1
 
@@ -209,11 +204,11 @@ def test_a_dead_letter_without_a_ledger_reason_is_matched_on_its_own_reason(
     rig.queue.send([OutgoingMessage(message_id="by-hand", body=request.to_json().encode())])
     [locked] = rig.queue.receive()
     rig.queue.dead_letter(locked, "PoisonByHand", "moved by an operator's tool")
-    found = _json(capsys, "replay", "--reason", SYSTEM_REASON.lower(), "--dry-run")["replayed"]
+    found = cli_json(capsys, "replay", "--reason", SYSTEM_REASON.lower(), "--dry-run")["replayed"]
     assert [(i["message_id"], i["failure_reason"]) for i in found] == [("junk-1", None)]
-    found = _json(capsys, "replay", "--reason", "poison", "--dry-run")["replayed"]
+    found = cli_json(capsys, "replay", "--reason", "poison", "--dry-run")["replayed"]
     assert [(i["message_id"], i["request_id"]) for i in found] == [("by-hand", request.id)]
-    done = _json(capsys, "replay", "--reason", "PoisonByHand", "--note", "checked")["replayed"]
+    done = cli_json(capsys, "replay", "--reason", "PoisonByHand", "--note", "checked")["replayed"]
     assert [i["ledger"] for i in done] == ["created, retrying"]
     record, _ = rig.ledger.get(request.id) or (None, None)
     assert record is not None and "PoisonByHand" in record.history[-1]["detail"]
@@ -247,12 +242,12 @@ def test_replay_on_service_bus_matches_the_ledger_reason_of_a_max_delivery_dead_
     queue, _ = make_queue(client)
     set_runtime(Runtime(rig.settings, app_root=rig.queue.path.parent, queue=queue, ledger=rig.ledger))
 
-    assert _json(capsys, "replay", "--reason", "MaxDeliveryCount", "--dry-run")["replayed"] == []
-    [planned] = _json(capsys, "replay", "--reason", "runrejected", "--dry-run")["replayed"]
+    assert cli_json(capsys, "replay", "--reason", "MaxDeliveryCount", "--dry-run")["replayed"] == []
+    [planned] = cli_json(capsys, "replay", "--reason", "runrejected", "--dry-run")["replayed"]
     assert (planned["failure_reason"], planned["dead_letter_reason"]) == ("RunRejected", SYSTEM_REASON)
     assert client.senders[0].batches == []  # a dry run sends nothing
 
-    [done] = _json(capsys, "replay", "--reason", "RunRejected", "--note", "quota raised")["replayed"]
+    [done] = cli_json(capsys, "replay", "--reason", "RunRejected", "--note", "quota raised")["replayed"]
     assert done["new_message_id"] == f"{request_id}-r1"
     [[sent]] = client.senders[0].batches
     assert sent.message_id == f"{request_id}-r1"
@@ -286,7 +281,7 @@ def test_a_request_refused_before_its_claim_is_found_by_its_reason_and_runs_once
         + "    branches: ['**']\n    cache: {name: 'azure-test-{branch}'}\n"
     )
     os.utime(config, (1, 2))  # another mtime, whatever the file system's time granularity
-    [done] = _json(capsys, "replay", "--reason", "unknowntarget")["replayed"]
+    [done] = cli_json(capsys, "replay", "--reason", "unknowntarget")["replayed"]
     assert done["failure_reason"] == "UnknownTarget" and done["ledger"] == "failed -> retrying"
     assert rig.drain() == [f"{request.id}-r1"]
     record, _ = rig.ledger.get(request.id) or (None, None)

@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from shared.app.cli import main
 from shared.model.build_request import BuildRequest
 from shared.platform.ledger import RunStatus
 from tests.support.acr_server import AcrServer
+from tests.support.cli import cli_json
 from tests.support.dispatch_harness import Clock, Rig, acr_backend, make_request
 
 
@@ -24,13 +22,8 @@ def rig(tmp_path: Path, acr_server: AcrServer) -> Iterator[Rig]:
     rig.close()
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    assert main([*argv, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
 def _replay_and_redeliver(rig: Rig, request: BuildRequest, capsys: pytest.CaptureFixture[str]) -> None:
-    [done] = _json(capsys, "replay", "--id", request.id, "--note", "cause fixed, I think")["replayed"]
+    [done] = cli_json(capsys, "replay", "--id", request.id, "--note", "cause fixed, I think")["replayed"]
     assert done["new_message_id"] == f"{request.id}-r1"
     record, _ = rig.ledger.get(request.id) or (None, None)
     assert record is not None and record.status is RunStatus.RETRYING  # claimable again
@@ -60,10 +53,10 @@ def test_a_replay_refused_before_any_claim_is_recorded_as_dead_lettered_again(
     assert record.dead_letter_message_id == f"{request.id}-r1"
     assert [e["event"] for e in record.history] == ["refused", "replayed", "refused"]
     assert "not-configured" in record.history[-1]["detail"]
-    shown = _json(capsys, "runs", "show", request.id)
+    shown = cli_json(capsys, "runs", "show", request.id)
     assert (shown["status"], shown["history"][-1]["event"]) == ("failed", "refused")
     # ... and it can be replayed again once the cause is fixed: the dead letter is the -r1 copy.
-    assert _json(capsys, "replay", "--dry-run")["replayed"][0]["new_message_id"] == f"{request.id}-r2"
+    assert cli_json(capsys, "replay", "--dry-run")["replayed"][0]["new_message_id"] == f"{request.id}-r2"
 
 
 def test_a_replay_refused_by_acr_again_is_failed_with_the_new_refusal(

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,10 +15,9 @@ from typing import Any
 import pytest
 
 from tests.support.github import SECRET, fixture_bytes, fixture_json, signed_request
-from tests.support.ports import free_port
+from tests.support.serve import SLIPWAY, ServeProcess, local_env
 
 ROOT = Path(__file__).resolve().parents[1]
-SLIPWAY = Path(sys.executable).with_name("slipway")
 CONFIG = """
 registry: slipway.azurecr.io
 dispatch:
@@ -34,22 +30,8 @@ targets:
 """
 
 
-class Server:
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir, self.env = workdir, env
-        self.port = free_port()
-        self.proc: subprocess.Popen[str] | None = None
-
-    def command(self, *args: str) -> list[str]:
-        return [
-            str(SLIPWAY),
-            "serve",
-            "--port",
-            str(self.port),
-            "--config",
-            str(self.workdir / "slipway.yaml"),
-            *args,
-        ]
+class Server(ServeProcess):
+    """Also: a start it refuses, a signed GitHub push to it, and the CLI on its state folder."""
 
     def refused(self, *args: str, **extra_env: str) -> str:
         """Run ``serve`` expecting it to refuse to start; its output."""
@@ -64,37 +46,15 @@ class Server:
         assert out.returncode == 1, out
         return out.stderr
 
-    def start(self, *args: str, **extra_env: str) -> None:
-        self.proc = subprocess.Popen(
-            self.command(*args),
-            cwd=self.workdir,
-            env={**self.env, **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("serve did not start listening")
-
     def stop(self) -> str:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        assert self.proc.returncode == 0, out
+        out = super().stop()
+        assert self.proc is not None and self.proc.returncode == 0, out
         return out
 
     def post(self, body: bytes, **kw: Any) -> tuple[int, dict[str, Any]]:
         plain = signed_request(body, **kw)
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/api/hooks/github",
+            f"{self.url}hooks/github",
             data=plain.body,
             headers=dict(plain.headers),
             method="POST",
@@ -121,7 +81,7 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     (tmp_path / "slipway.yaml").write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ServiceBus", "AzureWebJobs", "ACR_"))}
+    env = local_env()
     env.update(
         {
             "GITHUB_WEBHOOK_SECRET": SECRET,
@@ -131,9 +91,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     )
     srv = Server(tmp_path, env)
     yield srv
-    if srv.proc and srv.proc.poll() is None:
-        srv.proc.kill()
-        srv.proc.wait()
+    srv.kill()
 
 
 def _wait_for(predicate: Any, timeout: float = 20.0) -> Any:

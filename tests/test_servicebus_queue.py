@@ -20,6 +20,8 @@ from azure.servicebus.exceptions import ServiceBusConnectionError
 
 from shared.platform.queue import (
     NOT_LOCKED,
+    DeadLetterAction,
+    DeadLetterChoice,
     MessageState,
     OutgoingMessage,
     QueueBrowser,
@@ -311,32 +313,33 @@ def test_pending_with_coalesce_key_finds_queued_and_scheduled_requests_by_key() 
     assert [json.loads(body)["n"] for body in found] == [1, 3]
 
 
-def test_resend_dead_letters_sends_the_chosen_copies_then_completes_and_abandons_the_rest() -> None:
+def test_settle_dead_letters_sends_copies_then_completes_completes_only_and_abandons_the_rest() -> None:
     client = FakeClient(
         peekable=[
             sdk_message(7, message_id="web.abc", dead_letter_reason="RetriesExhausted"),
             sdk_message(8, message_id="api.def", dead_letter_reason="UnknownTarget"),
+            sdk_message(9, message_id="web.abc-a1", dead_letter_reason="RetriesExhausted"),
         ]
     )
     queue, _ = make_queue(client)
 
-    def choose(message: Any) -> OutgoingMessage | None:
+    def choose(message: Any) -> DeadLetterChoice:
+        if message.message_id == "web.abc-a1":  # another dead letter of the request replayed
+            return DeadLetterAction.COMPLETE
         if not message.message_id.startswith("web."):
             return None
         return OutgoingMessage(message_id=f"{message.message_id}-r1", body=message.body)
 
-    resent = queue.resend_dead_letters(choose)
-    [(original, copy)] = resent
-    assert (original.message_id, original.dead_letter_reason, copy.message_id) == (
-        "web.abc",
-        "RetriesExhausted",
-        "web.abc-r1",
-    )
+    settled = queue.settle_dead_letters(choose)
+    assert [(m.message_id, m.dead_letter_reason, c and c.message_id) for m, c in settled] == [
+        ("web.abc", "RetriesExhausted", "web.abc-r1"),
+        ("web.abc-a1", "RetriesExhausted", None),
+    ]
     [(_name, sub_queue, receiver)] = client.receivers
     assert sub_queue is ServiceBusSubQueue.DEAD_LETTER and receiver.closed
-    [[sent]] = client.senders[0].batches
+    [[sent]] = client.senders[0].batches  # the one copy; completing only sends nothing
     assert sent.message_id == "web.abc-r1"
-    assert [m.message_id for m in receiver.completed] == ["web.abc"]  # sent first, then completed
+    assert [m.message_id for m in receiver.completed] == ["web.abc", "web.abc-a1"]
     assert [m.message_id for m in receiver.abandoned] == ["api.def"]  # stays in the dead-letter queue
 
 

@@ -1,18 +1,27 @@
 """Replay: move dead-lettered build requests back to the queue, and say who did it and why.
 
-Each chosen dead letter is re-sent as a copy with a new message id ``<request id>-r<N>`` (N is
-one more than the replays it already went through): a re-send under the same id inside the
-duplicate-detection window would be dropped silently. The copy's body is the request with
-``attempt`` reset and ``replay_of`` naming the dead letter. Before the copy is sent, the ledger
-record of the request is marked ``retrying`` with a ``replayed`` history entry (who, when, why),
-so the dispatcher claims it again; a request with no record yet (refused before any claim, e.g.
-an unknown target) gets one. Then the dead letter is completed. A copy refused again (the cause
-is not fixed) settles the record ``failed`` once more, with the copy as its dead letter, whether
-ACR refused the run or the request was refused before its claim (``claims.refuse_unclaimed``).
-A crash between send and complete leaves the dead letter in place; replaying it again is
-absorbed by the ledger.
+A replay works on requests (``shared.dispatch.dead_letters``): the dead letters are peeked and
+grouped by request, and the ledger, read once per request before anything changes, decides for
+all of a request's dead letters. Already run or needing no run (``dispatched``, ``superseded``,
+``cancelled``): each is *settled*, completed with nothing sent and noted ("already dispatched as
+run X") in the log and the record's history, whatever ``reason`` says (``ids``, ``target`` and
+``since`` still bound what is looked at). Selected (one of its dead letters matches): its first
+dead letter is re-sent, and its others are settled once that copy is sent; one copy is enough,
+the ledger would make a second a duplicate, and one left behind would stay forever. Otherwise
+they stay. So a request that has not run is always in the queue or its dead-letter queue.
 
-Works on any queue adapter with ``peek`` and ``resend_dead_letters`` (local, Service Bus).
+The copy has a new message id ``<request id>-r<N>`` (N: one more than the replays any of its
+dead letters went through): a re-send under the same id inside the duplicate-detection window
+would be dropped silently. Its body is the request with ``attempt`` reset and ``replay_of``
+naming the dead letter. Before it is sent, the ledger record is marked ``retrying`` with a
+``replayed`` history entry (who, when, why), so the dispatcher claims it again; a request with no
+record yet (refused before any claim, e.g. an unknown target) gets one. Then the dead letter is
+completed. A copy refused again (the cause is not fixed) settles the record ``failed`` once more,
+with the copy as its dead letter, whether ACR refused the run or the request was refused before
+its claim (``claims.refuse_unclaimed``). A crash between send and complete leaves the dead letter
+in place; replaying it again is absorbed by the ledger.
+
+Works on any queue adapter with ``peek`` and ``settle_dead_letters`` (local, Service Bus).
 """
 
 from __future__ import annotations
@@ -25,22 +34,28 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.dispatch.claims import new_record, reopened
+from shared.dispatch.claims import build_fingerprint, new_record, reopened
+from shared.dispatch.dead_letters import (
+    ALREADY_SETTLED,
+    REPLAY_COUNT_PROPERTY,
+    DeadRequest,
+    Plan,
+    by_request,
+)
 from shared.dispatch.failures import replay_message_id
 from shared.model.build_request import BuildRequest
 from shared.model.durations import Duration
 from shared.model.validation import problems
-from shared.platform.ledger import ConflictError, Ledger, RunStatus
+from shared.platform.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.platform.logs import log_event
-from shared.platform.queue.port import OutgoingMessage, ReceivedMessage
+from shared.platform.queue.port import DeadLetterAction, DeadLetterChoice, OutgoingMessage, ReceivedMessage
 
 if TYPE_CHECKING:
     from shared.platform.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger("slipway.replay")
 
-REPLAY_COUNT_PROPERTY = "replay_count"
-# How many dead letters one replay looks at (the limit counts the ones replayed).
+# How many dead letters one replay looks at (the limit counts the requests replayed).
 SCAN_LIMIT = 1000
 
 
@@ -48,9 +63,9 @@ SCAN_LIMIT = 1000
 class DeadLetterQueue(Protocol):
     def peek(self, *, dead_letter: bool = False, max_count: int = 100) -> list[ReceivedMessage]: ...
 
-    def resend_dead_letters(
-        self, choose: Callable[[ReceivedMessage], OutgoingMessage | None], *, max_count: int = 1000
-    ) -> list[tuple[ReceivedMessage, OutgoingMessage]]: ...
+    def settle_dead_letters(
+        self, choose: Callable[[ReceivedMessage], DeadLetterChoice], *, max_count: int = 1000
+    ) -> list[tuple[ReceivedMessage, OutgoingMessage | None]]: ...
 
 
 def refusal_reason(message: ReceivedMessage, failure_reason: str | None) -> str | None:
@@ -67,22 +82,19 @@ def refusal_reason(message: ReceivedMessage, failure_reason: str | None) -> str 
 
 @dataclass(frozen=True)
 class ReplaySelection:
-    """Which dead letters: every given filter must match. ``ids`` match message or request ids."""
+    """Which dead letters: every given filter must match. ``ids`` match message or request ids.
+
+    ``ids``, ``target`` and ``since`` say which dead letters are looked at (``in_scope``),
+    ``reason`` which of those are replayed; a request that already ran is settled whatever it says.
+    """
 
     ids: tuple[str, ...] = ()
     reason: str | None = None  # substring of refusal_reason(), case-insensitive
     target: str | None = None
     since: timedelta | None = None  # enqueued no longer ago than this
-    limit: int = 100
+    limit: int = 100  # requests replayed
 
-    def matches(
-        self,
-        message: ReceivedMessage,
-        request: BuildRequest | None,
-        now: datetime,
-        failure_reason: Callable[[], str | None] = lambda: None,
-    ) -> bool:
-        """``failure_reason`` reads the ledger's reason; called last, only when ``reason`` is set."""
+    def in_scope(self, message: ReceivedMessage, request: BuildRequest | None, now: datetime) -> bool:
         if (
             self.ids
             and message.message_id not in self.ids
@@ -94,12 +106,13 @@ class ReplaySelection:
             and (request.target if request else message.application_properties.get("target")) != self.target
         ):
             return False
-        if self.since is not None and message.enqueued_time < now - self.since:
-            return False
-        return not (
-            self.reason
-            and self.reason.lower() not in (refusal_reason(message, failure_reason()) or "").lower()
-        )
+        return self.since is None or message.enqueued_time >= now - self.since
+
+    def reason_matches(self, message: ReceivedMessage, failure_reason: str | None) -> bool:
+        """``failure_reason``: the ledger's for the dead letter's request (None: it has none)."""
+        if not self.reason:
+            return True
+        return self.reason.lower() in (refusal_reason(message, failure_reason) or "").lower()
 
 
 @dataclass
@@ -114,11 +127,23 @@ class ReplayItem:
 
 
 @dataclass
+class SettledItem:
+    """A dead letter completed with no copy sent: its request needs nothing more (``note``: why)."""
+
+    message_id: str
+    request_id: str | None
+    target: str | None
+    dead_letter_reason: str | None
+    note: str
+
+
+@dataclass
 class ReplayReport:
     dry_run: bool
     actor: str
     note: str
     items: list[ReplayItem] = field(default_factory=list)
+    settled: list[SettledItem] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -126,25 +151,31 @@ class ReplayReport:
             "actor": self.actor,
             "note": self.note,
             "replayed": [asdict(i) for i in self.items],
+            "settled": [asdict(s) for s in self.settled],
         }
 
+    def add_replayed(
+        self, dead: DeadRequest, message: ReceivedMessage, copy: OutgoingMessage, ledger: str
+    ) -> None:
+        self.items.append(
+            ReplayItem(
+                message_id=message.message_id,
+                new_message_id=copy.message_id,
+                request_id=dead.request_id,
+                target=dead.target,
+                dead_letter_reason=message.dead_letter_reason,
+                failure_reason=dead.failure_reason,
+                ledger=ledger,
+            )
+        )
 
-def _request(message: ReceivedMessage) -> BuildRequest | None:
-    try:
-        return BuildRequest.from_json(message.body)
-    except (ValidationError, ValueError):
-        return None
+    def add_settled(self, dead: DeadRequest, message: ReceivedMessage, note: str) -> None:
+        self.settled.append(
+            SettledItem(message.message_id, dead.request_id, dead.target, message.dead_letter_reason, note)
+        )
 
 
-def _replay_number(message: ReceivedMessage) -> int:
-    try:
-        return int(message.application_properties.get(REPLAY_COUNT_PROPERTY, 0)) + 1
-    except (TypeError, ValueError):
-        return 1
-
-
-def _copy(message: ReceivedMessage, request: BuildRequest | None, actor: str) -> OutgoingMessage:
-    number = _replay_number(message)
+def _copy(message: ReceivedMessage, request: BuildRequest | None, actor: str, number: int) -> OutgoingMessage:
     properties = {**message.application_properties, REPLAY_COUNT_PROPERTY: number, "replayed_by": actor[:100]}
     if request is None:  # not a BuildRequest: re-send the body as it is (the dispatcher will say why)
         return OutgoingMessage(
@@ -165,6 +196,9 @@ def _copy(message: ReceivedMessage, request: BuildRequest | None, actor: str) ->
     )
 
 
+NO_RECORD = "not a BuildRequest: no ledger record"
+
+
 class Replayer:
     def __init__(self, queue: DeadLetterQueue, ledger: Ledger, *, clock: Callable[[], datetime]) -> None:
         self._queue = queue
@@ -180,106 +214,174 @@ class Replayer:
         dry_run: bool,
         progress: Callable[[int], None] | None = None,
     ) -> ReplayReport:
-        """Replay what ``selection`` picks; ``progress`` hears how many so far after each one."""
+        """Replay what ``selection`` picks, settle what needs no replay; ``progress`` hears how many
+        dead letters so far after each one."""
         report = ReplayReport(dry_run=dry_run, actor=actor, note=note)
         now = self._clock()
+        plan = self._plan(selection, now)
 
-        def choose(message: ReceivedMessage) -> OutgoingMessage | None:
-            if len(report.items) >= selection.limit:
-                return None
-            request = _request(message)
-            looked_up: list[str | None] = []
-
-            def failure_reason() -> str | None:
-                if not looked_up:
-                    looked_up.append(self._failure_reason(request))
-                return looked_up[0]
-
-            if not selection.matches(message, request, now, failure_reason):
-                return None
-            copy = _copy(message, request, actor)
-            reason = refusal_reason(message, failure_reason())
-            ledger = "not a BuildRequest: no ledger record" if request is None else "would be marked retrying"
-            if not dry_run and request is not None:
-                ledger = self._record(request, message, reason, copy.message_id, actor, note, now)
-            report.items.append(
-                ReplayItem(
-                    message_id=message.message_id,
-                    new_message_id=copy.message_id,
-                    request_id=request.id if request else None,
-                    target=request.target if request else None,
-                    dead_letter_reason=message.dead_letter_reason,
-                    failure_reason=failure_reason(),
-                    ledger=ledger,
-                )
-            )
+        def advance() -> None:
             if progress is not None:
-                progress(len(report.items))
-            return copy
+                progress(len(report.items) + len(report.settled))
 
         if dry_run:
-            for message in self._queue.peek(dead_letter=True, max_count=SCAN_LIMIT):
-                choose(message)
+            for dead in plan:
+                self._report_plan(dead, report, advance)
         else:
-            self._queue.resend_dead_letters(choose, max_count=SCAN_LIMIT)
-        for item in report.items:
-            log_event(
-                logger,
-                "request_replayed" if not dry_run else "request_replay_planned",
-                request_id=item.request_id,
-                message_id=item.message_id,
-                new_message_id=item.new_message_id,
-                actor=actor,
-                note=note,
-            )
+            by_sequence = {m.sequence_number: dead for dead in plan for m in dead.messages}
+
+            def choose(message: ReceivedMessage) -> DeadLetterChoice:
+                dead = by_sequence.get(message.sequence_number)
+                if dead is None or not dead.holds(message):
+                    return None  # dead-lettered since the plan was made: the next replay sees it
+                choice = self._act(dead, message, report, now)
+                advance()
+                return choice
+
+            self._queue.settle_dead_letters(choose, max_count=SCAN_LIMIT)
+        _log(report)
         return report
 
-    def _failure_reason(self, request: BuildRequest | None) -> str | None:
-        """The reason the ledger holds for ``request`` (None: no request, no record, or no reason)."""
+    def _plan(self, selection: ReplaySelection, now: datetime) -> list[DeadRequest]:
+        """The requests with dead letters in scope, and what becomes of each one's."""
+        plan: list[DeadRequest] = []
+        replays = 0
+        for dead in by_request(self._queue.peek(dead_letter=True, max_count=SCAN_LIMIT)):
+            if not any(selection.in_scope(m, dead.request, now) for m in dead.messages):
+                continue
+            dead.record = self._record_of(dead.request)
+            if dead.record is not None and dead.record.status in ALREADY_SETTLED:
+                dead.settle(dead.record)
+            elif replays < selection.limit and any(
+                selection.reason_matches(m, dead.failure_reason) for m in dead.messages
+            ):
+                dead.plan = Plan.REPLAY
+                replays += 1
+            else:
+                continue
+            plan.append(dead)
+        return plan
+
+    def _record_of(self, request: BuildRequest | None) -> LedgerRecord | None:
+        """The ledger record of ``request``'s build (None: no request, no record, an unreadable one,
+        or another build's under a reused id, whose reason is not this dead letter's)."""
         if request is None:
             return None
         try:
             found = self._ledger.get(request.id)
         except ValidationError:  # an unreadable record has no reason to offer; the queue's stands
             return None
-        return found[0].failure_reason if found is not None else None
+        if found is None or found[0].payload_hash != build_fingerprint(request):
+            return None
+        return found[0]
 
-    def _record(
-        self,
-        request: BuildRequest,
-        message: ReceivedMessage,
-        reason: str | None,
-        new_id: str,
-        actor: str,
-        note: str,
-        now: datetime,
-    ) -> str:
-        """Mark the request claimable again and note who replayed it, when and why."""
+    def _report_plan(self, dead: DeadRequest, report: ReplayReport, advance: Callable[[], None]) -> None:
+        """A dry run: what the plan would do with ``dead``'s dead letters."""
+        messages = dead.messages
+        if dead.plan is Plan.REPLAY:
+            first, *messages = messages
+            copy = _copy(first, dead.request, report.actor, dead.replay_number)
+            report.add_replayed(
+                dead, first, copy, NO_RECORD if dead.request is None else "would be marked retrying"
+            )
+            advance()
+            dead.note = dead.sibling_note((first.message_id, copy.message_id))
+        for message in messages:
+            report.add_settled(dead, message, dead.note)
+            advance()
+
+    def _act(
+        self, dead: DeadRequest, message: ReceivedMessage, report: ReplayReport, now: datetime
+    ) -> DeadLetterChoice:
+        """What becomes of one locked dead letter of ``dead``; the ledger is written first."""
+        if dead.plan is Plan.REPLAY and dead.sent is not None:  # the request's copy is sent
+            report.add_settled(dead, message, dead.sibling_note(dead.sent))
+            return DeadLetterAction.COMPLETE
+        if dead.plan is Plan.REPLAY:
+            copy = _copy(message, dead.request, report.actor, dead.replay_number)
+            ledger, ran = NO_RECORD, None
+            if dead.request is not None:
+                ledger, ran = self._reopen(dead, message, copy.message_id, report, now)
+            if ran is None:
+                dead.sent = (message.message_id, copy.message_id)
+                report.add_replayed(dead, message, copy, ledger)
+                return copy
+            dead.settle(ran)  # it ran since the plan was made
+        if not dead.noted:
+            dead.noted = True
+            self._note_settled(dead, report, now)
+        report.add_settled(dead, message, dead.note)
+        return DeadLetterAction.COMPLETE
+
+    def _reopen(
+        self, dead: DeadRequest, message: ReceivedMessage, new_id: str, report: ReplayReport, now: datetime
+    ) -> tuple[str, LedgerRecord | None]:
+        """Mark the request claimable again, noting who replayed it, when and why; what happened to
+        the record. Or the record, untouched, when the request has run since the plan was made."""
+        assert dead.request is not None
+        request = dead.request
+        reason = refusal_reason(message, dead.failure_reason)
+        others = ", ".join(m.message_id for m in dead.messages if m.message_id != message.message_id)
         detail = (
-            f"by {actor}: {note} (dead letter {message.message_id}, "
-            f"{reason or 'no reason'}; sent as {new_id})"
+            f"by {report.actor}: {report.note} (dead letter {message.message_id}, {reason or 'no reason'}; "
+            f"sent as {new_id}{f'; its other dead letters {others} are completed' if others else ''})"
         )
         for _ in range(5):
             found = self._ledger.get(request.id)
             if found is None:
                 if self._ledger.create(new_record(request, RunStatus.RETRYING, now, "replayed", detail)):
-                    return "created, retrying"
+                    return "created, retrying", None
                 continue
             existing, etag = found
-            settled = existing.status in (RunStatus.DISPATCHED, RunStatus.SUPERSEDED, RunStatus.CANCELLED)
-            updated = (
-                existing.with_event(now, "replayed", detail) if settled else reopened(existing, now, detail)
-            )
+            if existing.payload_hash != build_fingerprint(request):
+                return "another build's record (IdConflict): left as it is", None
+            if existing.status in ALREADY_SETTLED:
+                return "", existing
             try:
-                self._ledger.replace(updated, etag)
+                self._ledger.replace(reopened(existing, now, detail), etag)
             except ConflictError:
                 continue
-            return (
-                f"already {existing.status.value}: the replay completes as a duplicate"
-                if settled
-                else (f"{existing.status.value} -> retrying")
-            )
-        return "ledger busy: not recorded"
+            return f"{existing.status.value} -> retrying", None
+        return "ledger busy: not recorded", None
+
+    def _note_settled(self, dead: DeadRequest, report: ReplayReport, now: datetime) -> None:
+        """Best effort: the record's history says who settled which dead letters, and why."""
+        if dead.request is None:
+            return
+        ids = ", ".join(m.message_id for m in dead.messages)
+        detail = (
+            f"by {report.actor}: {report.note} (dead letters {ids}: {dead.note}; completed, not replayed)"
+        )
+        for _ in range(5):
+            found = self._ledger.get(dead.request.id)
+            if found is None:
+                return
+            try:
+                self._ledger.replace(found[0].with_event(now, "dead_letters_settled", detail), found[1])
+            except ConflictError:
+                continue
+            return
+
+
+def _log(report: ReplayReport) -> None:
+    """One line a dead letter: replayed (with its copy's id) or settled (with why)."""
+    done = not report.dry_run
+    replayed = "request_replayed" if done else "request_replay_planned"
+    settled = "dead_letter_settled" if done else "dead_letter_settle_planned"
+    lines: list[tuple[str, str | None, str, str | None, str | None]]
+    lines = [(replayed, i.request_id, i.message_id, i.new_message_id, None) for i in report.items]
+    lines += [(settled, s.request_id, s.message_id, None, s.note) for s in report.settled]
+    for event, request_id, message_id, new_message_id, why in lines:
+        log_event(
+            logger,
+            event,
+            request_id=request_id,
+            message_id=message_id,
+            new_message_id=new_message_id,  # None (settled): left out of the line
+            settled=why,
+            actor=report.actor,
+            note=report.note,
+        )
 
 
 class ReplayRequest(BaseModel):

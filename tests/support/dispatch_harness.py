@@ -22,7 +22,7 @@ from shared.intake.routing import cache_names
 from shared.model.build_request import BuildRequest
 from shared.model.config import parse_config
 from shared.model.tags import compute_tags
-from shared.platform.ledger import FolderLedger
+from shared.platform.ledger import FolderLedger, LedgerRecord
 from shared.platform.queue.local import LocalQueue
 from shared.platform.queue.port import ReceivedMessage
 from shared.platform.state import FolderStateStore
@@ -73,6 +73,29 @@ def acr_backend(acr: AcrServer) -> AcrBackend:
     backend = AcrBackend(**acr_backend_arguments(acr))
     backend.acr_server = acr  # type: ignore[attr-defined]
     return backend
+
+
+def start_run_by_hand(rig: Rig, acr: AcrServer, *, created_at: datetime) -> str:
+    """Somebody's run, started outside Slipway at ``created_at`` and unknown to the ledger (its
+    ``slipwayRequestId`` is ``manual``): the run id. Beside an interrupted dispatch in the same
+    minute, recovery cannot tell by time alone which run is the request's."""
+    from shared.acr.task import render_run
+    from shared.dispatch.dispatcher import resolve_secrets
+    from shared.model.config import load_config
+
+    config = load_config(Path(rig.settings["SLIPWAY_CONFIG"]))
+    target = config.target("azure-test")
+    assert target is not None
+    spec = render_run(
+        make_request(99, received_at=rig.clock()),
+        config,
+        resolve_secrets(config, target, rig.settings, required=True),
+    )
+    acr.clock = lambda: created_at
+    try:
+        return acr_backend(acr).start(spec, request_id="manual", correlation_id="manual").run_id
+    finally:
+        acr.clock = rig.clock
 
 
 def make_request(n: int, *, received_at: datetime, ref: str = "refs/heads/master") -> BuildRequest:
@@ -145,6 +168,12 @@ class Rig:
 
     def send(self, *requests: BuildRequest) -> None:
         send_requests(self.queue, list(requests), correlation_id="test", subject="push")
+
+    def record(self, request_id: str) -> LedgerRecord:
+        """The request's ledger record, which must exist."""
+        found = self.ledger.get(request_id)
+        assert found is not None, f"no ledger record for {request_id}"
+        return found[0]
 
     def invoke(self, message: ReceivedMessage) -> None:
         """Call the trigger's function with ``message`` as the host would, without settling it."""

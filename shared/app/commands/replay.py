@@ -1,7 +1,9 @@
 """``slipway replay``: move dead-lettered build requests back to the build queue.
 
 Each replayed request gets a new message id ``<request id>-r<N>`` and its ledger record says
-who replayed it, when and why. ``--dry-run`` shows what would be replayed and changes nothing.
+who replayed it, when and why. Dead letters that need no replay (their request already ran, or
+another dead letter of it is replayed) are settled: completed, nothing sent. ``--dry-run`` shows
+what would be replayed and settled, and changes nothing.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--target", help="only requests for this target")
     parser.add_argument("--since", help="only messages enqueued within this duration (e.g. 2h, 1d)")
-    parser.add_argument("--limit", type=int, default=100, help="replay at most this many (default 100)")
+    parser.add_argument(
+        "--limit", type=int, default=100, help="replay at most this many requests (default 100)"
+    )
     parser.add_argument("--note", default="replayed by an operator", help="why, recorded in the ledger")
-    parser.add_argument("--dry-run", action="store_true", help="show what would be replayed, change nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be replayed and settled, change nothing"
+    )
     parser.add_argument("--json", action="store_true", help="stable JSON for scripts")
     parser.set_defaults(handler=replay_command)
 
@@ -41,7 +47,7 @@ def _progress(*, enabled: bool, dry_run: bool) -> Iterator[Callable[[int], None]
     the queue, so a hundred take a while against Service Bus."""
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    verb = "planned" if dry_run else "replayed"
+    verb = "planned" if dry_run else "done"
     columns = (SpinnerColumn(), TextColumn(f"{{task.completed}} dead letter(s) {verb}"), TimeElapsedColumn())
     with stderr_progress(*columns, enabled=enabled) as bar:
         task = bar.add_task("replay", total=None)
@@ -89,4 +95,11 @@ def replay_command(args: argparse.Namespace) -> int:
         ["message_id", "new_message_id", "target", "failure_reason", "dead_letter_reason", "ledger"],
         rows,
     )
+    if report.settled:
+        verb = "would settle" if report.dry_run else "settled"
+        print_table(
+            f"{verb} {len(report.settled)} dead letter(s): completed, nothing sent",
+            ["message_id", "request_id", "target", "dead_letter_reason", "note"],
+            [vars(item) for item in report.settled],
+        )
     return 0

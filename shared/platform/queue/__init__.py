@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from shared.platform.queue.port import (
     MAX_DELIVERY_COUNT_EXCEEDED,
     NOT_LOCKED,
+    DeadLetterAction,
+    DeadLetterChoice,
     LockLostError,
     MessageState,
     OutgoingMessage,
@@ -36,6 +38,8 @@ _LAZY = {
 __all__ = [
     "MAX_DELIVERY_COUNT_EXCEEDED",
     "NOT_LOCKED",
+    "DeadLetterAction",
+    "DeadLetterChoice",
     "LocalQueue",
     "LockLostError",
     "MessageState",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Protocol, runtime_checkable
 
 from shared.platform.errors import ServiceError
@@ -108,6 +108,26 @@ class ReceivedMessage:
     @property
     def is_scheduled(self) -> bool:
         return self.state is MessageState.SCHEDULED
+
+
+class DeadLetterAction(Enum):
+    """What a replay tool may do with a dead letter besides re-sending a copy of it."""
+
+    # Remove it and send nothing: the request it stands for needs nothing more (it ran, or another
+    # dead letter of it is replayed). The DLQ keeps a message "until you explicitly retrieve them
+    # from the DLQ and complete the dead-letter message" (Learn, "Overview of Service Bus
+    # dead-letter queues", https://learn.microsoft.com/azure/service-bus-messaging/service-bus-dead-letter-queues).
+    COMPLETE = "complete"
+
+
+# A replay tool's answer for one locked dead letter: a copy to send before completing it,
+# COMPLETE to complete it with no copy, or None to leave it where it is.
+DeadLetterChoice = OutgoingMessage | DeadLetterAction | None
+
+
+def copy_to_send(choice: DeadLetterChoice) -> OutgoingMessage | None:
+    """The copy a choice asks to send (None: complete only, or leave)."""
+    return choice if isinstance(choice, OutgoingMessage) else None
 
 
 @runtime_checkable

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.platform import identity
 from shared.platform.queue.port import (
     NOT_LOCKED,
+    DeadLetterChoice,
     MessageState,
     OutgoingMessage,
     PropertyValue,
     QueueError,
     ReceivedMessage,
+    copy_to_send,
 )
 
 if TYPE_CHECKING:
@@ -224,18 +226,19 @@ class ServiceBusQueue:
                 found.append(message.body)
         return found
 
-    def resend_dead_letters(
-        self, choose: Callable[[ReceivedMessage], OutgoingMessage | None], *, max_count: int = 1000
-    ) -> list[tuple[ReceivedMessage, OutgoingMessage]]:
-        """Replay from the dead-letter sub-queue: receive (peek-lock), send the chosen copy, complete.
+    def settle_dead_letters(
+        self, choose: Callable[[ReceivedMessage], DeadLetterChoice], *, max_count: int = 1000
+    ) -> list[tuple[ReceivedMessage, OutgoingMessage | None]]:
+        """Replay from the dead-letter sub-queue: receive (peek-lock), then as ``choose`` says: send
+        a copy and complete, complete only (``DeadLetterAction.COMPLETE``), or leave (None).
 
-        Messages not chosen are abandoned at the end (not at once: the receiver would hand them
-        out again in the same pass). Send and complete are not atomic (no transactions in the
-        Python SDK); a crash between them leaves a dead letter the dispatcher's ledger absorbs.
+        Messages left are abandoned at the end (not at once: the receiver would hand them out
+        again in the same pass). Send and complete are not atomic (no transactions in the Python
+        SDK); a crash between them leaves a dead letter the dispatcher's ledger absorbs.
         """
         from azure.servicebus import ServiceBusSubQueue
 
-        resent: list[tuple[ReceivedMessage, OutgoingMessage]] = []
+        settled: list[tuple[ReceivedMessage, OutgoingMessage | None]] = []
         with self._lock, _translated("replay dead letters of", self.queue_name):
             receiver = self._client_locked().get_queue_receiver(
                 self.queue_name, sub_queue=ServiceBusSubQueue.DEAD_LETTER
@@ -252,19 +255,21 @@ class ServiceBusQueue:
                     seen += len(batch)
                     for sdk_message in batch:
                         message = from_sdk_message(sdk_message)
-                        copy = choose(message)
-                        if copy is None:
+                        choice = choose(message)
+                        if choice is None:
                             skipped.append(sdk_message)
                             continue
-                        self._sender_locked().send_messages([to_sdk_message(copy)])
+                        copy = copy_to_send(choice)
+                        if copy is not None:
+                            self._sender_locked().send_messages([to_sdk_message(copy)])
                         receiver.complete_message(sdk_message)
-                        resent.append((message, copy))
+                        settled.append((message, copy))
             finally:
                 for sdk_message in skipped:
                     with suppress(Exception):  # the lock expires anyway; the message stays
                         receiver.abandon_message(sdk_message)
                 receiver.close()
-        return resent
+        return settled
 
     def close(self) -> None:
         """Close the link and the connection (the Functions worker normally never does)."""

@@ -34,10 +34,12 @@ from shared.platform.queue.local.schema import (
 from shared.platform.queue.local.store import QueueStore
 from shared.platform.queue.port import (
     MAX_DELIVERY_COUNT_EXCEEDED,
+    DeadLetterChoice,
     LockLostError,
     OutgoingMessage,
     QueueError,
     ReceivedMessage,
+    copy_to_send,
 )
 
 
@@ -88,7 +90,7 @@ class LocalQueue(QueueStore):
         return self._receive(ACTIVE, max_count)
 
     def receive_dead_letter(self, max_count: int = 1) -> list[ReceivedMessage]:
-        """Lock dead-lettered messages, so a replay tool can re-send a copy and then ``complete`` them."""
+        """Lock dead-lettered messages, so a replay tool can re-send a copy (or not) and ``complete`` them."""
         return self._receive(DEAD_LETTER, max_count)
 
     def _receive(self, sub_queue: str, max_count: int) -> list[ReceivedMessage]:
@@ -121,32 +123,35 @@ class LocalQueue(QueueStore):
                 )
             return received
 
-    def resend_dead_letters(
-        self, choose: Callable[[ReceivedMessage], OutgoingMessage | None], *, max_count: int = 1000
-    ) -> list[tuple[ReceivedMessage, OutgoingMessage]]:
-        """Replay: for each dead letter ``choose`` maps to a copy, send the copy, then complete it.
+    def settle_dead_letters(
+        self, choose: Callable[[ReceivedMessage], DeadLetterChoice], *, max_count: int = 1000
+    ) -> list[tuple[ReceivedMessage, OutgoingMessage | None]]:
+        """Replay: ``choose`` says what becomes of each dead letter, which is then done in turn.
 
-        Up to ``max_count`` dead letters are looked at (locked, so two replays never take the same
-        one); the ones not chosen are released untouched. Send-then-complete is not atomic: a
-        crash in between leaves the dead letter in place, and the dispatcher's ledger absorbs a
-        second replay of it.
+        A copy: sent, then the dead letter completed. ``DeadLetterAction.COMPLETE``: completed, no
+        copy. None: released untouched. Up to ``max_count`` dead letters are looked at (locked, so
+        two replays never take the same one). Send-then-complete is not atomic: a crash in between
+        leaves the dead letter in place, and the dispatcher's ledger absorbs a second replay of it.
+        The dead letters settled, each with the copy sent for it (None: completed only).
         """
         taken = self.receive_dead_letter(max_count) if max_count > 0 else []
-        resent: list[tuple[ReceivedMessage, OutgoingMessage]] = []
+        settled: list[tuple[ReceivedMessage, OutgoingMessage | None]] = []
         try:
             for message in taken:
-                copy = choose(message)
-                if copy is None:
+                choice = choose(message)
+                if choice is None:
                     continue
-                self.send([copy])
+                copy = copy_to_send(choice)
+                if copy is not None:
+                    self.send([copy])
                 self.complete(message)
-                resent.append((message, copy))
+                settled.append((message, copy))
         finally:
-            done = {m.sequence_number for m, _ in resent}
+            done = {m.sequence_number for m, _ in settled}
             for message in taken:
                 if message.sequence_number not in done:
                     self.abandon(message)
-        return resent
+        return settled
 
     def _locked_row(self, conn: sqlite3.Connection, message: ReceivedMessage) -> sqlite3.Row:
         """The row ``message`` still holds a live lock on (expired locks were released by ``_write``)."""
