@@ -557,3 +557,27 @@ def test_a_fork_s_build_without_its_registry_token_is_dead_lettered_with_the_rea
         assert dead.message_id == request_id and dead.dead_letter_reason == "MaxDeliveryCountExceeded"
     finally:
         rig.close()
+
+
+def test_a_closed_request_s_dry_run_is_left_alone_by_every_tick(
+    tmp_path: Path, acr_server: AcrServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``slipway serve``'s dry run: the run is over once recorded, so a close has nothing to cancel
+    and the timer neither tries (and fails) at each tick nor records a cancel that never happened."""
+    from shared.acr.run_backend import DryRunBackend
+
+    rig = Rig(tmp_path, Clock(), DryRunBackend(), config=CONFIG)
+    try:
+        life = Life(rig, acr_server)
+        request_id = _accepted(life.github("opened"))
+        life.settle()
+        assert life.record(request_id).run_status == "DryRun"
+        assert life.github("closed", delivery="gh-close").status == 200
+        with caplog.at_level("INFO"):
+            for _ in range(2):
+                assert runtime().reconciler().run().cancelled == []
+        assert "closed_cancel_failed" not in caplog.text and "reconcile_pass" in caplog.text
+        record = life.record(request_id)
+        assert (record.status, record.cancelled_by) == (RunStatus.DISPATCHED, None)
+    finally:
+        rig.close()
