@@ -451,8 +451,8 @@ FORK_TOKEN_PASSWORD = "fork-token-password-0123"
 # hello builds forks only on a maintainer's label (GitHub's sample adds "bug"), as a fork's run is
 # rendered: the ACR token below is its only registry login.
 FORK_CONFIG = CONFIG.replace(
-    "    image: codertocat/hello-world\n    branches: [\"**\"]\n    pull_requests: {enabled: true}\n",
-    "    image: codertocat/hello-world\n    branches: [\"**\"]\n"
+    '    image: codertocat/hello-world\n    branches: ["**"]\n    pull_requests: {enabled: true}\n',
+    '    image: codertocat/hello-world\n    branches: ["**"]\n'
     "    pull_requests: {enabled: true, forks: label, label: bug,"
     " fork_registry_token_setting: REGISTRY_TOKEN_HELLO}\n",
 )
@@ -507,11 +507,13 @@ def test_a_fork_s_label_trusts_one_head_and_a_close_outranks_a_relabel(fork_life
     assert request.pull_request is not None and request.pull_request.fork
     [sent] = [r.body for r in life.acr.requests if r.body.get("encodedTaskContent")]
     assert sent["credentials"]["sourceRegistry"] == {"loginMode": "None"}
-    assert sent["credentials"]["customRegistries"]["slipway.azurecr.io"]["userName"]["value"] == FORK_TOKEN_USER
+    login = sent["credentials"]["customRegistries"]["slipway.azurecr.io"]
+    assert login["userName"]["value"] == FORK_TOKEN_USER
 
     # A new push removes the trust: nothing is queued, and the trusted head's run goes on.
     life.rig.clock.advance(60)
-    assert "a new push removes the trust" in _ignored(life.github("synchronize", head=HEAD_B, delivery="gh-2"))
+    pushed = life.github("synchronize", head=HEAD_B, delivery="gh-2")
+    assert "a new push removes the trust" in _ignored(pushed)
     assert life.rig.queue.peek() == [] and life.status(run) == "Queued"
 
     assert life.github("closed", delivery="gh-close").status == 200
