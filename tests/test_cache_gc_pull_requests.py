@@ -160,3 +160,43 @@ def test_keep_names_outrank_a_close(azurite: AzuriteServer, tmp_path: Path) -> N
     before = _names(setup.cache)
     setup.timer()
     assert _names(setup.cache) == before
+
+
+def test_slipway_prune_cache_reads_the_closes_slipway_serve_recorded(
+    azurite: AzuriteServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI, locally: the close is in the state folder (``--state-dir``), where ``slipway serve``'s
+    receiver wrote it; without that folder the CLI reads no close and only ``max_age`` applies."""
+    from shared.app.cli import main
+    from shared.platform.state import FolderStateStore
+    from shared.runs.pull_request_state import record_close
+
+    cache = azurite.new_container("cache")
+    _seed(cache)
+    config = tmp_path / "slipway.yaml"
+    config.write_text(_config(cache.container_name))
+    monkeypatch.setenv("SLIPWAY_CACHE_CONNECTION_STRING", azurite.connection_string)
+    monkeypatch.chdir(tmp_path)
+    argv = ["prune", "cache", "--config", str(config), "--dry-run", "--json"]
+
+    assert main([*argv, "--state-dir", str(tmp_path / "absent")]) == 0
+    assert all(not n["expired"] for n in json.loads(capsys.readouterr().out)["names"])
+
+    state_dir = tmp_path / ".slipway"
+    closed_at = datetime.now().astimezone()
+    record_close(
+        FolderStateStore(state_dir / "state"),
+        "hello",
+        2,
+        at=closed_at,
+        head=None,
+        merged=True,
+        delivery_id="c",
+    )
+    assert main([*argv, "--state-dir", str(state_dir)]) == 0
+    names = {n["name"]: (n["expired"], n["reason"]) for n in json.loads(capsys.readouterr().out)["names"]}
+    assert names["hello-pr-2"] == (True, "pr_closed")
+    assert not names["hello-pr-3"][0] and not names["hello-main"][0]

@@ -36,7 +36,7 @@ from shared.model.cache_names import branch_cache_name, is_pr_cache_name, pr_cac
 from shared.model.config import SlipwayConfig, Target, load_config, parse_config
 from shared.model.events import PullRequestEvent
 from shared.platform.ledger import FolderLedger
-from tests.support.agent import FAKE_DIGEST, Agent
+from tests.support.agent import DOCKER_CLI, FAKE_DIGEST, Agent
 
 HEAD = "3f5a0c9e1b7d2486a1c0e9f8b7d6c5a4e3f2a1b0"
 ACCOUNT_KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
@@ -223,10 +223,22 @@ def _check_structure(spec: RunSpec) -> None:
     assert sum(step["timeout"] for step in task["steps"]) == spec.timeout
     scripts = next(v for v in task["volumes"] if v["name"] == "slipway")["secret"]
     assert set(scripts) == set(spec.scripts) == {f"{step['id']}.sh" for step in task["steps"]}
+    assert task["version"] == "v1.1.0" and isinstance(task["stepTimeout"], int)
     for step in task["steps"]:
-        assert step["cmd"].endswith(f"-eu /run/slipway/{step['id']}.sh")
+        # The cmd is a constant: a tool image from the registry's mirror (the Docker CLI; the
+        # scanner and ORAS, entry point sh, for the scan steps), then a script from the volume.
+        image = {"scan": f"{TRIVY} ", "scan-gate": "ghcr.io/oras-project/oras:v1.2.2 "}.get(
+            step["id"], f"{DOCKER_CLI} sh "
+        )
+        assert step["cmd"] == f"{REGISTRY}/slipway-tools/{image}-eu /run/slipway/{step['id']}.sh"
+        assert isinstance(step["timeout"], int) and step["timeout"] > 0
+        assert {"name": "slipway", "mountPath": "/run/slipway"} in step["volumeMounts"]
         launcher = base64.b64decode(scripts[f"{step['id']}.sh"]).decode()
         assert not set("$`\\") & set(launcher) and "EOL" not in launcher.splitlines()
+    # The build context is BuildKit's Git context: no source location for ACR.
+    request = spec.redacted()
+    assert "sourceLocation" not in request and "source_location" not in request
+    assert (spec.os, spec.architecture) == ("Linux", "amd64")
 
 
 def test_push_none_builds_every_platform_into_its_own_cache_and_pushes_nothing() -> None:

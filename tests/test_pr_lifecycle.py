@@ -442,3 +442,144 @@ def test_a_pull_request_build_is_not_rerun_by_the_operator(life: Life) -> None:
     with pytest.raises(RerunRefused, match="pull-request build"):
         rerunner.rerun(built, actor="ops", reason="again", dry_run=True)
     assert life.rig.queue.peek() == []
+
+
+# --- forks under forks: label, end to end --------------------------------------------------------
+
+FORK_TOKEN_USER = "slipway-fork-hello"
+FORK_TOKEN_PASSWORD = "fork-token-password-0123"
+# hello builds forks only on a maintainer's label (GitHub's sample adds "bug"), as a fork's run is
+# rendered: the ACR token below is its only registry login.
+FORK_CONFIG = CONFIG.replace(
+    '    image: codertocat/hello-world\n    branches: ["**"]\n    pull_requests: {enabled: true}\n',
+    '    image: codertocat/hello-world\n    branches: ["**"]\n'
+    "    pull_requests: {enabled: true, forks: label, label: bug,"
+    " fork_registry_token_setting: REGISTRY_TOKEN_HELLO}\n",
+)
+
+
+def _forked(body: bytes) -> bytes:
+    """GitHub's sample as a fork's request: its head in someone else's repository."""
+    payload: Any = json.loads(body)
+    payload["pull_request"]["head"]["repo"].update(
+        id=1,
+        clone_url="https://github.com/someone/Hello-World.git",
+        html_url="https://github.com/someone/Hello-World",
+        ssh_url="git@github.com:someone/Hello-World.git",
+    )
+    return json.dumps(payload).encode()
+
+
+class ForkLife(Life):
+    def github(self, action: str, *, head: str | None = None, delivery: str = "gh-1") -> HttpResponse:
+        body = _forked(fixture_bytes("github", f"pull_request-{action}.json"))
+        if head is not None:
+            body = _with_head(body, ("pull_request", "head", "sha"), head)
+        signed = github_request(body)
+        headers = {**signed.headers, "X-GitHub-Delivery": delivery}
+        return receive_github(HttpRequest("POST", signed.url, headers, body), self.ctx)
+
+
+def _ignored(response: HttpResponse) -> str:
+    assert response.status == 200, response.body
+    assert response.body["accepted"] == []
+    [ignored] = response.body["ignored"]
+    reason: str = ignored["reason"]
+    return reason
+
+
+@pytest.fixture
+def fork_life(tmp_path: Path, acr_server: AcrServer) -> Iterator[ForkLife]:
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), config=FORK_CONFIG)
+    rig.settings["REGISTRY_TOKEN_HELLO"] = f"{FORK_TOKEN_USER}:{FORK_TOKEN_PASSWORD}"
+    yield ForkLife(rig, acr_server)
+    rig.close()
+
+
+def test_a_fork_s_label_trusts_one_head_and_a_close_outranks_a_relabel(fork_life: ForkLife) -> None:
+    life = fork_life
+    assert "waiting for a maintainer to add the label 'bug'" in _ignored(life.github("opened"))
+
+    trusted = _accepted(life.github("labeled", delivery="gh-label-1"))
+    life.settle()
+    [run] = life.runs_of(trusted)  # the dispatcher's check let a fork's request through
+    request = BuildRequest.model_validate(life.record(trusted).request)
+    assert request.pull_request is not None and request.pull_request.fork
+    [sent] = [r.body for r in life.acr.requests if r.body.get("encodedTaskContent")]
+    assert sent["credentials"]["sourceRegistry"] == {"loginMode": "None"}
+    login = sent["credentials"]["customRegistries"]["slipway.azurecr.io"]
+    assert login["userName"]["value"] == FORK_TOKEN_USER
+
+    # A new push removes the trust: nothing is queued, and the trusted head's run goes on.
+    life.rig.clock.advance(60)
+    pushed = life.github("synchronize", head=HEAD_B, delivery="gh-2")
+    assert "a new push removes the trust" in _ignored(pushed)
+    assert life.rig.queue.peek() == [] and life.status(run) == "Queued"
+
+    assert life.github("closed", delivery="gh-close").status == 200
+    life.reconcile()
+    assert life.status(run) == "Canceled"
+    # The label added again to the closed request builds nothing.
+    life.rig.clock.advance(60)
+    reason = _ignored(life.github("labeled", delivery="gh-label-2"))
+    assert "closed" in reason and "nothing is built while it is closed" in reason
+    assert life.rig.queue.peek() == []
+    # Reopened: open again, but a fork still waits for the label.
+    assert "waiting for a maintainer" in _ignored(life.github("reopened", delivery="gh-reopen"))
+
+    # Labelled after the reopening: the same head builds again, under an id of its own.
+    relabelled = _accepted(life.github("labeled", delivery="gh-label-3"))
+    assert relabelled != trusted
+    life.settle()
+    [again] = life.runs_of(relabelled)
+    assert life.record(relabelled).status is RunStatus.DISPATCHED and life.status(again) == "Queued"
+    assert BuildRequest.model_validate(life.record(relabelled).request).source.commit == HEAD_A
+
+
+def test_a_fork_s_build_without_its_registry_token_is_dead_lettered_with_the_reason(
+    tmp_path: Path, acr_server: AcrServer
+) -> None:
+    """forks: on without fork_registry_token_setting while runs pull the tools from the registry's
+    mirror: config validate refuses it; a server that runs it anyway refuses the build at dispatch,
+    with the reason in the ledger, as any refused message (never a 500, nothing started)."""
+    config = FORK_CONFIG.replace(
+        "forks: label, label: bug, fork_registry_token_setting: REGISTRY_TOKEN_HELLO", 'forks: "on"'
+    )
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), config=config)
+    try:
+        life = ForkLife(rig, acr_server)
+        request_id = _accepted(life.github("opened"))  # the webhook queues it: the policy allows it
+        life.settle()
+        assert acr_server.runs == {}
+        record = life.record(request_id)
+        assert (record.status, record.failure_reason) == (RunStatus.FAILED, "InvalidBuildRequest")
+        assert "fork_registry_token_setting" in (record.error or "")
+        assert "slipway.azurecr.io/slipway-tools/" in (record.error or "")
+        [dead] = rig.queue.peek(dead_letter=True)
+        assert dead.message_id == request_id and dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+    finally:
+        rig.close()
+
+
+def test_a_closed_request_s_dry_run_is_left_alone_by_every_tick(
+    tmp_path: Path, acr_server: AcrServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``slipway serve``'s dry run: the run is over once recorded, so a close has nothing to cancel
+    and the timer neither tries (and fails) at each tick nor records a cancel that never happened."""
+    from shared.acr.run_backend import DryRunBackend
+
+    rig = Rig(tmp_path, Clock(), DryRunBackend(), config=CONFIG)
+    try:
+        life = Life(rig, acr_server)
+        request_id = _accepted(life.github("opened"))
+        life.settle()
+        assert life.record(request_id).run_status == "DryRun"
+        assert life.github("closed", delivery="gh-close").status == 200
+        with caplog.at_level("INFO"):
+            for _ in range(2):
+                assert runtime().reconciler().run().cancelled == []
+        assert "closed_cancel_failed" not in caplog.text and "reconcile_pass" in caplog.text
+        record = life.record(request_id)
+        assert (record.status, record.cancelled_by) == (RunStatus.DISPATCHED, None)
+    finally:
+        rig.close()

@@ -180,7 +180,8 @@ def test_a_new_push_removes_the_trust_of_the_label() -> None:
     decision = decide(fork(action="updated", labels=frozenset({LABEL})), target(forks="label", label=LABEL))
     assert not decision.build
     assert (
-        decision.reason == f"fork pull request: a new push removes the trust; add the label {LABEL!r} again"
+        decision.reason
+        == f"fork pull request: a new push removes the trust; remove the label {LABEL!r} and add it again"
     )
 
 

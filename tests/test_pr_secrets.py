@@ -312,6 +312,22 @@ def test_a_fork_that_needs_the_registry_and_has_no_token_is_refused() -> None:
     upstream = _config(mirror=False)
     with pytest.raises(RenderError, match="pushes to the scratch repository"):
         render_run(_request(upstream.targets[0], fork=True, config=upstream), upstream, no_token)
+    # The refusal asks for the rights the run needs, and no more.
+    pulls_only = _config(push="none")
+    with pytest.raises(RenderError) as caught:
+        render_run(_request(pulls_only.targets[0], fork=True, config=pulls_only), pulls_only, no_token)
+    assert "may read those images (or pull the tools upstream (tools.mirror: null))" in str(caught.value)
+    assert "scratch" not in str(caught.value) and "push:" not in str(caught.value)
+    with pytest.raises(RenderError) as caught:
+        render_run(_request(upstream.targets[0], fork=True, config=upstream), upstream, no_token)
+    assert "may write only the scratch repository (or push: none)" in str(caught.value)
+    assert "read those" not in str(caught.value) and "tools.mirror" not in str(caught.value)
+    with pytest.raises(RenderError) as caught:
+        render_run(_request(WEB, fork=True), CONFIG, no_token)
+    assert (
+        "may read those images and write only the scratch repository "
+        "(or pull the tools upstream (tools.mirror: null) and push: none)"
+    ) in str(caught.value)
     # Tools upstream, nothing pushed: nothing from the registry, no login at all.
     nothing = _config(mirror=False, push="none")
     spec = render_run(_request(nothing.targets[0], fork=True, config=nothing), nothing, no_token)

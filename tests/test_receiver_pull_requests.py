@@ -27,6 +27,7 @@ from shared.intake.receivers.pipeline import ReceiverContext
 from shared.intake.receivers.signatures import hmac_sha256_hex
 from shared.model.build_request import BuildRequest
 from shared.model.config import SlipwayConfig
+from shared.model.config.pull_requests import PullRequestPolicy
 from shared.model.events import PullRequestEvent
 from shared.platform.http import HttpRequest, HttpResponse
 from shared.platform.queue.local import LocalQueue
@@ -425,6 +426,36 @@ def test_each_published_payload_is_answered_by_a_target_that_builds_pull_request
             "its head did not move" if action == "labeled" else "nothing to build"
         )
         assert found is None
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_a_target_whose_policy_is_off_says_so_and_records_nothing(
+    queue: LocalQueue, tmp_path: Path, case: Case
+) -> None:
+    """The repository's pushes are built, its pull requests are not (``pull_requests`` left off):
+    every event, a close included, is answered with that reason and leaves nothing behind."""
+    body = fixture_bytes(case.host, case.file)
+    event = case.read(body, JSON, None, NOW)
+    assert isinstance(event, PullRequestEvent)
+    config = _building(event.repo_urls[0])
+    config = config.model_copy(
+        update={"targets": [config.targets[0].model_copy(update={"pull_requests": PullRequestPolicy()})]}
+    )
+    state = FolderStateStore(tmp_path / "state")
+    resp = case.receive(
+        case.request(body, case.event), receiver_context(queue, config, SETTINGS, state=state)
+    )
+    assert resp.status == 200, resp.body
+    [ignored] = resp.body["ignored"]
+    if case.file == "pullrequest-created-woodpecker.json":  # names two repositories (see above)
+        assert ignored["reason"].startswith(DIFFERENT_REPOSITORIES)
+    else:
+        assert ignored["target"] == "app"
+        assert ignored["reason"] == (
+            f"pull request #{case.expected['number']} {case.expected['action']}: "
+            "pull-request builds are off for this target"
+        )
+    assert queue.count() == 0 and list(state.keys()) == []
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.expected["action"] != "closed"][:3], ids=_id)

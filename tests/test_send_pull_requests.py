@@ -77,6 +77,7 @@ READ_AS = {
     "closed": "closed",
     "merged": "closed",
     "labeled": "labeled",
+    "reopened": "reopened",
 }
 Reader = Callable[[bytes, str, str | None, datetime], PullRequestEvent | str]
 
@@ -156,6 +157,7 @@ def test_gitea_names_the_hook_type_of_each_action() -> None:
         "closed": "pull_request",
         "merged": "pull_request",
         "labeled": "pull_request_label",
+        "reopened": "pull_request",
     }
 
 
@@ -164,6 +166,8 @@ def test_gitea_names_the_hook_type_of_each_action() -> None:
     [
         ("azure-devops", _spec("github", "labeled"), "azure-devops sends no label events"),
         ("bitbucket", _spec("github", "labeled"), "bitbucket sends no label events"),
+        ("azure-devops", _spec("github", "reopened"), "azure-devops sends no reopen events"),
+        ("bitbucket", _spec("github", "reopened"), "bitbucket sends no reopen events"),
         ("acr", _spec("github", "opened"), "acr sends no pull request events"),
         ("github", PullRequestSpec("labeled", REPOS["github"]), "name the label added with --label"),
         ("github", PullRequestSpec("opened", REPOS["github"], head="abc"), "40 hex digits"),

@@ -14,6 +14,7 @@ once, whichever way the build is at the time:
   ``cancelled``. A cancel that fails (ACR unreachable, the claim still being recorded) leaves the
   run followed, and the next tick tries again: a running build is cancelled within one reconcile
   interval of the close (``SLIPWAY_RECONCILE_SCHEDULE``, every minute by default) once ACR answers.
+  A run recorded as ended (a dry run is, once recorded) has nothing to cancel and is left alone.
 
 A state store that cannot be read does not stop a dispatch (the run would be cancelled by the
 timer), and one tick's failure is retried by the next.
@@ -31,6 +32,7 @@ from shared.acr.run_backend import RunBackend
 from shared.dispatch.cancel import Canceller, CancelRefused
 from shared.dispatch.claims import new_record
 from shared.dispatch.outcome import DispatchResult, cancelled, retry_now
+from shared.dispatch.rerun import finished
 from shared.model.build_request import BuildRequest
 from shared.platform.ledger import ConflictError, Ledger, LedgerRecord, RunStatus
 from shared.platform.logs import log_event
@@ -116,6 +118,8 @@ class ClosedPullRequests:
         failed: logged, and the next tick tries again).
         """
         if (record.request.get("trigger") or {}).get("kind") != "pull-request":
+            return False
+        if finished(record) is not None:  # nothing left to cancel (a dry run is over once recorded)
             return False
         try:
             request = BuildRequest.model_validate(record.request)

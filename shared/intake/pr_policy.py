@@ -66,7 +66,8 @@ def _fork_refusal(event: PullRequestEvent, target: Target) -> str | None:
             return None
         return f"fork pull request: the label added is not {label!r}"
     if event.action == "updated" and label in event.labels:
-        return f"fork pull request: a new push removes the trust; add the label {label!r} again"
+        # The label is still on the request, and hosts send no event for a label added twice.
+        return f"fork pull request: a new push removes the trust; remove the label {label!r} and add it again"
     return f"fork pull request: waiting for a maintainer to add the label {label!r}"
 
 

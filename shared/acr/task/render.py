@@ -294,12 +294,20 @@ def _fork_credentials(
     if token is None:
         needs = fork_registry_needs(config.registry, pulled, pushes=pushes)
         if needs is not None:
+            pulls = not needs.startswith("pushes")
+            rights = " and ".join(
+                (["read those images"] if pulls else [])
+                + (["write only the scratch repository"] if pushes else [])
+            )
+            instead = " and ".join(
+                (["pull the tools upstream (tools.mirror: null)"] if pulls else [])
+                + (["push: none"] if pushes else [])
+            )
             raise RenderError(
                 "pull_requests.fork_registry_token_setting",
                 f"a fork pull request's run is never logged in to {config.registry} with the run's "
-                f"own rights, and it {needs}: name the setting of an ACR token that may read those "
-                "and write only the scratch repository (or pull the tools upstream, tools.mirror: "
-                "null, and push: none)",
+                f"own rights, and it {needs}: name the setting of an ACR token that may {rights} "
+                f"(or {instead})",
             )
         return "None", ()
     user, password = registry_login(token)

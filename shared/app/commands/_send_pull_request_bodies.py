@@ -18,6 +18,7 @@ _GITHUB_ACTIONS = {
     "closed": "closed",
     "merged": "closed",
     "labeled": "labeled",
+    "reopened": "reopened",
 }
 
 
@@ -104,6 +105,7 @@ _GITEA_ACTIONS = {
     "closed": "closed",
     "merged": "closed",
     "labeled": "label_updated",
+    "reopened": "reopened",
 }
 
 
@@ -173,6 +175,7 @@ _GITLAB_ACTIONS = {
     "closed": "close",
     "merged": "merge",
     "labeled": "update",
+    "reopened": "reopen",
 }
 _GITLAB_STATES = {
     "opened": "opened",
@@ -180,6 +183,7 @@ _GITLAB_STATES = {
     "closed": "closed",
     "merged": "merged",
     "labeled": "opened",
+    "reopened": "opened",
 }
 
 

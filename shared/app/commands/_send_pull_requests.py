@@ -21,6 +21,8 @@ Actions, as Slipway reads them (``PullRequestEvent.action``), and what each host
   pullrequest:fulfilled; closed, ``merged: true``
 - labeled: labeled; update with ``changes.labels``; none (Azure DevOps and Bitbucket send no
   label events); label_updated
+- reopened: reopened; reopen; none (no reopen event in Azure DevOps' or Bitbucket's event lists);
+  reopened
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("opened", "updated", "closed", "merged", "labeled")
+ACTIONS = ("opened", "updated", "closed", "merged", "labeled", "reopened")
 # Hosts that send no label events (Azure DevOps, Bitbucket Cloud: none in their event lists).
 NO_LABEL_EVENTS = frozenset({"azure-devops", "bitbucket"})
+# Nor a reopen event: Azure DevOps' pull request events are created, updated, merged (and
+# comments); Bitbucket Cloud's keys are created, updated, fulfilled, rejected (and reviews).
+NO_REOPEN_EVENTS = frozenset({"azure-devops", "bitbucket"})
 WHEN = "2026-01-05T10:00:00Z"
 
 
@@ -170,6 +175,8 @@ def pull_request_payload(
         raise NotSendable(f"--pull-request: {sender} sends no pull request events")
     if spec.action == "labeled" and sender in NO_LABEL_EVENTS:
         raise NotSendable(f"--pull-request labeled: {sender} sends no label events")
+    if spec.action == "reopened" and sender in NO_REOPEN_EVENTS:
+        raise NotSendable(f"--pull-request reopened: {sender} sends no reopen events")
     from shared.app.commands import _send_pull_request_bodies as bodies
 
     pr = _resolve(spec)
