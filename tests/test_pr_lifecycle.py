@@ -583,3 +583,129 @@ def test_a_closed_request_s_dry_run_is_left_alone_by_every_tick(
         assert (record.status, record.cancelled_by) == (RunStatus.DISPATCHED, None)
     finally:
         rig.close()
+
+
+# --- a fork's trust label removed: its builds cancelled as a close cancels them ------------------
+# GitHub's published unlabeled sample (octokit payload-examples) removes "bug", the label FORK_CONFIG
+# trusts; as the labeled one, it is made a fork's request by ``_forked``.
+
+REMOVED_BY = "the removal of the label 'bug' from pull request #2"
+
+
+def _state(life: Life, target: str = "hello", number: int = 2) -> dict[str, Any] | None:
+    found = life.rig.state.get(f"pull-requests/{target}/pr-{number}.json")
+    return None if found is None else dict(found.value)
+
+
+def test_removing_a_fork_s_label_cancels_its_pending_build_and_the_label_again_builds_again(
+    fork_life: ForkLife,
+) -> None:
+    life = fork_life
+    trusted = _accepted(life.github("labeled", delivery="gh-label-1"))
+    life.rig.drain()  # waits out its quiet period
+
+    reason = _ignored(life.github("unlabeled", delivery="gh-unlabel-1"))
+    assert "trust withdrawn: label 'bug' removed" in reason
+    assert len(life.rig.queue.peek()) == 1  # the removal queues nothing: only the pending wait is there
+    # The host retries the removal: recorded once.
+    assert "trust withdrawn" in _ignored(life.github("unlabeled", delivery="gh-unlabel-1"))
+    state = _state(life)
+    assert state is not None and (state["withdrawals"], state["closed"]) == (1, False)
+    life.settle()
+
+    assert life.runs_of(trusted) == [] and life.acr.runs == {}
+    record = life.record(trusted)
+    assert (record.status, record.cancelled_by, record.run_id) == (RunStatus.CANCELLED, REMOVED_BY, None)
+    assert "trust withdrawn: label 'bug' removed" in record.history[-1]["detail"]
+
+    # The label added again to the same head: a build of its own, which the dispatcher runs.
+    life.rig.clock.advance(60)
+    again = _accepted(life.github("labeled", delivery="gh-label-2"))
+    assert again != trusted
+    life.settle()
+    [run] = life.runs_of(again)
+    assert BuildRequest.model_validate(life.record(again).request).source.commit == HEAD_A
+    # The first removal delivered again after the relabel takes nothing back.
+    assert "trust withdrawn" in _ignored(life.github("unlabeled", delivery="gh-unlabel-1"))
+    state = _state(life)
+    assert state is not None and state["withdrawals"] == 1
+    life.reconcile()
+    assert life.acr.cancelled() == [] and life.status(run) == "Queued"
+    assert life.record(again).status is RunStatus.DISPATCHED
+    # The cache has nothing to expire: the request is open.
+    assert state["closed"] is False
+
+
+def test_removing_a_fork_s_label_cancels_its_running_build_at_the_next_tick(fork_life: ForkLife) -> None:
+    life = fork_life
+    trusted = _accepted(life.github("labeled", delivery="gh-label-1"))
+    life.settle()
+    [run] = life.runs_of(trusted)
+    life.acr.set_status(run, "Running")
+
+    life.rig.clock.advance(60)
+    assert "trust withdrawn" in _ignored(life.github("unlabeled", delivery="gh-unlabel-1"))
+    assert life.acr.cancelled() == [] and life.rig.queue.peek() == []  # the webhook cancels nothing
+    life.acr.fail_next(503, times=1)  # the first tick's cancel fails: the next one tries again
+    life.reconcile()
+    assert life.record(trusted).status is RunStatus.DISPATCHED
+    life.reconcile()
+    assert life.status(run) == "Canceled"
+    attempts = life.acr.cancelled()
+    assert attempts == [run, run]  # the failed call, then the one ACR answered
+    record = life.record(trusted)
+    assert (record.status, record.cancelled_by, record.run_status) == (
+        RunStatus.CANCELLED,
+        REMOVED_BY,
+        "Canceled",
+    )
+    life.reconcile()
+    assert life.acr.cancelled() == attempts  # not again
+
+
+def test_a_close_outranks_the_removal_of_the_label(fork_life: ForkLife) -> None:
+    life = fork_life
+    trusted = _accepted(life.github("labeled", delivery="gh-label-1"))
+    life.rig.drain()
+    assert "trust withdrawn" in _ignored(life.github("unlabeled", delivery="gh-unlabel-1"))
+    assert life.github("closed", delivery="gh-close").status == 200
+    life.settle()
+    record = life.record(trusted)
+    assert (record.status, record.cancelled_by) == (RunStatus.CANCELLED, "the close of pull request #2")
+    # Labelled again while closed: nothing is built.
+    life.rig.clock.advance(60)
+    assert "nothing is built while it is closed" in _ignored(life.github("labeled", delivery="gh-label-2"))
+
+
+def test_removing_the_label_leaves_a_request_from_the_base_repository_alone(fork_life: ForkLife) -> None:
+    # The same target, a request from its own repository (GitHub's sample as published).
+    life = fork_life
+    own = _accepted(Life.github(life, "opened"))
+    life.settle()
+    [run] = life.runs_of(own)
+    response = Life.github(life, "unlabeled", delivery="gh-unlabel-1")
+    assert response.status == 200 and response.body["accepted"] == []
+    assert "nothing to build" in response.body["ignored"][0]["reason"]
+    assert _state(life) is None  # nothing recorded
+    life.reconcile()
+    assert life.acr.cancelled() == [] and life.record(own).status is RunStatus.DISPATCHED
+    assert life.status(run) == "Queued"
+
+
+def test_removing_a_label_leaves_a_fork_s_build_under_forks_on_alone(
+    tmp_path: Path, acr_server: AcrServer
+) -> None:
+    config = FORK_CONFIG.replace("forks: label, label: bug,", 'forks: "on",')
+    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), config=config)
+    rig.settings["REGISTRY_TOKEN_HELLO"] = f"{FORK_TOKEN_USER}:{FORK_TOKEN_PASSWORD}"
+    try:
+        on = ForkLife(rig, acr_server)
+        built = _accepted(on.github("opened", delivery="gh-open-on"))
+        on.settle()
+        [fork_run] = on.runs_of(built)
+        assert "nothing to build" in _ignored(on.github("unlabeled", delivery="gh-unlabel-on"))
+        assert _state(on) is None
+        on.reconcile()
+        assert on.record(built).status is RunStatus.DISPATCHED and on.status(fork_run) == "Queued"
+    finally:
+        rig.close()

@@ -269,3 +269,62 @@ def test_nothing_is_built_with_the_policy_off_on_close_or_off_the_branches(
 def test_a_new_push_never_builds_a_fork_under_forks_label(pr: PullRequestEvent) -> None:
     pushed = replace(pr, action="updated", fork=True)
     assert not decide(pushed, target(forks="label", label=LABEL)).build
+
+
+# --- the removal of a fork's trust label ----------------------------------------------------
+
+
+def _read(provider: str, name: str, **changes: Any) -> PullRequestEvent:
+    """A host's published sample, read by its receiver's reader, with ``changes`` to its JSON."""
+    import json
+
+    from shared.intake.receivers.pull_requests import github_reader, read_gitea, read_gitlab
+    from tests.support.receiving import fixture_bytes
+
+    payload: Any = json.loads(fixture_bytes(provider, name))
+    for path, value in changes.items():
+        node = payload
+        keys = path.split("__")
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    body = json.dumps(payload).encode()
+    readers = {
+        "github": github_reader(lambda raw, _media: json.loads(raw)),
+        "gitlab": read_gitlab,
+        "gitea": read_gitea,
+    }
+    read = readers[provider](body, "application/json", "d", NOW)
+    assert isinstance(read, PullRequestEvent), read
+    return replace(read, fork=True)  # each sample is read as a fork's request
+
+
+def test_the_trust_label_is_withdrawn_by_each_host_s_removal_and_by_nothing_else() -> None:
+    from shared.intake.pr_policy import withdrawn_label
+
+    # GitHub's unlabeled sample removes "bug" (its labels still list it: the label field says).
+    unlabeled = _read("github", "pull_request-unlabeled.json")
+    assert withdrawn_label(unlabeled, target(forks="label", label="bug")) == "bug"
+    assert withdrawn_label(unlabeled, target(forks="label", label="other")) is None
+    assert (
+        withdrawn_label(_read("github", "pull_request-labeled.json"), target(forks="label", label="bug"))
+        is None
+    )
+    # GitLab's sample, as an update that changes the labels: "API" replaced by "Platform".
+    swapped = _read("gitlab", "merge_request-hook-go-gitlab.json", object_attributes__action="update")
+    assert swapped.action == "labeled"
+    assert withdrawn_label(swapped, target(forks="label", label="API")) == "API"
+    assert withdrawn_label(swapped, target(forks="label", label="Platform")) is None
+    # Gitea: label_cleared removes every label; label_updated says only the set after it.
+    cleared = _read("gitea", "pull_request-label_cleared-woodpecker.json")
+    assert withdrawn_label(cleared, target(forks="label", label="bug")) == "bug"
+    updated = _read("gitea", "pull_request-label_updated-woodpecker.json")  # bug, help wanted
+    assert withdrawn_label(updated, target(forks="label", label="bug")) is None
+    assert withdrawn_label(updated, target(forks="label", label=LABEL)) == LABEL
+    # Not a fork, forks on or off, or pull-request builds off: a label trusts nothing to take back.
+    assert withdrawn_label(replace(unlabeled, fork=False), target(forks="label", label="bug")) is None
+    for policy in (target(forks="on"), target(), target(enabled=False)):
+        assert withdrawn_label(unlabeled, policy) is None
+    # Events other than label changes never withdraw (a new push does not build, but cancels nothing).
+    for action in ("opened", "updated", "reopened", "closed"):
+        assert withdrawn_label(replace(unlabeled, action=action), target(forks="label", label="bug")) is None

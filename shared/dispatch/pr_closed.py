@@ -1,4 +1,5 @@
-"""Builds of a closed pull request: cancelled before they start, and cancelled while they run.
+"""Builds of a closed pull request, or of a fork whose trust label was removed: cancelled before
+they start, and cancelled while they run.
 
 The receiver records a close as a small state document (``shared.runs.pull_request_state``) and
 does nothing else. Two paths read it, so that a close cancels every build of the request at least
@@ -15,6 +16,12 @@ once, whichever way the build is at the time:
   run followed, and the next tick tries again: a running build is cancelled within one reconcile
   interval of the close (``SLIPWAY_RECONCILE_SCHEDULE``, every minute by default) once ACR answers.
   A run recorded as ended (a dry run is, once recorded) has nothing to cancel and is left alone.
+
+The removal of a fork's trust label (``forks: label``) is recorded in the same document and
+cancels the same way: a fork build received before the last removal is settled ``cancelled``
+("trust withdrawn: label <x> removed") before it starts, or cancelled by the timer while it runs.
+A close outranks it (its reason is the one recorded). Builds of a request from the base
+repository are never cancelled by a label.
 
 A state store that cannot be read does not stop a dispatch (the run would be cancelled by the
 timer), and one tick's failure is retried by the next.
@@ -47,6 +54,11 @@ def closed_by(number: int) -> str:
     return f"the close of pull request #{number}"
 
 
+def withdrawn_by(number: int, label: str | None) -> str:
+    """Who cancelled a fork's build when its trust label was removed."""
+    return f"the removal of the label {label!r} from pull request #{number}"
+
+
 class ClosedPullRequests:
     """Cancels the builds of closed pull requests, as recorded in ``state``."""
 
@@ -58,33 +70,42 @@ class ClosedPullRequests:
         self._state = state
         self._clock = clock
 
-    def closed_reason(self, request: BuildRequest) -> str | None:
-        """Why ``request`` builds a closed pull request; None when it does not (or is no PR build)."""
+    def closed_reason(self, request: BuildRequest) -> tuple[str, str] | None:
+        """Who cancels ``request`` and why: its pull request closed, or (a fork) its trust label
+        was removed; None when neither (or it is no PR build)."""
         pr = request.pull_request
         if pr is None or self._state is None:
             return None
         state = read_state(self._state, request.target, pr.number)
-        return None if state is None else state.closed_for(request.trigger.received_at)
+        if state is None:
+            return None
+        received = request.trigger.received_at
+        if (closed := state.closed_for(received)) is not None:
+            return closed_by(pr.number), closed
+        if (withdrawn := state.withdrawn_for(received, fork=pr.fork)) is not None:
+            return withdrawn_by(pr.number, state.withdrawn_label), withdrawn
+        return None
 
     def settle(
         self, request: BuildRequest, found: tuple[LedgerRecord, str] | None, message_id: str | None
     ) -> DispatchResult | None:
-        """Before a claim: a request of a closed pull request is recorded ``cancelled``; None: go on.
+        """Before a claim: a request of a closed pull request (or a fork's whose trust label was
+        removed) is recorded ``cancelled``; None: go on.
 
         ``found`` is the request's record (None, or ``retrying``).
         """
         if request.pull_request is None:
             return None
         try:
-            why = self.closed_reason(request)
+            verdict = self.closed_reason(request)
         except Exception as exc:  # the timer cancels the run should the request be closed
             log_event(
                 logger, "state_unavailable", level=logging.WARNING, request_id=request.id, error=str(exc)
             )
             return None
-        if why is None:
+        if verdict is None:
             return None
-        actor = closed_by(request.pull_request.number)
+        actor, why = verdict
         detail = f"by {actor}: {why} (before it was dispatched, message {message_id})"
         now = self._clock()
         if found is None:
@@ -99,7 +120,7 @@ class ClosedPullRequests:
                 cancelled_by=actor,
             )
             if not self._ledger.create(record):
-                return retry_now(request, "the ledger record changed while cancelling a closed request")
+                return retry_now(request, "the ledger record changed while cancelling a pull request's build")
         else:
             existing, etag = found
             updated = existing.with_event(
@@ -108,13 +129,14 @@ class ClosedPullRequests:
             try:
                 self._ledger.replace(updated, etag)
             except ConflictError:
-                return retry_now(request, "the ledger record changed while cancelling a closed request")
+                return retry_now(request, "the ledger record changed while cancelling a pull request's build")
         return cancelled(request, f"cancelled by {actor}: {why}")
 
     def cancel_if_closed(self, record: LedgerRecord) -> bool:
-        """The reconcile timer's hook: cancel ``record``'s run if its pull request closed.
+        """The reconcile timer's hook: cancel ``record``'s run if its pull request closed (or, a
+        fork's, its trust label was removed).
 
-        True when it was cancelled now; False otherwise (not a PR build, open, or the cancel
+        True when it was cancelled now; False otherwise (not a PR build, open, trusted, or the cancel
         failed: logged, and the next tick tries again).
         """
         if (record.request.get("trigger") or {}).get("kind") != "pull-request":
@@ -123,7 +145,7 @@ class ClosedPullRequests:
             return False
         try:
             request = BuildRequest.model_validate(record.request)
-            why = self.closed_reason(request)
+            verdict = self.closed_reason(request)
         except (ValidationError, ValueError) as exc:
             log_event(
                 logger,
@@ -142,13 +164,12 @@ class ClosedPullRequests:
                 error=str(exc),
             )
             return False
-        if why is None or request.pull_request is None:
+        if verdict is None:
             return False
+        actor, why = verdict
         canceller = Canceller(self._ledger, self._backend, queue=None, notifier=None, clock=self._clock)
         try:
-            canceller.cancel(
-                record.request_id, actor=closed_by(request.pull_request.number), reason=why, dry_run=False
-            )
+            canceller.cancel(record.request_id, actor=actor, reason=why, dry_run=False)
         except CancelRefused as exc:
             log_event(
                 logger,

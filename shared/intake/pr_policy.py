@@ -16,6 +16,11 @@ The rules, in order:
 6. ``paths``: when the changed files are known, one must match; when not (no Git host lists them
    in a PR event), the request is built with a note.
 
+``withdrawn_label`` tells the event that takes a fork's trust back under ``forks: label``: the
+label removed (GitHub ``unlabeled``, a GitLab label change without it, Gitea ``label_cleared`` or a
+``label_updated`` whose set lacks it). The receiver records it, and the builds the label trusted are
+cancelled as a close cancels them (``shared.dispatch.pr_closed``).
+
 A fork request that is built gets none of the target's secrets (``shared.acr.task.pr_isolation``);
 the build arguments it goes without are named in a note. (A target that needs a Git token cannot
 have ``forks`` on: its configuration is refused.)
@@ -69,6 +74,21 @@ def _fork_refusal(event: PullRequestEvent, target: Target) -> str | None:
         # The label is still on the request, and hosts send no event for a label added twice.
         return f"fork pull request: a new push removes the trust; remove the label {label!r} and add it again"
     return f"fork pull request: waiting for a maintainer to add the label {label!r}"
+
+
+def withdrawn_label(event: PullRequestEvent, target: Target) -> str | None:
+    """The trust label ``event`` removes from a fork request under ``forks: label``, or None."""
+    policy = target.pull_requests
+    if not (policy.enabled and event.fork and policy.forks == "label" and policy.label):
+        return None
+    if event.action not in ("labeled", "unlabeled"):
+        return None
+    label = policy.label
+    if event.labels_removed is None:  # the host does not say: label_cleared removes them all
+        removed = event.action == "unlabeled" or label not in event.labels
+    else:
+        removed = label in event.labels_removed
+    return label if removed else None
 
 
 def decide(

@@ -17,7 +17,9 @@ What the request carries, against a push build of the same commit:
   (``<target>:pr-<n>``), so a new head supersedes the older build of the same request. After the
   request was closed and reopened, the id also holds how many closes were recorded
   (``generation``, ``shared.runs.pull_request_state``): the reopened request's build of the same
-  head is a new build, not the cancelled one, and a retried delivery still has the same id;
+  head is a new build, not the cancelled one, and a retried delivery still has the same id. A
+  fork's id also holds how many removals of its trust label were recorded (``withdrawals``), so
+  the label added again to the head whose build its removal cancelled builds again;
 * the target's build arguments, except, for a fork, those whose names look secret
   (``is_secret_build_arg``): the fork's Dockerfile reads every build argument, and the renderer
   refuses a fork's request that carries one (``shared.acr.task.pr_isolation``).
@@ -49,11 +51,13 @@ def request_for_pull_request(
     correlation_id: str,
     received_at: datetime | None = None,
     generation: int = 0,
+    withdrawals: int = 0,
     head_commit: str | None = None,
 ) -> BuildRequest:
     """The request building ``event``'s head for ``target``; raises ``NotBuildable`` when it can't.
 
     ``generation``: the closes recorded for the request (0: never closed, the id as it always was);
+    ``withdrawals``: the removals of a fork's trust label recorded (part of a fork's id only);
     ``head_commit``: the full head commit when the event only had an abbreviation (resolved).
     """
     if not decision.build:
@@ -71,6 +75,8 @@ def request_for_pull_request(
     number = event.number
     # After a reopening: a new build even of the same head (its cancelled build holds the old id).
     reopened = (f"generation-{generation}",) if generation else ()
+    # After the trust label was removed: the label added again builds again, even the same head.
+    relabelled = (f"trust-{withdrawals}",) if withdrawals and event.fork else ()
     platforms = list(decision.platforms or target.platforms)
     # push: none names the target's image only to say what is built: nothing is pushed (the
     # renderer exports to the cache only, from pull_request.push), and its tags are pr-<n> ones.
@@ -81,7 +87,14 @@ def request_for_pull_request(
         {
             # "pull-request" and the number: never the id of a push build of the same commit.
             "id": request_id(
-                target.name, "pull-request", str(number), commit, ",".join(platforms), policy.push, *reopened
+                target.name,
+                "pull-request",
+                str(number),
+                commit,
+                ",".join(platforms),
+                policy.push,
+                *reopened,
+                *relabelled,
             ),
             "target": target.name,
             "trigger": Trigger(

@@ -95,8 +95,9 @@ class PullRequestEvent:
     two differ: the head's code is then not the base repository's own. ``head_commit`` is a full
     commit id, or None when the host sends only an abbreviation (Bitbucket Cloud sends 12 hex
     digits), kept in ``head_commit_abbrev``. ``labels`` are the labels on the request after the
-    event; ``labels_added`` those this event added, or None when the host does not say (Gitea's
-    ``label_updated`` carries only the new set).
+    event; ``labels_added`` those this event added, ``labels_removed`` those it removed, or None
+    when the host does not say (Gitea's ``label_updated`` carries only the new set, its
+    ``label_cleared`` removes them all).
     """
 
     provider: str
@@ -112,6 +113,7 @@ class PullRequestEvent:
     fork: bool
     labels: frozenset[str] = frozenset()
     labels_added: frozenset[str] | None = frozenset()
+    labels_removed: frozenset[str] | None = frozenset()
     merged: bool = False
     head_commit_abbrev: str | None = None
     sender_action: str = ""

@@ -1,4 +1,5 @@
-"""What Slipway knows of a pull request's life per target: open or closed, since when (issue #20.6).
+"""What Slipway knows of a pull request's life per target: open or closed, since when, and when a
+fork's trust label was last removed (issue #20.6).
 
 The close of a pull request must cancel its pending and running builds and expire its cache, but
 the webhook that reports it should stay cheap and the cancellation must not be best effort. So the
@@ -19,6 +20,12 @@ ledger record says ``cancelled``), while the same delivery retried still has the
 delivery already applied (by its delivery id) changes nothing, so a retried close that arrives
 after a reopening does not close the request again. The document is never deleted: it is what
 keeps the ids of a reopened request apart (a few hundred bytes per request ever closed).
+
+The removal of a fork's trust label (``forks: label``) is recorded the same way and read by the
+same readers: every fork build of the request received before the last removal
+(``withdrawn_at``) is cancelled, pending or running. ``withdrawals`` counts the removals: it is
+part of the id of every fork build asked for after one, so the label added again to the same head
+builds again; a removal delivery already applied changes nothing. A close outranks a removal.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 from shared.platform.state import StateStore, update, validate_key
 
 KEY_PREFIX = "pull-requests"
-# Close deliveries remembered per request: a retry comes soon after its first delivery.
+# Close and label-removal deliveries remembered per request: a retry comes soon after the first.
 REMEMBERED_DELIVERIES = 10
 
 
@@ -59,6 +66,9 @@ class PullRequestState:
     closes: int = 0
     reopened_at: datetime | None = None
     deliveries: tuple[str, ...] = field(default_factory=tuple)
+    withdrawals: int = 0  # removals of a fork's trust label recorded
+    withdrawn_at: datetime | None = None
+    withdrawn_label: str | None = None
 
     @classmethod
     def from_document(cls, value: Mapping[str, Any]) -> PullRequestState:
@@ -72,6 +82,9 @@ class PullRequestState:
             closes=int(value.get("closes", 0)),
             reopened_at=_time(value.get("reopened_at")),
             deliveries=tuple(str(d) for d in value.get("deliveries") or ()),
+            withdrawals=int(value.get("withdrawals", 0)),
+            withdrawn_at=_time(value.get("withdrawn_at")),
+            withdrawn_label=value.get("withdrawn_label"),
         )
 
     def as_document(self) -> dict[str, Any]:
@@ -85,6 +98,9 @@ class PullRequestState:
             "closes": self.closes,
             "reopened_at": None if self.reopened_at is None else self.reopened_at.isoformat(),
             "deliveries": list(self.deliveries),
+            "withdrawals": self.withdrawals,
+            "withdrawn_at": None if self.withdrawn_at is None else self.withdrawn_at.isoformat(),
+            "withdrawn_label": self.withdrawn_label,
         }
 
     def closed_for(self, received_at: datetime) -> str | None:
@@ -95,9 +111,15 @@ class PullRequestState:
             return f"pull request #{self.number} was closed at {self.closed_at.isoformat()}"
         return None
 
+    def withdrawn_for(self, received_at: datetime, *, fork: bool) -> str | None:
+        """Why a fork's build asked for at ``received_at`` lost its trust; None when it did not."""
+        if not fork or self.withdrawn_at is None or received_at > self.withdrawn_at:
+            return None
+        return f"trust withdrawn: label {self.withdrawn_label!r} removed at {self.withdrawn_at.isoformat()}"
+
 
 def read_state(store: StateStore, target: str, number: int) -> PullRequestState | None:
-    """The document, or None when the request was never closed (nothing recorded)."""
+    """The document, or None when the request was never closed nor its label removed."""
     found = store.get(state_key(target, number))
     return None if found is None else PullRequestState.from_document(found.value)
 
@@ -158,6 +180,37 @@ def record_open(store: StateStore, target: str, number: int, *, at: datetime) ->
         reopened = replace(known, closed=False, reopened_at=at)
         result[0] = reopened
         return reopened.as_document()
+
+    update(store, key, change)
+    return result[0]
+
+
+def record_withdrawal(
+    store: StateStore, target: str, number: int, *, at: datetime, label: str, delivery_id: str | None
+) -> PullRequestState:
+    """Record that a fork's trust ``label`` was removed at ``at``; the same delivery again changes
+    nothing. Raises ``StateConflict`` (or the store's error) when it cannot."""
+    key = state_key(target, number)
+    result: list[PullRequestState] = []
+
+    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        result.clear()
+        known = (
+            PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
+        )
+        result.append(known)
+        if delivery_id is not None and delivery_id in known.deliveries:
+            return None
+        deliveries = known.deliveries if delivery_id is None else (*known.deliveries, delivery_id)
+        withdrawn = replace(
+            known,
+            withdrawals=known.withdrawals + 1,
+            withdrawn_at=at if known.withdrawn_at is None else max(at, known.withdrawn_at),
+            withdrawn_label=label,
+            deliveries=deliveries[-REMEMBERED_DELIVERIES:],
+        )
+        result[0] = withdrawn
+        return withdrawn.as_document()
 
     update(store, key, change)
     return result[0]

@@ -15,8 +15,12 @@ Routing is as for pushes: the event's base repository URLs are matched against e
   webhook does: the dispatcher cancels every pending build of the request before it claims it,
   and the reconcile timer cancels a running one. A store that cannot be written answers 503, so
   the host delivers the close again (recording it twice changes nothing).
+* **A fork's trust label removed** (``withdrawn_label``, under ``forks: label``): recorded as a
+  close is (``record_withdrawal``), answered 200; the dispatcher and the reconcile timer cancel
+  the fork builds received before it. The request's other events are answered as before.
 * ``opened``, ``reopened`` and ``updated`` (the head moved) mark a request recorded closed as
-  open again (``record_open``); their build's id then holds how many closes were recorded.
+  open again (``record_open``); their build's id then holds how many closes were recorded, and a
+  fork's build how many label removals.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from shared.intake.pr_policy import decide
+from shared.intake.pr_policy import decide, withdrawn_label
 from shared.intake.pr_routing import NotBuildable, request_for_pull_request
 from shared.intake.receivers.answers import conflict_response, enqueue, load_config
 from shared.intake.receivers.checks import repository_conflict
@@ -37,7 +41,13 @@ from shared.model.repo_urls import normalize_repo
 from shared.platform.http import HttpResponse, RequestRejected
 from shared.platform.logs import log_event
 from shared.platform.state import StateStore
-from shared.runs.pull_request_state import PullRequestState, read_state, record_close, record_open
+from shared.runs.pull_request_state import (
+    PullRequestState,
+    read_state,
+    record_close,
+    record_open,
+    record_withdrawal,
+)
 
 logger = logging.getLogger("slipway.webhooks.pull_requests")
 SUBJECT = "pull-request"
@@ -86,6 +96,10 @@ def answer_pull_request(
         if event.action == "closed":
             result.ignored.append(Ignored(target.name, prefix + _record_close(event, target, store)))
             continue
+        if (label := withdrawn_label(event, target)) is not None:
+            why = _record_withdrawal(event, target, label, store)
+            result.ignored.append(Ignored(target.name, prefix + why))
+            continue
         try:
             request = _build(event, config, target, store, ctx, correlation_id, resolve, result.notes)
         except NotBuildable as exc:
@@ -122,6 +136,27 @@ def _record_close(event: PullRequestEvent, target: Target, store: StateStore | N
         closed_at=state.closed_at.isoformat() if state.closed_at else None,
     )
     return "recorded closed: its pending or running build is cancelled and its cache expires"
+
+
+def _record_withdrawal(event: PullRequestEvent, target: Target, label: str, store: StateStore | None) -> str:
+    """Record for ``target`` that the fork's trust ``label`` was removed; what the answer says."""
+    if store is None:
+        return f"trust withdrawn: label {label!r} removed, but no state store: it is not recorded"
+    try:
+        state = record_withdrawal(
+            store, target.name, event.number, at=event.received_at, label=label, delivery_id=event.delivery_id
+        )
+    except Exception as exc:
+        raise _state_unavailable(exc) from exc
+    log_event(
+        logger,
+        "pull_request_trust_withdrawn",
+        target=target.name,
+        number=event.number,
+        label=label,
+        withdrawals=state.withdrawals,
+    )
+    return f"trust withdrawn: label {label!r} removed: the fork's pending or running build is cancelled"
 
 
 def _build(
@@ -170,5 +205,6 @@ def _build(
         correlation_id=correlation_id,
         received_at=event.received_at,
         generation=state.closes if state is not None else 0,
+        withdrawals=state.withdrawals if state is not None else 0,
         head_commit=head,
     )

@@ -166,6 +166,7 @@ def github_reader(decode: Callable[[bytes, str], dict[str, Any]]) -> Read:
         head_id = pr.head.repo.id if pr.head.repo else None
         base_id = pr.base.repo.id if pr.base.repo else payload.repository.id
         added = frozenset({payload.label.name}) if action == "labeled" and payload.label else frozenset()
+        removed = frozenset({payload.label.name}) if action == "unlabeled" and payload.label else frozenset()
         return PullRequestEvent(
             provider="github",
             delivery_id=delivery_id,
@@ -180,6 +181,7 @@ def github_reader(decode: Callable[[bytes, str], dict[str, Any]]) -> Read:
             fork=pr.head.repo is None or is_fork(head_id, base_id, head_urls, base_urls),
             labels=frozenset(label.name for label in pr.labels),
             labels_added=added,
+            labels_removed=removed,
             merged=bool(pr.merged),
             sender_action=payload.action,
         )
@@ -255,6 +257,8 @@ def read_gitea(
         labels=frozenset(label.name for label in pr.labels or ()),
         # label_updated carries the new set, not what changed.
         labels_added=None if action == "labeled" else frozenset(),
+        # Neither says what was removed: label_cleared removes every label.
+        labels_removed=None if action in ("labeled", "unlabeled") else frozenset(),
         merged=bool(pr.merged),
         sender_action=payload.action,
     )
@@ -326,8 +330,11 @@ def read_gitlab(
     attrs = payload.object_attributes
     label_change = payload.changes.labels if payload.changes else None
     added: frozenset[str] = frozenset()
+    removed: frozenset[str] = frozenset()
     if label_change is not None:
-        added = frozenset(x.title for x in label_change.current) - {x.title for x in label_change.previous}
+        previous = frozenset(x.title for x in label_change.previous)
+        current = frozenset(x.title for x in label_change.current)
+        added, removed = current - previous, previous - current
     action = _GITLAB_ACTIONS.get(attrs.action)
     if attrs.action == "update":
         if attrs.oldrev:  # the source branch moved
@@ -353,6 +360,7 @@ def read_gitlab(
         fork=is_fork(attrs.source_project_id, attrs.target_project_id, head_urls, _gitlab_urls(attrs.target)),
         labels=frozenset(label.title for label in payload.labels),
         labels_added=added,
+        labels_removed=removed if action in ("labeled", "unlabeled") else frozenset(),
         merged=attrs.action == "merge",
         sender_action=attrs.action,
     )
