@@ -70,7 +70,8 @@ def _sort_key(value: object) -> str:
 def _reindex(collection: dict[str, Any]) -> None:
     data = collection["data"]
     for name, index in collection["binaryIndices"].items():
-        index["values"] = sorted(range(len(data)), key=lambda i, name=name: _sort_key(data[i].get(name, "")))
+        keys = [_sort_key(doc.get(name, "")) for doc in data]
+        index["values"] = sorted(range(len(data)), key=keys.__getitem__)
         index["dirty"] = False
 
 

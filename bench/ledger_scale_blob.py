@@ -164,9 +164,9 @@ def measure_blob(sizes: list[int], repeats: int, record_kb: int) -> Result:
                 ),
             }
         result = Result(sizes, {s: {n: [] for n in actions[s]} for s in sizes}, {s: {} for s in sizes}, {})
-        started = time.perf_counter()
+        began = time.perf_counter()
         for round_ in range(repeats + 1):
-            print(f"  round {round_}/{repeats} at {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"  round {round_}/{repeats} at {time.perf_counter() - began:.0f} s", flush=True)
             for size in sizes:
                 counter = sized[size].counter
                 for name, action in actions[size].items():
@@ -218,19 +218,19 @@ def report(result: Result) -> None:
         if name in FLOORS:
             continue
         raw = [result.ms[last][name][r] / result.ms[first][name][r] for r in rounds]
-        by_head = [
+        head_growth = [
             (result.ms[last][name][r] / result.ms[last]["head"][r])
             / (result.ms[first][name][r] / result.ms[first]["head"][r])
             for r in rounds
         ]
-        by_mix = [
+        mix_growth = [
             (result.ms[last][name][r] / _mix(result, last, name, r))
             / (result.ms[first][name][r] / _mix(result, first, name, r))
             for r in rounds
         ]
         counts = [sum(result.requests[size][name].values()) for size in (first, last)]
         cells.append(
-            f"  {name}: time {_spread(raw)}, /head {_spread(by_head)}, /mix {_spread(by_mix)}, "
+            f"  {name}: time {_spread(raw)}, /head {_spread(head_growth)}, /mix {_spread(mix_growth)}, "
             f"requests {counts[0]} -> {counts[1]}"
         )
     print(f"ratio at {last} vs {first} records (min/median/max of rounds):")
