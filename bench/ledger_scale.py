@@ -10,12 +10,9 @@ running runs. The ratio is each size's median against the smallest size's, measu
 run (the sizes are timed in rotation); flat is 1.0. Peak memory (tracemalloc) is of one call.
 Never a pass/fail.
 
-The Blob part (``--store blob``) does the same on Azurite (one in-memory process, a container per
-size), with records of ``--blob-record-kb`` KB (default 1: a budget check downloads no record and
-a page downloads 50 whatever their size, while Azurite's upload rate bounds how fast 50k records
-can be written: about 50k records (two uploads each, 16 at a time) take a few minutes). It
-prints the requests each operation made (flat is the point), and, as a reference, the full
-metadata listing every operation made before the index ("full listing").
+The Blob part (``--store blob``, ``bench.ledger_scale_blob``) does the same on Azurite, against
+floors measured on the same container, with records of 1 KB by default (a budget check
+downloads no record and a page downloads 50 whatever their size).
 
     .venv/bin/python -m bench.ledger_scale [--sizes 1000 10000 50000] [--repeats 20]
     .venv/bin/python -m bench.ledger_scale --store blob [--sizes 1000 10000 50000] [--repeats 5]
@@ -24,25 +21,19 @@ metadata listing every operation made before the index ("full listing").
 from __future__ import annotations
 
 import argparse
-import functools
-import http.client
 import statistics
 import tempfile
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from shared.acr.run_backend import RunHandle
 from shared.dispatch.budgets import check_budget, claim_standing
 from shared.model.config import SlipwayConfig, parse_config
 from shared.platform.ledger import (
-    BlobLedger,
     FolderLedger,
     Ledger,
     LedgerRecord,
@@ -141,142 +132,42 @@ def _settled_records(stop: int, record_kb: int) -> Iterator[LedgerRecord]:
         yield _record(f"app.h{n:06d}", created, record_kb, active=False)
 
 
-# Per size: the ledger, and how many requests its client has sent so far (Blob only).
-Ledgers = dict[int, tuple[Ledger, Callable[[], int]]]
-
-
 @contextmanager
-def _folder_ledgers(
-    sizes: list[int], record_kb: int
-) -> Iterator[dict[int, tuple[Ledger, Callable[[], int]]]]:
+def _folder_ledgers(sizes: list[int], record_kb: int) -> Iterator[dict[int, Ledger]]:
     with tempfile.TemporaryDirectory() as tmp:
-        ledgers: Ledgers = {}
+        ledgers: dict[int, Ledger] = {}
         for size in sizes:
             ledger = FolderLedger(Path(tmp) / f"ledger{size}")
             for n in range(ACTIVE):
                 ledger.create(_record(f"app.live{n:02d}", NOW - timedelta(minutes=n), record_kb, active=True))
             _grow(ledger, size, record_kb)
-            ledgers[size] = (ledger, lambda: 0)
+            ledgers[size] = ledger
         yield ledgers
-
-
-class RequestCounter:
-    """A raw request hook: counts the requests a client sends."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, request: Any) -> None:
-        self.count += 1
-
-
-class RawWriter:
-    """Seeds a container with plain HTTP PUTs (a container SAS, one keep-alive connection per
-    thread): the storage SDK's pipeline costs as much CPU per request as Azurite itself."""
-
-    def __init__(self, server: Any, container: str) -> None:
-        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
-        self._port = server.port
-        self._path = f"/{server.account_name}/{container}/"
-        self._sas = generate_container_sas(
-            server.account_name,
-            container,
-            account_key=server.account_key,
-            permission=ContainerSasPermissions(write=True, create=True),
-            expiry=datetime.now(UTC) + timedelta(days=1),
-        )
-        self._local = threading.local()
-
-    def put(self, name: str, data: bytes, headers: dict[str, str]) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = http.client.HTTPConnection("127.0.0.1", self._port)
-        # x-ms-version: a version Azurite serves (it is started with --skipApiVersionCheck anyway).
-        headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06", **headers}
-        connection.request("PUT", f"{self._path}{name}?{self._sas}", body=data, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        assert response.status == 201, (name, response.status)
-
-    def record(self, ledger: BlobLedger, record: LedgerRecord) -> None:
-        """What ``BlobLedger.create`` writes for a settled record: its hour entry, then the record
-        with its summary as metadata (the write mark left out: nothing reads it back here)."""
-        from shared.platform.ledger.blob import _metadata
-
-        self.put(ledger._index._entry(record.created_at, record.request_id), b"", {})
-        meta = {f"x-ms-meta-{key}": value for key, value in _metadata(record).items()}
-        self.put(
-            record_name(record.request_id), record.to_json(), {"Content-Type": "application/json", **meta}
-        )
-
-
-@contextmanager
-def _blob_ledgers(sizes: list[int], record_kb: int) -> Iterator[Ledgers]:
-    """A container per size on one in-memory Azurite: the running runs through ``BlobLedger.create``,
-    the settled history seeded as it would have written it (``RawWriter``)."""
-    from azure.storage.blob import ContainerClient
-
-    from tests.support.azurite import start_azurite
-
-    server = start_azurite()
-    try:
-        ledgers: Ledgers = {}
-        for size in sizes:
-            name = server.new_container(f"ledger{size}").container_name
-            counter = RequestCounter()
-            client = ContainerClient.from_connection_string(
-                server.connection_string, name, raw_request_hook=counter
-            )
-            ledger = BlobLedger(client)
-            list(ledger.list_active())  # an empty container: its index starts out built
-            list(ledger.list(limit=1))
-            for n in range(ACTIVE):
-                ledger.create(_record(f"app.live{n:02d}", NOW - timedelta(minutes=n), record_kb, active=True))
-            started = time.perf_counter()
-            seed = functools.partial(RawWriter(server, name).record, ledger)
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(seed, _settled_records(size, record_kb)))
-            print(f"  seeded {size:,} records in {time.perf_counter() - started:.0f} s", flush=True)
-            ledgers[size] = (ledger, lambda counter=counter: counter.count)  # type: ignore[misc]
-        yield ledgers
-    finally:
-        server.stop()
 
 
 def measure(
-    sizes: list[int], repeats: int, record_kb: int, *, store: str = "folder"
-) -> list[tuple[int, dict[str, tuple[float, float, int]]]]:
-    """One ledger per size, timed in rotation (each repeat times every operation on every size in
-    turn), so a slow moment of a shared machine lands on all sizes alike. Per operation: median
-    ms, peak MiB, requests of one call (Blob only)."""
+    sizes: list[int], repeats: int, record_kb: int
+) -> list[tuple[int, dict[str, tuple[float, float]]]]:
+    """One folder ledger per size, timed in rotation (each repeat times every operation on every
+    size in turn), so a slow moment of a shared machine lands on all sizes alike. Per operation:
+    median ms, peak MiB of one call."""
     config = parse_config(CONFIG, source="bench")
-    stores = _blob_ledgers if store == "blob" else _folder_ledgers
-    with stores(sizes, record_kb) as ledgers:
-        ops = {size: _operations(ledger, config) for size, (ledger, _) in ledgers.items()}
-        if store == "blob":
-            for size, (ledger, _) in ledgers.items():
-                ops[size]["full listing"] = lambda ledger=ledger: list(  # type: ignore[misc]
-                    ledger.list_summaries(since=datetime.min.replace(tzinfo=UTC))
-                )
+    with _folder_ledgers(sizes, record_kb) as ledgers:
+        ops = {size: _operations(ledger, config) for size, ledger in ledgers.items()}
         samples: dict[int, dict[str, list[float]]] = {
             size: {name: [] for name in ops[size]} for size in sizes
         }
-        requests: dict[int, dict[str, int]] = {size: {} for size in sizes}
         for _ in range(repeats):
             for size in sizes:
-                count = ledgers[size][1]
                 for name, op in ops[size].items():
-                    before = count()
                     started = time.perf_counter()
                     op()
                     samples[size][name].append(time.perf_counter() - started)
-                    requests[size][name] = count() - before
         return [
             (
                 size,
                 {
-                    name: (statistics.median(samples[size][name]) * 1e3, _peak_mib(op), requests[size][name])
+                    name: (statistics.median(samples[size][name]) * 1e3, _peak_mib(op))
                     for name, op in ops[size].items()
                 },
             )
@@ -287,7 +178,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of every operation (20; Blob 5)")
     parser.add_argument(
         "--record-kb", type=int, default=None, help="size of each settled record (36; Blob 1)"
     )
@@ -295,13 +186,17 @@ def main() -> None:
     args = parser.parse_args()
     record_kb = args.record_kb or (1 if args.store == "blob" else 36)
     print(f"{args.store} ledger, records of {record_kb} KB, {ACTIVE} running runs", flush=True)
-    rows = measure(args.sizes, args.repeats, record_kb, store=args.store)
+    if args.store == "blob":
+        from bench.ledger_scale_blob import measure_blob, report
+
+        report(measure_blob(args.sizes, args.repeats or 5, record_kb))
+        return
+    rows = measure(args.sizes, args.repeats or 20, record_kb)
     base = rows[0][1]
     for size, ops in rows:
         cells = ", ".join(
-            f"{name} {ms:7.2f} ms (x{ms / base[name][0]:.2f}, {mib:.1f} MiB"
-            + (f", {requests} requests)" if args.store == "blob" else ")")
-            for name, (ms, mib, requests) in ops.items()
+            f"{name} {ms:7.2f} ms (x{ms / base[name][0]:.2f}, {mib:.1f} MiB)"
+            for name, (ms, mib) in ops.items()
         )
         print(f"{size:>7} records: {cells}")
     last_size, last = rows[-1]

@@ -3,21 +3,23 @@
 Planning only, no I/O: each size is a generated repository shaped like a busy buildx pipeline
 (an index per build with two platform images and two attestations, a signature on every tenth
 index, a tag on every fourth, untagged leftovers), mostly older than ``min_age``, so nearly all of
-it is deleted and the deletion order covers almost every manifest. The figure is microseconds per
-manifest of CPU time (the process's, not wall time: on a shared machine a plan of seconds is
-always preempted, one of milliseconds rarely, which made wall-clock ratios grow with load; the
-least of ``--repeats`` plans, small sizes get more), and the ratio is each size's figure against
-the smallest size's in the same run; flat is 1.0.
+it is deleted and the deletion order covers almost every manifest. Times are CPU time of the
+process (on a shared machine a plan of seconds is always preempted, one of milliseconds rarely,
+which made wall-clock ratios grow with load), in microseconds per manifest.
 
-The floor, timed beside the plan on the same graph (alternating with it, with the cyclic
-collector paused as the planner pauses it), is the least any plan must do with these data
-structures: visit every manifest, look up each reference, make one small record per manifest
-and sort the records by digest (a plan lists its decisions by digest). Per manifest, a Python
-object graph gets slower as it outgrows the CPU caches; the floor's own growth shows how much of
-the plan's growth is that, and ``plan/floor`` what the planner adds on top. ``--runs`` repeats the
-whole measurement and prints min/median/max of each ratio. Never a pass/fail.
+The floor, timed in pairs with the plan on the same graph (plan, floor, plan, floor, ...), is the
+plan's output made without deciding anything: every reference followed both ways (children and
+subjects, and who lists each manifest), each manifest's tags looked up, one ``ManifestDecision``
+per manifest, the decisions sorted by digest and the digests taken in that order; with the cyclic
+collector paused as the planner pauses it. It touches about as many objects per manifest as the
+plan does, so its growth from 1k to 100k is what this machine charges for that many objects
+falling out of its caches, and ``plan/floor`` (median of the pairs) what the planner adds on top;
+the figure that matters is ``plan/floor`` at the largest size against the smallest (flat is 1.0).
+The least of a few pairs would favour the size with the most pairs, so medians are used.
+Peak memory per manifest (tracemalloc, one untimed plan) shows the plan's memory stays linear.
+``--runs`` repeats the whole measurement and prints min/median/max of each ratio. Never a pass/fail.
 
-    .venv/bin/python -m bench.retention_scale [--sizes 1000 10000 100000] [--repeats 3] [--runs 3]
+    .venv/bin/python -m bench.retention_scale [--sizes 1000 10000 100000] [--repeats 5] [--runs 3]
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ import argparse
 import hashlib
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from operator import attrgetter
 
 from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.graph import ManifestNode, RepositoryGraph, TagNode
-from shared.pruning.retention.planner import paused_gc, plan_repository
+from shared.pruning.retention.planner import ManifestDecision, paused_gc, plan_repository
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 RULE = ImageRule(repositories=["app"], keep_tags=["latest"], keep_newest=10, min_age="7d")
+_DIGEST = attrgetter("digest")
 
 
 def _digest(name: str) -> str:
@@ -71,20 +77,35 @@ def generate(size: int) -> RepositoryGraph:
     return RepositoryGraph("app", manifests, tags)
 
 
-def floor(graph: RepositoryGraph) -> list[tuple[str, str, int]]:
-    """The least a plan does: every manifest visited, each reference looked up, one record each,
-    the records sorted by digest."""
+def floor(graph: RepositoryGraph) -> tuple[tuple[ManifestDecision, ...], tuple[str, ...]]:
+    """The plan's output without deciding: references both ways, tags, a decision each, by digest."""
     manifests = graph.manifests
-    records = []
+    owners: dict[str, list[str]] = {}
     for digest, node in manifests.items():
-        found = 0
         for child in node.children:
-            found += child in manifests
-        if node.subject is not None:
-            found += node.subject in manifests
-        records.append((digest, node.kind, found))
-    records.sort()
-    return records
+            if child in manifests:
+                owners.setdefault(child, []).append(digest)
+        if node.subject is not None and node.subject in manifests:
+            owners.setdefault(digest, []).append(node.subject)
+    tags_of: dict[str, list[str]] = {}
+    for tag in graph.tags.values():
+        tags_of.setdefault(tag.digest, []).append(tag.name)
+    decisions = []
+    for digest, node in manifests.items():
+        tags, by = tags_of.get(digest), owners.get(digest)
+        decisions.append(
+            ManifestDecision(
+                digest,
+                "delete",
+                "",
+                node.kind,
+                tuple(tags) if tags else (),
+                node.created,
+                tuple(by) if by else (),
+            )
+        )
+    decisions.sort(key=_DIGEST)
+    return tuple(decisions), tuple(d.digest for d in decisions)
 
 
 def _paused_floor(graph: RepositoryGraph) -> object:
@@ -92,8 +113,10 @@ def _paused_floor(graph: RepositoryGraph) -> object:
         return floor(graph)
 
 
-def _best_pair(plan: Callable[[], object], base: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """The least CPU time of ``repeats`` runs of each, alternating, so both see the same machine."""
+def _pairs(
+    plan: Callable[[], object], base: Callable[[], object], repeats: int
+) -> tuple[float, float, float]:
+    """Median CPU times of ``repeats`` alternating runs of each, and the median of their ratios."""
     plans: list[float] = []
     bases: list[float] = []
     for _ in range(repeats):
@@ -101,20 +124,39 @@ def _best_pair(plan: Callable[[], object], base: Callable[[], object], repeats: 
             started = time.process_time()
             action()
             samples.append(time.process_time() - started)
-    return min(plans), min(bases)
+    ratio = statistics.median(p / b for p, b in zip(plans, bases, strict=True))
+    return statistics.median(plans), statistics.median(bases), ratio
 
 
-def measure(graphs: list[RepositoryGraph], repeats: int) -> list[tuple[int, float, float, int]]:
-    """(manifests, plan µs per manifest, floor µs per manifest, deletions) per graph."""
+def _peak_bytes(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@dataclass(frozen=True)
+class Row:
+    manifests: int
+    plan_us: float  # per manifest
+    floor_us: float
+    plan_over_floor: float
+    deletions: int
+    peak_bytes: int  # per manifest, the plan's
+
+
+def measure(graphs: list[RepositoryGraph], repeats: int) -> list[Row]:
+    """One row per graph: the paired medians (small sizes get more pairs: the same total time)."""
     rows = []
     for graph in graphs:
         count = len(graph.manifests)
-        times = max(repeats, 100_000 // count)  # small sizes get more runs: same total time
-        plan, base = _best_pair(
-            partial(plan_repository, graph, RULE, now=NOW), partial(_paused_floor, graph), times
-        )
+        plan_action = partial(plan_repository, graph, RULE, now=NOW)
+        plan, base, ratio = _pairs(plan_action, partial(_paused_floor, graph), max(repeats, 100_000 // count))
         deletions = len(plan_repository(graph, RULE, now=NOW).deletions)
-        rows.append((count, plan / count * 1e6, base / count * 1e6, deletions))
+        peak = _peak_bytes(plan_action) // count
+        rows.append(Row(count, plan / count * 1e6, base / count * 1e6, ratio, deletions, peak))
     return rows
 
 
@@ -125,29 +167,30 @@ def _spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     graphs = [generate(size) for size in args.sizes]
     ratios: dict[str, list[float]] = {"plan": [], "floor": [], "plan/floor": []}
     for run in range(1, args.runs + 1):
         rows = measure(graphs, args.repeats)
-        base_plan, base_floor = rows[0][1], rows[0][2]
+        first, last = rows[0], rows[-1]
         print(f"run {run}:")
-        for count, plan, base, deletions in rows:
+        for row in rows:
             print(
-                f"  {count:>7} manifests: plan {plan:6.2f} us/manifest x{plan / base_plan:.2f} "
-                f"({plan * count / 1e6:6.3f} s, {deletions} deletions); floor {base:5.2f} us "
-                f"x{base / base_floor:.2f}; plan/floor {plan / base:5.1f}"
+                f"  {row.manifests:>7} manifests: plan {row.plan_us:5.2f} us/manifest "
+                f"x{row.plan_us / first.plan_us:.2f} ({row.plan_us * row.manifests / 1e6:6.3f} s, "
+                f"{row.deletions} deletions, peak {row.peak_bytes} B/manifest); floor {row.floor_us:5.2f} us "
+                f"x{row.floor_us / first.floor_us:.2f}; plan/floor {row.plan_over_floor:4.2f} "
+                f"x{row.plan_over_floor / first.plan_over_floor:.2f}"
             )
-        count, plan, base, _ = rows[-1]
-        ratios["plan"].append(plan / base_plan)
-        ratios["floor"].append(base / base_floor)
-        ratios["plan/floor"].append((plan / base) / (base_plan / base_floor))
+        ratios["plan"].append(last.plan_us / first.plan_us)
+        ratios["floor"].append(last.floor_us / first.floor_us)
+        ratios["plan/floor"].append(last.plan_over_floor / first.plan_over_floor)
     print(
-        f"ratio per manifest at {rows[-1][0]} vs {rows[0][0]} manifests (min/median/max of {args.runs} "
-        f"runs): plan {_spread(ratios['plan'])}, floor {_spread(ratios['floor'])}, "
-        f"plan/floor {_spread(ratios['plan/floor'])}"
+        f"ratio per manifest at {last.manifests} vs {first.manifests} manifests "
+        f"(min/median/max of {args.runs} runs): plan {_spread(ratios['plan'])}, "
+        f"floor {_spread(ratios['floor'])}, plan/floor {_spread(ratios['plan/floor'])}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -337,3 +338,32 @@ def test_the_deletion_order_stays_linear_on_a_wide_repository() -> None:
     order = deletion_order(RepositoryGraph("app", nodes, {}), set(nodes))
     assert len(order) == 6_000
     assert compared < 6_000 * 40  # n·log2(n) is ~8·10^4
+
+
+def _generations_of(objects: list[object]) -> set[int]:
+    wanted = {id(o) for o in objects}
+    return {g for g in range(3) for o in gc.get_objects(generation=g) if id(o) in wanted}
+
+
+def test_planning_hands_its_objects_to_the_oldest_generation_and_restores_the_collector() -> None:
+    """The plan's decisions leave young: otherwise the first allocation afterwards walks them all."""
+    nodes = [index(f"i{n}", 40, [f"c{n}"]) for n in range(200)] + [image(f"c{n}", 40) for n in range(200)]
+    assert gc.isenabled()
+    plan = plan_repository(graph(nodes, {}), rule(), now=NOW)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert _generations_of(list(plan.manifests)) == {2}
+
+    gc.freeze()  # something else froze objects: they stay frozen
+    try:
+        before = gc.get_freeze_count()
+        plan_repository(graph(nodes, {}), rule(), now=NOW)
+        assert gc.isenabled() and gc.get_freeze_count() == before > 0
+    finally:
+        gc.unfreeze()
+
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        plan_repository(graph(nodes, {}), rule(), now=NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

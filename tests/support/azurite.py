@@ -124,13 +124,16 @@ def _answers(server: AzuriteServer) -> bool:
     return True
 
 
-def _launch(executable: Path, port: int) -> AzuriteServer:
+def _launch(executable: Path, port: int, location: Path | None = None) -> AzuriteServer:
     # A private working directory, so that nothing lands in the repository.
     work_dir = Path(tempfile.mkdtemp(prefix="azurite-"))
+    # In memory, unless the caller keeps its state in ``location`` (Azurite's files: its LokiJS
+    # databases and extent folder; --inMemoryPersistence and --location exclude each other).
+    persistence = ["--inMemoryPersistence"] if location is None else ["--location", str(location)]
     command = [
         str(executable),
         "--silent",
-        "--inMemoryPersistence",
+        *persistence,
         "--disableTelemetry",
         "--skipApiVersionCheck",
         "--blobHost",
@@ -142,15 +145,18 @@ def _launch(executable: Path, port: int) -> AzuriteServer:
     return AzuriteServer(process, port, work_dir / "azurite.log", work_dir)
 
 
-def start_azurite(*, root: Path = REPO_ROOT, timeout: float = STARTUP_TIMEOUT) -> AzuriteServer:
-    """Start ``azurite-blob`` in memory on a free loopback port and wait until it serves requests.
+def start_azurite(
+    *, root: Path = REPO_ROOT, timeout: float = STARTUP_TIMEOUT, location: Path | None = None
+) -> AzuriteServer:
+    """Start ``azurite-blob`` on a free loopback port and wait until it serves requests: in memory,
+    or with its files in ``location`` (kept when it stops; a benchmark seeds them between runs).
 
     The free port is found by binding port 0 and releasing it, so another process may take it
     before Azurite does; an instance that exits early with "address in use" is retried on a new port.
     """
     executable = azurite_executable(root)
     return start_on_free_port(
-        lambda port: _launch(executable, port),
+        lambda port: _launch(executable, port, location),
         _answers,
         name=f"Azurite ({executable})",
         port_in_use="EADDRINUSE",
