@@ -108,6 +108,9 @@ def _with(part: str, **changes: Any) -> Callable[[BuildRequest], BuildRequest]:
         (_with("request", build_args={"PYTHON_VERSION": "3.12", "EXTRA": "1"}), "build_args ['EXTRA']"),
         (_with("cache", name="web-release-1.0"), "cache 'web-release-1.0'"),
         (_with("cache", from_names=["someone-elses-cache"]), "cache"),
+        # Another ref's key would supersede (or cancel) that ref's build.
+        (_with("request", coalesce_key="web:refs/heads/release/1.0"), "coalesce_key"),
+        (_with("request", coalesce_key="web:pr-7"), "coalesce_key"),
     ],
 )
 def test_a_request_asking_for_more_than_its_target_is_refused(

@@ -6,8 +6,8 @@ Service Bus Data Sender role, anyone editing a message in the portal. The dispat
 *target's* credentials (its Git token, the cache key) to whatever the request names, so a
 request must not be able to choose what those credentials are used on. Before anything is
 rendered, the dispatcher holds the request against its target: the repository, the ref filters,
-the image, the tags the target's rules give that ref, the cache names, the platforms and the
-build arguments. A request that asks for more is refused with a reason an operator can read
+the image, the tags the target's rules give that ref, the cache names, the coalesce key
+(``<target>:<ref>``), the platforms and the build arguments. A request that asks for more is refused with a reason an operator can read
 (and dead-lettered: repairing the message or the configuration, then replaying, is the way back).
 
 What is checked is "no more than the target allows", not equality: a repaired message may drop
@@ -58,6 +58,10 @@ def request_mismatch(request: BuildRequest, config: SlipwayConfig, target: Targe
         return (
             f"image {image.registry}/{image.repository} is not the target's {config.registry}/{target.image}"
         )
+    if request.coalesce_key != f"{target.name}:{source.ref}":
+        # Requests on one key supersede (and, with cancel_superseded, cancel) each other: a key
+        # of the sender's choosing could stop another ref's build.
+        return f"coalesce_key {request.coalesce_key!r} is not the target's '{target.name}:{source.ref}'"
     default_branch = default_branch_for(target, source.default_branch)
     allowed_tags = compute_tags(
         target.image_tags, ref=source.ref, commit=source.commit, default_branch=default_branch
