@@ -7,8 +7,9 @@ Service Bus Data Sender role, anyone editing a message in the portal. The dispat
 request must not be able to choose what those credentials are used on. Before anything is
 rendered, the dispatcher holds the request against its target: the repository, the ref filters,
 the image, the tags the target's rules give that ref, the cache names, the coalesce key
-(``<target>:<ref>``), the platforms and the build arguments. A request that asks for more is refused with a reason an operator can read
-(and dead-lettered: repairing the message or the configuration, then replaying, is the way back).
+(``<target>:<ref>``), the platforms and the build arguments. A request that asks for more is
+refused with a reason an operator can read (and dead-lettered: repairing the message or the
+configuration, then replaying, is the way back).
 
 What is checked is "no more than the target allows", not equality: a repaired message may drop
 a tag, a platform or a build argument, and a request queued before a configuration change may
