@@ -30,7 +30,7 @@ builds again; a removal delivery already applied changes nothing. A close outran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -136,32 +136,21 @@ def record_close(
 ) -> PullRequestState:
     """Record that the request closed at ``at``; a close already recorded (closed, or the same
     delivery) changes nothing. Raises ``StateConflict`` (or the store's error) when it cannot."""
-    key = state_key(target, number)
-    result: list[PullRequestState] = []
 
-    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        result.clear()
-        known = (
-            PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
-        )
-        result.append(known)
-        if known.closed or (delivery_id is not None and delivery_id in known.deliveries):
+    def close(known: PullRequestState, deliveries: tuple[str, ...]) -> PullRequestState | None:
+        if known.closed:
             return None
-        deliveries = known.deliveries if delivery_id is None else (*known.deliveries, delivery_id)
-        closed = replace(
+        return replace(
             known,
             closed=True,
             closed_at=at if known.closed_at is None else max(at, known.closed_at),
             head=head,
             merged=merged,
             closes=known.closes + 1,
-            deliveries=deliveries[-REMEMBERED_DELIVERIES:],
+            deliveries=deliveries,
         )
-        result[0] = closed
-        return closed.as_document()
 
-    update(store, key, change)
-    return result[0]
+    return _record_delivery(store, target, number, delivery_id, close)
 
 
 def record_open(store: StateStore, target: str, number: int, *, at: datetime) -> PullRequestState | None:
@@ -190,7 +179,28 @@ def record_withdrawal(
 ) -> PullRequestState:
     """Record that a fork's trust ``label`` was removed at ``at``; the same delivery again changes
     nothing. Raises ``StateConflict`` (or the store's error) when it cannot."""
-    key = state_key(target, number)
+
+    def withdraw(known: PullRequestState, deliveries: tuple[str, ...]) -> PullRequestState:
+        return replace(
+            known,
+            withdrawals=known.withdrawals + 1,
+            withdrawn_at=at if known.withdrawn_at is None else max(at, known.withdrawn_at),
+            withdrawn_label=label,
+            deliveries=deliveries,
+        )
+
+    return _record_delivery(store, target, number, delivery_id, withdraw)
+
+
+def _record_delivery(
+    store: StateStore,
+    target: str,
+    number: int,
+    delivery_id: str | None,
+    apply: Callable[[PullRequestState, tuple[str, ...]], PullRequestState | None],
+) -> PullRequestState:
+    """One conditional update of the request's document by a delivery: a delivery already recorded
+    changes nothing, nor does ``apply`` returning None; ``apply`` gets the deliveries to keep."""
     result: list[PullRequestState] = []
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -202,15 +212,11 @@ def record_withdrawal(
         if delivery_id is not None and delivery_id in known.deliveries:
             return None
         deliveries = known.deliveries if delivery_id is None else (*known.deliveries, delivery_id)
-        withdrawn = replace(
-            known,
-            withdrawals=known.withdrawals + 1,
-            withdrawn_at=at if known.withdrawn_at is None else max(at, known.withdrawn_at),
-            withdrawn_label=label,
-            deliveries=deliveries[-REMEMBERED_DELIVERIES:],
-        )
-        result[0] = withdrawn
-        return withdrawn.as_document()
+        changed = apply(known, deliveries[-REMEMBERED_DELIVERIES:])
+        if changed is None:
+            return None
+        result[0] = changed
+        return changed.as_document()
 
-    update(store, key, change)
+    update(store, state_key(target, number), change)
     return result[0]
