@@ -19,7 +19,10 @@ The rules, in order:
 ``withdrawn_label`` tells the event that takes a fork's trust back under ``forks: label``: the
 label removed (GitHub ``unlabeled``, a GitLab label change without it, Gitea ``label_cleared`` or a
 ``label_updated`` whose set lacks it). The receiver records it, and the builds the label trusted are
-cancelled as a close cancels them (``shared.dispatch.pr_closed``).
+cancelled as a close cancels them (``shared.dispatch.pr_closed``). Gitea's events do not say the
+label was there, so the receiver records those only while a trust is recorded
+(``shared.runs.pull_request_state``); a trusting ``labeled`` event is recorded there too, and one
+older than the last removal is refused.
 
 A fork request that is built gets none of the target's secrets (``shared.acr.task.pr_isolation``);
 the build arguments it goes without are named in a note. (A target that needs a Git token cannot
