@@ -115,6 +115,31 @@ def test_a_removal_received_by_a_clock_behind_still_cancels_the_trust_recorded_b
     assert life.record(again).status is RunStatus.DISPATCHED and len(life.runs_of(again)) == 1
 
 
+@pytest.mark.parametrize(
+    ("action", "event", "other"),
+    [
+        ("unlabeled", "withdrawn_cancel_failed", "closed_cancel_failed"),
+        ("closed", "closed_cancel_failed", "withdrawn_cancel_failed"),
+    ],
+)
+def test_a_failed_cancel_is_logged_under_its_cause_s_own_event(
+    fork_life: ForkLife, caplog: pytest.LogCaptureFixture, action: str, event: str, other: str
+) -> None:
+    life = fork_life
+    trusted = _accepted(life.github("labeled", delivery="gh-label-1"))
+    life.settle()
+    [run] = life.runs_of(trusted)
+    life.acr.set_status(run, "Running")
+    life.rig.clock.advance(60)
+    assert life.github(action, delivery=f"gh-{action}").status == 200
+    life.acr.fail_next(503, times=1)
+    with caplog.at_level("WARNING"):
+        life.reconcile()
+    assert event in caplog.text and other not in caplog.text
+    life.reconcile()  # the next tick cancels it
+    assert life.status(run) == "Canceled"
+
+
 # --- Gitea: label_updated/label_cleared do not say the trust label was there ----------------------
 
 GITEA_CONFIG = CONFIG + (
