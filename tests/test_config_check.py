@@ -162,6 +162,43 @@ def test_warnings_where_default_branch_is_needed() -> None:
     assert check_config_text(_document(branches=["release/*"]), source="s").warnings == ()
 
 
+@pytest.mark.parametrize(
+    ("repo", "host"),
+    [
+        ("https://dev.azure.com/contoso/web/_git/web", "Azure DevOps"),
+        ("https://contoso.visualstudio.com/DefaultCollection/web/_git/web", "Azure DevOps"),
+        ("https://tfs.contoso.test/tfs/Main/web/_git/web", "Azure DevOps"),  # Azure DevOps Server
+        ("https://bitbucket.org/contoso/web", "Bitbucket Cloud"),
+        ("https://github.com/contoso/web", None),
+        ("https://gitlab.com/contoso/web", None),
+    ],
+)
+def test_forks_label_on_a_host_without_label_events_is_a_warning(repo: str, host: str | None) -> None:
+    """Azure DevOps and Bitbucket Cloud send no event for a label added (their receivers read none
+    as ``labeled``): ``forks: label`` is valid there, but no fork ever builds, so it warns."""
+    policy = {
+        "enabled": True,
+        "forks": "label",
+        "label": "safe to build",
+        "fork_registry_token_setting": "REGISTRY_TOKEN_WEB",
+    }
+    checked = check_config_text(
+        _document(repo=repo, default_branch="main", pull_requests=policy), source="s.yaml"
+    )
+    found = [w for w in checked.warnings if "forks: label never builds" in w.message]
+    if host is None:
+        assert found == []
+        return
+    [warning] = found
+    assert warning.path == "targets[0].pull_requests.forks"
+    assert f"{host} sends no event when a label is added" in warning.message
+    # forks: on builds a fork's request on every event: no such warning.
+    on = {**policy, "forks": "on"}
+    on.pop("label")
+    checked = check_config_text(_document(repo=repo, default_branch="main", pull_requests=on), source="s")
+    assert not [w for w in checked.warnings if "forks: label" in w.message]
+
+
 # --- property: generated configurations --------------------------------------------------------
 
 # field -> (values the renderer accepts, values it refuses); every value passes the models.

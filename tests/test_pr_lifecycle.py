@@ -471,10 +471,15 @@ def _forked(body: bytes) -> bytes:
 
 
 class ForkLife(Life):
-    def github(self, action: str, *, head: str | None = None, delivery: str = "gh-1") -> HttpResponse:
+    def github(
+        self, action: str, *, head: str | None = None, delivery: str = "gh-1", updated_at: str | None = None
+    ) -> HttpResponse:
+        """``updated_at``: the host's time of the event, for a label event later than the sample's."""
         body = _forked(fixture_bytes("github", f"pull_request-{action}.json"))
         if head is not None:
             body = _with_head(body, ("pull_request", "head", "sha"), head)
+        if updated_at is not None:
+            body = _with_head(body, ("pull_request", "updated_at"), updated_at)
         signed = github_request(body)
         headers = {**signed.headers, "X-GitHub-Delivery": delivery}
         return receive_github(HttpRequest("POST", signed.url, headers, body), self.ctx)
@@ -618,9 +623,10 @@ def test_removing_a_fork_s_label_cancels_its_pending_build_and_the_label_again_b
     assert (record.status, record.cancelled_by, record.run_id) == (RunStatus.CANCELLED, REMOVED_BY, None)
     assert "trust withdrawn: label 'bug' removed" in record.history[-1]["detail"]
 
-    # The label added again to the same head: a build of its own, which the dispatcher runs.
+    # The label added again to the same head (after the removal, as the host dates it): a build of
+    # its own, which the dispatcher runs.
     life.rig.clock.advance(60)
-    again = _accepted(life.github("labeled", delivery="gh-label-2"))
+    again = _accepted(life.github("labeled", delivery="gh-label-2", updated_at="2019-05-15T15:21:36Z"))
     assert again != trusted
     life.settle()
     [run] = life.runs_of(again)

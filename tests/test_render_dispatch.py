@@ -184,6 +184,53 @@ def test_a_dry_run_without_its_secrets_is_recorded_as_one_that_could_not_run(
     assert final is not None and final[0].status is RunStatus.DISPATCHED
 
 
+def test_render_takes_runs_show_output_and_refuses_what_the_dispatcher_refuses(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--request-file`` takes the whole ``slipway runs show --json`` output, and a request the
+    dispatcher would dead-letter (``RequestNotAllowedForTarget``) is refused with its reason."""
+    request_json = _cli(capsys, "render", "--config", str(config_file), *RENDER, "--request")
+    printed = _cli(capsys, "render", "--config", str(config_file), *RENDER)
+    state = tmp_path / "state"
+    dispatched = Dispatcher(
+        config=lambda: load_config(config_file),
+        ledger=FolderLedger(state / "ledger"),
+        backend=DryRunBackend(),
+        settings=SETTINGS,
+    ).dispatch(request_json, message_id="m-1")
+    assert dispatched.outcome is Outcome.DISPATCHED, dispatched
+    flags = ["--config", str(config_file), "--state-dir", str(state)]
+    shown = _cli(capsys, "runs", "show", str(dispatched.request_id), *flags, "--json")
+    show_file = tmp_path / "show.json"
+    show_file.write_text(shown)
+    assert _cli(capsys, "render", *flags, "--request-file", str(show_file)) == printed
+
+    # The record's request, edited to push to another image: the dispatcher's reason, no task.
+    forged: dict[str, Any] = json.loads(shown)
+    forged["request"]["image"]["repository"] = "team/other"
+    forged["request"]["id"] = "app-forged"
+    show_file.write_text(json.dumps(forged))
+    capsys.readouterr()
+    assert main(["render", *flags, "--request-file", str(show_file)]) == 1
+    out, err = capsys.readouterr()
+    refused = Dispatcher(
+        config=lambda: load_config(config_file),
+        ledger=FolderLedger(tmp_path / "other-ledger"),
+        backend=DryRunBackend(),
+        settings=SETTINGS,
+    ).dispatch(json.dumps(forged["request"]), message_id="m-2")
+    assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTER, "RequestNotAllowedForTarget")
+    assert out == "" and err.startswith(
+        "error: the dispatcher refuses this request (RequestNotAllowedForTarget)"
+    )
+    assert refused.description is not None and refused.description in err
+    # Not JSON at all: one line, no traceback.
+    show_file.write_text("not json")
+    assert main(["render", *flags, "--request-file", str(show_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
 def test_render_without_target_or_request_file_says_what_is_missing(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,7 +30,7 @@ from shared.acr.run_prepare import prepare_run
 from shared.acr.task import RenderError
 from shared.acr.task.secrets import fork_cache_allowed
 from shared.intake.base_images import rebuild_request
-from shared.intake.pr_policy import PullRequestDecision
+from shared.intake.pr_policy import PullRequestDecision, host_without_label_events
 from shared.intake.pr_routing import request_for_pull_request
 from shared.intake.routing import NoImageTags, RouteResult, request_for_commit
 from shared.model.build_request import BuildRequest, Trigger, TriggerKind
@@ -341,9 +341,31 @@ def fork_cache_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]]:
     ]
 
 
+def fork_label_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]]:
+    """Targets under ``forks: label`` on a host that sends no label events: no fork ever builds.
+
+    A warning, not an error: the configuration is valid (its other requests build), only useless
+    for forks; ``forks: on`` or ``off`` says what is meant."""
+    warnings: list[tuple[FieldPath, str]] = []
+    for index, target in enumerate(config.targets):
+        policy = target.pull_requests
+        if not (policy.enabled and policy.forks == "label"):
+            continue
+        if (host := host_without_label_events(target.repo)) is not None:
+            warnings.append(
+                (
+                    ("targets", index, "pull_requests", "forks"),
+                    f"forks: label never builds a fork's request here: {host} sends no event when a "
+                    "label is added; use forks: on (every fork request builds) or off",
+                )
+            )
+    return warnings
+
+
 def config_warnings(config: SlipwayConfig) -> list[tuple[FieldPath, str]]:
-    """Every warning of ``config validate``: the default branch's, and the forks' cache."""
-    return [*default_branch_warnings(config), *fork_cache_warnings(config)]
+    """Every warning of ``config validate``: the default branch's, the forks' cache, and the label
+    a host never reports."""
+    return [*default_branch_warnings(config), *fork_cache_warnings(config), *fork_label_warnings(config)]
 
 
 def check_config_file(path: str | Path) -> CheckedConfig:
@@ -355,5 +377,6 @@ def check_config_text(text: str, *, source: str) -> CheckedConfig:
     """``parse_config``, then render a representative build of each target as the dispatcher would
     (``render_problems``): a refusal there is a problem here, at the field it comes from, so a
     configuration that checks renders for every target. Also warns where ``default_branch`` is
-    needed and unset, and where forks build without the cache. Raises ``ConfigError``."""
+    needed and unset, where forks build without the cache, and where ``forks: label`` can never
+    build a fork (a host without label events). Raises ``ConfigError``."""
     return parse_checked(text, source=source, refusals=render_problems, warnings=config_warnings)

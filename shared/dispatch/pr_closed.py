@@ -23,6 +23,9 @@ cancels the same way: a fork build received before the last removal is settled `
 A close outranks it (its reason is the one recorded). Builds of a request from the base
 repository are never cancelled by a label.
 
+A cancel that fails is logged ``closed_cancel_failed`` after a close and ``withdrawn_cancel_failed``
+after a removal of the label, so an alert on one tells which.
+
 A state store that cannot be read does not stop a dispatch (the run would be cancelled by the
 timer), and one tick's failure is retried by the next.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -59,6 +63,14 @@ def withdrawn_by(number: int, label: str | None) -> str:
     return f"the removal of the label {label!r} from pull request #{number}"
 
 
+class Cancellation(NamedTuple):
+    """Who cancels a pull request's build and why, and the log event of a cancel that fails."""
+
+    actor: str
+    why: str
+    failure_event: str
+
+
 class ClosedPullRequests:
     """Cancels the builds of closed pull requests, as recorded in ``state``."""
 
@@ -70,7 +82,7 @@ class ClosedPullRequests:
         self._state = state
         self._clock = clock
 
-    def closed_reason(self, request: BuildRequest) -> tuple[str, str] | None:
+    def closed_reason(self, request: BuildRequest) -> Cancellation | None:
         """Who cancels ``request`` and why: its pull request closed, or (a fork) its trust label
         was removed; None when neither (or it is no PR build)."""
         pr = request.pull_request
@@ -81,9 +93,10 @@ class ClosedPullRequests:
             return None
         received = request.trigger.received_at
         if (closed := state.closed_for(received)) is not None:
-            return closed_by(pr.number), closed
+            return Cancellation(closed_by(pr.number), closed, "closed_cancel_failed")
         if (withdrawn := state.withdrawn_for(received, fork=pr.fork)) is not None:
-            return withdrawn_by(pr.number, state.withdrawn_label), withdrawn
+            actor = withdrawn_by(pr.number, state.withdrawn_label)
+            return Cancellation(actor, withdrawn, "withdrawn_cancel_failed")
         return None
 
     def settle(
@@ -105,7 +118,7 @@ class ClosedPullRequests:
             return None
         if verdict is None:
             return None
-        actor, why = verdict
+        actor, why, _ = verdict
         detail = f"by {actor}: {why} (before it was dispatched, message {message_id})"
         now = self._clock()
         if found is None:
@@ -166,14 +179,14 @@ class ClosedPullRequests:
             return False
         if verdict is None:
             return False
-        actor, why = verdict
+        actor, why, failure_event = verdict
         canceller = Canceller(self._ledger, self._backend, queue=None, notifier=None, clock=self._clock)
         try:
             canceller.cancel(record.request_id, actor=actor, reason=why, dry_run=False)
         except CancelRefused as exc:
             log_event(
                 logger,
-                "closed_cancel_failed",
+                failure_event,
                 level=logging.WARNING,
                 request_id=record.request_id,
                 error=str(exc),

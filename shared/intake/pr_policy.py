@@ -19,7 +19,10 @@ The rules, in order:
 ``withdrawn_label`` tells the event that takes a fork's trust back under ``forks: label``: the
 label removed (GitHub ``unlabeled``, a GitLab label change without it, Gitea ``label_cleared`` or a
 ``label_updated`` whose set lacks it). The receiver records it, and the builds the label trusted are
-cancelled as a close cancels them (``shared.dispatch.pr_closed``).
+cancelled as a close cancels them (``shared.dispatch.pr_closed``). Gitea's events do not say the
+label was there, so the receiver records those only while a trust is recorded
+(``shared.runs.pull_request_state``); a trusting ``labeled`` event is recorded there too, and one
+older than the last removal is refused.
 
 A fork request that is built gets none of the target's secrets (``shared.acr.task.pr_isolation``);
 the build arguments it goes without are named in a note. (A target that needs a Git token cannot
@@ -34,9 +37,20 @@ from dataclasses import dataclass
 from shared.model.config.targets import Target
 from shared.model.events import PullRequestEvent
 from shared.model.globs import any_match
+from shared.model.repo_urls import normalize_repo
 from shared.model.supply_chain import is_secret_build_arg
 
 BUILDS_ON = frozenset({"opened", "reopened", "updated"})
+# Hosts that send no event when a label is added to a pull request, so ``forks: label`` never
+# builds a fork's request there (``config validate`` warns). Azure DevOps: its pull request events
+# are created, updated (``notificationType`` PushNotification, ReviewersUpdateNotification,
+# StatusUpdateNotification, ReviewerVoteNotification only), merge attempted and commented
+# (learn.microsoft.com/azure/devops/service-hooks/events, "Pull request updated"); Bitbucket Cloud:
+# pullrequest:created|updated|approved|unapproved|changes_request_*|fulfilled|rejected|comment_*,
+# and its pull requests carry no labels (support.atlassian.com/bitbucket-cloud/docs/event-payloads/).
+# The receivers read neither host's events as ``labeled`` (``shared.intake.receivers``).
+_AZURE_DEVOPS_HOSTS = ("dev.azure.com", "ssh.dev.azure.com")
+_BITBUCKET_CLOUD = "bitbucket.org"
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,18 @@ def _fork_refusal(event: PullRequestEvent, target: Target) -> str | None:
         # The label is still on the request, and hosts send no event for a label added twice.
         return f"fork pull request: a new push removes the trust; remove the label {label!r} and add it again"
     return f"fork pull request: waiting for a maintainer to add the label {label!r}"
+
+
+def host_without_label_events(repo: str) -> str | None:
+    """The name of ``repo``'s host when it sends no label events (Azure DevOps, Bitbucket Cloud)."""
+    normalized = normalize_repo(repo)
+    host = normalized.partition("/")[0]
+    # Azure DevOps Server lives anywhere; its repositories are at <collection>/<project>/_git/<repo>.
+    if host in _AZURE_DEVOPS_HOSTS or host.endswith(".visualstudio.com") or "/_git/" in normalized:
+        return "Azure DevOps"
+    if host == _BITBUCKET_CLOUD:
+        return "Bitbucket Cloud"
+    return None
 
 
 def withdrawn_label(event: PullRequestEvent, target: Target) -> str | None:

@@ -97,7 +97,10 @@ class PullRequestEvent:
     digits), kept in ``head_commit_abbrev``. ``labels`` are the labels on the request after the
     event; ``labels_added`` those this event added, ``labels_removed`` those it removed, or None
     when the host does not say (Gitea's ``label_updated`` carries only the new set, its
-    ``label_cleared`` removes them all).
+    ``label_cleared`` removes them all). ``updated_at`` is the host's time of the request's last
+    change, from the payload (None when it has none): a label change moves it and a redelivery
+    keeps it, so it orders a label added against a label removed
+    (``shared.runs.pull_request_state``).
     """
 
     provider: str
@@ -117,6 +120,7 @@ class PullRequestEvent:
     merged: bool = False
     head_commit_abbrev: str | None = None
     sender_action: str = ""
+    updated_at: datetime | None = None
 
     @property
     def head_branch(self) -> str:

@@ -1,5 +1,5 @@
 """What Slipway knows of a pull request's life per target: open or closed, since when, and when a
-fork's trust label was last removed (issue #20.6).
+fork's trust label was last granted and removed (issue #20.6).
 
 The close of a pull request must cancel its pending and running builds and expire its cache, but
 the webhook that reports it should stay cheap and the cancellation must not be best effort. So the
@@ -26,13 +26,50 @@ same readers: every fork build of the request received before the last removal
 (``withdrawn_at``) is cancelled, pending or running. ``withdrawals`` counts the removals: it is
 part of the id of every fork build asked for after one, so the label added again to the same head
 builds again; a removal delivery already applied changes nothing. A close outranks a removal.
+
+**Trust is recorded too** (``record_trust``): each delivery that trusts a fork (a ``labeled``
+event that adds the label) is one conditional update, keyed by its delivery id, that records the
+*epoch* it trusts under (the ``withdrawals`` recorded when it came: the ``trust-<n>`` of its id).
+Without it a trusting delivery delivered again after the removal (a host's retry, a manual
+"Redeliver", which keeps GitHub's ``X-GitHub-Delivery``) would trust the fork again under the new
+epoch: only removals were remembered. The verdict, in order:
+
+1. the request is closed: nothing recorded (the caller refuses it as closed);
+2. the delivery is recorded: under the current epoch it is the same trust again (an at-least-once
+   duplicate before any removal): the same epoch, so the same request id, and nothing written;
+   under an older epoch a removal came after it: refused;
+3. the host's own time of the event (``event_at``: the payload's ``updated_at``, which a
+   redelivery keeps and which a label change moves) is not after the host's time of the last
+   removal (``withdrawn_event_at``): the delivery is of a label added before that removal (a late
+   or redelivered one whose id was forgotten or differs): refused. Equal times are refused too
+   (the payloads give seconds): a maintainer whose label was refused adds it again;
+4. otherwise it is a new trust: recorded under the current epoch.
+
+Why this order is sound. Delivery ids are not ordered on every host (GitHub's and Gitea's are
+random UUIDs), and ``received_at`` is when *we* got a delivery, which a redelivery moves. The
+payload's ``updated_at`` is the host's order of the request's changes; where a host leaves it out,
+the order the document records is used: a delivery id already seen says which epoch it came
+under, and an unknown one is taken as new (the only case a late, never-seen, undated label
+delivery could trust again; GitHub, GitLab and Gitea all date it). Every update is conditional
+(``shared.platform.state.update``: read, change, write if unchanged, retry), so trusts and
+removals are totally ordered in the document. A removal covers every trust recorded before it:
+``withdrawn_at`` is at least that trust's ``trusted_at`` (the ``received_at`` of its build), so
+the dispatcher cancels that build even when the removal was received first by a clock that runs
+behind. A trust recorded after a removal has its build received after ``withdrawn_at``
+(``trusted_received_at``), so a removal never cancels a trust that came after it. A removal is
+always recorded, even one delivered late: the safe side (the maintainer labels again).
+
+``trusted`` says whether a trust was recorded since the last removal. A removal the host does not
+spell out (Gitea's ``label_updated``, which carries only the new label set, and ``label_cleared``)
+is recorded only then (``only_if_trusted``): otherwise any label change on a fork request without
+the label would count as a removal and move the epoch of the next trust's id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.platform.state import StateStore, update, validate_key
@@ -40,10 +77,19 @@ from shared.platform.state import StateStore, update, validate_key
 KEY_PREFIX = "pull-requests"
 # Close and label-removal deliveries remembered per request: a retry comes soon after the first.
 REMEMBERED_DELIVERIES = 10
+# Trusting label deliveries remembered per request, with the epoch each came under. One forgotten
+# is still refused by its payload time when a removal came after it (see above).
+REMEMBERED_TRUSTS = 20
+# The least step of time: a trust recorded after a removal is received after it.
+_TICK = timedelta(microseconds=1)
 
 
 def state_key(target: str, number: int) -> str:
     return validate_key(f"{KEY_PREFIX}/{target}/pr-{number}.json")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _time(value: object) -> datetime | None:
@@ -69,6 +115,10 @@ class PullRequestState:
     withdrawals: int = 0  # removals of a fork's trust label recorded
     withdrawn_at: datetime | None = None
     withdrawn_label: str | None = None
+    withdrawn_event_at: datetime | None = None  # the host's time of the last removal, when dated
+    trusts: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # (delivery, epoch) recorded
+    trust_epoch: int | None = None  # the epoch of the last trust recorded
+    trusted_at: datetime | None = None  # when the build of the last trust recorded was received
 
     @classmethod
     def from_document(cls, value: Mapping[str, Any]) -> PullRequestState:
@@ -85,6 +135,10 @@ class PullRequestState:
             withdrawals=int(value.get("withdrawals", 0)),
             withdrawn_at=_time(value.get("withdrawn_at")),
             withdrawn_label=value.get("withdrawn_label"),
+            withdrawn_event_at=_time(value.get("withdrawn_event_at")),
+            trusts=tuple((str(d), int(n)) for d, n in (value.get("trusts") or {}).items()),
+            trust_epoch=None if value.get("trust_epoch") is None else int(value["trust_epoch"]),
+            trusted_at=_time(value.get("trusted_at")),
         )
 
     def as_document(self) -> dict[str, Any]:
@@ -101,7 +155,23 @@ class PullRequestState:
             "withdrawals": self.withdrawals,
             "withdrawn_at": None if self.withdrawn_at is None else self.withdrawn_at.isoformat(),
             "withdrawn_label": self.withdrawn_label,
+            "withdrawn_event_at": _iso(self.withdrawn_event_at),
+            "trusts": dict(self.trusts),
+            "trust_epoch": self.trust_epoch,
+            "trusted_at": _iso(self.trusted_at),
         }
+
+    @property
+    def trusted(self) -> bool:
+        """A trust was recorded since the last removal (or ever, when none was removed)."""
+        return self.trust_epoch is not None and self.trust_epoch == self.withdrawals
+
+    def trusted_received_at(self, received_at: datetime) -> datetime:
+        """When a build trusted now counts as received: after the last removal recorded, so that
+        removal (received first by a clock that runs ahead, say) never cancels it."""
+        if self.withdrawn_at is None or received_at > self.withdrawn_at:
+            return received_at
+        return self.withdrawn_at + _TICK
 
     def closed_for(self, received_at: datetime) -> str | None:
         """Why a build asked for at ``received_at`` is of a closed request; None when it is not."""
@@ -119,7 +189,7 @@ class PullRequestState:
 
 
 def read_state(store: StateStore, target: str, number: int) -> PullRequestState | None:
-    """The document, or None when the request was never closed nor its label removed."""
+    """The document, or None when the request was never closed, nor a fork's label added or removed."""
     found = store.get(state_key(target, number))
     return None if found is None else PullRequestState.from_document(found.value)
 
@@ -175,21 +245,112 @@ def record_open(store: StateStore, target: str, number: int, *, at: datetime) ->
 
 
 def record_withdrawal(
-    store: StateStore, target: str, number: int, *, at: datetime, label: str, delivery_id: str | None
-) -> PullRequestState:
-    """Record that a fork's trust ``label`` was removed at ``at``; the same delivery again changes
-    nothing. Raises ``StateConflict`` (or the store's error) when it cannot."""
+    store: StateStore,
+    target: str,
+    number: int,
+    *,
+    at: datetime,
+    label: str,
+    delivery_id: str | None,
+    event_at: datetime | None = None,
+    only_if_trusted: bool = False,
+) -> PullRequestState | None:
+    """Record that a fork's trust ``label`` was removed at ``at`` (the host's ``event_at``); the same
+    delivery again changes nothing. ``only_if_trusted``: the event does not say the label was
+    there (Gitea), so it is recorded only when a trust is (``trusted``); None when it was not.
+    Raises ``StateConflict`` (or the store's error) when it cannot."""
+    untrusted: list[bool] = []
 
-    def withdraw(known: PullRequestState, deliveries: tuple[str, ...]) -> PullRequestState:
+    def withdraw(known: PullRequestState, deliveries: tuple[str, ...]) -> PullRequestState | None:
+        untrusted.clear()
+        if only_if_trusted and not known.trusted:
+            untrusted.append(True)
+            return None
+        # It covers every trust recorded before it, even one whose build was received later.
+        covered = [t for t in (at, known.withdrawn_at, known.trusted_at) if t is not None]
+        dated = [t for t in (event_at, known.withdrawn_event_at) if t is not None]
         return replace(
             known,
             withdrawals=known.withdrawals + 1,
-            withdrawn_at=at if known.withdrawn_at is None else max(at, known.withdrawn_at),
+            withdrawn_at=max(covered),
             withdrawn_label=label,
+            withdrawn_event_at=max(dated) if dated else None,
             deliveries=deliveries,
         )
 
-    return _record_delivery(store, target, number, delivery_id, withdraw)
+    state = _record_delivery(store, target, number, delivery_id, withdraw)
+    return None if untrusted else state
+
+
+@dataclass(frozen=True)
+class TrustVerdict:
+    """What ``record_trust`` found: the ``epoch`` a trusting delivery builds under (the
+    ``trust-<n>`` of its id), or why it is ``refused``; both None when the request is closed."""
+
+    state: PullRequestState
+    epoch: int | None = None
+    refused: str | None = None
+
+
+def record_trust(
+    store: StateStore,
+    target: str,
+    number: int,
+    *,
+    at: datetime,
+    delivery_id: str | None,
+    event_at: datetime | None,
+) -> TrustVerdict:
+    """Record that the delivery ``delivery_id`` (received ``at``, dated ``event_at`` by the host)
+    trusts a fork's head: one conditional update; see the module's docstring for the verdict and
+    why its order is sound. Raises ``StateConflict`` (or the store's error) when it cannot."""
+    verdict: list[TrustVerdict] = []
+
+    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        verdict.clear()
+        known = (
+            PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
+        )
+        verdict.append(TrustVerdict(known))
+        if known.closed:
+            return None
+        epoch = dict(known.trusts).get(delivery_id) if delivery_id is not None else None
+        if epoch is not None:
+            if epoch < known.withdrawals:
+                verdict[0] = TrustVerdict(known, refused=_refusal(known, "this delivery came again after"))
+            else:
+                verdict[0] = TrustVerdict(known, epoch=epoch)
+            return None
+        if (
+            event_at is not None
+            and known.withdrawn_event_at is not None
+            and event_at <= known.withdrawn_event_at
+        ):
+            why = f"its event, dated {event_at.isoformat()}, is not after"
+            verdict[0] = TrustVerdict(known, refused=_refusal(known, why))
+            return None
+        received = known.trusted_received_at(at)
+        trusts = known.trusts if delivery_id is None else (*known.trusts, (delivery_id, known.withdrawals))
+        trusted = replace(
+            known,
+            trusts=trusts[-REMEMBERED_TRUSTS:],
+            trust_epoch=known.withdrawals,
+            trusted_at=received if known.trusted_at is None else max(received, known.trusted_at),
+        )
+        verdict[0] = TrustVerdict(trusted, epoch=known.withdrawals)
+        return trusted.as_document()
+
+    update(store, state_key(target, number), change)
+    return verdict[0]
+
+
+def _refusal(known: PullRequestState, why: str) -> str:
+    when = known.withdrawn_event_at or known.withdrawn_at
+    shown = "" if when is None else f" at {when.isoformat()}"
+    return (
+        f"trust refused: {why} the removal of the label {known.withdrawn_label!r}{shown}; "
+        "nothing is built: add the label again to trust the head"
+    )
 
 
 def _record_delivery(

@@ -1,4 +1,10 @@
-"""``slipway render``: the ACR task a target would run for a commit, without running anything."""
+"""``slipway render``: the ACR task a target would run for a commit, without running anything.
+
+``--request-file`` takes a queued request as the dispatcher gets it: a BuildRequest, or the whole
+``slipway runs show --json`` output (its ``request`` field is the request). The dispatcher's own
+check comes first (``shared.dispatch.request_check``): a request it would dead-letter
+(``RequestNotAllowedForTarget``) is refused here with the same reason, and no task is printed.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--request-file",
         type=Path,
-        help="render this BuildRequest JSON (a queue message, `slipway runs show --json`'s request) "
-        "instead of --target/--commit/--ref",
+        help="render this BuildRequest JSON (a queue message, or `slipway runs show --json`'s output) "
+        "instead of --target/--commit/--ref; refused as the dispatcher refuses it",
     )
     parser.add_argument("--scripts", action="store_true", help="also print the step scripts, decoded")
     parser.add_argument("--request", action="store_true", help="print the BuildRequest JSON instead")
@@ -42,11 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from pydantic import ValidationError
-
     from shared.acr.run_prepare import prepare_run
     from shared.acr.task import RenderError
     from shared.app.runtime import APP_ROOT
+    from shared.dispatch.failures import REQUEST_NOT_ALLOWED
+    from shared.dispatch.request_check import request_mismatch
     from shared.intake.routing import NoImageTags
     from shared.model.build_request import BuildRequest
     from shared.model.config import ConfigError, config_path, load_config
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.request_file is not None:
-            request = BuildRequest.from_json(args.request_file.read_bytes())
+            request = BuildRequest.from_json(_queued_request(args.request_file.read_bytes()))
             name = request.target
         else:
             missing = [f"--{flag}" for flag in ("target", "commit", "ref") if getattr(args, flag) is None]
@@ -74,9 +80,16 @@ def run(args: argparse.Namespace) -> int:
             return 1
         if args.request_file is None:
             request = _request(args, config, target)
+        elif (mismatch := request_mismatch(request, config, target)) is not None:
+            # What the dispatcher does with it: dead-lettered before anything is rendered.
+            print(
+                f"error: the dispatcher refuses this request ({REQUEST_NOT_ALLOWED}): {mismatch}",
+                file=sys.stderr,
+            )
+            return 1
         # The dispatcher's own function; settings are not read, so every secret is a placeholder.
         spec = prepare_run(request, config, target, {}).spec
-    except (ValidationError, NoImageTags, RenderError, OSError) as exc:
+    except (ValueError, NoImageTags, RenderError, OSError) as exc:  # a ValidationError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.request:
@@ -87,6 +100,18 @@ def run(args: argparse.Namespace) -> int:
         for script_name, script in spec.scripts.items():
             sys.stdout.write(f"\n# --- {script_name} ---\n{script}")
     return 0
+
+
+def _queued_request(data: bytes) -> bytes:
+    """The request in a ``--request-file``, as the queue would carry it: the file itself, or the
+    ``request`` of ``slipway runs show --json``'s output (a record with a ``request_id``). Raises
+    ValueError when the file is not JSON."""
+    import json
+
+    found = json.loads(data)
+    if isinstance(found, dict) and "request_id" in found and isinstance(found.get("request"), dict):
+        return json.dumps(found["request"]).encode()
+    return data
 
 
 def _request(args: argparse.Namespace, config: SlipwayConfig, target: Target) -> BuildRequest:

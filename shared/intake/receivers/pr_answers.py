@@ -17,7 +17,12 @@ Routing is as for pushes: the event's base repository URLs are matched against e
   the host delivers the close again (recording it twice changes nothing).
 * **A fork's trust label removed** (``withdrawn_label``, under ``forks: label``): recorded as a
   close is (``record_withdrawal``), answered 200; the dispatcher and the reconcile timer cancel
-  the fork builds received before it. The request's other events are answered as before.
+  the fork builds received before it. A removal the host does not spell out (Gitea) is recorded
+  only when a trust is. The request's other events are answered as before.
+* **A fork's trust label added** (a ``labeled`` event ``decide`` trusts): recorded before anything
+  is queued (``record_trust``, one conditional write keyed by the delivery id), which gives the
+  epoch of its id; a delivery older than (or delivered again after) the last removal is refused
+  with the reason and queues nothing.
 * ``opened``, ``reopened`` and ``updated`` (the head moved) mark a request recorded closed as
   open again (``record_open``); their build's id then holds how many closes were recorded, and a
   fork's build how many label removals.
@@ -46,6 +51,7 @@ from shared.runs.pull_request_state import (
     read_state,
     record_close,
     record_open,
+    record_trust,
     record_withdrawal,
 )
 
@@ -144,10 +150,20 @@ def _record_withdrawal(event: PullRequestEvent, target: Target, label: str, stor
         return f"trust withdrawn: label {label!r} removed, but no state store: it is not recorded"
     try:
         state = record_withdrawal(
-            store, target.name, event.number, at=event.received_at, label=label, delivery_id=event.delivery_id
+            store,
+            target.name,
+            event.number,
+            at=event.received_at,
+            label=label,
+            delivery_id=event.delivery_id,
+            event_at=event.updated_at,
+            # Gitea's label_updated/label_cleared do not say the label was there.
+            only_if_trusted=event.labels_removed is None,
         )
     except Exception as exc:
         raise _state_unavailable(exc) from exc
+    if state is None:
+        return f"label {label!r} is not on the request and no trust of it is recorded: nothing to withdraw"
     log_event(
         logger,
         "pull_request_trust_withdrawn",
@@ -157,6 +173,38 @@ def _record_withdrawal(event: PullRequestEvent, target: Target, label: str, stor
         withdrawals=state.withdrawals,
     )
     return f"trust withdrawn: label {label!r} removed: the fork's pending or running build is cancelled"
+
+
+def _trusts(event: PullRequestEvent, target: Target) -> bool:
+    """``event`` is a label a maintainer added to trust a fork's head (``decide`` said to build)."""
+    return event.fork and event.action == "labeled" and target.pull_requests.forks == "label"
+
+
+def _record_trust(event: PullRequestEvent, target: Target, store: StateStore) -> PullRequestState:
+    """Record the trust ``event`` gives; the state it builds under. Raises ``NotBuildable`` when it
+    is refused (older than, or delivered again after, the last removal of the label)."""
+    try:
+        verdict = record_trust(
+            store,
+            target.name,
+            event.number,
+            at=event.received_at,
+            delivery_id=event.delivery_id,
+            event_at=event.updated_at,
+        )
+    except Exception as exc:
+        raise _state_unavailable(exc) from exc
+    if verdict.refused is not None:
+        log_event(
+            logger,
+            "pull_request_trust_refused",
+            target=target.name,
+            number=event.number,
+            delivery_id=event.delivery_id,
+            withdrawals=verdict.state.withdrawals,
+        )
+        raise NotBuildable(verdict.refused)
+    return verdict.state
 
 
 def _build(
@@ -181,7 +229,13 @@ def _build(
         raise NotBuildable(decision.reason)
     if not (is_valid_ref(event.head_ref) and is_valid_ref(event.base_ref)):
         raise NotBuildable("the head or base is not a valid Git branch name")
-    if store is not None and event.action not in REOPENING:
+    trusting = store is not None and _trusts(event, target)
+    received_at = event.received_at
+    if store is not None and trusting:
+        state = _record_trust(event, target, store)
+        # A trust recorded after a removal is received after it (``trusted_received_at``).
+        received_at = state.trusted_received_at(received_at)
+    elif store is not None and event.action not in REOPENING:
         try:
             state = read_state(store, target.name, event.number)
         except Exception as exc:
@@ -203,7 +257,7 @@ def _build(
         target,
         decision,
         correlation_id=correlation_id,
-        received_at=event.received_at,
+        received_at=received_at,
         generation=state.closes if state is not None else 0,
         withdrawals=state.withdrawals if state is not None else 0,
         head_commit=head,

@@ -22,6 +22,11 @@ What each host sends, and how it is read:
   ``label_updated`` (the new set only: ``labels_added`` is None), ``label_cleared``.
 
 A head whose repository cannot be told apart from the base's is read as a fork (the safe side).
+Each reader keeps the request's ``updated_at`` (GitHub and Gitea ``pull_request.updated_at``,
+GitLab ``object_attributes.updated_at``), the host's time of its last change: it orders a trust
+label added against one removed (``shared.runs.pull_request_state``). GitHub's samples show a label
+change moving it (octokit payload-examples ``labeled`` 15:20:35, ``unlabeled`` 15:20:36, in
+tests/fixtures/github/); GitLab lists it among ``changes`` with the labels (go-gitlab's sample).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -79,6 +84,22 @@ class PullRequests:
         return answer
 
 
+def payload_time(value: str | None) -> datetime | None:
+    """A payload's timestamp: ISO 8601 (GitHub, Gitea, GitLab now), or GitLab's older
+    ``2013-12-03 17:23:34 UTC``; a time without an offset is UTC. None when absent or unreadable
+    (the state document's order is then used)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.endswith(" UTC"):
+        text = text.removesuffix(" UTC")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def not_acted_on(action: str) -> str:
     return f"pull request action {shown(action)} is not acted on"
 
@@ -124,6 +145,7 @@ class _GitHubPr(PayloadModel):
     base: _GitHubSide
     labels: list[_Label] = Field(default_factory=list)
     merged: bool | None = None
+    updated_at: str | None = None
 
 
 class GitHubPullRequestPayload(PayloadModel):
@@ -184,6 +206,7 @@ def github_reader(decode: Callable[[bytes, str], dict[str, Any]]) -> Read:
             labels_removed=removed,
             merged=bool(pr.merged),
             sender_action=payload.action,
+            updated_at=payload_time(pr.updated_at),
         )
 
     return read
@@ -205,6 +228,7 @@ class _GiteaPr(PayloadModel):
     base: _GiteaSide
     labels: list[_Label] | None = None
     merged: bool | None = None
+    updated_at: str | None = None
 
 
 class GiteaPullRequestPayload(PayloadModel):
@@ -261,6 +285,7 @@ def read_gitea(
         labels_removed=None if action in ("labeled", "unlabeled") else frozenset(),
         merged=bool(pr.merged),
         sender_action=payload.action,
+        updated_at=payload_time(pr.updated_at),
     )
 
 
@@ -302,6 +327,7 @@ class _GitLabAttributes(PayloadModel):
     source: _GitLabProject | None = None
     target: _GitLabProject | None = None
     oldrev: str | None = None
+    updated_at: str | None = None
 
 
 class GitLabMergeRequestPayload(PayloadModel):
@@ -363,4 +389,5 @@ def read_gitlab(
         labels_removed=removed if action in ("labeled", "unlabeled") else frozenset(),
         merged=attrs.action == "merge",
         sender_action=attrs.action,
+        updated_at=payload_time(attrs.updated_at),
     )
