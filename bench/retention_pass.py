@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
 import statistics
@@ -39,6 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -72,7 +72,8 @@ class Registry:
     ca_path: str
 
     def stats(self, *, log: bool = False) -> dict[str, Any]:
-        answer = requests.get(f"{self.url}/_bench/stats", params={"log": "1"} if log else {}, verify=self.ca_path, timeout=60)
+        params = {"log": "1"} if log else {}
+        answer = requests.get(f"{self.url}/_bench/stats", params=params, verify=self.ca_path, timeout=60)
         answer.raise_for_status()
         data: dict[str, Any] = answer.json()
         return data
@@ -146,9 +147,7 @@ def replay(reg: Registry, log: list[list[str]]) -> None:
             while end < len(log) and log[end][0] == kind and _repository(log[end][1]) == repo:
                 end += 1
             refs = [unquote(p.rsplit("/", 1)[1]) for _, p, _ in log[position:end]]
-            call: Callable[[str], Any] = (
-                (lambda r: client.get_manifest(repo, r)) if kind == "read" else (lambda r: client.delete_manifest(repo, r))
-            )
+            call = partial(client.get_manifest if kind == "read" else client.delete_manifest, repo)
             with ThreadPoolExecutor(max_workers=MAX_DELETE_CONCURRENCY) as pool:
                 list(pool.map(call, refs))
         elif kind == "untag":  # one at a time, as the pass untags
@@ -241,7 +240,9 @@ def main() -> None:
     parser.add_argument("--per-repository", type=int, default=1000, help="manifests a repository holds")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
-        "--max-seconds", type=int, help=f"{MAX_SECONDS_SETTING} for the pass (default: unset, the timer's 240 s)"
+        "--max-seconds",
+        type=int,
+        help=f"{MAX_SECONDS_SETTING} of the pass (default unset: the timer's 240 s)",
     )
     args = parser.parse_args()
     flat: list[float] = []
@@ -265,10 +266,14 @@ def main() -> None:
         flat.append(last.ratio / first.ratio)
         print(
             f"  at {last.manifests} vs {first.manifests} manifests: pass CPU per request "
-            f"x{last.cpu_per_call_us / first.cpu_per_call_us:.2f}, pass/floor x{last.ratio / first.ratio:.2f}",
+            f"x{last.cpu_per_call_us / first.cpu_per_call_us:.2f}, "
+            f"pass/floor x{last.ratio / first.ratio:.2f}",
             flush=True,
         )
-    print(f"ratio pass/floor at the largest vs the smallest size (min/median/max of {args.runs} runs): {_spread(flat)}")
+    print(
+        "ratio pass/floor at the largest vs the smallest size "
+        f"(min/median/max of {args.runs} runs): {_spread(flat)}"
+    )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ def _add_build(plane: AcrDataPlane, repo: str, build: int, created: datetime, *,
         }
         digest = plane.add_manifest(repo, {"config": config, "layers": [layer]}, created=created)
         images.append(digest)
-        descriptors.append(plane._descriptor(repo, digest, {"platform": {"os": "linux", "architecture": arch}}))
+        descriptors.append(
+            plane._descriptor(repo, digest, {"platform": {"os": "linux", "architecture": arch}})
+        )
     for arch, image in zip(("amd64", "arm64"), images, strict=True):
         config = {"mediaType": IN_TOTO_CONFIG, "digest": _blob(f"{repo}/{build}/{arch}/att"), "size": 240}
         statement = {
@@ -108,7 +110,9 @@ def _add_build(plane: AcrDataPlane, repo: str, build: int, created: datetime, *,
             "vnd.docker.reference.type": "attestation-manifest",
         }
         platform = {"os": "unknown", "architecture": "unknown"}
-        descriptors.append(plane._descriptor(repo, digest, {"platform": platform, "annotations": annotations}))
+        descriptors.append(
+            plane._descriptor(repo, digest, {"platform": platform, "annotations": annotations})
+        )
     index = plane.add_manifest(
         repo, {"manifests": descriptors}, created=created, media_type=MEDIA_TYPE_OCI_INDEX
     )
@@ -131,7 +135,9 @@ def _add_build(plane: AcrDataPlane, repo: str, build: int, created: datetime, *,
         plane.tag(repo, f"build-{build}", index, updated=created)
     elif build % 7 == 0:
         config = {"mediaType": MEDIA_TYPE_OCI_CONFIG, "digest": _blob(f"{repo}/{build}/left"), "size": 900}
-        plane.add_manifest(repo, {"config": config, "layers": []}, created=created, media_type=MEDIA_TYPE_OCI_MANIFEST)
+        plane.add_manifest(
+            repo, {"config": config, "layers": []}, created=created, media_type=MEDIA_TYPE_OCI_MANIFEST
+        )
         added += 1
     return added
 
