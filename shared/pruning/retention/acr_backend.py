@@ -117,6 +117,9 @@ class AcrRetentionBackend:
                     raw[entry["digest"]] = entry
 
         listed = []
+        # Pages of the registry's default size: ACR's API (azure-rest-api-specs, containerregistry
+        # data-plane 2021-07-01, parameter QueryNum "n") gives no maximum, and pages are ~1.4% of
+        # a pass's requests (bench.retention_pass).
         for properties in self.client.list_manifest_properties(repository, raw_response_hook=capture):
             digest = str(properties.digest)
             media_type, config, references = raw_fields(raw.pop(digest, {}))
