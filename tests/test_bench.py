@@ -42,6 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
             "ratio per manifest at",
         ),
         (
+            "bench.retention_pass",
+            ["--sizes", "100", "300", "--per-repository", "100"],
+            "ratio pass/floor at the largest vs the smallest size",
+        ),
+        (
             "bench.ledger_scale",
             ["--sizes", "100", "400", "--repeats", "2", "--record-kb", "2"],
             "ratio at 400 vs 100 records",

@@ -77,6 +77,7 @@ OPTIONAL_SETTINGS = {
     "SLIPWAY_LEDGER_EXPORT_DIR": "a local folder: for slipway serve and the CLI, not the Functions host",
     "SLIPWAY_CACHE_PRUNE_MAX_SECONDS": "the code's default (240 s, inside the timeout) is the intended bound",
     "SLIPWAY_CACHE_PRUNE_MAX_DELETES": "unbounded by count unless set through extraAppSettings",
+    "SLIPWAY_IMAGE_PRUNE_MAX_SECONDS": "the code's default (240 s, inside the timeout) is the intended bound",
     "SLIPWAY_MAX_BODY_BYTES": "the code's default (25 MiB) is the intended limit; else extraAppSettings",
     "SLIPWAY_ARM_ENDPOINT": "public cloud by default; sovereign clouds: extraAppSettings",
     "SLIPWAY_CACHE_CONNECTION_STRING": "cache.account_url by identity; else secretSettings",

@@ -8,11 +8,17 @@ DELETEs (one request each, up to ``delete_concurrency`` of them in flight). Dele
 (``deletion_waves``): a manifest only after every deleted manifest referencing it is gone; when
 one fails, nothing it references is deleted, so a failure never leaves an index pointing at a
 deleted child.
+
+The timer's pass is bounded in time (``max_seconds``): past the bound it stops before its next
+delete batch, untag or repository. Stopping there is as safe as a failed DELETE (waves go
+parents-first, so nothing left references a deleted manifest), and the next run lists, plans and
+continues from what is left: retention keeps no state between runs.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +46,12 @@ TOKEN_REALMS_SETTING = "SLIPWAY_REGISTRY_AUTH_REALMS"
 # its default is GOMAXPROCS, the CPU count). A backend opts in with ``delete_concurrency``.
 MAX_DELETE_CONCURRENCY = 32
 
+# The timer's time bound. host.json's functionTimeout is 5 minutes; the pass stops before its next
+# delete batch after 4, leaving a minute for the batch in flight (32 DELETEs) and the log events.
+MAX_SECONDS_SETTING = "SLIPWAY_IMAGE_PRUNE_MAX_SECONDS"
+DEFAULT_MAX_SECONDS = 240
+STOPPED_NOTE = "not done: the pass reached its time bound; the next run plans again and continues"
+
 # Called with (repository about to be read, its position from 1, how many will be read).
 Progress = Callable[[str, int, int], None]
 
@@ -60,6 +72,8 @@ class PruneReport:
     api: str
     dry_run: bool
     repositories: list[RepositoryOutcome] = field(default_factory=list)
+    stopped_early: bool = False  # the time bound was reached: the next run continues
+    not_reached: list[str] = field(default_factory=list)  # repositories not read because of it
 
     @property
     def ok(self) -> bool:
@@ -72,6 +86,8 @@ class PruneReport:
             "api": self.api,
             "dry_run": self.dry_run,
             "ok": self.ok,
+            "stopped_early": self.stopped_early,
+            "not_reached": list(self.not_reached),
             "summary": self.summary(),
             "repositories": [_outcome_json(r, self.dry_run) for r in self.repositories],
         }
@@ -95,9 +111,22 @@ def prune_images(
     repository: str | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    max_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PruneReport:
-    """Apply ``rules`` to every repository they match (and ``repository``, a glob, if given)."""
+    """Apply ``rules`` to every repository they match (and ``repository``, a glob, if given).
+
+    With ``max_seconds``, nothing new starts (a repository, an untag, a delete batch) once that
+    long has passed on ``clock`` since the call: the report says ``stopped_early``.
+    """
     report = PruneReport(backend.registry, backend.api, dry_run)
+    deadline = None if max_seconds is None else clock() + max_seconds
+
+    def out_of_time() -> bool:
+        if deadline is not None and clock() >= deadline:
+            report.stopped_early = True
+        return report.stopped_early
+
     if not rules:
         return report
     when = now or datetime.now(UTC)
@@ -108,6 +137,9 @@ def prune_images(
         and (matched := rule_for(rules, name)) is not None
     ]
     for position, (name, (index, rule)) in enumerate(selected, start=1):
+        if out_of_time():
+            report.not_reached = [n for n, _ in selected[position - 1 :]]
+            break
         if progress is not None:
             progress(name, position, len(selected))
         outcome = RepositoryOutcome(name)
@@ -116,7 +148,7 @@ def prune_images(
             graph = backend.read_graph(name)
             outcome.plan = plan_repository(graph, rule, now=when, rule_name=f"images[{index}]")
             if not dry_run and (outcome.plan.deletions or outcome.plan.untags):
-                _execute(backend, graph, rule, outcome, outcome.plan, when)
+                _execute(backend, graph, rule, outcome, outcome.plan, when, out_of_time)
         except Exception as exc:  # one repository's failure must not stop the others
             if not is_service_error(exc):
                 raise
@@ -179,9 +211,13 @@ def _execute(
     outcome: RepositoryOutcome,
     plan: RepositoryPlan,
     now: datetime,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> None:
     watch = _TagWatch(backend, graph, rule, plan, now)
     for tag in plan.untags:
+        if out_of_time():
+            outcome.skipped[tag] = STOPPED_NOTE
+            continue
         if not watch.may_untag(tag):
             outcome.skipped[tag] = "the tag moved during the pass; kept"
             continue
@@ -201,6 +237,9 @@ def _execute(
             for start in range(0, len(wave), workers):
                 batch = [d for d in wave[start : start + workers] if _unblocked(graph, d, blocked, outcome)]
                 if not batch:
+                    continue
+                if out_of_time():  # between batches: everything referencing what is left is gone
+                    outcome.skipped.update(dict.fromkeys(batch, STOPPED_NOTE))
                     continue
                 watch.look()  # once per batch: nothing in it goes out before this read
                 allowed = [d for d in batch if d in watch.deletable]
@@ -342,16 +381,34 @@ def guess_api(registry: str) -> str:
     return "acr" if is_acr(registry) else "oci"
 
 
-def run_scheduled_prune(config: SlipwayConfig, settings: Mapping[str, str]) -> PruneReport | None:
-    """The timer's work: prune the configured registry by ``images:``; None when there are no rules."""
+def max_seconds_setting(settings: Mapping[str, str]) -> int:
+    """``SLIPWAY_IMAGE_PRUNE_MAX_SECONDS``: a positive whole number, 240 when unset."""
+    text = (settings.get(MAX_SECONDS_SETTING) or "").strip()
+    if not text:
+        return DEFAULT_MAX_SECONDS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{MAX_SECONDS_SETTING} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+def run_scheduled_prune(
+    config: SlipwayConfig, settings: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic
+) -> PruneReport | None:
+    """The timer's work: prune the configured registry by ``images:``; None when there are no rules.
+    Bounded by ``SLIPWAY_IMAGE_PRUNE_MAX_SECONDS`` (read before anything is deleted)."""
     from shared.platform.logs import log_event
 
     if not config.images:
         log_event(logger, "image_prune_skipped", reason="no images: rules in the configuration")
         return None
     dry_run = (settings.get("SLIPWAY_IMAGE_PRUNE_DRY_RUN") or "").strip().lower() in {"1", "true", "yes"}
+    try:
+        bound = max_seconds_setting(settings)
+    except ValueError as exc:
+        log_event(logger, "image_prune_failed", level=logging.ERROR, error=str(exc))
+        raise
     backend = backend_from_settings(settings, config.registry)
-    report = prune_images(backend, config.images, dry_run=dry_run)
+    report = prune_images(backend, config.images, dry_run=dry_run, max_seconds=bound, clock=clock)
     summary = report.summary()
     # One event per deleted manifest (the audit trail), then the run's summary, as the cache
     # collector logs: queryable by event name in Application Insights.
@@ -369,9 +426,11 @@ def run_scheduled_prune(config: SlipwayConfig, settings: Mapping[str, str]) -> P
     log_event(
         logger,
         "image_prune",
-        level=logging.INFO if report.ok else logging.ERROR,
+        level=logging.ERROR if not report.ok else logging.WARNING if report.stopped_early else logging.INFO,
         registry=report.registry,
         dry_run=dry_run,
+        stopped_early=report.stopped_early,
+        not_reached=len(report.not_reached),
         **summary,
     )
     if not report.ok:
