@@ -261,6 +261,30 @@ def test_a_request_derived_from_the_refs_prototype_is_what_full_validation_gives
         assert derived == BuildRequest.model_validate_json(derived.to_json())
 
 
+def test_a_derived_request_shares_nothing_mutable_with_its_prototype() -> None:
+    """derive copies the prototype's parts (request_prototypes._replaced): the derived request has
+    the fields the prototype's validation pass set, and building it leaves the prototype as it was."""
+    config = _config()
+    target = config.targets[0]
+    trigger = Trigger(kind="push", provider="test", received_at=NOW, correlation_id="c")
+    first = request_for_commit(
+        config, target, ref="refs/heads/main", commit=SHA, repo_url="https://x.test/r.git", trigger=trigger
+    )
+    before = first.model_dump()
+    other = "d" * 40
+    derived = request_for_commit(
+        config, target, ref="refs/heads/main", commit=other, repo_url="https://x.test/r.git", trigger=trigger
+    )
+    assert first.model_dump() == before
+    assert derived.source.commit == other and first.source.commit == SHA
+    assert derived.image.tags is not first.image.tags
+    # The first request of a ref is the prototype, a full validation pass: the same fields are set.
+    for made, validated in ((derived, first), (derived.source, first.source), (derived.image, first.image)):
+        assert made.model_fields_set == validated.model_fields_set
+        assert made.model_fields_set is not validated.model_fields_set
+        assert made.__pydantic_extra__ is None and made.__pydantic_private__ is None
+
+
 def test_prototypes_belong_to_their_configuration() -> None:
     """A reloaded configuration (a new object) never gets a request shaped by the old one."""
     trigger = Trigger(kind="push", provider="test", received_at=NOW, correlation_id="c")
