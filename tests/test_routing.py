@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.intake.routing import request_for_commit, route_push, validated_request
+from shared.intake.routing import SKIP_DIRECTIVES, request_for_commit, route_push, validated_request
 from shared.model.build_request import BuildRequest, Trigger, request_id
 from shared.model.config import SlipwayConfig
 from shared.model.events import PushEvent
@@ -321,3 +321,27 @@ def test_a_request_clones_the_configured_repo_whatever_the_event_says() -> None:
     )
     [request] = route_push(event, _config(repo="git@github.com:Octo/Repo.git"), correlation_id="c").accepted
     assert request.source.repo_url == "https://github.com/Octo/Repo.git"
+
+
+# --- skip directives ----------------------------------------------------------------------------
+
+_message_parts = st.sampled_from(
+    [
+        *("[skip ci]", "[SKIP CI]", "[Ci Skip]", "[no ci]", "[skip actions]", "[actions skip]", "skip ci"),
+        *("[", "]", "[skip", "ci]", " ", "\n", "İ", "ẞ", "fix: ", "[no", "Σ"),
+    ]
+)
+
+
+@given(st.lists(st.one_of(_message_parts, st.text(max_size=8)), max_size=8).map("".join))
+def test_a_skip_directive_is_found_wherever_it_is_in_any_case(message: str) -> None:
+    """The shortcut for messages without "[" (routing._skip_directive) finds exactly what a case-
+    insensitive search for each directive, in order, finds."""
+    lowered = message.lower()
+    expected = next((d for d in SKIP_DIRECTIVES if d in lowered), None)
+    event = _event(head_message=message)
+    ignored = route_push(event, _config(), correlation_id="c").ignored
+    if expected is None:
+        assert not any("head commit message" in i.reason for i in ignored)
+    else:
+        assert [i.reason for i in ignored] == [f"head commit message contains {expected}"]
