@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from shared.intake.routing import SKIP_DIRECTIVES, request_for_commit, route_push, validated_request
 from shared.model.build_request import BuildRequest, Trigger, request_id
@@ -345,3 +346,19 @@ def test_a_skip_directive_is_found_wherever_it_is_in_any_case(message: str) -> N
         assert not any("head commit message" in i.reason for i in ignored)
     else:
         assert [i.reason for i in ignored] == [f"head commit message contains {expected}"]
+
+
+def test_a_routed_push_carries_the_trigger_its_model_validates() -> None:
+    """route_push validates the trigger through the model's validator: the same value, fields and
+    refusals as ``Trigger(...)``."""
+    [request] = route_push(_event(), _config(), correlation_id="c-1", received_at=NOW).accepted
+    expected = Trigger(
+        kind="push", provider="github", delivery_id="d1", received_at=NOW, correlation_id="c-1"
+    )
+    assert type(request.trigger) is Trigger
+    assert request.trigger == expected
+    assert request.trigger.model_fields_set == expected.model_fields_set
+    with pytest.raises(ValidationError):
+        route_push(_event(delivery_id=12), _config(), correlation_id="c")
+    with pytest.raises(ValidationError):
+        route_push(_event(), _config(), correlation_id="c", received_at="not a time")  # type: ignore[arg-type]
