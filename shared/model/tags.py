@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -216,7 +217,7 @@ def _parse_template(
     return parsed, frozenset(field for _literal, field, _spec, _conv in parsed if field is not None)
 
 
-def _applies(rule: _CompiledRule, push: _Push, available: Collection[str]) -> bool:
+def _applies(rule: _CompiledRule, push: _Push, available: AbstractSet[str]) -> bool:
     """Whether ``rule`` makes a tag for ``push`` when the placeholders ``available`` can be filled."""
     if not _condition_holds(rule.when, push):
         return False
@@ -308,7 +309,7 @@ def compute_tags(
     plan = _ref_plan(_compiled(rules), ref, default_branch, bool(commit))
     tags: list[str] = []
     for step in plan:
-        if type(step) is str:
+        if isinstance(step, str):
             tag: str | None = step
         else:
             assert commit  # only planned when there is a commit
