@@ -21,12 +21,13 @@ def _request_type() -> type[HttpRequest]:
 
 
 def to_plain(req: func.HttpRequest) -> HttpRequest:
+    headers = req.headers  # azure.functions' Mapping: a comprehension over its keys is its cheapest copy
     return _request_type()(
         method=req.method,
         url=req.url,
-        headers=dict(req.headers.items()),
+        headers={name: headers[name] for name in headers},
         body=req.get_body(),
-        query=dict(req.params.items()),
+        query=dict(req.params),
     )
 
 

@@ -3,8 +3,9 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from shared.intake.routing import request_for_commit, route_push, validated_request
+from shared.intake.routing import SKIP_DIRECTIVES, request_for_commit, route_push, validated_request
 from shared.model.build_request import BuildRequest, Trigger, request_id
 from shared.model.config import SlipwayConfig
 from shared.model.events import PushEvent
@@ -261,6 +262,30 @@ def test_a_request_derived_from_the_refs_prototype_is_what_full_validation_gives
         assert derived == BuildRequest.model_validate_json(derived.to_json())
 
 
+def test_a_derived_request_shares_nothing_mutable_with_its_prototype() -> None:
+    """derive copies the prototype's parts (request_prototypes._replaced): the derived request has
+    the fields the prototype's validation pass set, and building it leaves the prototype as it was."""
+    config = _config()
+    target = config.targets[0]
+    trigger = Trigger(kind="push", provider="test", received_at=NOW, correlation_id="c")
+    first = request_for_commit(
+        config, target, ref="refs/heads/main", commit=SHA, repo_url="https://x.test/r.git", trigger=trigger
+    )
+    before = first.model_dump()
+    other = "d" * 40
+    derived = request_for_commit(
+        config, target, ref="refs/heads/main", commit=other, repo_url="https://x.test/r.git", trigger=trigger
+    )
+    assert first.model_dump() == before
+    assert derived.source.commit == other and first.source.commit == SHA
+    assert derived.image.tags is not first.image.tags
+    # The first request of a ref is the prototype, a full validation pass: the same fields are set.
+    for made, validated in ((derived, first), (derived.source, first.source), (derived.image, first.image)):
+        assert made.model_fields_set == validated.model_fields_set
+        assert made.model_fields_set is not validated.model_fields_set
+        assert made.__pydantic_extra__ is None and made.__pydantic_private__ is None
+
+
 def test_prototypes_belong_to_their_configuration() -> None:
     """A reloaded configuration (a new object) never gets a request shaped by the old one."""
     trigger = Trigger(kind="push", provider="test", received_at=NOW, correlation_id="c")
@@ -297,3 +322,43 @@ def test_a_request_clones_the_configured_repo_whatever_the_event_says() -> None:
     )
     [request] = route_push(event, _config(repo="git@github.com:Octo/Repo.git"), correlation_id="c").accepted
     assert request.source.repo_url == "https://github.com/Octo/Repo.git"
+
+
+# --- skip directives ----------------------------------------------------------------------------
+
+_message_parts = st.sampled_from(
+    [
+        *("[skip ci]", "[SKIP CI]", "[Ci Skip]", "[no ci]", "[skip actions]", "[actions skip]", "skip ci"),
+        *("[", "]", "[skip", "ci]", " ", "\n", "İ", "ẞ", "fix: ", "[no", "Σ"),
+    ]
+)
+
+
+@given(st.lists(st.one_of(_message_parts, st.text(max_size=8)), max_size=8).map("".join))
+def test_a_skip_directive_is_found_wherever_it_is_in_any_case(message: str) -> None:
+    """The shortcut for messages without "[" (routing._skip_directive) finds exactly what a case-
+    insensitive search for each directive, in order, finds."""
+    lowered = message.lower()
+    expected = next((d for d in SKIP_DIRECTIVES if d in lowered), None)
+    event = _event(head_message=message)
+    ignored = route_push(event, _config(), correlation_id="c").ignored
+    if expected is None:
+        assert not any("head commit message" in i.reason for i in ignored)
+    else:
+        assert [i.reason for i in ignored] == [f"head commit message contains {expected}"]
+
+
+def test_a_routed_push_carries_the_trigger_its_model_validates() -> None:
+    """route_push validates the trigger through the model's validator: the same value, fields and
+    refusals as ``Trigger(...)``."""
+    [request] = route_push(_event(), _config(), correlation_id="c-1", received_at=NOW).accepted
+    expected = Trigger(
+        kind="push", provider="github", delivery_id="d1", received_at=NOW, correlation_id="c-1"
+    )
+    assert type(request.trigger) is Trigger
+    assert request.trigger == expected
+    assert request.trigger.model_fields_set == expected.model_fields_set
+    with pytest.raises(ValidationError):
+        route_push(_event(delivery_id=12), _config(), correlation_id="c")
+    with pytest.raises(ValidationError):
+        route_push(_event(), _config(), correlation_id="c", received_at="not a time")  # type: ignore[arg-type]

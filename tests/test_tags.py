@@ -357,3 +357,54 @@ def test_a_commitless_build_after_a_push_of_the_ref_has_no_commit_tags() -> None
 def test_an_empty_commit_is_no_commit() -> None:
     rules: list[str | TagRule] = ["{branch}", "sha-{short_sha}", "{sha}"]
     assert compute_tags(rules, ref="refs/heads/main", commit="", default_branch="main") == ["main"]
+
+
+_templates = st.sampled_from(
+    [
+        *("{branch}", "{tag}", "{sha}", "sha-{short_sha}", "{branch}-{short_sha}"),
+        *("{short_sha}-{branch}-{sha}",),
+        *("-{sha}.", "x/{short_sha}", "{tag}-{sha}", "{version}-{short_sha}", "{major}-{sha}", "{major}"),
+        *("{major}.{minor}", "{version}", "latest", "{sha}{sha}{short_sha}" * 3, "..{branch}..{sha}"),
+    ]
+)
+_rules = st.lists(
+    st.one_of(
+        _templates,
+        st.builds(
+            TagRule,
+            template=_templates,
+            when=st.sampled_from(["always", "branch", "tag", "default_branch", "semver"]),
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(
+    rules=_rules,
+    name=names,
+    is_tag=st.booleans(),
+    commit=st.one_of(commits, st.just("")),
+    default_branch=st.one_of(st.none(), st.just("main"), names),
+)
+def test_planned_tags_are_each_rule_rendered_on_the_push(
+    rules: list[str | TagRule], name: str, is_tag: bool, commit: str | None, default_branch: str | None
+) -> None:
+    """The per-ref plan (rules decided per ref, commit rules cut into pieces around {sha} and
+    {short_sha}) gives what rendering every rule on the push, with all its values, gives."""
+    from shared.model import tags as module
+
+    ref = ("refs/tags/" if is_tag else "refs/heads/") + name
+    push = module._describe_push(ref, default_branch)
+    values = dict(push.values)
+    if commit:
+        values.update(sha=commit, short_sha=commit[: module.SHORT_SHA_LENGTH])
+    expected: list[str] = []
+    for rule in module._compiled(rules):
+        raw = module._render(rule, push, values)
+        tag = sanitize_tag(raw) if raw is not None else None
+        if tag is not None and tag not in expected:
+            expected.append(tag)
+    assert compute_tags(rules, ref=ref, commit=commit, default_branch=default_branch) == expected
+    assert compute_tags(rules, ref=ref, commit=commit, default_branch=default_branch) == expected  # planned

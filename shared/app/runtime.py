@@ -99,6 +99,9 @@ class Runtime:
         return config
 
     def queue(self) -> QueueSender:
+        # Set once and never replaced: every webhook after the first reads it without the lock.
+        if (queue := self._queue) is not None:
+            return queue
         with self._lock:
             if self._queue is None:
                 if service_bus_configured(self.settings):

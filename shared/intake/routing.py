@@ -29,6 +29,8 @@ from shared.model.repo_urls import https_clone_url, normalize_repo
 from shared.model.request_prototypes import request_from_prototype
 from shared.model.tags import compute_tags
 
+_validate_trigger = Trigger.__pydantic_validator__.validate_python
+
 SKIP_DIRECTIVES = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
 
 
@@ -72,8 +74,15 @@ class RouteResult:
 
 
 def _skip_directive(message: str | None) -> str | None:
-    lowered = (message or "").lower()
-    return next((d for d in SKIP_DIRECTIVES if d in lowered), None)
+    # Every directive starts with "[" (which lower() keeps): a message without one has none, and
+    # most do not, so most pushes skip lowering the whole message.
+    if not message or "[" not in message:
+        return None
+    lowered = message.lower()
+    for directive in SKIP_DIRECTIVES:
+        if directive in lowered:
+            return directive
+    return None
 
 
 def cache_names(target: Target, *, ref: str, default_branch: str | None) -> Cache:
@@ -250,21 +259,26 @@ def route_push(
         result.ignored.append(Ignored(None, plan.no_target_reason))
         return result
 
+    is_tag = event.tag is not None
     whole_event_reason: str | None = None
     if not plan.valid_ref:
         whole_event_reason = "ref is not a valid Git branch or tag name"
     elif event.deleted or event.after == ZERO_COMMIT:
-        whole_event_reason = f"{'tag' if event.tag is not None else 'branch'} deleted"
+        whole_event_reason = f"{'tag' if is_tag else 'branch'} deleted"
     elif (directive := _skip_directive(event.head_message)) is not None:
         whole_event_reason = f"head commit message contains {directive}"
 
-    kind: TriggerKind = "tag" if event.tag is not None else "push"
-    trigger = Trigger(
-        kind=kind,
-        provider=event.provider,
-        delivery_id=event.delivery_id,
-        received_at=received_at or event.received_at,
-        correlation_id=correlation_id,
+    kind: TriggerKind = "tag" if is_tag else "push"
+    # A full validation pass, called on the model's validator itself: ``Trigger(...)`` adds a
+    # Python frame and a keyword dict around the same call, a quarter of its cost on every push.
+    trigger: Trigger = _validate_trigger(
+        {
+            "kind": kind,
+            "provider": event.provider,
+            "delivery_id": event.delivery_id,
+            "received_at": received_at or event.received_at,
+            "correlation_id": correlation_id,
+        }
     )
     for target, ref_reason in plan.targets:
         reason = whole_event_reason or ref_reason or _paths_reason(target, event, result.notes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -216,23 +217,49 @@ def _parse_template(
     return parsed, frozenset(field for _literal, field, _spec, _conv in parsed if field is not None)
 
 
-def _render(rule: _CompiledRule, push: _Push, values: dict[str, str]) -> str | None:
-    """One rule on one push: the raw (unsanitised) tag, or None when the rule does not apply."""
+def _applies(rule: _CompiledRule, push: _Push, available: AbstractSet[str]) -> bool:
+    """Whether ``rule`` makes a tag for ``push`` when the placeholders ``available`` can be filled."""
     if not _condition_holds(rule.when, push):
-        return None
+        return False
     used = rule.used
-    if not used <= values.keys():
-        return None
+    if not used <= available:
+        return False
     semver = push.semver
     if semver is not None and (rule.when == "semver" or used & _SEMVER_PARTS):
         # metadata-action: a pre-release only extends {version}; "2.0" must keep meaning the
         # latest stable 2.0.x, never a release candidate.
         if semver.is_prerelease and "version" not in used:
-            return None
+            return False
         # metadata-action: no bare "{major}" tag for 0.y.z, whose API is not stable.
         if semver.major == 0 and "major" in used and not used & {"minor", "patch", "version"}:
-            return None
+            return False
+    return True
+
+
+def _render(rule: _CompiledRule, push: _Push, values: dict[str, str]) -> str | None:
+    """One rule on one push: the raw (unsanitised) tag, or None when the rule does not apply."""
+    if not _applies(rule, push, values.keys()):
+        return None
     return "".join(literal + (values[field] if field else "") for literal, field, _s, _c in rule.parsed)
+
+
+# A rule that uses the commit, for one ref: its text with the ref's placeholders filled in, cut
+# before each {sha} or {short_sha} (the field name; None after the last piece).
+_CommitPieces = tuple[tuple[str, str | None], ...]
+
+
+def _commit_pieces(rule: _CompiledRule, values: dict[str, str]) -> _CommitPieces:
+    pieces: list[tuple[str, str | None]] = []
+    text = ""
+    for literal, field, _spec, _conversion in rule.parsed:
+        text += literal
+        if field in _COMMIT_PLACEHOLDERS:
+            pieces.append((text, field))
+            text = ""
+        elif field is not None:
+            text += values[field]
+    pieces.append((text, None))
+    return tuple(pieces)
 
 
 @dataclass(frozen=True)
@@ -279,47 +306,52 @@ def compute_tags(
     A plain string rule behaves like ``when: always``.
     """
     # An empty commit is no commit, as None is: {sha} rules stay silent.
-    push, plan = _ref_plan(_compiled(rules), ref, default_branch, bool(commit))
-    values: dict[str, str] | None = None
+    plan = _ref_plan(_compiled(rules), ref, default_branch, bool(commit))
     tags: list[str] = []
     for step in plan:
-        if isinstance(step, _CompiledRule):
-            if values is None:
-                assert commit  # only planned when there is a commit
-                values = {**push.values, "sha": commit, "short_sha": commit[:SHORT_SHA_LENGTH]}
-            raw = _render(step, push, values)
-            tag = sanitize_tag(raw) if raw is not None else None
+        if isinstance(step, str):
+            tag: str | None = step
         else:
-            tag = step
+            assert commit  # only planned when there is a commit
+            short = commit[:SHORT_SHA_LENGTH]
+            raw = "".join(
+                [text + (commit if field == "sha" else short) if field else text for text, field in step]
+            )
+            tag = sanitize_tag(raw)
         if tag is not None and tag not in tags:
             tags.append(tag)
     return tags
 
 
-_PlanStep = str | _CompiledRule | None
+# A tag, or the pieces of one that uses the commit; rules that make no tag for the ref are left out.
+_PlanStep = str | _CommitPieces
 # Keyed by the compiled rules and the ref: the same few refs push again and again, and only the
 # commit differs between their pushes.
-_PLANS: PinnedCache[tuple[_Push, tuple[_PlanStep, ...]]] = PinnedCache(_MAX_COMPILED)
+_PLANS: PinnedCache[tuple[_PlanStep, ...]] = PinnedCache(_MAX_COMPILED)
 
 
 def _ref_plan(
     compiled: tuple[_CompiledRule, ...], ref: str, default_branch: str | None, has_commit: bool
-) -> tuple[_Push, tuple[_PlanStep, ...]]:
-    """Each rule's outcome for ``ref``, rendered once: a tag, None, or the rule when it uses the commit.
+) -> tuple[_PlanStep, ...]:
+    """Each rule's outcome for ``ref``, decided and rendered once: a tag, or a commit rule's pieces.
 
     Whether a rule applies and what its ref placeholders say depends on the ref alone; only
-    ``{sha}`` and ``{short_sha}`` change from one push of a ref to the next.
+    ``{sha}`` and ``{short_sha}`` change from one push of a ref to the next, so a push only joins
+    its commit into the pieces (and sanitises the result, as every tag is).
     """
     key = (ref, default_branch, has_commit)
     cached = _PLANS.get((compiled,), key)
     if cached is not None:
         return cached
     push = _describe_push(ref, default_branch)
+    with_commit = push.values.keys() | _COMMIT_PLACEHOLDERS
     steps: list[_PlanStep] = []
     for rule in compiled:
         if has_commit and rule.used & _COMMIT_PLACEHOLDERS:
-            steps.append(rule)
+            if _applies(rule, push, with_commit):
+                steps.append(_commit_pieces(rule, push.values))
             continue
         raw = _render(rule, push, push.values)
-        steps.append(sanitize_tag(raw) if raw is not None else None)
-    return _PLANS.put((compiled,), key, (push, tuple(steps)))
+        if raw is not None and (tag := sanitize_tag(raw)) is not None:
+            steps.append(tag)
+    return _PLANS.put((compiled,), key, tuple(steps))

@@ -112,7 +112,7 @@ def _parse_push(body: bytes, media_type: str) -> GitHubPush:
 
 def _urls(push: GitHubPush) -> tuple[str, ...]:
     repo = push.repository
-    return tuple(u for u in (repo.clone_url, repo.html_url, repo.ssh_url, repo.git_url) if u)
+    return tuple(filter(None, (repo.clone_url, repo.html_url, repo.ssh_url, repo.git_url)))
 
 
 def to_push_events(

@@ -31,11 +31,11 @@ class HttpRequest:
     _by_lower_name: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Folded once: receivers look several headers up on every delivery.
-        folded: dict[str, str] = {}
-        for key, value in self.headers.items():
-            folded.setdefault(key.lower(), value)
-        object.__setattr__(self, "_by_lower_name", folded)
+        # Folded once: receivers look several headers up on every delivery. The first of names
+        # that differ only in case wins: folded from the last, each earlier one overwrites.
+        headers = self.headers
+        items = reversed(headers.items()) if type(headers) is dict else reversed(list(headers.items()))
+        object.__setattr__(self, "_by_lower_name", {key.lower(): value for key, value in items})
 
     def header(self, name: str) -> str | None:
         """Case-insensitive header lookup (the Functions host and http.server differ in case)."""
