@@ -47,6 +47,10 @@ class LoopbackHandler(BaseHTTPRequestHandler):
     """HTTP/1.1, quiet, TLS handshake in the handler thread; subclasses set ``timeout`` and serve."""
 
     protocol_version = "HTTP/1.1"
+    # http.server writes the status and headers, then the body: two segments, and on a keep-alive
+    # connection the second waits for the client's delayed ACK (Nagle), ~40 ms per request.
+    # TCP_NODELAY is socketserver's own switch (CPython Lib/socketserver.py, StreamRequestHandler).
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()  # applies ``timeout`` and ``disable_nagle_algorithm`` to the socket
