@@ -1,8 +1,10 @@
 """Shared fixtures. Real components live in tests/support/ and are registered here."""
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from shared.platform.queue.local import LocalQueue
 from shared.platform.state import FolderStateStore
@@ -13,6 +15,13 @@ pytest_plugins = [
     "tests.support.registry",
     "tests.support.git_hosts",
 ]
+
+# No timed tests: Hypothesis's 200 ms deadline fails property tests when the machine is busy (a
+# full local run on 2 cores with other jobs). Under CI, Hypothesis loads its own "ci" profile
+# (deadline off, derandomised); locally the same deadline-free settings, still randomised.
+if not os.environ.get("CI"):
+    settings.register_profile("slipway-local", deadline=None)
+    settings.load_profile("slipway-local")
 
 
 @pytest.fixture
