@@ -9,21 +9,20 @@ each request costs time proportional to the whole process's blobs (much the same
 here, since all sizes share the process), and a listing also sorts whatever matches its prefix
 in the container. So each operation is timed against floors measured on the same container in
 the same round: ``head`` (one ``get_blob_properties`` of a record), ``get`` (one download of a
-record), ``list`` (one listing of the ``active/`` prefix, 20 names) and ``walk`` (one listing of
-the hour names, ``index/created/`` with delimiter ``/``: the request a page and an expiry pass
-begin with; Azurite sorts every entry under the prefix to roll them up, so this one request
-grows with history on Azurite while the count of requests does not). Two ratios per operation
-and size: against ``head``, and against its own request mix (the requests it made, by kind,
-each at its floor's time of that round; ``/mix`` of an expiry pass, one ``walk``, is ~1 by
-construction). The claim is about their growth from the smallest to the largest size (flat is
-1.0), paired round by round, with the requests each operation made (flat is the point: what
-Blob Storage bills and what its latency multiplies). The full metadata listing that every
-operation made before the index is printed as the reference.
+record), ``list`` (one listing of the ``active/`` prefix, 20 names) and ``hours`` (one listing of
+the hour blobs, ``index/hours/`` without a delimiter, ~340 names at every size here: the request
+a page and an expiry pass begin with). Two ratios per operation and size: against ``head``, and
+against its own request mix (the requests it made, by kind, each at its floor's time of that
+round; ``/mix`` of an expiry pass, one ``hours``, is ~1 by construction). The claim is about
+their growth from the smallest to the largest size (flat is 1.0), paired round by round, with
+the requests each operation made (flat is the point: what Blob Storage bills and what its
+latency multiplies). Two references: the full metadata listing that every operation made before
+the index, and the roll-up of the entries by ``delimiter=/`` that gave a page its hours before
+the hour blobs (``hour roll-up``: Azurite sorts every entry under the prefix to make it).
 """
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import tempfile
 import time
@@ -34,14 +33,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bench.azurite_seed import SeedBlob, check, seed
 from bench.ledger_scale import ACTIVE, CONFIG, NOW, _operations, _peak_mib, _record, _settled_records
 from shared.model.config import parse_config
 from shared.platform.ledger import BlobLedger, record_name
-from shared.platform.ledger.blob_index import CREATED_PREFIX
+from shared.platform.ledger.blob_index import CREATED_PREFIX, HOURS_PREFIX
+from shared.platform.ledger.paging import hour
 
-FLOORS = ("head", "get", "list", "walk")
+FLOORS = ("head", "get", "list", "hours")
 
 
 class RequestCounter:
@@ -55,21 +56,29 @@ class RequestCounter:
 
 
 def _kind(method: str, url: str) -> str:
-    """head (properties), get (a download), list (a listing), walk (a listing with a delimiter),
-    write (anything else)."""
+    """head (properties), get (a download), hours (the listing of ``index/hours/``), walk (a
+    listing with a delimiter), list (any other listing), write (anything else)."""
     if method == "GET":
         if "comp=list" not in url:
             return "get"
-        return "walk" if "delimiter=" in url else "list"
+        if "delimiter=" in url:
+            return "walk"
+        return "hours" if f"prefix={quote(HOURS_PREFIX, safe='')}" in url else "list"
     return "head" if method == "HEAD" else "write"
 
 
-def _seed_blobs(ledger: BlobLedger, container: str, size: int, record_kb: int) -> Iterator[SeedBlob]:
-    """What ``BlobLedger.create`` leaves for each settled record: its hour entry, and the record
-    with its summary as metadata (the write mark left out: nothing reads it back here)."""
+def _seed_blobs(
+    ledger: BlobLedger, container: str, size: int, record_kb: int, hours: set[str]
+) -> Iterator[SeedBlob]:
+    """What ``BlobLedger.create`` leaves for each settled record: its hour's blob (the first
+    record of an hour not in ``hours``, which is updated), its hour entry, and the record with
+    its summary as metadata (the write mark left out: nothing reads it back here)."""
     from shared.platform.ledger.blob import _metadata
 
     for record in _settled_records(size, record_kb):
+        if (at_hour := hour(record.created_at)) not in hours:
+            hours.add(at_hour)
+            yield SeedBlob(container, HOURS_PREFIX + at_hour)
         yield SeedBlob(container, ledger._index._entry(record.created_at, record.request_id))
         yield SeedBlob(
             container, record_name(record.request_id), record.to_json(), _metadata(record), "application/json"
@@ -95,6 +104,7 @@ def _blob_ledgers(sizes: list[int], record_kb: int) -> Iterator[dict[int, Sized]
         location = Path(folder)
         server = start_azurite(location=location)
         names: dict[int, str] = {}
+        hours: dict[int, set[str]] = {}  # per size: the hour blobs the creates wrote
         try:
             for size in sizes:
                 container = server.new_container(f"ledger{size}")
@@ -106,10 +116,16 @@ def _blob_ledgers(sizes: list[int], record_kb: int) -> Iterator[dict[int, Sized]
                         _record(f"app.live{n:02d}", NOW - timedelta(minutes=n), record_kb, active=True)
                     )
                 names[size] = container.container_name
+                hours[size] = {
+                    b.name.removeprefix(HOURS_PREFIX)
+                    for b in container.list_blobs(name_starts_with=HOURS_PREFIX)
+                }
         finally:
             server.stop()  # SIGTERM: Azurite saves its database
         started = time.perf_counter()
-        blobs = (b for size in sizes for b in _seed_blobs(ledger, names[size], size, record_kb))
+        blobs = (
+            b for size in sizes for b in _seed_blobs(ledger, names[size], size, record_kb, set(hours[size]))
+        )
         count = seed(location, blobs)
         print(f"  seeded {count:,} blobs ({sum(sizes):,} records) in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
@@ -122,8 +138,11 @@ def _blob_ledgers(sizes: list[int], record_kb: int) -> Iterator[dict[int, Sized]
                 client = ContainerClient.from_connection_string(
                     server.connection_string, names[size], raw_request_hook=counter
                 )
-                last = list(itertools.islice(_seed_blobs(ledger, names[size], size, record_kb), 2))[-1]
+                seeded = _seed_blobs(ledger, names[size], size, record_kb, set(hours[size]))
+                last = next(b for b in seeded if b.name.startswith("runs/"))
                 check(client, last)
+                listed = sum(1 for _ in client.list_blobs(name_starts_with=HOURS_PREFIX))
+                print(f"  {size:,} records: {listed} hour blobs")
                 sized[size] = Sized(BlobLedger(client), counter, last.name)
             yield sized
         finally:
@@ -136,7 +155,7 @@ def _floors(item: Sized) -> dict[str, Callable[[], object]]:
         "head": lambda: container.get_blob_client(item.sample).get_blob_properties(),
         "get": lambda: container.download_blob(item.sample).readall(),
         "list": lambda: list(container.list_blobs(name_starts_with="active/")),
-        "walk": lambda: list(container.walk_blobs(name_starts_with=CREATED_PREFIX, delimiter="/")),
+        "hours": lambda: list(container.list_blobs(name_starts_with=HOURS_PREFIX)),
     }
 
 
@@ -161,6 +180,9 @@ def measure_blob(sizes: list[int], repeats: int, record_kb: int) -> Result:
                 **_operations(ledger, config),
                 "full listing": lambda ledger=ledger: list(  # type: ignore[misc]
                     ledger.list_summaries(since=datetime.min.replace(tzinfo=UTC))
+                ),
+                "hour roll-up": lambda container=ledger.container_client: list(  # type: ignore[misc]
+                    container.walk_blobs(name_starts_with=CREATED_PREFIX, delimiter="/")
                 ),
             }
         result = Result(sizes, {s: {n: [] for n in actions[s]} for s in sizes}, {s: {} for s in sizes}, {})

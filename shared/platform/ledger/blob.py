@@ -4,8 +4,8 @@ The conditional writes (``If-None-Match: *`` to claim, ``If-Match`` to replace, 
 that recognises our own write after a lost response) are ``shared.platform.documents.BlobDocuments``,
 shared with the state store. What is the ledger's own: every write also stores the record's
 summary as blob metadata, and an index (``blob_index``: a marker per active record, an entry
-per record by creation hour) keeps budgets, reconciliation, paging and expiry O(active runs)
-or O(page) rather than O(history).
+per record by creation hour, a blob per hour) keeps budgets, reconciliation, paging and expiry
+O(active runs), O(page) or O(hours) rather than O(history).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from shared.platform.documents import BlobDocuments, DocumentChanged, create_exclusive
-from shared.platform.ledger.blob_index import ACTIVE_BUILT, CREATED_BUILT, BlobIndex
+from shared.platform.ledger.blob_index import ACTIVE_BUILT, CREATED_BUILT, HOURS_BUILT, BlobIndex
 from shared.platform.ledger.paging import Cursor, hour, older, readable
 from shared.platform.ledger.records import (
     DEFAULT_CONTAINER,
@@ -74,9 +74,10 @@ class BlobLedger:
       unchanged ``If-Match`` its ETag (a writer still holding that ETag now fails), then the
       marker ``If-Match`` the listed ETag (a writer who uploaded it since keeps it). A marker
       whose record does not exist is left: a create may be between its two uploads;
-    - a create uploads its hour entry and marker before the record; when the create finds a
-      record (a redelivery), the entry is removed unless the existing record was created at
-      that very time. Paging skips an entry whose record is missing or created at another time.
+    - a create uploads its hour's blob (once per hour and instance), its hour entry and marker
+      before the record; when the create finds a record (a redelivery), the entry is removed
+      unless the existing record was created at that very time. Paging skips an entry whose
+      record is missing or created at another time, and an hour without entries.
     """
 
     def __init__(self, container_client: ContainerClient) -> None:
@@ -175,15 +176,17 @@ class BlobLedger:
         ]
 
     def _ensure_entries(self) -> builtins.list[tuple[RecordSummary, str, str]] | None:
-        """Backfill the hour entries of a container an older version wrote (once): the full
-        listing, which is returned for the caller to answer from. None when the index is built."""
-        if self._index.built(CREATED_BUILT):
+        """Backfill the hour entries and hour blobs of a container an older version wrote (once):
+        the full listing, which is returned for the caller to answer from. None when the index
+        is built (``index/hours.v1`` is only written once ``index/created.v1`` is: one look)."""
+        if self._index.built(HOURS_BUILT) or self._index.built(CREATED_BUILT):
             return None
         listed = self._listing()
         if listed is None:
             return []
         self._index.backfill_entries((summary.created_at, summary.request_id) for summary, _, _ in listed)
         self._index.mark_built(CREATED_BUILT)
+        self._index.mark_built(HOURS_BUILT)
         return listed
 
     def list(self, *, limit: int | None = None, before: Cursor | None = None) -> Iterator[LedgerRecord]:
@@ -195,7 +198,7 @@ class BlobLedger:
     ) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        Orders by the hour entries' names (one listing of the hours, then one per hour until
+        Orders by the hour entries' names (one listing of the hour blobs, then one per hour until
         ``limit`` records are read); records are downloaded lazily, so ``limit`` bounds the
         downloads. A record that cannot be parsed is logged and skipped.
         """
@@ -319,9 +322,11 @@ class BlobLedger:
         """Delete records created and last updated before ``before`` (see FolderLedger.expire),
         each conditional on the ETag read (``If-Match``): a record written since is kept.
 
-        Reads the hour entries up to ``before``'s hour (one listing per hour) and one properties
-        request per record there: after the first pass, what expires since the last one. The
-        record goes first, then its marker (``If-Match`` as read before) and its entry.
+        Reads the hours up to ``before``'s hour (one listing, oldest first, stopping there), the
+        entries of each (one listing per hour) and one properties request per record there:
+        after the first pass, what expires since the last one. The record goes first, then its
+        marker (``If-Match`` as read before) and its entry; an hour strictly older than
+        ``before``'s left without entries loses its hour blob (``BlobIndex.drop_hour``).
         Exported first when asked.
         """
         from azure.core import MatchConditions
@@ -329,11 +334,11 @@ class BlobLedger:
         expired: builtins.list[str] = []
         self._ensure_entries()
         last_hour = hour(before)
-        for at_hour in self._index.hours():
-            if at_hour > last_hour:
-                continue
+        for at_hour in self._index.hours_through(last_hour):
+            kept = 0
             for created, request_id in self._index.entries(at_hour):
                 if created >= before:
+                    kept += 1
                     continue
                 found = self._head(request_id)
                 if found is None or found[0].created_at != created:
@@ -341,6 +346,7 @@ class BlobLedger:
                     continue
                 summary, etag, _metadata_now = found
                 if max(summary.created_at, summary.updated_at) >= before:
+                    kept += 1
                     continue
                 marker = self._index.marker_etag(request_id)
                 name = record_name(request_id)
@@ -353,11 +359,14 @@ class BlobLedger:
                 try:
                     self._documents.delete(name, etag)
                 except DocumentChanged:
+                    kept += 1
                     continue
                 if marker is not None:
                     self._index.drop_marker(request_id, marker)
                 self._index.drop_entry(created, request_id)
                 expired.append(request_id)
+            if not kept and at_hour < last_hour:
+                self._index.drop_hour(at_hour)
         return expired
 
 

@@ -2,7 +2,7 @@
 
 Budgets and reconciliation ask "which records are active" on every dispatch and timer tick, and
 ``runs list`` asks for the newest page: listing every record's metadata (one request per 5,000
-records) makes both grow with history. Two prefixes answer them instead:
+records) makes both grow with history. Three prefixes answer them instead:
 
 - ``active/<request_id>``: one empty blob per record that may be active (``is_active``); listing
   the prefix costs O(active runs). A marker says only "look at this record": the record's own
@@ -10,6 +10,13 @@ records) makes both grow with history. Two prefixes answer them instead:
 - ``index/created/<YYYY-MM-DDTHH>/<created>~<id>.json``: one empty blob per record, under its
   creation hour (the folder ledger's ``index/settled`` naming): a page lists the newest hours
   until it has enough names, then reads only its records.
+- ``index/hours/<YYYY-MM-DDTHH>``: one empty blob per creation hour that has entries, listed
+  *without* a delimiter, so knowing the hours costs O(hours) names. Rolling the entries up by
+  ``delimiter=/`` would answer the same, but the service documents no cost bound for that roll-up,
+  and Azurite sorts every entry under the prefix to make it (2 s at 50k records). A listing
+  "returns entities in alphabetical order", up to 5,000 a request
+  (https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources), which is
+  hour order: expiry stops at the first hour past its cut.
 
 Not blob index tags: "it might take some time before the blob index updates" after a write
 (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs), while a listing
@@ -19,16 +26,29 @@ subsequent read or list operations return the latest update"
 ETag "is updated every time a write operation is performed on an object", so an unconditional
 re-upload of a marker changes its ETag, which the conditional deletes below rely on.
 
-``index/active.v1`` and ``index/created.v1`` say that every record has its marker or entry; a
-container an older version wrote has neither, so the ledger falls back to the full listing
-once and backfills (``BlobLedger``).
+**Hour blobs.** An entry never lacks its hour blob: ``put_entry`` uploads the hour's blob before
+the entry, unless this instance already did (``_hours_written``: one request per hour and
+instance, not per record). Remembering is safe because an hour blob, once written, is removed
+only by ``drop_hour``, which expiry calls for hours strictly older than its cut's hour, while
+every create is stamped with its writer's clock (``created_at`` is the claim's *now*) and the
+cut is *now* minus the retention, at least ``MIN_RETENTION`` (15 days): an hour a create writes
+is never one expiry removes, unless a writer's clock is 15 days behind. Removal is
+conservative all the same: the hour's entries are listed again just before the delete, and
+once more after it, and a late entry puts the hour blob back; the instance that removes an hour
+forgets it. A stale hour blob (its entries gone) costs a page one empty listing until the
+next expiry pass removes it.
+
+``index/active.v1``, ``index/created.v1`` and ``index/hours.v1`` say that every record has its
+marker, its entry, and every entry its hour blob; a container an older version wrote lacks them,
+so the ledger falls back to a full listing once and backfills (``BlobLedger``, ``hours``).
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -39,8 +59,10 @@ if TYPE_CHECKING:
 
 ACTIVE_PREFIX = "active/"
 CREATED_PREFIX = "index/created/"
+HOURS_PREFIX = "index/hours/"
 ACTIVE_BUILT = "index/active.v1"
 CREATED_BUILT = "index/created.v1"
+HOURS_BUILT = "index/hours.v1"
 # Backfilling an older container writes one small blob per record: that many at a time.
 _BACKFILL_THREADS = 16
 
@@ -51,6 +73,8 @@ class BlobIndex:
     def __init__(self, container: ContainerClient) -> None:
         self._container = container
         self._built: set[str] = set()
+        # Hours whose blob this instance uploaded (see "Hour blobs" in the module docstring).
+        self._hours_written: set[str] = set()
 
     # ------------------------------------------------------------------ writes
 
@@ -121,26 +145,82 @@ class BlobIndex:
         return f"{CREATED_PREFIX}{hour(created_at)}/{entry_name(created_at, request_id)}"
 
     def put_entry(self, created_at: datetime, request_id: str) -> None:
-        """Before a record's create: a record never lacks its entry (an entry may lack its record)."""
+        """Before a record's create: a record never lacks its entry (an entry may lack its record),
+        nor an entry its hour blob (uploaded first, once per hour and instance)."""
+        self._put_hours([hour(created_at)])
         self._put(self._entry(created_at, request_id))
 
     def drop_entry(self, created_at: datetime, request_id: str) -> None:
         self._delete(self._entry(created_at, request_id))
 
+    def _put_hours(self, hours: Iterable[str]) -> None:
+        """The hour blobs this instance has not written yet, ``_BACKFILL_THREADS`` at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        missing = sorted(set(hours) - self._hours_written)
+        if len(missing) == 1:
+            self._put(HOURS_PREFIX + missing[0])
+        elif missing:
+            with ThreadPoolExecutor(min(_BACKFILL_THREADS, len(missing))) as pool:
+                for _ in pool.map(lambda at_hour: self._put(HOURS_PREFIX + at_hour), missing):
+                    pass
+        self._hours_written.update(missing)
+
+    def drop_hour(self, at_hour: str) -> bool:
+        """Remove the blob of an hour that has no entries (expiry, for hours strictly older than
+        its cut: see the module docstring); False when the hour still has entries.
+
+        The entries are listed again right before the delete, and once more after it: an entry
+        that appeared meanwhile (only a writer whose clock is a retention behind could add one)
+        gets its hour blob back."""
+        if self.entries(at_hour):
+            return False
+        self._hours_written.discard(at_hour)
+        self._delete(HOURS_PREFIX + at_hour)
+        if self.entries(at_hour):
+            self._put_hours([at_hour])
+            return False
+        return True
+
     # ------------------------------------------------------------------ reads
 
     def hours(self) -> builtins.list[str]:
-        """Creation hours that have entries, newest first (one request per 5,000 hours)."""
+        """Creation hours that have entries, newest first: one listing of ``index/hours/`` (no
+        delimiter: one request per 5,000 hours, whatever the records)."""
+        return sorted(self._hour_names(), reverse=True)
+
+    def hours_through(self, last: str) -> builtins.list[str]:
+        """The hours up to ``last`` included, oldest first: the listing is in name order, so it
+        stops at the first later hour (no further page is asked for)."""
+        return list(itertools.takewhile(lambda at_hour: at_hour <= last, self._hour_names()))
+
+    def _hour_names(self) -> Iterator[str]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._ensure_hours()
         try:
-            names = [
+            for props in self._container.list_blobs(name_starts_with=HOURS_PREFIX):
+                yield props.name.removeprefix(HOURS_PREFIX)
+        except ResourceNotFoundError:  # no container yet
+            return
+
+    def _ensure_hours(self) -> None:
+        """A container the previous version wrote has entries but no hour blobs: derive its hours
+        from the entries rolled up by ``delimiter=/`` (once: that request grows with history on
+        Azurite), upload their blobs, then ``index/hours.v1``."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if self.built(HOURS_BUILT):
+            return
+        try:
+            derived = [
                 item.name.removeprefix(CREATED_PREFIX).rstrip("/")
                 for item in self._container.walk_blobs(name_starts_with=CREATED_PREFIX, delimiter="/")
             ]
-        except ResourceNotFoundError:
-            return []
-        return sorted(names, reverse=True)
+        except ResourceNotFoundError:  # no container yet: nothing to derive, nothing to mark
+            return
+        self._put_hours(derived)
+        self.mark_built(HOURS_BUILT)
 
     def entries(self, at_hour: str) -> builtins.list[Cursor]:
         """(created_at, request_id) of the entries of one hour, from their names alone."""
@@ -156,7 +236,8 @@ class BlobIndex:
     # ------------------------------------------------------------------ the version marks
 
     def built(self, mark: str) -> bool:
-        """Whether ``mark`` (``ACTIVE_BUILT``, ``CREATED_BUILT``) exists; remembered once seen."""
+        """Whether ``mark`` (``ACTIVE_BUILT``, ``CREATED_BUILT``, ``HOURS_BUILT``) exists;
+        remembered once seen."""
         from azure.core.exceptions import ResourceNotFoundError
 
         if mark in self._built:
@@ -173,9 +254,12 @@ class BlobIndex:
         self._built.add(mark)
 
     def backfill_entries(self, keys: Iterable[Cursor]) -> None:
-        """An entry for each (created_at, request_id), ``_BACKFILL_THREADS`` uploads at a time."""
+        """An entry for each (created_at, request_id), ``_BACKFILL_THREADS`` uploads at a time,
+        after the blobs of their hours (the caller then marks ``HOURS_BUILT`` too)."""
         from concurrent.futures import ThreadPoolExecutor
 
+        keys = builtins.list(keys)
+        self._put_hours(hour(created_at) for created_at, _ in keys)
         with ThreadPoolExecutor(_BACKFILL_THREADS) as pool:
-            for _ in pool.map(lambda key: self.put_entry(*key), keys):
+            for _ in pool.map(lambda key: self._put(self._entry(*key)), keys):
                 pass
