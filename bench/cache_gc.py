@@ -21,11 +21,13 @@ set one blob at a time, in rounds of three runs on fresh Azurite processes (the 
 the floors, which swap places each round: one ratio per round against each), with the requests
 each run made by kind and the CPU time of Azurite and of this process. Then a deleting lap of runs
 bounded by 500 deletes, listing 500 names a page, against (a): the pages it listed.
+``--part azurite-parallel`` (not in ``all``): floor (a) against the same batches sent
+``--in-flight`` at a time, paired.
 Goals: <= 1.5x (a), faster than (b). Never a pass/fail.
 
-    .venv/bin/python -m bench.cache_gc [--part plan|runs|cycle|azurite|all] [--blobs 1000000]
-        [--pairs 3] [--max-deletes 25600] [--max-seconds 60] [--azurite-blobs 3000]
-        [--azurite-manifests 300]
+    .venv/bin/python -m bench.cache_gc [--part plan|runs|cycle|azurite|azurite-parallel|all]
+        [--blobs 1000000] [--pairs 3] [--max-deletes 25600] [--max-seconds 60]
+        [--azurite-blobs 3000] [--azurite-manifests 300] [--in-flight 4]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.cache_gc_azurite import MANIFESTS, azurite_part, set_manifests
+from bench.cache_gc_azurite import MANIFESTS, azurite_part, parallel_part, set_manifests
 from bench.cache_gc_data import (
     NAMES_PER_TARGET,
     NOW,
@@ -143,11 +145,14 @@ def plan_part(total: int, pairs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["plan", "runs", "cycle", "azurite", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["plan", "runs", "cycle", "azurite", "azurite-parallel", "all"], default="all"
+    )
     parser.add_argument("--blobs", type=int, default=1_000_000, help="listing size for planning")
     parser.add_argument("--pairs", type=int, default=3, help="paired floor/collector runs per figure")
     parser.add_argument("--azurite-blobs", type=int, default=3000, help="blobs per Azurite run")
     parser.add_argument("--azurite-manifests", type=int, default=MANIFESTS, help="manifests on Azurite")
+    parser.add_argument("--in-flight", type=int, default=4, help="azurite-parallel: batches in flight")
     parser.add_argument("--max-deletes", type=int, default=25_600, help="the bounded deleting run's bound")
     parser.add_argument("--max-seconds", type=float, default=60, help="the cycle's bound per run")
     parser.add_argument("--child", choices=["floor", "plan"], help=argparse.SUPPRESS)
@@ -164,6 +169,8 @@ def main() -> None:
         cycle_part(args.blobs, args.max_seconds, TIMER_LIMIT)
     if args.part in ("azurite", "all"):
         azurite_part(args.azurite_blobs, args.pairs)
+    if args.part == "azurite-parallel":
+        parallel_part(args.azurite_blobs, args.pairs, args.in_flight)
 
 
 # host.json's functionTimeout for the prune_cache timer (shared.pruning.cache_gc.prune).

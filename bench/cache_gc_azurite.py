@@ -280,3 +280,48 @@ def azurite_part(blobs: int, pairs: int) -> None:
         f"{lap.seconds / floor:.2f} (not paired); {_LAP['pages']} listing pages of 500 "
         f"(the container: {-(-blobs // 500)})"
     )
+
+
+def batches_in_flight(workers: int) -> RunFn:
+    """Floor (a) with ``workers`` batch requests in flight at once (the same batches of 256)."""
+
+    def run(container: Any, layout: CacheLayout, doomed: list[str]) -> int:
+        targets = set(doomed)
+        names = [
+            b.name for b in container.list_blobs(name_starts_with=layout.blobs_prefix) if b.name in targets
+        ]
+        batches = [names[i : i + 256] for i in range(0, len(names), 256)]
+
+        def send(batch: list[str]) -> int:
+            return sum(1 for r in container.delete_blobs(*batch) if r.status_code == 202)
+
+        with ThreadPoolExecutor(workers) as pool:
+            return sum(pool.map(send, batches))
+
+    return run
+
+
+def parallel_part(blobs: int, pairs: int, workers: int) -> None:
+    """Does Azurite delete faster with several batch requests in flight? Floor (a) as is against
+    the same batches sent ``workers`` at a time, paired (alternating order, fresh Azurite each)."""
+    print(f"== on Azurite: {blobs:,} blobs, batches of 256 one at a time against {workers} in flight")
+    results = []
+    for index in range(pairs):
+        sides = [
+            lambda: on_fresh_azurite(blobs, list_and_batch),
+            lambda: on_fresh_azurite(blobs, batches_in_flight(workers)),
+        ]
+        if index % 2:
+            concurrent, serial = sides[1](), sides[0]()
+        else:
+            serial, concurrent = sides[0](), sides[1]()
+        results.append((serial, concurrent))
+        print(
+            f"pair {index + 1}: one in flight {serial.seconds:.2f} s (Azurite CPU "
+            f"{serial.azurite_cpu:.2f} s), {workers} in flight {concurrent.seconds:.2f} s "
+            f"(Azurite CPU {concurrent.azurite_cpu:.2f} s)"
+        )
+    walls = [(s.seconds, c.seconds) for s, c in results]
+    cpus = [(s.azurite_cpu, c.azurite_cpu) for s, c in results]
+    print(f"{workers} in flight / one, wall: {ratios_line(walls)}")
+    print(f"{workers} in flight / one, Azurite CPU: {ratios_line(cpus)}")
