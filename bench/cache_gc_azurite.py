@@ -268,7 +268,10 @@ def azurite_part(blobs: int, pairs: int) -> None:
             f"this process {client:.2f} s"
         )
         print(f"{'':35}requests: {_requests_line(runs[0])}")
-    for label, side, goal in (("(a)", 0, "goal <= 1.5"), ("(b)", 2, "goal < 1")):
+    # (b) is no cheaper than (a) for Azurite (its batch handler runs each sub-request in turn, as a
+    # request of its own): on Azurite the goal against (b) is the goal against (a). Faster than
+    # one by one is a goal for Blob Storage, where a batch saves 255 round trips in 256.
+    for label, side, goal in (("(a)", 0, "goal <= 1.5"), ("(b)", 2, "goal on Azurite <= 1.5")):
         walls = [(r[side].seconds, r[1].seconds) for r in results]
         cpus = [(r[side].azurite_cpu, r[1].azurite_cpu) for r in results]
         print(f"collector/{label} wall: {ratios_line(walls)} ({goal})")
