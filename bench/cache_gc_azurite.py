@@ -13,8 +13,8 @@ round gives one ratio against each floor (min / median / max over the rounds). B
 time, every timed run counts its requests by kind (method and target, through a wrapped SDK
 transport: count and seconds spent in the transport, summed over threads), this process's CPU
 time and the Azurite process's CPU time (``/proc/<pid>/stat``): Azurite is one Node.js process,
-so its CPU time is what the service did for the run, and it moves far less with the machine's
-load than the wall time does.
+so its CPU time is what the service did for the run, without the time it waited for a core
+(it still varies under load, less than the wall time).
 """
 
 from __future__ import annotations
