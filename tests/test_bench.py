@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
             ["--part", "azurite", "--azurite-blobs", "300", "--azurite-manifests", "20", "--pairs", "1"],
             "deleting lap, runs of",
         ),
+        (
+            "bench.cache_gc",
+            ["--part", "azurite-parallel", "--azurite-blobs", "700", "--pairs", "1", "--in-flight", "2"],
+            "2 in flight / one, wall",
+        ),
         ("bench.render", ["--renders", "5", "--rounds", "1"], "ratio pure / C"),
         ("bench.queue_scale", ["--sizes", "200", "1000", "--repeats", "5"], "ratio at 1000 vs 200 queued"),
         ("bench.burst", ["--pushes", "8", "--clients", "2", "--timeout", "120"], "ratio serve / floor"),
