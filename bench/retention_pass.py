@@ -13,7 +13,8 @@ The floor, measured in the same run on the same server (reset to the same manife
 same requests as the pass, of the same kinds, in the same order and groups, with the same
 parallelism (reads and each delete batch ``MAX_DELETE_CONCURRENCY`` in flight), through the same
 SDK client built the same way, but decides nothing: it replays the server's log of the pass
-(each listing as one SDK iteration, which follows the same pages). The SDK rather than a bare
+(each listing as one iteration of the backend's ``_raw_pages``, the pages' JSON through the SDK's
+pipeline as the pass reads them, following the same pages). The SDK rather than a bare
 HTTPS client, because the SDK is not optional (Entra ID token exchange, ACR's API): what the
 floor leaves out is exactly what Slipway adds (graph, plan, waves, tag re-checks' diffing,
 report, log events). ``pass/floor`` per size, its ratio at the largest size against the
@@ -140,7 +141,8 @@ def run_pass(reg: Registry, builds: int, settings: dict[str, str] | None = None)
 
 def replay(reg: Registry, log: list[list[str]]) -> None:
     """The floor: the pass's calls again, through the same SDK client, deciding nothing."""
-    client = reg.backend().client
+    backend = reg.backend()
+    client = backend.client
     position = 0
     while position < len(log):
         kind, path, query = log[position]
@@ -158,10 +160,10 @@ def replay(reg: Registry, log: list[list[str]]) -> None:
         elif "last" not in parse_qs(query):  # a listing's first page: the SDK follows the rest
             if kind == "catalog":
                 list(client.list_repository_names())
-            elif kind == "list":
-                list(client.list_manifest_properties(repo))
+            elif kind == "list":  # pages read as the pass reads them (raw JSON through the pipeline)
+                list(backend._raw_pages(repo, "_manifests", "manifests"))
             elif kind == "tags":
-                list(client.list_tag_properties(repo))
+                list(backend._raw_pages(repo, "_tags", "tags"))
             else:
                 raise ValueError(f"the floor cannot replay {kind} {path}")
         position = end

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.model.retention_rules import ImageRule
 from shared.pruning.retention.acr_backend import AcrRetentionBackend
@@ -174,3 +176,20 @@ def test_a_tag_pushed_again_mid_pass_is_not_untagged(acr_dataplane: AcrDataPlane
     assert outcome.plan is not None and outcome.plan.untags == ("build-1", "build-2")
     assert outcome.untagged == ["build-1"] and "build-2" in outcome.skipped
     assert plane.repositories["app"].tags["build-2"].digest == fresh
+
+
+def test_the_retention_client_logs_http_at_debug_not_info(acr_dataplane: AcrDataPlane, caplog: Any) -> None:  # noqa: F811
+    """Each call's request/response dump (two records) stays out of the INFO log the Functions
+    host collects, and is still there at DEBUG."""
+    plane = acr_dataplane
+    plane.add_platform_image("app", created=datetime.now(UTC))
+    backend = AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+    http_logger = "azure.core.pipeline.policies.http_logging_policy"
+    with caplog.at_level(logging.INFO):
+        backend.list_manifests("app")
+    assert [r for r in caplog.records if r.name == http_logger] == []
+    with caplog.at_level(logging.DEBUG):
+        backend.list_manifests("app")
+    dumps = [r for r in caplog.records if r.name == http_logger]
+    assert any("/acr/v1/app/_manifests" in r.getMessage() for r in dumps)
+    assert {r.levelno for r in dumps} == {logging.DEBUG}

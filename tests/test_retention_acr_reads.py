@@ -204,3 +204,62 @@ def test_the_plan_from_lazy_reads_equals_the_plan_from_reading_everything(
     for entry in entries:
         if entry.get("configMediaType") in {OCI_CONFIG, DOCKER_CONFIG}:
             assert entry["digest"] not in lazy_reads, "a plain image was read"
+
+
+def test_the_raw_listing_says_what_the_sdk_models_say(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    """The backend reads the listing pages' JSON itself (through the SDK's pipeline); every
+    manifest and tag, across pages, has the digest, time and lock the SDK's models give."""
+    plane = acr_dataplane
+    plane.page_size = 3
+    repo = "team/app"  # a nested name: quoted whole in the path, as the SDK quotes it
+    created = [OLD + timedelta(hours=i, microseconds=123_457 * i) for i in range(8)]
+    digests = [plane.add_platform_image(repo, created=c, locked=i % 3 == 0) for i, c in enumerate(created)]
+    index, _children = plane.add_index(repo, created=OLD)
+    for i, digest in enumerate(digests[:5]):
+        plane.tag(repo, f"v{i}", digest, updated=created[i] + timedelta(minutes=1), locked=i == 2)
+    plane.tag(repo, "latest", index, updated=PASS)
+    backend = AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+    sdk = backend.client
+
+    listed = [(m.digest, m.created, m.locked) for m in backend.list_manifests(repo)]
+    expected = [
+        (str(p.digest), p.created_on, p.can_delete is False or p.can_write is False)
+        for p in sdk.list_manifest_properties(repo)
+    ]
+    assert listed == expected and len(listed) == len(digests) + 5  # the index and its four children
+    assert sum(locked for _, _, locked in listed) == 3
+    tags = [(t.name, t.digest, t.updated, t.locked) for t in backend.read_tags(repo)]
+    assert tags == [
+        (
+            str(t.name),
+            str(t.digest),
+            t.last_updated_on or t.created_on,
+            t.can_delete is False or t.can_write is False,
+        )
+        for t in sdk.list_tag_properties(repo)
+    ]
+    assert [name for name, *_ in tags] == sorted(["latest", "v0", "v1", "v2", "v3", "v4"])
+    assert [locked for *_, locked in tags].count(True) == 1
+    pages = [
+        r
+        for r in plane.requests
+        if r.method == "GET" and r.path.endswith("/_manifests") and r.headers.get("authorization")
+    ]
+    assert len(pages) == 2 * 5  # both listings followed every Link (13 manifests, 3 a page)
+
+
+def test_a_failed_listing_is_a_service_error(acr_dataplane: AcrDataPlane) -> None:  # noqa: F811
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.platform.errors import is_service_error
+
+    plane = acr_dataplane
+    plane.add_platform_image("app", created=OLD)
+    backend = AcrRetentionBackend.connect(plane.url, plane.credential, connection_verify=plane.ca_path)
+    for read in (backend.list_manifests, backend.read_tags):
+        try:
+            read("missing")
+        except HttpResponseError as exc:
+            assert exc.status_code == 404 and is_service_error(exc)
+        else:
+            raise AssertionError("a 404 listing must raise")
