@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,12 @@ from shared.platform.http import HttpRequest, HttpResponse
 from shared.platform.ledger import RunStatus
 from shared.platform.state import FolderStateStore
 from shared.runs.pull_request_state import read_state, record_trust, record_withdrawal
+from tests import test_pr_lifecycle as lifecycle
 from tests.support.acr_server import AcrServer
 from tests.support.dispatch_harness import Clock, Rig, acr_backend
 from tests.support.receiving import fixture_bytes
 from tests.test_pr_lifecycle import (
     CONFIG,
-    FORK_CONFIG,
-    FORK_TOKEN_PASSWORD,
-    FORK_TOKEN_USER,
     REMOVED_BY,
     ForkLife,
     _accepted,
@@ -45,12 +42,8 @@ from tests.test_receiver_pull_requests import gitea_request
 LATER = "2019-05-15T15:25:00Z"
 
 
-@pytest.fixture
-def fork_life(tmp_path: Path, acr_server: AcrServer) -> Iterator[ForkLife]:
-    rig = Rig(tmp_path, Clock(), acr_backend(acr_server), config=FORK_CONFIG)
-    rig.settings["REGISTRY_TOKEN_HELLO"] = f"{FORK_TOKEN_USER}:{FORK_TOKEN_PASSWORD}"
-    yield ForkLife(rig, acr_server)
-    rig.close()
+# The same rig as the lifecycle tests' fork cases (their fixture, registered here by name).
+fork_life = lifecycle.fork_life
 
 
 def test_a_label_delivered_again_after_its_removal_trusts_nothing(fork_life: ForkLife) -> None:
