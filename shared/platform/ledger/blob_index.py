@@ -68,9 +68,11 @@ CREATED_BUILT = "index/created.v1"
 HOURS_BUILT = "index/hours.v2"
 # The mark of the hour blobs' first layout, ``index/hours/<YYYY-MM-DDTHH>`` (oldest first).
 HOURS_V1_BUILT = "index/hours.v1"
-# Names per request of the hours listing: None is the service's default and maximum, 5,000
-# (https://learn.microsoft.com/rest/api/storageservices/list-blobs, "maxresults"). Tests lower it
-# to see that a page stops asking for the next one.
+# Names per request of the hours listing (``maxresults``): None is the service's default and
+# maximum, "if the maximum number of results is not specified in the request or if it's greater
+# than 5,000, the server returns up to the maximum of 5,000 items"
+# (https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources). Tests lower
+# it to see that a page stops asking for the next one.
 HOURS_PER_REQUEST: int | None = None
 # Backfilling an older container writes one small blob per record: that many at a time.
 _BACKFILL_THREADS = 16
