@@ -39,7 +39,7 @@ from bench.azurite_seed import SeedBlob, check, seed
 from bench.ledger_scale import ACTIVE, CONFIG, NOW, _operations, _peak_mib, _record, _settled_records
 from shared.model.config import parse_config
 from shared.platform.ledger import BlobLedger, record_name
-from shared.platform.ledger.blob_index import CREATED_PREFIX, HOURS_PREFIX
+from shared.platform.ledger.blob_index import CREATED_PREFIX, HOURS_PREFIX, blob_hour, hour_blob_name
 from shared.platform.ledger.paging import hour
 
 FLOORS = ("head", "get", "list", "hours")
@@ -78,7 +78,7 @@ def _seed_blobs(
     for record in _settled_records(size, record_kb):
         if (at_hour := hour(record.created_at)) not in hours:
             hours.add(at_hour)
-            yield SeedBlob(container, HOURS_PREFIX + at_hour)
+            yield SeedBlob(container, hour_blob_name(at_hour))
         yield SeedBlob(container, ledger._index._entry(record.created_at, record.request_id))
         yield SeedBlob(
             container, record_name(record.request_id), record.to_json(), _metadata(record), "application/json"
@@ -117,8 +117,9 @@ def _blob_ledgers(sizes: list[int], record_kb: int) -> Iterator[dict[int, Sized]
                     )
                 names[size] = container.container_name
                 hours[size] = {
-                    b.name.removeprefix(HOURS_PREFIX)
+                    at_hour
                     for b in container.list_blobs(name_starts_with=HOURS_PREFIX)
+                    if (at_hour := blob_hour(b.name)) is not None
                 }
         finally:
             server.stop()  # SIGTERM: Azurite saves its database

@@ -1,20 +1,26 @@
-"""The Blob ledger's hour blobs (``index/hours/<hour>``) against Azurite (issue #22, item 1).
+"""The Blob ledger's hour blobs (``index/hours/<inverted key>~<hour>``) against Azurite (issue #22,
+item 1).
 
-Pages and expiry learn the creation hours from one listing of ``index/hours/`` without a
-delimiter (a roll-up of the entries by ``delimiter=/`` grows with history on Azurite). What
-must hold: an entry never lacks its hour blob (through creates, expiry and migration), pages stay
-in order across hours, and the requests of a page or an expiry pass do not grow with records.
+Pages and expiry learn the creation hours from a listing of ``index/hours/`` without a delimiter
+(a roll-up of the entries by ``delimiter=/`` grows with history on Azurite), newest hour first.
+What must hold: an entry never lacks its hour blob (through creates, expiry and both migrations),
+pages stay in order across hours, a page asks for no listing page of the hours past the one that
+fills it, and the requests of a page or an expiry pass do not grow with records.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.storage.blob import ContainerClient
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shared.platform.ledger import BlobLedger, LedgerRecord
+from shared.platform.ledger import BlobLedger, LedgerRecord, blob_index
+from shared.platform.ledger.blob_index import hour_blob_name
 from shared.platform.ledger.paging import hour
 from tests.support.azurite import AzuriteServer
 from tests.test_ledger_blob_index import Requests, blob_ledger, same_container, written_by_an_older_version
@@ -23,11 +29,24 @@ from tests.test_ledger_index import NOW, running, settled
 # The layout the index writes, spelled out here rather than imported from the code under test.
 HOURS = "index/hours/"
 ENTRIES = "index/created/"
-HOURS_MARK = "index/hours.v1"
+HOURS_MARK = "index/hours.v2"
+V1_MARK = "index/hours.v1"  # the first layout: index/hours/<YYYY-MM-DDTHH>, oldest first
+# index/hours/<10 digits>~<YYYY-MM-DDTHH>: the readable hour after "~".
+HOUR_BLOB = re.compile(r"index/hours/(\d{10})~(\d{4}-\d\d-\d\dT\d\d)")
 
 
 def hour_blobs(ledger: BlobLedger) -> set[str]:
-    return {b.name.removeprefix(HOURS) for b in ledger.container_client.list_blobs(name_starts_with=HOURS)}
+    """The hours of the hour blobs; fails on a name of another shape (a v1 hour blob)."""
+    names = [b.name for b in ledger.container_client.list_blobs(name_starts_with=HOURS)]
+    matches = [HOUR_BLOB.fullmatch(name) for name in names]
+    assert all(matches), names
+    return {match.group(2) for match in matches if match}
+
+
+def listed_hours(ledger: BlobLedger) -> list[str]:
+    """The hours in listing order (the service's name order)."""
+    names = ledger.container_client.list_blobs(name_starts_with=HOURS)
+    return [b.name.partition("~")[2] for b in names]
 
 
 def entry_hours(ledger: BlobLedger) -> set[str]:
@@ -71,6 +90,7 @@ def test_every_entry_has_its_hour_blob_and_pages_follow_the_hours(azurite: Azuri
     for record in reversed(records):
         assert ledger.create(record)
     assert hour_blobs(ledger) == entry_hours(ledger) == {hour(r.created_at) for r in records}
+    assert listed_hours(ledger) == sorted(hour_blobs(ledger), reverse=True)  # newest first
     assert page_through(ledger, 1) == page_through(ledger, 5) == newest_first(records)
 
     # --before lands in the middle of an hour and skips the newer hours.
@@ -96,6 +116,55 @@ def test_an_instance_uploads_each_hour_blob_once(azurite: AzuriteServer) -> None
     assert not ledger.create(settled("app.same0", NOW + timedelta(hours=1)))
     assert hour(NOW + timedelta(hours=1)) in hour_blobs(ledger)
     assert [r.request_id for r in ledger.list()] == ["app.same0", "app.same1", "app.same2", "app.same3"]
+
+
+def test_a_page_stops_listing_the_hours_once_it_has_its_records(
+    azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hours per listing request instead of 5,000 (``maxresults``), one record per hour over 9
+    hours: a page that reads every hour before its first record would ask for 5 pages."""
+    ledger = blob_ledger(azurite)
+    records = [settled(f"app.h{i}", NOW - timedelta(hours=i, minutes=1)) for i in range(9)]
+    for record in records:
+        ledger.create(record)
+    monkeypatch.setattr(blob_index, "HOURS_PER_REQUEST", 2)
+
+    def hour_listings(limit: int, before: tuple[datetime, str] | None = None) -> tuple[list[str], int]:
+        requests = Requests()
+        shown = [
+            r.request_id for r in hook_ledger(azurite, ledger, requests).list(limit=limit, before=before)
+        ]
+        listings = [line for line in requests.listings() if "prefix=index%2Fhours%2F" in line]
+        assert all("maxresults=2" in line for line in listings)  # the lower size reached the service
+        return shown, len(listings)
+
+    assert hour_listings(1) == (newest_first(records)[:1], 1)
+    assert hour_listings(2) == (newest_first(records)[:2], 1)
+    assert hour_listings(3) == (newest_first(records)[:3], 2)
+    assert hour_listings(5) == (newest_first(records)[:5], 3)
+    assert hour_listings(20) == (newest_first(records), 5)
+    cursor = (records[4].created_at, records[4].request_id)  # the hours before it are skipped
+    assert hour_listings(1, cursor) == (newest_first(records)[5:6], 3)
+
+
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59), timezones=st.just(UTC)
+        ),
+        min_size=2,
+        max_size=20,
+    )
+)
+def test_hour_blob_names_sort_newest_hour_first(moments: list[datetime]) -> None:
+    names = {hour_blob_name(hour(moment)): moment for moment in moments}
+    for name, moment in names.items():
+        match = HOUR_BLOB.fullmatch(name)
+        assert match is not None and match.group(2) == hour(moment)
+    # Name order (the listing's) is the reverse of time order, one name per hour.
+    ordered = [names[name] for name in sorted(names)]
+    assert ordered == sorted(ordered, reverse=True)
+    assert len(names) == len({moment.replace(minute=0, second=0, microsecond=0) for moment in moments})
 
 
 # --------------------------------------------------------------------------- expiry
@@ -206,6 +275,83 @@ def test_a_container_of_the_previous_version_gets_its_hour_blobs_once(azurite: A
     again = Requests()
     assert page_through(hook_ledger(azurite, seed, again), 3) == newest_first(records)
     assert no_delimiter(requests) and no_delimiter(again)
+
+
+def written_by_v1(ledger: BlobLedger) -> None:
+    """The first hour-blob layout: ``index/hours/<YYYY-MM-DDTHH>`` and ``index/hours.v1``."""
+    container = ledger.container_client
+    at_hours = hour_blobs(ledger)
+    for blob in list(container.list_blobs(name_starts_with="index/hours")):
+        container.delete_blob(blob.name)
+    for name in [HOURS + at_hour for at_hour in at_hours] + [V1_MARK]:
+        container.upload_blob(name, b"")
+
+
+def test_a_v1_container_gets_v2_hour_blobs_once(azurite: AzuriteServer) -> None:
+    seed = blob_ledger(azurite)
+    records = [settled(f"app.v{i}", NOW - timedelta(hours=i * 7, minutes=i)) for i in range(6)]
+    records.append(running("app.live", NOW - timedelta(minutes=2)))
+    for record in records:
+        seed.create(record)
+    written_by_v1(seed)
+    v1_names = {b.name for b in seed.container_client.list_blobs(name_starts_with=HOURS)}
+    assert v1_names == {HOURS + hour(r.created_at) for r in records}
+
+    requests = Requests()
+    upgraded = hook_ledger(azurite, seed, requests)
+    assert [r.request_id for r in upgraded.list(limit=3)] == newest_first(records)[:3]
+    assert no_delimiter(requests)  # the v1 names gave the hours: no roll-up
+    assert hour_blobs(upgraded) == entry_hours(upgraded) == {hour(r.created_at) for r in records}
+    names = {b.name for b in upgraded.container_client.list_blobs(name_starts_with="index/")}
+    assert HOURS_MARK in names and not names & v1_names
+    assert listed_hours(upgraded) == sorted(hour_blobs(upgraded), reverse=True)
+
+    again = Requests()
+    assert page_through(hook_ledger(azurite, seed, again), 2) == newest_first(records)
+    assert not any(line.startswith(("PUT ", "DELETE ")) for line in again.sent)  # migrated once
+
+
+def test_a_v1_migration_cut_short_is_done_again(
+    azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut after the v2 blobs and one v1 delete: the next instance finishes it."""
+    seed = blob_ledger(azurite)
+    records = [settled(f"app.c{i}", NOW - timedelta(hours=i * 3)) for i in range(4)]
+    for record in records:
+        seed.create(record)
+    written_by_v1(seed)
+    cut = same_container(seed, azurite)
+    deletes = 0
+
+    def crash_on_second(name: str, etag: str | None = None) -> bool:
+        nonlocal deletes
+        deletes += 1
+        if deletes == 2:
+            raise RuntimeError("instance stopped")
+        return real_delete(name, etag)
+
+    real_delete = cut._index._delete
+    monkeypatch.setattr(cut._index, "_delete", crash_on_second)
+    with pytest.raises(RuntimeError):
+        list(cut.list(limit=1))
+    names = {b.name for b in seed.container_client.list_blobs(name_starts_with="index/hours")}
+    assert HOURS_MARK not in names and V1_MARK in names
+    assert sum(1 for name in names if "~" in name) == len(records)  # v2 and v1 side by side
+
+    upgraded = same_container(seed, azurite)
+    assert page_through(upgraded, 3) == newest_first(records)
+    assert hour_blobs(upgraded) == entry_hours(upgraded)
+
+
+def test_expiry_on_a_v1_container(azurite: AzuriteServer) -> None:
+    seed = blob_ledger(azurite)
+    seed.create(settled("app.ancient", NOW - timedelta(days=40)))
+    seed.create(settled("app.recent", NOW - timedelta(days=1)))
+    written_by_v1(seed)
+    upgraded = same_container(seed, azurite)
+    assert upgraded.expire(before=NOW - timedelta(days=30)) == ["app.ancient"]
+    assert hour_blobs(upgraded) == entry_hours(upgraded) == {hour(NOW - timedelta(days=1))}
+    assert [r.request_id for r in upgraded.list()] == ["app.recent"]
 
 
 def test_expiry_on_a_container_of_the_previous_version(azurite: AzuriteServer) -> None:

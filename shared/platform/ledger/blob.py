@@ -178,7 +178,8 @@ class BlobLedger:
     def _ensure_entries(self) -> builtins.list[tuple[RecordSummary, str, str]] | None:
         """Backfill the hour entries and hour blobs of a container an older version wrote (once):
         the full listing, which is returned for the caller to answer from. None when the index
-        is built (``index/hours.v1`` is only written once ``index/created.v1`` is: one look)."""
+        is built (``index/hours.v2`` is only written once ``index/created.v1`` is: one look; a
+        container with ``created.v1`` but not ``hours.v2`` gets its hours from ``BlobIndex``)."""
         if self._index.built(HOURS_BUILT) or self._index.built(CREATED_BUILT):
             return None
         listed = self._listing()
@@ -198,9 +199,10 @@ class BlobLedger:
     ) -> Iterator[tuple[LedgerRecord, str]]:
         """Newest first by ``created_at`` (then request id), strictly older than ``before`` if given.
 
-        Orders by the hour entries' names (one listing of the hour blobs, then one per hour until
-        ``limit`` records are read); records are downloaded lazily, so ``limit`` bounds the
-        downloads. A record that cannot be parsed is logged and skipped.
+        Orders by the hour entries' names (the hour blobs' listing, newest hour first and read
+        lazily, then one listing per hour until ``limit`` records are read); records are
+        downloaded lazily, so ``limit`` bounds the downloads and the listing pages. A record that
+        cannot be parsed is logged and skipped.
         """
         if limit is not None and limit <= 0:
             return
@@ -216,6 +218,7 @@ class BlobLedger:
     def _paged(self, before: Cursor | None) -> Iterator[tuple[LedgerRecord, str] | None]:
         seen: set[str] = set()
         last_hour = hour(before[0]) if before is not None else None
+        # Newest hour first and lazy: no listing page is asked for past the hour that fills the page.
         for at_hour in self._index.hours():
             if last_hour is not None and at_hour > last_hour:
                 continue
@@ -322,7 +325,8 @@ class BlobLedger:
         """Delete records created and last updated before ``before`` (see FolderLedger.expire),
         each conditional on the ETag read (``If-Match``): a record written since is kept.
 
-        Reads the hours up to ``before``'s hour (one listing, oldest first, stopping there), the
+        Reads the hours up to ``before``'s hour (one listing, newest first, so the retention
+        window's newer hours are read too), the
         entries of each (one listing per hour) and one properties request per record there:
         after the first pass, what expires since the last one. The record goes first, then its
         marker (``If-Match`` as read before) and its entry; an hour strictly older than

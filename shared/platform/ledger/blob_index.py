@@ -10,13 +10,15 @@ records) makes both grow with history. Three prefixes answer them instead:
 - ``index/created/<YYYY-MM-DDTHH>/<created>~<id>.json``: one empty blob per record, under its
   creation hour (the folder ledger's ``index/settled`` naming): a page lists the newest hours
   until it has enough names, then reads only its records.
-- ``index/hours/<YYYY-MM-DDTHH>``: one empty blob per creation hour that has entries, listed
-  *without* a delimiter, so knowing the hours costs O(hours) names. Rolling the entries up by
-  ``delimiter=/`` would answer the same, but the service documents no cost bound for that roll-up,
-  and Azurite sorts every entry under the prefix to make it (2 s at 50k records). A listing
-  "returns entities in alphabetical order", up to 5,000 a request
-  (https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources), which is
-  hour order: expiry stops at the first hour past its cut.
+- ``index/hours/<10**10 - YYYYMMDDHH, 10 digits>~<YYYY-MM-DDTHH>``: one empty blob per creation
+  hour that has entries (``hour_blob_name``), listed *without* a delimiter. Rolling the entries up
+  by ``delimiter=/`` would answer the same, but the service documents no cost bound for that
+  roll-up, and Azurite sorts every entry under the prefix to make it (2 s at 50k records). A
+  listing "returns entities in alphabetical order", up to 5,000 a request
+  (https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources): the inverted
+  key makes that newest hour first, so a page reads listing pages only until it has its records
+  (O(page), not O(hours)); expiry, which wants the hours up to its cut, reads the hours newer than
+  the cut too, at most the retention window's (15 days or more: ~360 names a request).
 
 Not blob index tags: "it might take some time before the blob index updates" after a write
 (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs), while a listing
@@ -38,16 +40,17 @@ once more after it, and a late entry puts the hour blob back; the instance that 
 forgets it. A stale hour blob (its entries gone) costs a page one empty listing until the
 next expiry pass removes it.
 
-``index/active.v1``, ``index/created.v1`` and ``index/hours.v1`` say that every record has its
+``index/active.v1``, ``index/created.v1`` and ``index/hours.v2`` say that every record has its
 marker, its entry, and every entry its hour blob; a container an older version wrote lacks them,
-so the ledger falls back to a full listing once and backfills (``BlobLedger``, ``hours``).
+so the ledger falls back to a full listing once and backfills (``BlobLedger``, ``hours``). A
+container with ``index/hours.v1`` (one blob ``index/hours/<YYYY-MM-DDTHH>`` per hour, oldest first)
+gets the v2 names of those hours, loses the v1 blobs, then gets ``index/hours.v2``.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import itertools
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -62,9 +65,31 @@ CREATED_PREFIX = "index/created/"
 HOURS_PREFIX = "index/hours/"
 ACTIVE_BUILT = "index/active.v1"
 CREATED_BUILT = "index/created.v1"
-HOURS_BUILT = "index/hours.v1"
+HOURS_BUILT = "index/hours.v2"
+# The mark of the hour blobs' first layout, ``index/hours/<YYYY-MM-DDTHH>`` (oldest first).
+HOURS_V1_BUILT = "index/hours.v1"
+# Names per request of the hours listing (``maxresults``): None is the service's default and
+# maximum, "if the maximum number of results is not specified in the request or if it's greater
+# than 5,000, the server returns up to the maximum of 5,000 items"
+# (https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources). Tests lower
+# it to see that a page stops asking for the next one.
+HOURS_PER_REQUEST: int | None = None
 # Backfilling an older container writes one small blob per record: that many at a time.
 _BACKFILL_THREADS = 16
+
+
+def hour_blob_name(at_hour: str) -> str:
+    """The hour blob of ``hour()``'s ``YYYY-MM-DDTHH``: ``10**10 - YYYYMMDDHH``, zero-padded to 10
+    digits (years 1 to 9999 give 876877 to 9998989900), so names sort newest hour first; the
+    readable hour follows ``~``."""
+    stamp = int(at_hour.replace("-", "").replace("T", ""))
+    return f"{HOURS_PREFIX}{10**10 - stamp:010d}~{at_hour}"
+
+
+def blob_hour(name: str) -> str | None:
+    """``hour_blob_name``'s hour back; None for a name without ``~`` (a v1 hour blob)."""
+    _key, sep, at_hour = name.removeprefix(HOURS_PREFIX).partition("~")
+    return at_hour if sep else None
 
 
 class BlobIndex:
@@ -159,10 +184,10 @@ class BlobIndex:
 
         missing = sorted(set(hours) - self._hours_written)
         if len(missing) == 1:
-            self._put(HOURS_PREFIX + missing[0])
+            self._put(hour_blob_name(missing[0]))
         elif missing:
             with ThreadPoolExecutor(min(_BACKFILL_THREADS, len(missing))) as pool:
-                for _ in pool.map(lambda at_hour: self._put(HOURS_PREFIX + at_hour), missing):
+                for _ in pool.map(lambda at_hour: self._put(hour_blob_name(at_hour)), missing):
                     pass
         self._hours_written.update(missing)
 
@@ -176,7 +201,7 @@ class BlobIndex:
         if self.entries(at_hour):
             return False
         self._hours_written.discard(at_hour)
-        self._delete(HOURS_PREFIX + at_hour)
+        self._delete(hour_blob_name(at_hour))
         if self.entries(at_hour):
             self._put_hours([at_hour])
             return False
@@ -184,42 +209,62 @@ class BlobIndex:
 
     # ------------------------------------------------------------------ reads
 
-    def hours(self) -> builtins.list[str]:
-        """Creation hours that have entries, newest first: one listing of ``index/hours/`` (no
-        delimiter: one request per 5,000 hours, whatever the records)."""
-        return sorted(self._hour_names(), reverse=True)
+    def hours(self) -> Iterator[str]:
+        """Creation hours that have entries, newest first, lazily: the listing of ``index/hours/``
+        (no delimiter) asks for its next 5,000 names only when the caller reads past the last.
+        ``list_blobs`` returns an ``azure.core.paging.ItemPaged`` whose ``__next__`` chains
+        ``by_page()``, and its ``PageIterator.__next__`` sends one request per page asked for
+        (azure-core 1.41.0, ``azure/core/paging.py``; azure-storage-blob 12.31.1, ``list_blobs``
+        in ``_container_client.py``, "will lazily follow the continuation tokens")."""
+        return self._hour_names()
 
     def hours_through(self, last: str) -> builtins.list[str]:
-        """The hours up to ``last`` included, oldest first: the listing is in name order, so it
-        stops at the first later hour (no further page is asked for)."""
-        return list(itertools.takewhile(lambda at_hour: at_hour <= last, self._hour_names()))
+        """The hours up to ``last`` included, oldest first. The listing is newest first, so it
+        reads the hours after ``last`` too (expiry's: the retention window's, see the module
+        docstring)."""
+        return sorted(at_hour for at_hour in self._hour_names() if at_hour <= last)
 
     def _hour_names(self) -> Iterator[str]:
         from azure.core.exceptions import ResourceNotFoundError
 
         self._ensure_hours()
         try:
-            for props in self._container.list_blobs(name_starts_with=HOURS_PREFIX):
-                yield props.name.removeprefix(HOURS_PREFIX)
+            listed = self._container.list_blobs(
+                name_starts_with=HOURS_PREFIX, results_per_page=HOURS_PER_REQUEST
+            )
+            for props in listed:
+                if (at_hour := blob_hour(props.name)) is not None:  # v1 names: see _ensure_hours
+                    yield at_hour
         except ResourceNotFoundError:  # no container yet
             return
 
     def _ensure_hours(self) -> None:
-        """A container the previous version wrote has entries but no hour blobs: derive its hours
-        from the entries rolled up by ``delimiter=/`` (once: that request grows with history on
-        Azurite), upload their blobs, then ``index/hours.v1``."""
+        """A container without ``index/hours.v2`` (once): its hours are the v1 hour blobs' names
+        when it has ``index/hours.v1``, else (the version before the hour blobs) the entries rolled
+        up by ``delimiter=/`` (that request grows with history on Azurite). Uploads their v2 blobs,
+        deletes the v1 ones, then writes ``index/hours.v2``; a pass cut short is done again."""
         from azure.core.exceptions import ResourceNotFoundError
 
         if self.built(HOURS_BUILT):
             return
         try:
-            derived = [
-                item.name.removeprefix(CREATED_PREFIX).rstrip("/")
-                for item in self._container.walk_blobs(name_starts_with=CREATED_PREFIX, delimiter="/")
+            v1 = [
+                props.name
+                for props in self._container.list_blobs(name_starts_with=HOURS_PREFIX)
+                if blob_hour(props.name) is None
             ]
+            if self.built(HOURS_V1_BUILT):
+                derived = [name.removeprefix(HOURS_PREFIX) for name in v1]
+            else:
+                derived = [
+                    item.name.removeprefix(CREATED_PREFIX).rstrip("/")
+                    for item in self._container.walk_blobs(name_starts_with=CREATED_PREFIX, delimiter="/")
+                ]
         except ResourceNotFoundError:  # no container yet: nothing to derive, nothing to mark
             return
         self._put_hours(derived)
+        for name in v1:
+            self._delete(name)
         self.mark_built(HOURS_BUILT)
 
     def entries(self, at_hour: str) -> builtins.list[Cursor]:
@@ -236,7 +281,7 @@ class BlobIndex:
     # ------------------------------------------------------------------ the version marks
 
     def built(self, mark: str) -> bool:
-        """Whether ``mark`` (``ACTIVE_BUILT``, ``CREATED_BUILT``, ``HOURS_BUILT``) exists;
+        """Whether ``mark`` (``ACTIVE_BUILT``, ``CREATED_BUILT``, ``HOURS_BUILT``, ...) exists;
         remembered once seen."""
         from azure.core.exceptions import ResourceNotFoundError
 
