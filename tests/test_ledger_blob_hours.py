@@ -11,6 +11,7 @@ fills it, and the requests of a page or an expiry pass do not grow with records.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -343,22 +344,16 @@ def test_a_v1_migration_cut_short_is_done_again(
     assert hour_blobs(upgraded) == entry_hours(upgraded)
 
 
-def test_expiry_on_a_v1_container(azurite: AzuriteServer) -> None:
+@pytest.mark.parametrize(
+    "written_by", [written_by_v1, written_by_the_previous_version], ids=["v1", "previous"]
+)
+def test_expiry_on_a_container_an_earlier_version_wrote(
+    azurite: AzuriteServer, written_by: Callable[[BlobLedger], None]
+) -> None:
     seed = blob_ledger(azurite)
     seed.create(settled("app.ancient", NOW - timedelta(days=40)))
     seed.create(settled("app.recent", NOW - timedelta(days=1)))
-    written_by_v1(seed)
-    upgraded = same_container(seed, azurite)
-    assert upgraded.expire(before=NOW - timedelta(days=30)) == ["app.ancient"]
-    assert hour_blobs(upgraded) == entry_hours(upgraded) == {hour(NOW - timedelta(days=1))}
-    assert [r.request_id for r in upgraded.list()] == ["app.recent"]
-
-
-def test_expiry_on_a_container_of_the_previous_version(azurite: AzuriteServer) -> None:
-    seed = blob_ledger(azurite)
-    seed.create(settled("app.ancient", NOW - timedelta(days=40)))
-    seed.create(settled("app.recent", NOW - timedelta(days=1)))
-    written_by_the_previous_version(seed)
+    written_by(seed)
     upgraded = same_container(seed, azurite)
     assert upgraded.expire(before=NOW - timedelta(days=30)) == ["app.ancient"]
     assert hour_blobs(upgraded) == entry_hours(upgraded) == {hour(NOW - timedelta(days=1))}
