@@ -146,14 +146,14 @@ class PullRequestState:
             "target": self.target,
             "number": self.number,
             "closed": self.closed,
-            "closed_at": None if self.closed_at is None else self.closed_at.isoformat(),
+            "closed_at": _iso(self.closed_at),
             "head": self.head,
             "merged": self.merged,
             "closes": self.closes,
-            "reopened_at": None if self.reopened_at is None else self.reopened_at.isoformat(),
+            "reopened_at": _iso(self.reopened_at),
             "deliveries": list(self.deliveries),
             "withdrawals": self.withdrawals,
-            "withdrawn_at": None if self.withdrawn_at is None else self.withdrawn_at.isoformat(),
+            "withdrawn_at": _iso(self.withdrawn_at),
             "withdrawn_label": self.withdrawn_label,
             "withdrawn_event_at": _iso(self.withdrawn_event_at),
             "trusts": dict(self.trusts),
@@ -308,9 +308,7 @@ def record_trust(
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
         verdict.clear()
-        known = (
-            PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
-        )
+        known = _known(target, number, current)
         verdict.append(TrustVerdict(known))
         if known.closed:
             return None
@@ -344,6 +342,11 @@ def record_trust(
     return verdict[0]
 
 
+def _known(target: str, number: int, current: Mapping[str, Any] | None) -> PullRequestState:
+    """The state a document holds; a request with no document yet is open and untouched."""
+    return PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
+
+
 def _refusal(known: PullRequestState, why: str) -> str:
     when = known.withdrawn_event_at or known.withdrawn_at
     shown = "" if when is None else f" at {when.isoformat()}"
@@ -366,9 +369,7 @@ def _record_delivery(
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
         result.clear()
-        known = (
-            PullRequestState(target, number) if current is None else PullRequestState.from_document(current)
-        )
+        known = _known(target, number, current)
         result.append(known)
         if delivery_id is not None and delivery_id in known.deliveries:
             return None
