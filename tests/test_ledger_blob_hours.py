@@ -255,12 +255,20 @@ def written_by_the_previous_version(ledger: BlobLedger) -> None:
     assert any(b.name == "index/created.v1" for b in container.list_blobs(name_starts_with="index/"))
 
 
-def test_a_container_of_the_previous_version_gets_its_hour_blobs_once(azurite: AzuriteServer) -> None:
+def six_hours_apart_and_one_running(
+    azurite: AzuriteServer, tag: str, *, every: int
+) -> tuple[BlobLedger, list[LedgerRecord]]:
+    """A ledger holding six settled records ``every`` hours apart and one running record."""
     seed = blob_ledger(azurite)
-    records = [settled(f"app.m{i}", NOW - timedelta(hours=i * 5, minutes=i)) for i in range(6)]
+    records = [settled(f"app.{tag}{i}", NOW - timedelta(hours=i * every, minutes=i)) for i in range(6)]
     records.append(running("app.live", NOW - timedelta(minutes=2)))
     for record in records:
         seed.create(record)
+    return seed, records
+
+
+def test_a_container_of_the_previous_version_gets_its_hour_blobs_once(azurite: AzuriteServer) -> None:
+    seed, records = six_hours_apart_and_one_running(azurite, "m", every=5)
     written_by_the_previous_version(seed)
 
     requests = Requests()
@@ -289,11 +297,7 @@ def written_by_v1(ledger: BlobLedger) -> None:
 
 
 def test_a_v1_container_gets_v2_hour_blobs_once(azurite: AzuriteServer) -> None:
-    seed = blob_ledger(azurite)
-    records = [settled(f"app.v{i}", NOW - timedelta(hours=i * 7, minutes=i)) for i in range(6)]
-    records.append(running("app.live", NOW - timedelta(minutes=2)))
-    for record in records:
-        seed.create(record)
+    seed, records = six_hours_apart_and_one_running(azurite, "v", every=7)
     written_by_v1(seed)
     v1_names = {b.name for b in seed.container_client.list_blobs(name_starts_with=HOURS)}
     assert v1_names == {HOURS + hour(r.created_at) for r in records}
