@@ -14,12 +14,12 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
 
 from shared.platform.oci import Manifest, RegistryError
 from shared.pruning.retention.acr_listing import ListedManifest, graph_from_listing, raw_fields
+from shared.pruning.retention.backend import parse_timestamp
 from shared.pruning.retention.graph import RepositoryGraph, TagNode
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class AcrRetentionBackend:
             TagNode(
                 entry["name"],
                 entry["digest"],
-                _time(entry.get("lastUpdateTime")) or _time(entry.get("createdTime")),
+                parse_timestamp(entry.get("lastUpdateTime")) or parse_timestamp(entry.get("createdTime")),
                 locked=_locked_raw(entry),
             )
             for entry in self._raw_pages(repository, "_tags", "tags")
@@ -115,7 +115,7 @@ class AcrRetentionBackend:
         for entry in self._raw_pages(repository, "_manifests", "manifests"):
             if isinstance(entry.get("digest"), str):
                 media_type, config, refs = raw_fields(entry)
-                created, locked = _time(entry.get("createdTime")), _locked_raw(entry)
+                created, locked = parse_timestamp(entry.get("createdTime")), _locked_raw(entry)
                 listed.append(ListedManifest(entry["digest"], created, locked, media_type, config, refs))
         return listed
 
@@ -216,15 +216,3 @@ def _locked_raw(entry: Mapping[str, Any]) -> bool:
     if not isinstance(attributes, Mapping):
         return False
     return attributes.get("deleteEnabled") is False or attributes.get("writeEnabled") is False
-
-
-def _time(value: Any) -> datetime | None:
-    """An ISO 8601 time of the listing (``2021-09-01T12:34:56.1234567Z``: Python 3.11's
-    ``fromisoformat`` takes the ``Z`` and cuts the fraction to microseconds); None if absent."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
