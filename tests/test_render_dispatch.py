@@ -228,7 +228,7 @@ def test_render_takes_runs_show_output_and_refuses_what_the_dispatcher_refuses(
     show_file.write_text("not json")
     assert main(["render", *flags, "--request-file", str(show_file)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("error: --request-file is not JSON (") and "Traceback" not in err
 
 
 def test_render_without_target_or_request_file_says_what_is_missing(

@@ -108,7 +108,10 @@ def _queued_request(data: bytes) -> bytes:
     ValueError when the file is not JSON."""
     import json
 
-    found = json.loads(data)
+    try:
+        found = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"--request-file is not JSON ({exc})") from None
     if isinstance(found, dict) and "request_id" in found and isinstance(found.get("request"), dict):
         return json.dumps(found["request"]).encode()
     return data
