@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from shared.model.config import CacheStorage
 
 CONNECTION_SETTING = "SLIPWAY_CACHE_CONNECTION_STRING"
-MAX_BATCH = 256  # the Blob batch API's limit per request
+# The Blob batch API's limit per request: "The maximum number of sub operations that may be part of
+# a batch", 256 (learn.microsoft.com/dotnet/api/microsoft.azure.storage.shared.protocol.constants
+# .maxsuboperationperbatch; Azurite refuses more too, src/blob/handlers/BlobBatchHandler.ts).
+MAX_BATCH = 256
 LIST_PAGE_SIZE = 5000  # the service's maximum page
 # Batch refused as a whole (not per item): an endpoint without the batch API.
 _BATCH_UNSUPPORTED = frozenset({400, 405, 501})
