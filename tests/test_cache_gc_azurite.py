@@ -470,3 +470,21 @@ def test_the_recheck_listing_gives_what_the_full_listing_gives(
     assert len(full) == len(names)
     monkeypatch.setattr(store_module, "LIST_PAGE_SIZE", 3)  # three pages
     assert store.manifest_etags() == full
+
+
+def test_the_batch_is_the_batch_api_s_limit_which_azurite_enforces(container: ContainerClient) -> None:
+    """256 sub-requests a batch: "The maximum number of sub operations that may be part of a batch"
+    (learn.microsoft.com/dotnet/api/microsoft.azure.storage.shared.protocol.constants
+    .maxsuboperationperbatch); the emulator deletes that many in one request and refuses one more."""
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.pruning.cache_gc.store import MAX_BATCH
+
+    assert MAX_BATCH == 256
+    names = [f"limit/{i:03d}" for i in range(257)]
+    for name in names:
+        container.upload_blob(name, b"")
+    with pytest.raises(HttpResponseError):
+        container.delete_blobs(*names)
+    container.delete_blobs(*names[:256])
+    assert [b.name for b in container.list_blobs(name_starts_with="limit/")] == names[256:]
