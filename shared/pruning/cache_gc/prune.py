@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.platform.app_settings import positive_setting
 from shared.platform.logs import log_event
 from shared.pruning.cache_gc.layout import CacheLayout
 from shared.pruning.cache_gc.planner import Policy
@@ -36,12 +37,10 @@ class PruneSettingError(ValueError):
 
 
 def _positive(settings: Mapping[str, str], name: str, default: int | None) -> int | None:
-    text = (settings.get(name) or "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise PruneSettingError(f"{name} must be a positive whole number, got {text!r}")
-    return int(text)
+    try:
+        return positive_setting(settings, name, default)
+    except ValueError as exc:
+        raise PruneSettingError(str(exc)) from None
 
 
 def work_bounds(settings: Mapping[str, str]) -> tuple[int | None, int | None]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.model.globs import glob_match
 from shared.model.retention_rules import ImageRule, rule_for
+from shared.platform.app_settings import positive_setting
 from shared.platform.errors import is_service_error
 from shared.pruning.retention.backend import RetentionBackend, TagDeleteUnsupported
 from shared.pruning.retention.graph import RepositoryGraph
@@ -383,12 +384,7 @@ def guess_api(registry: str) -> str:
 
 def max_seconds_setting(settings: Mapping[str, str]) -> int:
     """``SLIPWAY_IMAGE_PRUNE_MAX_SECONDS``: a positive whole number, 240 when unset."""
-    text = (settings.get(MAX_SECONDS_SETTING) or "").strip()
-    if not text:
-        return DEFAULT_MAX_SECONDS
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{MAX_SECONDS_SETTING} must be a positive whole number, got {text!r}")
-    return int(text)
+    return positive_setting(settings, MAX_SECONDS_SETTING, DEFAULT_MAX_SECONDS)
 
 
 def run_scheduled_prune(
